@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Brings up a local ClickHouse for `make run` / `make test` when none answers.
+#
+#   scripts/clickhouse.sh ensure   # start one unless CLICKHOUSE_HOST:CLICKHOUSE_PORT answers /ping
+#   scripts/clickhouse.sh stop     # stop the one this script started (pid file under its data dir)
+#
+# Order of preference: an installed `clickhouse-server`; else Debian's package when we are root
+# on Debian/Ubuntu; else a message saying exactly what to do. No systemd is assumed: the binary
+# is started directly, with its data, logs and pid under CLICKHOUSE_DATA_DIR (git-ignored).
+set -euo pipefail
+
+HOST="${CLICKHOUSE_HOST:-127.0.0.1}"
+PORT="${CLICKHOUSE_PORT:-8123}"
+TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATA_DIR="${CLICKHOUSE_DATA_DIR:-$ROOT/data/clickhouse}"
+CONFIG="${CLICKHOUSE_CONFIG:-/etc/clickhouse-server/config.xml}"
+
+say() { echo "clickhouse.sh: $*" >&2; }
+
+pinging() { curl -fsS --max-time 2 "http://$HOST:$PORT/ping" >/dev/null 2>&1; }
+
+is_local() {
+  case "$HOST" in 127.*|localhost|::1|0.0.0.0) return 0 ;; *) return 1 ;; esac
+}
+
+install_server() {
+  command -v clickhouse-server >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "clickhouse-server not found; installing Debian's clickhouse-server package"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
+    return 0
+  fi
+  cat >&2 <<MSG
+clickhouse.sh: no ClickHouse answers at http://$HOST:$PORT and none is installed here.
+Do one of:
+  - install it:  sudo apt-get install clickhouse-server   (Debian/Ubuntu), then re-run;
+  - run it in Docker:  docker compose -f docker/compose.yml up -d clickhouse
+  - point the service elsewhere:  CLICKHOUSE_HOST=... CLICKHOUSE_PORT=... make run
+MSG
+  exit 1
+}
+
+start() {
+  mkdir -p "$DATA_DIR/tmp" "$DATA_DIR/log" "$DATA_DIR/user_files" "$DATA_DIR/format_schemas"
+  say "starting clickhouse-server on $HOST:$PORT (data in $DATA_DIR)"
+  # Everything the server writes goes under DATA_DIR, so it needs no root-owned folders
+  # and leaves nothing behind elsewhere. Ports other than HTTP are moved with the HTTP one
+  # so that several instances (tests) can run side by side.
+  nohup clickhouse-server --config-file="$CONFIG" -- \
+    --path="$DATA_DIR/" --tmp_path="$DATA_DIR/tmp/" \
+    --user_files_path="$DATA_DIR/user_files/" --format_schema_path="$DATA_DIR/format_schemas/" \
+    --logger.log="$DATA_DIR/log/server.log" --logger.errorlog="$DATA_DIR/log/server.err.log" \
+    --http_port="$PORT" --tcp_port="$TCP_PORT" --interserver_http_port=$((TCP_PORT + 9)) \
+    --listen_host=127.0.0.1 \
+    >"$DATA_DIR/log/stdout.log" 2>&1 &
+  echo $! >"$DATA_DIR/server.pid"
+  for _ in $(seq 1 120); do
+    pinging && { say "ready"; return 0; }
+    kill -0 "$(cat "$DATA_DIR/server.pid")" 2>/dev/null || break
+    sleep 0.5
+  done
+  say "clickhouse-server did not answer /ping; last log lines:"
+  tail -n 20 "$DATA_DIR/log/server.err.log" "$DATA_DIR/log/stdout.log" >&2 2>/dev/null || true
+  exit 1
+}
+
+case "${1:-ensure}" in
+  ensure)
+    pinging && exit 0
+    is_local || { say "nothing answers at http://$HOST:$PORT and that host is not local; start ClickHouse there first"; exit 1; }
+    install_server
+    start
+    ;;
+  stop)
+    if [ -f "$DATA_DIR/server.pid" ]; then
+      kill "$(cat "$DATA_DIR/server.pid")" 2>/dev/null || true
+      rm -f "$DATA_DIR/server.pid"
+    fi
+    ;;
+  *) echo "usage: $0 [ensure|stop]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,334 @@
+//! The double buffer: request handlers append to the active half; the flusher swaps it for
+//! the empty inactive half and writes the full one while handlers keep appending.
+//!
+//! One `parking_lot::Mutex` guards the active half. It is held only to append a request's
+//! rows (a `Vec::append`, i.e. a memcpy of row structs) or to swap two `Vec`s, never across
+//! I/O, so a slow ClickHouse never blocks a request handler: it only makes the buffer fill.
+//! `parking_lot` because its uncontended lock is one atomic operation and it spins briefly
+//! before parking, which fits critical sections this short; its `Condvar` lets the flusher
+//! sleep until a threshold is crossed instead of polling.
+//!
+//! Bounds: the active half swaps at `BUFFER_SIZE` events or `BUFFER_FLUSH_MS` after its
+//! first event, whichever comes first. Memory is capped by `BUFFER_MAX_BYTES` over both
+//! halves (the active one plus the one being written): past it appends fail with
+//! [`AppendError::Full`] and the handler answers `503`, so an outage can never grow the
+//! process until it is killed, and nothing is dropped silently.
+
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::event::EventRow;
+
+/// One half: rows plus the memory they hold, counted as they are added.
+#[derive(Debug, Default)]
+pub struct Half {
+    /// The rows, in arrival order.
+    pub rows: Vec<EventRow>,
+    /// Sum of [`EventRow::mem_size`] over `rows`.
+    pub bytes: usize,
+}
+
+impl Half {
+    /// Empties the half but keeps its allocation, so a steady load stops allocating
+    /// vectors once both halves have grown to their working size.
+    pub fn clear(&mut self) {
+        self.rows.clear();
+        self.bytes = 0;
+    }
+}
+
+/// The thresholds the flusher swaps on and the memory cap.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Events in the active half that trigger a swap (`BUFFER_SIZE`).
+    pub size: usize,
+    /// Longest time an event waits in the active half (`BUFFER_FLUSH_MS`).
+    pub flush_interval: Duration,
+    /// Cap on both halves' bytes together (`BUFFER_MAX_BYTES`).
+    pub max_bytes: usize,
+}
+
+/// Why an append was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The memory cap would be exceeded; try again once a flush has freed space.
+    #[error("buffer full ({buffered} of {max} bytes in use)")]
+    Full {
+        /// Bytes buffered now.
+        buffered: usize,
+        /// `BUFFER_MAX_BYTES`.
+        max: usize,
+    },
+    /// Shutdown has begun; nothing new is taken.
+    #[error("shutting down")]
+    Closed,
+}
+
+/// What made the flusher swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapReason {
+    /// The active half reached `BUFFER_SIZE`.
+    Size,
+    /// `BUFFER_FLUSH_MS` passed since the half's first event.
+    Timer,
+    /// Shutdown: everything left is flushed.
+    Shutdown,
+}
+
+struct State {
+    active: Half,
+    /// When the first row entered the active half; `None` while it is empty.
+    first_at: Option<Instant>,
+    /// Bytes in the half the flusher holds (swapped out, not yet written).
+    inflight_bytes: usize,
+    /// Rows in that half, for reporting what a shutdown could not write.
+    inflight_rows: usize,
+    closed: bool,
+}
+
+/// The double buffer shared by the request handlers and the flusher.
+pub struct DoubleBuffer {
+    state: Mutex<State>,
+    /// Wakes the flusher: on the first row of an empty half (so it can arm its timer), when
+    /// the half reaches `size`, and on close. At most twice per half, not per append.
+    wake: Condvar,
+    limits: Limits,
+}
+
+impl DoubleBuffer {
+    /// An empty buffer. The active half is preallocated for `limits.size` rows, as the
+    /// flusher's half will be once it has been swapped in.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            state: Mutex::new(State {
+                active: Half {
+                    rows: Vec::with_capacity(limits.size.min(1 << 20)),
+                    bytes: 0,
+                },
+                first_at: None,
+                inflight_bytes: 0,
+                inflight_rows: 0,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            limits,
+        }
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Moves `rows` into the active half, all or none. `rows` is left empty on success.
+    pub fn append(&self, rows: &mut Vec<EventRow>) -> Result<(), AppendError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Sized outside the lock: the critical section is only the check and the move.
+        let bytes: usize = rows.iter().map(EventRow::mem_size).sum();
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(AppendError::Closed);
+        }
+        let buffered = st.active.bytes + st.inflight_bytes;
+        if buffered + bytes > self.limits.max_bytes {
+            return Err(AppendError::Full {
+                buffered,
+                max: self.limits.max_bytes,
+            });
+        }
+        let before = st.active.rows.len();
+        st.active.rows.append(rows);
+        st.active.bytes += bytes;
+        let first = st.first_at.is_none();
+        if first {
+            st.first_at = Some(Instant::now());
+        }
+        let crossed = before < self.limits.size && st.active.rows.len() >= self.limits.size;
+        drop(st);
+        if first || crossed {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Blocks until the active half is due (size, timer or shutdown), then swaps it with
+    /// `spare` (which must be empty) and returns why. Returns `None` once the buffer is
+    /// closed and empty: nothing is left to flush. The swapped rows count as in flight
+    /// until [`DoubleBuffer::release`].
+    pub fn swap_when_due(&self, spare: &mut Half) -> Option<SwapReason> {
+        debug_assert!(spare.rows.is_empty());
+        let mut st = self.state.lock();
+        let reason = loop {
+            match st.first_at {
+                None if st.closed => return None,
+                None => self.wake.wait(&mut st),
+                Some(_) if st.closed => break SwapReason::Shutdown,
+                Some(_) if st.active.rows.len() >= self.limits.size => break SwapReason::Size,
+                Some(first) => {
+                    let due = first + self.limits.flush_interval;
+                    if Instant::now() >= due {
+                        break SwapReason::Timer;
+                    }
+                    self.wake.wait_until(&mut st, due);
+                }
+            }
+        };
+        std::mem::swap(&mut st.active, spare);
+        st.first_at = None;
+        st.inflight_bytes += spare.bytes;
+        st.inflight_rows += spare.rows.len();
+        Some(reason)
+    }
+
+    /// The flusher is done with `half` (written, or given up on): its memory is free again.
+    pub fn release(&self, half: &mut Half) {
+        let mut st = self.state.lock();
+        st.inflight_bytes -= half.bytes;
+        st.inflight_rows -= half.rows.len();
+        drop(st);
+        half.clear();
+    }
+
+    /// Stops taking appends and wakes the flusher to swap what is left.
+    pub fn close(&self) {
+        self.state.lock().closed = true;
+        self.wake.notify_all();
+    }
+
+    /// Whether [`DoubleBuffer::close`] has been called.
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
+    /// Sleeps up to `timeout`, returning early (with `true`) if the buffer is closed.
+    /// The flusher's back-off between retries uses it so shutdown does not wait it out.
+    pub fn sleep_unless_closed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.state.lock();
+        while !st.closed && Instant::now() < deadline {
+            self.wake.wait_until(&mut st, deadline);
+        }
+        st.closed
+    }
+
+    /// Events held in both halves: what would be lost if the process ended now.
+    pub fn pending_events(&self) -> usize {
+        let st = self.state.lock();
+        st.active.rows.len() + st.inflight_rows
+    }
+
+    /// Bytes held in both halves, counted against `BUFFER_MAX_BYTES`.
+    pub fn pending_bytes(&self) -> usize {
+        let st = self.state.lock();
+        st.active.bytes + st.inflight_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::testing::row;
+    use std::sync::Arc;
+
+    fn buffer(size: usize, flush_ms: u64, max_bytes: usize) -> Arc<DoubleBuffer> {
+        Arc::new(DoubleBuffer::new(Limits {
+            size,
+            flush_interval: Duration::from_millis(flush_ms),
+            max_bytes,
+        }))
+    }
+
+    fn rows(n: usize) -> Vec<EventRow> {
+        (0..n as u32).map(row).collect()
+    }
+
+    #[test]
+    fn size_swaps_before_the_timer() {
+        let buf = buffer(10, 60_000, usize::MAX);
+        buf.append(&mut rows(10)).unwrap();
+        let mut spare = Half::default();
+        let started = Instant::now();
+        assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Size));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(spare.rows.len(), 10);
+        assert_eq!(buf.pending_events(), 10, "swapped rows are in flight");
+        buf.release(&mut spare);
+        assert_eq!((buf.pending_events(), buf.pending_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn timer_swaps_a_half_that_never_fills() {
+        let buf = buffer(1_000, 50, usize::MAX);
+        buf.append(&mut rows(3)).unwrap();
+        let mut spare = Half::default();
+        let started = Instant::now();
+        assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Timer));
+        assert!(started.elapsed() >= Duration::from_millis(40));
+        assert_eq!(spare.rows.len(), 3);
+    }
+
+    #[test]
+    fn an_append_from_another_thread_wakes_the_flusher() {
+        let buf = buffer(5, 60_000, usize::MAX);
+        let writer = {
+            let buf = buf.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                buf.append(&mut rows(2)).unwrap();
+                buf.append(&mut rows(3)).unwrap();
+            })
+        };
+        let mut spare = Half::default();
+        assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Size));
+        writer.join().unwrap();
+        assert_eq!(spare.rows.len(), 5);
+    }
+
+    #[test]
+    fn memory_cap_refuses_whole_requests_and_recovers_after_release() {
+        let one = row(0).mem_size();
+        let buf = buffer(2, 60_000, one * 3);
+        buf.append(&mut rows(2)).unwrap();
+        let mut spare = Half::default();
+        buf.swap_when_due(&mut spare).unwrap();
+        // Two rows in flight, room for one more: a request of two is refused whole.
+        let mut two = rows(2);
+        assert!(matches!(
+            buf.append(&mut two),
+            Err(AppendError::Full { .. })
+        ));
+        assert_eq!(two.len(), 2, "a refused request keeps its rows");
+        buf.append(&mut rows(1)).unwrap();
+        buf.release(&mut spare);
+        buf.append(&mut two).unwrap();
+        assert_eq!(buf.pending_events(), 3);
+    }
+
+    #[test]
+    fn close_swaps_the_rest_then_ends() {
+        let buf = buffer(100, 60_000, usize::MAX);
+        buf.append(&mut rows(4)).unwrap();
+        buf.close();
+        assert_eq!(buf.append(&mut rows(1)), Err(AppendError::Closed));
+        let mut spare = Half::default();
+        assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Shutdown));
+        assert_eq!(spare.rows.len(), 4);
+        buf.release(&mut spare);
+        assert_eq!(buf.swap_when_due(&mut spare), None);
+    }
+
+    #[test]
+    fn swapping_keeps_allocations() {
+        let buf = buffer(64, 60_000, usize::MAX);
+        let mut spare = Half::default();
+        for _ in 0..3 {
+            buf.append(&mut rows(64)).unwrap();
+            buf.swap_when_due(&mut spare).unwrap();
+            buf.release(&mut spare);
+        }
+        assert!(spare.rows.capacity() >= 64);
+    }
+}

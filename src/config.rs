@@ -1,0 +1,352 @@
+//! Configuration: every setting comes from an environment variable, read once at start-up.
+//!
+//! Names are part of the public interface (scripts, compose files and tests rely on them), so
+//! they are spelled out in one table in the README and never renamed. Every variable has a
+//! default, so `event-ingest` starts with none set. A bad value stops start-up with a one-line
+//! error that names the variable.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the process runs; picks defaults such as the log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppEnv {
+    /// A developer's machine: `info` logs.
+    Dev,
+    /// Automated tests: `warn` logs, so test output stays readable.
+    Test,
+    /// Production: `info` logs.
+    Prod,
+}
+
+/// How accepted events travel to ClickHouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BufferMode {
+    /// Events are appended to the active half of a double buffer and written in large
+    /// batches by the flusher thread; `200` means "buffered".
+    Double,
+    /// Each request is one synchronous insert; `200` means "committed". Kept to compare
+    /// with the original service's unbuffered mode, and for callers that must know.
+    Direct,
+}
+
+/// The whole configuration, one field per environment variable (upper-cased field name).
+#[derive(Clone, Deserialize)]
+pub struct Config {
+    /// `APP_ENV`: `dev` (default), `test` or `prod`.
+    #[serde(default = "defaults::app_env")]
+    pub app_env: AppEnv,
+    /// `HTTP_HOST`: address to listen on (default `0.0.0.0`).
+    #[serde(default = "defaults::http_host")]
+    pub http_host: String,
+    /// `HTTP_PORT`: port to listen on (default `8080`); `0` picks a free one, logged at start.
+    #[serde(default = "defaults::http_port")]
+    pub http_port: u16,
+    /// `HTTP_WORKERS`: actix worker threads (default: one per CPU core).
+    #[serde(default)]
+    pub http_workers: Option<usize>,
+    /// `CLICKHOUSE_HOST`: ClickHouse HTTP interface host (default `127.0.0.1`).
+    #[serde(default = "defaults::clickhouse_host")]
+    pub clickhouse_host: String,
+    /// `CLICKHOUSE_PORT`: ClickHouse HTTP interface port (default `8123`).
+    #[serde(default = "defaults::clickhouse_port")]
+    pub clickhouse_port: u16,
+    /// `CLICKHOUSE_USER` (default `default`).
+    #[serde(default = "defaults::clickhouse_user")]
+    pub clickhouse_user: String,
+    /// `CLICKHOUSE_PASSWORD` (default empty). Never printed: `Debug` redacts it.
+    #[serde(default)]
+    pub clickhouse_password: String,
+    /// `CLICKHOUSE_NAME`: database (default `default`); created at start-up if missing.
+    #[serde(default = "defaults::clickhouse_name")]
+    pub clickhouse_name: String,
+    /// `CLICKHOUSE_TABLE`: table (default `events`); created at start-up if missing.
+    #[serde(default = "defaults::clickhouse_table")]
+    pub clickhouse_table: String,
+    /// `CLICKHOUSE_TIMEOUT_MS`: longest wait for one ClickHouse request, after which it
+    /// counts as failed and is retried (default 30 000).
+    #[serde(default = "defaults::clickhouse_timeout_ms")]
+    pub clickhouse_timeout_ms: u64,
+    /// `BUFFER_MODE`: `double` (default) or `direct`.
+    #[serde(default = "defaults::buffer_mode")]
+    pub buffer_mode: BufferMode,
+    /// `BUFFER_SIZE`: events in the active half that trigger a swap (default 10 000).
+    #[serde(default = "defaults::buffer_size")]
+    pub buffer_size: usize,
+    /// `BUFFER_FLUSH_MS`: longest time an event waits in the active half (default 1 000).
+    #[serde(default = "defaults::buffer_flush_ms")]
+    pub buffer_flush_ms: u64,
+    /// `BUFFER_MAX_BYTES`: cap on buffered data, both halves together, before requests are
+    /// refused with `503` (default 256 MiB).
+    #[serde(default = "defaults::buffer_max_bytes")]
+    pub buffer_max_bytes: usize,
+    /// `BODY_MAX_BYTES`: largest request body accepted, else `413` (default 10 MiB).
+    #[serde(default = "defaults::body_max_bytes")]
+    pub body_max_bytes: usize,
+    /// `SHUTDOWN_TIMEOUT_SECS`: how long SIGTERM may spend flushing before the process
+    /// gives up, logs what it could not write and exits non-zero (default 30).
+    #[serde(default = "defaults::shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// Why the configuration could not be read; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable could not be parsed as its type.
+    #[error("invalid environment: {0}")]
+    Parse(String),
+    /// A variable parsed but is out of its allowed range.
+    #[error("invalid {var}: {reason}")]
+    Invalid {
+        /// The environment variable's name.
+        var: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+mod defaults {
+    use super::{AppEnv, BufferMode};
+    pub fn app_env() -> AppEnv {
+        AppEnv::Dev
+    }
+    pub fn http_host() -> String {
+        "0.0.0.0".into()
+    }
+    pub fn http_port() -> u16 {
+        8080
+    }
+    pub fn clickhouse_host() -> String {
+        "127.0.0.1".into()
+    }
+    pub fn clickhouse_port() -> u16 {
+        8123
+    }
+    pub fn clickhouse_user() -> String {
+        "default".into()
+    }
+    pub fn clickhouse_name() -> String {
+        "default".into()
+    }
+    pub fn clickhouse_table() -> String {
+        "events".into()
+    }
+    pub fn clickhouse_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn buffer_mode() -> BufferMode {
+        BufferMode::Double
+    }
+    pub fn buffer_size() -> usize {
+        10_000
+    }
+    pub fn buffer_flush_ms() -> u64 {
+        1_000
+    }
+    pub fn buffer_max_bytes() -> usize {
+        256 * 1024 * 1024
+    }
+    pub fn body_max_bytes() -> usize {
+        10 * 1024 * 1024
+    }
+    pub fn shutdown_timeout_secs() -> u64 {
+        30
+    }
+}
+
+/// The variables this module reads, for naming one in an error whose text lacks it.
+const VARS: &[&str] = &[
+    "APP_ENV",
+    "HTTP_HOST",
+    "HTTP_PORT",
+    "HTTP_WORKERS",
+    "CLICKHOUSE_HOST",
+    "CLICKHOUSE_PORT",
+    "CLICKHOUSE_USER",
+    "CLICKHOUSE_PASSWORD",
+    "CLICKHOUSE_NAME",
+    "CLICKHOUSE_TABLE",
+    "CLICKHOUSE_TIMEOUT_MS",
+    "BUFFER_MODE",
+    "BUFFER_SIZE",
+    "BUFFER_FLUSH_MS",
+    "BUFFER_MAX_BYTES",
+    "BODY_MAX_BYTES",
+    "SHUTDOWN_TIMEOUT_SECS",
+];
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_iter(std::env::vars())
+    }
+
+    /// Reads the given variables as if they were the environment (tests build configs this
+    /// way without touching the process environment, which is shared between threads).
+    pub fn from_iter<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(k, _)| VARS.contains(&k.as_str()))
+            .collect();
+        let config: Config = envy::from_iter(vars.clone())
+            .map_err(|e| ConfigError::Parse(name_variable(e.to_string(), &vars)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |var, reason: &str| {
+            Err(ConfigError::Invalid {
+                var,
+                reason: reason.to_string(),
+            })
+        };
+        if self.buffer_size == 0 {
+            return invalid("BUFFER_SIZE", "must be at least 1");
+        }
+        if self.buffer_flush_ms == 0 {
+            return invalid("BUFFER_FLUSH_MS", "must be at least 1");
+        }
+        if self.buffer_max_bytes < 1024 {
+            return invalid("BUFFER_MAX_BYTES", "must be at least 1024");
+        }
+        if self.body_max_bytes < 1024 {
+            return invalid("BODY_MAX_BYTES", "must be at least 1024");
+        }
+        if self.http_workers == Some(0) {
+            return invalid("HTTP_WORKERS", "must be at least 1");
+        }
+        if self.clickhouse_timeout_ms == 0 {
+            return invalid("CLICKHOUSE_TIMEOUT_MS", "must be at least 1");
+        }
+        // Both names are spliced into DDL and INSERT statements, so only plain identifiers
+        // are allowed: no quoting games, no injection.
+        for (var, value) in [
+            ("CLICKHOUSE_NAME", &self.clickhouse_name),
+            ("CLICKHOUSE_TABLE", &self.clickhouse_table),
+        ] {
+            if !is_identifier(value) {
+                return invalid(var, "must match [A-Za-z_][A-Za-z0-9_]*");
+            }
+        }
+        Ok(())
+    }
+
+    /// The ClickHouse HTTP URL (without credentials).
+    pub fn clickhouse_url(&self) -> String {
+        format!("http://{}:{}", self.clickhouse_host, self.clickhouse_port)
+    }
+
+    /// `BUFFER_FLUSH_MS` as a duration.
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.buffer_flush_ms)
+    }
+
+    /// `SHUTDOWN_TIMEOUT_SECS` as a duration.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// `CLICKHOUSE_TIMEOUT_MS` as a duration.
+    pub fn clickhouse_timeout(&self) -> Duration {
+        Duration::from_millis(self.clickhouse_timeout_ms)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // No variables set gives every default; validation cannot fail on them.
+        Self::from_iter(std::iter::empty()).expect("the defaults are valid")
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("app_env", &self.app_env)
+            .field("http", &format_args!("{}:{}", self.http_host, self.http_port))
+            .field("clickhouse", &self.clickhouse_url())
+            .field("clickhouse_user", &self.clickhouse_user)
+            .field("clickhouse_password", &"<redacted>")
+            .field("clickhouse_name", &self.clickhouse_name)
+            .field("clickhouse_table", &self.clickhouse_table)
+            .field("buffer_mode", &self.buffer_mode)
+            .field("buffer_size", &self.buffer_size)
+            .field("buffer_flush_ms", &self.buffer_flush_ms)
+            .field("buffer_max_bytes", &self.buffer_max_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// envy names the variable for number parse errors but not for enum ones ("unknown variant
+/// `fast`"); find the variable whose value the message quotes and name it.
+fn name_variable(message: String, vars: &[(String, String)]) -> String {
+    if VARS.iter().any(|v| message.contains(v)) {
+        return message;
+    }
+    match vars
+        .iter()
+        .find(|(_, value)| !value.is_empty() && message.contains(&format!("`{value}`")))
+    {
+        Some((name, value)) => format!("{name}={value:?}: {message}"),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_iter(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.app_env, AppEnv::Dev);
+        assert_eq!(c.http_port, 8080);
+        assert_eq!(c.clickhouse_url(), "http://127.0.0.1:8123");
+        assert_eq!(c.clickhouse_table, "events");
+        assert_eq!(c.buffer_mode, BufferMode::Double);
+        assert_eq!(c.buffer_size, 10_000);
+        assert_eq!(c.buffer_flush_ms, 1_000);
+        assert_eq!(c.buffer_max_bytes, 268_435_456);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("BUFFER_SIZE", "abc"),
+            ("BUFFER_MODE", "fast"),
+            ("APP_ENV", "staging"),
+            ("HTTP_PORT", "70000"),
+            ("BUFFER_SIZE", "0"),
+            ("CLICKHOUSE_TABLE", "events; DROP TABLE x"),
+        ] {
+            let err = config(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}={value}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let c = config(&[("CLICKHOUSE_PASSWORD", "hunter2")]).unwrap();
+        assert_eq!(c.clickhouse_password, "hunter2");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

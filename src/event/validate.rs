@@ -1,0 +1,319 @@
+//! Validation: each candidate event is checked field by field and either becomes an
+//! [`EventRow`] or a list of [`FieldError`]s. One bad event never rejects its neighbours.
+
+use std::borrow::Cow;
+use std::net::Ipv6Addr;
+
+use serde::Serialize;
+use time::format_description::BorrowedFormatItem;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime};
+use uuid::Uuid;
+
+use super::decode::{Candidate, Loose, RawEvent};
+use super::row::EventRow;
+
+/// Longest `device_os`, `session` or `event`, in bytes. These are identifiers and names;
+/// anything longer is a client bug, and short values keep the sort key compact.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Longest `param_str`, in bytes: room for a URL or a small JSON blob, not for a payload.
+pub const MAX_PARAM_STR_BYTES: usize = 8 * 1024;
+/// At most this many field errors are listed in a response; `rejected` still counts all.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// `YYYY-MM-DD hh:mm:ss`, the original service's format, taken as UTC.
+const PLAIN_TIME: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+
+/// Why one event was rejected, as reported to the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The event's position in the request's array.
+    pub index: usize,
+    /// The offending field, or `""` when the object as a whole could not be read.
+    pub field: &'static str,
+    /// What is wrong, in words a client developer can act on.
+    pub error: Cow<'static, str>,
+}
+
+/// The outcome of validating one request's events.
+#[derive(Debug, Default)]
+pub struct Validated {
+    /// Rows for the accepted events, in request order.
+    pub rows: Vec<EventRow>,
+    /// How many events were rejected.
+    pub rejected: usize,
+    /// The first [`MAX_REPORTED_ERRORS`] errors.
+    pub errors: Vec<FieldError>,
+}
+
+/// Validates every candidate. `server_time` and `ip` are the request's, shared by its events.
+pub fn validate_batch(
+    candidates: Vec<Candidate<'_>>,
+    server_time: OffsetDateTime,
+    ip: Ipv6Addr,
+) -> Validated {
+    let mut out = Validated {
+        rows: Vec::with_capacity(candidates.len()),
+        ..Validated::default()
+    };
+    // Whole seconds: the column is a `DateTime`, and equal times compare equal after a read.
+    let server_time = server_time.replace_nanosecond(0).unwrap_or(server_time);
+    for (index, candidate) in candidates.into_iter().enumerate() {
+        let result = candidate
+            .map_err(|e| vec![(("", Cow::Owned(e)))])
+            .and_then(|raw| validate_event(raw, server_time, ip));
+        match result {
+            Ok(row) => out.rows.push(row),
+            Err(errors) => {
+                out.rejected += 1;
+                for (field, error) in errors {
+                    if out.errors.len() < MAX_REPORTED_ERRORS {
+                        out.errors.push(FieldError {
+                            index,
+                            field,
+                            error,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+type Problems = Vec<(&'static str, Cow<'static, str>)>;
+
+/// Checks one event; on failure returns every field's problem, not just the first.
+fn validate_event(
+    raw: RawEvent<'_>,
+    server_time: OffsetDateTime,
+    ip: Ipv6Addr,
+) -> Result<EventRow, Problems> {
+    let mut problems = Problems::new();
+    let p = &mut problems;
+    let client_time = check(p, "client_time", time_field(raw.client_time));
+    let device_id = check(p, "device_id", uuid_field(raw.device_id));
+    let device_os = check(p, "device_os", name_field(raw.device_os));
+    let session = check(p, "session", name_field(raw.session));
+    let sequence = check(p, "sequence", u32_field(raw.sequence, None));
+    let event = check(p, "event", name_field(raw.event));
+    let param_int = check(p, "param_int", u32_field(raw.param_int, Some(0)));
+    let param_str = check(p, "param_str", param_str_field(raw.param_str));
+    match (
+        client_time,
+        device_id,
+        device_os,
+        session,
+        sequence,
+        event,
+        param_int,
+        param_str,
+    ) {
+        (
+            Some(client_time),
+            Some(device_id),
+            Some(device_os),
+            Some(session),
+            Some(sequence),
+            Some(event),
+            Some(param_int),
+            Some(param_str),
+        ) => Ok(EventRow {
+            client_time,
+            server_time,
+            device_id,
+            device_os,
+            session,
+            sequence,
+            event,
+            param_int,
+            param_str,
+            ip,
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// Keeps a field's value, or records its problem.
+fn check<T>(
+    problems: &mut Problems,
+    field: &'static str,
+    result: Result<T, &'static str>,
+) -> Option<T> {
+    result
+        .map_err(|e| problems.push((field, Cow::Borrowed(e))))
+        .ok()
+}
+
+fn string(value: Option<Loose<'_>>) -> Result<Cow<'_, str>, &'static str> {
+    match value {
+        None => Err("missing"),
+        Some(Loose::Str(s)) => Ok(s),
+        Some(_) => Err("expected a string"),
+    }
+}
+
+fn name_field(value: Option<Loose<'_>>) -> Result<String, &'static str> {
+    let s = string(value)?;
+    if s.trim().is_empty() {
+        Err("must not be empty")
+    } else if s.len() > MAX_NAME_BYTES {
+        Err("longer than 256 bytes")
+    } else {
+        Ok(s.into_owned())
+    }
+}
+
+fn param_str_field(value: Option<Loose<'_>>) -> Result<String, &'static str> {
+    match value {
+        None => Ok(String::new()),
+        Some(v) => {
+            let s = string(Some(v))?;
+            if s.len() > MAX_PARAM_STR_BYTES {
+                Err("longer than 8192 bytes")
+            } else {
+                Ok(s.into_owned())
+            }
+        }
+    }
+}
+
+fn u32_field(value: Option<Loose<'_>>, default: Option<u32>) -> Result<u32, &'static str> {
+    match value {
+        None => default.ok_or("missing"),
+        Some(Loose::UInt(n)) => u32::try_from(n).map_err(|_| "larger than 4294967295"),
+        Some(Loose::Int(_)) => Err("must not be negative"),
+        Some(_) => Err("expected an unsigned 32-bit integer"),
+    }
+}
+
+fn uuid_field(value: Option<Loose<'_>>) -> Result<Uuid, &'static str> {
+    Uuid::try_parse(&string(value)?).map_err(|_| "not a UUID")
+}
+
+fn time_field(value: Option<Loose<'_>>) -> Result<OffsetDateTime, &'static str> {
+    let s = string(value)?;
+    let t = PrimitiveDateTime::parse(&s, PLAIN_TIME)
+        .map(PrimitiveDateTime::assume_utc)
+        .or_else(|_| OffsetDateTime::parse(&s, &Rfc3339))
+        .map_err(|_| "expected 'YYYY-MM-DD hh:mm:ss' (UTC) or RFC 3339")?;
+    // ClickHouse `DateTime` is an unsigned 32-bit count of seconds: 1970 to 2106.
+    if !(0..=i64::from(u32::MAX)).contains(&t.unix_timestamp()) {
+        return Err("outside 1970-01-01 .. 2106-02-07");
+    }
+    Ok(t.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::decode_batch;
+    use time::macros::datetime;
+
+    const GOOD: &str = r#"{"client_time":"2020-12-01 23:59:00","device_id":"0287D9AA-4ADF-4B37-A60F-3E9E645C821E","device_os":"IOS 13.5.1","session":"ybuRi8mAUypxjbxQ","sequence":1,"event":"app_start","param_int":0,"param_str":"some text"}"#;
+
+    fn validate(body: &str) -> Validated {
+        let now = datetime!(2024-05-06 07:08:09.5 UTC);
+        validate_batch(
+            decode_batch(body.as_bytes()).unwrap(),
+            now,
+            Ipv6Addr::LOCALHOST,
+        )
+    }
+
+    fn with(field: &str, value: &str) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(GOOD).unwrap();
+        let value: serde_json::Value = serde_json::from_str(value).unwrap();
+        if value.is_null() {
+            v.as_object_mut().unwrap().remove(field);
+        } else {
+            v[field] = value;
+        }
+        format!("[{v}]")
+    }
+
+    #[test]
+    fn a_good_event_becomes_a_row() {
+        let out = validate(&format!("[{GOOD}]"));
+        assert_eq!(out.rejected, 0);
+        let row = &out.rows[0];
+        assert_eq!(row.client_time, datetime!(2020-12-01 23:59:00 UTC));
+        assert_eq!(row.server_time, datetime!(2024-05-06 07:08:09 UTC));
+        assert_eq!(
+            row.device_id.to_string(),
+            "0287d9aa-4adf-4b37-a60f-3e9e645c821e"
+        );
+        assert_eq!(
+            (row.sequence, row.param_int, row.param_str.as_str()),
+            (1, 0, "some text")
+        );
+    }
+
+    #[test]
+    fn rfc3339_times_are_converted_to_utc() {
+        let out = validate(&with("client_time", r#""2020-12-02T01:59:00.250+02:00""#));
+        assert_eq!(out.rows[0].client_time, datetime!(2020-12-01 23:59:00 UTC));
+    }
+
+    #[test]
+    fn optional_params_default() {
+        let out = validate(&with("param_int", "null"));
+        assert_eq!(out.rows[0].param_int, 0);
+        let out = validate(&with("param_str", "null"));
+        assert_eq!(out.rows[0].param_str, "");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let long = format!("\"{}\"", "x".repeat(MAX_NAME_BYTES + 1));
+        let cases: &[(&str, &str)] = &[
+            ("client_time", r#""yesterday""#),
+            ("client_time", r#""1969-12-31 23:59:59""#),
+            ("client_time", "null"),
+            ("device_id", r#""not-a-uuid""#),
+            ("device_os", r#""""#),
+            ("session", "42"),
+            ("event", &long),
+            ("event", "null"),
+            ("sequence", "-1"),
+            ("sequence", "4294967296"),
+            ("sequence", "1.5"),
+            ("sequence", r#""1""#),
+            ("param_int", "true"),
+            ("param_str", "[1]"),
+        ];
+        for (field, value) in cases {
+            let out = validate(&with(field, value));
+            assert_eq!(out.rejected, 1, "{field}={value}");
+            assert!(out.rows.is_empty());
+            assert_eq!(out.errors[0].field, *field, "{field}={value}");
+            assert_eq!(out.errors[0].index, 0);
+        }
+    }
+
+    #[test]
+    fn valid_neighbours_survive_and_indexes_are_reported() {
+        let bad = with("device_id", r#""nope""#);
+        let bad = bad.trim_start_matches('[').trim_end_matches(']');
+        let out = validate(&format!("[{GOOD},{bad},{GOOD},{{}}]"));
+        assert_eq!(out.rows.len(), 2);
+        assert_eq!(out.rejected, 2);
+        assert_eq!(out.errors[0].index, 1);
+        assert_eq!(out.errors[0].field, "device_id");
+        // The empty object reports all of its missing required fields.
+        assert!(out.errors[1..].iter().all(|e| e.index == 3));
+        assert_eq!(out.errors.len(), 1 + 6);
+    }
+
+    #[test]
+    fn the_error_list_is_capped() {
+        let body = format!("[{}]", vec!["{}"; 50].join(","));
+        let out = validate(&body);
+        assert_eq!(out.rejected, 50);
+        assert_eq!(out.errors.len(), MAX_REPORTED_ERRORS);
+    }
+}

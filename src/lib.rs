@@ -1,0 +1,22 @@
+//! event-ingest: collects analytics events over HTTP and writes them to ClickHouse in large
+//! batch inserts.
+//!
+//! The stages, one module each, in the order an event passes them:
+//! [`config`] → [`routes`] (HTTP) → [`event`] (decode, validate, the row) → [`ingest`]
+//! (the seam) → [`buffer`] (double buffer) → [`flusher`] (thread, retries) → [`sink`]
+//! (ClickHouse). [`startup`] wires them, [`shutdown`] ends them, [`stats`] counts.
+
+pub mod buffer;
+pub mod config;
+pub mod event;
+pub mod flusher;
+pub mod ingest;
+pub mod logging;
+pub mod routes;
+pub mod shutdown;
+pub mod sink;
+pub mod startup;
+pub mod stats;
+
+pub use config::Config;
+pub use startup::Application;

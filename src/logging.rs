@@ -1,0 +1,16 @@
+//! Logging: `env_logger`, with a default level per `APP_ENV` that `RUST_LOG` overrides.
+//! Nothing is logged per request or per event at these defaults.
+
+use crate::config::AppEnv;
+
+/// Installs the global logger. Safe to call more than once (later calls do nothing), which
+/// tests that build several applications rely on.
+pub fn init(env: AppEnv) {
+    let default = match env {
+        AppEnv::Dev | AppEnv::Prod => "info",
+        AppEnv::Test => "warn",
+    };
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_timestamp_millis()
+        .try_init();
+}

@@ -1,0 +1,106 @@
+//! Handler errors and the one place they become HTTP status codes and JSON bodies.
+
+use std::time::Duration;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::event::DecodeError;
+use crate::ingest::SubmitError;
+use crate::sink::SinkError;
+
+/// Everything a handler can fail with. Every variant answers `{"error": "..."}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not a JSON array of objects (`400`).
+    #[error(transparent)]
+    BadBody(#[from] DecodeError),
+    /// The body could not be read (`400`).
+    #[error("could not read the request body: {0}")]
+    Payload(String),
+    /// The body is larger than `BODY_MAX_BYTES` (`413`).
+    #[error("request body larger than {limit} bytes")]
+    TooLarge {
+        /// `BODY_MAX_BYTES`.
+        limit: usize,
+    },
+    /// The buffer is full or shutdown has begun (`503` with `Retry-After`).
+    #[error("{reason}")]
+    Unavailable {
+        /// Why, for the client.
+        reason: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// ClickHouse refused the rows as data (`500`): a schema problem on our side, not the
+    /// client's.
+    #[error("storage rejected the events: {0}")]
+    Storage(String),
+    /// No such path (`404`).
+    #[error("not found")]
+    NotFound,
+    /// The path exists, the method does not (`405`).
+    #[error("method not allowed; allowed: {allow}")]
+    MethodNotAllowed {
+        /// Value of the `Allow` header.
+        allow: &'static str,
+    },
+}
+
+impl ApiError {
+    /// A `405` naming the allowed method; a helper for routes' default services.
+    pub fn method_not_allowed(allow: &'static str) -> Result<HttpResponse, ApiError> {
+        Err(ApiError::MethodNotAllowed { allow })
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Saturated {
+                reason,
+                retry_after,
+            } => ApiError::Unavailable {
+                reason,
+                retry_after,
+            },
+            SubmitError::ShuttingDown => ApiError::Unavailable {
+                reason: "shutting down".into(),
+                retry_after: Duration::from_secs(1),
+            },
+            SubmitError::Sink(e @ SinkError::Retryable(_)) => ApiError::Unavailable {
+                retry_after: e.retry_after(),
+                reason: e.to_string(),
+            },
+            SubmitError::Sink(SinkError::Data(e)) => ApiError::Storage(e),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadBody(_) | ApiError::Payload(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Unavailable { retry_after, .. } => {
+                response.insert_header((header::RETRY_AFTER, retry_after.as_secs().max(1)));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                response.insert_header((header::ALLOW, *allow));
+            }
+            _ => {}
+        }
+        response.json(json!({ "error": self.to_string() }))
+    }
+}

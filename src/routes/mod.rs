@@ -1,0 +1,43 @@
+//! HTTP routes: which path and method go to which handler, and the state handlers share.
+//! Unknown paths answer `404` and wrong methods `405`, both with a JSON body.
+
+mod error;
+mod events;
+mod health;
+
+use std::sync::Arc;
+
+use actix_web::web;
+
+pub use error::ApiError;
+
+use crate::ingest::Ingest;
+use crate::sink::ClickHouseSink;
+use crate::stats::Stats;
+
+/// What every handler can reach. Cloned into each actix worker as `web::Data` (an `Arc`).
+pub struct AppState {
+    /// Where accepted rows go (double buffer or direct insert).
+    pub ingest: Arc<dyn Ingest>,
+    /// ClickHouse, for the health check.
+    pub sink: Arc<ClickHouseSink>,
+    /// Shared counters.
+    pub stats: Arc<Stats>,
+    /// Largest body accepted (`BODY_MAX_BYTES`).
+    pub body_max_bytes: usize,
+}
+
+/// Registers every route on an actix `App`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/events")
+            .route(web::post().to(events::post_events))
+            .default_service(web::to(|| async { ApiError::method_not_allowed("POST") })),
+    )
+    .service(
+        web::resource("/v1/health")
+            .route(web::get().to(health::get_health))
+            .default_service(web::to(|| async { ApiError::method_not_allowed("GET") })),
+    )
+    .default_service(web::to(|| async { Err::<(), _>(ApiError::NotFound) }));
+}

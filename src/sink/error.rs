@@ -1,0 +1,114 @@
+//! Sink errors, classified the way a retry loop needs them: try again later, or never.
+
+use std::time::Duration;
+
+/// A failed write or query against the sink.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SinkError {
+    /// The server could not be reached or answered with a transient failure (connection
+    /// refused or reset, timeout, overload, too many parts, memory limit, missing table that
+    /// will be recreated). The same batch will succeed later: retry with backoff.
+    #[error("ClickHouse unavailable: {0}")]
+    Retryable(String),
+    /// The server rejected the data itself (cannot parse, type mismatch, value out of
+    /// range). Sending it again cannot succeed: do not retry.
+    #[error("ClickHouse rejected the data: {0}")]
+    Data(String),
+}
+
+/// ClickHouse error codes that mean "these rows are wrong", as Vector's ClickHouse sink
+/// classifies them: retrying the same bytes gives the same answer.
+const DATA_ERROR_CODES: &[u32] = &[
+    6,   // CANNOT_PARSE_TEXT
+    16,  // NO_SUCH_COLUMN_IN_TABLE
+    26,  // CANNOT_PARSE_QUOTED_STRING
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    32,  // ATTEMPT_TO_READ_AFTER_EOF
+    33,  // CANNOT_READ_ALL_DATA
+    38,  // CANNOT_PARSE_DATE
+    41,  // CANNOT_PARSE_DATETIME
+    53,  // TYPE_MISMATCH
+    62,  // SYNTAX_ERROR
+    69,  // ARGUMENT_OUT_OF_BOUND
+    70,  // CANNOT_CONVERT_TYPE
+    117, // INCORRECT_DATA
+    321, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+];
+
+/// Codes that mean the database or table vanished; the sink recreates them and retries.
+pub(crate) const MISSING_TABLE_CODES: &[u32] = &[60, 81]; // UNKNOWN_TABLE, UNKNOWN_DATABASE
+
+impl SinkError {
+    /// Whether sending the same batch again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SinkError::Retryable(_))
+    }
+
+    /// The ClickHouse exception code in the message (`Code: 60. DB::Exception: ...`), if any.
+    pub fn code(&self) -> Option<u32> {
+        let (SinkError::Retryable(m) | SinkError::Data(m)) = self;
+        exception_code(m)
+    }
+
+    /// How long a client should wait before retrying a request refused because of this.
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+fn exception_code(message: &str) -> Option<u32> {
+    let rest = &message[message.find("Code: ")? + 6..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+impl From<::clickhouse::error::Error> for SinkError {
+    fn from(error: ::clickhouse::error::Error) -> Self {
+        use ::clickhouse::error::Error as E;
+        let message = error.to_string();
+        match &error {
+            E::BadResponse(text) => match exception_code(text) {
+                Some(code) if DATA_ERROR_CODES.contains(&code) => SinkError::Data(message),
+                _ => SinkError::Retryable(message),
+            },
+            // Our own row type does not fit the table: a deployment mistake that a retry
+            // will not fix, but that must not be mistaken for bad client input either.
+            E::SchemaMismatch(_) | E::Custom(_) | E::SequenceMustHaveLength => {
+                SinkError::Data(message)
+            }
+            _ => SinkError::Retryable(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::clickhouse::error::Error;
+
+    #[test]
+    fn data_errors_are_not_retryable() {
+        let e: SinkError = Error::BadResponse(
+            "Code: 27. DB::Exception: Cannot parse input: expected , (version 18.16.1)".into(),
+        )
+        .into();
+        assert!(!e.is_retryable());
+        assert_eq!(e.code(), Some(27));
+    }
+
+    #[test]
+    fn overload_and_network_errors_are_retryable() {
+        for text in [
+            "Code: 252. DB::Exception: Too many parts (300)",
+            "Code: 241. DB::Exception: Memory limit (total) exceeded",
+            "Code: 60. DB::Exception: Table default.events doesn't exist.",
+            "502 Bad Gateway",
+        ] {
+            let e: SinkError = Error::BadResponse(text.into()).into();
+            assert!(e.is_retryable(), "{text}");
+        }
+        assert!(SinkError::from(Error::TimedOut).is_retryable());
+    }
+}

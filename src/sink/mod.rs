@@ -1,0 +1,22 @@
+//! Sinks: where a batch of rows is finally written. The flusher and the direct mode only see
+//! the [`Sink`] trait; ClickHouse is the one real implementation.
+
+pub mod clickhouse;
+pub mod error;
+pub mod schema;
+
+use std::future::Future;
+
+pub use self::clickhouse::ClickHouseSink;
+pub use error::SinkError;
+pub use schema::ServerVersion;
+
+use crate::event::EventRow;
+
+/// Writes whole batches. One call is one insert: either all rows are stored or none is
+/// (ClickHouse inserts one block atomically below `max_insert_block_size`, and a failed
+/// insert is retried whole, so callers never need to track partial progress).
+pub trait Sink: Send + Sync + 'static {
+    /// Writes `rows` as one insert.
+    fn write(&self, rows: &[EventRow]) -> impl Future<Output = Result<(), SinkError>> + Send;
+}

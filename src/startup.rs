@@ -1,0 +1,149 @@
+//! Start-up and run: bind the listener, reach ClickHouse, start the flusher, serve until a
+//! signal, then shut down through the flusher's guard.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+
+use crate::buffer::{DoubleBuffer, Limits};
+use crate::config::{BufferMode, Config};
+use crate::ingest::{Buffered, Direct, Ingest};
+use crate::routes::{self, AppState};
+use crate::shutdown::{FlusherGuard, ShutdownReport};
+use crate::sink::ClickHouseSink;
+use crate::stats::Stats;
+use crate::flusher;
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// `HTTP_HOST:HTTP_PORT`.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A thread or runtime could not be created.
+    #[error("cannot start: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A bound, ready-to-run service.
+pub struct Application {
+    port: u16,
+    server: Server,
+    flusher: Option<FlusherGuard>,
+    stats: Arc<Stats>,
+}
+
+impl Application {
+    /// Binds the listener (port `0` picks a free port, see [`Application::port`]), checks
+    /// ClickHouse (a failure is logged, not fatal: the flusher retries and `/v1/health`
+    /// says why) and starts the flusher thread in `double` mode.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let addr = format!("{}:{}", config.http_host, config.http_port);
+        let listener =
+            TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr, source })?;
+        let port = listener.local_addr()?.port();
+
+        // Handlers and the flusher each get their own client: the flusher's connections
+        // live on its own runtime, the handlers' on the actix workers'.
+        let sink = Arc::new(ClickHouseSink::new(&config));
+        match sink.prepare().await {
+            Ok(p) => log::info!(
+                "ClickHouse {} at {}, writing to {}",
+                p.version_text,
+                config.clickhouse_url(),
+                sink.target()
+            ),
+            Err(e) => log::warn!(
+                "ClickHouse at {} not ready ({e}); serving anyway, will retry",
+                config.clickhouse_url()
+            ),
+        }
+
+        let stats = Arc::new(Stats::default());
+        let (ingest, flusher): (Arc<dyn Ingest>, _) = match config.buffer_mode {
+            BufferMode::Double => {
+                let buffer = Arc::new(DoubleBuffer::new(Limits {
+                    size: config.buffer_size,
+                    flush_interval: config.flush_interval(),
+                    max_bytes: config.buffer_max_bytes,
+                }));
+                let guard = flusher::spawn(
+                    buffer.clone(),
+                    ClickHouseSink::new(&config),
+                    stats.clone(),
+                    config.shutdown_timeout(),
+                )?;
+                (Arc::new(Buffered(buffer)), Some(guard))
+            }
+            BufferMode::Direct => (Arc::new(Direct(sink.clone())), None),
+        };
+
+        let state = web::Data::new(AppState {
+            ingest,
+            sink,
+            stats: stats.clone(),
+            body_max_bytes: config.body_max_bytes,
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(routes::configure)
+        })
+        .listen(listener)?
+        .shutdown_timeout(config.shutdown_timeout_secs);
+        if let Some(workers) = config.http_workers {
+            server = server.workers(workers);
+        }
+        log::info!(
+            "listening on {}:{port} ({:?} mode)",
+            config.http_host,
+            config.buffer_mode
+        );
+        Ok(Self {
+            port,
+            server: server.run(),
+            flusher,
+            stats,
+        })
+    }
+
+    /// The port actually bound (useful with `HTTP_PORT=0`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server from elsewhere (tests; signals are handled already).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Counters shared with the handlers and flusher.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or [`ServerHandle::stop`]), waits for in-flight
+    /// requests, then flushes everything buffered, bounded by `SHUTDOWN_TIMEOUT_SECS`.
+    pub async fn run_until_stopped(self) -> std::io::Result<ShutdownReport> {
+        self.server.await?;
+        let report = match self.flusher {
+            // The guard blocks while the flusher finishes; keep that off the async runtime.
+            Some(guard) => tokio::task::spawn_blocking(move || guard.shutdown())
+                .await
+                .map_err(std::io::Error::other)?,
+            None => ShutdownReport::default(),
+        };
+        if report.is_clean() {
+            log::info!("stopped; everything accepted was written");
+        }
+        Ok(report)
+    }
+}
+
