@@ -271,7 +271,10 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("app_env", &self.app_env)
-            .field("http", &format_args!("{}:{}", self.http_host, self.http_port))
+            .field(
+                "http",
+                &format_args!("{}:{}", self.http_host, self.http_port),
+            )
             .field("clickhouse", &self.clickhouse_url())
             .field("clickhouse_user", &self.clickhouse_user)
             .field("clickhouse_password", &"<redacted>")

@@ -126,34 +126,49 @@ impl<S: Sink> Flusher<S> {
     /// deadline passes (`Err(None)`).
     fn write_with_retry(&mut self, rows: &[EventRow]) -> Result<(), Option<SinkError>> {
         let mut backoff = BACKOFF_MIN;
-        loop {
+        for attempt in 1u32.. {
             if self.past_deadline() {
                 return Err(None);
             }
-            match self.runtime.block_on(self.sink.write(rows)) {
+            let error = match self.runtime.block_on(self.sink.write(rows)) {
                 Ok(()) => {
                     self.stats.record_insert(rows.len());
+                    if attempt > 1 {
+                        log::info!(
+                            "insert of {} events succeeded on attempt {attempt}",
+                            rows.len()
+                        );
+                    }
                     return Ok(());
                 }
-                Err(e) if e.is_retryable() => {
-                    self.stats.record_error(&e, true);
-                    log::warn!(
-                        "insert of {} events failed, retrying in {backoff:?}: {e}",
-                        rows.len()
-                    );
-                    let mut wait = jitter(backoff);
-                    if let Some(deadline) = self.deadline {
-                        wait = wait.min(deadline.saturating_duration_since(Instant::now()));
-                    }
-                    self.buffer.sleep_unless_closed(wait);
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
+                Err(e) if e.is_retryable() => e,
                 Err(e) => {
                     self.stats.record_error(&e, false);
                     return Err(Some(e));
                 }
+            };
+            self.stats.record_error(&error, true);
+            // Attempts 1, 2, 4, 8, ...: an outage logs a handful of lines, not one per retry.
+            if attempt.is_power_of_two() {
+                log::warn!(
+                    "insert of {} events failed (attempt {attempt}), retrying in {backoff:?}: {error}",
+                    rows.len()
+                );
             }
+            let wait = jitter(backoff);
+            if self.buffer.is_closed() {
+                let left = self
+                    .deadline
+                    .map_or(wait, |d| d.saturating_duration_since(Instant::now()));
+                std::thread::sleep(wait.min(left));
+            } else if self.buffer.sleep_unless_closed(wait) {
+                // Shutdown began during the back-off: try again soon, within its deadline.
+                backoff = BACKOFF_MIN;
+                continue;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+        unreachable!("the attempt counter does not run out")
     }
 
     fn past_deadline(&mut self) -> bool {

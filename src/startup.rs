@@ -9,12 +9,12 @@ use actix_web::{App, HttpServer, web};
 
 use crate::buffer::{DoubleBuffer, Limits};
 use crate::config::{BufferMode, Config};
+use crate::flusher;
 use crate::ingest::{Buffered, Direct, Ingest};
 use crate::routes::{self, AppState};
 use crate::shutdown::{FlusherGuard, ShutdownReport};
 use crate::sink::ClickHouseSink;
 use crate::stats::Stats;
-use crate::flusher;
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,12 +54,21 @@ impl Application {
         // live on its own runtime, the handlers' on the actix workers'.
         let sink = Arc::new(ClickHouseSink::new(&config));
         match sink.prepare().await {
-            Ok(p) => log::info!(
-                "ClickHouse {} at {}, writing to {}",
-                p.version_text,
-                config.clickhouse_url(),
-                sink.target()
-            ),
+            Ok(p) => {
+                log::info!(
+                    "ClickHouse {} at {}, writing to {}",
+                    p.version_text,
+                    config.clickhouse_url(),
+                    sink.target()
+                );
+                if !p.version.supports_dedup_token() {
+                    log::info!(
+                        "ClickHouse {} has no insert_deduplication_token: a retry after an \
+                         ambiguous failure may store a batch twice (at-least-once delivery)",
+                        p.version
+                    );
+                }
+            }
             Err(e) => log::warn!(
                 "ClickHouse at {} not ready ({e}); serving anyway, will retry",
                 config.clickhouse_url()
@@ -146,4 +155,3 @@ impl Application {
         Ok(report)
     }
 }
-

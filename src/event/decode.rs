@@ -146,8 +146,19 @@ mod tests {
 
     #[test]
     fn a_non_array_body_is_refused() {
-        for body in [&b"{}"[..], b"42", b"not json", b"", b"[1, 2]", b"[{}, \"x\"]"] {
-            assert!(decode_batch(body).is_err(), "{:?}", String::from_utf8_lossy(body));
+        for body in [
+            &b"{}"[..],
+            b"42",
+            b"not json",
+            b"",
+            b"[1, 2]",
+            b"[{}, \"x\"]",
+        ] {
+            assert!(
+                decode_batch(body).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
@@ -167,7 +178,10 @@ mod tests {
         let body = br#"[{"session": "abc", "event": "a\"b"}]"#;
         let batch = decode_batch(body).unwrap();
         let raw = batch[0].as_ref().unwrap();
-        assert!(matches!(raw.session, Some(Loose::Str(Cow::Borrowed("abc")))));
+        assert!(matches!(
+            raw.session,
+            Some(Loose::Str(Cow::Borrowed("abc")))
+        ));
         assert_eq!(raw.event, Some(Loose::Str(Cow::Owned("a\"b".into()))));
     }
 

@@ -106,12 +106,6 @@ impl ClickHouseSink {
             client,
         });
         *self.prepared.lock() = Some(prepared.clone());
-        if !version.supports_dedup_token() {
-            log::info!(
-                "ClickHouse {version} has no insert_deduplication_token: a retry after an \
-                 ambiguous failure may store a batch twice (at-least-once delivery)"
-            );
-        }
         Ok(prepared)
     }
 

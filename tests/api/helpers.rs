@@ -1,0 +1,223 @@
+//! `spawn_app` and friends: start the application in-process (or the binary as a child),
+//! talk to it over HTTP, and read ClickHouse back over its own HTTP interface (not through
+//! the crate under test), so a test checks what really landed.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use event_ingest::shutdown::ShutdownReport;
+use event_ingest::stats::Stats;
+use event_ingest::{Application, Config, config::AppEnv, logging};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+/// Longest wait for anything that polls (rows landing, a process exiting). Generous: it
+/// bounds a failing test, it is not a performance assertion.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// ClickHouse's HTTP address for tests (`CLICKHOUSE_HOST`/`CLICKHOUSE_PORT`, as the app).
+pub fn clickhouse_url() -> String {
+    let host = std::env::var("CLICKHOUSE_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("CLICKHOUSE_PORT").unwrap_or_else(|_| "8123".into());
+    format!("http://{host}:{port}")
+}
+
+/// A fresh database name, so tests never see each other's rows.
+pub fn unique_database() -> String {
+    format!("it_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Environment for a test app: its own database, port 0, everything else overridable.
+pub fn test_env(database: &str, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+    let host = std::env::var("CLICKHOUSE_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("CLICKHOUSE_PORT").unwrap_or_else(|_| "8123".into());
+    let mut vars: Vec<(String, String)> = [
+        ("APP_ENV", "test"),
+        ("HTTP_HOST", "127.0.0.1"),
+        ("HTTP_PORT", "0"),
+        ("CLICKHOUSE_HOST", &host),
+        ("CLICKHOUSE_PORT", &port),
+        ("CLICKHOUSE_NAME", database),
+        ("BUFFER_FLUSH_MS", "100"),
+        ("HTTP_WORKERS", "2"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in overrides {
+        vars.retain(|(name, _)| name != k);
+        vars.push((k.to_string(), v.to_string()));
+    }
+    vars
+}
+
+/// A running application and what a test needs to talk to it.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`
+    pub address: String,
+    /// The test's database.
+    pub database: String,
+    /// The app's counters.
+    pub stats: Arc<Stats>,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    handle: ServerHandle,
+    server: JoinHandle<std::io::Result<ShutdownReport>>,
+}
+
+/// Starts the application with the test environment plus `overrides`.
+pub async fn spawn_app(overrides: &[(&str, &str)]) -> TestApp {
+    logging::init(AppEnv::Test);
+    let database = unique_database();
+    let config = Config::from_iter(test_env(&database, overrides)).expect("test config");
+    let host = config.http_host.clone();
+    let app = Application::build(config).await.expect("app builds");
+    let address = format!("http://{host}:{}", app.port());
+    let handle = app.handle();
+    let stats = app.stats();
+    let server = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        database,
+        stats,
+        http: reqwest::Client::new(),
+        handle,
+        server,
+    }
+}
+
+impl TestApp {
+    /// `POST /v1/events` with `body`.
+    pub async fn post_events(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/events", self.address))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `GET` a path.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Rows in this test's table right now.
+    pub async fn count(&self) -> u64 {
+        count_rows(&self.database).await
+    }
+
+    /// Polls until the table holds `n` rows, or panics after [`PATIENCE`].
+    pub async fn wait_for_rows(&self, n: u64) {
+        wait_for_rows(&self.database, n).await
+    }
+
+    /// Stops the server (as a signal would) and returns the shutdown report.
+    pub async fn stop(self) -> ShutdownReport {
+        self.handle.stop(true).await;
+        let report = within(PATIENCE, self.server)
+            .await
+            .expect("server task")
+            .expect("server ran");
+        drop_database(&self.database).await;
+        report
+    }
+}
+
+/// Runs a ClickHouse query over HTTP and returns the body; panics on an error status.
+pub async fn clickhouse(sql: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(clickhouse_url())
+        .body(sql.to_string())
+        .send()
+        .await
+        .expect("ClickHouse reachable");
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    assert!(status.is_success(), "{sql}: {status} {text}");
+    text
+}
+
+/// `sql` with `FORMAT JSONEachRow`, one value per row.
+pub async fn clickhouse_json(sql: &str) -> Vec<Value> {
+    clickhouse(&format!("{sql} FORMAT JSONEachRow"))
+        .await
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON row"))
+        .collect()
+}
+
+/// Rows in `database.events`, 0 if the table does not exist yet.
+pub async fn count_rows(database: &str) -> u64 {
+    let exists = clickhouse(&format!("EXISTS TABLE `{database}`.events")).await;
+    if exists.trim() != "1" {
+        return 0;
+    }
+    clickhouse(&format!("SELECT count() FROM `{database}`.events"))
+        .await
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+/// Polls until `database.events` holds `n` rows; panics if it does not within [`PATIENCE`]
+/// or if it ever holds more.
+pub async fn wait_for_rows(database: &str, n: u64) {
+    let poll = async {
+        loop {
+            let count = count_rows(database).await;
+            assert!(count <= n, "expected {n} rows, found {count}");
+            if count == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    within(PATIENCE, poll).await;
+}
+
+/// Removes a test's database.
+pub async fn drop_database(database: &str) {
+    clickhouse(&format!("DROP DATABASE IF EXISTS `{database}`")).await;
+}
+
+/// Awaits `fut`, panicking if it takes longer than `limit` (nothing in a test may hang).
+pub async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {limit:?}"))
+}
+
+/// A valid event as the original service's clients send it, distinguished by `sequence`.
+pub fn event(sequence: u32) -> Value {
+    serde_json::json!({
+        "client_time": "2020-12-01 23:59:00",
+        "device_id": "0287D9AA-4ADF-4B37-A60F-3E9E645C821E",
+        "device_os": "IOS 13.5.1",
+        "session": "ybuRi8mAUypxjbxQ",
+        "sequence": sequence,
+        "event": "app_start",
+        "param_int": sequence * 7,
+        "param_str": "some text",
+    })
+}
+
+/// A JSON array of `n` valid events, sequences `first..first + n`.
+pub fn batch(first: u32, n: u32) -> String {
+    Value::Array((first..first + n).map(event).collect()).to_string()
+}
+
+/// A local port with nothing listening on it (bound, then released).
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}

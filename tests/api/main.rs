@@ -1,0 +1,10 @@
+//! Integration tests: the real application on port 0 against the real ClickHouse, each
+//! test in a database of its own so they run in parallel.
+
+mod helpers;
+
+mod buffering;
+mod config;
+mod events;
+mod health;
+mod shutdown;
