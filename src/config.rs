@@ -182,12 +182,12 @@ const VARS: &[&str] = &[
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_iter(std::env::vars())
+        Self::from_vars(std::env::vars())
     }
 
     /// Reads the given variables as if they were the environment (tests build configs this
     /// way without touching the process environment, which is shared between threads).
-    pub fn from_iter<I>(vars: I) -> Result<Self, ConfigError>
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
@@ -263,7 +263,7 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         // No variables set gives every default; validation cannot fail on them.
-        Self::from_iter(std::iter::empty()).expect("the defaults are valid")
+        Self::from_vars(std::iter::empty()).expect("the defaults are valid")
     }
 }
 
@@ -314,7 +314,7 @@ mod tests {
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_iter(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 
     #[test]

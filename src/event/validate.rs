@@ -62,7 +62,7 @@ pub fn validate_batch(
     let server_time = server_time.replace_nanosecond(0).unwrap_or(server_time);
     for (index, candidate) in candidates.into_iter().enumerate() {
         let result = candidate
-            .map_err(|e| vec![(("", Cow::Owned(e)))])
+            .map_err(|e| vec![("", Cow::Owned(e))])
             .and_then(|raw| validate_event(raw, server_time, ip));
         match result {
             Ok(row) => out.rows.push(row),

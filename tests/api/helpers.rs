@@ -71,7 +71,7 @@ pub struct TestApp {
 pub async fn spawn_app(overrides: &[(&str, &str)]) -> TestApp {
     logging::init(AppEnv::Test);
     let database = unique_database();
-    let config = Config::from_iter(test_env(&database, overrides)).expect("test config");
+    let config = Config::from_vars(test_env(&database, overrides)).expect("test config");
     let host = config.http_host.clone();
     let app = Application::build(config).await.expect("app builds");
     let address = format!("http://{host}:{}", app.port());

@@ -1,0 +1,36 @@
+# event-ingest — the two commands first: `make run` and `make test`.
+# Both bring up a local ClickHouse first when none answers at CLICKHOUSE_HOST:CLICKHOUSE_PORT
+# (scripts/clickhouse.sh: an installed clickhouse-server, else Debian's package when root).
+
+CLICKHOUSE_HOST ?= 127.0.0.1
+CLICKHOUSE_PORT ?= 8123
+export CLICKHOUSE_HOST CLICKHOUSE_PORT
+
+.PHONY: run test clickhouse clickhouse-stop lint bench build
+
+## Build the release binary and run it against ClickHouse (starting a local one if needed).
+run: clickhouse
+	cargo build --release
+	./target/release/event-ingest
+
+## Unit and integration tests against a real ClickHouse (started if needed).
+test: clickhouse
+	cargo test
+
+## Formatting and lints, as CI runs them.
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+## Criterion benchmarks (not part of `make test`).
+bench:
+	cargo bench
+
+build:
+	cargo build --release
+
+clickhouse:
+	scripts/clickhouse.sh ensure
+
+clickhouse-stop:
+	scripts/clickhouse.sh stop
