@@ -51,7 +51,7 @@ impl Target for Double {
         }
     }
     fn stop(&self) {
-        self.0.close();
+        self.0.close(Instant::now());
     }
 }
 

@@ -60,6 +60,14 @@ pub enum AppendError {
         /// `BUFFER_MAX_BYTES`.
         max: usize,
     },
+    /// One request's rows alone exceed the cap: retrying cannot help.
+    #[error("request holds {bytes} bytes of events, more than BUFFER_MAX_BYTES ({max})")]
+    TooLarge {
+        /// The request's rows' size.
+        bytes: usize,
+        /// `BUFFER_MAX_BYTES`.
+        max: usize,
+    },
     /// Shutdown has begun; nothing new is taken.
     #[error("shutting down")]
     Closed,
@@ -84,8 +92,13 @@ struct State {
     inflight_bytes: usize,
     /// Rows in that half, for reporting what a shutdown could not write.
     inflight_rows: usize,
-    closed: bool,
+    /// Set by [`DoubleBuffer::close`]: when the flusher must stop retrying.
+    deadline: Option<Instant>,
 }
+
+/// Rows preallocated per half: a steady load at the default `BUFFER_SIZE` never grows a
+/// half under the lock, and a huge `BUFFER_SIZE` does not reserve memory up front.
+const PREALLOC_ROWS: usize = 16 * 1024;
 
 /// The double buffer shared by the request handlers and the flusher.
 pub struct DoubleBuffer {
@@ -97,22 +110,31 @@ pub struct DoubleBuffer {
 }
 
 impl DoubleBuffer {
-    /// An empty buffer. The active half is preallocated for `limits.size` rows, as the
-    /// flusher's half will be once it has been swapped in.
+    /// An empty buffer, its active half preallocated like [`DoubleBuffer::new_half`].
     pub fn new(limits: Limits) -> Self {
         Self {
             state: Mutex::new(State {
-                active: Half {
-                    rows: Vec::with_capacity(limits.size.min(1 << 20)),
-                    bytes: 0,
-                },
+                active: Self::empty_half(limits),
                 first_at: None,
                 inflight_bytes: 0,
                 inflight_rows: 0,
-                closed: false,
+                deadline: None,
             }),
             wake: Condvar::new(),
             limits,
+        }
+    }
+
+    /// An empty half with the same preallocation as the active one: the flusher's spare, so
+    /// that whichever half handlers append to, it does not start from zero capacity.
+    pub fn new_half(&self) -> Half {
+        Self::empty_half(self.limits)
+    }
+
+    fn empty_half(limits: Limits) -> Half {
+        Half {
+            rows: Vec::with_capacity(limits.size.min(PREALLOC_ROWS)),
+            bytes: 0,
         }
     }
 
@@ -128,8 +150,14 @@ impl DoubleBuffer {
         }
         // Sized outside the lock: the critical section is only the check and the move.
         let bytes: usize = rows.iter().map(EventRow::mem_size).sum();
+        if bytes > self.limits.max_bytes {
+            return Err(AppendError::TooLarge {
+                bytes,
+                max: self.limits.max_bytes,
+            });
+        }
         let mut st = self.state.lock();
-        if st.closed {
+        if st.deadline.is_some() {
             return Err(AppendError::Closed);
         }
         let buffered = st.active.bytes + st.inflight_bytes;
@@ -162,10 +190,11 @@ impl DoubleBuffer {
         debug_assert!(spare.rows.is_empty());
         let mut st = self.state.lock();
         let reason = loop {
+            let closed = st.deadline.is_some();
             match st.first_at {
-                None if st.closed => return None,
+                None if closed => return None,
                 None => self.wake.wait(&mut st),
-                Some(_) if st.closed => break SwapReason::Shutdown,
+                Some(_) if closed => break SwapReason::Shutdown,
                 Some(_) if st.active.rows.len() >= self.limits.size => break SwapReason::Size,
                 Some(first) => {
                     let due = first + self.limits.flush_interval;
@@ -184,34 +213,50 @@ impl DoubleBuffer {
     }
 
     /// The flusher is done with `half` (written, or given up on): its memory is free again.
+    /// A half that grew far past `BUFFER_SIZE` (a backlog after an outage) gives the excess
+    /// back, so one outage does not pin its peak memory for the life of the process.
     pub fn release(&self, half: &mut Half) {
         let mut st = self.state.lock();
         st.inflight_bytes -= half.bytes;
         st.inflight_rows -= half.rows.len();
         drop(st);
         half.clear();
+        let keep = self.limits.size;
+        if half.rows.capacity() > 2 * keep {
+            half.rows.shrink_to(keep);
+        }
     }
 
-    /// Stops taking appends and wakes the flusher to swap what is left.
-    pub fn close(&self) {
-        self.state.lock().closed = true;
+    /// Stops taking appends and wakes the flusher to swap what is left; the flusher stops
+    /// retrying at `deadline`. Later calls keep the first deadline.
+    pub fn close(&self, deadline: Instant) {
+        self.state.lock().deadline.get_or_insert(deadline);
         self.wake.notify_all();
     }
 
-    /// Whether [`DoubleBuffer::close`] has been called.
-    pub fn is_closed(&self) -> bool {
-        self.state.lock().closed
+    /// The shutdown deadline, once [`DoubleBuffer::close`] has been called.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.state.lock().deadline
     }
 
-    /// Sleeps up to `timeout`, returning early (with `true`) if the buffer is closed.
-    /// The flusher's back-off between retries uses it so shutdown does not wait it out.
-    pub fn sleep_unless_closed(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+    /// Sleeps up to `timeout`, returning early if the buffer is closed meanwhile (the
+    /// flusher's back-off, so that shutdown does not wait it out). Once closed, it sleeps
+    /// the full time, or until the deadline if that is sooner.
+    pub fn backoff_sleep(&self, timeout: Duration) {
+        let until = Instant::now() + timeout;
         let mut st = self.state.lock();
-        while !st.closed && Instant::now() < deadline {
-            self.wake.wait_until(&mut st, deadline);
+        if let Some(deadline) = st.deadline {
+            drop(st);
+            std::thread::sleep(
+                until
+                    .min(deadline)
+                    .saturating_duration_since(Instant::now()),
+            );
+            return;
         }
-        st.closed
+        while st.deadline.is_none() && Instant::now() < until {
+            self.wake.wait_until(&mut st, until);
+        }
     }
 
     /// Events held in both halves: what would be lost if the process ended now.
@@ -308,10 +353,20 @@ mod tests {
     }
 
     #[test]
+    fn a_request_larger_than_the_cap_is_too_large_not_full() {
+        let one = row(0).mem_size();
+        let buf = buffer(10, 60_000, one * 2);
+        assert!(matches!(
+            buf.append(&mut rows(3)),
+            Err(AppendError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
     fn close_swaps_the_rest_then_ends() {
         let buf = buffer(100, 60_000, usize::MAX);
         buf.append(&mut rows(4)).unwrap();
-        buf.close();
+        buf.close(Instant::now());
         assert_eq!(buf.append(&mut rows(1)), Err(AppendError::Closed));
         let mut spare = Half::default();
         assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Shutdown));
@@ -323,12 +378,23 @@ mod tests {
     #[test]
     fn swapping_keeps_allocations() {
         let buf = buffer(64, 60_000, usize::MAX);
-        let mut spare = Half::default();
+        let mut spare = buf.new_half();
         for _ in 0..3 {
             buf.append(&mut rows(64)).unwrap();
             buf.swap_when_due(&mut spare).unwrap();
             buf.release(&mut spare);
         }
         assert!(spare.rows.capacity() >= 64);
+    }
+
+    #[test]
+    fn a_backlog_half_shrinks_back_after_release() {
+        let buf = buffer(16, 60_000, usize::MAX);
+        buf.append(&mut rows(5_000)).unwrap();
+        let mut spare = buf.new_half();
+        buf.swap_when_due(&mut spare).unwrap();
+        assert!(spare.rows.capacity() >= 5_000);
+        buf.release(&mut spare);
+        assert!(spare.rows.capacity() <= 64, "{}", spare.rows.capacity());
     }
 }

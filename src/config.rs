@@ -87,8 +87,9 @@ pub struct Config {
     /// `BODY_MAX_BYTES`: largest request body accepted, else `413` (default 10 MiB).
     #[serde(default = "defaults::body_max_bytes")]
     pub body_max_bytes: usize,
-    /// `SHUTDOWN_TIMEOUT_SECS`: how long SIGTERM may spend flushing before the process
-    /// gives up, logs what it could not write and exits non-zero (default 30).
+    /// `SHUTDOWN_TIMEOUT_SECS`: budget from SIGTERM/SIGINT to exit, for finishing in-flight
+    /// requests and the final flush together; past it the process logs what it could not
+    /// write and exits non-zero (default 30).
     #[serde(default = "defaults::shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
 }

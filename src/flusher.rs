@@ -9,14 +9,15 @@
 //! While a batch is being retried, its half stays out of the buffer (counted against
 //! `BUFFER_MAX_BYTES`) and handlers keep filling the other half; if that fills too, they
 //! answer `503`. A batch ClickHouse rejects as bad data is split in two until the
-//! offending rows are isolated; the good rows are written and the bad ones are dropped
-//! with an error log (a quarantine file is the reliability issue's work).
+//! offending rows are isolated; the good rows are written and the bad ones are dropped,
+//! counted and logged (a quarantine file is the reliability issue's work).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::buffer::{DoubleBuffer, Half};
+use crate::buffer::DoubleBuffer;
 use crate::event::EventRow;
 use crate::shutdown::{FlusherGuard, ShutdownReport};
 use crate::sink::{Sink, SinkError};
@@ -27,9 +28,16 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest back-off: long enough not to hammer a struggling server, short enough that a
 /// recovered one is used again quickly.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// During an outage, one warning per this interval, not one per retry.
+const LOG_EVERY: Duration = Duration::from_secs(30);
+/// Most rows in one insert. ClickHouse cuts a larger insert into blocks of
+/// `max_insert_block_size` (about a million rows) committed separately, so a retry of a
+/// partly committed insert would duplicate; below that an insert is all or nothing. Only a
+/// backlog after an outage gets this large.
+pub const MAX_INSERT_ROWS: usize = 500_000;
 
 /// Starts the flusher thread for `buffer`. The returned guard closes the buffer and waits
-/// for the final flush (at most `shutdown_timeout`) when shut down or dropped.
+/// for the final flush when shut down or dropped (see [`FlusherGuard`]).
 pub fn spawn<S: Sink>(
     buffer: Arc<DoubleBuffer>,
     sink: S,
@@ -45,8 +53,6 @@ pub fn spawn<S: Sink>(
         sink,
         stats,
         runtime,
-        shutdown_timeout,
-        deadline: None,
     };
     let thread = std::thread::Builder::new()
         .name("flusher".into())
@@ -62,19 +68,24 @@ struct Flusher<S> {
     sink: S,
     stats: Arc<Stats>,
     runtime: tokio::runtime::Runtime,
-    shutdown_timeout: Duration,
-    /// Set when shutdown is first seen: after it, retries stop.
-    deadline: Option<Instant>,
+}
+
+/// How writing one chunk ended, short of success.
+enum Failure {
+    /// The sink refused the rows as data: do not retry them.
+    Data(SinkError),
+    /// Shutdown's deadline passed first.
+    Deadline,
 }
 
 impl<S: Sink> Flusher<S> {
-    fn run(mut self) -> ShutdownReport {
-        let mut half = Half::default();
+    fn run(self) -> ShutdownReport {
+        let mut half = self.buffer.new_half();
         let mut report = ShutdownReport::default();
         while let Some(reason) = self.buffer.swap_when_due(&mut half) {
             let rows = half.rows.len();
             let started = Instant::now();
-            let unwritten = self.write_batch(&half.rows, &mut report);
+            let unwritten = self.write_batch(&half.rows);
             report.unwritten += unwritten;
             log::debug!(
                 "flushed {} of {rows} events ({reason:?}) in {:?}",
@@ -92,90 +103,110 @@ impl<S: Sink> Flusher<S> {
         report
     }
 
-    /// Writes `rows`, splitting around rows the sink rejects as bad data. Returns how many
-    /// rows were left unwritten because shutdown's deadline passed (0 otherwise).
-    fn write_batch(&mut self, rows: &[EventRow], report: &mut ShutdownReport) -> usize {
-        let mut pending = vec![rows];
+    /// Writes `rows` in chunks of at most [`MAX_INSERT_ROWS`], splitting around rows the
+    /// sink rejects as bad data. Returns how many rows were left unwritten because
+    /// shutdown's deadline passed (0 otherwise).
+    fn write_batch(&self, rows: &[EventRow]) -> usize {
+        let mut pending: Vec<&[EventRow]> = rows.chunks(MAX_INSERT_ROWS).rev().collect();
+        let mut dropped: Vec<(&EventRow, SinkError)> = Vec::new();
         while let Some(chunk) = pending.pop() {
             match self.write_with_retry(chunk) {
                 Ok(()) => {}
-                // Give up on this chunk and everything after it.
-                Err(None) => return chunk.len() + pending.iter().map(|c| c.len()).sum::<usize>(),
-                Err(Some(error)) if chunk.len() == 1 => {
-                    report.dropped += 1;
-                    self.stats
-                        .events_dropped
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    log::error!("dropping an event ClickHouse rejects: {error}; row: {chunk:?}");
+                Err(Failure::Deadline) => {
+                    self.report_dropped(&dropped);
+                    return chunk.len() + pending.iter().map(|c| c.len()).sum::<usize>();
                 }
-                Err(Some(error)) => {
-                    log::warn!(
-                        "ClickHouse rejected a batch of {} as bad data, splitting it: {error}",
-                        chunk.len()
-                    );
+                Err(Failure::Data(error)) if chunk.len() == 1 => dropped.push((&chunk[0], error)),
+                Err(Failure::Data(_)) => {
                     let (a, b) = chunk.split_at(chunk.len() / 2);
                     pending.push(b);
                     pending.push(a);
                 }
             }
         }
+        self.report_dropped(&dropped);
         0
     }
 
-    /// One chunk until it is written (`Ok`), rejected as data (`Err(Some)`), or shutdown's
-    /// deadline passes (`Err(None)`).
-    fn write_with_retry(&mut self, rows: &[EventRow]) -> Result<(), Option<SinkError>> {
+    /// One error line per batch with dropped rows; the rows themselves only at debug.
+    fn report_dropped(&self, dropped: &[(&EventRow, SinkError)]) {
+        let Some((_, first)) = dropped.first() else {
+            return;
+        };
+        self.stats
+            .events_dropped
+            .fetch_add(dropped.len() as u64, Relaxed);
+        log::error!(
+            "dropped {} events ClickHouse rejects as bad data; first error: {first}",
+            dropped.len()
+        );
+        for (row, error) in dropped {
+            log::debug!("dropped {row:?}: {error}");
+        }
+    }
+
+    /// One chunk until it is written, rejected as data, or shutdown's deadline passes.
+    fn write_with_retry(&self, rows: &[EventRow]) -> Result<(), Failure> {
         let mut backoff = BACKOFF_MIN;
+        let started = Instant::now();
+        let mut last_log: Option<Instant> = None;
         for attempt in 1u32.. {
-            if self.past_deadline() {
-                return Err(None);
-            }
-            let error = match self.runtime.block_on(self.sink.write(rows)) {
+            let error = match self.attempt(rows).ok_or(Failure::Deadline)? {
                 Ok(()) => {
                     self.stats.record_insert(rows.len());
                     if attempt > 1 {
                         log::info!(
-                            "insert of {} events succeeded on attempt {attempt}",
-                            rows.len()
+                            "insert of {} events succeeded after {attempt} attempts over {:?}",
+                            rows.len(),
+                            started.elapsed()
                         );
                     }
                     return Ok(());
                 }
-                Err(e) if e.is_retryable() => e,
-                Err(e) => {
+                Err(e) if !e.is_retryable() => {
                     self.stats.record_error(&e, false);
-                    return Err(Some(e));
+                    return Err(Failure::Data(e));
                 }
+                Err(e) => e,
             };
             self.stats.record_error(&error, true);
-            // Attempts 1, 2, 4, 8, ...: an outage logs a handful of lines, not one per retry.
-            if attempt.is_power_of_two() {
+            if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                 log::warn!(
-                    "insert of {} events failed (attempt {attempt}), retrying in {backoff:?}: {error}",
-                    rows.len()
+                    "insert of {} events failed (attempt {attempt}, failing for {:?}); \
+                     retrying with back-off up to {BACKOFF_MAX:?}: {error}",
+                    rows.len(),
+                    started.elapsed()
                 );
+                last_log = Some(Instant::now());
             }
-            let wait = jitter(backoff);
-            if self.buffer.is_closed() {
-                let left = self
-                    .deadline
-                    .map_or(wait, |d| d.saturating_duration_since(Instant::now()));
-                std::thread::sleep(wait.min(left));
-            } else if self.buffer.sleep_unless_closed(wait) {
+            let was_closed = self.buffer.deadline().is_some();
+            self.buffer.backoff_sleep(jitter(backoff));
+            backoff = if !was_closed && self.buffer.deadline().is_some() {
                 // Shutdown began during the back-off: try again soon, within its deadline.
-                backoff = BACKOFF_MIN;
-                continue;
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+                BACKOFF_MIN
+            } else {
+                (backoff * 2).min(BACKOFF_MAX)
+            };
         }
         unreachable!("the attempt counter does not run out")
     }
 
-    fn past_deadline(&mut self) -> bool {
-        if self.deadline.is_none() && self.buffer.is_closed() {
-            self.deadline = Some(Instant::now() + self.shutdown_timeout);
+    /// One insert. After shutdown has begun it is cut off at the deadline; `None` means the
+    /// deadline passed (before or during the attempt).
+    fn attempt(&self, rows: &[EventRow]) -> Option<Result<(), SinkError>> {
+        let write = self.sink.write(rows);
+        match self.buffer.deadline() {
+            None => Some(self.runtime.block_on(write)),
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                // The timer must be created inside the runtime, hence the async block.
+                let bounded = async move { tokio::time::timeout(left, write).await };
+                self.runtime.block_on(bounded).ok()
+            }
         }
-        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
 
@@ -188,4 +219,131 @@ fn jitter(d: Duration) -> Duration {
         .unwrap_or(0);
     let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
     d.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::Limits;
+    use crate::event::testing::row;
+    use parking_lot::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    /// An in-process sink: no wire is crossed, so a fake is the honest tool here.
+    #[derive(Default)]
+    struct FakeSink {
+        written: Mutex<Vec<u32>>,
+        inserts: AtomicUsize,
+        /// Fail this many attempts with a retryable error first.
+        failures: AtomicUsize,
+        /// Reject any chunk containing this sequence as bad data.
+        poison: Option<u32>,
+        /// Never answer.
+        hang: bool,
+    }
+
+    impl Sink for FakeSink {
+        async fn write(&self, rows: &[EventRow]) -> Result<(), SinkError> {
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            if self
+                .failures
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(SinkError::Retryable("connection refused".into()));
+            }
+            if rows.iter().any(|r| Some(r.sequence) == self.poison) {
+                return Err(SinkError::Data(
+                    "Code: 53. DB::Exception: type mismatch".into(),
+                ));
+            }
+            self.inserts.fetch_add(1, Relaxed);
+            self.written.lock().extend(rows.iter().map(|r| r.sequence));
+            Ok(())
+        }
+    }
+
+    fn start(sink: Arc<FakeSink>, size: usize) -> (Arc<DoubleBuffer>, Arc<Stats>, FlusherGuard) {
+        let buffer = Arc::new(DoubleBuffer::new(Limits {
+            size,
+            flush_interval: Duration::from_secs(3600),
+            max_bytes: usize::MAX,
+        }));
+        let stats = Arc::new(Stats::default());
+        let guard = spawn(
+            buffer.clone(),
+            sink,
+            stats.clone(),
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        (buffer, stats, guard)
+    }
+
+    fn append(buffer: &DoubleBuffer, range: std::ops::Range<u32>) {
+        buffer.append(&mut range.map(row).collect()).unwrap();
+    }
+
+    #[test]
+    fn transient_failures_are_retried_until_every_row_is_written_once() {
+        let sink = Arc::new(FakeSink {
+            failures: AtomicUsize::new(3),
+            ..FakeSink::default()
+        });
+        let (buffer, stats, guard) = start(sink.clone(), 10);
+        append(&buffer, 0..10);
+        // The size trigger fired; wait until the retries got the batch through.
+        while sink.inserts.load(Relaxed) == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let report = guard.shutdown(Instant::now());
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(*sink.written.lock(), (0..10).collect::<Vec<_>>());
+        assert_eq!(Stats::get(&stats.insert_retries), 3);
+        assert!(stats.last_error.lock().is_none(), "cleared by the success");
+    }
+
+    #[test]
+    fn a_poison_row_is_isolated_and_the_rest_written() {
+        let sink = Arc::new(FakeSink {
+            poison: Some(13),
+            ..FakeSink::default()
+        });
+        let (buffer, stats, guard) = start(sink.clone(), 1_000);
+        append(&buffer, 0..32);
+        let report = guard.shutdown(Instant::now());
+        assert!(report.is_clean(), "{report:?}");
+        let mut written = sink.written.lock().clone();
+        written.sort_unstable();
+        let expected: Vec<u32> = (0..32).filter(|&n| n != 13).collect();
+        assert_eq!(written, expected);
+        assert_eq!(Stats::get(&stats.events_dropped), 1);
+    }
+
+    #[test]
+    fn shutdown_flushes_what_no_trigger_would() {
+        let sink = Arc::new(FakeSink::default());
+        let (buffer, _, guard) = start(sink.clone(), 1_000_000);
+        append(&buffer, 0..7);
+        append(&buffer, 7..9);
+        assert!(guard.shutdown(Instant::now()).is_clean());
+        assert_eq!(sink.written.lock().len(), 9);
+        assert_eq!(sink.inserts.load(Relaxed), 1, "one insert for the rest");
+    }
+
+    #[test]
+    fn a_sink_that_never_answers_cannot_hold_shutdown_past_its_deadline() {
+        let sink = Arc::new(FakeSink {
+            hang: true,
+            ..FakeSink::default()
+        });
+        let (buffer, _, guard) = start(sink, 1_000_000);
+        append(&buffer, 0..5);
+        let report = guard.shutdown(Instant::now());
+        // The deadline is 300 ms; it returns (rather than hanging) and owns up to the loss.
+        assert_eq!(report.unwritten, 5);
+        assert!(!report.is_clean());
+    }
 }

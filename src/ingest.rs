@@ -13,10 +13,14 @@ use crate::buffer::{AppendError, DoubleBuffer};
 use crate::event::EventRow;
 use crate::sink::{Sink, SinkError};
 
-/// Why accepted rows could not be taken. Every variant leaves nothing stored, so the
-/// client may resend the whole request.
+/// Why accepted rows could not be taken. Nothing was stored, except possibly after a
+/// retryable sink error in direct mode (a timeout after ClickHouse committed), so a resend
+/// is at-least-once.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
+    /// One request holds more than the buffer may ever hold; resending cannot help.
+    #[error("{0}")]
+    TooLarge(String),
     /// Too much is buffered; the client should retry after the given time.
     #[error("{reason}")]
     Saturated {
@@ -54,6 +58,7 @@ impl Ingest for Buffered {
                 reason: e.to_string(),
                 retry_after: Duration::from_secs(1),
             },
+            AppendError::TooLarge { .. } => SubmitError::TooLarge(e.to_string()),
             AppendError::Closed => SubmitError::ShuttingDown,
         });
         Box::pin(std::future::ready(result))

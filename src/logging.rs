@@ -1,5 +1,6 @@
 //! Logging: `env_logger`, with a default level per `APP_ENV` that `RUST_LOG` overrides.
-//! Nothing is logged per request or per event at these defaults.
+//! Nothing is logged per request or per event at these defaults (a flush is one `debug`
+//! line; failures are rate-limited warnings).
 
 use crate::config::AppEnv;
 

@@ -2,34 +2,64 @@
 //!
 //! Like tracing-appender's `WorkerGuard`, the guard that owns the flusher thread finishes
 //! its work when it goes away: [`FlusherGuard::shutdown`] (or dropping it) closes the
-//! buffer to new events, lets the flusher swap and write what is left, and waits for it at
-//! most the configured timeout. What could not be written is counted, never hidden.
+//! buffer to new events, lets the flusher swap and write what is left, and waits for it
+//! until the deadline (`SHUTDOWN_TIMEOUT_SECS` after the signal) plus a short grace. What
+//! could not be written is counted, never hidden.
+//!
+//! The signal itself is caught here too ([`signal`]): SIGTERM and SIGINT both start the
+//! same graceful stop (actix's own handler would drop in-flight requests on SIGINT).
 
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::buffer::DoubleBuffer;
 
-/// Extra wait beyond the flusher's own deadline, for an insert already under way to finish.
-const JOIN_GRACE: Duration = Duration::from_secs(2);
+/// Extra wait beyond the deadline: the flusher cuts its attempts off at the deadline, so
+/// this only covers its last bookkeeping.
+const JOIN_GRACE: Duration = Duration::from_secs(1);
 
 /// What shutdown achieved.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ShutdownReport {
     /// Buffered events that were not written (deadline passed, ClickHouse down).
     pub unwritten: usize,
-    /// Events ClickHouse rejected as bad data during the process's life.
-    pub dropped: usize,
     /// The flusher did not finish within the limit and was abandoned.
     pub timed_out: bool,
 }
 
 impl ShutdownReport {
-    /// Whether everything accepted was written: the process may exit 0.
+    /// Whether everything still buffered at shutdown was written: the process may exit 0.
+    /// (Rows ClickHouse refused as bad data earlier are counted in `Stats::events_dropped`.)
     pub fn is_clean(&self) -> bool {
         self.unwritten == 0 && !self.timed_out
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C). If a handler cannot be installed it
+/// logs why and waits for the other one only.
+pub async fn signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                log::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            log::warn!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = terminate => log::info!("SIGTERM received; shutting down"),
+        () = interrupt => log::info!("SIGINT received; shutting down"),
     }
 }
 
@@ -56,13 +86,14 @@ impl FlusherGuard {
         }
     }
 
-    /// Closes the buffer, waits for the final flush, and reports. Blocks the calling thread
-    /// for at most the shutdown timeout plus a short grace.
-    pub fn shutdown(mut self) -> ShutdownReport {
-        self.stop()
+    /// Closes the buffer, waits for the final flush, and reports. The deadline is the
+    /// shutdown timeout counted from `began` (when the signal arrived: draining in-flight
+    /// requests came out of the same budget); blocks at most until then plus a short grace.
+    pub fn shutdown(mut self, began: Instant) -> ShutdownReport {
+        self.stop(began)
     }
 
-    fn stop(&mut self) -> ShutdownReport {
+    fn stop(&mut self, began: Instant) -> ShutdownReport {
         let Some(thread) = self.thread.take() else {
             return ShutdownReport::default();
         };
@@ -70,8 +101,10 @@ impl FlusherGuard {
         if pending > 0 {
             log::info!("flushing {pending} buffered events before exit");
         }
-        self.buffer.close();
-        match self.done.recv_timeout(self.timeout + JOIN_GRACE) {
+        let deadline = began + self.timeout;
+        self.buffer.close(deadline);
+        let wait = (deadline + JOIN_GRACE).saturating_duration_since(Instant::now());
+        match self.done.recv_timeout(wait) {
             Ok(report) => {
                 // The flusher has sent its report, so it is returning: the join is immediate.
                 let _ = thread.join();
@@ -85,7 +118,6 @@ impl FlusherGuard {
                 );
                 ShutdownReport {
                     unwritten,
-                    dropped: 0,
                     timed_out: true,
                 }
             }
@@ -95,6 +127,6 @@ impl FlusherGuard {
 
 impl Drop for FlusherGuard {
     fn drop(&mut self) {
-        self.stop();
+        self.stop(Instant::now());
     }
 }

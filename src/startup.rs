@@ -2,7 +2,8 @@
 //! signal, then shut down through the flusher's guard.
 
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
@@ -12,7 +13,7 @@ use crate::config::{BufferMode, Config};
 use crate::flusher;
 use crate::ingest::{Buffered, Direct, Ingest};
 use crate::routes::{self, AppState};
-use crate::shutdown::{FlusherGuard, ShutdownReport};
+use crate::shutdown::{self, FlusherGuard, ShutdownReport};
 use crate::sink::ClickHouseSink;
 use crate::stats::Stats;
 
@@ -38,6 +39,8 @@ pub struct Application {
     server: Server,
     flusher: Option<FlusherGuard>,
     stats: Arc<Stats>,
+    /// When SIGTERM/SIGINT arrived; the shutdown budget counts from it.
+    signalled_at: Arc<OnceLock<Instant>>,
 }
 
 impl Application {
@@ -100,12 +103,24 @@ impl Application {
             stats: stats.clone(),
             body_max_bytes: config.body_max_bytes,
         });
+        let signalled_at = Arc::new(OnceLock::new());
+        let on_signal = {
+            let signalled_at = signalled_at.clone();
+            async move {
+                shutdown::signal().await;
+                let _ = signalled_at.set(Instant::now());
+            }
+        };
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .configure(routes::configure)
         })
         .listen(listener)?
+        // Our own handler, so that SIGINT is as graceful as SIGTERM.
+        .shutdown_signal(on_signal)
+        // In-flight requests may take this long to finish; the final flush's deadline is
+        // counted from the signal too, so the whole shutdown stays within the budget.
         .shutdown_timeout(config.shutdown_timeout_secs);
         if let Some(workers) = config.http_workers {
             server = server.workers(workers);
@@ -120,6 +135,7 @@ impl Application {
             server: server.run(),
             flusher,
             stats,
+            signalled_at,
         })
     }
 
@@ -142,15 +158,24 @@ impl Application {
     /// requests, then flushes everything buffered, bounded by `SHUTDOWN_TIMEOUT_SECS`.
     pub async fn run_until_stopped(self) -> std::io::Result<ShutdownReport> {
         self.server.await?;
+        let began = self
+            .signalled_at
+            .get()
+            .copied()
+            .unwrap_or_else(Instant::now);
         let report = match self.flusher {
             // The guard blocks while the flusher finishes; keep that off the async runtime.
-            Some(guard) => tokio::task::spawn_blocking(move || guard.shutdown())
+            Some(guard) => tokio::task::spawn_blocking(move || guard.shutdown(began))
                 .await
                 .map_err(std::io::Error::other)?,
             None => ShutdownReport::default(),
         };
+        let dropped = Stats::get(&self.stats.events_dropped);
+        if dropped > 0 {
+            log::error!("{dropped} events were dropped as bad data during this run");
+        }
         if report.is_clean() {
-            log::info!("stopped; everything accepted was written");
+            log::info!("stopped; everything buffered was written");
         }
         Ok(report)
     }

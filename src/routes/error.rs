@@ -25,6 +25,9 @@ pub enum ApiError {
         /// `BODY_MAX_BYTES`.
         limit: usize,
     },
+    /// The events are more than the buffer may hold at all (`413`).
+    #[error("{0}")]
+    TooManyEvents(String),
     /// The buffer is full or shutdown has begun (`503` with `Retry-After`).
     #[error("{reason}")]
     Unavailable {
@@ -65,6 +68,7 @@ impl From<SubmitError> for ApiError {
                 reason,
                 retry_after,
             },
+            SubmitError::TooLarge(reason) => ApiError::TooManyEvents(reason),
             SubmitError::ShuttingDown => ApiError::Unavailable {
                 reason: "shutting down".into(),
                 retry_after: Duration::from_secs(1),
@@ -82,7 +86,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadBody(_) | ApiError::Payload(_) => StatusCode::BAD_REQUEST,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge { .. } | ApiError::TooManyEvents(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotFound => StatusCode::NOT_FOUND,

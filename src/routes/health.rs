@@ -1,5 +1,7 @@
-//! `GET /v1/health`: `200` when ClickHouse answers a query, `503` with the reason otherwise.
-//! Either way the body carries the buffer's state, so an operator sees a backlog building.
+//! `GET /v1/health`: `200` when ClickHouse answers a query and inserts are going through,
+//! `503` with the reason otherwise (ClickHouse unreachable, or its latest insert failed
+//! while events wait). Either way the body carries the buffer's state, so an operator sees
+//! a backlog building.
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
@@ -18,6 +20,17 @@ pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
         "events_dropped": Stats::get(&state.stats.events_dropped),
     });
     match state.sink.server_version().await {
+        // It answers queries, but inserts fail (permissions, too many parts, ...).
+        Ok(version) if last_error.is_some() && buffered_events > 0 => {
+            HttpResponse::ServiceUnavailable().json(json!({
+                "status": "failing",
+                "error": last_error,
+                "clickhouse_version": version,
+                "buffered_events": buffered_events,
+                "last_flush_error": last_error,
+                "counters": counters,
+            }))
+        }
         Ok(version) => HttpResponse::Ok().json(json!({
             "status": "ok",
             "clickhouse_version": version,

@@ -134,8 +134,9 @@ impl ClickHouseSink {
     }
 
     async fn insert(&self, client: &Client, rows: &[EventRow]) -> Result<(), SinkError> {
-        let mut insert = client
-            .insert::<EventRow>(&self.table)
+        // With validation on, starting an insert fetches the table's schema: bound that too.
+        let mut insert = self
+            .bounded(client.insert::<EventRow>(&self.table))
             .await?
             .with_timeouts(Some(self.timeout), Some(self.timeout));
         for row in rows {

@@ -17,10 +17,12 @@ pub enum SinkError {
 }
 
 /// ClickHouse error codes that mean "these rows are wrong", as Vector's ClickHouse sink
-/// classifies them: retrying the same bytes gives the same answer.
+/// classifies them: retrying the same bytes gives the same answer. Errors about the table
+/// rather than the rows (a missing column, a syntax error, our row type not matching the
+/// schema) are deliberately absent: they hit every row, so they are retried (and push back
+/// with `503`) until an operator fixes the table, instead of dropping everything.
 const DATA_ERROR_CODES: &[u32] = &[
     6,   // CANNOT_PARSE_TEXT
-    16,  // NO_SUCH_COLUMN_IN_TABLE
     26,  // CANNOT_PARSE_QUOTED_STRING
     27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
     32,  // ATTEMPT_TO_READ_AFTER_EOF
@@ -28,7 +30,6 @@ const DATA_ERROR_CODES: &[u32] = &[
     38,  // CANNOT_PARSE_DATE
     41,  // CANNOT_PARSE_DATETIME
     53,  // TYPE_MISMATCH
-    62,  // SYNTAX_ERROR
     69,  // ARGUMENT_OUT_OF_BOUND
     70,  // CANNOT_CONVERT_TYPE
     117, // INCORRECT_DATA
@@ -73,11 +74,8 @@ impl From<::clickhouse::error::Error> for SinkError {
                 Some(code) if DATA_ERROR_CODES.contains(&code) => SinkError::Data(message),
                 _ => SinkError::Retryable(message),
             },
-            // Our own row type does not fit the table: a deployment mistake that a retry
-            // will not fix, but that must not be mistaken for bad client input either.
-            E::SchemaMismatch(_) | E::Custom(_) | E::SequenceMustHaveLength => {
-                SinkError::Data(message)
-            }
+            // A value our row type cannot encode: that row alone is bad.
+            E::Custom(_) => SinkError::Data(message),
             _ => SinkError::Retryable(message),
         }
     }

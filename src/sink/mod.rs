@@ -6,6 +6,7 @@ pub mod error;
 pub mod schema;
 
 use std::future::Future;
+use std::sync::Arc;
 
 pub use self::clickhouse::ClickHouseSink;
 pub use error::SinkError;
@@ -19,4 +20,11 @@ use crate::event::EventRow;
 pub trait Sink: Send + Sync + 'static {
     /// Writes `rows` as one insert.
     fn write(&self, rows: &[EventRow]) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// A shared sink is a sink (lets a caller keep a handle on the one it hands to the flusher).
+impl<T: Sink> Sink for Arc<T> {
+    fn write(&self, rows: &[EventRow]) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).write(rows)
+    }
 }

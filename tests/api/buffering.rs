@@ -23,8 +23,12 @@ async fn the_size_trigger_flushes_long_before_the_timer() {
 
 #[tokio::test]
 async fn the_timer_flushes_a_half_that_never_fills() {
-    let app = spawn_app(&[("BUFFER_SIZE", "1000000"), ("BUFFER_FLUSH_MS", "200")]).await;
+    let app = spawn_app(&[("BUFFER_SIZE", "1000000"), ("BUFFER_FLUSH_MS", "2000")]).await;
     assert_eq!(app.post_events(batch(0, 5)).await.status(), 200);
+    // Not flushed on append (the size is far away)...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.count().await, 0);
+    // ...but by the timer.
     app.wait_for_rows(5).await;
     assert_eq!(app.stats.inserts.load(Relaxed), 1);
     app.stop().await;
@@ -35,7 +39,9 @@ async fn many_concurrent_clients_land_every_event_in_few_inserts() {
     const CLIENTS: u32 = 16;
     const REQUESTS: u32 = 40;
     const EVENTS: u32 = 30;
-    let app = spawn_app(&[("BUFFER_SIZE", "100000"), ("BUFFER_FLUSH_MS", "250")]).await;
+    // Flushes come from the one-second timer only, so the number of inserts is bounded by
+    // the run's length in seconds, however fast or slow the requests are.
+    let app = spawn_app(&[("BUFFER_SIZE", "1000000"), ("BUFFER_FLUSH_MS", "1000")]).await;
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
         let (http, url) = (app.http.clone(), format!("{}/v1/events", app.address));

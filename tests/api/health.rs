@@ -3,7 +3,9 @@
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{batch, clickhouse_url, closed_port, spawn_app, wait_for_rows};
+use crate::helpers::{
+    PATIENCE, batch, clickhouse_url, closed_port, spawn_app, wait_for_rows, within,
+};
 
 #[tokio::test]
 async fn health_is_ok_when_clickhouse_answers() {
@@ -37,7 +39,9 @@ async fn events_accepted_during_an_outage_land_when_clickhouse_returns() {
     assert!(body["last_flush_error"].is_string());
 
     // ClickHouse "comes back" on that port: a TCP forwarder to the real server.
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the app's ClickHouse port is still free");
     let upstream = clickhouse_url().trim_start_matches("http://").to_string();
     let forwarder = tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
@@ -51,7 +55,13 @@ async fn events_accepted_during_an_outage_land_when_clickhouse_returns() {
     });
 
     wait_for_rows(&app.database, 60).await;
-    assert_eq!(app.get("/v1/health").await.status(), 200);
+    // Healthy again once the flusher has recorded its success (just after the rows land).
+    within(PATIENCE, async {
+        while app.get("/v1/health").await.status() != 200 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
     let report = app.stop().await;
     assert!(report.is_clean());
     forwarder.abort();

@@ -214,7 +214,8 @@ pub fn batch(first: u32, n: u32) -> String {
     Value::Array((first..first + n).map(event).collect()).to_string()
 }
 
-/// A local port with nothing listening on it (bound, then released).
+/// A local port with nothing listening on it (bound, then released). Another process could
+/// take it meanwhile; on loopback during a test run that is unlikely enough.
 pub fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

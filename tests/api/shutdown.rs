@@ -39,18 +39,18 @@ async fn start_binary(database: &str, overrides: &[(&str, &str)]) -> (Child, Str
     (child, address)
 }
 
-/// Sends SIGTERM and waits for the child to exit; returns its status and everything it logged.
-async fn wait_exit(mut child: Child) -> (std::process::ExitStatus, String) {
+/// Sends the signal and waits for the child to exit; returns its status and its log.
+async fn stop_with(mut child: Child, name: &str) -> (std::process::ExitStatus, String) {
     let stderr = collect_stderr(&mut child);
-    sigterm(&child);
+    signal(&child, name);
     let status = within(PATIENCE, child.wait()).await.unwrap();
     (status, stderr.await.unwrap())
 }
 
-fn sigterm(child: &Child) {
+fn signal(child: &Child, name: &str) {
     let pid = child.id().expect("running").to_string();
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
+        .args([&format!("-{name}"), &pid])
         .status()
         .unwrap();
     assert!(status.success());
@@ -67,10 +67,10 @@ fn collect_stderr(child: &mut Child) -> tokio::task::JoinHandle<String> {
     })
 }
 
-#[tokio::test]
-async fn sigterm_flushes_everything_buffered_and_exits_0() {
+/// Buffers events no trigger would flush for an hour, stops the binary with `signal`, and
+/// checks every event was written and the exit code is 0.
+async fn signal_flushes_everything_buffered(signal: &str) {
     let database = unique_database();
-    // Neither trigger would fire for an hour: only shutdown can write these.
     let (child, address) = start_binary(
         &database,
         &[("BUFFER_SIZE", "1000000"), ("BUFFER_FLUSH_MS", "3600000")],
@@ -88,10 +88,21 @@ async fn sigterm_flushes_everything_buffered_and_exits_0() {
     }
     assert_eq!(count_rows(&database).await, 0);
 
-    let (status, log) = wait_exit(child).await;
+    let (status, log) = stop_with(child, signal).await;
     assert!(status.success(), "{status}: {log}");
+    assert!(log.contains(&format!("{signal} received")), "{log}");
     assert_eq!(count_rows(&database).await, 300, "{log}");
     drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn sigterm_flushes_everything_buffered_and_exits_0() {
+    signal_flushes_everything_buffered("TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_is_as_graceful_as_sigterm() {
+    signal_flushes_everything_buffered("INT").await;
 }
 
 #[tokio::test]
@@ -111,7 +122,7 @@ async fn sigterm_with_clickhouse_down_gives_up_after_the_timeout_and_exits_non_z
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    let (status, log) = wait_exit(child).await;
+    let (status, log) = stop_with(child, "TERM").await;
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("30 buffered events were not written"), "{log}");
 }
