@@ -32,6 +32,10 @@ pub enum BufferMode {
     /// Each request is one synchronous insert; `200` means "committed". Kept to compare
     /// with the original service's unbuffered mode, and for callers that must know.
     Direct,
+    /// Benchmarks only: requests are decoded, validated and encoded exactly as in `double`
+    /// mode, then thrown away. The load benchmark's "bare parse" ceiling; never use it for
+    /// real traffic (it answers `200` and stores nothing).
+    Discard,
 }
 
 /// The whole configuration, one field per environment variable (upper-cased field name).

@@ -11,7 +11,7 @@ use actix_web::{App, HttpServer, web};
 use crate::buffer::{DoubleBuffer, Limits};
 use crate::config::{BufferMode, Config};
 use crate::flusher;
-use crate::ingest::{Buffered, Direct, Ingest};
+use crate::ingest::{Buffered, Direct, Discard, Ingest};
 use crate::routes::{self, AppState};
 use crate::shutdown::{self, FlusherGuard, ShutdownReport};
 use crate::sink::ClickHouseSink;
@@ -95,6 +95,10 @@ impl Application {
                 (Arc::new(Buffered(buffer)), Some(guard))
             }
             BufferMode::Direct => (Arc::new(Direct(sink.clone())), None),
+            BufferMode::Discard => {
+                log::warn!("BUFFER_MODE=discard: events are validated and thrown away");
+                (Arc::new(Discard), None)
+            }
         };
 
         let state = web::Data::new(AppState {
