@@ -1,6 +1,17 @@
-//! Appending 30-event batches under contention: the original service's design (one
-//! `Mutex<Vec>` taken whole by the flusher) against the double buffer, with 1–8 producer
-//! threads and a consumer draining as the flusher would. Run: `cargo bench --bench buffer_append`.
+//! Appending 30-event batches under contention, one line per buffer design, with 1–8
+//! producer threads and one consumer draining as the flusher would:
+//!
+//! - `mutex_vec_whole`: the original service's design, one `Mutex` around a vector that the
+//!   consumer takes whole under the same lock (so every drain leaves producers an empty
+//!   vector to grow again); its consumer polls the lock.
+//! - `double_buffer`: `event_ingest::buffer::DoubleBuffer`; the consumer sleeps on the
+//!   condvar until a half is due, swaps it, and releases it with its capacity.
+//! - `crossbeam_channel`: producers send each batch through a bounded channel to the
+//!   consumer, which appends it to its own batch.
+//!
+//! Rows are encoded before the clock starts: only handing them over is measured, as the
+//! slowest producer's time for all its appends (so lock waits are included).
+//! Run: `cargo bench --bench buffer_append`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -8,27 +19,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use event_ingest::buffer::{DoubleBuffer, Half, Limits};
-use event_ingest::event::EventRow;
-use event_ingest::event::testing::row;
+use crossbeam_channel::{Receiver, Sender};
+use event_ingest::buffer::{DoubleBuffer, Limits};
+use event_ingest::event::Rows;
+use event_ingest::event::testing::rows;
 use parking_lot::Mutex;
 
-const BATCH: usize = 30;
+const BATCH: u32 = 30;
 const BATCHES_PER_THREAD: usize = 200;
 
 /// What a producer appends to; the consumer drains it on its own thread.
 trait Target: Send + Sync + 'static {
-    fn append(&self, rows: &mut Vec<EventRow>);
+    fn append(&self, rows: &mut Rows);
     fn drain(&self);
     /// Unblocks a consumer waiting in `drain`.
     fn stop(&self) {}
 }
 
-/// The original design: one vector, the flusher takes it whole under the same lock.
-struct WholeVec(Mutex<Vec<EventRow>>);
+struct WholeVec(Mutex<Rows>);
 
 impl Target for WholeVec {
-    fn append(&self, rows: &mut Vec<EventRow>) {
+    fn append(&self, rows: &mut Rows) {
         self.0.lock().append(rows);
     }
     fn drain(&self) {
@@ -37,10 +48,10 @@ impl Target for WholeVec {
     }
 }
 
-struct Double(DoubleBuffer, Mutex<Half>);
+struct Double(DoubleBuffer, Mutex<Rows>);
 
 impl Target for Double {
-    fn append(&self, rows: &mut Vec<EventRow>) {
+    fn append(&self, rows: &mut Rows) {
         // The cap is far above what the bench holds; a refusal would be a bench bug.
         self.0.append(rows).expect("buffer has room");
     }
@@ -52,6 +63,23 @@ impl Target for Double {
     }
     fn stop(&self) {
         self.0.close(Instant::now());
+    }
+}
+
+struct Channel(Sender<Rows>, Receiver<Rows>, Mutex<Rows>);
+
+impl Target for Channel {
+    fn append(&self, rows: &mut Rows) {
+        self.0.send(std::mem::take(rows)).expect("consumer alive");
+    }
+    fn drain(&self) {
+        let mut batch = self.2.lock();
+        if let Ok(mut rows) = self.1.recv_timeout(Duration::from_millis(10)) {
+            batch.append(&mut rows);
+        }
+        if batch.len() >= 10_000 {
+            batch.clear();
+        }
     }
 }
 
@@ -70,10 +98,8 @@ fn run<T: Target>(target: Arc<T>, producers: usize, iters: u64) -> Duration {
         let threads: Vec<_> = (0..producers)
             .map(|_| {
                 let target = target.clone();
-                // Rows are built before the clock starts: only the append is measured.
-                let mut batches: Vec<Vec<EventRow>> = (0..BATCHES_PER_THREAD)
-                    .map(|_| (0..BATCH as u32).map(row).collect())
-                    .collect();
+                let mut batches: Vec<Rows> =
+                    (0..BATCHES_PER_THREAD).map(|_| rows(0..BATCH)).collect();
                 std::thread::spawn(move || {
                     let started = Instant::now();
                     for batch in &mut batches {
@@ -101,14 +127,12 @@ fn buffer_append(c: &mut Criterion) {
     group.sample_size(20);
     for producers in [1usize, 2, 4, 8] {
         group.throughput(Throughput::Elements(
-            (producers * BATCHES_PER_THREAD * BATCH) as u64,
+            (producers * BATCHES_PER_THREAD) as u64 * u64::from(BATCH),
         ));
         group.bench_with_input(
             BenchmarkId::new("mutex_vec_whole", producers),
             &producers,
-            |b, &n| {
-                b.iter_custom(|iters| run(Arc::new(WholeVec(Mutex::new(Vec::new()))), n, iters))
-            },
+            |b, &n| b.iter_custom(|iters| run(Arc::new(WholeVec(Mutex::default())), n, iters)),
         );
         group.bench_with_input(
             BenchmarkId::new("double_buffer", producers),
@@ -120,11 +144,17 @@ fn buffer_append(c: &mut Criterion) {
                         flush_interval: Duration::from_millis(1),
                         max_bytes: usize::MAX,
                     });
-                    run(
-                        Arc::new(Double(buffer, Mutex::new(Half::default()))),
-                        n,
-                        iters,
-                    )
+                    run(Arc::new(Double(buffer, Mutex::default())), n, iters)
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("crossbeam_channel", producers),
+            &producers,
+            |b, &n| {
+                b.iter_custom(|iters| {
+                    let (tx, rx) = crossbeam_channel::bounded(1024);
+                    run(Arc::new(Channel(tx, rx, Mutex::default())), n, iters)
                 })
             },
         );

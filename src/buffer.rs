@@ -2,7 +2,7 @@
 //! the empty inactive half and writes the full one while handlers keep appending.
 //!
 //! One `parking_lot::Mutex` guards the active half. It is held only to append a request's
-//! rows (a `Vec::append`, i.e. a memcpy of row structs) or to swap two `Vec`s, never across
+//! rows (already encoded: a memcpy of their bytes) or to swap two halves, never across
 //! I/O, so a slow ClickHouse never blocks a request handler: it only makes the buffer fill.
 //! `parking_lot` because its uncontended lock is one atomic operation and it spins briefly
 //! before parking, which fits critical sections this short; its `Condvar` lets the flusher
@@ -18,25 +18,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::event::EventRow;
-
-/// One half: rows plus the memory they hold, counted as they are added.
-#[derive(Debug, Default)]
-pub struct Half {
-    /// The rows, in arrival order.
-    pub rows: Vec<EventRow>,
-    /// Sum of [`EventRow::mem_size`] over `rows`.
-    pub bytes: usize,
-}
-
-impl Half {
-    /// Empties the half but keeps its allocation, so a steady load stops allocating
-    /// vectors once both halves have grown to their working size.
-    pub fn clear(&mut self) {
-        self.rows.clear();
-        self.bytes = 0;
-    }
-}
+use crate::event::Rows;
 
 /// The thresholds the flusher swaps on and the memory cap.
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +67,7 @@ pub enum SwapReason {
 }
 
 struct State {
-    active: Half,
+    active: Rows,
     /// When the first row entered the active half; `None` while it is empty.
     first_at: Option<Instant>,
     /// Bytes in the half the flusher holds (swapped out, not yet written).
@@ -99,6 +81,8 @@ struct State {
 /// Rows preallocated per half: a steady load at the default `BUFFER_SIZE` never grows a
 /// half under the lock, and a huge `BUFFER_SIZE` does not reserve memory up front.
 const PREALLOC_ROWS: usize = 16 * 1024;
+/// Bytes per row assumed when preallocating (a typical mobile event encodes to ~100).
+const PREALLOC_ROW_BYTES: usize = 128;
 
 /// The double buffer shared by the request handlers and the flusher.
 pub struct DoubleBuffer {
@@ -127,15 +111,12 @@ impl DoubleBuffer {
 
     /// An empty half with the same preallocation as the active one: the flusher's spare, so
     /// that whichever half handlers append to, it does not start from zero capacity.
-    pub fn new_half(&self) -> Half {
+    pub fn new_half(&self) -> Rows {
         Self::empty_half(self.limits)
     }
 
-    fn empty_half(limits: Limits) -> Half {
-        Half {
-            rows: Vec::with_capacity(limits.size.min(PREALLOC_ROWS)),
-            bytes: 0,
-        }
+    fn empty_half(limits: Limits) -> Rows {
+        Rows::with_capacity(limits.size.min(PREALLOC_ROWS), PREALLOC_ROW_BYTES)
     }
 
     /// The configured limits.
@@ -144,12 +125,11 @@ impl DoubleBuffer {
     }
 
     /// Moves `rows` into the active half, all or none. `rows` is left empty on success.
-    pub fn append(&self, rows: &mut Vec<EventRow>) -> Result<(), AppendError> {
+    pub fn append(&self, rows: &mut Rows) -> Result<(), AppendError> {
         if rows.is_empty() {
             return Ok(());
         }
-        // Sized outside the lock: the critical section is only the check and the move.
-        let bytes: usize = rows.iter().map(EventRow::mem_size).sum();
+        let bytes = rows.mem_size();
         if bytes > self.limits.max_bytes {
             return Err(AppendError::TooLarge {
                 bytes,
@@ -160,21 +140,20 @@ impl DoubleBuffer {
         if st.deadline.is_some() {
             return Err(AppendError::Closed);
         }
-        let buffered = st.active.bytes + st.inflight_bytes;
+        let buffered = st.active.mem_size() + st.inflight_bytes;
         if buffered + bytes > self.limits.max_bytes {
             return Err(AppendError::Full {
                 buffered,
                 max: self.limits.max_bytes,
             });
         }
-        let before = st.active.rows.len();
-        st.active.rows.append(rows);
-        st.active.bytes += bytes;
+        let before = st.active.len();
+        st.active.append(rows);
         let first = st.first_at.is_none();
         if first {
             st.first_at = Some(Instant::now());
         }
-        let crossed = before < self.limits.size && st.active.rows.len() >= self.limits.size;
+        let crossed = before < self.limits.size && st.active.len() >= self.limits.size;
         drop(st);
         if first || crossed {
             self.wake.notify_one();
@@ -186,8 +165,8 @@ impl DoubleBuffer {
     /// `spare` (which must be empty) and returns why. Returns `None` once the buffer is
     /// closed and empty: nothing is left to flush. The swapped rows count as in flight
     /// until [`DoubleBuffer::release`].
-    pub fn swap_when_due(&self, spare: &mut Half) -> Option<SwapReason> {
-        debug_assert!(spare.rows.is_empty());
+    pub fn swap_when_due(&self, spare: &mut Rows) -> Option<SwapReason> {
+        debug_assert!(spare.is_empty());
         let mut st = self.state.lock();
         let reason = loop {
             let closed = st.deadline.is_some();
@@ -195,7 +174,7 @@ impl DoubleBuffer {
                 None if closed => return None,
                 None => self.wake.wait(&mut st),
                 Some(_) if closed => break SwapReason::Shutdown,
-                Some(_) if st.active.rows.len() >= self.limits.size => break SwapReason::Size,
+                Some(_) if st.active.len() >= self.limits.size => break SwapReason::Size,
                 Some(first) => {
                     let due = first + self.limits.flush_interval;
                     if Instant::now() >= due {
@@ -207,23 +186,23 @@ impl DoubleBuffer {
         };
         std::mem::swap(&mut st.active, spare);
         st.first_at = None;
-        st.inflight_bytes += spare.bytes;
-        st.inflight_rows += spare.rows.len();
+        st.inflight_bytes += spare.mem_size();
+        st.inflight_rows += spare.len();
         Some(reason)
     }
 
     /// The flusher is done with `half` (written, or given up on): its memory is free again.
     /// A half that grew far past `BUFFER_SIZE` (a backlog after an outage) gives the excess
     /// back, so one outage does not pin its peak memory for the life of the process.
-    pub fn release(&self, half: &mut Half) {
+    pub fn release(&self, half: &mut Rows) {
         let mut st = self.state.lock();
-        st.inflight_bytes -= half.bytes;
-        st.inflight_rows -= half.rows.len();
+        st.inflight_bytes -= half.mem_size();
+        st.inflight_rows -= half.len();
         drop(st);
         half.clear();
         let keep = self.limits.size;
-        if half.rows.capacity() > 2 * keep {
-            half.rows.shrink_to(keep);
+        if half.capacity() > 2 * keep {
+            half.shrink_to(keep);
         }
     }
 
@@ -262,20 +241,20 @@ impl DoubleBuffer {
     /// Events held in both halves: what would be lost if the process ended now.
     pub fn pending_events(&self) -> usize {
         let st = self.state.lock();
-        st.active.rows.len() + st.inflight_rows
+        st.active.len() + st.inflight_rows
     }
 
     /// Bytes held in both halves, counted against `BUFFER_MAX_BYTES`.
     pub fn pending_bytes(&self) -> usize {
         let st = self.state.lock();
-        st.active.bytes + st.inflight_bytes
+        st.active.mem_size() + st.inflight_bytes
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::testing::row;
+    use crate::event::testing;
     use std::sync::Arc;
 
     fn buffer(size: usize, flush_ms: u64, max_bytes: usize) -> Arc<DoubleBuffer> {
@@ -286,19 +265,23 @@ mod tests {
         }))
     }
 
-    fn rows(n: usize) -> Vec<EventRow> {
-        (0..n as u32).map(row).collect()
+    fn rows(n: u32) -> Rows {
+        testing::rows(0..n)
+    }
+
+    fn row_size() -> usize {
+        rows(1).mem_size()
     }
 
     #[test]
     fn size_swaps_before_the_timer() {
         let buf = buffer(10, 60_000, usize::MAX);
         buf.append(&mut rows(10)).unwrap();
-        let mut spare = Half::default();
+        let mut spare = Rows::default();
         let started = Instant::now();
         assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Size));
         assert!(started.elapsed() < Duration::from_secs(10));
-        assert_eq!(spare.rows.len(), 10);
+        assert_eq!(spare.len(), 10);
         assert_eq!(buf.pending_events(), 10, "swapped rows are in flight");
         buf.release(&mut spare);
         assert_eq!((buf.pending_events(), buf.pending_bytes()), (0, 0));
@@ -308,11 +291,11 @@ mod tests {
     fn timer_swaps_a_half_that_never_fills() {
         let buf = buffer(1_000, 50, usize::MAX);
         buf.append(&mut rows(3)).unwrap();
-        let mut spare = Half::default();
+        let mut spare = Rows::default();
         let started = Instant::now();
         assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Timer));
         assert!(started.elapsed() >= Duration::from_millis(40));
-        assert_eq!(spare.rows.len(), 3);
+        assert_eq!(spare.len(), 3);
     }
 
     #[test]
@@ -326,18 +309,18 @@ mod tests {
                 buf.append(&mut rows(3)).unwrap();
             })
         };
-        let mut spare = Half::default();
+        let mut spare = Rows::default();
         assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Size));
         writer.join().unwrap();
-        assert_eq!(spare.rows.len(), 5);
+        assert_eq!(spare.len(), 5);
     }
 
     #[test]
     fn memory_cap_refuses_whole_requests_and_recovers_after_release() {
-        let one = row(0).mem_size();
+        let one = row_size();
         let buf = buffer(2, 60_000, one * 3);
         buf.append(&mut rows(2)).unwrap();
-        let mut spare = Half::default();
+        let mut spare = Rows::default();
         buf.swap_when_due(&mut spare).unwrap();
         // Two rows in flight, room for one more: a request of two is refused whole.
         let mut two = rows(2);
@@ -354,7 +337,7 @@ mod tests {
 
     #[test]
     fn a_request_larger_than_the_cap_is_too_large_not_full() {
-        let one = row(0).mem_size();
+        let one = row_size();
         let buf = buffer(10, 60_000, one * 2);
         assert!(matches!(
             buf.append(&mut rows(3)),
@@ -368,9 +351,9 @@ mod tests {
         buf.append(&mut rows(4)).unwrap();
         buf.close(Instant::now());
         assert_eq!(buf.append(&mut rows(1)), Err(AppendError::Closed));
-        let mut spare = Half::default();
+        let mut spare = Rows::default();
         assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Shutdown));
-        assert_eq!(spare.rows.len(), 4);
+        assert_eq!(spare.len(), 4);
         buf.release(&mut spare);
         assert_eq!(buf.swap_when_due(&mut spare), None);
     }
@@ -384,7 +367,7 @@ mod tests {
             buf.swap_when_due(&mut spare).unwrap();
             buf.release(&mut spare);
         }
-        assert!(spare.rows.capacity() >= 64);
+        assert!(spare.capacity() >= 64);
     }
 
     #[test]
@@ -393,8 +376,8 @@ mod tests {
         buf.append(&mut rows(5_000)).unwrap();
         let mut spare = buf.new_half();
         buf.swap_when_due(&mut spare).unwrap();
-        assert!(spare.rows.capacity() >= 5_000);
+        assert!(spare.capacity() >= 5_000);
         buf.release(&mut spare);
-        assert!(spare.rows.capacity() <= 64, "{}", spare.rows.capacity());
+        assert!(spare.capacity() <= 64, "{}", spare.capacity());
     }
 }

@@ -18,7 +18,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::buffer::DoubleBuffer;
-use crate::event::EventRow;
+use std::ops::Range;
+
+use crate::event::{Rows, RowsRef};
 use crate::shutdown::{FlusherGuard, ShutdownReport};
 use crate::sink::{Sink, SinkError};
 use crate::stats::Stats;
@@ -83,9 +85,9 @@ impl<S: Sink> Flusher<S> {
         let mut half = self.buffer.new_half();
         let mut report = ShutdownReport::default();
         while let Some(reason) = self.buffer.swap_when_due(&mut half) {
-            let rows = half.rows.len();
+            let rows = half.len();
             let started = Instant::now();
-            let unwritten = self.write_batch(&half.rows);
+            let unwritten = self.write_batch(&half);
             report.unwritten += unwritten;
             log::debug!(
                 "flushed {} of {rows} events ({reason:?}) in {:?}",
@@ -106,21 +108,27 @@ impl<S: Sink> Flusher<S> {
     /// Writes `rows` in chunks of at most [`MAX_INSERT_ROWS`], splitting around rows the
     /// sink rejects as bad data. Returns how many rows were left unwritten because
     /// shutdown's deadline passed (0 otherwise).
-    fn write_batch(&self, rows: &[EventRow]) -> usize {
-        let mut pending: Vec<&[EventRow]> = rows.chunks(MAX_INSERT_ROWS).rev().collect();
-        let mut dropped: Vec<(&EventRow, SinkError)> = Vec::new();
-        while let Some(chunk) = pending.pop() {
-            match self.write_with_retry(chunk) {
+    fn write_batch(&self, rows: &Rows) -> usize {
+        let mut pending: Vec<Range<usize>> = (0..rows.len())
+            .step_by(MAX_INSERT_ROWS)
+            .rev()
+            .map(|start| start..(start + MAX_INSERT_ROWS).min(rows.len()))
+            .collect();
+        let mut dropped: Vec<(usize, SinkError)> = Vec::new();
+        while let Some(range) = pending.pop() {
+            match self.write_with_retry(rows.slice(range.clone())) {
                 Ok(()) => {}
                 Err(Failure::Deadline) => {
                     self.report_dropped(&dropped);
-                    return chunk.len() + pending.iter().map(|c| c.len()).sum::<usize>();
+                    return range.len() + pending.iter().map(Range::len).sum::<usize>();
                 }
-                Err(Failure::Data(error)) if chunk.len() == 1 => dropped.push((&chunk[0], error)),
+                Err(Failure::Data(error)) if range.len() == 1 => {
+                    dropped.push((range.start, error));
+                }
                 Err(Failure::Data(_)) => {
-                    let (a, b) = chunk.split_at(chunk.len() / 2);
-                    pending.push(b);
-                    pending.push(a);
+                    let mid = range.start + range.len() / 2;
+                    pending.push(mid..range.end);
+                    pending.push(range.start..mid);
                 }
             }
         }
@@ -128,8 +136,8 @@ impl<S: Sink> Flusher<S> {
         0
     }
 
-    /// One error line per batch with dropped rows; the rows themselves only at debug.
-    fn report_dropped(&self, dropped: &[(&EventRow, SinkError)]) {
+    /// One error line per batch with dropped rows; each row's error only at debug.
+    fn report_dropped(&self, dropped: &[(usize, SinkError)]) {
         let Some((_, first)) = dropped.first() else {
             return;
         };
@@ -140,24 +148,24 @@ impl<S: Sink> Flusher<S> {
             "dropped {} events ClickHouse rejects as bad data; first error: {first}",
             dropped.len()
         );
-        for (row, error) in dropped {
-            log::debug!("dropped {row:?}: {error}");
+        for (index, error) in dropped {
+            log::debug!("dropped row {index} of its batch: {error}");
         }
     }
 
     /// One chunk until it is written, rejected as data, or shutdown's deadline passes.
-    fn write_with_retry(&self, rows: &[EventRow]) -> Result<(), Failure> {
+    fn write_with_retry(&self, rows: RowsRef<'_>) -> Result<(), Failure> {
         let mut backoff = BACKOFF_MIN;
         let started = Instant::now();
         let mut last_log: Option<Instant> = None;
         for attempt in 1u32.. {
             let error = match self.attempt(rows).ok_or(Failure::Deadline)? {
                 Ok(()) => {
-                    self.stats.record_insert(rows.len());
+                    self.stats.record_insert(rows.count);
                     if attempt > 1 {
                         log::info!(
                             "insert of {} events succeeded after {attempt} attempts over {:?}",
-                            rows.len(),
+                            rows.count,
                             started.elapsed()
                         );
                     }
@@ -174,7 +182,7 @@ impl<S: Sink> Flusher<S> {
                 log::warn!(
                     "insert of {} events failed (attempt {attempt}, failing for {:?}); \
                      retrying with back-off up to {BACKOFF_MAX:?}: {error}",
-                    rows.len(),
+                    rows.count,
                     started.elapsed()
                 );
                 last_log = Some(Instant::now());
@@ -193,7 +201,7 @@ impl<S: Sink> Flusher<S> {
 
     /// One insert. After shutdown has begun it is cut off at the deadline; `None` means the
     /// deadline passed (before or during the attempt).
-    fn attempt(&self, rows: &[EventRow]) -> Option<Result<(), SinkError>> {
+    fn attempt(&self, rows: RowsRef<'_>) -> Option<Result<(), SinkError>> {
         let write = self.sink.write(rows);
         match self.buffer.deadline() {
             None => Some(self.runtime.block_on(write)),
@@ -225,25 +233,27 @@ fn jitter(d: Duration) -> Duration {
 mod tests {
     use super::*;
     use crate::buffer::Limits;
-    use crate::event::testing::row;
+    use crate::event::testing;
     use parking_lot::Mutex;
     use std::sync::atomic::AtomicUsize;
 
-    /// An in-process sink: no wire is crossed, so a fake is the honest tool here.
+    /// An in-process sink: no wire is crossed, so a fake is the honest tool here. It
+    /// records what it receives as encoded rows.
     #[derive(Default)]
     struct FakeSink {
-        written: Mutex<Vec<u32>>,
+        written: Mutex<Vec<u8>>,
+        rows_written: AtomicUsize,
         inserts: AtomicUsize,
         /// Fail this many attempts with a retryable error first.
         failures: AtomicUsize,
-        /// Reject any chunk containing this sequence as bad data.
-        poison: Option<u32>,
+        /// Reject any chunk containing this row's encoding as bad data.
+        poison: Option<Vec<u8>>,
         /// Never answer.
         hang: bool,
     }
 
     impl Sink for FakeSink {
-        async fn write(&self, rows: &[EventRow]) -> Result<(), SinkError> {
+        async fn write(&self, rows: RowsRef<'_>) -> Result<(), SinkError> {
             if self.hang {
                 std::future::pending::<()>().await;
             }
@@ -254,13 +264,16 @@ mod tests {
             {
                 return Err(SinkError::Retryable("connection refused".into()));
             }
-            if rows.iter().any(|r| Some(r.sequence) == self.poison) {
+            if let Some(poison) = &self.poison
+                && rows.data.windows(poison.len()).any(|w| w == poison)
+            {
                 return Err(SinkError::Data(
                     "Code: 53. DB::Exception: type mismatch".into(),
                 ));
             }
             self.inserts.fetch_add(1, Relaxed);
-            self.written.lock().extend(rows.iter().map(|r| r.sequence));
+            self.rows_written.fetch_add(rows.count, Relaxed);
+            self.written.lock().extend_from_slice(rows.data);
             Ok(())
         }
     }
@@ -283,7 +296,15 @@ mod tests {
     }
 
     fn append(buffer: &DoubleBuffer, range: std::ops::Range<u32>) {
-        buffer.append(&mut range.map(row).collect()).unwrap();
+        buffer.append(&mut testing::rows(range)).unwrap();
+    }
+
+    fn encoded(range: impl IntoIterator<Item = u32>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for n in range {
+            testing::event(n).encode(&mut out);
+        }
+        out
     }
 
     #[test]
@@ -300,7 +321,7 @@ mod tests {
         }
         let report = guard.shutdown(Instant::now());
         assert!(report.is_clean(), "{report:?}");
-        assert_eq!(*sink.written.lock(), (0..10).collect::<Vec<_>>());
+        assert_eq!(*sink.written.lock(), encoded(0..10));
         assert_eq!(Stats::get(&stats.insert_retries), 3);
         assert!(stats.last_error.lock().is_none(), "cleared by the success");
     }
@@ -308,17 +329,15 @@ mod tests {
     #[test]
     fn a_poison_row_is_isolated_and_the_rest_written() {
         let sink = Arc::new(FakeSink {
-            poison: Some(13),
+            poison: Some(encoded([13])),
             ..FakeSink::default()
         });
         let (buffer, stats, guard) = start(sink.clone(), 1_000);
         append(&buffer, 0..32);
         let report = guard.shutdown(Instant::now());
         assert!(report.is_clean(), "{report:?}");
-        let mut written = sink.written.lock().clone();
-        written.sort_unstable();
-        let expected: Vec<u32> = (0..32).filter(|&n| n != 13).collect();
-        assert_eq!(written, expected);
+        // Chunks are written in order, so the bytes are the batch less the poison row.
+        assert_eq!(*sink.written.lock(), encoded((0..32).filter(|&n| n != 13)));
         assert_eq!(Stats::get(&stats.events_dropped), 1);
     }
 
@@ -329,7 +348,7 @@ mod tests {
         append(&buffer, 0..7);
         append(&buffer, 7..9);
         assert!(guard.shutdown(Instant::now()).is_clean());
-        assert_eq!(sink.written.lock().len(), 9);
+        assert_eq!(sink.rows_written.load(Relaxed), 9);
         assert_eq!(sink.inserts.load(Relaxed), 1, "one insert for the rest");
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::buffer::{AppendError, DoubleBuffer};
-use crate::event::EventRow;
+use crate::event::Rows;
 use crate::sink::{Sink, SinkError};
 
 /// Why accepted rows could not be taken. Nothing was stored, except possibly after a
@@ -42,7 +42,7 @@ pub enum SubmitError {
 pub trait Ingest: Send + Sync + 'static {
     /// Hands over `rows`. Boxed so handlers can hold any implementation as a trait object;
     /// one small allocation per request.
-    fn submit(&self, rows: Vec<EventRow>) -> BoxFuture<'_, Result<(), SubmitError>>;
+    fn submit(&self, rows: Rows) -> BoxFuture<'_, Result<(), SubmitError>>;
 
     /// Events accepted but not yet confirmed by storage.
     fn pending_events(&self) -> usize;
@@ -52,7 +52,7 @@ pub trait Ingest: Send + Sync + 'static {
 pub struct Buffered(pub Arc<DoubleBuffer>);
 
 impl Ingest for Buffered {
-    fn submit(&self, mut rows: Vec<EventRow>) -> BoxFuture<'_, Result<(), SubmitError>> {
+    fn submit(&self, mut rows: Rows) -> BoxFuture<'_, Result<(), SubmitError>> {
         let result = self.0.append(&mut rows).map_err(|e| match e {
             AppendError::Full { .. } => SubmitError::Saturated {
                 reason: e.to_string(),
@@ -74,8 +74,8 @@ impl Ingest for Buffered {
 pub struct Direct<S>(pub Arc<S>);
 
 impl<S: Sink> Ingest for Direct<S> {
-    fn submit(&self, rows: Vec<EventRow>) -> BoxFuture<'_, Result<(), SubmitError>> {
-        Box::pin(async move { Ok(self.0.write(&rows).await?) })
+    fn submit(&self, rows: Rows) -> BoxFuture<'_, Result<(), SubmitError>> {
+        Box::pin(async move { Ok(self.0.write(rows.as_ref()).await?) })
     }
 
     fn pending_events(&self) -> usize {
@@ -87,7 +87,7 @@ impl<S: Sink> Ingest for Direct<S> {
 pub struct Discard;
 
 impl Ingest for Discard {
-    fn submit(&self, rows: Vec<EventRow>) -> BoxFuture<'_, Result<(), SubmitError>> {
+    fn submit(&self, rows: Rows) -> BoxFuture<'_, Result<(), SubmitError>> {
         drop(rows);
         Box::pin(std::future::ready(Ok(())))
     }

@@ -1,26 +1,28 @@
-//! Events: the table row, how a request body is decoded into candidate events, and how each
-//! candidate is validated into a row. Everything a request does before it touches the buffer.
+//! Events: how a request body is decoded into candidate events, how each candidate is
+//! validated into an [`Event`], and how events are encoded into [`Rows`] for the table.
+//! Everything a request does before it touches the buffer.
 
 pub mod decode;
 pub mod row;
+pub mod rows;
 pub mod validate;
 
 pub use decode::{DecodeError, decode_batch};
-pub use row::EventRow;
+pub use row::{COLUMNS, Event};
+pub use rows::{Rows, RowsRef};
 pub use validate::{FieldError, Validated, validate_batch};
 
-/// Rows for tests and benchmarks: valid, distinct, deterministic.
+/// Events for tests and benchmarks: valid, distinct, deterministic.
 #[doc(hidden)]
 pub mod testing {
-    use super::EventRow;
+    use super::{Event, Rows};
     use std::net::Ipv6Addr;
-    use time::macros::datetime;
 
-    /// A valid row whose `sequence` is `n`.
-    pub fn row(n: u32) -> EventRow {
-        EventRow {
-            client_time: datetime!(2020-12-01 23:59:00 UTC),
-            server_time: datetime!(2020-12-02 00:00:00 UTC),
+    /// A valid event whose `sequence` and `param_int` are `n`.
+    pub fn event(n: u32) -> Event<'static> {
+        Event {
+            client_time: 1_606_867_140, // 2020-12-01 23:59:00 UTC
+            server_time: 1_606_867_200,
             device_id: uuid::Uuid::from_u128(0x0287D9AA_4ADF_4B37_A60F_3E9E645C821E),
             device_os: "IOS 13.5.1".into(),
             session: "ybuRi8mAUypxjbxQ".into(),
@@ -30,5 +32,14 @@ pub mod testing {
             param_str: "some text".into(),
             ip: Ipv6Addr::LOCALHOST,
         }
+    }
+
+    /// Encoded events for `range`.
+    pub fn rows(range: std::ops::Range<u32>) -> Rows {
+        let mut rows = Rows::default();
+        for n in range {
+            rows.push(&event(n));
+        }
+        rows
     }
 }

@@ -1,5 +1,6 @@
 //! Validation: each candidate event is checked field by field and either becomes an
-//! [`EventRow`] or a list of [`FieldError`]s. One bad event never rejects its neighbours.
+//! [`Event`] (encoded at once into the request's [`Rows`]) or a list of [`FieldError`]s.
+//! One bad event never rejects its neighbours.
 
 use std::borrow::Cow;
 use std::net::Ipv6Addr;
@@ -12,7 +13,8 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 use uuid::Uuid;
 
 use super::decode::{Candidate, Loose, RawEvent};
-use super::row::EventRow;
+use super::row::Event;
+use super::rows::Rows;
 
 /// Longest `device_os`, `session` or `event`, in bytes. These are identifiers and names;
 /// anything longer is a client bug, and short values keep the sort key compact.
@@ -40,8 +42,8 @@ pub struct FieldError {
 /// The outcome of validating one request's events.
 #[derive(Debug, Default)]
 pub struct Validated {
-    /// Rows for the accepted events, in request order.
-    pub rows: Vec<EventRow>,
+    /// The accepted events, encoded, in request order.
+    pub rows: Rows,
     /// How many events were rejected.
     pub rejected: usize,
     /// The first [`MAX_REPORTED_ERRORS`] errors.
@@ -55,17 +57,18 @@ pub fn validate_batch(
     ip: Ipv6Addr,
 ) -> Validated {
     let mut out = Validated {
-        rows: Vec::with_capacity(candidates.len()),
+        // One allocation per request, sized for typical mobile events.
+        rows: Rows::with_capacity(candidates.len(), 128),
         ..Validated::default()
     };
-    // Whole seconds: the column is a `DateTime`, and equal times compare equal after a read.
-    let server_time = server_time.replace_nanosecond(0).unwrap_or(server_time);
+    // The column is a `DateTime`: whole seconds, and within u32 for centuries to come.
+    let server_time = u32::try_from(server_time.unix_timestamp()).unwrap_or(u32::MAX);
     for (index, candidate) in candidates.into_iter().enumerate() {
         let result = candidate
             .map_err(|e| vec![("", Cow::Owned(e))])
             .and_then(|raw| validate_event(raw, server_time, ip));
         match result {
-            Ok(row) => out.rows.push(row),
+            Ok(event) => out.rows.push(&event),
             Err(errors) => {
                 out.rejected += 1;
                 for (field, error) in errors {
@@ -88,9 +91,9 @@ type Problems = Vec<(&'static str, Cow<'static, str>)>;
 /// Checks one event; on failure returns every field's problem, not just the first.
 fn validate_event(
     raw: RawEvent<'_>,
-    server_time: OffsetDateTime,
+    server_time: u32,
     ip: Ipv6Addr,
-) -> Result<EventRow, Problems> {
+) -> Result<Event<'_>, Problems> {
     let mut problems = Problems::new();
     let p = &mut problems;
     let client_time = check(p, "client_time", time_field(raw.client_time));
@@ -120,7 +123,7 @@ fn validate_event(
             Some(event),
             Some(param_int),
             Some(param_str),
-        ) => Ok(EventRow {
+        ) => Ok(Event {
             client_time,
             server_time,
             device_id,
@@ -155,26 +158,26 @@ fn string(value: Option<Loose<'_>>) -> Result<Cow<'_, str>, &'static str> {
     }
 }
 
-fn name_field(value: Option<Loose<'_>>) -> Result<String, &'static str> {
+fn name_field(value: Option<Loose<'_>>) -> Result<Cow<'_, str>, &'static str> {
     let s = string(value)?;
     if s.trim().is_empty() {
         Err("must not be empty")
     } else if s.len() > MAX_NAME_BYTES {
         Err("longer than 256 bytes")
     } else {
-        Ok(s.into_owned())
+        Ok(s)
     }
 }
 
-fn param_str_field(value: Option<Loose<'_>>) -> Result<String, &'static str> {
+fn param_str_field(value: Option<Loose<'_>>) -> Result<Cow<'_, str>, &'static str> {
     match value {
-        None => Ok(String::new()),
+        None => Ok(Cow::Borrowed("")),
         Some(v) => {
             let s = string(Some(v))?;
             if s.len() > MAX_PARAM_STR_BYTES {
                 Err("longer than 8192 bytes")
             } else {
-                Ok(s.into_owned())
+                Ok(s)
             }
         }
     }
@@ -193,25 +196,21 @@ fn uuid_field(value: Option<Loose<'_>>) -> Result<Uuid, &'static str> {
     Uuid::try_parse(&string(value)?).map_err(|_| "not a UUID")
 }
 
-fn time_field(value: Option<Loose<'_>>) -> Result<OffsetDateTime, &'static str> {
+fn time_field(value: Option<Loose<'_>>) -> Result<u32, &'static str> {
     let s = string(value)?;
     let t = PrimitiveDateTime::parse(&s, PLAIN_TIME)
         .map(PrimitiveDateTime::assume_utc)
         .or_else(|_| OffsetDateTime::parse(&s, &Rfc3339))
         .map_err(|_| "expected 'YYYY-MM-DD hh:mm:ss' (UTC) or RFC 3339")?;
     // ClickHouse `DateTime` is an unsigned 32-bit count of seconds: 1970 to 2106.
-    if !(0..=i64::from(u32::MAX)).contains(&t.unix_timestamp()) {
-        return Err("outside 1970-01-01 .. 2106-02-07");
-    }
-    Ok(t.to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .unwrap_or(t))
+    u32::try_from(t.unix_timestamp()).map_err(|_| "outside 1970-01-01 .. 2106-02-07")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::decode_batch;
+    use crate::event::testing::event;
+    use crate::event::{Event, decode_batch};
     use time::macros::datetime;
 
     const GOOD: &str = r#"{"client_time":"2020-12-01 23:59:00","device_id":"0287D9AA-4ADF-4B37-A60F-3E9E645C821E","device_os":"IOS 13.5.1","session":"ybuRi8mAUypxjbxQ","sequence":1,"event":"app_start","param_int":0,"param_str":"some text"}"#;
@@ -223,6 +222,27 @@ mod tests {
             now,
             Ipv6Addr::LOCALHOST,
         )
+    }
+
+    fn encoded(event: &Event<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        event.encode(&mut out);
+        out
+    }
+
+    /// The original service's example, as the event it must become.
+    fn expected() -> Event<'static> {
+        Event {
+            server_time: datetime!(2024-05-06 07:08:09 UTC).unix_timestamp() as u32,
+            ..event(1)
+        }
+    }
+
+    fn with_field(edit: impl FnOnce(&mut Event<'static>)) -> Vec<u8> {
+        let mut e = expected();
+        e.param_int = 0;
+        edit(&mut e);
+        encoded(&e)
     }
 
     fn with(field: &str, value: &str) -> String {
@@ -240,31 +260,25 @@ mod tests {
     fn a_good_event_becomes_a_row() {
         let out = validate(&format!("[{GOOD}]"));
         assert_eq!(out.rejected, 0);
-        let row = &out.rows[0];
-        assert_eq!(row.client_time, datetime!(2020-12-01 23:59:00 UTC));
-        assert_eq!(row.server_time, datetime!(2024-05-06 07:08:09 UTC));
-        assert_eq!(
-            row.device_id.to_string(),
-            "0287d9aa-4adf-4b37-a60f-3e9e645c821e"
-        );
-        assert_eq!(
-            (row.sequence, row.param_int, row.param_str.as_str()),
-            (1, 0, "some text")
-        );
+        assert_eq!(out.rows.len(), 1);
+        assert_eq!(out.rows.as_ref().data, with_field(|_| ()));
     }
 
     #[test]
     fn rfc3339_times_are_converted_to_utc() {
         let out = validate(&with("client_time", r#""2020-12-02T01:59:00.250+02:00""#));
-        assert_eq!(out.rows[0].client_time, datetime!(2020-12-01 23:59:00 UTC));
+        assert_eq!(out.rows.as_ref().data, with_field(|_| ()));
     }
 
     #[test]
     fn optional_params_default() {
-        let out = validate(&with("param_int", "null"));
-        assert_eq!(out.rows[0].param_int, 0);
         let out = validate(&with("param_str", "null"));
-        assert_eq!(out.rows[0].param_str, "");
+        assert_eq!(
+            out.rows.as_ref().data,
+            with_field(|e| e.param_str = "".into())
+        );
+        let out = validate(&with("param_int", "null"));
+        assert_eq!(out.rows.as_ref().data, with_field(|_| ()));
     }
 
     #[test]

@@ -1,33 +1,45 @@
-//! The ClickHouse sink: version detection, database and table creation, batch inserts in
-//! RowBinary over HTTP through the official `clickhouse` crate, and the health ping.
+//! The ClickHouse sink: version detection, database and table creation, a schema check,
+//! batch inserts of pre-encoded RowBinary over HTTP through the official `clickhouse` crate
+//! (LZ4-compressed), and the health ping.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use clickhouse::Client;
 use parking_lot::Mutex;
 
 use super::error::MISSING_TABLE_CODES;
-use super::schema::{ServerVersion, create_table_sql};
+use super::schema::{ServerVersion, check_columns, create_table_sql};
 use super::{Sink, SinkError};
 use crate::config::Config;
-use crate::event::EventRow;
+use crate::event::{COLUMNS, RowsRef};
 
 /// How long a health ping may take before ClickHouse counts as unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Rows are sent in chunks of this many bytes, each compressed on its own: the request
+/// streams, and no compressed block approaches ClickHouse's size limit.
+const SEND_CHUNK: usize = 1 << 20;
 
 /// Writes batches to one ClickHouse table.
 ///
 /// Start-up does not require ClickHouse to be up: the first call that needs the server
-/// ([`ClickHouseSink::prepare`], which every write goes through) detects the version and
-/// creates the database and table, and a failure leaves it to be tried again by the next
-/// call. If the table disappears later (`UNKNOWN_TABLE`), it is recreated the same way.
+/// ([`ClickHouseSink::prepare`], which every write goes through) detects the version,
+/// creates the database and table and checks the table's columns, and a failure leaves it
+/// to be tried again by the next call. If the table disappears later (`UNKNOWN_TABLE`), it
+/// is recreated the same way.
+///
+/// The crate's own schema validation is off on every version: rows arrive pre-encoded
+/// (`insert_formatted_with`), which it does not validate, and 18.16 refuses the setting it
+/// needs. The column check in `prepare` takes its place, once, on every version.
 pub struct ClickHouseSink {
     /// Client without a database or schema validation: works on every server version, used
     /// to detect the version, run DDL and ping.
     base: Client,
     database: String,
     table: String,
+    /// `INSERT INTO table (columns) FORMAT RowBinary`, built once.
+    insert_sql: String,
     timeout: Duration,
     /// What `prepare` learned. A plain mutex around an `Arc`: held only to clone or replace
     /// the pointer, never across a request.
@@ -40,7 +52,7 @@ pub struct Prepared {
     pub version: ServerVersion,
     /// The version string as the server reported it.
     pub version_text: String,
-    /// Client for inserts: database set, validation and settings as the version allows.
+    /// Client for inserts: database and the settings this version needs.
     client: Client,
 }
 
@@ -56,6 +68,11 @@ impl ClickHouseSink {
             base,
             database: config.clickhouse_name.clone(),
             table: config.clickhouse_table.clone(),
+            insert_sql: format!(
+                "INSERT INTO `{}` ({}) FORMAT RowBinary",
+                config.clickhouse_table,
+                COLUMNS.join(", ")
+            ),
             timeout: config.clickhouse_timeout(),
             prepared: Mutex::new(None),
         }
@@ -92,11 +109,19 @@ impl ClickHouseSink {
             }
             self.bounded(query.execute()).await?;
         }
-        let mut client = self
-            .base
-            .clone()
-            .with_database(&self.database)
-            .with_validation(version.supports_client_validation());
+        let columns = self
+            .bounded(
+                self.base
+                    .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
+                    .bind(&self.database)
+                    .bind(&self.table)
+                    .fetch_all::<(String, String)>(),
+            )
+            .await?;
+        check_columns(&columns).map_err(|problem| {
+            SinkError::Retryable(format!("table {} does not fit: {problem}", self.target()))
+        })?;
+        let mut client = self.base.clone().with_database(&self.database);
         for (name, value) in version.required_settings() {
             client = client.with_setting(*name, *value);
         }
@@ -133,22 +158,20 @@ impl ClickHouseSink {
         }
     }
 
-    async fn insert(&self, client: &Client, rows: &[EventRow]) -> Result<(), SinkError> {
-        // With validation on, starting an insert fetches the table's schema: bound that too.
-        let mut insert = self
-            .bounded(client.insert::<EventRow>(&self.table))
-            .await?
+    async fn insert(&self, client: &Client, rows: RowsRef<'_>) -> Result<(), SinkError> {
+        let mut insert = client
+            .insert_formatted_with(self.insert_sql.clone())
             .with_timeouts(Some(self.timeout), Some(self.timeout));
-        for row in rows {
-            insert.write(row).await?;
+        for chunk in rows.data.chunks(SEND_CHUNK) {
+            insert.send(Bytes::copy_from_slice(chunk)).await?;
         }
         Ok(insert.end().await?)
     }
 }
 
 impl Sink for ClickHouseSink {
-    async fn write(&self, rows: &[EventRow]) -> Result<(), SinkError> {
-        if rows.is_empty() {
+    async fn write(&self, rows: RowsRef<'_>) -> Result<(), SinkError> {
+        if rows.count == 0 {
             return Ok(());
         }
         let prepared = self.prepare().await?;

@@ -12,19 +12,19 @@ pub use self::clickhouse::ClickHouseSink;
 pub use error::SinkError;
 pub use schema::ServerVersion;
 
-use crate::event::EventRow;
+use crate::event::RowsRef;
 
-/// Writes whole batches. One call is one insert: either all rows are stored or none is
-/// (ClickHouse inserts one block atomically below `max_insert_block_size`, and a failed
-/// insert is retried whole, so callers never need to track partial progress).
+/// Writes whole batches of encoded rows. One call is one insert: either all rows are
+/// stored or none is (ClickHouse inserts one block atomically below
+/// `max_insert_block_size`, which callers stay under), so a failed call is retried whole.
 pub trait Sink: Send + Sync + 'static {
     /// Writes `rows` as one insert.
-    fn write(&self, rows: &[EventRow]) -> impl Future<Output = Result<(), SinkError>> + Send;
+    fn write(&self, rows: RowsRef<'_>) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
 /// A shared sink is a sink (lets a caller keep a handle on the one it hands to the flusher).
 impl<T: Sink> Sink for Arc<T> {
-    fn write(&self, rows: &[EventRow]) -> impl Future<Output = Result<(), SinkError>> + Send {
+    fn write(&self, rows: RowsRef<'_>) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).write(rows)
     }
 }

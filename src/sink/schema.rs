@@ -1,7 +1,7 @@
 //! The events table's DDL, and the server-version facts that decide it.
 //!
 //! One schema, two dialects. Column names, order and RowBinary layout are identical on every
-//! version, so the same [`EventRow`](crate::event::EventRow) writes to either:
+//! version, so the same encoded [`Rows`](crate::event::Rows) write to either:
 //! - ClickHouse 20.1 and later (users run 24.x–26.x): `LowCardinality(String)` for the
 //!   repetitive names, the `IPv6` type, and compression codecs on the time columns.
 //! - Older servers (the Debian package is 18.16): `LowCardinality` only behind the
@@ -36,13 +36,6 @@ impl ServerVersion {
     /// `IPv6` type, codecs and non-experimental `LowCardinality` (all there by 20.1).
     pub fn is_modern(self) -> bool {
         self.at_least(20, 1)
-    }
-
-    /// Whether the `clickhouse` crate's schema validation works: it sends the setting
-    /// `describe_include_subcolumns`, which old servers refuse as unknown. Checked against
-    /// 24.x+ only, where users run it; older servers write plain RowBinary.
-    pub fn supports_client_validation(self) -> bool {
-        self.at_least(24, 1)
     }
 
     /// Whether inserts accept `insert_deduplication_token` (22.2+).
@@ -98,6 +91,30 @@ pub fn create_table_sql(database: &str, table: &str, version: ServerVersion) -> 
     )
 }
 
+/// Checks that a table's `(name, type)` columns can take our rows: every column we write
+/// exists with a type whose RowBinary form is ours. Extra columns are fine (inserts name
+/// their columns; the others take their defaults).
+pub fn check_columns(columns: &[(String, String)]) -> Result<(), String> {
+    for name in crate::event::COLUMNS {
+        let Some((_, ty)) = columns.iter().find(|(n, _)| n == name) else {
+            return Err(format!("column {name} is missing"));
+        };
+        let ok = match name {
+            "client_time" | "server_time" => ty == "DateTime" || ty.starts_with("DateTime('"),
+            "device_id" => ty == "UUID",
+            "sequence" | "param_int" => ty == "UInt32",
+            "ip" => ty == "IPv6" || ty == "FixedString(16)",
+            _ => ty == "String" || ty == "LowCardinality(String)",
+        };
+        if !ok {
+            return Err(format!(
+                "column {name} has type {ty}, which these rows do not fit"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,9 +125,39 @@ mod tests {
         let new = ServerVersion::parse("24.8.4.13").unwrap();
         assert!(old < new);
         assert!(!old.is_modern() && new.is_modern());
-        assert!(!old.supports_client_validation() && new.supports_client_validation());
         assert!(new.supports_dedup_token() && !old.supports_dedup_token());
         assert_eq!(ServerVersion::parse("nonsense"), None);
+    }
+
+    fn columns(ip: &str) -> Vec<(String, String)> {
+        let mut cols: Vec<(String, String)> = [
+            ("client_time", "DateTime('UTC')"),
+            ("server_time", "DateTime"),
+            ("device_id", "UUID"),
+            ("device_os", "LowCardinality(String)"),
+            ("session", "String"),
+            ("sequence", "UInt32"),
+            ("event", "LowCardinality(String)"),
+            ("param_int", "UInt32"),
+            ("param_str", "String"),
+            ("extra", "Array(String)"),
+        ]
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+        cols.push(("ip".into(), ip.into()));
+        cols
+    }
+
+    #[test]
+    fn column_check_accepts_both_dialects_and_names_the_problem() {
+        assert_eq!(check_columns(&columns("IPv6")), Ok(()));
+        assert_eq!(check_columns(&columns("FixedString(16)")), Ok(()));
+        let err = check_columns(&columns("String")).unwrap_err();
+        assert!(err.contains("ip") && err.contains("String"), "{err}");
+        let mut missing = columns("IPv6");
+        missing.retain(|(n, _)| n != "session");
+        assert!(check_columns(&missing).unwrap_err().contains("session"));
     }
 
     #[test]

@@ -69,8 +69,13 @@ pub struct TestApp {
 
 /// Starts the application with the test environment plus `overrides`.
 pub async fn spawn_app(overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_in(&unique_database(), overrides).await
+}
+
+/// [`spawn_app`] writing to a database the test has prepared.
+pub async fn spawn_app_in(database: &str, overrides: &[(&str, &str)]) -> TestApp {
     logging::init(AppEnv::Test);
-    let database = unique_database();
+    let database = database.to_string();
     let config = Config::from_vars(test_env(&database, overrides)).expect("test config");
     let host = config.http_host.clone();
     let app = Application::build(config).await.expect("app builds");

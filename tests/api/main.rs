@@ -7,4 +7,5 @@ mod buffering;
 mod config;
 mod events;
 mod health;
+mod schema;
 mod shutdown;

@@ -1,0 +1,47 @@
+//! Request parsing per body: decode the JSON array, validate every event, encode it to
+//! RowBinary — everything a handler does before the buffer, on the original service's
+//! 30-event body shape and on a 1,000-event body. Throughput in body bytes per second.
+//! Run: `cargo bench --bench parse`.
+
+use std::hint::black_box;
+use std::net::Ipv6Addr;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use event_ingest::event::{decode_batch, validate_batch};
+use time::OffsetDateTime;
+
+/// A JSON array of `n` events shaped like the original service's benchmark body
+/// (≈ 220 bytes an event).
+fn body(n: u32) -> Vec<u8> {
+    let events: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"client_time": "2020-12-01 23:59:00","device_id": "0287D9AA-4ADF-4B37-A60F-3E9E645C{:04X}","device_os": "IOS 13.5.1","session": "ybuRi8mAUypxjbxQ","sequence": {i},"event": "app_start","param_int": {},"param_str": "some text"}}"#,
+                i % 0x10000,
+                i * 7
+            )
+        })
+        .collect();
+    format!("[{}]", events.join(",")).into_bytes()
+}
+
+fn parse(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode_validate_encode");
+    let now = OffsetDateTime::now_utc();
+    for n in [30u32, 1_000] {
+        let body = body(n);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::new("events", n), &body, |b, body| {
+            b.iter(|| {
+                let candidates = decode_batch(black_box(body)).expect("valid body");
+                let out = validate_batch(candidates, now, Ipv6Addr::LOCALHOST);
+                assert_eq!(out.rejected, 0);
+                black_box(out.rows)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse);
+criterion_main!(benches);
