@@ -25,7 +25,12 @@ pub async fn post_events(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, state.body_max_bytes).await?;
+    let expected = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let body = read_body(payload, expected, state.body_max_bytes).await?;
     let server_time = OffsetDateTime::now_utc();
     let ip = client_ip(&req);
     let validated = validate_batch(decode_batch(&body)?, server_time, ip);
@@ -42,9 +47,17 @@ pub async fn post_events(
 }
 
 /// Reads the body up to `limit` bytes; stops reading (and answers `413`) past it, so a
-/// huge body never sits in memory whole.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
-    let mut body = web::BytesMut::new();
+/// huge body never sits in memory whole. `expected` (the `Content-Length`, if any) sizes
+/// the buffer once, so a typical body is read without reallocating.
+async fn read_body(
+    mut payload: web::Payload,
+    expected: usize,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
+    if expected > limit {
+        return Err(ApiError::TooLarge { limit });
+    }
+    let mut body = web::BytesMut::with_capacity(expected);
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::Payload(e.to_string()))?;
         if body.len() + chunk.len() > limit {
