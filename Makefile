@@ -6,7 +6,7 @@ CLICKHOUSE_HOST ?= 127.0.0.1
 CLICKHOUSE_PORT ?= 8123
 export CLICKHOUSE_HOST CLICKHOUSE_PORT
 
-.PHONY: run test clickhouse clickhouse-stop lint bench build
+.PHONY: run test clickhouse clickhouse-stop lint bench build original-bench
 
 ## Build the release binary and run it against ClickHouse (starting a local one if needed).
 run: clickhouse
@@ -25,6 +25,10 @@ lint:
 ## Criterion benchmarks (not part of `make test`).
 bench:
 	cargo bench
+
+## The original service's benchmark (ab -n 15000 -c 1), double and direct mode.
+original-bench:
+	scripts/original-bench.sh
 
 build:
 	cargo build --release
