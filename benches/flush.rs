@@ -11,7 +11,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use event_ingest::Config;
 use event_ingest::event::testing::rows;
-use event_ingest::sink::{ClickHouseSink, Sink};
+use event_ingest::sink::{ClickHouseSink, Sink, schema};
 use futures_util::StreamExt;
 
 const ROWS: u32 = 10_000;
@@ -42,20 +42,9 @@ async fn fake_clickhouse(
     if sql.contains("version()") {
         put_str(&mut out, "24.8.1.1");
     } else if sql.contains("system.columns") {
-        for (name, ty) in [
-            ("client_time", "DateTime('UTC')"),
-            ("server_time", "DateTime('UTC')"),
-            ("device_id", "UUID"),
-            ("device_os", "LowCardinality(String)"),
-            ("session", "String"),
-            ("sequence", "UInt32"),
-            ("event", "LowCardinality(String)"),
-            ("param_int", "UInt32"),
-            ("param_str", "String"),
-            ("ip", "IPv6"),
-        ] {
-            put_str(&mut out, name);
-            put_str(&mut out, ty);
+        for column in schema::TABLE {
+            put_str(&mut out, column.name);
+            put_str(&mut out, column.modern);
         }
     }
     HttpResponse::Ok().body(out)

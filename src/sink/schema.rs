@@ -59,6 +59,68 @@ impl fmt::Display for ServerVersion {
     }
 }
 
+/// One column of the table as this service creates it.
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnDef {
+    /// Column name (also the order rows are encoded in: see `event::COLUMNS`).
+    pub name: &'static str,
+    /// Type on modern servers.
+    pub modern: &'static str,
+    /// Type on servers before 20.1.
+    pub legacy: &'static str,
+    /// Compression codec on modern servers (empty: the default, LZ4).
+    pub codec: &'static str,
+}
+
+const fn col(
+    name: &'static str,
+    modern: &'static str,
+    legacy: &'static str,
+    codec: &'static str,
+) -> ColumnDef {
+    ColumnDef {
+        name,
+        modern,
+        legacy,
+        codec,
+    }
+}
+
+/// The events table. Times compress best as deltas; free-form strings with ZSTD; the
+/// repetitive names are `LowCardinality` (a dictionary per part).
+pub const TABLE: [ColumnDef; 10] = [
+    col(
+        "client_time",
+        "DateTime('UTC')",
+        "DateTime('UTC')",
+        "CODEC(Delta, ZSTD(1))",
+    ),
+    col(
+        "server_time",
+        "DateTime('UTC')",
+        "DateTime('UTC')",
+        "CODEC(Delta, ZSTD(1))",
+    ),
+    col("device_id", "UUID", "UUID", ""),
+    col(
+        "device_os",
+        "LowCardinality(String)",
+        "LowCardinality(String)",
+        "",
+    ),
+    col("session", "String", "String", "CODEC(ZSTD(1))"),
+    col("sequence", "UInt32", "UInt32", ""),
+    col(
+        "event",
+        "LowCardinality(String)",
+        "LowCardinality(String)",
+        "",
+    ),
+    col("param_int", "UInt32", "UInt32", ""),
+    col("param_str", "String", "String", "CODEC(ZSTD(1))"),
+    col("ip", "IPv6", "FixedString(16)", ""),
+];
+
 /// `CREATE TABLE IF NOT EXISTS` for the events table.
 ///
 /// - `PARTITION BY toYYYYMM(server_time)`: monthly partitions on the server's clock, so a
@@ -68,26 +130,19 @@ impl fmt::Display for ServerVersion {
 ///   filter by event name and a time range first, then group by device; rows of one device
 ///   sit together within a day, which also compresses `session`/`device_os` well.
 pub fn create_table_sql(database: &str, table: &str, version: ServerVersion) -> String {
-    let (time_codec, str_codec, ip_type) = if version.is_modern() {
-        (" CODEC(Delta, ZSTD(1))", " CODEC(ZSTD(1))", "IPv6")
-    } else {
-        ("", "", "FixedString(16)")
-    };
+    let columns: Vec<String> = TABLE
+        .iter()
+        .map(|c| match version.is_modern() {
+            true if c.codec.is_empty() => format!("{} {}", c.name, c.modern),
+            true => format!("{} {} {}", c.name, c.modern, c.codec),
+            false => format!("{} {}", c.name, c.legacy),
+        })
+        .collect();
     format!(
-        "CREATE TABLE IF NOT EXISTS `{database}`.`{table}` (\
-            client_time DateTime('UTC'){time_codec}, \
-            server_time DateTime('UTC'){time_codec}, \
-            device_id UUID, \
-            device_os LowCardinality(String), \
-            session String{str_codec}, \
-            sequence UInt32, \
-            event LowCardinality(String), \
-            param_int UInt32, \
-            param_str String{str_codec}, \
-            ip {ip_type}\
-        ) ENGINE = MergeTree \
-        PARTITION BY toYYYYMM(server_time) \
-        ORDER BY (event, toDate(server_time), device_id, server_time)"
+        "CREATE TABLE IF NOT EXISTS `{database}`.`{table}` ({}) ENGINE = MergeTree \
+         PARTITION BY toYYYYMM(server_time) \
+         ORDER BY (event, toDate(server_time), device_id, server_time)",
+        columns.join(", ")
     )
 }
 
@@ -130,21 +185,12 @@ mod tests {
     }
 
     fn columns(ip: &str) -> Vec<(String, String)> {
-        let mut cols: Vec<(String, String)> = [
-            ("client_time", "DateTime('UTC')"),
-            ("server_time", "DateTime"),
-            ("device_id", "UUID"),
-            ("device_os", "LowCardinality(String)"),
-            ("session", "String"),
-            ("sequence", "UInt32"),
-            ("event", "LowCardinality(String)"),
-            ("param_int", "UInt32"),
-            ("param_str", "String"),
-            ("extra", "Array(String)"),
-        ]
-        .iter()
-        .map(|(n, t)| (n.to_string(), t.to_string()))
-        .collect();
+        let mut cols: Vec<(String, String)> = TABLE
+            .iter()
+            .filter(|c| c.name != "ip")
+            .map(|c| (c.name.to_string(), c.modern.to_string()))
+            .collect();
+        cols.push(("extra".into(), "Array(String)".into()));
         cols.push(("ip".into(), ip.into()));
         cols
     }
@@ -161,13 +207,21 @@ mod tests {
     }
 
     #[test]
+    fn the_table_lists_the_encoded_columns_in_order() {
+        let names: Vec<&str> = TABLE.iter().map(|c| c.name).collect();
+        assert_eq!(names, crate::event::COLUMNS);
+    }
+
+    #[test]
     fn ddl_differs_only_where_the_server_does() {
         let old = create_table_sql("db", "t", ServerVersion::parse("18.16.1").unwrap());
         let new = create_table_sql("db", "t", ServerVersion::parse("25.3").unwrap());
         assert!(old.contains("ip FixedString(16)") && new.contains("ip IPv6"));
         assert!(!old.contains("CODEC") && new.contains("CODEC"));
         for ddl in [old, new] {
-            assert!(ddl.starts_with("CREATE TABLE IF NOT EXISTS `db`.`t`"));
+            assert!(
+                ddl.starts_with("CREATE TABLE IF NOT EXISTS `db`.`t` (client_time DateTime('UTC')")
+            );
         }
     }
 }
