@@ -38,3 +38,9 @@ clickhouse:
 
 clickhouse-stop:
 	scripts/clickhouse.sh stop
+
+## End-to-end load benchmark with oha: event-ingest vs parse-only, ClickHouse Buffer-table and
+## direct inserts (~7 min; report in target/loadtest/). Driver options: make loadtest ARGS=--quick
+.PHONY: loadtest
+loadtest:
+	scripts/loadtest.sh $(ARGS)

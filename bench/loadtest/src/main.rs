@@ -1,1 +1,564 @@
-fn main() {}
+//! `make loadtest`: event-ingest against its alternatives under the same load.
+//!
+//! For each system × concurrency × body size, `oha` POSTs the same generated events for a
+//! fixed time with keep-alive; the driver then checks that what was acknowledged is what
+//! ClickHouse holds, and prints a Markdown report (also `target/loadtest/report.md`) and a
+//! chart (`target/loadtest/events_per_sec.png`, or `.svg` without any font file).
+//!
+//! Systems:
+//! - `event-ingest`: the release binary, `BUFFER_MODE=double`, fresh per run.
+//! - `bare-parse`: the same binary with `BUFFER_MODE=discard` (parse and validate, store
+//!   nothing): the HTTP ceiling.
+//! - `ch-direct`: `INSERT ... FORMAT JSONEachRow` straight to ClickHouse's HTTP interface.
+//! - `ch-buffer`: the same into a `Buffer` table in front of the MergeTree table.
+
+mod body;
+mod chart;
+mod http;
+mod oha;
+mod proc;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+
+use crate::body::Bodies;
+use crate::http::ClickHouse;
+use crate::oha::LoadResult;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum System {
+    /// The release binary in `double` (buffered) mode.
+    EventIngest,
+    /// The same binary with `BUFFER_MODE=discard`: parse and validate only.
+    BareParse,
+    /// ClickHouse HTTP, `INSERT ... FORMAT JSONEachRow` into a `Buffer` table.
+    ChBuffer,
+    /// ClickHouse HTTP, `INSERT ... FORMAT JSONEachRow` into the MergeTree table.
+    ChDirect,
+}
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            System::EventIngest => "event-ingest",
+            System::BareParse => "bare-parse",
+            System::ChBuffer => "ch-buffer",
+            System::ChDirect => "ch-direct",
+        }
+    }
+    fn prefix(self) -> &'static str {
+        match self {
+            System::EventIngest => "ei",
+            System::BareParse => "bp",
+            System::ChBuffer => "cb",
+            System::ChDirect => "cd",
+        }
+    }
+    pub const ALL: [System; 4] = [
+        System::EventIngest,
+        System::BareParse,
+        System::ChBuffer,
+        System::ChDirect,
+    ];
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadtest",
+    about = "Load benchmark: event-ingest vs parse-only, ClickHouse Buffer-table and direct inserts"
+)]
+pub struct Args {
+    /// Seconds of load per run [default: 10; 3 with --quick].
+    #[arg(long)]
+    duration_secs: Option<u64>,
+    /// Concurrencies (connections), comma-separated [default: 1,8,32,128; 1,32 with --quick].
+    #[arg(long, value_delimiter = ',')]
+    concurrency: Vec<usize>,
+    /// Events per request body, comma-separated [default: 30,1000; 30 with --quick].
+    #[arg(long, value_delimiter = ',')]
+    events: Vec<usize>,
+    /// Systems to run, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',', value_enum)]
+    systems: Vec<System>,
+    /// Smoke run: 3 s runs, concurrency 1 and 32, 30-event bodies (explicit options win).
+    #[arg(long)]
+    quick: bool,
+    /// ClickHouse HTTP host.
+    #[arg(long, env = "CLICKHOUSE_HOST", default_value = "127.0.0.1")]
+    clickhouse_host: String,
+    /// ClickHouse HTTP port.
+    #[arg(long, env = "CLICKHOUSE_PORT", default_value_t = 8123)]
+    clickhouse_port: u16,
+    /// Database for every run's tables (created if missing).
+    #[arg(long, default_value = "loadtest")]
+    database: String,
+    /// The event-ingest binary.
+    #[arg(long, default_value = "target/release/event-ingest")]
+    server_bin: PathBuf,
+    /// The oha binary.
+    #[arg(long, default_value = "oha")]
+    oha: PathBuf,
+    /// Bodies, logs, oha's JSON, the report and the chart go here.
+    #[arg(long, default_value = "target/loadtest")]
+    out_dir: PathBuf,
+    /// Keep each run's tables afterwards (by default they are dropped once counted).
+    #[arg(long)]
+    keep_tables: bool,
+    /// Exit with status 1 when a target check fails.
+    #[arg(long)]
+    strict: bool,
+}
+
+/// One system × concurrency × body run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub system: System,
+    pub concurrency: usize,
+    pub events: usize,
+    pub load: Option<LoadResult>,
+    /// `(VmRSS, VmHWM)` of the server at the end of the load.
+    pub memory: Option<(u64, u64)>,
+    /// Inserts issued by the server (`counters.inserts`), read before SIGTERM.
+    pub inserts: Option<u64>,
+    /// Rows in the table afterwards.
+    pub stored: Option<u64>,
+    /// The server's exit code after SIGTERM.
+    pub exit: Option<String>,
+    /// Seconds from the end of the load until every acknowledged event was in its table:
+    /// event-ingest's last flush and exit, the Buffer table's flush on DROP.
+    pub drain_secs: Option<f64>,
+    /// What went wrong, if anything did.
+    pub error: Option<String>,
+}
+
+impl Run {
+    fn new(system: System, concurrency: usize, events: usize) -> Self {
+        Run {
+            system,
+            concurrency,
+            events,
+            load: None,
+            memory: None,
+            inserts: None,
+            stored: None,
+            exit: None,
+            drain_secs: None,
+            error: None,
+        }
+    }
+    /// Events acknowledged: 2xx responses × events per body.
+    pub fn acked(&self) -> Option<u64> {
+        self.load.as_ref().map(|l| l.ok * self.events as u64)
+    }
+    pub fn events_per_sec(&self) -> Option<f64> {
+        self.load
+            .as_ref()
+            .map(|l| l.ok_per_sec() * self.events as f64)
+    }
+    /// `Some(true)` when the stored rows equal the acknowledged events (and, for
+    /// event-ingest, the server exited 0); `None` where nothing is stored.
+    pub fn stored_ok(&self) -> Option<bool> {
+        if self.system == System::BareParse {
+            return None;
+        }
+        let exit_ok = self.system != System::EventIngest || self.exit.as_deref() == Some("0");
+        match (self.stored, self.acked()) {
+            (Some(s), Some(a)) => Some(s == a && exit_ok),
+            _ if self.load.is_some() => Some(false),
+            _ => None,
+        }
+    }
+}
+
+struct Ctx<'a> {
+    args: &'a Args,
+    ch: ClickHouse,
+    duration: Duration,
+    oha: PathBuf,
+    server_bin: PathBuf,
+    logs: PathBuf,
+}
+
+/// Column list of event-ingest's table on ClickHouse 18.16, with the two server-side
+/// columns given defaults, and `ip` as a plain `String` (the alternatives have no peer
+/// address to store).
+const ALT_COLUMNS: &str = "client_time DateTime('UTC'), server_time DateTime('UTC') DEFAULT now(), \
+     device_id UUID, device_os LowCardinality(String), session String, sequence UInt32, \
+     event LowCardinality(String), param_int UInt32, param_str String, ip String DEFAULT ''";
+const ALT_ENGINE: &str = "ENGINE = MergeTree PARTITION BY toYYYYMM(server_time) \
+     ORDER BY (event, toDate(server_time), device_id, server_time)";
+const LOW_CARDINALITY: &str = "allow_experimental_low_cardinality_type=1";
+
+fn main() {
+    let args = Args::parse();
+    match real_main(&args) {
+        Ok(all_pass) => {
+            if args.strict && !all_pass {
+                std::process::exit(1);
+            }
+        }
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn real_main(args: &Args) -> Result<bool, String> {
+    let duration =
+        Duration::from_secs(
+            args.duration_secs
+                .unwrap_or(if args.quick { 3 } else { 10 }),
+        );
+    let concurrencies = pick(&args.concurrency, &[1, 8, 32, 128], &[1, 32], args.quick);
+    let event_counts = pick(&args.events, &[30, 1000], &[30], args.quick);
+    let mut systems = if args.systems.is_empty() {
+        System::ALL.to_vec()
+    } else {
+        args.systems.clone()
+    };
+    systems.sort();
+    systems.dedup();
+    if concurrencies.contains(&0) || event_counts.contains(&0) || duration.is_zero() {
+        return Err("concurrency, events and duration must be positive".into());
+    }
+
+    let logs = args.out_dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("create {}: {e}", logs.display()))?;
+    let oha = resolve_oha(&args.oha)?;
+    let oha_version = command_output(&oha, "--version").ok_or_else(|| {
+        format!(
+            "{} does not run; install it: cargo install oha --locked",
+            oha.display()
+        )
+    })?;
+    let needs_server = systems
+        .iter()
+        .any(|s| matches!(s, System::EventIngest | System::BareParse));
+    let server_bin = std::path::absolute(&args.server_bin)
+        .map_err(|e| format!("{}: {e}", args.server_bin.display()))?;
+    if needs_server && !server_bin.is_file() {
+        return Err(format!(
+            "{} not found; build it first: cargo build --release",
+            server_bin.display()
+        ));
+    }
+    let ch = ClickHouse::new(&args.clickhouse_host, args.clickhouse_port);
+    let ch_version = ch
+        .version()
+        .map_err(|e| format!("{e}\n(start one with: scripts/clickhouse.sh ensure)"))?;
+    ch.query(&format!("CREATE DATABASE IF NOT EXISTS {}", args.database))?;
+
+    let bodies: Vec<Bodies> = event_counts
+        .iter()
+        .map(|&n| body::write_bodies(&args.out_dir.join("bodies"), n))
+        .collect::<Result<_, _>>()?;
+
+    let ctx = Ctx {
+        args,
+        ch,
+        duration,
+        oha,
+        server_bin,
+        logs,
+    };
+    let total = bodies.len() * concurrencies.len() * systems.len();
+    eprintln!(
+        "loadtest: {total} runs of {} s ({} systems × concurrency {:?} × {:?} events/body); ClickHouse {ch_version} at {}; {oha_version}",
+        duration.as_secs(),
+        systems.len(),
+        concurrencies,
+        event_counts,
+        ctx.ch.base_url()
+    );
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    for b in &bodies {
+        for &c in &concurrencies {
+            for &s in &systems {
+                let t = Instant::now();
+                let run = run_one(&ctx, s, c, b);
+                eprintln!(
+                    "[{}/{total}] {} ({:.1} s)",
+                    runs.len() + 1,
+                    report::progress_line(&run),
+                    t.elapsed().as_secs_f64()
+                );
+                runs.push(run);
+            }
+        }
+    }
+
+    let meta = report::Meta {
+        clickhouse_version: ch_version,
+        oha_version,
+        duration,
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        bodies: bodies
+            .iter()
+            .map(|b| (b.events, b.json_array_bytes, b.ndjson_bytes))
+            .collect(),
+        elapsed: started.elapsed(),
+    };
+    let (markdown, all_pass) = report::markdown(&meta, &runs);
+    let chart_path = chart::write(
+        &args.out_dir.join("events_per_sec"),
+        "events/s by concurrency (oha, keep-alive)",
+        &report::panels(&runs, &event_counts),
+    );
+    let markdown = match &chart_path {
+        Ok(p) => format!("{markdown}\nChart: `{}`\n", p.display()),
+        Err(e) => format!("{markdown}\nChart: not written ({e})\n"),
+    };
+    print!("{markdown}");
+    let report_path = args.out_dir.join("report.md");
+    std::fs::write(&report_path, &markdown)
+        .map_err(|e| format!("write {}: {e}", report_path.display()))?;
+    eprintln!(
+        "loadtest: wrote {} and {}",
+        report_path.display(),
+        chart_path
+            .as_ref()
+            .map_or("no chart".into(), |p| p.display().to_string())
+    );
+    Ok(all_pass)
+}
+
+fn pick(given: &[usize], full: &[usize], quick: &[usize], is_quick: bool) -> Vec<usize> {
+    let mut v = if !given.is_empty() {
+        given.to_vec()
+    } else if is_quick {
+        quick.to_vec()
+    } else {
+        full.to_vec()
+    };
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// `oha` on PATH, else cargo's bin folder.
+fn resolve_oha(oha: &Path) -> Result<PathBuf, String> {
+    if oha.components().count() > 1 {
+        return Ok(oha.to_path_buf());
+    }
+    let in_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(oha))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_default();
+    if let Some(p) = in_path {
+        return Ok(p);
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    cargo_home
+        .map(|h| h.join("bin").join(oha))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "{} not found; install it: cargo install oha --locked",
+                oha.display()
+            )
+        })
+}
+
+fn command_output(cmd: &Path, arg: &str) -> Option<String> {
+    let out = Command::new(cmd).arg(arg).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn run_one(ctx: &Ctx<'_>, system: System, c: usize, body: &Bodies) -> Run {
+    let mut run = Run::new(system, c, body.events);
+    let table = format!("{}_c{c}_b{}", system.prefix(), body.events);
+    let result = match system {
+        System::EventIngest | System::BareParse => run_server(ctx, &mut run, &table, body),
+        System::ChDirect | System::ChBuffer => run_clickhouse(ctx, &mut run, &table, body),
+    };
+    if let Err(e) = result {
+        run.error = Some(e);
+    }
+    run
+}
+
+fn fq(ctx: &Ctx<'_>, table: &str) -> String {
+    format!("{}.{table}", ctx.args.database)
+}
+
+fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Result<(), String> {
+    let ch = &ctx.ch;
+    ch.query(&format!("DROP TABLE IF EXISTS {}", fq(ctx, table)))?;
+    let port = proc::free_port()?;
+    let mode = if run.system == System::EventIngest {
+        "double"
+    } else {
+        "discard"
+    };
+    let mut cmd = Command::new(&ctx.server_bin);
+    // Every tuning knob at its default, whatever the caller's environment says.
+    for var in [
+        "HTTP_WORKERS",
+        "BUFFER_SIZE",
+        "BUFFER_FLUSH_MS",
+        "BUFFER_MAX_BYTES",
+        "BODY_MAX_BYTES",
+        "CLICKHOUSE_TIMEOUT_MS",
+        "SHUTDOWN_TIMEOUT_SECS",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("APP_ENV", "prod")
+        .env("HTTP_HOST", "127.0.0.1")
+        .env("HTTP_PORT", port.to_string())
+        .env("CLICKHOUSE_HOST", &ctx.args.clickhouse_host)
+        .env("CLICKHOUSE_PORT", ctx.args.clickhouse_port.to_string())
+        .env("CLICKHOUSE_NAME", &ctx.args.database)
+        .env("CLICKHOUSE_TABLE", table)
+        .env("BUFFER_MODE", mode);
+    let log = ctx.logs.join(format!("{table}.server.log"));
+    let mut server = proc::spawn(cmd, run.system.name(), &log)?;
+    let base = format!("http://127.0.0.1:{port}");
+    let agent = http::agent(Duration::from_secs(5));
+
+    // Ready once /v1/health answers 200: bounded, and noticing an early exit.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = server.try_wait()? {
+            return Err(format!(
+                "{} exited with {} at start-up: {}",
+                run.system.name(),
+                proc::describe(&status),
+                proc::tail(&log, 5)
+            ));
+        }
+        if matches!(
+            http::get(&agent, &format!("{base}/v1/health")),
+            Ok((200, _))
+        ) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} did not answer /v1/health within 30 s: {}",
+                run.system.name(),
+                proc::tail(&log, 5)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let load = oha::run(&oha::Load {
+        oha: &ctx.oha,
+        url: &format!("{base}/v1/events"),
+        body: &body.json_array,
+        content_type: "application/json",
+        concurrency: run.concurrency,
+        duration: ctx.duration,
+        out_stem: ctx.logs.join(table),
+    })?;
+    let drain_start = Instant::now();
+    run.load = Some(load);
+    run.memory = proc::memory(server.pid());
+
+    if run.system == System::EventIngest {
+        // Let the flusher write what the last requests buffered (BUFFER_FLUSH_MS, 1 s by
+        // default), so `inserts` counts them too; the shutdown flush covers anything left.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let health = http::get(&agent, &format!("{base}/v1/health"))
+                .ok()
+                .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok());
+            if let Some(h) = &health {
+                run.inserts = h["counters"]["inserts"].as_u64();
+                if h["buffered_events"].as_u64() == Some(0) || Instant::now() >= deadline {
+                    break;
+                }
+            } else if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    let status = server.terminate(Duration::from_secs(60))?;
+    run.exit = Some(proc::describe(&status));
+    if run.system == System::EventIngest {
+        run.drain_secs = Some(drain_start.elapsed().as_secs_f64());
+    }
+    if run.system == System::EventIngest {
+        run.stored = Some(ch.count(&fq(ctx, table))?);
+    }
+    if !ctx.args.keep_tables {
+        ch.query(&format!("DROP TABLE IF EXISTS {}", fq(ctx, table)))?;
+    }
+    Ok(())
+}
+
+fn run_clickhouse(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Result<(), String> {
+    let ch = &ctx.ch;
+    let base_table = fq(ctx, table);
+    let buf_table = format!("{base_table}_buf");
+    ch.query(&format!("DROP TABLE IF EXISTS {buf_table}"))?;
+    ch.query(&format!("DROP TABLE IF EXISTS {base_table}"))?;
+    ch.query_with(
+        &format!("CREATE TABLE {base_table} ({ALT_COLUMNS}) {ALT_ENGINE}"),
+        LOW_CARDINALITY,
+    )?;
+    let target = if run.system == System::ChBuffer {
+        ch.query_with(
+            &format!(
+                "CREATE TABLE {buf_table} AS {base_table} ENGINE = Buffer({}, {table}, 16, 10, 100, 10000, 1000000, 10000000, 100000000)",
+                ctx.args.database
+            ),
+            LOW_CARDINALITY,
+        )?;
+        buf_table.clone()
+    } else {
+        base_table.clone()
+    };
+    let url = format!(
+        "{}/?query={}",
+        ch.base_url(),
+        http::url_encode(&format!("INSERT INTO {target} FORMAT JSONEachRow"))
+    );
+    let load = oha::run(&oha::Load {
+        oha: &ctx.oha,
+        url: &url,
+        body: &body.ndjson,
+        content_type: "application/x-ndjson",
+        concurrency: run.concurrency,
+        duration: ctx.duration,
+        out_stem: ctx.logs.join(table),
+    });
+    // Dropping a Buffer table flushes it into its destination first.
+    let drain_start = Instant::now();
+    let flushed = if run.system == System::ChBuffer {
+        ch.query(&format!("DROP TABLE IF EXISTS {buf_table}"))
+            .map(|_| ())
+    } else {
+        Ok(())
+    };
+    // A direct insert's rows are committed when it is acknowledged.
+    run.drain_secs = Some(if run.system == System::ChBuffer {
+        drain_start.elapsed().as_secs_f64()
+    } else {
+        0.0
+    });
+    run.load = Some(load?);
+    flushed?;
+    run.stored = Some(ch.count(&base_table)?);
+    if !ctx.args.keep_tables {
+        ch.query(&format!("DROP TABLE IF EXISTS {base_table}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Child processes that cannot outlive the driver, with bounded waits.
+
+use std::fs::File;
+use std::io;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// A running child: killed (SIGKILL) and reaped when dropped, so an error or a panic in
+/// the driver leaves nothing running. The kernel also kills it if the driver dies outright
+/// (`PR_SET_PDEATHSIG`), e.g. on Ctrl-C or `kill -9`.
+pub struct Guarded {
+    child: Option<Child>,
+    name: String,
+}
+
+/// Spawns `cmd` with stdout and stderr appended to `log`.
+pub fn spawn(mut cmd: Command, name: &str, log: &Path) -> Result<Guarded, String> {
+    let out = File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The driver died before prctl took effect.
+            if libc::getppid() == 1 {
+                return Err(io::Error::other("parent exited"));
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| format!("start {name}: {e}"))?;
+    Ok(Guarded {
+        child: Some(child),
+        name: name.to_string(),
+    })
+}
+
+impl Guarded {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// `Some(status)` once it has exited.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, String> {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().map_err(|e| format!("{}: {e}", self.name)),
+            None => Err(format!("{} already reaped", self.name)),
+        }
+    }
+
+    /// Waits at most `timeout` for it to exit; kills it past that and says so.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(format!(
+                    "{} did not exit within {:.0} s; killed",
+                    self.name,
+                    timeout.as_secs_f64()
+                ));
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then a bounded wait for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        if let Some(c) = &self.child {
+            // SAFETY: plain kill(2) on our own, not yet reaped, child.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        self.wait_timeout(timeout)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("local_addr: {e}"))
+}
+
+/// `(VmRSS, VmHWM)` of `pid` in bytes, from `/proc/<pid>/status`.
+pub fn memory(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.trim();
+            let kb: u64 = rest.strip_suffix("kB")?.trim().parse().ok()?;
+            Some(kb * 1024)
+        })
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Describes an exit status: `0`, `1`, `signal 9`.
+pub fn describe(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => c.to_string(),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => "?".into(),
+    }
+}
+
+/// The last `n` lines of a log file, for error messages.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,497 @@
+//! The Markdown report: results, ratios, target checks; and the chart's data.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::chart::{Line, Panel};
+use crate::{Run, System};
+
+pub struct Meta {
+    pub clickhouse_version: String,
+    pub oha_version: String,
+    pub duration: Duration,
+    pub cores: usize,
+    /// `(events, JSON array bytes, NDJSON bytes)` per body.
+    pub bodies: Vec<(usize, usize, usize)>,
+    pub elapsed: Duration,
+}
+
+/// `1234567.8` → `1,234,568`.
+pub fn thousands(v: f64) -> String {
+    if !v.is_finite() {
+        return "–".into();
+    }
+    let n = v.round() as i128;
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+fn ms(v: f64) -> String {
+    if !v.is_finite() {
+        "–".into()
+    } else if v < 10.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        (Some(_), Some(_)) => "∞".into(),
+        _ => "–".into(),
+    }
+}
+
+fn find(runs: &[Run], s: System, c: usize, events: usize) -> Option<&Run> {
+    runs.iter()
+        .find(|r| r.system == s && r.concurrency == c && r.events == events && r.load.is_some())
+}
+
+fn stored_cell(r: &Run) -> String {
+    match (r.stored_ok(), r.stored, r.acked()) {
+        (None, _, _) => "n/a".into(),
+        (Some(true), Some(s), _) => match &r.exit {
+            Some(e) => format!("yes ({}; exit {e})", thousands(s as f64)),
+            None => format!("yes ({})", thousands(s as f64)),
+        },
+        (Some(false), Some(s), Some(a)) => {
+            let exit = r
+                .exit
+                .as_ref()
+                .map(|e| format!("; exit {e}"))
+                .unwrap_or_default();
+            format!(
+                "**NO** ({} stored, {} acked{exit})",
+                thousands(s as f64),
+                thousands(a as f64)
+            )
+        }
+        _ => "**NO** (not counted)".into(),
+    }
+}
+
+/// One line for the progress log on stderr.
+pub fn progress_line(r: &Run) -> String {
+    let head = format!(
+        "{} c={} events={}",
+        r.system.name(),
+        r.concurrency,
+        r.events
+    );
+    match (&r.load, &r.error) {
+        (Some(l), err) => format!(
+            "{head}: {} req/s, {} events/s, p99 {} ms, non-2xx {}, errors {}, stored=acked {}{}",
+            thousands(l.req_per_sec()),
+            thousands(r.events_per_sec().unwrap_or(0.0)),
+            ms(l.p99_ms),
+            l.non_2xx,
+            l.errors,
+            stored_cell(r),
+            err.as_ref()
+                .map(|e| format!(" — error: {e}"))
+                .unwrap_or_default()
+        ),
+        (None, Some(e)) => format!("{head}: FAILED: {e}"),
+        (None, None) => format!("{head}: no result"),
+    }
+}
+
+/// The report and whether every target check that could be evaluated passed.
+pub fn markdown(meta: &Meta, runs: &[Run]) -> (String, bool) {
+    let mut s = String::new();
+    let _ = writeln!(s, "# event-ingest load benchmark\n");
+    let bodies: Vec<String> = meta
+        .bodies
+        .iter()
+        .map(|(n, a, nd)| format!("{n} events = {a} B JSON array / {nd} B NDJSON"))
+        .collect();
+    let _ = writeln!(
+        s,
+        "{} s per run, oha (`{}`) with keep-alive, `-w` (requests in flight at the deadline are \
+         awaited, so the 2xx count is exactly what was acknowledged); {} cores shared by oha, the \
+         server and ClickHouse {}; bodies: {}. Whole run: {:.0} s.\n",
+        meta.duration.as_secs(),
+        meta.oha_version,
+        meta.cores,
+        meta.clickhouse_version,
+        bodies.join(", "),
+        meta.elapsed.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "- **event-ingest**: release binary, `BUFFER_MODE=double`, defaults otherwise, fresh \
+         process and table per run; stopped with SIGTERM (exit 0 = everything buffered was \
+         written), then `count()` of its table.\n\
+         - **bare-parse**: same binary, `BUFFER_MODE=discard` (parse + validate, store nothing): \
+         the HTTP ceiling.\n\
+         - **ch-direct** / **ch-buffer**: the same events as NDJSON POSTed to ClickHouse's HTTP \
+         interface (`INSERT … FORMAT JSONEachRow`), into the MergeTree table, or into a \
+         `Buffer(…, 16, 10, 100, 10000, 1000000, 10000000, 100000000)` table in front of it \
+         (dropped after the run, which flushes it, before counting). Their table has the same \
+         columns as event-ingest's but `ip String DEFAULT ''` (no peer address to store) and \
+         `server_time DEFAULT now()`; the bodies carry `server_time` themselves (stamped when \
+         the body file is written), because 18.16's `JSONEachRow` fills omitted columns with \
+         zeros, not with their `DEFAULT`.\n\
+         - RSS: the server's VmRSS at the end of the load (peak VmHWM in brackets). inserts: \
+         the server's `counters.inserts` once its buffer is empty. acked = 2xx × events/body.\n\
+         - drain s: from the end of the load until every acknowledged event is in the MergeTree \
+         table (event-ingest: last flush and exit after SIGTERM; ch-buffer: the flush on DROP; \
+         ch-direct: 0, an acknowledged insert is committed). Work a Buffer table defers lands \
+         here, outside the measured events/s.\n\
+         - non-2xx: event-ingest answers 503 when its buffer holds `BUFFER_MAX_BYTES` (ClickHouse \
+         writes slower than requests arrive: back-pressure, nothing stored from that request); \
+         ClickHouse answers 500 e.g. for `Too many parts` (code 252) under many small inserts.\n"
+    );
+
+    let _ = writeln!(
+        s,
+        "| system | conc | events/req | req/s | events/s | p50 ms | p99 ms | max ms | non-2xx | errors | RSS MB | inserts | drain s | stored = acked |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for r in runs {
+        match &r.load {
+            Some(l) => {
+                let rss = r
+                    .memory
+                    .map(|(rss, hwm)| {
+                        format!(
+                            "{:.1} ({:.1})",
+                            rss as f64 / 1048576.0,
+                            hwm as f64 / 1048576.0
+                        )
+                    })
+                    .unwrap_or_else(|| "–".into());
+                let mut non_2xx = l.non_2xx.to_string();
+                if l.non_2xx > 0 {
+                    let codes: Vec<String> = l
+                        .status_codes
+                        .iter()
+                        .filter(|(c, _)| !c.starts_with('2'))
+                        .map(|(c, n)| format!("{n}×{c}"))
+                        .collect();
+                    non_2xx = format!("{} ({})", l.non_2xx, codes.join(", "));
+                }
+                let mut stored = stored_cell(r);
+                if let Some(e) = &r.error {
+                    stored = format!("{stored}; error: {}", e.replace('|', "/"));
+                }
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    r.system.name(),
+                    r.concurrency,
+                    r.events,
+                    thousands(l.req_per_sec()),
+                    thousands(r.events_per_sec().unwrap_or(0.0)),
+                    ms(l.p50_ms),
+                    ms(l.p99_ms),
+                    ms(l.max_ms),
+                    non_2xx,
+                    l.errors,
+                    rss,
+                    r.inserts.map_or("–".into(), |i| thousands(i as f64)),
+                    r.drain_secs.map_or("–".into(), |d| format!("{d:.1}")),
+                    stored
+                );
+            }
+            None => {
+                let e = r
+                    .error
+                    .as_deref()
+                    .unwrap_or("no result")
+                    .replace(['|', '\n'], " ");
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | FAILED: {e} | | | | | | | | | | |",
+                    r.system.name(),
+                    r.concurrency,
+                    r.events
+                );
+            }
+        }
+    }
+    let error_kinds: Vec<String> = runs
+        .iter()
+        .filter_map(|r| {
+            let l = r.load.as_ref()?;
+            (!l.error_kinds.is_empty()).then(|| {
+                format!(
+                    "{} c={} events={}: {}",
+                    r.system.name(),
+                    r.concurrency,
+                    r.events,
+                    l.error_kinds.join("; ")
+                )
+            })
+        })
+        .collect();
+    if !error_kinds.is_empty() {
+        let _ = writeln!(s, "\nErrors (no response): {}", error_kinds.join(" · "));
+    }
+
+    // Ratios of event-ingest to each alternative.
+    let _ = writeln!(
+        s,
+        "\n## event-ingest relative to the alternatives\n\n\
+         | conc | events/req | events/s ÷ bare-parse | ÷ ch-buffer | ÷ ch-direct | req/s ÷ bare-parse | p99 ms: event-ingest / bare-parse / ch-buffer / ch-direct |\n\
+         |---:|---:|---:|---:|---:|---:|---|"
+    );
+    let mut keys: Vec<(usize, usize)> = runs.iter().map(|r| (r.events, r.concurrency)).collect();
+    keys.dedup();
+    keys.sort_unstable();
+    keys.dedup();
+    for (events, c) in keys {
+        let Some(ei) = find(runs, System::EventIngest, c, events) else {
+            continue;
+        };
+        let eps = |sys| find(runs, sys, c, events).and_then(Run::events_per_sec);
+        let p99 = |sys| {
+            find(runs, sys, c, events)
+                .and_then(|r| r.load.as_ref())
+                .map_or("–".into(), |l| ms(l.p99_ms))
+        };
+        let rps = |sys| {
+            find(runs, sys, c, events)
+                .and_then(|r| r.load.as_ref())
+                .map(|l| l.req_per_sec())
+        };
+        let _ = writeln!(
+            s,
+            "| {c} | {events} | {} | {} | {} | {} | {} / {} / {} / {} |",
+            ratio(ei.events_per_sec(), eps(System::BareParse)),
+            ratio(ei.events_per_sec(), eps(System::ChBuffer)),
+            ratio(ei.events_per_sec(), eps(System::ChDirect)),
+            ratio(rps(System::EventIngest), rps(System::BareParse)),
+            p99(System::EventIngest),
+            p99(System::BareParse),
+            p99(System::ChBuffer),
+            p99(System::ChDirect),
+        );
+    }
+
+    let (checks, all_pass) = checks(runs);
+    let _ = writeln!(s, "\n## Targets\n");
+    for c in checks {
+        let _ = writeln!(s, "- {c}");
+    }
+    (s, all_pass)
+}
+
+/// The target checks, each `PASS`, `FAIL` or `n/a` with its figures.
+fn checks(runs: &[Run]) -> (Vec<String>, bool) {
+    let mut out = Vec::new();
+    let mut all_pass = true;
+    let mut check = |label: &str, value: Option<(bool, String)>| match value {
+        Some((pass, detail)) => {
+            all_pass &= pass;
+            out.push(format!(
+                "**{}** {label}: {detail}",
+                if pass { "PASS" } else { "FAIL" }
+            ));
+        }
+        None => out.push(format!("n/a {label}: not measured in this run")),
+    };
+    let eps = |s, c| find(runs, s, c, 30).and_then(Run::events_per_sec);
+    let rps = |s, c| {
+        find(runs, s, c, 30)
+            .and_then(|r| r.load.as_ref())
+            .map(|l| l.req_per_sec())
+    };
+    let ge = |a: Option<f64>, b: Option<f64>, k: f64, unit: &str| {
+        let (a, b) = (a?, b?);
+        Some((
+            a >= k * b,
+            format!(
+                "{} vs {k} × {} = {} {unit} ({})",
+                thousands(a),
+                thousands(b),
+                thousands(k * b),
+                ratio(Some(a), Some(b))
+            ),
+        ))
+    };
+    let ei32 = eps(System::EventIngest, 32);
+    check(
+        "(a) 30-event bodies, c=32: event-ingest events/s ≥ 3× ch-buffer",
+        ge(ei32, eps(System::ChBuffer, 32), 3.0, "events/s"),
+    );
+    check(
+        "(a) 30-event bodies, c=32: event-ingest events/s ≥ 25× ch-direct",
+        ge(ei32, eps(System::ChDirect, 32), 25.0, "events/s"),
+    );
+    check(
+        "(a) 30-event bodies, c=32: event-ingest events/s ≥ 50% of bare-parse",
+        ge(ei32, eps(System::BareParse, 32), 0.5, "events/s"),
+    );
+    check(
+        "(b) 30-event bodies, c=1: event-ingest req/s ≥ 70% of bare-parse",
+        ge(
+            rps(System::EventIngest, 1),
+            rps(System::BareParse, 1),
+            0.7,
+            "req/s",
+        ),
+    );
+    check(
+        "(c) 30-event bodies, c=32: event-ingest p99 < 5 ms",
+        find(runs, System::EventIngest, 32, 30)
+            .and_then(|r| r.load.as_ref())
+            .map(|l| (l.p99_ms < 5.0, format!("{} ms", ms(l.p99_ms)))),
+    );
+    let storing: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.system != System::BareParse)
+        .collect();
+    let bad: Vec<String> = storing
+        .iter()
+        .filter(|r| r.stored_ok() != Some(true))
+        .map(|r| {
+            format!(
+                "{} c={} events={}",
+                r.system.name(),
+                r.concurrency,
+                r.events
+            )
+        })
+        .collect();
+    check(
+        "(d) every storing run: rows in ClickHouse = events acknowledged (event-ingest: exit 0 after SIGTERM)",
+        (!storing.is_empty()).then(|| {
+            (
+                bad.is_empty(),
+                if bad.is_empty() {
+                    format!("{} runs", storing.len())
+                } else {
+                    format!("mismatch in {}", bad.join(", "))
+                },
+            )
+        }),
+    );
+    let failed: Vec<String> = runs
+        .iter()
+        .filter(|r| r.error.is_some())
+        .map(|r| {
+            format!(
+                "{} c={} events={}",
+                r.system.name(),
+                r.concurrency,
+                r.events
+            )
+        })
+        .collect();
+    check(
+        "(e) every run completed",
+        Some((
+            failed.is_empty(),
+            if failed.is_empty() {
+                format!("{} runs", runs.len())
+            } else {
+                format!("errors in {}", failed.join(", "))
+            },
+        )),
+    );
+    (out, all_pass)
+}
+
+/// Chart data: a panel per body size, a line per system.
+pub fn panels(runs: &[Run], event_counts: &[usize]) -> Vec<Panel> {
+    event_counts
+        .iter()
+        .map(|&events| {
+            let lines = System::ALL
+                .iter()
+                .enumerate()
+                .filter_map(|(color, &sys)| {
+                    let points: Vec<(f64, f64)> = runs
+                        .iter()
+                        .filter(|r| r.system == sys && r.events == events)
+                        .filter_map(|r| Some((r.concurrency as f64, r.events_per_sec()?)))
+                        .collect();
+                    (!points.is_empty()).then(|| Line {
+                        system: sys.name().to_string(),
+                        color,
+                        points,
+                    })
+                })
+                .collect();
+            Panel {
+                title: format!("{events} events per request"),
+                lines,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oha::LoadResult;
+
+    fn run(system: System, c: usize, ok: u64, p99: f64, stored: Option<u64>) -> Run {
+        let mut r = Run::new(system, c, 30);
+        r.load = Some(LoadResult {
+            secs: 1.0,
+            responses: ok,
+            ok,
+            p99_ms: p99,
+            ..LoadResult::default()
+        });
+        r.stored = stored;
+        if system == System::EventIngest {
+            r.exit = Some("0".into());
+        }
+        r
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(0.0), "0");
+    }
+
+    #[test]
+    fn checks_pass_and_fail() {
+        let runs = vec![
+            run(System::EventIngest, 32, 10_000, 3.0, Some(300_000)),
+            run(System::BareParse, 32, 15_000, 2.0, None),
+            run(System::ChBuffer, 32, 3_000, 9.0, Some(90_000)),
+            run(System::ChDirect, 32, 500, 50.0, Some(14_000)),
+        ];
+        let (md, all) = markdown(
+            &Meta {
+                clickhouse_version: "18.16.1".into(),
+                oha_version: "oha 1.16.0".into(),
+                duration: Duration::from_secs(1),
+                cores: 2,
+                bodies: vec![(30, 6600, 6700)],
+                elapsed: Duration::from_secs(4),
+            },
+            &runs,
+        );
+        assert!(!all);
+        assert!(
+            md.contains("**PASS** (a) 30-event bodies, c=32: event-ingest events/s ≥ 3× ch-buffer")
+        );
+        assert!(
+            md.contains(
+                "**FAIL** (a) 30-event bodies, c=32: event-ingest events/s ≥ 25× ch-direct"
+            )
+        );
+        assert!(md.contains("n/a (b)"));
+        assert!(md.contains("**FAIL** (d)"), "{md}");
+        assert!(md.contains("| 32 | 30 | 0.67× | 3.33× | 20.00× |"), "{md}");
+    }
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# `make loadtest`: end-to-end load benchmark of event-ingest against its alternatives
+# (parse-only ceiling, ClickHouse Buffer-table and direct inserts). See bench/loadtest.
+#
+#   scripts/loadtest.sh                      # full matrix: 4 systems x c={1,8,32,128} x {30,1000} events, 10 s each (~7 min)
+#   scripts/loadtest.sh --quick              # smoke run: 3 s, c={1,32}, 30-event bodies
+#   scripts/loadtest.sh --systems event-ingest,ch-buffer --concurrency 32 --duration-secs 20
+#
+# Extra arguments go to the driver (`target/release/loadtest --help`). It brings up a local
+# ClickHouse if none answers at CLICKHOUSE_HOST:CLICKHOUSE_PORT, installs the load generator
+# (oha, from crates.io) if missing, and builds both release binaries. The report is printed
+# and written to target/loadtest/report.md, the chart to target/loadtest/events_per_sec.png.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export CLICKHOUSE_HOST="${CLICKHOUSE_HOST:-127.0.0.1}"
+export CLICKHOUSE_PORT="${CLICKHOUSE_PORT:-8123}"
+OHA_VERSION="${OHA_VERSION:-1.16.0}"
+
+say() { echo "loadtest.sh: $*" >&2; }
+
+scripts/clickhouse.sh ensure
+
+# oha: on PATH, else in cargo's bin folder, else installed there from crates.io (a few
+# minutes on 2 cores, once). --locked builds it with the dependency versions it was released with.
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+OHA="$(command -v oha || true)"
+if [ -z "$OHA" ] && [ -x "$CARGO_BIN/oha" ]; then OHA="$CARGO_BIN/oha"; fi
+if [ -z "$OHA" ]; then
+  say "oha not found; installing oha $OHA_VERSION with cargo (once)"
+  cargo install oha --locked --version "$OHA_VERSION"
+  OHA="$CARGO_BIN/oha"
+fi
+say "using $("$OHA" --version) ($OHA)"
+
+cargo build --release
+cargo build --release -p loadtest
+
+exec target/release/loadtest --oha "$OHA" --server-bin target/release/event-ingest \
+  --out-dir target/loadtest "$@"
