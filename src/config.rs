@@ -88,9 +88,13 @@ pub struct Config {
     /// refused with `503` (default 256 MiB).
     #[serde(default = "defaults::buffer_max_bytes")]
     pub buffer_max_bytes: usize,
-    /// `BODY_MAX_BYTES`: largest request body accepted, else `413` (default 10 MiB).
+    /// `BODY_MAX_BYTES`: largest request body accepted, as sent and after decompression,
+    /// else `413` (default 10 MiB).
     #[serde(default = "defaults::body_max_bytes")]
     pub body_max_bytes: usize,
+    /// `MAX_EVENTS_PER_REQUEST`: most events in one request, else `413` (default 10 000).
+    #[serde(default = "defaults::max_events_per_request")]
+    pub max_events_per_request: usize,
     /// `SHUTDOWN_TIMEOUT_SECS`: budget from SIGTERM/SIGINT to exit, for finishing in-flight
     /// requests and the final flush together; past it the process logs what it could not
     /// write and exits non-zero (default 30).
@@ -158,6 +162,9 @@ mod defaults {
     pub fn body_max_bytes() -> usize {
         10 * 1024 * 1024
     }
+    pub fn max_events_per_request() -> usize {
+        10_000
+    }
     pub fn shutdown_timeout_secs() -> u64 {
         30
     }
@@ -181,6 +188,7 @@ const VARS: &[&str] = &[
     "BUFFER_FLUSH_MS",
     "BUFFER_MAX_BYTES",
     "BODY_MAX_BYTES",
+    "MAX_EVENTS_PER_REQUEST",
     "SHUTDOWN_TIMEOUT_SECS",
 ];
 
@@ -224,6 +232,9 @@ impl Config {
         }
         if self.body_max_bytes < 1024 {
             return invalid("BODY_MAX_BYTES", "must be at least 1024");
+        }
+        if self.max_events_per_request == 0 {
+            return invalid("MAX_EVENTS_PER_REQUEST", "must be at least 1");
         }
         if self.http_workers == Some(0) {
             return invalid("HTTP_WORKERS", "must be at least 1");

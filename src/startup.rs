@@ -106,6 +106,7 @@ impl Application {
             sink,
             stats: stats.clone(),
             body_max_bytes: config.body_max_bytes,
+            max_events: config.max_events_per_request,
         });
         let signalled_at = Arc::new(OnceLock::new());
         let on_signal = {

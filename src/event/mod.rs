@@ -7,7 +7,7 @@ pub mod row;
 pub mod rows;
 pub mod validate;
 
-pub use decode::{DecodeError, decode_batch};
+pub use decode::{DecodeError, Format, decode_batch};
 pub use row::{COLUMNS, Event};
 pub use rows::{Rows, RowsRef};
 pub use validate::{FieldError, Validated, validate_batch};

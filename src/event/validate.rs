@@ -210,7 +210,7 @@ fn time_field(value: Option<Loose<'_>>) -> Result<u32, &'static str> {
 mod tests {
     use super::*;
     use crate::event::testing::event;
-    use crate::event::{Event, decode_batch};
+    use crate::event::{Event, Format, decode_batch};
     use time::macros::datetime;
 
     const GOOD: &str = r#"{"client_time":"2020-12-01 23:59:00","device_id":"0287D9AA-4ADF-4B37-A60F-3E9E645C821E","device_os":"IOS 13.5.1","session":"ybuRi8mAUypxjbxQ","sequence":1,"event":"app_start","param_int":0,"param_str":"some text"}"#;
@@ -218,7 +218,7 @@ mod tests {
     fn validate(body: &str) -> Validated {
         let now = datetime!(2024-05-06 07:08:09.5 UTC);
         validate_batch(
-            decode_batch(body.as_bytes()).unwrap(),
+            decode_batch(body.as_bytes(), Format::Json).unwrap(),
             now,
             Ipv6Addr::LOCALHOST,
         )

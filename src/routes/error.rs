@@ -25,9 +25,13 @@ pub enum ApiError {
         /// `BODY_MAX_BYTES`.
         limit: usize,
     },
-    /// The events are more than the buffer may hold at all (`413`).
+    /// The events are more than the buffer may hold at all, or more than
+    /// `MAX_EVENTS_PER_REQUEST` (`413`).
     #[error("{0}")]
     TooManyEvents(String),
+    /// A `Content-Encoding` other than gzip, zstd or identity (`415`).
+    #[error("unsupported Content-Encoding {0:?}; use gzip, zstd or none")]
+    UnsupportedEncoding(String),
     /// The buffer is full or shutdown has begun (`503` with `Retry-After`).
     #[error("{reason}")]
     Unavailable {
@@ -88,6 +92,7 @@ impl ResponseError for ApiError {
             ApiError::BadBody(_) | ApiError::Payload(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } | ApiError::TooManyEvents(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

@@ -2,13 +2,13 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use futures_util::StreamExt;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{ApiError, AppState};
-use crate::event::{FieldError, decode_batch, validate_batch};
+use super::{ApiError, AppState, body};
+use crate::event::{FieldError, Format, decode_batch, validate_batch};
 
 /// The `200` answer: how many events were taken and why the others were not.
 #[derive(Serialize)]
@@ -18,22 +18,30 @@ struct Accepted {
     errors: Vec<FieldError>,
 }
 
-/// Accepts a JSON array of events. Valid events are kept even when others are rejected;
-/// `200` means buffered (`double` mode) or committed (`direct` mode).
+/// Accepts events as a JSON array, one JSON object, or NDJSON (by `Content-Type`),
+/// optionally gzip- or zstd-compressed (by `Content-Encoding`). Valid events are kept even
+/// when others are rejected; `200` means buffered (`double` mode) or committed (`direct`).
 pub async fn post_events(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let expected = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .unwrap_or(0);
-    let body = read_body(payload, expected, state.body_max_bytes).await?;
+    let body = body::read(&req, payload, state.body_max_bytes).await?;
     let server_time = OffsetDateTime::now_utc();
     let ip = client_ip(&req);
-    let validated = validate_batch(decode_batch(&body)?, server_time, ip);
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let candidates = decode_batch(&body, Format::from_content_type(content_type))?;
+    if candidates.len() > state.max_events {
+        return Err(ApiError::TooManyEvents(format!(
+            "{} events in one request; MAX_EVENTS_PER_REQUEST is {}",
+            candidates.len(),
+            state.max_events
+        )));
+    }
+    let validated = validate_batch(candidates, server_time, ip);
     let accepted = validated.rows.len();
     if accepted > 0 {
         state.ingest.submit(validated.rows).await?;
@@ -44,28 +52,6 @@ pub async fn post_events(
         rejected: validated.rejected,
         errors: validated.errors,
     }))
-}
-
-/// Reads the body up to `limit` bytes; stops reading (and answers `413`) past it, so a
-/// huge body never sits in memory whole. `expected` (the `Content-Length`, if any) sizes
-/// the buffer once, so a typical body is read without reallocating.
-async fn read_body(
-    mut payload: web::Payload,
-    expected: usize,
-    limit: usize,
-) -> Result<web::BytesMut, ApiError> {
-    if expected > limit {
-        return Err(ApiError::TooLarge { limit });
-    }
-    let mut body = web::BytesMut::with_capacity(expected);
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::Payload(e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// The peer's address as IPv6 (IPv4 mapped). Forwarded headers are not trusted here:

@@ -1,6 +1,7 @@
 //! HTTP routes: which path and method go to which handler, and the state handlers share.
 //! Unknown paths answer `404` and wrong methods `405`, both with a JSON body.
 
+mod body;
 mod error;
 mod events;
 mod health;
@@ -23,8 +24,10 @@ pub struct AppState {
     pub sink: Arc<ClickHouseSink>,
     /// Shared counters.
     pub stats: Arc<Stats>,
-    /// Largest body accepted (`BODY_MAX_BYTES`).
+    /// Largest body accepted, before and after decompression (`BODY_MAX_BYTES`).
     pub body_max_bytes: usize,
+    /// Most events in one request (`MAX_EVENTS_PER_REQUEST`).
+    pub max_events: usize,
 }
 
 /// Registers every route on an actix `App`.

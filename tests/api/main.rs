@@ -7,5 +7,6 @@ mod buffering;
 mod config;
 mod events;
 mod health;
+mod inputs;
 mod schema;
 mod shutdown;
