@@ -9,9 +9,10 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 
 use crate::buffer::{DoubleBuffer, Limits};
-use crate::config::{BufferMode, Config};
+use crate::config::{AppEnv, BufferMode, Config};
 use crate::flusher;
 use crate::ingest::{Buffered, Direct, Discard, Ingest};
+use crate::routes::client::ApiKeys;
 use crate::routes::{self, AppState};
 use crate::shutdown::{self, FlusherGuard, ShutdownReport};
 use crate::sink::ClickHouseSink;
@@ -107,7 +108,13 @@ impl Application {
             stats: stats.clone(),
             body_max_bytes: config.body_max_bytes,
             max_events: config.max_events_per_request,
+            api_keys: ApiKeys::new(config.api_keys()),
+            // Validated when the configuration was read.
+            trusted_proxies: config.trusted_proxy_nets().unwrap_or_default(),
         });
+        if state.api_keys.is_open() && config.app_env == AppEnv::Prod {
+            log::warn!("INGEST_API_KEYS is empty: anyone who can reach this port can post events");
+        }
         let signalled_at = Arc::new(OnceLock::new());
         let on_signal = {
             let signalled_at = signalled_at.clone();

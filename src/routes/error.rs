@@ -44,6 +44,9 @@ pub enum ApiError {
     /// client's.
     #[error("storage rejected the events: {0}")]
     Storage(String),
+    /// No or wrong API key (`401`).
+    #[error("missing or invalid API key: send Authorization: Bearer <key> or X-Api-Key")]
+    Unauthorized,
     /// No such path (`404`).
     #[error("not found")]
     NotFound,
@@ -94,6 +97,7 @@ impl ResponseError for ApiError {
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -107,6 +111,9 @@ impl ResponseError for ApiError {
             }
             ApiError::MethodNotAllowed { allow } => {
                 response.insert_header((header::ALLOW, *allow));
+            }
+            ApiError::Unauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
             _ => {}
         }

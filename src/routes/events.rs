@@ -1,13 +1,11 @@
 //! `POST /v1/events`: read the body, decode, validate, hand the valid rows to ingest.
 
-use std::net::{IpAddr, Ipv6Addr};
-
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{ApiError, AppState, body};
+use super::{ApiError, AppState, body, client};
 use crate::event::{FieldError, Format, decode_batch, validate_batch};
 
 /// The `200` answer: how many events were taken and why the others were not.
@@ -26,9 +24,13 @@ pub async fn post_events(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // Before reading a byte of the body: an unauthenticated client costs nothing more.
+    if !state.api_keys.allows(&req) {
+        return Err(ApiError::Unauthorized);
+    }
     let body = body::read(&req, payload, state.body_max_bytes).await?;
     let server_time = OffsetDateTime::now_utc();
-    let ip = client_ip(&req);
+    let ip = client::client_ip(&req, &state.trusted_proxies);
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -52,14 +54,4 @@ pub async fn post_events(
         rejected: validated.rejected,
         errors: validated.errors,
     }))
-}
-
-/// The peer's address as IPv6 (IPv4 mapped). Forwarded headers are not trusted here:
-/// without a configured list of trusted proxies any client could forge them.
-fn client_ip(req: &HttpRequest) -> Ipv6Addr {
-    match req.peer_addr().map(|a| a.ip()) {
-        Some(IpAddr::V4(v4)) => v4.to_ipv6_mapped(),
-        Some(IpAddr::V6(v6)) => v6,
-        None => Ipv6Addr::UNSPECIFIED,
-    }
 }

@@ -47,3 +47,34 @@ pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
         })),
     }
 }
+
+/// Above this share of `BUFFER_MAX_BYTES` the instance reports itself not ready, so a load
+/// balancer sends traffic elsewhere before requests start getting `503`.
+const READY_MAX_FILL: f64 = 0.9;
+
+/// `GET /v1/ready`, for readiness probes: `200` when ClickHouse answers and the buffer has
+/// room, `503` with the reasons otherwise (also while shutting down).
+pub async fn get_ready(state: web::Data<AppState>) -> HttpResponse {
+    let (used, max) = state.ingest.fill();
+    let mut reasons = Vec::new();
+    if let Err(e) = state.sink.server_version().await {
+        reasons.push(e.to_string());
+    }
+    if max > 0 && used as f64 >= max as f64 * READY_MAX_FILL {
+        reasons.push(format!("buffer {used} of {max} bytes full"));
+    }
+    if state.ingest.is_closed() {
+        reasons.push("shutting down".to_string());
+    }
+    let body = json!({
+        "ready": reasons.is_empty(),
+        "reasons": reasons,
+        "buffer_bytes": used,
+        "buffer_max_bytes": max,
+    });
+    if reasons.is_empty() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

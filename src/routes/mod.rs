@@ -2,6 +2,7 @@
 //! Unknown paths answer `404` and wrong methods `405`, both with a JSON body.
 
 mod body;
+pub mod client;
 mod error;
 mod events;
 mod health;
@@ -28,6 +29,10 @@ pub struct AppState {
     pub body_max_bytes: usize,
     /// Most events in one request (`MAX_EVENTS_PER_REQUEST`).
     pub max_events: usize,
+    /// Keys `POST /v1/events` accepts (`INGEST_API_KEYS`).
+    pub api_keys: client::ApiKeys,
+    /// Proxies whose forwarding headers are believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Registers every route on an actix `App`.
@@ -40,6 +45,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/health")
             .route(web::get().to(health::get_health))
+            .default_service(web::to(|| async { ApiError::method_not_allowed("GET") })),
+    )
+    .service(
+        web::resource("/v1/ready")
+            .route(web::get().to(health::get_ready))
             .default_service(web::to(|| async { ApiError::method_not_allowed("GET") })),
     )
     .default_service(web::to(|| async { Err::<(), _>(ApiError::NotFound) }));

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod access;
 mod buffering;
 mod config;
 mod events;
