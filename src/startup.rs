@@ -126,6 +126,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(actix_web::middleware::from_fn(routes::count_requests))
                 .configure(routes::configure)
         })
         .listen(listener)?
@@ -182,7 +183,7 @@ impl Application {
                 .map_err(std::io::Error::other)?,
             None => ShutdownReport::default(),
         };
-        let dropped = Stats::get(&self.stats.events_dropped);
+        let dropped = self.stats.events_dropped.get();
         if dropped > 0 {
             log::error!("{dropped} events were dropped as bad data during this run");
         }

@@ -48,6 +48,8 @@ pub struct Validated {
     pub rejected: usize,
     /// The first [`MAX_REPORTED_ERRORS`] errors.
     pub errors: Vec<FieldError>,
+    /// Rejected events counted by the first field at fault (`""`: unreadable object).
+    pub reasons: Vec<(&'static str, usize)>,
 }
 
 /// Validates every candidate. `server_time` and `ip` are the request's, shared by its events.
@@ -71,6 +73,11 @@ pub fn validate_batch(
             Ok(event) => out.rows.push(&event),
             Err(errors) => {
                 out.rejected += 1;
+                let reason = errors.first().map_or("", |(field, _)| *field);
+                match out.reasons.iter_mut().find(|(f, _)| *f == reason) {
+                    Some((_, n)) => *n += 1,
+                    None => out.reasons.push((reason, 1)),
+                }
                 for (field, error) in errors {
                     if out.errors.len() < MAX_REPORTED_ERRORS {
                         out.errors.push(FieldError {

@@ -11,13 +11,15 @@ use futures_util::StreamExt;
 use super::ApiError;
 
 /// Reads and decodes the body of `req`; `limit` bounds both the bytes received and the
-/// bytes after decompression (`BODY_MAX_BYTES`).
+/// bytes after decompression (`BODY_MAX_BYTES`). Counts the bytes received in `received`.
 pub async fn read(
     req: &HttpRequest,
     payload: web::Payload,
     limit: usize,
+    received: &prometheus::IntCounter,
 ) -> Result<Vec<u8>, ApiError> {
     let raw = read_raw(req, payload, limit).await?;
+    received.inc_by(raw.len() as u64);
     let encoding = req
         .headers()
         .get(header::CONTENT_ENCODING)

@@ -28,7 +28,13 @@ pub async fn post_events(
     if !state.api_keys.allows(&req) {
         return Err(ApiError::Unauthorized);
     }
-    let body = body::read(&req, payload, state.body_max_bytes).await?;
+    let body = body::read(
+        &req,
+        payload,
+        state.body_max_bytes,
+        &state.stats.bytes_received,
+    )
+    .await?;
     let server_time = OffsetDateTime::now_utc();
     let ip = client::client_ip(&req, &state.trusted_proxies);
     let content_type = req
@@ -48,7 +54,7 @@ pub async fn post_events(
     if accepted > 0 {
         state.ingest.submit(validated.rows).await?;
     }
-    state.stats.record_request(accepted, validated.rejected);
+    state.stats.record_request(accepted, &validated.reasons);
     Ok(HttpResponse::Ok().json(Accepted {
         accepted,
         rejected: validated.rejected,

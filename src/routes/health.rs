@@ -7,17 +7,16 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::AppState;
-use crate::stats::Stats;
 
 /// Pings ClickHouse (`SELECT version()`, bounded to a couple of seconds).
 pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
     let buffered_events = state.ingest.pending_events();
     let last_error = state.stats.last_error.lock().clone();
     let counters = json!({
-        "events_accepted": Stats::get(&state.stats.events_accepted),
-        "events_written": Stats::get(&state.stats.events_written),
-        "inserts": Stats::get(&state.stats.inserts),
-        "events_dropped": Stats::get(&state.stats.events_dropped),
+        "events_accepted": state.stats.events_accepted.get(),
+        "events_written": state.stats.events_written.get(),
+        "inserts": state.stats.inserts.get(),
+        "events_dropped": state.stats.events_dropped.get(),
     });
     match state.sink.server_version().await {
         // It answers queries, but inserts fail (permissions, too many parts, ...).

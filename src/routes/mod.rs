@@ -6,12 +6,14 @@ pub mod client;
 mod error;
 mod events;
 mod health;
+mod metrics;
 
 use std::sync::Arc;
 
 use actix_web::web;
 
 pub use error::ApiError;
+pub use metrics::count_requests;
 
 use crate::ingest::Ingest;
 use crate::sink::ClickHouseSink;
@@ -45,6 +47,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/health")
             .route(web::get().to(health::get_health))
+            .default_service(web::to(|| async { ApiError::method_not_allowed("GET") })),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(metrics::get_metrics))
             .default_service(web::to(|| async { ApiError::method_not_allowed("GET") })),
     )
     .service(

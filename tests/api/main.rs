@@ -9,5 +9,6 @@ mod config;
 mod events;
 mod health;
 mod inputs;
+mod metrics;
 mod schema;
 mod shutdown;
