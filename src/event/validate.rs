@@ -29,13 +29,14 @@ const PLAIN_TIME: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
 
 /// Why one event was rejected, as reported to the client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// The event's position in the request's array.
     pub index: usize,
     /// The offending field, or `""` when the object as a whole could not be read.
     pub field: &'static str,
     /// What is wrong, in words a client developer can act on.
+    #[schema(value_type = String)]
     pub error: Cow<'static, str>,
 }
 

@@ -5,20 +5,46 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::openapi::{ErrorBody, EventIn};
 use super::{ApiError, AppState, body, client};
 use crate::event::{FieldError, Format, decode_batch, validate_batch};
 
 /// The `200` answer: how many events were taken and why the others were not.
-#[derive(Serialize)]
-struct Accepted {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// Events kept (buffered, or committed in `direct` mode).
     accepted: usize,
+    /// Events rejected by validation.
     rejected: usize,
+    /// Why, for the first 100 rejected fields.
     errors: Vec<FieldError>,
 }
 
 /// Accepts events as a JSON array, one JSON object, or NDJSON (by `Content-Type`),
 /// optionally gzip- or zstd-compressed (by `Content-Encoding`). Valid events are kept even
 /// when others are rejected; `200` means buffered (`double` mode) or committed (`direct`).
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(
+        content(
+            (Vec<EventIn> = "application/json"),
+            (EventIn = "application/x-ndjson"),
+        ),
+        description = "A JSON array of events, one event object, or NDJSON (one object a \
+            line). May be sent with `Content-Encoding: gzip` or `zstd`."
+    ),
+    responses(
+        (status = 200, description = "Valid events kept; invalid ones listed", body = Accepted),
+        (status = 400, description = "Body is not events at all; nothing stored", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key (when INGEST_API_KEYS is set)", body = ErrorBody),
+        (status = 413, description = "Body or event count over the limits", body = ErrorBody),
+        (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
+        (status = 503, description = "Buffer full or shutting down; retry after Retry-After seconds", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
+)]
 pub async fn post_events(
     req: HttpRequest,
     payload: web::Payload,

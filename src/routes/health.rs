@@ -9,6 +9,15 @@ use serde_json::json;
 use super::AppState;
 
 /// Pings ClickHouse (`SELECT version()`, bounded to a couple of seconds).
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "probes",
+    responses(
+        (status = 200, description = "ClickHouse answers and inserts go through; buffer state and counters", body = Object),
+        (status = 503, description = "ClickHouse unreachable (`unavailable`) or inserts failing (`failing`)", body = Object),
+    )
+)]
 pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
     let buffered_events = state.ingest.pending_events();
     let last_error = state.stats.last_error.lock().clone();
@@ -53,6 +62,15 @@ const READY_MAX_FILL: f64 = 0.9;
 
 /// `GET /v1/ready`, for readiness probes: `200` when ClickHouse answers and the buffer has
 /// room, `503` with the reasons otherwise (also while shutting down).
+#[utoipa::path(
+    get,
+    path = "/v1/ready",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Ready for traffic", body = Object),
+        (status = 503, description = "Not ready; `reasons` says why", body = Object),
+    )
+)]
 pub async fn get_ready(state: web::Data<AppState>) -> HttpResponse {
     let (used, max) = state.ingest.fill();
     let mut reasons = Vec::new();

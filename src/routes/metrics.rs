@@ -9,6 +9,12 @@ use actix_web::{HttpResponse, web};
 use super::AppState;
 
 /// Serves the registry, after setting the gauges that are read rather than counted.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "probes",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
 pub async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
     let (bytes, max) = state.ingest.fill();
     let stats = &state.stats;

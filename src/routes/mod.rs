@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod health;
 mod metrics;
+mod openapi;
 
 use std::sync::Arc;
 
@@ -39,7 +40,12 @@ pub struct AppState {
 
 /// Registers every route on an actix `App`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    use utoipa::OpenApi;
     cfg.service(
+        utoipa_swagger_ui::SwaggerUi::new("/swagger/{_:.*}")
+            .url("/openapi.json", openapi::ApiDoc::openapi()),
+    )
+    .service(
         web::resource("/v1/events")
             .route(web::post().to(events::post_events))
             .default_service(web::to(|| async { ApiError::method_not_allowed("POST") })),

@@ -6,6 +6,7 @@ mod helpers;
 mod access;
 mod buffering;
 mod config;
+mod docs;
 mod events;
 mod health;
 mod inputs;
