@@ -91,12 +91,9 @@ impl<S: Sink> Flusher<S> {
                 SwapReason::Timer => "timer",
                 SwapReason::Shutdown => "shutdown",
             };
-            self.stats.flushes.with_label_values(&[trigger]).inc();
-            self.stats.flush_rows.observe(rows as f64);
             let unwritten = self.write_batch(&half);
             self.stats
-                .flush_duration
-                .observe(started.elapsed().as_secs_f64());
+                .record_flush(trigger, rows, rows - unwritten, started.elapsed());
             report.unwritten += unwritten;
             log::debug!(
                 "flushed {} of {rows} events ({reason:?}) in {:?}",

@@ -111,6 +111,12 @@ impl Application {
             api_keys: ApiKeys::new(config.api_keys()),
             // Validated when the configuration was read.
             trusted_proxies: config.trusted_proxy_nets().unwrap_or_default(),
+            mode: match config.buffer_mode {
+                BufferMode::Double => "double",
+                BufferMode::Direct => "direct",
+                BufferMode::Discard => "discard",
+            },
+            started: Instant::now(),
         });
         if state.api_keys.is_open() && config.app_env == AppEnv::Prod {
             log::warn!("INGEST_API_KEYS is empty: anyone who can reach this port can post events");

@@ -3,11 +3,15 @@
 //! shutdown report read the same values. Every label has a small fixed set of values
 //! (route patterns, status codes, field names, triggers), never client input or keys.
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
 use parking_lot::Mutex;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
+use serde::Serialize;
 
 /// All metrics of one process.
 pub struct Stats {
@@ -44,6 +48,26 @@ pub struct Stats {
     pub buffer_max_bytes: IntGauge,
     /// The last write error, for the health endpoint; cleared by the next success.
     pub last_error: Mutex<Option<String>>,
+    /// The latest flushes, newest last, for the status page.
+    pub recent_flushes: Mutex<VecDeque<FlushRecord>>,
+}
+
+/// How many flushes the status page lists.
+const RECENT_FLUSHES: usize = 10;
+
+/// One flush, as the status page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlushRecord {
+    /// When it finished, RFC 3339.
+    pub at: String,
+    /// What triggered it (`size`, `timer`, `shutdown`).
+    pub trigger: &'static str,
+    /// Events in the batch.
+    pub events: usize,
+    /// Events written (less only when shutdown gave up).
+    pub written: usize,
+    /// Milliseconds from swap to confirmed insert, retries included.
+    pub millis: u64,
 }
 
 impl Default for Stats {
@@ -136,6 +160,7 @@ impl Stats {
             buffer_bytes: gauge(&r, "buffer_bytes", "Bytes held in the buffer"),
             buffer_max_bytes: gauge(&r, "buffer_max_bytes", "BUFFER_MAX_BYTES"),
             last_error: Mutex::new(None),
+            recent_flushes: Mutex::new(VecDeque::with_capacity(RECENT_FLUSHES)),
             registry: r,
         }
     }
@@ -151,6 +176,36 @@ impl Stats {
                     .inc_by(*n as u64);
             }
         }
+    }
+
+    /// Records one flush of the buffer (one swapped half, however many inserts it took).
+    pub fn record_flush(
+        &self,
+        trigger: &'static str,
+        events: usize,
+        written: usize,
+        took: Duration,
+    ) {
+        self.flushes.with_label_values(&[trigger]).inc();
+        self.flush_rows.observe(events as f64);
+        self.flush_duration.observe(took.as_secs_f64());
+        let now = time::OffsetDateTime::now_utc();
+        let at = now
+            .replace_nanosecond(0)
+            .unwrap_or(now)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut recent = self.recent_flushes.lock();
+        if recent.len() == RECENT_FLUSHES {
+            recent.pop_front();
+        }
+        recent.push_back(FlushRecord {
+            at,
+            trigger,
+            events,
+            written,
+            millis: took.as_millis() as u64,
+        });
     }
 
     /// Records a confirmed insert of `rows` rows.
@@ -171,6 +226,17 @@ impl Stats {
         let kind = if retrying { "retryable" } else { "data" };
         self.clickhouse_errors.with_label_values(&[kind]).inc();
         *self.last_error.lock() = Some(error.to_string());
+    }
+
+    /// Rejected events over all reasons.
+    pub fn events_rejected_total(&self) -> u64 {
+        use prometheus::core::Collector;
+        self.events_rejected
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
     }
 
     /// The Prometheus text exposition of every metric.

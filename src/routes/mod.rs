@@ -8,6 +8,7 @@ mod events;
 mod health;
 mod metrics;
 mod openapi;
+mod status;
 
 use std::sync::Arc;
 
@@ -36,6 +37,10 @@ pub struct AppState {
     pub api_keys: client::ApiKeys,
     /// Proxies whose forwarding headers are believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `BUFFER_MODE`, for the status page.
+    pub mode: &'static str,
+    /// When the process started, for the status page's uptime.
+    pub started: std::time::Instant,
 }
 
 /// Registers every route on an actix `App`.
@@ -53,6 +58,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/health")
             .route(web::get().to(health::get_health))
+            .default_service(web::to(|| async { ApiError::method_not_allowed("GET") })),
+    )
+    .service(web::resource("/").route(web::get().to(status::get_page)))
+    .service(
+        web::resource("/v1/status")
+            .route(web::get().to(status::get_status))
             .default_service(web::to(|| async { ApiError::method_not_allowed("GET") })),
     )
     .service(

@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{events, health, metrics};
+use super::{events, health, metrics, status};
 use crate::event::FieldError;
 
 /// One event as clients send it (documentation of what validation accepts).
@@ -58,7 +58,13 @@ pub struct ErrorBody {
         title = "event-ingest",
         description = "Collects analytics events and writes them to ClickHouse in batches."
     ),
-    paths(events::post_events, health::get_health, health::get_ready, metrics::get_metrics),
+    paths(
+        events::post_events,
+        health::get_health,
+        health::get_ready,
+        status::get_status,
+        metrics::get_metrics
+    ),
     components(schemas(EventIn, ErrorBody, FieldError, events::Accepted)),
     modifiers(&Security),
     tags(

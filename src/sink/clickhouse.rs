@@ -83,6 +83,14 @@ impl ClickHouseSink {
         format!("{}.{}", self.database, self.table)
     }
 
+    /// The version string the server reported, if it has been reached since start-up.
+    pub fn version_text(&self) -> Option<String> {
+        self.prepared
+            .lock()
+            .as_ref()
+            .map(|p| p.version_text.clone())
+    }
+
     /// The server's version, if it has been reached since start-up.
     pub fn version(&self) -> Option<ServerVersion> {
         self.prepared.lock().as_ref().map(|p| p.version)

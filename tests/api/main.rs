@@ -13,3 +13,4 @@ mod inputs;
 mod metrics;
 mod schema;
 mod shutdown;
+mod status_page;
