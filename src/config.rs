@@ -92,6 +92,11 @@ pub struct Config {
     /// else `413` (default 10 MiB).
     #[serde(default = "defaults::body_max_bytes")]
     pub body_max_bytes: usize,
+    /// `CLIENT_TIMEOUT_MS`: longest a client may take to send a request's head, and then
+    /// its body, before getting `408` (default 10 000, at least 1 000): slow-drip clients
+    /// cannot hold connections and buffers forever.
+    #[serde(default = "defaults::client_timeout_ms")]
+    pub client_timeout_ms: u64,
     /// `MAX_EVENTS_PER_REQUEST`: most events in one request, else `413` (default 10 000).
     #[serde(default = "defaults::max_events_per_request")]
     pub max_events_per_request: usize,
@@ -172,6 +177,9 @@ mod defaults {
     pub fn body_max_bytes() -> usize {
         10 * 1024 * 1024
     }
+    pub fn client_timeout_ms() -> u64 {
+        10_000
+    }
     pub fn max_events_per_request() -> usize {
         10_000
     }
@@ -199,6 +207,7 @@ const VARS: &[&str] = &[
     "BUFFER_MAX_BYTES",
     "BODY_MAX_BYTES",
     "MAX_EVENTS_PER_REQUEST",
+    "CLIENT_TIMEOUT_MS",
     "SHUTDOWN_TIMEOUT_SECS",
     "INGEST_API_KEYS",
     "TRUSTED_PROXIES",
@@ -244,6 +253,11 @@ impl Config {
         }
         if self.body_max_bytes < 1024 {
             return invalid("BODY_MAX_BYTES", "must be at least 1024");
+        }
+        // actix checks request-head deadlines against a clock it refreshes about twice a
+        // second; shorter limits would cut off ordinary clients.
+        if self.client_timeout_ms < 1000 {
+            return invalid("CLIENT_TIMEOUT_MS", "must be at least 1000");
         }
         if self.max_events_per_request == 0 {
             return invalid("MAX_EVENTS_PER_REQUEST", "must be at least 1");
@@ -301,6 +315,11 @@ impl Config {
     /// `SHUTDOWN_TIMEOUT_SECS` as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// `CLIENT_TIMEOUT_MS` as a duration.
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_timeout_ms)
     }
 
     /// `CLICKHOUSE_TIMEOUT_MS` as a duration.

@@ -108,6 +108,7 @@ impl Application {
             stats: stats.clone(),
             body_max_bytes: config.body_max_bytes,
             max_events: config.max_events_per_request,
+            client_timeout: config.client_timeout(),
             api_keys: ApiKeys::new(config.api_keys()),
             // Validated when the configuration was read.
             trusted_proxies: config.trusted_proxy_nets().unwrap_or_default(),
@@ -135,6 +136,10 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(routes::count_requests))
                 .configure(routes::configure)
         })
+        // A client gets this long for the request head (the body's limit is in the handler),
+        // and idle keep-alive connections are closed after a few seconds.
+        .client_request_timeout(config.client_timeout())
+        .keep_alive(std::time::Duration::from_secs(15))
         .listen(listener)?
         // Our own handler, so that SIGINT is as graceful as SIGTERM.
         .shutdown_signal(on_signal)

@@ -339,3 +339,47 @@ mod tests {
         assert_eq!(out.errors.len(), MAX_REPORTED_ERRORS);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::event::{Format, decode_batch};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the bytes, decoding and validating returns (no panic, no hang), and
+        /// every accepted row's boundaries cover the encoded bytes exactly.
+        #[test]
+        fn any_body_is_answered(body in proptest::collection::vec(any::<u8>(), 0..2048), ndjson: bool) {
+            let format = if ndjson { Format::Ndjson } else { Format::Json };
+            if let Ok(candidates) = decode_batch(&body, format) {
+                let n = candidates.len();
+                let out = validate_batch(candidates, OffsetDateTime::now_utc(), Ipv6Addr::LOCALHOST);
+                prop_assert_eq!(out.rows.len() + out.rejected, n);
+            }
+        }
+
+        /// JSON-shaped bodies with arbitrary values in every field.
+        #[test]
+        fn any_field_values_are_answered(
+            values in proptest::collection::vec(
+                prop_oneof![
+                    any::<i64>().prop_map(|n| n.to_string()),
+                    any::<f64>().prop_map(|f| format!("{f:?}")),
+                    ".{0,300}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+                    Just("null".to_string()),
+                    Just("[[{}]]".to_string()),
+                ],
+                8,
+            )
+        ) {
+            let fields = ["client_time", "device_id", "device_os", "session", "sequence", "event", "param_int", "param_str"];
+            let object: Vec<String> = fields.iter().zip(&values).map(|(f, v)| format!("\"{f}\": {v}")).collect();
+            let body = format!("[{{{}}}]", object.join(","));
+            if let Ok(candidates) = decode_batch(body.as_bytes(), Format::Json) {
+                let out = validate_batch(candidates, OffsetDateTime::now_utc(), Ipv6Addr::LOCALHOST);
+                prop_assert_eq!(out.rows.len() + out.rejected, 1);
+            }
+        }
+    }
+}

@@ -11,14 +11,18 @@ use futures_util::StreamExt;
 use super::ApiError;
 
 /// Reads and decodes the body of `req`; `limit` bounds both the bytes received and the
-/// bytes after decompression (`BODY_MAX_BYTES`). Counts the bytes received in `received`.
+/// bytes after decompression (`BODY_MAX_BYTES`), `timeout` the time to receive it (a
+/// slow-drip client gets `408`). Counts the bytes received in `received`.
 pub async fn read(
     req: &HttpRequest,
     payload: web::Payload,
     limit: usize,
+    timeout: std::time::Duration,
     received: &prometheus::IntCounter,
 ) -> Result<Vec<u8>, ApiError> {
-    let raw = read_raw(req, payload, limit).await?;
+    let raw = tokio::time::timeout(timeout, read_raw(req, payload, limit))
+        .await
+        .map_err(|_| ApiError::Timeout(timeout))??;
     received.inc_by(raw.len() as u64);
     let encoding = req
         .headers()

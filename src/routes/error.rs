@@ -44,6 +44,9 @@ pub enum ApiError {
     /// client's.
     #[error("storage rejected the events: {0}")]
     Storage(String),
+    /// The body did not arrive within `CLIENT_TIMEOUT_MS` (`408`).
+    #[error("request body not received within {0:?}")]
+    Timeout(std::time::Duration),
     /// No or wrong API key (`401`).
     #[error("missing or invalid API key: send Authorization: Bearer <key> or X-Api-Key")]
     Unauthorized,
@@ -98,6 +101,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }

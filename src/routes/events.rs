@@ -58,6 +58,7 @@ pub async fn post_events(
         &req,
         payload,
         state.body_max_bytes,
+        state.client_timeout,
         &state.stats.bytes_received,
     )
     .await?;

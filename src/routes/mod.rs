@@ -31,6 +31,8 @@ pub struct AppState {
     pub stats: Arc<Stats>,
     /// Largest body accepted, before and after decompression (`BODY_MAX_BYTES`).
     pub body_max_bytes: usize,
+    /// Longest a body may take to arrive (`CLIENT_TIMEOUT_MS`).
+    pub client_timeout: std::time::Duration,
     /// Most events in one request (`MAX_EVENTS_PER_REQUEST`).
     pub max_events: usize,
     /// Keys `POST /v1/events` accepts (`INGEST_API_KEYS`).
