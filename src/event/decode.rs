@@ -106,30 +106,57 @@ pub struct RawEvent<'a> {
 /// duplicate key), which rejects that event alone.
 pub type Candidate<'a> = Result<RawEvent<'a>, String>;
 
+/// A decoded body: its candidate events, and the envelope's `sent_at` if it had one.
+#[derive(Debug, Default)]
+pub struct Decoded<'a> {
+    /// One candidate per event, in body order.
+    pub events: Vec<Candidate<'a>>,
+    /// `sent_at` of an envelope body (`{"sent_at": ..., "events": [...]}`).
+    pub sent_at: Option<Loose<'a>>,
+}
+
+/// An object that may be an envelope: it is one if it has `events`.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    sent_at: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    events: Option<Vec<&'a RawValue>>,
+}
+
 /// Splits `body` into candidates. Fails only when the body as a whole has the wrong shape
-/// (see the module docs).
-pub fn decode_batch(body: &[u8], format: Format) -> Result<Vec<Candidate<'_>>, DecodeError> {
+/// (see the module docs). A JSON object with an `events` array is an envelope: its events
+/// are the candidates and its `sent_at` is returned alongside.
+pub fn decode_batch(body: &[u8], format: Format) -> Result<Decoded<'_>, DecodeError> {
+    let not_events = |e: serde_json::Error| DecodeError::NotAnArray(e.to_string());
     match format {
         Format::Json if body.trim_ascii_start().starts_with(b"{") => {
-            // One object: validate that it is JSON at all, then read it as an event.
-            let raw: &RawValue =
-                serde_json::from_slice(body).map_err(|e| DecodeError::NotAnArray(e.to_string()))?;
-            Ok(vec![read_event(raw.get())])
+            let raw: &RawValue = serde_json::from_slice(body).map_err(not_events)?;
+            match serde_json::from_str::<Envelope<'_>>(raw.get()) {
+                Ok(Envelope {
+                    sent_at,
+                    events: Some(events),
+                }) => Ok(Decoded {
+                    events: objects(events)?,
+                    sent_at,
+                }),
+                // No `events`: the object is one event.
+                _ => Ok(Decoded {
+                    events: vec![read_event(raw.get())],
+                    sent_at: None,
+                }),
+            }
         }
         Format::Json => {
-            let elements: Vec<&RawValue> =
-                serde_json::from_slice(body).map_err(|e| DecodeError::NotAnArray(e.to_string()))?;
-            if let Some(index) = elements.iter().position(|e| !e.get().starts_with('{')) {
-                return Err(DecodeError::NotAnObject { index });
-            }
-            Ok(elements
-                .into_iter()
-                .map(|raw| read_event(raw.get()))
-                .collect())
+            let elements: Vec<&RawValue> = serde_json::from_slice(body).map_err(not_events)?;
+            Ok(Decoded {
+                events: objects(elements)?,
+                sent_at: None,
+            })
         }
         Format::Ndjson => {
             let text = std::str::from_utf8(body).map_err(|_| DecodeError::NotText)?;
-            Ok(text
+            let events = text
                 .lines()
                 .map(str::trim)
                 .filter(|line| !line.is_empty())
@@ -140,9 +167,24 @@ pub fn decode_batch(body: &[u8], format: Format) -> Result<Vec<Candidate<'_>>, D
                         Err("line is not a JSON object".to_string())
                     }
                 })
-                .collect())
+                .collect();
+            Ok(Decoded {
+                events,
+                sent_at: None,
+            })
         }
     }
+}
+
+/// Candidates from array elements, which must all be objects.
+fn objects(elements: Vec<&RawValue>) -> Result<Vec<Candidate<'_>>, DecodeError> {
+    if let Some(index) = elements.iter().position(|e| !e.get().starts_with('{')) {
+        return Err(DecodeError::NotAnObject { index });
+    }
+    Ok(elements
+        .into_iter()
+        .map(|raw| read_event(raw.get()))
+        .collect())
 }
 
 fn read_event(json: &str) -> Candidate<'_> {
@@ -203,7 +245,7 @@ mod tests {
     use super::*;
 
     fn decode_json(body: &[u8]) -> Result<Vec<Candidate<'_>>, DecodeError> {
-        decode_batch(body, Format::Json)
+        decode_batch(body, Format::Json).map(|d| d.events)
     }
 
     #[test]
@@ -237,7 +279,7 @@ mod tests {
     #[test]
     fn ndjson_lines_are_events_and_a_bad_line_is_one_rejected_event() {
         let body = b"{\"sequence\": 1}\r\n\n  \n[1]\n{\"sequence\": 2}\nnot json\n{\"sequence\": 3";
-        let batch = decode_batch(body, Format::Ndjson).unwrap();
+        let batch = decode_batch(body, Format::Ndjson).unwrap().events;
         assert_eq!(batch.len(), 5);
         assert_eq!(batch[0].as_ref().unwrap().sequence, Some(Loose::UInt(1)));
         assert!(batch[1].is_err() && batch[3].is_err() && batch[4].is_err());
@@ -246,6 +288,19 @@ mod tests {
             decode_batch(b"\xff\n", Format::Ndjson),
             Err(DecodeError::NotText)
         ));
+    }
+
+    #[test]
+    fn an_envelope_carries_events_and_sent_at() {
+        let body =
+            br#"{"sent_at": "2020-12-02 00:00:10", "events": [{"sequence": 1}, {"sequence": 2}]}"#;
+        let decoded = decode_batch(body, Format::Json).unwrap();
+        assert_eq!(decoded.events.len(), 2);
+        assert_eq!(
+            decoded.sent_at,
+            Some(Loose::Str("2020-12-02 00:00:10".into()))
+        );
+        assert!(decode_json(br#"{"events": [1]}"#).is_err());
     }
 
     #[test]

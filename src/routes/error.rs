@@ -16,6 +16,9 @@ pub enum ApiError {
     /// The body is not a JSON array of objects (`400`).
     #[error(transparent)]
     BadBody(#[from] DecodeError),
+    /// `sent_at` (envelope field or `X-Sent-At`) is not a time (`400`).
+    #[error("sent_at: {0}")]
+    BadSentAt(String),
     /// The body could not be read (`400`).
     #[error("could not read the request body: {0}")]
     Payload(String),
@@ -95,7 +98,9 @@ impl From<SubmitError> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::BadBody(_) | ApiError::Payload(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadBody(_) | ApiError::Payload(_) | ApiError::BadSentAt(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::TooLarge { .. } | ApiError::TooManyEvents(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::openapi::{ErrorBody, EventIn};
 use super::{ApiError, AppState, body, client};
-use crate::event::{FieldError, Format, decode_batch, validate_batch};
+use crate::event::{FieldError, Format, Loose, decode_batch, parse_time, validate_batch};
 
 /// The `200` answer: how many events were taken and why the others were not.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -68,15 +68,16 @@ pub async fn post_events(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let candidates = decode_batch(&body, Format::from_content_type(content_type))?;
-    if candidates.len() > state.max_events {
+    let decoded = decode_batch(&body, Format::from_content_type(content_type))?;
+    if decoded.events.len() > state.max_events {
         return Err(ApiError::TooManyEvents(format!(
             "{} events in one request; MAX_EVENTS_PER_REQUEST is {}",
-            candidates.len(),
+            decoded.events.len(),
             state.max_events
         )));
     }
-    let validated = validate_batch(candidates, server_time, ip);
+    let sent_at = sent_at(&req, decoded.sent_at)?;
+    let validated = validate_batch(decoded.events, server_time, ip, sent_at);
     let accepted = validated.rows.len();
     if accepted > 0 {
         state.ingest.submit(validated.rows).await?;
@@ -87,4 +88,20 @@ pub async fn post_events(
         rejected: validated.rejected,
         errors: validated.errors,
     }))
+}
+
+/// When the client says it sent the request: the envelope's `sent_at`, else the
+/// `X-Sent-At` header. A value that is there but unreadable refuses the request (`400`),
+/// since every event's corrected time would depend on it.
+fn sent_at(req: &HttpRequest, envelope: Option<Loose<'_>>) -> Result<Option<i64>, ApiError> {
+    let text = match envelope {
+        Some(Loose::Str(s)) => Some(s),
+        Some(_) => return Err(ApiError::BadSentAt("expected a string".into())),
+        None => req
+            .headers()
+            .get("x-sent-at")
+            .map(|v| v.to_str().unwrap_or("").to_string().into()),
+    };
+    text.map(|t| parse_time(&t).map_err(|e| ApiError::BadSentAt(e.into())))
+        .transpose()
 }

@@ -15,4 +15,5 @@ mod metrics;
 mod roundtrip;
 mod schema;
 mod shutdown;
+mod skew;
 mod status_page;
