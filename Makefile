@@ -13,14 +13,16 @@ run: clickhouse
 	cargo build --release
 	./target/release/event-ingest
 
-## Unit and integration tests against a real ClickHouse (started if needed).
+## Unit and integration tests against a real ClickHouse (started if needed); the status
+## page is checked in headless Chromium (installed if missing).
 test: clickhouse
+	scripts/browser.sh
 	cargo test
 
 ## Formatting and lints, as CI runs them.
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 ## Criterion benchmarks (not part of `make test`).
 bench:

@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::net::Ipv6Addr;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use event_ingest::event::{decode_batch, validate_batch};
+use event_ingest::event::{Format, decode_batch, validate_batch};
 use time::OffsetDateTime;
 
 /// A JSON array of `n` events shaped like the original service's benchmark body
@@ -33,8 +33,8 @@ fn parse(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_with_input(BenchmarkId::new("events", n), &body, |b, body| {
             b.iter(|| {
-                let candidates = decode_batch(black_box(body)).expect("valid body");
-                let out = validate_batch(candidates, now, Ipv6Addr::LOCALHOST);
+                let decoded = decode_batch(black_box(body), Format::Json).expect("valid body");
+                let out = validate_batch(decoded.events, now, Ipv6Addr::LOCALHOST, None);
                 assert_eq!(out.rejected, 0);
                 black_box(out.rows)
             })

@@ -88,9 +88,28 @@ pub struct Config {
     /// refused with `503` (default 256 MiB).
     #[serde(default = "defaults::buffer_max_bytes")]
     pub buffer_max_bytes: usize,
-    /// `BODY_MAX_BYTES`: largest request body accepted, else `413` (default 10 MiB).
+    /// `BODY_MAX_BYTES`: largest request body accepted, as sent and after decompression,
+    /// else `413` (default 10 MiB).
     #[serde(default = "defaults::body_max_bytes")]
     pub body_max_bytes: usize,
+    /// `CLIENT_TIMEOUT_MS`: longest a client may take to send a request's head, and then
+    /// its body, before getting `408` (default 10 000, at least 1 000): slow-drip clients
+    /// cannot hold connections and buffers forever.
+    #[serde(default = "defaults::client_timeout_ms")]
+    pub client_timeout_ms: u64,
+    /// `MAX_EVENTS_PER_REQUEST`: most events in one request, else `413` (default 10 000).
+    #[serde(default = "defaults::max_events_per_request")]
+    pub max_events_per_request: usize,
+    /// `INGEST_API_KEYS`: comma-separated keys, one of which `POST /v1/events` must carry
+    /// (`Authorization: Bearer <key>` or `X-Api-Key: <key>`); empty (default) leaves the
+    /// endpoint open. Never printed: `Debug` redacts it.
+    #[serde(default)]
+    pub ingest_api_keys: String,
+    /// `TRUSTED_PROXIES`: comma-separated CIDRs (e.g. `10.0.0.0/8,::1/128`) whose
+    /// `X-Forwarded-For` / `Forwarded` headers are believed; default none, so the client
+    /// address is the TCP peer's.
+    #[serde(default)]
+    pub trusted_proxies: String,
     /// `SHUTDOWN_TIMEOUT_SECS`: budget from SIGTERM/SIGINT to exit, for finishing in-flight
     /// requests and the final flush together; past it the process logs what it could not
     /// write and exits non-zero (default 30).
@@ -158,6 +177,12 @@ mod defaults {
     pub fn body_max_bytes() -> usize {
         10 * 1024 * 1024
     }
+    pub fn client_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn max_events_per_request() -> usize {
+        10_000
+    }
     pub fn shutdown_timeout_secs() -> u64 {
         30
     }
@@ -181,7 +206,11 @@ const VARS: &[&str] = &[
     "BUFFER_FLUSH_MS",
     "BUFFER_MAX_BYTES",
     "BODY_MAX_BYTES",
+    "MAX_EVENTS_PER_REQUEST",
+    "CLIENT_TIMEOUT_MS",
     "SHUTDOWN_TIMEOUT_SECS",
+    "INGEST_API_KEYS",
+    "TRUSTED_PROXIES",
 ];
 
 impl Config {
@@ -225,11 +254,22 @@ impl Config {
         if self.body_max_bytes < 1024 {
             return invalid("BODY_MAX_BYTES", "must be at least 1024");
         }
+        // actix checks request-head deadlines against a clock it refreshes about twice a
+        // second; shorter limits would cut off ordinary clients.
+        if self.client_timeout_ms < 1000 {
+            return invalid("CLIENT_TIMEOUT_MS", "must be at least 1000");
+        }
+        if self.max_events_per_request == 0 {
+            return invalid("MAX_EVENTS_PER_REQUEST", "must be at least 1");
+        }
         if self.http_workers == Some(0) {
             return invalid("HTTP_WORKERS", "must be at least 1");
         }
         if self.clickhouse_timeout_ms == 0 {
             return invalid("CLICKHOUSE_TIMEOUT_MS", "must be at least 1");
+        }
+        if let Err(e) = self.trusted_proxy_nets() {
+            return invalid("TRUSTED_PROXIES", &e);
         }
         // Both names are spliced into DDL and INSERT statements, so only plain identifiers
         // are allowed: no quoting games, no injection.
@@ -249,6 +289,24 @@ impl Config {
         format!("http://{}:{}", self.clickhouse_host, self.clickhouse_port)
     }
 
+    /// `INGEST_API_KEYS`, split; empty when the endpoint is open.
+    pub fn api_keys(&self) -> Vec<String> {
+        split_list(&self.ingest_api_keys)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `TRUSTED_PROXIES`, parsed (a bare address is a single-host network).
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        split_list(&self.trusted_proxies)
+            .map(|item| {
+                item.parse::<ipnet::IpNet>()
+                    .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{item:?} is not a CIDR or an IP address"))
+            })
+            .collect()
+    }
+
     /// `BUFFER_FLUSH_MS` as a duration.
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.buffer_flush_ms)
@@ -257,6 +315,11 @@ impl Config {
     /// `SHUTDOWN_TIMEOUT_SECS` as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// `CLIENT_TIMEOUT_MS` as a duration.
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_timeout_ms)
     }
 
     /// `CLICKHOUSE_TIMEOUT_MS` as a duration.
@@ -289,8 +352,17 @@ impl fmt::Debug for Config {
             .field("buffer_size", &self.buffer_size)
             .field("buffer_flush_ms", &self.buffer_flush_ms)
             .field("buffer_max_bytes", &self.buffer_max_bytes)
+            .field(
+                "ingest_api_keys",
+                &format_args!("<{} redacted>", self.api_keys().len()),
+            )
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
+}
+
+fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|item| !item.is_empty())
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -344,6 +416,7 @@ mod tests {
             ("HTTP_PORT", "70000"),
             ("BUFFER_SIZE", "0"),
             ("CLICKHOUSE_TABLE", "events; DROP TABLE x"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, nonsense"),
         ] {
             let err = config(&[(var, value)]).unwrap_err().to_string();
             assert!(err.contains(var), "{var}={value}: {err}");
@@ -352,9 +425,26 @@ mod tests {
     }
 
     #[test]
-    fn debug_never_shows_the_password() {
-        let c = config(&[("CLICKHOUSE_PASSWORD", "hunter2")]).unwrap();
+    fn debug_never_shows_secrets() {
+        let c = config(&[
+            ("CLICKHOUSE_PASSWORD", "hunter2"),
+            ("INGEST_API_KEYS", "key-one, key-two"),
+        ])
+        .unwrap();
         assert_eq!(c.clickhouse_password, "hunter2");
-        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.api_keys(), ["key-one", "key-two"]);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("key-"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_parse_as_networks() {
+        let c = config(&[("TRUSTED_PROXIES", "10.0.0.0/8, ::1, 192.168.1.7")]).unwrap();
+        let nets = c.trusted_proxy_nets().unwrap();
+        assert_eq!(nets.len(), 3);
+        assert!(nets[1].contains(&"::1".parse::<std::net::IpAddr>().unwrap()));
     }
 }

@@ -13,11 +13,10 @@
 //! counted and logged (a quarantine file is the reliability issue's work).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::buffer::DoubleBuffer;
+use crate::buffer::{DoubleBuffer, SwapReason};
 use std::ops::Range;
 
 use crate::event::{Rows, RowsRef};
@@ -87,7 +86,14 @@ impl<S: Sink> Flusher<S> {
         while let Some(reason) = self.buffer.swap_when_due(&mut half) {
             let rows = half.len();
             let started = Instant::now();
+            let trigger = match reason {
+                SwapReason::Size => "size",
+                SwapReason::Timer => "timer",
+                SwapReason::Shutdown => "shutdown",
+            };
             let unwritten = self.write_batch(&half);
+            self.stats
+                .record_flush(trigger, rows, rows - unwritten, started.elapsed());
             report.unwritten += unwritten;
             log::debug!(
                 "flushed {} of {rows} events ({reason:?}) in {:?}",
@@ -141,9 +147,7 @@ impl<S: Sink> Flusher<S> {
         let Some((_, first)) = dropped.first() else {
             return;
         };
-        self.stats
-            .events_dropped
-            .fetch_add(dropped.len() as u64, Relaxed);
+        self.stats.events_dropped.inc_by(dropped.len() as u64);
         log::error!(
             "dropped {} events ClickHouse rejects as bad data; first error: {first}",
             dropped.len()
@@ -236,6 +240,7 @@ mod tests {
     use crate::event::testing;
     use parking_lot::Mutex;
     use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::Relaxed;
 
     /// An in-process sink: no wire is crossed, so a fake is the honest tool here. It
     /// records what it receives as encoded rows.
@@ -322,7 +327,7 @@ mod tests {
         let report = guard.shutdown(Instant::now());
         assert!(report.is_clean(), "{report:?}");
         assert_eq!(*sink.written.lock(), encoded(0..10));
-        assert_eq!(Stats::get(&stats.insert_retries), 3);
+        assert_eq!(stats.insert_retries.get(), 3);
         assert!(stats.last_error.lock().is_none(), "cleared by the success");
     }
 
@@ -338,7 +343,7 @@ mod tests {
         assert!(report.is_clean(), "{report:?}");
         // Chunks are written in order, so the bytes are the batch less the poison row.
         assert_eq!(*sink.written.lock(), encoded((0..32).filter(|&n| n != 13)));
-        assert_eq!(Stats::get(&stats.events_dropped), 1);
+        assert_eq!(stats.events_dropped.get(), 1);
     }
 
     #[test]

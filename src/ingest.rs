@@ -46,6 +46,16 @@ pub trait Ingest: Send + Sync + 'static {
 
     /// Events accepted but not yet confirmed by storage.
     fn pending_events(&self) -> usize;
+
+    /// Bytes held and the most that may be held (`(0, 0)`: no buffer).
+    fn fill(&self) -> (usize, usize) {
+        (0, 0)
+    }
+
+    /// Whether shutdown has begun (nothing new is taken).
+    fn is_closed(&self) -> bool {
+        false
+    }
 }
 
 /// Appends to the double buffer; the flusher thread writes it out.
@@ -66,6 +76,14 @@ impl Ingest for Buffered {
 
     fn pending_events(&self) -> usize {
         self.0.pending_events()
+    }
+
+    fn fill(&self) -> (usize, usize) {
+        (self.0.pending_bytes(), self.0.limits().max_bytes)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.deadline().is_some()
     }
 }
 

@@ -9,9 +9,10 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 
 use crate::buffer::{DoubleBuffer, Limits};
-use crate::config::{BufferMode, Config};
+use crate::config::{AppEnv, BufferMode, Config};
 use crate::flusher;
 use crate::ingest::{Buffered, Direct, Discard, Ingest};
+use crate::routes::client::ApiKeys;
 use crate::routes::{self, AppState};
 use crate::shutdown::{self, FlusherGuard, ShutdownReport};
 use crate::sink::ClickHouseSink;
@@ -106,7 +107,21 @@ impl Application {
             sink,
             stats: stats.clone(),
             body_max_bytes: config.body_max_bytes,
+            max_events: config.max_events_per_request,
+            client_timeout: config.client_timeout(),
+            api_keys: ApiKeys::new(config.api_keys()),
+            // Validated when the configuration was read.
+            trusted_proxies: config.trusted_proxy_nets().unwrap_or_default(),
+            mode: match config.buffer_mode {
+                BufferMode::Double => "double",
+                BufferMode::Direct => "direct",
+                BufferMode::Discard => "discard",
+            },
+            started: Instant::now(),
         });
+        if state.api_keys.is_open() && config.app_env == AppEnv::Prod {
+            log::warn!("INGEST_API_KEYS is empty: anyone who can reach this port can post events");
+        }
         let signalled_at = Arc::new(OnceLock::new());
         let on_signal = {
             let signalled_at = signalled_at.clone();
@@ -118,8 +133,13 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(actix_web::middleware::from_fn(routes::count_requests))
                 .configure(routes::configure)
         })
+        // A client gets this long for the request head (the body's limit is in the handler),
+        // and idle keep-alive connections are closed after a few seconds.
+        .client_request_timeout(config.client_timeout())
+        .keep_alive(std::time::Duration::from_secs(15))
         .listen(listener)?
         // Our own handler, so that SIGINT is as graceful as SIGTERM.
         .shutdown_signal(on_signal)
@@ -174,7 +194,7 @@ impl Application {
                 .map_err(std::io::Error::other)?,
             None => ShutdownReport::default(),
         };
-        let dropped = Stats::get(&self.stats.events_dropped);
+        let dropped = self.stats.events_dropped.get();
         if dropped > 0 {
             log::error!("{dropped} events were dropped as bad data during this run");
         }

@@ -1,44 +1,217 @@
-//! Counters shared by the handlers and the flusher, read by the health endpoint and the
-//! shutdown report. Relaxed atomics: each counter is independent and only ever summed.
+//! Metrics: counters, gauges and histograms shared by the handlers and the flusher, kept in
+//! a `prometheus` registry and served at `GET /metrics`; the health endpoint and the
+//! shutdown report read the same values. Every label has a small fixed set of values
+//! (route patterns, status codes, field names, triggers), never client input or keys.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::collections::VecDeque;
+use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use serde::Serialize;
 
-/// Process-wide counters. The request-path ones sit on their own cache lines, so the
-/// handler threads bumping them do not contend with the flusher's.
-#[derive(Default)]
+/// All metrics of one process.
 pub struct Stats {
+    registry: Registry,
+    /// HTTP requests by route pattern and status code.
+    pub http_requests: IntCounterVec,
+    /// Request body bytes received (as sent, before decompression).
+    pub bytes_received: IntCounter,
     /// Events accepted (buffered in `double` mode, committed in `direct` mode).
-    pub events_accepted: CachePadded<AtomicU64>,
-    /// Events rejected by validation.
-    pub events_rejected: CachePadded<AtomicU64>,
+    pub events_accepted: IntCounter,
+    /// Events rejected by validation, by the first field at fault (`object`: unreadable).
+    pub events_rejected: IntCounterVec,
     /// Events ClickHouse confirmed.
-    pub events_written: AtomicU64,
+    pub events_written: IntCounter,
+    /// Events ClickHouse refused as bad data, isolated and dropped.
+    pub events_dropped: IntCounter,
     /// Successful inserts (batches).
-    pub inserts: AtomicU64,
+    pub inserts: IntCounter,
     /// Failed insert attempts that will be retried.
-    pub insert_retries: AtomicU64,
-    /// Events ClickHouse refused as bad data, isolated and dropped (logged at error).
-    pub events_dropped: AtomicU64,
+    pub insert_retries: IntCounter,
+    /// ClickHouse errors by kind (`retryable`, `data`).
+    pub clickhouse_errors: IntCounterVec,
+    /// Swaps of the buffer by trigger (`size`, `timer`, `shutdown`).
+    pub flushes: IntCounterVec,
+    /// Seconds from swap to confirmed insert, retries included.
+    pub flush_duration: Histogram,
+    /// Events per flushed batch.
+    pub flush_rows: Histogram,
+    /// Events held in the buffer (both halves); set when scraped.
+    pub buffer_events: IntGauge,
+    /// Bytes held in the buffer (both halves); set when scraped.
+    pub buffer_bytes: IntGauge,
+    /// `BUFFER_MAX_BYTES`.
+    pub buffer_max_bytes: IntGauge,
     /// The last write error, for the health endpoint; cleared by the next success.
     pub last_error: Mutex<Option<String>>,
+    /// The latest flushes, newest last, for the status page.
+    pub recent_flushes: Mutex<VecDeque<FlushRecord>>,
+}
+
+/// How many flushes the status page lists.
+const RECENT_FLUSHES: usize = 10;
+
+/// One flush, as the status page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlushRecord {
+    /// When it finished, RFC 3339.
+    pub at: String,
+    /// What triggered it (`size`, `timer`, `shutdown`).
+    pub trigger: &'static str,
+    /// Events in the batch.
+    pub events: usize,
+    /// Events written (less only when shutdown gave up).
+    pub written: usize,
+    /// Milliseconds from swap to confirmed insert, retries included.
+    pub millis: u64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
 }
 
 impl Stats {
-    /// Records a request's validation outcome.
-    pub fn record_request(&self, accepted: usize, rejected: usize) {
-        self.events_accepted.fetch_add(accepted as u64, Relaxed);
-        if rejected > 0 {
-            self.events_rejected.fetch_add(rejected as u64, Relaxed);
+    /// A fresh registry with every metric at zero. Names and labels are constants, so
+    /// registration cannot fail at run time; the `expect`s guard against a typo in them.
+    pub fn new() -> Self {
+        let r = Registry::new_custom(Some("event_ingest".into()), None).expect("valid prefix");
+        Self {
+            http_requests: counter_vec(
+                &r,
+                "http_requests_total",
+                "HTTP requests",
+                &["route", "status"],
+            ),
+            bytes_received: counter(&r, "bytes_received_total", "Request body bytes received"),
+            events_accepted: counter(&r, "events_accepted_total", "Events accepted"),
+            events_rejected: counter_vec(
+                &r,
+                "events_rejected_total",
+                "Events rejected by validation",
+                &["reason"],
+            ),
+            events_written: counter(&r, "events_written_total", "Events ClickHouse confirmed"),
+            events_dropped: counter(
+                &r,
+                "events_dropped_total",
+                "Events ClickHouse refused as bad data",
+            ),
+            inserts: counter(&r, "inserts_total", "Successful inserts"),
+            insert_retries: counter(&r, "insert_retries_total", "Failed insert attempts retried"),
+            clickhouse_errors: counter_vec(
+                &r,
+                "clickhouse_errors_total",
+                "ClickHouse errors",
+                &["kind"],
+            ),
+            flushes: counter_vec(&r, "flushes_total", "Buffer swaps by trigger", &["trigger"]),
+            flush_duration: histogram(
+                &r,
+                "flush_duration_seconds",
+                "Seconds from swap to confirmed insert",
+                prometheus::exponential_buckets(0.001, 4.0, 10).expect("valid buckets"),
+            ),
+            flush_rows: histogram(
+                &r,
+                "flush_batch_events",
+                "Events per flushed batch",
+                prometheus::exponential_buckets(1.0, 4.0, 12).expect("valid buckets"),
+            ),
+            buffer_events: gauge(&r, "buffer_events", "Events held in the buffer"),
+            buffer_bytes: gauge(&r, "buffer_bytes", "Bytes held in the buffer"),
+            buffer_max_bytes: gauge(&r, "buffer_max_bytes", "BUFFER_MAX_BYTES"),
+            last_error: Mutex::new(None),
+            recent_flushes: Mutex::new(VecDeque::with_capacity(RECENT_FLUSHES)),
+            registry: r,
         }
+    }
+
+    /// Records a request's validation outcome; `reasons` counts rejected events by field.
+    pub fn record_request(&self, accepted: usize, reasons: &[(&'static str, usize)]) {
+        self.events_accepted.inc_by(accepted as u64);
+        for (field, n) in reasons {
+            if *n > 0 {
+                let reason = if field.is_empty() { "object" } else { field };
+                self.events_rejected
+                    .with_label_values(&[reason])
+                    .inc_by(*n as u64);
+            }
+        }
+    }
+
+    /// Records one flush of the buffer (one swapped half, however many inserts it took).
+    pub fn record_flush(
+        &self,
+        trigger: &'static str,
+        events: usize,
+        written: usize,
+        took: Duration,
+    ) {
+        self.flushes.with_label_values(&[trigger]).inc();
+        self.flush_rows.observe(events as f64);
+        self.flush_duration.observe(took.as_secs_f64());
+        let now = time::OffsetDateTime::now_utc();
+        let at = now
+            .replace_nanosecond(0)
+            .unwrap_or(now)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut recent = self.recent_flushes.lock();
+        if recent.len() == RECENT_FLUSHES {
+            recent.pop_front();
+        }
+        recent.push_back(FlushRecord {
+            at,
+            trigger,
+            events,
+            written,
+            millis: took.as_millis() as u64,
+        });
     }
 
     /// Records a confirmed insert of `rows` rows.
     pub fn record_insert(&self, rows: usize) {
-        self.inserts.fetch_add(1, Relaxed);
-        self.events_written.fetch_add(rows as u64, Relaxed);
+        self.inserts.inc();
+        self.events_written.inc_by(rows as u64);
         let mut last = self.last_error.lock();
         if last.is_some() {
             *last = None;
@@ -48,13 +221,31 @@ impl Stats {
     /// Records a failed attempt.
     pub fn record_error(&self, error: &impl ToString, retrying: bool) {
         if retrying {
-            self.insert_retries.fetch_add(1, Relaxed);
+            self.insert_retries.inc();
         }
+        let kind = if retrying { "retryable" } else { "data" };
+        self.clickhouse_errors.with_label_values(&[kind]).inc();
         *self.last_error.lock() = Some(error.to_string());
     }
 
-    /// A counter's current value.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Relaxed)
+    /// Rejected events over all reasons.
+    pub fn events_rejected_total(&self) -> u64 {
+        use prometheus::core::Collector;
+        self.events_rejected
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for I/O; a failure would be a malformed metric.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            log::error!("cannot encode metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
     }
 }

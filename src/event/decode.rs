@@ -1,10 +1,11 @@
 //! Decoding a request body into candidate events, without judging their fields yet.
 //!
-//! Two passes over the body: first it must be a JSON array of objects (else the whole
-//! request is refused and nothing is stored); then each object is read on its own into a
-//! [`RawEvent`] whose fields accept any JSON value, so a wrong type in one field becomes
-//! that event's field error instead of failing the batch. Strings borrow from the body
-//! where they contain no escapes.
+//! Bodies come in three shapes ([`Format`]): a JSON array of objects, a single JSON object,
+//! or NDJSON (one object per line). A JSON body of any other shape is refused whole and
+//! nothing is stored. Each object is then read on its own into a [`RawEvent`] whose fields
+//! accept any JSON value, so a wrong type in one field becomes that event's field error
+//! instead of failing the batch; in NDJSON a line that is not an object is likewise one
+//! rejected event. Strings borrow from the body where they contain no escapes.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -13,12 +14,39 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-/// Why a body is not a JSON array of objects.
+/// How a body is framed, from its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json` (and anything unspecified): an array of objects or one object.
+    Json,
+    /// `application/x-ndjson` (or `application/jsonl`): one object per line.
+    Ndjson,
+}
+
+impl Format {
+    /// The format a `Content-Type` names; JSON when absent or unknown.
+    pub fn from_content_type(content_type: Option<&str>) -> Self {
+        let essence = content_type
+            .and_then(|ct| ct.split(';').next())
+            .map(|ct| ct.trim().to_ascii_lowercase());
+        match essence.as_deref() {
+            Some("application/x-ndjson" | "application/ndjson" | "application/jsonl") => {
+                Format::Ndjson
+            }
+            _ => Format::Json,
+        }
+    }
+}
+
+/// Why a body cannot be read as events at all.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// Not JSON, or JSON but not an array.
-    #[error("body must be a JSON array of event objects: {0}")]
+    /// Not JSON, or JSON of another shape.
+    #[error("body must be a JSON array of event objects or one event object: {0}")]
     NotAnArray(String),
+    /// NDJSON that is not UTF-8 text.
+    #[error("NDJSON body is not UTF-8 text")]
+    NotText,
     /// An array element is not an object.
     #[error("element {index} is not a JSON object")]
     NotAnObject {
@@ -78,17 +106,89 @@ pub struct RawEvent<'a> {
 /// duplicate key), which rejects that event alone.
 pub type Candidate<'a> = Result<RawEvent<'a>, String>;
 
-/// Splits `body` into candidates. Fails only when the body is not a JSON array of objects.
-pub fn decode_batch(body: &[u8]) -> Result<Vec<Candidate<'_>>, DecodeError> {
-    let elements: Vec<&RawValue> =
-        serde_json::from_slice(body).map_err(|e| DecodeError::NotAnArray(e.to_string()))?;
+/// A decoded body: its candidate events, and the envelope's `sent_at` if it had one.
+#[derive(Debug, Default)]
+pub struct Decoded<'a> {
+    /// One candidate per event, in body order.
+    pub events: Vec<Candidate<'a>>,
+    /// `sent_at` of an envelope body (`{"sent_at": ..., "events": [...]}`).
+    pub sent_at: Option<Loose<'a>>,
+}
+
+/// An object that may be an envelope: it is one if it has `events`.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    sent_at: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    events: Option<Vec<&'a RawValue>>,
+}
+
+/// Splits `body` into candidates. Fails only when the body as a whole has the wrong shape
+/// (see the module docs). A JSON object with an `events` array is an envelope: its events
+/// are the candidates and its `sent_at` is returned alongside.
+pub fn decode_batch(body: &[u8], format: Format) -> Result<Decoded<'_>, DecodeError> {
+    let not_events = |e: serde_json::Error| DecodeError::NotAnArray(e.to_string());
+    match format {
+        Format::Json if body.trim_ascii_start().starts_with(b"{") => {
+            let raw: &RawValue = serde_json::from_slice(body).map_err(not_events)?;
+            match serde_json::from_str::<Envelope<'_>>(raw.get()) {
+                Ok(Envelope {
+                    sent_at,
+                    events: Some(events),
+                }) => Ok(Decoded {
+                    events: objects(events)?,
+                    sent_at,
+                }),
+                // No `events`: the object is one event.
+                _ => Ok(Decoded {
+                    events: vec![read_event(raw.get())],
+                    sent_at: None,
+                }),
+            }
+        }
+        Format::Json => {
+            let elements: Vec<&RawValue> = serde_json::from_slice(body).map_err(not_events)?;
+            Ok(Decoded {
+                events: objects(elements)?,
+                sent_at: None,
+            })
+        }
+        Format::Ndjson => {
+            let text = std::str::from_utf8(body).map_err(|_| DecodeError::NotText)?;
+            let events = text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(|line| {
+                    if line.starts_with('{') {
+                        read_event(line)
+                    } else {
+                        Err("line is not a JSON object".to_string())
+                    }
+                })
+                .collect();
+            Ok(Decoded {
+                events,
+                sent_at: None,
+            })
+        }
+    }
+}
+
+/// Candidates from array elements, which must all be objects.
+fn objects(elements: Vec<&RawValue>) -> Result<Vec<Candidate<'_>>, DecodeError> {
     if let Some(index) = elements.iter().position(|e| !e.get().starts_with('{')) {
         return Err(DecodeError::NotAnObject { index });
     }
     Ok(elements
         .into_iter()
-        .map(|raw| serde_json::from_str(raw.get()).map_err(|e| e.to_string()))
+        .map(|raw| read_event(raw.get()))
         .collect())
+}
+
+fn read_event(json: &str) -> Candidate<'_> {
+    serde_json::from_str(json).map_err(|e| e.to_string())
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
@@ -144,18 +244,22 @@ impl<'de: 'a, 'a> Visitor<'de> for LooseVisitor<'a> {
 mod tests {
     use super::*;
 
+    fn decode_json(body: &[u8]) -> Result<Vec<Candidate<'_>>, DecodeError> {
+        decode_batch(body, Format::Json).map(|d| d.events)
+    }
+
     #[test]
-    fn a_non_array_body_is_refused() {
+    fn a_body_of_the_wrong_shape_is_refused() {
         for body in [
-            &b"{}"[..],
-            b"42",
+            &b"42"[..],
             b"not json",
             b"",
             b"[1, 2]",
             b"[{}, \"x\"]",
+            b"{\"a\": 1",
         ] {
             assert!(
-                decode_batch(body).is_err(),
+                decode_json(body).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(body)
             );
@@ -163,9 +267,59 @@ mod tests {
     }
 
     #[test]
+    fn a_single_object_is_one_event() {
+        let batch = decode_json(br#" {"session": "s"}"#).unwrap();
+        assert_eq!(batch.len(), 1);
+        assert_eq!(
+            batch[0].as_ref().unwrap().session,
+            Some(Loose::Str("s".into()))
+        );
+    }
+
+    #[test]
+    fn ndjson_lines_are_events_and_a_bad_line_is_one_rejected_event() {
+        let body = b"{\"sequence\": 1}\r\n\n  \n[1]\n{\"sequence\": 2}\nnot json\n{\"sequence\": 3";
+        let batch = decode_batch(body, Format::Ndjson).unwrap().events;
+        assert_eq!(batch.len(), 5);
+        assert_eq!(batch[0].as_ref().unwrap().sequence, Some(Loose::UInt(1)));
+        assert!(batch[1].is_err() && batch[3].is_err() && batch[4].is_err());
+        assert_eq!(batch[2].as_ref().unwrap().sequence, Some(Loose::UInt(2)));
+        assert!(matches!(
+            decode_batch(b"\xff\n", Format::Ndjson),
+            Err(DecodeError::NotText)
+        ));
+    }
+
+    #[test]
+    fn an_envelope_carries_events_and_sent_at() {
+        let body =
+            br#"{"sent_at": "2020-12-02 00:00:10", "events": [{"sequence": 1}, {"sequence": 2}]}"#;
+        let decoded = decode_batch(body, Format::Json).unwrap();
+        assert_eq!(decoded.events.len(), 2);
+        assert_eq!(
+            decoded.sent_at,
+            Some(Loose::Str("2020-12-02 00:00:10".into()))
+        );
+        assert!(decode_json(br#"{"events": [1]}"#).is_err());
+    }
+
+    #[test]
+    fn content_types_pick_the_format() {
+        for (ct, format) in [
+            (None, Format::Json),
+            (Some("application/json; charset=utf-8"), Format::Json),
+            (Some("Application/X-NDJSON"), Format::Ndjson),
+            (Some("application/jsonl"), Format::Ndjson),
+            (Some("text/plain"), Format::Json),
+        ] {
+            assert_eq!(Format::from_content_type(ct), format, "{ct:?}");
+        }
+    }
+
+    #[test]
     fn wrong_types_are_kept_for_the_validator() {
         let body = br#"[{"sequence": "one", "param_int": -3, "event": {"a": [1]}, "extra": 1}]"#;
-        let batch = decode_batch(body).unwrap();
+        let batch = decode_json(body).unwrap();
         let raw = batch[0].as_ref().unwrap();
         assert_eq!(raw.sequence, Some(Loose::Str("one".into())));
         assert_eq!(raw.param_int, Some(Loose::Int(-3)));
@@ -176,7 +330,7 @@ mod tests {
     #[test]
     fn plain_strings_borrow_from_the_body() {
         let body = br#"[{"session": "abc", "event": "a\"b"}]"#;
-        let batch = decode_batch(body).unwrap();
+        let batch = decode_json(body).unwrap();
         let raw = batch[0].as_ref().unwrap();
         assert!(matches!(
             raw.session,
@@ -187,7 +341,7 @@ mod tests {
 
     #[test]
     fn a_duplicate_key_rejects_only_its_event() {
-        let batch = decode_batch(br#"[{"event": "a", "event": "b"}, {"event": "c"}]"#).unwrap();
+        let batch = decode_json(br#"[{"event": "a", "event": "b"}, {"event": "c"}]"#).unwrap();
         assert!(batch[0].is_err());
         assert!(batch[1].is_ok());
     }

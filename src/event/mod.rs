@@ -7,10 +7,10 @@ pub mod row;
 pub mod rows;
 pub mod validate;
 
-pub use decode::{DecodeError, decode_batch};
+pub use decode::{DecodeError, Decoded, Format, Loose, decode_batch};
 pub use row::{COLUMNS, Event};
 pub use rows::{Rows, RowsRef};
-pub use validate::{FieldError, Validated, validate_batch};
+pub use validate::{FieldError, Validated, parse_time, validate_batch};
 
 /// Events for tests and benchmarks: valid, distinct, deterministic.
 #[doc(hidden)]
@@ -22,6 +22,7 @@ pub mod testing {
     pub fn event(n: u32) -> Event<'static> {
         Event {
             client_time: 1_606_867_140, // 2020-12-01 23:59:00 UTC
+            client_time_corrected: 1_606_867_140,
             server_time: 1_606_867_200,
             device_id: uuid::Uuid::from_u128(0x0287D9AA_4ADF_4B37_A60F_3E9E645C821E),
             device_os: "IOS 13.5.1".into(),

@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 /// The table's columns in encoding order; inserts name them explicitly, so a table with
 /// extra (defaulted) columns still accepts the rows.
-pub const COLUMNS: [&str; 10] = [
+pub const COLUMNS: [&str; 11] = [
     "client_time",
+    "client_time_corrected",
     "server_time",
     "device_id",
     "device_os",
@@ -33,6 +34,10 @@ pub const COLUMNS: [&str; 10] = [
 pub struct Event<'a> {
     /// When the client says the event happened: UTC seconds since 1970 (`DateTime`).
     pub client_time: u32,
+    /// `client_time` corrected for the client's clock skew when the request says when it
+    /// was sent (`sent_at`): `server_time - (sent_at - client_time)`, as Segment does;
+    /// equal to `client_time` otherwise.
+    pub client_time_corrected: u32,
     /// When this server received the request: UTC seconds since 1970. Partitioning uses
     /// this one: client clocks can be years off and would scatter parts across partitions.
     pub server_time: u32,
@@ -60,6 +65,7 @@ impl Event<'_> {
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.reserve(self.encoded_len());
         out.extend_from_slice(&self.client_time.to_le_bytes());
+        out.extend_from_slice(&self.client_time_corrected.to_le_bytes());
         out.extend_from_slice(&self.server_time.to_le_bytes());
         let (high, low) = self.device_id.as_u64_pair();
         out.extend_from_slice(&high.to_le_bytes());
@@ -77,6 +83,7 @@ impl Event<'_> {
     pub fn encoded_len(&self) -> usize {
         let strings = [&self.device_os, &self.session, &self.event, &self.param_str];
         4 + 4
+            + 4
             + 16
             + 4
             + 4
@@ -120,12 +127,13 @@ mod tests {
         e.event = "é".into();
         e.param_str = "x".repeat(200).into();
         e.client_time = 1;
+        e.client_time_corrected = 5;
         e.server_time = 0x0102_0304;
         e.param_int = 9;
         e.ip = Ipv6Addr::LOCALHOST;
         let mut out = Vec::new();
         e.encode(&mut out);
-        let mut expected = vec![1, 0, 0, 0, 4, 3, 2, 1];
+        let mut expected = vec![1, 0, 0, 0, 5, 0, 0, 0, 4, 3, 2, 1];
         expected.extend_from_slice(&0x0011_2233_4455_6677u64.to_le_bytes());
         expected.extend_from_slice(&0x8899_aabb_ccdd_eeffu64.to_le_bytes());
         expected.extend_from_slice(&[1, b'a', 0, 7, 0, 0, 0, 2, 0xc3, 0xa9, 9, 0, 0, 0]);

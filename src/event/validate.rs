@@ -29,13 +29,14 @@ const PLAIN_TIME: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
 
 /// Why one event was rejected, as reported to the client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// The event's position in the request's array.
     pub index: usize,
     /// The offending field, or `""` when the object as a whole could not be read.
     pub field: &'static str,
     /// What is wrong, in words a client developer can act on.
+    #[schema(value_type = String)]
     pub error: Cow<'static, str>,
 }
 
@@ -48,13 +49,19 @@ pub struct Validated {
     pub rejected: usize,
     /// The first [`MAX_REPORTED_ERRORS`] errors.
     pub errors: Vec<FieldError>,
+    /// Rejected events counted by the first field at fault (`""`: unreadable object).
+    pub reasons: Vec<(&'static str, usize)>,
 }
 
 /// Validates every candidate. `server_time` and `ip` are the request's, shared by its events.
+///
+/// `sent_at` (seconds since 1970), when the request carried it, corrects each event's time
+/// for the client's clock skew (see [`Event::client_time_corrected`]).
 pub fn validate_batch(
     candidates: Vec<Candidate<'_>>,
     server_time: OffsetDateTime,
     ip: Ipv6Addr,
+    sent_at: Option<i64>,
 ) -> Validated {
     let mut out = Validated {
         // One allocation per request, sized for typical mobile events.
@@ -68,9 +75,22 @@ pub fn validate_batch(
             .map_err(|e| vec![("", Cow::Owned(e))])
             .and_then(|raw| validate_event(raw, server_time, ip));
         match result {
-            Ok(event) => out.rows.push(&event),
+            Ok(mut event) => {
+                if let Some(sent_at) = sent_at {
+                    let skew = sent_at - i64::from(event.client_time);
+                    let corrected = i64::from(server_time) - skew;
+                    event.client_time_corrected =
+                        u32::try_from(corrected.max(0)).unwrap_or(u32::MAX);
+                }
+                out.rows.push(&event)
+            }
             Err(errors) => {
                 out.rejected += 1;
+                let reason = errors.first().map_or("", |(field, _)| *field);
+                match out.reasons.iter_mut().find(|(f, _)| *f == reason) {
+                    Some((_, n)) => *n += 1,
+                    None => out.reasons.push((reason, 1)),
+                }
                 for (field, error) in errors {
                     if out.errors.len() < MAX_REPORTED_ERRORS {
                         out.errors.push(FieldError {
@@ -125,6 +145,7 @@ fn validate_event(
             Some(param_str),
         ) => Ok(Event {
             client_time,
+            client_time_corrected: client_time,
             server_time,
             device_id,
             device_os,
@@ -197,20 +218,26 @@ fn uuid_field(value: Option<Loose<'_>>) -> Result<Uuid, &'static str> {
 }
 
 fn time_field(value: Option<Loose<'_>>) -> Result<u32, &'static str> {
-    let s = string(value)?;
-    let t = PrimitiveDateTime::parse(&s, PLAIN_TIME)
-        .map(PrimitiveDateTime::assume_utc)
-        .or_else(|_| OffsetDateTime::parse(&s, &Rfc3339))
-        .map_err(|_| "expected 'YYYY-MM-DD hh:mm:ss' (UTC) or RFC 3339")?;
+    let t = parse_time(&string(value)?)?;
     // ClickHouse `DateTime` is an unsigned 32-bit count of seconds: 1970 to 2106.
-    u32::try_from(t.unix_timestamp()).map_err(|_| "outside 1970-01-01 .. 2106-02-07")
+    u32::try_from(t).map_err(|_| "outside 1970-01-01 .. 2106-02-07")
+}
+
+/// A time as clients send them (`YYYY-MM-DD hh:mm:ss` UTC, or RFC 3339), in seconds since
+/// 1970. Also used for `sent_at`.
+pub fn parse_time(s: &str) -> Result<i64, &'static str> {
+    PrimitiveDateTime::parse(s, PLAIN_TIME)
+        .map(PrimitiveDateTime::assume_utc)
+        .or_else(|_| OffsetDateTime::parse(s, &Rfc3339))
+        .map(OffsetDateTime::unix_timestamp)
+        .map_err(|_| "expected 'YYYY-MM-DD hh:mm:ss' (UTC) or RFC 3339")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::testing::event;
-    use crate::event::{Event, decode_batch};
+    use crate::event::{Event, Format, decode_batch};
     use time::macros::datetime;
 
     const GOOD: &str = r#"{"client_time":"2020-12-01 23:59:00","device_id":"0287D9AA-4ADF-4B37-A60F-3E9E645C821E","device_os":"IOS 13.5.1","session":"ybuRi8mAUypxjbxQ","sequence":1,"event":"app_start","param_int":0,"param_str":"some text"}"#;
@@ -218,9 +245,10 @@ mod tests {
     fn validate(body: &str) -> Validated {
         let now = datetime!(2024-05-06 07:08:09.5 UTC);
         validate_batch(
-            decode_batch(body.as_bytes()).unwrap(),
+            decode_batch(body.as_bytes(), Format::Json).unwrap().events,
             now,
             Ipv6Addr::LOCALHOST,
+            None,
         )
     }
 
@@ -268,6 +296,25 @@ mod tests {
     fn rfc3339_times_are_converted_to_utc() {
         let out = validate(&with("client_time", r#""2020-12-02T01:59:00.250+02:00""#));
         assert_eq!(out.rows.as_ref().data, with_field(|_| ()));
+    }
+
+    #[test]
+    fn sent_at_corrects_for_clock_skew() {
+        let now = datetime!(2024-05-06 07:08:09 UTC);
+        // The client's clock is 100 s fast: it sent at 07:09:49 by its clock.
+        let sent_at = now.unix_timestamp() + 100;
+        let body = with("client_time", r#""2024-05-06 07:09:39""#);
+        let candidates = decode_batch(body.as_bytes(), Format::Json).unwrap().events;
+        let out = validate_batch(candidates, now, Ipv6Addr::LOCALHOST, Some(sent_at));
+        let data = out.rows.as_ref().data;
+        let client = u32::from_le_bytes(data[0..4].try_into().unwrap());
+        let corrected = u32::from_le_bytes(data[4..8].try_into().unwrap());
+        assert_eq!(i64::from(client), now.unix_timestamp() + 90);
+        assert_eq!(
+            i64::from(corrected),
+            now.unix_timestamp() - 10,
+            "10 s before receipt"
+        );
     }
 
     #[test]
@@ -329,5 +376,49 @@ mod tests {
         let out = validate(&body);
         assert_eq!(out.rejected, 50);
         assert_eq!(out.errors.len(), MAX_REPORTED_ERRORS);
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::event::{Format, decode_batch};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the bytes, decoding and validating returns (no panic, no hang), and
+        /// every accepted row's boundaries cover the encoded bytes exactly.
+        #[test]
+        fn any_body_is_answered(body in proptest::collection::vec(any::<u8>(), 0..2048), ndjson: bool) {
+            let format = if ndjson { Format::Ndjson } else { Format::Json };
+            if let Ok(decoded) = decode_batch(&body, format) {
+                let n = decoded.events.len();
+                let out = validate_batch(decoded.events, OffsetDateTime::now_utc(), Ipv6Addr::LOCALHOST, None);
+                prop_assert_eq!(out.rows.len() + out.rejected, n);
+            }
+        }
+
+        /// JSON-shaped bodies with arbitrary values in every field.
+        #[test]
+        fn any_field_values_are_answered(
+            values in proptest::collection::vec(
+                prop_oneof![
+                    any::<i64>().prop_map(|n| n.to_string()),
+                    any::<f64>().prop_map(|f| format!("{f:?}")),
+                    ".{0,300}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+                    Just("null".to_string()),
+                    Just("[[{}]]".to_string()),
+                ],
+                8,
+            )
+        ) {
+            let fields = ["client_time", "device_id", "device_os", "session", "sequence", "event", "param_int", "param_str"];
+            let object: Vec<String> = fields.iter().zip(&values).map(|(f, v)| format!("\"{f}\": {v}")).collect();
+            let body = format!("[{{{}}}]", object.join(","));
+            if let Ok(decoded) = decode_batch(body.as_bytes(), Format::Json) {
+                let out = validate_batch(decoded.events, OffsetDateTime::now_utc(), Ipv6Addr::LOCALHOST, None);
+                prop_assert_eq!(out.rows.len() + out.rejected, 1);
+            }
+        }
     }
 }

@@ -16,6 +16,9 @@ pub enum ApiError {
     /// The body is not a JSON array of objects (`400`).
     #[error(transparent)]
     BadBody(#[from] DecodeError),
+    /// `sent_at` (envelope field or `X-Sent-At`) is not a time (`400`).
+    #[error("sent_at: {0}")]
+    BadSentAt(String),
     /// The body could not be read (`400`).
     #[error("could not read the request body: {0}")]
     Payload(String),
@@ -25,9 +28,13 @@ pub enum ApiError {
         /// `BODY_MAX_BYTES`.
         limit: usize,
     },
-    /// The events are more than the buffer may hold at all (`413`).
+    /// The events are more than the buffer may hold at all, or more than
+    /// `MAX_EVENTS_PER_REQUEST` (`413`).
     #[error("{0}")]
     TooManyEvents(String),
+    /// A `Content-Encoding` other than gzip, zstd or identity (`415`).
+    #[error("unsupported Content-Encoding {0:?}; use gzip, zstd or none")]
+    UnsupportedEncoding(String),
     /// The buffer is full or shutdown has begun (`503` with `Retry-After`).
     #[error("{reason}")]
     Unavailable {
@@ -40,6 +47,12 @@ pub enum ApiError {
     /// client's.
     #[error("storage rejected the events: {0}")]
     Storage(String),
+    /// The body did not arrive within `CLIENT_TIMEOUT_MS` (`408`).
+    #[error("request body not received within {0:?}")]
+    Timeout(std::time::Duration),
+    /// No or wrong API key (`401`).
+    #[error("missing or invalid API key: send Authorization: Bearer <key> or X-Api-Key")]
+    Unauthorized,
     /// No such path (`404`).
     #[error("not found")]
     NotFound,
@@ -85,10 +98,15 @@ impl From<SubmitError> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::BadBody(_) | ApiError::Payload(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadBody(_) | ApiError::Payload(_) | ApiError::BadSentAt(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::TooLarge { .. } | ApiError::TooManyEvents(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -102,6 +120,9 @@ impl ResponseError for ApiError {
             }
             ApiError::MethodNotAllowed { allow } => {
                 response.insert_header((header::ALLOW, *allow));
+            }
+            ApiError::Unauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
             _ => {}
         }

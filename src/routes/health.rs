@@ -7,17 +7,25 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::AppState;
-use crate::stats::Stats;
 
 /// Pings ClickHouse (`SELECT version()`, bounded to a couple of seconds).
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "probes",
+    responses(
+        (status = 200, description = "ClickHouse answers and inserts go through; buffer state and counters", body = Object),
+        (status = 503, description = "ClickHouse unreachable (`unavailable`) or inserts failing (`failing`)", body = Object),
+    )
+)]
 pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
     let buffered_events = state.ingest.pending_events();
     let last_error = state.stats.last_error.lock().clone();
     let counters = json!({
-        "events_accepted": Stats::get(&state.stats.events_accepted),
-        "events_written": Stats::get(&state.stats.events_written),
-        "inserts": Stats::get(&state.stats.inserts),
-        "events_dropped": Stats::get(&state.stats.events_dropped),
+        "events_accepted": state.stats.events_accepted.get(),
+        "events_written": state.stats.events_written.get(),
+        "inserts": state.stats.inserts.get(),
+        "events_dropped": state.stats.events_dropped.get(),
     });
     match state.sink.server_version().await {
         // It answers queries, but inserts fail (permissions, too many parts, ...).
@@ -45,5 +53,45 @@ pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
             "last_flush_error": last_error,
             "counters": counters,
         })),
+    }
+}
+
+/// Above this share of `BUFFER_MAX_BYTES` the instance reports itself not ready, so a load
+/// balancer sends traffic elsewhere before requests start getting `503`.
+const READY_MAX_FILL: f64 = 0.9;
+
+/// `GET /v1/ready`, for readiness probes: `200` when ClickHouse answers and the buffer has
+/// room, `503` with the reasons otherwise (also while shutting down).
+#[utoipa::path(
+    get,
+    path = "/v1/ready",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Ready for traffic", body = Object),
+        (status = 503, description = "Not ready; `reasons` says why", body = Object),
+    )
+)]
+pub async fn get_ready(state: web::Data<AppState>) -> HttpResponse {
+    let (used, max) = state.ingest.fill();
+    let mut reasons = Vec::new();
+    if let Err(e) = state.sink.server_version().await {
+        reasons.push(e.to_string());
+    }
+    if max > 0 && used as f64 >= max as f64 * READY_MAX_FILL {
+        reasons.push(format!("buffer {used} of {max} bytes full"));
+    }
+    if state.ingest.is_closed() {
+        reasons.push("shutting down".to_string());
+    }
+    let body = json!({
+        "ready": reasons.is_empty(),
+        "reasons": reasons,
+        "buffer_bytes": used,
+        "buffer_max_bytes": max,
+    });
+    if reasons.is_empty() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }

@@ -1,15 +1,21 @@
 //! HTTP routes: which path and method go to which handler, and the state handlers share.
 //! Unknown paths answer `404` and wrong methods `405`, both with a JSON body.
 
+mod body;
+pub mod client;
 mod error;
 mod events;
 mod health;
+mod metrics;
+mod openapi;
+mod status;
 
 use std::sync::Arc;
 
 use actix_web::web;
 
 pub use error::ApiError;
+pub use metrics::count_requests;
 
 use crate::ingest::Ingest;
 use crate::sink::ClickHouseSink;
@@ -23,13 +29,30 @@ pub struct AppState {
     pub sink: Arc<ClickHouseSink>,
     /// Shared counters.
     pub stats: Arc<Stats>,
-    /// Largest body accepted (`BODY_MAX_BYTES`).
+    /// Largest body accepted, before and after decompression (`BODY_MAX_BYTES`).
     pub body_max_bytes: usize,
+    /// Longest a body may take to arrive (`CLIENT_TIMEOUT_MS`).
+    pub client_timeout: std::time::Duration,
+    /// Most events in one request (`MAX_EVENTS_PER_REQUEST`).
+    pub max_events: usize,
+    /// Keys `POST /v1/events` accepts (`INGEST_API_KEYS`).
+    pub api_keys: client::ApiKeys,
+    /// Proxies whose forwarding headers are believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `BUFFER_MODE`, for the status page.
+    pub mode: &'static str,
+    /// When the process started, for the status page's uptime.
+    pub started: std::time::Instant,
 }
 
 /// Registers every route on an actix `App`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    use utoipa::OpenApi;
     cfg.service(
+        utoipa_swagger_ui::SwaggerUi::new("/swagger/{_:.*}")
+            .url("/openapi.json", openapi::ApiDoc::openapi()),
+    )
+    .service(
         web::resource("/v1/events")
             .route(web::post().to(events::post_events))
             .default_service(web::to(|| async { ApiError::method_not_allowed("POST") })),
@@ -37,6 +60,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/health")
             .route(web::get().to(health::get_health))
+            .default_service(web::to(|| async { ApiError::method_not_allowed("GET") })),
+    )
+    .service(web::resource("/").route(web::get().to(status::get_page)))
+    .service(
+        web::resource("/v1/status")
+            .route(web::get().to(status::get_status))
+            .default_service(web::to(|| async { ApiError::method_not_allowed("GET") })),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(metrics::get_metrics))
+            .default_service(web::to(|| async { ApiError::method_not_allowed("GET") })),
+    )
+    .service(
+        web::resource("/v1/ready")
+            .route(web::get().to(health::get_ready))
             .default_service(web::to(|| async { ApiError::method_not_allowed("GET") })),
     )
     .default_service(web::to(|| async { Err::<(), _>(ApiError::NotFound) }));

@@ -10,7 +10,7 @@ use clickhouse::Client;
 use parking_lot::Mutex;
 
 use super::error::MISSING_TABLE_CODES;
-use super::schema::{ServerVersion, check_columns, create_table_sql};
+use super::schema::{ServerVersion, check_columns, create_table_sql, upgrade_sql};
 use super::{Sink, SinkError};
 use crate::config::Config;
 use crate::event::{COLUMNS, RowsRef};
@@ -83,6 +83,14 @@ impl ClickHouseSink {
         format!("{}.{}", self.database, self.table)
     }
 
+    /// The version string the server reported, if it has been reached since start-up.
+    pub fn version_text(&self) -> Option<String> {
+        self.prepared
+            .lock()
+            .as_ref()
+            .map(|p| p.version_text.clone())
+    }
+
     /// The server's version, if it has been reached since start-up.
     pub fn version(&self) -> Option<ServerVersion> {
         self.prepared.lock().as_ref().map(|p| p.version)
@@ -109,15 +117,13 @@ impl ClickHouseSink {
             }
             self.bounded(query.execute()).await?;
         }
-        let columns = self
-            .bounded(
-                self.base
-                    .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
-                    .bind(&self.database)
-                    .bind(&self.table)
-                    .fetch_all::<(String, String)>(),
-            )
-            .await?;
+        let mut columns = self.columns().await?;
+        if let Some(sql) = upgrade_sql(&self.database, &self.table, &columns) {
+            // A table created by an earlier version: add what it lacks, then look again.
+            log::info!("upgrading {}: {sql}", self.target());
+            self.bounded(self.base.query(&sql).execute()).await?;
+            columns = self.columns().await?;
+        }
         check_columns(&columns).map_err(|problem| {
             SinkError::Retryable(format!("table {} does not fit: {problem}", self.target()))
         })?;
@@ -132,6 +138,18 @@ impl ClickHouseSink {
         });
         *self.prepared.lock() = Some(prepared.clone());
         Ok(prepared)
+    }
+
+    /// The table's `(name, type)` columns.
+    async fn columns(&self) -> Result<Vec<(String, String)>, SinkError> {
+        self.bounded(
+            self.base
+                .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
+                .bind(&self.database)
+                .bind(&self.table)
+                .fetch_all::<(String, String)>(),
+        )
+        .await
     }
 
     /// `SELECT version()`; also the health check: it proves the server answers queries.

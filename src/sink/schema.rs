@@ -88,9 +88,15 @@ const fn col(
 
 /// The events table. Times compress best as deltas; free-form strings with ZSTD; the
 /// repetitive names are `LowCardinality` (a dictionary per part).
-pub const TABLE: [ColumnDef; 10] = [
+pub const TABLE: [ColumnDef; 11] = [
     col(
         "client_time",
+        "DateTime('UTC')",
+        "DateTime('UTC')",
+        "CODEC(Delta, ZSTD(1))",
+    ),
+    col(
+        "client_time_corrected",
         "DateTime('UTC')",
         "DateTime('UTC')",
         "CODEC(Delta, ZSTD(1))",
@@ -146,6 +152,20 @@ pub fn create_table_sql(database: &str, table: &str, version: ServerVersion) -> 
     )
 }
 
+/// The `ALTER TABLE` that brings a table created by an earlier version up to date, if it
+/// needs one: `client_time_corrected` arrived after the first release, defaulting to
+/// `client_time` for old rows. (`ADD COLUMN IF NOT EXISTS` is not in 18.16, hence the
+/// check against the actual columns.)
+pub fn upgrade_sql(database: &str, table: &str, columns: &[(String, String)]) -> Option<String> {
+    let has = |name: &str| columns.iter().any(|(n, _)| n == name);
+    (has("client_time") && !has("client_time_corrected")).then(|| {
+        format!(
+            "ALTER TABLE `{database}`.`{table}` ADD COLUMN client_time_corrected \
+             DateTime('UTC') DEFAULT client_time AFTER client_time"
+        )
+    })
+}
+
 /// Checks that a table's `(name, type)` columns can take our rows: every column we write
 /// exists with a type whose RowBinary form is ours. Extra columns are fine (inserts name
 /// their columns; the others take their defaults).
@@ -155,7 +175,9 @@ pub fn check_columns(columns: &[(String, String)]) -> Result<(), String> {
             return Err(format!("column {name} is missing"));
         };
         let ok = match name {
-            "client_time" | "server_time" => ty == "DateTime" || ty.starts_with("DateTime('"),
+            "client_time" | "client_time_corrected" | "server_time" => {
+                ty == "DateTime" || ty.starts_with("DateTime('")
+            }
             "device_id" => ty == "UUID",
             "sequence" | "param_int" => ty == "UInt32",
             "ip" => ty == "IPv6" || ty == "FixedString(16)",

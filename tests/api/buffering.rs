@@ -1,7 +1,6 @@
 //! The double buffer seen from outside: what triggers a flush, how few inserts many clients
 //! cause, and how a full buffer pushes back.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::helpers::{PATIENCE, batch, clickhouse, closed_port, spawn_app, within};
@@ -17,7 +16,7 @@ async fn the_size_trigger_flushes_long_before_the_timer() {
     assert_eq!(app.post_events(batch(50, 10)).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.count().await, 50);
-    assert_eq!(app.stats.inserts.load(Relaxed), 1);
+    assert_eq!(app.stats.inserts.get(), 1);
     app.stop().await;
 }
 
@@ -30,7 +29,7 @@ async fn the_timer_flushes_a_half_that_never_fills() {
     assert_eq!(app.count().await, 0);
     // ...but by the timer.
     app.wait_for_rows(5).await;
-    assert_eq!(app.stats.inserts.load(Relaxed), 1);
+    assert_eq!(app.stats.inserts.get(), 1);
     app.stop().await;
 }
 
@@ -86,7 +85,7 @@ async fn many_concurrent_clients_land_every_event_in_few_inserts() {
     .trim()
     .parse()
     .unwrap();
-    let inserts = app.stats.inserts.load(Relaxed);
+    let inserts = app.stats.inserts.get();
     assert!(
         parts >= 1 && parts <= inserts,
         "parts {parts}, inserts {inserts}"

@@ -108,7 +108,8 @@ async fn malformed_bodies_get_400_and_store_nothing() {
     for body in [
         "",
         "not json",
-        "{\"event\": \"x\"}",
+        "{\"event\": \"x\"",
+        "42",
         "[1, 2, 3]",
         "[{\"sequence\": 1}",
         "\u{0}",
@@ -124,12 +125,7 @@ async fn malformed_bodies_get_400_and_store_nothing() {
     // A valid request afterwards is the only thing that lands.
     assert_eq!(app.post_events(batch(7, 1)).await.status(), 200);
     app.wait_for_rows(1).await;
-    assert_eq!(
-        app.stats
-            .events_accepted
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(app.stats.events_accepted.get(), 1);
     app.stop().await;
 }
 

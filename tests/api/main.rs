@@ -3,9 +3,17 @@
 
 mod helpers;
 
+mod access;
 mod buffering;
 mod config;
+mod docs;
 mod events;
 mod health;
+mod hostile;
+mod inputs;
+mod metrics;
+mod roundtrip;
 mod schema;
 mod shutdown;
+mod skew;
+mod status_page;

@@ -126,3 +126,22 @@ async fn sigterm_with_clickhouse_down_gives_up_after_the_timeout_and_exits_non_z
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("30 buffered events were not written"), "{log}");
 }
+
+#[tokio::test]
+async fn prod_logs_are_json_lines() {
+    let database = unique_database();
+    let (child, _) = start_binary(&database, &[("APP_ENV", "prod")]).await;
+    let (status, log) = stop_with(child, "TERM").await;
+    assert!(status.success(), "{log}");
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{log}");
+    for line in lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            value["msg"].is_string() && value["level"].is_string(),
+            "{line}"
+        );
+    }
+    drop_database(&database).await;
+}

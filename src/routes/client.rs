@@ -1,0 +1,180 @@
+//! Who is calling: API-key checks and the client's address behind trusted proxies.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use actix_web::HttpRequest;
+use actix_web::http::header;
+use ipnet::IpNet;
+use subtle::ConstantTimeEq;
+
+/// The keys `POST /v1/events` accepts; empty means open.
+pub struct ApiKeys(Vec<Vec<u8>>);
+
+impl ApiKeys {
+    /// From `INGEST_API_KEYS`.
+    pub fn new(keys: Vec<String>) -> Self {
+        Self(keys.into_iter().map(String::into_bytes).collect())
+    }
+
+    /// Whether any key is configured.
+    pub fn is_open(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `req` carries an accepted key (`Authorization: Bearer` or `X-Api-Key`).
+    /// Every configured key is compared, each in constant time for its length, so timing
+    /// tells an attacker neither which key nor how much of one matched.
+    pub fn allows(&self, req: &HttpRequest) -> bool {
+        if self.is_open() {
+            return true;
+        }
+        let headers = req.headers();
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+            .map(str::trim);
+        let Some(presented) = presented else {
+            return false;
+        };
+        self.0.iter().fold(0u8, |found, key| {
+            found | key.ct_eq(presented.as_bytes()).unwrap_u8()
+        }) == 1
+    }
+}
+
+/// The client's address as IPv6 (IPv4 mapped). `X-Forwarded-For` and `Forwarded` are
+/// believed only when the TCP peer is a trusted proxy: then the client is the right-most
+/// address in the chain that is not itself a trusted proxy (a client can prepend anything,
+/// but not what the proxies append).
+pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Ipv6Addr {
+    let peer = req.peer_addr().map(|a| a.ip());
+    let ip = match peer {
+        Some(peer) if is_trusted(peer, trusted) => forwarded_client(req, trusted).unwrap_or(peer),
+        Some(peer) => peer,
+        None => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+fn forwarded_client(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
+    let headers = req.headers();
+    let mut chain: Vec<IpAddr> = Vec::new();
+    for value in headers.get_all(header::FORWARDED) {
+        for element in value.to_str().ok()?.split(',') {
+            let found = element.split(';').find_map(|pair| {
+                let (key, value) = pair.trim().split_once('=')?;
+                key.eq_ignore_ascii_case("for").then(|| parse_node(value))?
+            });
+            chain.extend(found);
+        }
+    }
+    if chain.is_empty() {
+        for value in headers.get_all("x-forwarded-for") {
+            chain.extend(value.to_str().ok()?.split(',').filter_map(parse_node));
+        }
+    }
+    let first = chain.first().copied();
+    chain
+        .into_iter()
+        .rev()
+        .find(|ip| !is_trusted(*ip, trusted))
+        .or(first)
+}
+
+/// `1.2.3.4`, `1.2.3.4:5678`, `"[2001:db8::1]:443"`, `2001:db8::1`.
+fn parse_node(node: &str) -> Option<IpAddr> {
+    let node = node.trim().trim_matches('"');
+    if let Ok(ip) = node.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = node.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    node.rsplit_once(':')?.0.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    fn request(peer: &str, headers: &[(&str, &str)]) -> HttpRequest {
+        let mut req = TestRequest::default().peer_addr(peer.parse().unwrap());
+        for (name, value) in headers {
+            req = req.insert_header((*name, *value));
+        }
+        req.to_http_request()
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_proxies() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let xff = [("x-forwarded-for", "203.0.113.9, 10.0.0.2")];
+        let from_proxy = request("10.0.0.1:5000", &xff);
+        assert_eq!(
+            client_ip(&from_proxy, &trusted).to_string(),
+            "::ffff:203.0.113.9"
+        );
+        let from_client = request("198.51.100.7:5000", &xff);
+        assert_eq!(
+            client_ip(&from_client, &trusted).to_string(),
+            "::ffff:198.51.100.7"
+        );
+        assert_eq!(client_ip(&from_proxy, &[]).to_string(), "::ffff:10.0.0.1");
+    }
+
+    #[test]
+    fn a_spoofed_left_entry_does_not_win() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let req = request(
+            "10.0.0.1:1",
+            &[("x-forwarded-for", "1.1.1.1, 203.0.113.9, 10.0.0.3")],
+        );
+        assert_eq!(client_ip(&req, &trusted).to_string(), "::ffff:203.0.113.9");
+    }
+
+    #[test]
+    fn the_forwarded_header_is_understood() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let req = request(
+            "10.0.0.1:1",
+            &[(
+                "forwarded",
+                "for=\"[2001:db8::7]:443\";proto=https, for=10.0.0.5",
+            )],
+        );
+        assert_eq!(client_ip(&req, &trusted).to_string(), "2001:db8::7");
+    }
+
+    #[test]
+    fn api_keys_accept_bearer_or_header_and_nothing_else() {
+        let keys = ApiKeys::new(vec!["k1".into(), "secret-2".into()]);
+        let ok = |h: &[(&str, &str)]| keys.allows(&request("127.0.0.1:1", h));
+        assert!(ok(&[("authorization", "Bearer secret-2")]));
+        assert!(ok(&[("x-api-key", "k1")]));
+        assert!(!ok(&[("authorization", "Bearer secret-3")]));
+        assert!(!ok(&[("authorization", "Basic k1")]));
+        assert!(!ok(&[]));
+        assert!(ApiKeys::new(vec![]).allows(&request("127.0.0.1:1", &[])));
+    }
+}

@@ -1,0 +1,49 @@
+//! `GET /metrics`: every metric in the Prometheus text format, and the middleware that
+//! counts requests by route and status.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, web};
+
+use super::AppState;
+
+/// Serves the registry, after setting the gauges that are read rather than counted.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "probes",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
+pub async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
+    let (bytes, max) = state.ingest.fill();
+    let stats = &state.stats;
+    stats
+        .buffer_events
+        .set(state.ingest.pending_events() as i64);
+    stats.buffer_bytes.set(bytes as i64);
+    stats.buffer_max_bytes.set(max as i64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(stats.encode())
+}
+
+/// Counts every request by its route pattern (`other` for unknown paths, so clients cannot
+/// create label values) and status code.
+pub async fn count_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let response = next.call(req).await?;
+    if let Some(state) = state {
+        let route = response.request().match_pattern();
+        let status = response.status();
+        state
+            .stats
+            .http_requests
+            .with_label_values(&[route.as_deref().unwrap_or("other"), status.as_str()])
+            .inc();
+    }
+    Ok(response)
+}

@@ -1,0 +1,49 @@
+//! `GET /`: a small status page (no external assets) that refreshes itself from
+//! `GET /v1/status`, the same figures as JSON.
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::AppState;
+
+/// The page; its script polls `/v1/status` every second.
+const PAGE: &str = include_str!("status.html");
+
+/// Serves the status page.
+pub async fn get_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(PAGE)
+}
+
+/// What the status page shows: counters, buffer fill, the latest flushes, the last error
+/// and the ClickHouse version (as detected at start-up or first contact; no query here).
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "probes",
+    responses((status = 200, description = "Counters, buffer, recent flushes, last error", body = Object))
+)]
+pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
+    let stats = &state.stats;
+    let (bytes, max_bytes) = state.ingest.fill();
+    HttpResponse::Ok().json(json!({
+        "clickhouse_version": state.sink.version_text(),
+        "mode": state.mode,
+        "uptime_secs": state.started.elapsed().as_secs(),
+        "counters": {
+            "events_accepted": stats.events_accepted.get(),
+            "events_rejected": stats.events_rejected_total(),
+            "events_written": stats.events_written.get(),
+            "events_dropped": stats.events_dropped.get(),
+            "inserts": stats.inserts.get(),
+        },
+        "buffer": {
+            "events": state.ingest.pending_events(),
+            "bytes": bytes,
+            "max_bytes": max_bytes,
+        },
+        "recent_flushes": *stats.recent_flushes.lock(),
+        "last_error": *stats.last_error.lock(),
+    }))
+}

@@ -1,0 +1,104 @@
+//! Who may write, and where the client address comes from.
+
+use serde_json::Value;
+
+use crate::helpers::{batch, clickhouse, spawn_app};
+
+#[tokio::test]
+async fn api_keys_guard_the_events_endpoint_only() {
+    let app = spawn_app(&[("INGEST_API_KEYS", "alpha-key, beta-key")]).await;
+    let url = format!("{}/v1/events", app.address);
+
+    let response = app.post_events(batch(0, 1)).await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    assert!(response.json::<Value>().await.unwrap()["error"].is_string());
+    let wrong = app
+        .http
+        .post(&url)
+        .bearer_auth("gamma-key")
+        .body(batch(0, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    let bearer = app
+        .http
+        .post(&url)
+        .bearer_auth("beta-key")
+        .body(batch(0, 2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 200);
+    let header = app
+        .http
+        .post(&url)
+        .header("x-api-key", "alpha-key")
+        .body(batch(2, 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header.status(), 200);
+
+    // Probes stay open.
+    assert_eq!(app.get("/v1/health").await.status(), 200);
+    app.wait_for_rows(5).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    for (trusted, expected) in [
+        ("127.0.0.1/32", "::ffff:203.0.113.9"),
+        ("", "::ffff:127.0.0.1"),
+    ] {
+        let app = spawn_app(&[("TRUSTED_PROXIES", trusted)]).await;
+        let response = app
+            .http
+            .post(format!("{}/v1/events", app.address))
+            .header("x-forwarded-for", "203.0.113.9")
+            .body(batch(0, 1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        app.wait_for_rows(1).await;
+        let ip = clickhouse(&format!(
+            "SELECT IPv6NumToString(ip) FROM `{}`.events",
+            app.database
+        ))
+        .await;
+        assert_eq!(ip.trim(), expected, "TRUSTED_PROXIES={trusted:?}");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn ready_reflects_clickhouse_and_buffer_room() {
+    let app = spawn_app(&[]).await;
+    let response = app.get("/v1/ready").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["ready"], true);
+    app.stop().await;
+
+    let port = crate::helpers::closed_port().to_string();
+    let app = spawn_app(&[
+        ("CLICKHOUSE_PORT", &port),
+        ("BUFFER_MAX_BYTES", "8192"),
+        ("SHUTDOWN_TIMEOUT_SECS", "1"),
+    ])
+    .await;
+    // Fill the buffer past 90 % while ClickHouse is away.
+    while app.post_events(batch(0, 1)).await.status() == 200 {}
+    let response = app.get("/v1/ready").await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    let reasons = body["reasons"].to_string();
+    assert!(
+        reasons.contains("buffer") && reasons.contains("unavailable"),
+        "{reasons}"
+    );
+    app.stop().await;
+}
