@@ -9,7 +9,10 @@
 //! sleep until a threshold is crossed instead of polling.
 //!
 //! Bounds: the active half swaps at `BUFFER_SIZE` events or `BUFFER_FLUSH_MS` after its
-//! first event, whichever comes first. Memory is capped by `BUFFER_MAX_BYTES` over both
+//! first event, whichever comes first; but a size-triggered swap comes no sooner than
+//! `BUFFER_MIN_INTERVAL_MS` after the previous swap (unless the half holds half the memory
+//! cap), so a high event rate makes bigger inserts rather than more of them: ClickHouse
+//! wants about one insert per second per table, and every extra part costs merges. Memory is capped by `BUFFER_MAX_BYTES` over both
 //! halves (the active one plus the one being written): past it appends fail with
 //! [`AppendError::Full`] and the handler answers `503`, so an outage can never grow the
 //! process until it is killed, and nothing is dropped silently.
@@ -27,6 +30,9 @@ pub struct Limits {
     pub size: usize,
     /// Longest time an event waits in the active half (`BUFFER_FLUSH_MS`).
     pub flush_interval: Duration,
+    /// Shortest time between a swap and the next size-triggered one
+    /// (`BUFFER_MIN_INTERVAL_MS`, capped at `flush_interval`).
+    pub min_interval: Duration,
     /// Cap on both halves' bytes together (`BUFFER_MAX_BYTES`).
     pub max_bytes: usize,
 }
@@ -76,6 +82,8 @@ struct State {
     inflight_rows: usize,
     /// Set by [`DoubleBuffer::close`]: when the flusher must stop retrying.
     deadline: Option<Instant>,
+    /// When the flusher last swapped, for `min_interval`.
+    last_swap: Option<Instant>,
 }
 
 /// Rows preallocated per half: a steady load at the default `BUFFER_SIZE` never grows a
@@ -103,6 +111,7 @@ impl DoubleBuffer {
                 inflight_bytes: 0,
                 inflight_rows: 0,
                 deadline: None,
+                last_swap: None,
             }),
             wake: Condvar::new(),
             limits,
@@ -174,18 +183,30 @@ impl DoubleBuffer {
                 None if closed => return None,
                 None => self.wake.wait(&mut st),
                 Some(_) if closed => break SwapReason::Shutdown,
-                Some(_) if st.active.len() >= self.limits.size => break SwapReason::Size,
                 Some(first) => {
-                    let due = first + self.limits.flush_interval;
-                    if Instant::now() >= due {
+                    let now = Instant::now();
+                    let timer_due = first + self.limits.flush_interval;
+                    if now >= timer_due {
                         break SwapReason::Timer;
                     }
-                    self.wake.wait_until(&mut st, due);
+                    let full = st.active.len() >= self.limits.size;
+                    let size_due = st.last_swap.map_or(now, |t| t + self.limits.min_interval);
+                    let pressed = st.active.mem_size().saturating_mul(2) >= self.limits.max_bytes;
+                    if full && (now >= size_due || pressed) {
+                        break SwapReason::Size;
+                    }
+                    let wake_at = if full {
+                        size_due.min(timer_due)
+                    } else {
+                        timer_due
+                    };
+                    self.wake.wait_until(&mut st, wake_at);
                 }
             }
         };
         std::mem::swap(&mut st.active, spare);
         st.first_at = None;
+        st.last_swap = Some(Instant::now());
         st.inflight_bytes += spare.mem_size();
         st.inflight_rows += spare.len();
         Some(reason)
@@ -261,6 +282,7 @@ mod tests {
         Arc::new(DoubleBuffer::new(Limits {
             size,
             flush_interval: Duration::from_millis(flush_ms),
+            min_interval: Duration::ZERO,
             max_bytes,
         }))
     }
@@ -285,6 +307,30 @@ mod tests {
         assert_eq!(buf.pending_events(), 10, "swapped rows are in flight");
         buf.release(&mut spare);
         assert_eq!((buf.pending_events(), buf.pending_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn size_swaps_are_spaced_by_the_min_interval() {
+        let buf = Arc::new(DoubleBuffer::new(Limits {
+            size: 10,
+            flush_interval: Duration::from_secs(60),
+            min_interval: Duration::from_millis(200),
+            max_bytes: usize::MAX,
+        }));
+        let mut spare = Rows::default();
+        buf.append(&mut rows(10)).unwrap();
+        assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Size));
+        buf.release(&mut spare);
+        let first = Instant::now();
+        buf.append(&mut rows(10)).unwrap();
+        buf.append(&mut rows(10)).unwrap();
+        assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Size));
+        assert!(
+            first.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            first.elapsed()
+        );
+        assert_eq!(spare.len(), 20, "the wait made one bigger batch");
     }
 
     #[test]

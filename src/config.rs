@@ -84,6 +84,11 @@ pub struct Config {
     /// `BUFFER_FLUSH_MS`: longest time an event waits in the active half (default 1 000).
     #[serde(default = "defaults::buffer_flush_ms")]
     pub buffer_flush_ms: u64,
+    /// `BUFFER_MIN_INTERVAL_MS`: shortest time between a swap and the next one triggered by
+    /// size (default 1 000, capped at `BUFFER_FLUSH_MS`; 0 disables): at high rates the
+    /// halves grow instead of inserts multiplying, keeping about one insert per second.
+    #[serde(default = "defaults::buffer_min_interval_ms")]
+    pub buffer_min_interval_ms: u64,
     /// `BUFFER_MAX_BYTES`: cap on buffered data, both halves together, before requests are
     /// refused with `503` (default 256 MiB).
     #[serde(default = "defaults::buffer_max_bytes")]
@@ -171,6 +176,9 @@ mod defaults {
     pub fn buffer_flush_ms() -> u64 {
         1_000
     }
+    pub fn buffer_min_interval_ms() -> u64 {
+        1_000
+    }
     pub fn buffer_max_bytes() -> usize {
         256 * 1024 * 1024
     }
@@ -205,6 +213,7 @@ const VARS: &[&str] = &[
     "BUFFER_SIZE",
     "BUFFER_FLUSH_MS",
     "BUFFER_MAX_BYTES",
+    "BUFFER_MIN_INTERVAL_MS",
     "BODY_MAX_BYTES",
     "MAX_EVENTS_PER_REQUEST",
     "CLIENT_TIMEOUT_MS",
@@ -310,6 +319,12 @@ impl Config {
     /// `BUFFER_FLUSH_MS` as a duration.
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.buffer_flush_ms)
+    }
+
+    /// `BUFFER_MIN_INTERVAL_MS` as a duration, capped at `BUFFER_FLUSH_MS` (the timer's
+    /// promise wins).
+    pub fn min_insert_interval(&self) -> Duration {
+        Duration::from_millis(self.buffer_min_interval_ms.min(self.buffer_flush_ms))
     }
 
     /// `SHUTDOWN_TIMEOUT_SECS` as a duration.

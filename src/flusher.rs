@@ -287,6 +287,7 @@ mod tests {
         let buffer = Arc::new(DoubleBuffer::new(Limits {
             size,
             flush_interval: Duration::from_secs(3600),
+            min_interval: Duration::ZERO,
             max_bytes: usize::MAX,
         }));
         let stats = Arc::new(Stats::default());

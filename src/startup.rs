@@ -85,6 +85,7 @@ impl Application {
                 let buffer = Arc::new(DoubleBuffer::new(Limits {
                     size: config.buffer_size,
                     flush_interval: config.flush_interval(),
+                    min_interval: config.min_insert_interval(),
                     max_bytes: config.buffer_max_bytes,
                 }));
                 let guard = flusher::spawn(
