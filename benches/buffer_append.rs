@@ -142,7 +142,7 @@ fn buffer_append(c: &mut Criterion) {
                     let buffer = DoubleBuffer::new(Limits {
                         size: 10_000,
                         flush_interval: Duration::from_millis(1),
-                    min_interval: Duration::ZERO,
+                        min_interval: Duration::ZERO,
                         max_bytes: usize::MAX,
                     });
                     run(Arc::new(Double(buffer, Mutex::default())), n, iters)
