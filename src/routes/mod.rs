@@ -57,26 +57,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(events::post_events))
             .default_service(web::to(|| async { ApiError::method_not_allowed("POST") })),
     )
-    .service(
-        web::resource("/v1/health")
-            .route(web::get().to(health::get_health))
-            .default_service(web::to(|| async { ApiError::method_not_allowed("GET") })),
-    )
-    .service(web::resource("/").route(web::get().to(status::get_page)))
-    .service(
-        web::resource("/v1/status")
-            .route(web::get().to(status::get_status))
-            .default_service(web::to(|| async { ApiError::method_not_allowed("GET") })),
-    )
-    .service(
-        web::resource("/metrics")
-            .route(web::get().to(metrics::get_metrics))
-            .default_service(web::to(|| async { ApiError::method_not_allowed("GET") })),
-    )
-    .service(
-        web::resource("/v1/ready")
-            .route(web::get().to(health::get_ready))
-            .default_service(web::to(|| async { ApiError::method_not_allowed("GET") })),
-    )
+    .service(get_only("/", status::get_page))
+    .service(get_only("/v1/health", health::get_health))
+    .service(get_only("/v1/ready", health::get_ready))
+    .service(get_only("/v1/status", status::get_status))
+    .service(get_only("/metrics", metrics::get_metrics))
     .default_service(web::to(|| async { Err::<(), _>(ApiError::NotFound) }));
+}
+
+/// A path served by `GET` alone; other methods get a JSON `405` naming it.
+fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler))
+        .default_service(web::to(|| async { ApiError::method_not_allowed("GET") }))
 }
