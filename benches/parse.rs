@@ -33,7 +33,8 @@ fn parse(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_with_input(BenchmarkId::new("events", n), &body, |b, body| {
             b.iter(|| {
-                let decoded = decode_batch(black_box(body), Format::Json).expect("valid body");
+                let decoded =
+                    decode_batch(black_box(body), Format::Json, 10_000).expect("valid body");
                 let out = validate_batch(decoded.events, now, Ipv6Addr::LOCALHOST, None);
                 assert_eq!(out.rejected, 0);
                 black_box(out.rows)

@@ -56,7 +56,8 @@ start() {
     --listen_host=127.0.0.1 \
     >"$DATA_DIR/log/stdout.log" 2>&1 &
   echo $! >"$DATA_DIR/server.pid"
-  for _ in $(seq 1 120); do
+  # Up to 3 minutes: a data folder with many parts (after load tests) takes a while to load.
+  for _ in $(seq 1 360); do
     pinging && { say "ready"; return 0; }
     kill -0 "$(cat "$DATA_DIR/server.pid")" 2>/dev/null || break
     sleep 0.5

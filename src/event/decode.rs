@@ -54,6 +54,13 @@ pub enum DecodeError {
         /// Position of the element in the array.
         index: usize,
     },
+    /// More events than `MAX_EVENTS_PER_REQUEST`; decoding stopped there, so a body of
+    /// millions of tiny elements costs no more memory than the limit allows.
+    #[error("more than {max} events in one request (MAX_EVENTS_PER_REQUEST)")]
+    TooManyEvents {
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Any JSON value, kept just precisely enough to validate a field and report a type error.
@@ -137,6 +144,8 @@ impl<'de: 'a, 'a> Visitor<'de> for ElementVisitor<'a> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut event = RawEvent::default();
         let mut duplicate = None;
+        // Fields seen so far, `null` ones included (a slot alone cannot tell).
+        let mut seen = 0u16;
         while let Some(field) = map.next_key::<Field>()? {
             let (slot, name) = match field {
                 Field::ClientTime => (&mut event.client_time, "client_time"),
@@ -153,9 +162,11 @@ impl<'de: 'a, 'a> Visitor<'de> for ElementVisitor<'a> {
                 }
             };
             let value: Option<Loose<'a>> = map.next_value()?;
-            if slot.is_some() {
+            let bit = 1 << field as u16;
+            if seen & bit != 0 {
                 duplicate.get_or_insert(name);
             } else {
+                seen |= bit;
                 *slot = value;
             }
         }
@@ -211,74 +222,112 @@ struct Envelope<'a> {
     #[serde(borrow, default)]
     sent_at: Option<Loose<'a>>,
     #[serde(borrow, default)]
-    events: Option<Vec<Element<'a>>>,
+    events: Option<&'a RawValue>,
 }
 
-/// Splits `body` into candidates. Fails only when the body as a whole has the wrong shape
-/// (see the module docs). A JSON object with an `events` array is an envelope: its events
-/// are the candidates and its `sent_at` is returned alongside.
-pub fn decode_batch(body: &[u8], format: Format) -> Result<Decoded<'_>, DecodeError> {
+/// Why the bounded array visitor stopped early; kept beside the deserializer, whose own
+/// errors carry only text.
+#[derive(Clone, Copy)]
+enum Stop {
+    TooMany,
+    NotObject(usize),
+}
+
+/// A JSON array of event objects, decoded one element at a time up to `max`.
+struct EventsVisitor<'s> {
+    max: usize,
+    stop: &'s std::cell::Cell<Option<Stop>>,
+}
+
+impl<'de> Visitor<'de> for EventsVisitor<'_> {
+    type Value = Vec<Candidate<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array of event objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut events = Vec::new();
+        while let Some(element) = seq.next_element::<Element<'de>>()? {
+            let stop = match element {
+                Element::Object(_) if events.len() == self.max => Stop::TooMany,
+                Element::Object(candidate) => {
+                    events.push(candidate);
+                    continue;
+                }
+                Element::NotObject => Stop::NotObject(events.len()),
+            };
+            self.stop.set(Some(stop));
+            return Err(de::Error::custom("stopped"));
+        }
+        Ok(events)
+    }
+}
+
+/// Decodes `text` as a JSON array of at most `max` event objects.
+fn event_array(text: &str, max: usize) -> Result<Vec<Candidate<'_>>, DecodeError> {
+    let stop = std::cell::Cell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let result = de
+        .deserialize_seq(EventsVisitor { max, stop: &stop })
+        .and_then(|events| de.end().map(|()| events));
+    result.map_err(|e| match stop.get() {
+        Some(Stop::TooMany) => DecodeError::TooManyEvents { max },
+        Some(Stop::NotObject(index)) => DecodeError::NotAnObject { index },
+        None => DecodeError::NotAnArray(e.to_string()),
+    })
+}
+
+/// Splits `body` into candidates, at most `max_events` of them. Fails only when the body as
+/// a whole has the wrong shape (see the module docs) or too many events. A JSON object with
+/// an `events` array is an envelope: its events are the candidates and its `sent_at` is
+/// returned alongside.
+pub fn decode_batch(
+    body: &[u8],
+    format: Format,
+    max_events: usize,
+) -> Result<Decoded<'_>, DecodeError> {
     let not_events = |e: serde_json::Error| DecodeError::NotAnArray(e.to_string());
     // One UTF-8 check for the whole body; parsing from `&str` then skips it per string,
     // which was a sixth of the decoding time.
     let text = std::str::from_utf8(body).map_err(|_| DecodeError::NotText)?;
     match format {
         Format::Json if text.trim_start().starts_with('{') => {
-            let raw: &RawValue = serde_json::from_str(text).map_err(not_events)?;
-            match serde_json::from_str::<Envelope<'_>>(raw.get()) {
-                Ok(Envelope {
-                    sent_at,
-                    events: Some(events),
-                }) => Ok(Decoded {
-                    events: objects(events)?,
-                    sent_at,
+            let envelope: Envelope<'_> = serde_json::from_str(text).map_err(not_events)?;
+            match envelope.events {
+                Some(events) => Ok(Decoded {
+                    events: event_array(events.get(), max_events)?,
+                    sent_at: envelope.sent_at,
                 }),
                 // No `events`: the object is one event.
-                _ => Ok(Decoded {
-                    events: vec![read_event(raw.get())],
+                None => Ok(Decoded {
+                    events: vec![read_event(text)],
                     sent_at: None,
                 }),
             }
         }
-        Format::Json => {
-            // One pass: the array and every event in it.
-            let elements: Vec<Element<'_>> = serde_json::from_str(text).map_err(not_events)?;
-            Ok(Decoded {
-                events: objects(elements)?,
-                sent_at: None,
-            })
-        }
+        Format::Json => Ok(Decoded {
+            events: event_array(text, max_events)?,
+            sent_at: None,
+        }),
         Format::Ndjson => {
-            let events = text
-                .lines()
-                .map(str::trim)
-                .filter(|line| !line.is_empty())
-                .map(|line| {
-                    if line.starts_with('{') {
-                        read_event(line)
-                    } else {
-                        Err("line is not a JSON object".to_string())
-                    }
-                })
-                .collect();
+            let mut events = Vec::new();
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                if events.len() == max_events {
+                    return Err(DecodeError::TooManyEvents { max: max_events });
+                }
+                events.push(if line.starts_with('{') {
+                    read_event(line)
+                } else {
+                    Err("line is not a JSON object".to_string())
+                });
+            }
             Ok(Decoded {
                 events,
                 sent_at: None,
             })
         }
     }
-}
-
-/// Candidates from array elements, which must all be objects.
-fn objects(elements: Vec<Element<'_>>) -> Result<Vec<Candidate<'_>>, DecodeError> {
-    elements
-        .into_iter()
-        .enumerate()
-        .map(|(index, element)| match element {
-            Element::Object(candidate) => Ok(candidate),
-            Element::NotObject => Err(DecodeError::NotAnObject { index }),
-        })
-        .collect()
 }
 
 /// One event object given as its own JSON text (an NDJSON line, a lone object).
@@ -344,7 +393,7 @@ mod tests {
     use super::*;
 
     fn decode_json(body: &[u8]) -> Result<Vec<Candidate<'_>>, DecodeError> {
-        decode_batch(body, Format::Json).map(|d| d.events)
+        decode_batch(body, Format::Json, 1000).map(|d| d.events)
     }
 
     #[test]
@@ -378,13 +427,13 @@ mod tests {
     #[test]
     fn ndjson_lines_are_events_and_a_bad_line_is_one_rejected_event() {
         let body = b"{\"sequence\": 1}\r\n\n  \n[1]\n{\"sequence\": 2}\nnot json\n{\"sequence\": 3";
-        let batch = decode_batch(body, Format::Ndjson).unwrap().events;
+        let batch = decode_batch(body, Format::Ndjson, 1000).unwrap().events;
         assert_eq!(batch.len(), 5);
         assert_eq!(batch[0].as_ref().unwrap().sequence, Some(Loose::UInt(1)));
         assert!(batch[1].is_err() && batch[3].is_err() && batch[4].is_err());
         assert_eq!(batch[2].as_ref().unwrap().sequence, Some(Loose::UInt(2)));
         assert!(matches!(
-            decode_batch(b"\xff\n", Format::Ndjson),
+            decode_batch(b"\xff\n", Format::Ndjson, 1000),
             Err(DecodeError::NotText)
         ));
     }
@@ -393,13 +442,49 @@ mod tests {
     fn an_envelope_carries_events_and_sent_at() {
         let body =
             br#"{"sent_at": "2020-12-02 00:00:10", "events": [{"sequence": 1}, {"sequence": 2}]}"#;
-        let decoded = decode_batch(body, Format::Json).unwrap();
+        let decoded = decode_batch(body, Format::Json, 1000).unwrap();
         assert_eq!(decoded.events.len(), 2);
         assert_eq!(
             decoded.sent_at,
             Some(Loose::Str("2020-12-02 00:00:10".into()))
         );
         assert!(decode_json(br#"{"events": [1]}"#).is_err());
+        assert!(
+            decode_json(br#"{"events": "x"}"#).is_err(),
+            "a broken envelope is 400"
+        );
+    }
+
+    #[test]
+    fn decoding_stops_at_the_event_limit() {
+        let many = format!("[{}]", ["{}"; 11].join(","));
+        assert!(matches!(
+            decode_batch(many.as_bytes(), Format::Json, 10),
+            Err(DecodeError::TooManyEvents { max: 10 })
+        ));
+        let lines = "{}\n".repeat(11);
+        assert!(matches!(
+            decode_batch(lines.as_bytes(), Format::Ndjson, 10),
+            Err(DecodeError::TooManyEvents { .. })
+        ));
+        assert_eq!(
+            decode_batch(many.as_bytes(), Format::Json, 11)
+                .unwrap()
+                .events
+                .len(),
+            11
+        );
+        // Not-an-object is reported at its position, without decoding the rest.
+        assert!(matches!(
+            decode_json(b"[{}, 0, 0, 0]"),
+            Err(DecodeError::NotAnObject { index: 1 })
+        ));
+    }
+
+    #[test]
+    fn a_duplicate_after_null_is_still_a_duplicate() {
+        let batch = decode_json(br#"[{"event": null, "event": "x"}]"#).unwrap();
+        assert!(batch[0].is_err());
     }
 
     #[test]

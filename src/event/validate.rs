@@ -78,9 +78,11 @@ pub fn validate_batch(
             Ok(mut event) => {
                 if let Some(sent_at) = sent_at {
                     let skew = sent_at - i64::from(event.client_time);
-                    let corrected = i64::from(server_time) - skew;
-                    event.client_time_corrected =
-                        u32::try_from(corrected.max(0)).unwrap_or(u32::MAX);
+                    // A correction that leaves the column's range means `sent_at` is
+                    // nonsense: keep the client's own time rather than store 1970 or 2106.
+                    if let Ok(corrected) = u32::try_from(i64::from(server_time) - skew) {
+                        event.client_time_corrected = corrected;
+                    }
                 }
                 out.rows.push(&event)
             }
@@ -297,7 +299,9 @@ mod tests {
     fn validate(body: &str) -> Validated {
         let now = datetime!(2024-05-06 07:08:09.5 UTC);
         validate_batch(
-            decode_batch(body.as_bytes(), Format::Json).unwrap().events,
+            decode_batch(body.as_bytes(), Format::Json, 10_000)
+                .unwrap()
+                .events,
             now,
             Ipv6Addr::LOCALHOST,
             None,
@@ -356,7 +360,9 @@ mod tests {
         // The client's clock is 100 s fast: it sent at 07:09:49 by its clock.
         let sent_at = now.unix_timestamp() + 100;
         let body = with("client_time", r#""2024-05-06 07:09:39""#);
-        let candidates = decode_batch(body.as_bytes(), Format::Json).unwrap().events;
+        let candidates = decode_batch(body.as_bytes(), Format::Json, 10_000)
+            .unwrap()
+            .events;
         let out = validate_batch(candidates, now, Ipv6Addr::LOCALHOST, Some(sent_at));
         let data = out.rows.as_ref().data;
         let client = u32::from_le_bytes(data[0..4].try_into().unwrap());
@@ -464,7 +470,7 @@ mod props {
         #[test]
         fn any_body_is_answered(body in proptest::collection::vec(any::<u8>(), 0..2048), ndjson: bool) {
             let format = if ndjson { Format::Ndjson } else { Format::Json };
-            if let Ok(decoded) = decode_batch(&body, format) {
+            if let Ok(decoded) = decode_batch(&body, format, 10_000) {
                 let n = decoded.events.len();
                 let out = validate_batch(decoded.events, OffsetDateTime::now_utc(), Ipv6Addr::LOCALHOST, None);
                 prop_assert_eq!(out.rows.len() + out.rejected, n);
@@ -488,7 +494,7 @@ mod props {
             let fields = ["client_time", "device_id", "device_os", "session", "sequence", "event", "param_int", "param_str"];
             let object: Vec<String> = fields.iter().zip(&values).map(|(f, v)| format!("\"{f}\": {v}")).collect();
             let body = format!("[{{{}}}]", object.join(","));
-            if let Ok(decoded) = decode_batch(body.as_bytes(), Format::Json) {
+            if let Ok(decoded) = decode_batch(body.as_bytes(), Format::Json, 10_000) {
                 let out = validate_batch(decoded.events, OffsetDateTime::now_utc(), Ipv6Addr::LOCALHOST, None);
                 prop_assert_eq!(out.rows.len() + out.rejected, 1);
             }

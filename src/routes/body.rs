@@ -30,12 +30,16 @@ pub async fn read(
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
     match encoding.as_deref() {
         None | Some("" | "identity") => Ok(raw),
+        // Multi: a body may be several gzip members back to back (concatenated files).
         Some("gzip" | "x-gzip") => {
-            decompress(flate2::read::GzDecoder::new(&raw[..]), limit, "gzip")
+            decompress(flate2::read::MultiGzDecoder::new(&raw[..]), limit, "gzip")
         }
         Some("zstd") => {
-            let decoder = zstd::stream::read::Decoder::new(&raw[..])
-                .map_err(|e| ApiError::Payload(format!("invalid zstd body: {e}")))?;
+            let invalid = |e: std::io::Error| ApiError::Payload(format!("invalid zstd body: {e}"));
+            let mut decoder = zstd::stream::read::Decoder::new(&raw[..]).map_err(invalid)?;
+            // A frame may ask for a window of up to 128 MiB; allow no more than the limit
+            // needs, so a tiny body cannot make the decoder allocate far past it.
+            decoder.window_log_max(window_log(limit)).map_err(invalid)?;
             decompress(decoder, limit, "zstd")
         }
         Some(other) => Err(ApiError::UnsupportedEncoding(other.to_string())),
@@ -57,7 +61,9 @@ async fn read_raw(
     if expected > limit {
         return Err(ApiError::TooLarge { limit });
     }
-    let mut body = Vec::with_capacity(expected);
+    // The claimed length sizes the buffer, but only up to 256 KiB before bytes arrive:
+    // idle connections claiming 10 MiB each must not reserve it.
+    let mut body = Vec::with_capacity(expected.min(256 * 1024));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::Payload(e.to_string()))?;
         if body.len() + chunk.len() > limit {
@@ -66,6 +72,11 @@ async fn read_raw(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// The smallest zstd window (log2, within zstd's 10..=31) that covers `limit` bytes.
+fn window_log(limit: usize) -> u32 {
+    (usize::BITS - limit.max(1).leading_zeros()).clamp(10, 31)
 }
 
 /// Decompresses at most `limit` bytes; one byte more means the body is too large.
@@ -108,6 +119,14 @@ mod tests {
         assert!(bomb.len() < 100 * 1024, "{}", bomb.len());
         let result = decompress(flate2::read::GzDecoder::new(&bomb[..]), 1024 * 1024, "gzip");
         assert!(matches!(result, Err(ApiError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn concatenated_gzip_members_all_decode() {
+        let mut two = gzip(b"[1,");
+        two.extend(gzip(b"2]"));
+        let out = decompress(flate2::read::MultiGzDecoder::new(&two[..]), 1024, "gzip");
+        assert_eq!(out.unwrap(), b"[1,2]");
     }
 
     #[test]

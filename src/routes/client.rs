@@ -74,27 +74,41 @@ fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
 
 fn forwarded_client(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
     let headers = req.headers();
-    let mut chain: Vec<IpAddr> = Vec::new();
-    for value in headers.get_all(header::FORWARDED) {
-        for element in value.to_str().ok()?.split(',') {
-            let found = element.split(';').find_map(|pair| {
-                let (key, value) = pair.trim().split_once('=')?;
-                key.eq_ignore_ascii_case("for").then(|| parse_node(value))?
-            });
-            chain.extend(found);
-        }
-    }
-    if chain.is_empty() {
+    // X-Forwarded-For when there is one: it is what proxies append to, while a client's own
+    // `Forwarded` header usually passes through them untouched. `Forwarded` only when no
+    // proxy wrote X-Forwarded-For.
+    let entries: Vec<&str> = if headers.contains_key("x-forwarded-for") {
+        let mut entries = Vec::new();
         for value in headers.get_all("x-forwarded-for") {
-            chain.extend(value.to_str().ok()?.split(',').filter_map(parse_node));
+            entries.extend(value.to_str().ok()?.split(','));
+        }
+        entries
+    } else {
+        let mut entries = Vec::new();
+        for value in headers.get_all(header::FORWARDED) {
+            for element in value.to_str().ok()?.split(',') {
+                let node = element.split(';').find_map(|pair| {
+                    let (key, value) = pair.trim().split_once('=')?;
+                    key.eq_ignore_ascii_case("for").then_some(value)
+                });
+                // An element without `for=` hides its client: it ends the chain here.
+                entries.push(node.unwrap_or("unknown"));
+            }
+        }
+        entries
+    };
+    // From the right: skip our own proxies; the first other address is the client. An entry
+    // that is not an address (`unknown`, `_hidden`, garbage) stops the walk, and the last
+    // trusted hop is used instead: anything left of it is the client's to invent.
+    let mut client = None;
+    for entry in entries.iter().rev() {
+        let ip = parse_node(entry)?;
+        client = Some(ip);
+        if !is_trusted(ip, trusted) {
+            break;
         }
     }
-    let first = chain.first().copied();
-    chain
-        .into_iter()
-        .rev()
-        .find(|ip| !is_trusted(*ip, trusted))
-        .or(first)
+    client
 }
 
 /// `1.2.3.4`, `1.2.3.4:5678`, `"[2001:db8::1]:443"`, `2001:db8::1`.
@@ -151,6 +165,28 @@ mod tests {
             &[("x-forwarded-for", "1.1.1.1, 203.0.113.9, 10.0.0.3")],
         );
         assert_eq!(client_ip(&req, &trusted).to_string(), "::ffff:203.0.113.9");
+    }
+
+    #[test]
+    fn unparseable_or_hidden_entries_stop_the_walk() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let hidden = request(
+            "10.0.0.1:1",
+            &[("x-forwarded-for", "203.0.113.9, unknown, 10.0.0.3")],
+        );
+        assert_eq!(client_ip(&hidden, &trusted).to_string(), "::ffff:10.0.0.1");
+        // A client's own Forwarded header does not override what the proxy appended.
+        let both = request(
+            "10.0.0.1:1",
+            &[
+                ("forwarded", "for=6.6.6.6"),
+                ("x-forwarded-for", "198.51.100.4"),
+            ],
+        );
+        assert_eq!(
+            client_ip(&both, &trusted).to_string(),
+            "::ffff:198.51.100.4"
+        );
     }
 
     #[test]

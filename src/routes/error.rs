@@ -98,6 +98,7 @@ impl From<SubmitError> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
+            ApiError::BadBody(DecodeError::TooManyEvents { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_) | ApiError::Payload(_) | ApiError::BadSentAt(_) => {
                 StatusCode::BAD_REQUEST
             }

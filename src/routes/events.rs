@@ -68,14 +68,8 @@ pub async fn post_events(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let decoded = decode_batch(&body, Format::from_content_type(content_type))?;
-    if decoded.events.len() > state.max_events {
-        return Err(ApiError::TooManyEvents(format!(
-            "{} events in one request; MAX_EVENTS_PER_REQUEST is {}",
-            decoded.events.len(),
-            state.max_events
-        )));
-    }
+    let format = Format::from_content_type(content_type);
+    let decoded = decode_batch(&body, format, state.max_events)?;
     let sent_at = sent_at(&req, decoded.sent_at)?;
     let validated = validate_batch(decoded.events, server_time, ip, sent_at);
     let accepted = validated.rows.len();
