@@ -65,13 +65,11 @@ impl Application {
                     config.clickhouse_url(),
                     sink.target()
                 );
-                if !p.version.supports_dedup_token() {
-                    log::info!(
-                        "ClickHouse {} has no insert_deduplication_token: a retry after an \
-                         ambiguous failure may store a batch twice (at-least-once delivery)",
-                        p.version
-                    );
-                }
+                // insert_deduplication_token (22.2+) is not used yet: say what retries mean.
+                log::info!(
+                    "retries are at-least-once: an insert retried after an ambiguous failure \
+                     (timeout after ClickHouse stored it) may store its batch twice"
+                );
             }
             Err(e) => log::warn!(
                 "ClickHouse at {} not ready ({e}); serving anyway, will retry",
