@@ -21,39 +21,35 @@ use super::AppState;
 pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
     let buffered_events = state.ingest.pending_events();
     let last_error = state.stats.last_error.lock().clone();
-    let counters = json!({
-        "events_accepted": state.stats.events_accepted.get(),
-        "events_written": state.stats.events_written.get(),
-        "inserts": state.stats.inserts.get(),
-        "events_dropped": state.stats.events_dropped.get(),
-    });
-    match state.sink.server_version().await {
+    let (mut response, status, version, error) = match state.sink.server_version().await {
         // It answers queries, but inserts fail (permissions, too many parts, ...).
-        Ok(version) if last_error.is_some() && buffered_events > 0 => {
-            HttpResponse::ServiceUnavailable().json(json!({
-                "status": "failing",
-                "error": last_error,
-                "clickhouse_version": version,
-                "buffered_events": buffered_events,
-                "last_flush_error": last_error,
-                "counters": counters,
-            }))
-        }
-        Ok(version) => HttpResponse::Ok().json(json!({
-            "status": "ok",
-            "clickhouse_version": version,
-            "buffered_events": buffered_events,
-            "last_flush_error": last_error,
-            "counters": counters,
-        })),
-        Err(e) => HttpResponse::ServiceUnavailable().json(json!({
-            "status": "unavailable",
-            "error": e.to_string(),
-            "buffered_events": buffered_events,
-            "last_flush_error": last_error,
-            "counters": counters,
-        })),
-    }
+        Ok(version) if last_error.is_some() && buffered_events > 0 => (
+            HttpResponse::ServiceUnavailable(),
+            "failing",
+            Some(version),
+            last_error.clone(),
+        ),
+        Ok(version) => (HttpResponse::Ok(), "ok", Some(version), None),
+        Err(e) => (
+            HttpResponse::ServiceUnavailable(),
+            "unavailable",
+            None,
+            Some(e.to_string()),
+        ),
+    };
+    response.json(json!({
+        "status": status,
+        "error": error,
+        "clickhouse_version": version,
+        "buffered_events": buffered_events,
+        "last_flush_error": last_error,
+        "counters": {
+            "events_accepted": state.stats.events_accepted.get(),
+            "events_written": state.stats.events_written.get(),
+            "inserts": state.stats.inserts.get(),
+            "events_dropped": state.stats.events_dropped.get(),
+        },
+    }))
 }
 
 /// Above this share of `BUFFER_MAX_BYTES` the instance reports itself not ready, so a load
