@@ -28,21 +28,21 @@ pub async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(stats.encode())
 }
 
-/// Counts every request by its route pattern (`other` for unknown paths, so clients cannot
-/// create label values) and status code.
+/// Counts every request by its route's name (the API resources are named after their
+/// paths; unknown paths and the docs count as `other`, so clients cannot create label
+/// values) and status code. Reads borrowed strings only: nothing is allocated per request.
 pub async fn count_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = req.app_data::<web::Data<AppState>>().cloned();
     let response = next.call(req).await?;
-    if let Some(state) = state {
-        let route = response.request().match_pattern();
-        let status = response.status();
+    let request = response.request();
+    if let Some(state) = request.app_data::<web::Data<AppState>>() {
+        let route = request.match_name().unwrap_or("other");
         state
             .stats
             .http_requests
-            .with_label_values(&[route.as_deref().unwrap_or("other"), status.as_str()])
+            .with_label_values(&[route, response.status().as_str()])
             .inc();
     }
     Ok(response)

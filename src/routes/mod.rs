@@ -54,6 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/v1/events")
+            .name("/v1/events")
             .route(web::post().to(events::post_events))
             .default_service(web::to(|| async { ApiError::method_not_allowed("POST") })),
     )
@@ -73,6 +74,7 @@ where
     F::Output: actix_web::Responder + 'static,
 {
     web::resource(path)
+        .name(path)
         .route(web::get().to(handler))
         .default_service(web::to(|| async { ApiError::method_not_allowed("GET") }))
 }
