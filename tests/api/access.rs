@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{batch, clickhouse, spawn_app};
+use crate::helpers::{batch, spawn_app};
 
 #[tokio::test]
 async fn api_keys_guard_the_events_endpoint_only() {
@@ -64,13 +64,11 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        app.wait_for_rows(1).await;
-        let ip = clickhouse(&format!(
-            "SELECT IPv6NumToString(ip) FROM `{}`.events",
-            app.database
-        ))
-        .await;
-        assert_eq!(ip.trim(), expected, "TRUSTED_PROXIES={trusted:?}");
+        assert_eq!(
+            app.stored_ip().await,
+            expected,
+            "TRUSTED_PROXIES={trusted:?}"
+        );
         app.stop().await;
     }
 }

@@ -124,6 +124,17 @@ impl TestApp {
         wait_for_rows(&self.database, n).await
     }
 
+    /// Waits for the table to hold one row and returns its `ip` as ClickHouse prints it.
+    pub async fn stored_ip(&self) -> String {
+        self.wait_for_rows(1).await;
+        let ip = clickhouse(&format!(
+            "SELECT IPv6NumToString(ip) FROM `{}`.events",
+            self.database
+        ))
+        .await;
+        ip.trim().to_string()
+    }
+
     /// Stops the server (as a signal would) and returns the shutdown report.
     pub async fn stop(self) -> ShutdownReport {
         self.handle.stop(true).await;
