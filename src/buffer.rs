@@ -16,12 +16,22 @@
 //! halves (the active one plus the one being written): past it appends fail with
 //! [`AppendError::Full`] and the handler answers `503`, so an outage can never grow the
 //! process until it is killed, and nothing is dropped silently.
+//!
+//! In `disk` mode ([`DoubleBuffer::with_spool`]) the same critical section also queues the
+//! request's spool record, so buffer order and spool order agree and every half covers one
+//! contiguous spool range (its batch identity). When memory is full the rows go to the
+//! spool only: the buffer *spills*, later appends skip memory too (order again), and the
+//! flusher reads them back from disk ([`Due::Spool`]) until it has caught up
+//! ([`DoubleBuffer::end_spill`]). A previous run's backlog starts the buffer spilled.
 
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::event::Rows;
+use crate::spool::{Spool, SpoolRefusal};
 
 /// The thresholds the flusher swaps on and the memory cap.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +48,7 @@ pub struct Limits {
 }
 
 /// Why an append was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
     /// The memory cap would be exceeded; try again once a flush has freed space.
     #[error("buffer full ({buffered} of {max} bytes in use)")]
@@ -59,6 +69,9 @@ pub enum AppendError {
     /// Shutdown has begun; nothing new is taken.
     #[error("shutting down")]
     Closed,
+    /// `disk` mode: the spool cannot take the rows either.
+    #[error(transparent)]
+    Spool(#[from] SpoolRefusal),
 }
 
 /// What made the flusher swap.
@@ -70,6 +83,24 @@ pub enum SwapReason {
     Timer,
     /// Shutdown: everything left is flushed.
     Shutdown,
+    /// The buffer has spilled to the spool: the half goes now, the disk backlog after it.
+    Backlog,
+}
+
+/// What the flusher should write next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due {
+    /// The half just swapped out, why, and (`disk` mode) the spool range it covers.
+    Half(SwapReason, Option<Range<u64>>),
+    /// Rows on disk only, from this spool position: read them back until caught up.
+    Spool(u64),
+}
+
+/// The buffer has spilled: rows from a spool position on are on disk only.
+#[derive(Debug, Clone, Copy)]
+struct Spill {
+    from: u64,
+    since: Instant,
 }
 
 struct State {
@@ -84,6 +115,12 @@ struct State {
     deadline: Option<Instant>,
     /// When the flusher last swapped, for `min_interval`.
     last_swap: Option<Instant>,
+    /// `disk` mode: the spool range of the active half's rows.
+    active_span: Option<Range<u64>>,
+    /// `disk` mode: set while rows are on disk only (see the module docs).
+    spill: Option<Spill>,
+    /// When the oldest row the flusher holds arrived (health's oldest-event age).
+    inflight_since: Option<Instant>,
 }
 
 /// Rows preallocated per half: a steady load at the default `BUFFER_SIZE` never grows a
@@ -99,6 +136,8 @@ pub struct DoubleBuffer {
     /// the half reaches `size`, and on close. At most twice per half, not per append.
     wake: Condvar,
     limits: Limits,
+    /// `disk` mode's spool.
+    spool: Option<Arc<Spool>>,
 }
 
 impl DoubleBuffer {
@@ -112,10 +151,27 @@ impl DoubleBuffer {
                 inflight_rows: 0,
                 deadline: None,
                 last_swap: None,
+                active_span: None,
+                spill: None,
+                inflight_since: None,
             }),
             wake: Condvar::new(),
             limits,
+            spool: None,
         }
+    }
+
+    /// A `disk` mode buffer: appends go through [`DoubleBuffer::append_spooled`]. With a
+    /// `backlog` position (what the previous run left) it starts spilled, so the flusher
+    /// replays the spool from there before anything newer.
+    pub fn with_spool(limits: Limits, spool: Arc<Spool>, backlog: Option<u64>) -> Self {
+        let mut buffer = Self::new(limits);
+        buffer.spool = Some(spool);
+        buffer.state.get_mut().spill = backlog.map(|from| Spill {
+            from,
+            since: Instant::now(),
+        });
+        buffer
     }
 
     /// An empty half with the same preallocation as the active one: the flusher's spare, so
@@ -128,6 +184,11 @@ impl DoubleBuffer {
         Rows::with_capacity(limits.size.min(PREALLOC_ROWS), PREALLOC_ROW_BYTES)
     }
 
+    /// `disk` mode's spool.
+    pub fn spool(&self) -> Option<&Arc<Spool>> {
+        self.spool.as_ref()
+    }
+
     /// The configured limits.
     pub fn limits(&self) -> Limits {
         self.limits
@@ -135,8 +196,25 @@ impl DoubleBuffer {
 
     /// Moves `rows` into the active half, all or none. `rows` is left empty on success.
     pub fn append(&self, rows: &mut Rows) -> Result<(), AppendError> {
+        self.append_inner(rows, None).map(|_| ())
+    }
+
+    /// `disk` mode: queues `record` (`rows` encoded as a spool record) for the spool and
+    /// moves `rows` into the active half, or, when memory is full or the buffer has
+    /// spilled, leaves them on disk only. Returns the spool position to wait for before
+    /// answering.
+    pub fn append_spooled(&self, rows: &mut Rows, record: &[u8]) -> Result<u64, AppendError> {
+        self.append_inner(rows, Some(record))
+            .map(|end| end.unwrap_or(0))
+    }
+
+    fn append_inner(
+        &self,
+        rows: &mut Rows,
+        record: Option<&[u8]>,
+    ) -> Result<Option<u64>, AppendError> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let bytes = rows.mem_size();
         if bytes > self.limits.max_bytes {
@@ -150,7 +228,26 @@ impl DoubleBuffer {
             return Err(AppendError::Closed);
         }
         let buffered = st.active.mem_size() + st.inflight_bytes;
-        if buffered + bytes > self.limits.max_bytes {
+        let room = buffered + bytes <= self.limits.max_bytes;
+        let mut span = None;
+        if let (Some(spool), Some(record)) = (&self.spool, record) {
+            let reserved = spool.reserve(record)?;
+            if !room || st.spill.is_some() {
+                let first = st.spill.is_none();
+                st.spill.get_or_insert(Spill {
+                    from: reserved.start,
+                    since: Instant::now(),
+                });
+                drop(st);
+                if first {
+                    self.wake.notify_one(); // the active half goes now, the disk after it
+                }
+                return Ok(Some(reserved.end));
+            }
+            let start = st.active_span.as_ref().map_or(reserved.start, |s| s.start);
+            st.active_span = Some(start..reserved.end);
+            span = Some(reserved.end);
+        } else if !room {
             return Err(AppendError::Full {
                 buffered,
                 max: self.limits.max_bytes,
@@ -167,18 +264,28 @@ impl DoubleBuffer {
         if first || crossed {
             self.wake.notify_one();
         }
-        Ok(())
+        Ok(span)
     }
 
-    /// Blocks until the active half is due (size, timer or shutdown), then swaps it with
-    /// `spare` (which must be empty) and returns why. Returns `None` once the buffer is
-    /// closed and empty: nothing is left to flush. The swapped rows count as in flight
-    /// until [`DoubleBuffer::release`].
-    pub fn swap_when_due(&self, spare: &mut Rows) -> Option<SwapReason> {
+    /// Blocks until something is due, then says what: the active half, swapped with
+    /// `spare` (which must be empty) on size, timer, shutdown or spill; or the spool's
+    /// backlog. Returns `None` once the buffer is closed and empty (or its deadline has
+    /// passed with only the spool left): nothing is left to flush. Swapped rows count as in
+    /// flight until [`DoubleBuffer::release`].
+    pub fn swap_when_due(&self, spare: &mut Rows) -> Option<Due> {
         debug_assert!(spare.is_empty());
         let mut st = self.state.lock();
         let reason = loop {
             let closed = st.deadline.is_some();
+            if let Some(spill) = st.spill {
+                if st.first_at.is_some() {
+                    break SwapReason::Backlog;
+                }
+                if st.deadline.is_some_and(|d| Instant::now() >= d) {
+                    return None;
+                }
+                return Some(Due::Spool(spill.from));
+            }
             match st.first_at {
                 None if closed => return None,
                 None => self.wake.wait(&mut st),
@@ -205,11 +312,35 @@ impl DoubleBuffer {
             }
         };
         std::mem::swap(&mut st.active, spare);
-        st.first_at = None;
+        st.inflight_since = st.first_at.take();
         st.last_swap = Some(Instant::now());
         st.inflight_bytes += spare.mem_size();
         st.inflight_rows += spare.len();
-        Some(reason)
+        Some(Due::Half(reason, st.active_span.take()))
+    }
+
+    /// The flusher has read the spool up to everything durable: appends go to memory
+    /// again. Returns the position where they start; rows before it are on disk only and
+    /// the flusher reads them first.
+    pub fn end_spill(&self) -> u64 {
+        let mut st = self.state.lock();
+        st.spill = None;
+        self.spool.as_ref().map_or(0, |s| s.next_position())
+    }
+
+    /// Records when the oldest row the flusher holds arrived (for a batch read back from
+    /// the spool, which did not come through [`DoubleBuffer::swap_when_due`]).
+    pub fn set_inflight_since(&self, since: Option<Instant>) {
+        self.state.lock().inflight_since = since;
+    }
+
+    /// When the oldest event not yet in ClickHouse arrived, as far as this process knows.
+    pub fn oldest_pending(&self) -> Option<Instant> {
+        let st = self.state.lock();
+        [st.inflight_since, st.first_at, st.spill.map(|s| s.since)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The flusher is done with `half` (written, or given up on): its memory is free again.
@@ -219,6 +350,7 @@ impl DoubleBuffer {
         let mut st = self.state.lock();
         st.inflight_bytes -= half.mem_size();
         st.inflight_rows -= half.len();
+        st.inflight_since = None;
         drop(st);
         half.clear();
         let keep = self.limits.size;
@@ -301,7 +433,10 @@ mod tests {
         buf.append(&mut rows(10)).unwrap();
         let mut spare = Rows::default();
         let started = Instant::now();
-        assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Size));
+        assert_eq!(
+            buf.swap_when_due(&mut spare),
+            Some(Due::Half(SwapReason::Size, None))
+        );
         assert!(started.elapsed() < Duration::from_secs(10));
         assert_eq!(spare.len(), 10);
         assert_eq!(buf.pending_events(), 10, "swapped rows are in flight");
@@ -319,12 +454,18 @@ mod tests {
         }));
         let mut spare = Rows::default();
         buf.append(&mut rows(10)).unwrap();
-        assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Size));
+        assert_eq!(
+            buf.swap_when_due(&mut spare),
+            Some(Due::Half(SwapReason::Size, None))
+        );
         buf.release(&mut spare);
         let first = Instant::now();
         buf.append(&mut rows(10)).unwrap();
         buf.append(&mut rows(10)).unwrap();
-        assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Size));
+        assert_eq!(
+            buf.swap_when_due(&mut spare),
+            Some(Due::Half(SwapReason::Size, None))
+        );
         assert!(
             first.elapsed() >= Duration::from_millis(150),
             "{:?}",
@@ -339,7 +480,10 @@ mod tests {
         buf.append(&mut rows(3)).unwrap();
         let mut spare = Rows::default();
         let started = Instant::now();
-        assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Timer));
+        assert_eq!(
+            buf.swap_when_due(&mut spare),
+            Some(Due::Half(SwapReason::Timer, None))
+        );
         assert!(started.elapsed() >= Duration::from_millis(40));
         assert_eq!(spare.len(), 3);
     }
@@ -356,7 +500,10 @@ mod tests {
             })
         };
         let mut spare = Rows::default();
-        assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Size));
+        assert_eq!(
+            buf.swap_when_due(&mut spare),
+            Some(Due::Half(SwapReason::Size, None))
+        );
         writer.join().unwrap();
         assert_eq!(spare.len(), 5);
     }
@@ -398,7 +545,10 @@ mod tests {
         buf.close(Instant::now());
         assert_eq!(buf.append(&mut rows(1)), Err(AppendError::Closed));
         let mut spare = Rows::default();
-        assert_eq!(buf.swap_when_due(&mut spare), Some(SwapReason::Shutdown));
+        assert_eq!(
+            buf.swap_when_due(&mut spare),
+            Some(Due::Half(SwapReason::Shutdown, None))
+        );
         assert_eq!(spare.len(), 4);
         buf.release(&mut spare);
         assert_eq!(buf.swap_when_due(&mut spare), None);

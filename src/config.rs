@@ -38,6 +38,17 @@ pub enum BufferMode {
     Discard,
 }
 
+/// What `200` promises about a request's events (`BUFFER_MODE=double`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// In memory: lost if the process dies before the flush (default in `dev` and `test`).
+    Memory,
+    /// Synced to the spool on disk (`SPOOL_DIR`) first: survives crashes and restarts
+    /// (default in `prod`).
+    Disk,
+}
+
 /// The whole configuration, one field per environment variable (upper-cased field name).
 #[derive(Clone, Deserialize)]
 pub struct Config {
@@ -93,6 +104,18 @@ pub struct Config {
     /// refused with `503` (default 256 MiB).
     #[serde(default = "defaults::buffer_max_bytes")]
     pub buffer_max_bytes: usize,
+    /// `DURABILITY`: `memory` or `disk` (default `disk` when `APP_ENV=prod`, else `memory`);
+    /// see [`Durability`] and [`Config::durability`].
+    #[serde(default)]
+    pub durability: Option<Durability>,
+    /// `SPOOL_DIR`: the spool's folder in `disk` mode, and the quarantine's parent in both
+    /// modes (default `./data/spool`).
+    #[serde(default = "defaults::spool_dir")]
+    pub spool_dir: String,
+    /// `SPOOL_MAX_BYTES`: cap on unconfirmed bytes in the spool, beyond which requests get
+    /// `503` (default 10 GiB).
+    #[serde(default = "defaults::spool_max_bytes")]
+    pub spool_max_bytes: u64,
     /// `BODY_MAX_BYTES`: largest request body accepted, as sent and after decompression,
     /// else `413` (default 10 MiB).
     #[serde(default = "defaults::body_max_bytes")]
@@ -191,6 +214,12 @@ mod defaults {
     pub fn max_events_per_request() -> usize {
         10_000
     }
+    pub fn spool_dir() -> String {
+        "./data/spool".into()
+    }
+    pub fn spool_max_bytes() -> u64 {
+        10 << 30
+    }
     pub fn shutdown_timeout_secs() -> u64 {
         30
     }
@@ -214,6 +243,9 @@ const VARS: &[&str] = &[
     "BUFFER_FLUSH_MS",
     "BUFFER_MAX_BYTES",
     "BUFFER_MIN_INTERVAL_MS",
+    "DURABILITY",
+    "SPOOL_DIR",
+    "SPOOL_MAX_BYTES",
     "BODY_MAX_BYTES",
     "MAX_EVENTS_PER_REQUEST",
     "CLIENT_TIMEOUT_MS",
@@ -260,6 +292,12 @@ impl Config {
         if self.buffer_max_bytes < 1024 {
             return invalid("BUFFER_MAX_BYTES", "must be at least 1024");
         }
+        if self.spool_max_bytes < 1 << 20 {
+            return invalid("SPOOL_MAX_BYTES", "must be at least 1048576");
+        }
+        if self.spool_dir.is_empty() {
+            return invalid("SPOOL_DIR", "must not be empty");
+        }
         if self.body_max_bytes < 1024 {
             return invalid("BODY_MAX_BYTES", "must be at least 1024");
         }
@@ -291,6 +329,19 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `DURABILITY`, or its default for `APP_ENV`.
+    pub fn durability(&self) -> Durability {
+        self.durability.unwrap_or(match self.app_env {
+            AppEnv::Prod => Durability::Disk,
+            AppEnv::Dev | AppEnv::Test => Durability::Memory,
+        })
+    }
+
+    /// Where rejected rows go: `SPOOL_DIR/quarantine`.
+    pub fn quarantine_dir(&self) -> std::path::PathBuf {
+        std::path::Path::new(&self.spool_dir).join("quarantine")
     }
 
     /// The ClickHouse HTTP URL (without credentials).
@@ -367,6 +418,9 @@ impl fmt::Debug for Config {
             .field("buffer_size", &self.buffer_size)
             .field("buffer_flush_ms", &self.buffer_flush_ms)
             .field("buffer_max_bytes", &self.buffer_max_bytes)
+            .field("durability", &self.durability())
+            .field("spool_dir", &self.spool_dir)
+            .field("spool_max_bytes", &self.spool_max_bytes)
             .field(
                 "ingest_api_keys",
                 &format_args!("<{} redacted>", self.api_keys().len()),

@@ -5,13 +5,14 @@
 //! producer would be a third, without touching the HTTP layer.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 
 use crate::buffer::{AppendError, DoubleBuffer};
 use crate::event::Rows;
 use crate::sink::{Sink, SinkError};
+use crate::spool::{SpoolRefusal, record};
 
 /// Why accepted rows could not be taken. Nothing was stored, except possibly after a
 /// retryable sink error in direct mode (a timeout after ClickHouse committed), so a resend
@@ -56,22 +57,53 @@ pub trait Ingest: Send + Sync + 'static {
     fn is_closed(&self) -> bool {
         false
     }
+
+    /// What waits to reach ClickHouse, for health, readiness and metrics.
+    fn backlog(&self) -> Backlog {
+        Backlog::default()
+    }
 }
 
-/// Appends to the double buffer; the flusher thread writes it out.
+/// What waits to reach ClickHouse.
+#[derive(Debug, Default, Clone)]
+pub struct Backlog {
+    /// Age of the oldest accepted event not yet confirmed.
+    pub oldest: Option<Duration>,
+    /// `disk` mode's spool.
+    pub spool: Option<SpoolFill>,
+}
+
+/// The spool's state.
+#[derive(Debug, Clone)]
+pub struct SpoolFill {
+    /// Unconfirmed bytes on disk.
+    pub bytes: u64,
+    /// `SPOOL_MAX_BYTES`.
+    pub max_bytes: u64,
+    /// Why it refuses records, if it does.
+    pub failed: Option<String>,
+}
+
+/// Appends to the double buffer; the flusher thread writes it out. In `disk` mode the rows
+/// are also written to the spool, and `Ok` waits until they are synced there.
 pub struct Buffered(pub Arc<DoubleBuffer>);
 
 impl Ingest for Buffered {
     fn submit(&self, mut rows: Rows) -> BoxFuture<'_, Result<(), SubmitError>> {
-        let result = self.0.append(&mut rows).map_err(|e| match e {
-            AppendError::Full { .. } => SubmitError::Saturated {
-                reason: e.to_string(),
-                retry_after: Duration::from_secs(1),
-            },
-            AppendError::TooLarge { .. } => SubmitError::TooLarge(e.to_string()),
-            AppendError::Closed => SubmitError::ShuttingDown,
-        });
-        Box::pin(std::future::ready(result))
+        let Some(spool) = self.0.spool() else {
+            let result = self.0.append(&mut rows).map_err(refused);
+            return Box::pin(std::future::ready(result));
+        };
+        // Framed and checksummed here, outside the buffer's lock.
+        let mut framed = Vec::with_capacity(record::encoded_len(&rows));
+        record::encode(&rows, unix_ms(), &mut framed);
+        Box::pin(async move {
+            let end = self.0.append_spooled(&mut rows, &framed).map_err(refused)?;
+            spool
+                .wait_durable(end)
+                .await
+                .map_err(|e| refused(AppendError::Spool(e)))
+        })
     }
 
     fn pending_events(&self) -> usize {
@@ -85,6 +117,43 @@ impl Ingest for Buffered {
     fn is_closed(&self) -> bool {
         self.0.deadline().is_some()
     }
+
+    fn backlog(&self) -> Backlog {
+        Backlog {
+            oldest: self.0.oldest_pending().map(|t| t.elapsed()),
+            spool: self.0.spool().map(|spool| {
+                let (bytes, max_bytes) = spool.fill();
+                SpoolFill {
+                    bytes,
+                    max_bytes,
+                    failed: spool.failure(),
+                }
+            }),
+        }
+    }
+}
+
+/// What a refused append means for the client.
+fn refused(e: AppendError) -> SubmitError {
+    let retry_after = match &e {
+        AppendError::Spool(SpoolRefusal::Full { .. }) => Duration::from_secs(5),
+        AppendError::Spool(SpoolRefusal::Failed(_)) => Duration::from_secs(30),
+        _ => Duration::from_secs(1),
+    };
+    match e {
+        AppendError::TooLarge { .. } => SubmitError::TooLarge(e.to_string()),
+        AppendError::Closed => SubmitError::ShuttingDown,
+        AppendError::Full { .. } | AppendError::Spool(_) => SubmitError::Saturated {
+            reason: e.to_string(),
+            retry_after,
+        },
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One synchronous insert per request, answered after the sink confirms. No retries: the
@@ -93,7 +162,7 @@ pub struct Direct<S>(pub Arc<S>);
 
 impl<S: Sink> Ingest for Direct<S> {
     fn submit(&self, rows: Rows) -> BoxFuture<'_, Result<(), SubmitError>> {
-        Box::pin(async move { Ok(self.0.write(rows.as_ref()).await?) })
+        Box::pin(async move { Ok(self.0.write(rows.as_ref(), None).await?) })
     }
 
     fn pending_events(&self) -> usize {

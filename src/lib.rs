@@ -3,8 +3,10 @@
 //!
 //! The stages, one module each, in the order an event passes them:
 //! [`config`] → [`routes`] (HTTP) → [`event`] (decode, validate, the row) → [`ingest`]
-//! (the seam) → [`buffer`] (double buffer) → [`flusher`] (thread, retries) → [`sink`]
-//! (ClickHouse). [`startup`] wires them, [`shutdown`] ends them, [`stats`] counts.
+//! (the seam) → [`buffer`] (double buffer) and, in `disk` mode, [`spool`] (write-ahead log)
+//! → [`flusher`] (thread, retries) → [`sink`] (ClickHouse), with rows ClickHouse refuses
+//! going to the [`quarantine`]. [`startup`] wires them, [`shutdown`] ends them, [`stats`]
+//! counts.
 
 pub mod buffer;
 pub mod config;
@@ -12,9 +14,11 @@ pub mod event;
 pub mod flusher;
 pub mod ingest;
 pub mod logging;
+pub mod quarantine;
 pub mod routes;
 pub mod shutdown;
 pub mod sink;
+pub mod spool;
 pub mod startup;
 pub mod stats;
 

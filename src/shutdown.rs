@@ -23,17 +23,21 @@ const JOIN_GRACE: Duration = Duration::from_secs(1);
 /// What shutdown achieved.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Buffered events that were not written (deadline passed, ClickHouse down).
+    /// Buffered events that were not written and are lost (`memory` mode: deadline passed,
+    /// ClickHouse down).
     pub unwritten: usize,
+    /// Events not written but safe in the spool, for the next start (`disk` mode).
+    pub spooled: usize,
     /// The flusher did not finish within the limit and was abandoned.
     pub timed_out: bool,
 }
 
 impl ShutdownReport {
-    /// Whether everything still buffered at shutdown was written: the process may exit 0.
-    /// (Rows ClickHouse refused as bad data earlier are counted in `Stats::events_dropped`.)
+    /// Whether nothing accepted was lost: everything was written, or (`disk` mode) is in the
+    /// spool. The process may exit 0. (Rows ClickHouse refused as bad data are in the
+    /// quarantine, counted in `Stats::events_quarantined`.)
     pub fn is_clean(&self) -> bool {
-        self.unwritten == 0 && !self.timed_out
+        self.unwritten == 0
     }
 }
 
@@ -111,13 +115,26 @@ impl FlusherGuard {
                 report
             }
             Err(_) => {
-                let unwritten = self.buffer.pending_events();
+                let pending = self.buffer.pending_events();
+                if self.buffer.spool().is_some() {
+                    log::warn!(
+                        "flusher did not finish within {:?}; {pending} events stay in the \
+                         spool for the next start",
+                        self.timeout
+                    );
+                    return ShutdownReport {
+                        unwritten: 0,
+                        spooled: pending,
+                        timed_out: true,
+                    };
+                }
                 log::error!(
-                    "flusher did not finish within {:?}; {unwritten} events were not written",
+                    "flusher did not finish within {:?}; {pending} events were not written",
                     self.timeout
                 );
                 ShutdownReport {
-                    unwritten,
+                    unwritten: pending,
+                    spooled: 0,
                     timed_out: true,
                 }
             }

@@ -9,13 +9,15 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 
 use crate::buffer::{DoubleBuffer, Limits};
-use crate::config::{AppEnv, BufferMode, Config};
+use crate::config::{AppEnv, BufferMode, Config, Durability};
 use crate::flusher;
 use crate::ingest::{Buffered, Direct, Discard, Ingest};
+use crate::quarantine::Quarantine;
 use crate::routes::client::ApiKeys;
 use crate::routes::{self, AppState};
 use crate::shutdown::{self, FlusherGuard, ShutdownReport};
 use crate::sink::ClickHouseSink;
+use crate::spool::{Spool, SpoolError, WriterGuard};
 use crate::stats::Stats;
 
 /// Why the application could not start.
@@ -32,6 +34,9 @@ pub enum StartupError {
     /// A thread or runtime could not be created.
     #[error("cannot start: {0}")]
     Io(#[from] std::io::Error),
+    /// `disk` mode: the spool could not be opened.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
 /// A bound, ready-to-run service.
@@ -39,6 +44,9 @@ pub struct Application {
     port: u16,
     server: Server,
     flusher: Option<FlusherGuard>,
+    /// `disk` mode: the spool's writer, stopped after the flusher.
+    spool_writer: Option<WriterGuard>,
+    quarantine_dir: std::path::PathBuf,
     stats: Arc<Stats>,
     /// When SIGTERM/SIGINT arrived; the shutdown budget counts from it.
     signalled_at: Arc<OnceLock<Instant>>,
@@ -65,11 +73,20 @@ impl Application {
                     config.clickhouse_url(),
                     sink.target()
                 );
-                // insert_deduplication_token (22.2+) is not used yet: say what retries mean.
-                log::info!(
-                    "retries are at-least-once: an insert retried after an ambiguous failure \
-                     (timeout after ClickHouse stored it) may store its batch twice"
-                );
+                if p.version.supports_dedup_token() {
+                    log::info!(
+                        "inserts carry insert_deduplication_token: a retried or replayed batch \
+                         is stored once (for MergeTree tables with \
+                         non_replicated_deduplication_window, or Replicated ones)"
+                    );
+                } else {
+                    log::info!(
+                        "ClickHouse {} has no insert_deduplication_token: delivery is \
+                         at-least-once (a batch retried after an ambiguous failure, such as \
+                         a timeout after ClickHouse stored it, may be stored twice)",
+                        p.version_text
+                    );
+                }
             }
             Err(e) => log::warn!(
                 "ClickHouse at {} not ready ({e}); serving anyway, will retry",
@@ -78,17 +95,38 @@ impl Application {
         }
 
         let stats = Arc::new(Stats::default());
+        let mut spool_writer = None;
         let (ingest, flusher): (Arc<dyn Ingest>, _) = match config.buffer_mode {
             BufferMode::Double => {
-                let buffer = Arc::new(DoubleBuffer::new(Limits {
+                let limits = Limits {
                     size: config.buffer_size,
                     flush_interval: config.flush_interval(),
                     min_interval: config.min_insert_interval(),
                     max_bytes: config.buffer_max_bytes,
-                }));
+                };
+                let buffer = match config.durability() {
+                    Durability::Memory => DoubleBuffer::new(limits),
+                    Durability::Disk => {
+                        let (spool, backlog) =
+                            Spool::open(config.spool_dir.as_ref(), config.spool_max_bytes)?;
+                        let spool = Arc::new(spool);
+                        if let Some(b) = backlog {
+                            log::info!(
+                                "spool {}: replaying {} bytes left by the previous run before \
+                                 new events",
+                                config.spool_dir,
+                                b.bytes
+                            );
+                        }
+                        spool_writer = Some(WriterGuard::spawn(spool.clone())?);
+                        DoubleBuffer::with_spool(limits, spool, backlog.map(|b| b.from))
+                    }
+                };
+                let buffer = Arc::new(buffer);
                 let guard = flusher::spawn(
                     buffer.clone(),
                     ClickHouseSink::new(&config),
+                    Arc::new(Quarantine::new(config.quarantine_dir())),
                     stats.clone(),
                     config.shutdown_timeout(),
                 )?;
@@ -149,14 +187,17 @@ impl Application {
             server = server.workers(workers);
         }
         log::info!(
-            "listening on {}:{port} ({:?} mode)",
+            "listening on {}:{port} ({:?} mode, {:?} durability)",
             config.http_host,
-            config.buffer_mode
+            config.buffer_mode,
+            config.durability()
         );
         Ok(Self {
             port,
             server: server.run(),
             flusher,
+            spool_writer,
+            quarantine_dir: config.quarantine_dir(),
             stats,
             signalled_at,
         })
@@ -186,16 +227,25 @@ impl Application {
             .get()
             .copied()
             .unwrap_or_else(Instant::now);
-        let report = match self.flusher {
-            // The guard blocks while the flusher finishes; keep that off the async runtime.
-            Some(guard) => tokio::task::spawn_blocking(move || guard.shutdown(began))
-                .await
-                .map_err(std::io::Error::other)?,
-            None => ShutdownReport::default(),
-        };
-        let dropped = self.stats.events_dropped.get();
-        if dropped > 0 {
-            log::error!("{dropped} events were dropped as bad data during this run");
+        let (flusher, writer) = (self.flusher, self.spool_writer);
+        // The guards block while their threads finish; keep that off the async runtime. The
+        // spool's writer stops last: the final flush may wait for its last sync.
+        let report = tokio::task::spawn_blocking(move || {
+            let report = flusher.map(|g| g.shutdown(began)).unwrap_or_default();
+            if let Some(writer) = writer {
+                writer.stop();
+            }
+            report
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        let quarantined = self.stats.events_quarantined.get();
+        if quarantined > 0 {
+            log::error!(
+                "{quarantined} events ClickHouse rejected as bad data were quarantined during \
+                 this run, in {}",
+                self.quarantine_dir.display()
+            );
         }
         if report.is_clean() {
             log::info!("stopped; everything buffered was written");

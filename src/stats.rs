@@ -26,8 +26,8 @@ pub struct Stats {
     pub events_rejected: IntCounterVec,
     /// Events ClickHouse confirmed.
     pub events_written: IntCounter,
-    /// Events ClickHouse refused as bad data, isolated and dropped.
-    pub events_dropped: IntCounter,
+    /// Events ClickHouse refused as bad data, isolated and put in the quarantine file.
+    pub events_quarantined: IntCounter,
     /// Successful inserts (batches).
     pub inserts: IntCounter,
     /// Failed insert attempts that will be retried.
@@ -46,6 +46,12 @@ pub struct Stats {
     pub buffer_bytes: IntGauge,
     /// `BUFFER_MAX_BYTES`.
     pub buffer_max_bytes: IntGauge,
+    /// `disk` mode: unconfirmed bytes in the spool; set when scraped.
+    pub spool_bytes: IntGauge,
+    /// `SPOOL_MAX_BYTES` (0 in `memory` mode).
+    pub spool_max_bytes: IntGauge,
+    /// Age of the oldest accepted event not yet in ClickHouse (0: none); set when scraped.
+    pub oldest_pending_seconds: IntGauge,
     /// The last write error, for the health endpoint; cleared by the next success.
     pub last_error: Mutex<Option<String>>,
     /// The latest flushes, newest last, for the status page.
@@ -130,10 +136,10 @@ impl Stats {
                 &["reason"],
             ),
             events_written: counter(&r, "events_written_total", "Events ClickHouse confirmed"),
-            events_dropped: counter(
+            events_quarantined: counter(
                 &r,
-                "events_dropped_total",
-                "Events ClickHouse refused as bad data",
+                "events_quarantined_total",
+                "Events ClickHouse refused as bad data, put in the quarantine",
             ),
             inserts: counter(&r, "inserts_total", "Successful inserts"),
             insert_retries: counter(&r, "insert_retries_total", "Failed insert attempts retried"),
@@ -159,6 +165,13 @@ impl Stats {
             buffer_events: gauge(&r, "buffer_events", "Events held in the buffer"),
             buffer_bytes: gauge(&r, "buffer_bytes", "Bytes held in the buffer"),
             buffer_max_bytes: gauge(&r, "buffer_max_bytes", "BUFFER_MAX_BYTES"),
+            spool_bytes: gauge(&r, "spool_bytes", "Unconfirmed bytes in the disk spool"),
+            spool_max_bytes: gauge(&r, "spool_max_bytes", "SPOOL_MAX_BYTES"),
+            oldest_pending_seconds: gauge(
+                &r,
+                "oldest_pending_seconds",
+                "Age of the oldest accepted event not yet in ClickHouse",
+            ),
             last_error: Mutex::new(None),
             recent_flushes: Mutex::new(VecDeque::with_capacity(RECENT_FLUSHES)),
             registry: r,

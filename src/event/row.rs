@@ -95,6 +95,71 @@ impl Event<'_> {
     }
 }
 
+/// Reads one encoded row back as a JSON object with the table's column names (what the
+/// quarantine file holds for a row ClickHouse refused). `None` if `bytes` is not exactly
+/// one row.
+pub fn decode_json(bytes: &[u8]) -> Option<serde_json::Value> {
+    let mut r = bytes;
+    let client_time = take_u32(&mut r)?;
+    let client_time_corrected = take_u32(&mut r)?;
+    let server_time = take_u32(&mut r)?;
+    let high = u64::from_le_bytes(take(&mut r, 8)?.try_into().ok()?);
+    let low = u64::from_le_bytes(take(&mut r, 8)?.try_into().ok()?);
+    let device_os = take_string(&mut r)?;
+    let session = take_string(&mut r)?;
+    let sequence = take_u32(&mut r)?;
+    let event = take_string(&mut r)?;
+    let param_int = take_u32(&mut r)?;
+    let param_str = take_string(&mut r)?;
+    let ip: [u8; 16] = take(&mut r, 16)?.try_into().ok()?;
+    if !r.is_empty() {
+        return None;
+    }
+    let time = |t: u32| {
+        time::OffsetDateTime::from_unix_timestamp(i64::from(t))
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+    };
+    Some(serde_json::json!({
+        "client_time": time(client_time)?,
+        "client_time_corrected": time(client_time_corrected)?,
+        "server_time": time(server_time)?,
+        "device_id": Uuid::from_u64_pair(high, low).to_string(),
+        "device_os": device_os,
+        "session": session,
+        "sequence": sequence,
+        "event": event,
+        "param_int": param_int,
+        "param_str": param_str,
+        "ip": Ipv6Addr::from(ip).to_canonical().to_string(),
+    }))
+}
+
+fn take<'a>(r: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, rest) = r.split_at_checked(n)?;
+    *r = rest;
+    Some(head)
+}
+
+fn take_u32(r: &mut &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(take(r, 4)?.try_into().ok()?))
+}
+
+fn take_string<'a>(r: &mut &'a [u8]) -> Option<&'a str> {
+    let mut len = 0usize;
+    for shift in (0..64).step_by(7) {
+        let byte = *take(r, 1)?.first()?;
+        len |= usize::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return std::str::from_utf8(take(r, len)?).ok();
+        }
+    }
+    None
+}
+
 fn put_string(out: &mut Vec<u8>, s: &str) {
     let mut n = s.len();
     loop {
@@ -142,6 +207,19 @@ mod tests {
         expected.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
         assert_eq!(out, expected);
         assert_eq!(e.encoded_len(), out.len());
+    }
+
+    #[test]
+    fn a_row_decodes_back_to_its_fields() {
+        let mut e = event(3);
+        e.param_str = "x".repeat(300).into();
+        let mut out = Vec::new();
+        e.encode(&mut out);
+        let json = decode_json(&out).unwrap();
+        assert_eq!(json["sequence"], 3);
+        assert_eq!(json["param_str"].as_str().unwrap().len(), 300);
+        assert_eq!(json["device_id"], e.device_id.to_string());
+        assert!(decode_json(&out[..out.len() - 1]).is_none());
     }
 
     #[test]

@@ -45,6 +45,29 @@ impl Rows {
         other.clear();
     }
 
+    /// Appends one row that is already encoded (read back from the spool).
+    pub fn push_encoded(&mut self, row: &[u8]) {
+        self.data.extend_from_slice(row);
+        self.ends.push(self.data.len());
+    }
+
+    /// Row `i`'s encoded bytes.
+    pub fn row(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.data[start..self.ends[i]]
+    }
+
+    /// Each row's encoded length, in order (what the spool stores besides the bytes).
+    pub fn row_lens(&self) -> impl Iterator<Item = usize> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.ends.iter().zip(starts).map(|(end, start)| end - start)
+    }
+
+    /// All rows' bytes, back to back.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.ends.len()

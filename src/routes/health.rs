@@ -1,7 +1,8 @@
 //! `GET /v1/health`: `200` when ClickHouse answers a query and inserts are going through,
 //! `503` with the reason otherwise (ClickHouse unreachable, or its latest insert failed
-//! while events wait). Either way the body carries the buffer's state, so an operator sees
-//! a backlog building.
+//! while events wait). Either way the body carries the buffer's and the spool's state, the
+//! oldest unflushed event's age and the last flush error, so an operator sees a backlog
+//! building. `GET /v1/ready` is `503` while saturated (memory, or in `disk` mode the spool).
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
@@ -20,6 +21,8 @@ use super::AppState;
 )]
 pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
     let buffered_events = state.ingest.pending_events();
+    let backlog = state.ingest.backlog();
+    let (buffer_bytes, buffer_max_bytes) = state.ingest.fill();
     let last_error = state.stats.last_error.lock().clone();
     let (mut response, status, version, error) = match state.sink.server_version().await {
         // It answers queries, but inserts fail (permissions, too many parts, ...).
@@ -42,12 +45,20 @@ pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
         "error": error,
         "clickhouse_version": version,
         "buffered_events": buffered_events,
+        "buffer_bytes": buffer_bytes,
+        "buffer_max_bytes": buffer_max_bytes,
+        "oldest_unflushed_seconds": backlog.oldest.map(|d| d.as_secs_f64()),
+        "spool": backlog.spool.map(|s| json!({
+            "bytes": s.bytes,
+            "max_bytes": s.max_bytes,
+            "failed": s.failed,
+        })),
         "last_flush_error": last_error,
         "counters": {
             "events_accepted": state.stats.events_accepted.get(),
             "events_written": state.stats.events_written.get(),
             "inserts": state.stats.inserts.get(),
-            "events_dropped": state.stats.events_dropped.get(),
+            "events_quarantined": state.stats.events_quarantined.get(),
         },
     }))
 }
@@ -73,8 +84,23 @@ pub async fn get_ready(state: web::Data<AppState>) -> HttpResponse {
     if let Err(e) = state.sink.server_version().await {
         reasons.push(e.to_string());
     }
-    if max > 0 && used as f64 >= max as f64 * READY_MAX_FILL {
-        reasons.push(format!("buffer {used} of {max} bytes full"));
+    let spool = state.ingest.backlog().spool;
+    match &spool {
+        Some(s) if s.failed.is_some() => {
+            reasons.push(format!(
+                "spool unusable: {}",
+                s.failed.as_deref().unwrap_or("")
+            ));
+        }
+        Some(s) if s.bytes as f64 >= s.max_bytes as f64 * READY_MAX_FILL => {
+            reasons.push(format!("spool {} of {} bytes full", s.bytes, s.max_bytes));
+        }
+        // In disk mode a full memory buffer spills to the spool: only the spool saturates.
+        Some(_) => {}
+        None if max > 0 && used as f64 >= max as f64 * READY_MAX_FILL => {
+            reasons.push(format!("buffer {used} of {max} bytes full"));
+        }
+        None => {}
     }
     if state.ingest.is_closed() {
         reasons.push("shutting down".to_string());
@@ -84,6 +110,8 @@ pub async fn get_ready(state: web::Data<AppState>) -> HttpResponse {
         "reasons": reasons,
         "buffer_bytes": used,
         "buffer_max_bytes": max,
+        "spool_bytes": spool.as_ref().map(|s| s.bytes),
+        "spool_max_bytes": spool.as_ref().map(|s| s.max_bytes),
     });
     if reasons.is_empty() {
         HttpResponse::Ok().json(body)

@@ -35,7 +35,7 @@ pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
             "events_accepted": stats.events_accepted.get(),
             "events_rejected": stats.events_rejected_total(),
             "events_written": stats.events_written.get(),
-            "events_dropped": stats.events_dropped.get(),
+            "events_quarantined": stats.events_quarantined.get(),
             "inserts": stats.inserts.get(),
         },
         "buffer": {

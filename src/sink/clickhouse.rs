@@ -176,7 +176,20 @@ impl ClickHouseSink {
         }
     }
 
-    async fn insert(&self, client: &Client, rows: RowsRef<'_>) -> Result<(), SinkError> {
+    async fn insert(
+        &self,
+        prepared: &Prepared,
+        rows: RowsRef<'_>,
+        token: Option<&str>,
+    ) -> Result<(), SinkError> {
+        let client = match token {
+            // A setting of this insert alone: the client is cloned once per batch.
+            Some(token) if prepared.version.supports_dedup_token() => prepared
+                .client
+                .clone()
+                .with_setting("insert_deduplication_token", token),
+            _ => prepared.client.clone(),
+        };
         let mut insert = client
             .insert_formatted_with(self.insert_sql.clone())
             .with_timeouts(Some(self.timeout), Some(self.timeout));
@@ -188,12 +201,12 @@ impl ClickHouseSink {
 }
 
 impl Sink for ClickHouseSink {
-    async fn write(&self, rows: RowsRef<'_>) -> Result<(), SinkError> {
+    async fn write(&self, rows: RowsRef<'_>, token: Option<&str>) -> Result<(), SinkError> {
         if rows.count == 0 {
             return Ok(());
         }
         let prepared = self.prepare().await?;
-        let result = self.insert(&prepared.client, rows).await;
+        let result = self.insert(&prepared, rows, token).await;
         if let Err(e) = &result
             && e.code().is_some_and(|c| MISSING_TABLE_CODES.contains(&c))
         {

@@ -18,13 +18,23 @@ use crate::event::RowsRef;
 /// stored or none is (ClickHouse inserts one block atomically below
 /// `max_insert_block_size`, which callers stay under), so a failed call is retried whole.
 pub trait Sink: Send + Sync + 'static {
-    /// Writes `rows` as one insert.
-    fn write(&self, rows: RowsRef<'_>) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Writes `rows` as one insert. `token` identifies these exact rows across retries and
+    /// restarts; a sink that can deduplicate by it (ClickHouse 22.2+'s
+    /// `insert_deduplication_token`) stores a retried insert once.
+    fn write(
+        &self,
+        rows: RowsRef<'_>,
+        token: Option<&str>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
 /// A shared sink is a sink (lets a caller keep a handle on the one it hands to the flusher).
 impl<T: Sink> Sink for Arc<T> {
-    fn write(&self, rows: RowsRef<'_>) -> impl Future<Output = Result<(), SinkError>> + Send {
-        (**self).write(rows)
+    fn write(
+        &self,
+        rows: RowsRef<'_>,
+        token: Option<&str>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).write(rows, token)
     }
 }

@@ -135,6 +135,8 @@ pub const TABLE: [ColumnDef; 11] = [
 /// - `ORDER BY (event, toDate(server_time), device_id, server_time)`: analytics queries
 ///   filter by event name and a time range first, then group by device; rows of one device
 ///   sit together within a day, which also compresses `session`/`device_os` well.
+/// - On 22.2+, `non_replicated_deduplication_window = 1000`: the last 1000 inserts' tokens
+///   are remembered, so a retried or replayed batch is stored once.
 pub fn create_table_sql(database: &str, table: &str, version: ServerVersion) -> String {
     let columns: Vec<String> = TABLE
         .iter()
@@ -144,10 +146,16 @@ pub fn create_table_sql(database: &str, table: &str, version: ServerVersion) -> 
             false => format!("{} {}", c.name, c.legacy),
         })
         .collect();
+    // Plain MergeTree deduplicates by insert_deduplication_token only with this window.
+    let settings = if version.supports_dedup_token() {
+        " SETTINGS non_replicated_deduplication_window = 1000"
+    } else {
+        ""
+    };
     format!(
         "CREATE TABLE IF NOT EXISTS `{database}`.`{table}` ({}) ENGINE = MergeTree \
          PARTITION BY toYYYYMM(server_time) \
-         ORDER BY (event, toDate(server_time), device_id, server_time)",
+         ORDER BY (event, toDate(server_time), device_id, server_time){settings}",
         columns.join(", ")
     )
 }
@@ -240,6 +248,10 @@ mod tests {
         let new = create_table_sql("db", "t", ServerVersion::parse("25.3").unwrap());
         assert!(old.contains("ip FixedString(16)") && new.contains("ip IPv6"));
         assert!(!old.contains("CODEC") && new.contains("CODEC"));
+        assert!(
+            !old.contains("SETTINGS")
+                && new.ends_with("non_replicated_deduplication_window = 1000")
+        );
         for ddl in [old, new] {
             assert!(
                 ddl.starts_with("CREATE TABLE IF NOT EXISTS `db`.`t` (client_time DateTime('UTC')")

@@ -149,8 +149,13 @@ impl TestApp {
 
 /// Runs a ClickHouse query over HTTP and returns the body; panics on an error status.
 pub async fn clickhouse(sql: &str) -> String {
+    clickhouse_at(&clickhouse_url(), sql).await
+}
+
+/// [`clickhouse`] against the server at `url`.
+pub async fn clickhouse_at(url: &str, sql: &str) -> String {
     let response = reqwest::Client::new()
-        .post(clickhouse_url())
+        .post(url)
         .body(sql.to_string())
         .send()
         .await

@@ -2,11 +2,15 @@
 //! test in a database of its own so they run in parallel.
 
 mod helpers;
+mod load;
+mod own_clickhouse;
+mod process;
 
 mod access;
 mod buffering;
 mod config;
 mod docs;
+mod durability;
 mod events;
 mod health;
 mod hostile;

@@ -1,0 +1,295 @@
+//! The flusher thread: waits for the active half to be due, swaps it out, and writes it to
+//! the sink as one insert; in `disk` mode it also keeps the spool's books and replays what
+//! is on disk only.
+//!
+//! A dedicated OS thread (with its own single-threaded Tokio runtime for the async
+//! ClickHouse client) rather than a task on the HTTP workers: its waits on the buffer's
+//! condvar and its back-off sleeps must never stall request handling, and a worker
+//! runtime's shutdown must not take the final flush down with it.
+//!
+//! While a batch is being retried, its half stays out of the buffer (counted against
+//! `BUFFER_MAX_BYTES`) and handlers keep filling the other half; if that fills too, they
+//! answer `503` (`memory` mode) or the buffer spills to the spool (`disk` mode). How one
+//! batch is written (chunks, retries, splitting around bad rows, quarantine) is in
+//! [`write`].
+//!
+//! In `disk` mode every batch is a spool range. Before it is sent the flusher waits for
+//! the range to be durable and records it as begun in the checkpoint; once ClickHouse has
+//! it, the checkpoint moves past it. A backlog (a previous run's, or a spill) is read back
+//! from the spool in order, before the memory halves that come after it.
+
+mod write;
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::buffer::{DoubleBuffer, Due, SwapReason};
+use crate::event::Rows;
+use crate::quarantine::Quarantine;
+use crate::shutdown::{FlusherGuard, ShutdownReport};
+use crate::sink::Sink;
+use crate::spool::Spool;
+use crate::spool::segments::ReadLimits;
+use crate::stats::Stats;
+
+pub use write::MAX_INSERT_ROWS;
+
+/// Starts the flusher thread for `buffer` (and its spool, in `disk` mode). The returned
+/// guard closes the buffer and waits for the final flush when shut down or dropped (see
+/// [`FlusherGuard`]).
+pub fn spawn<S: Sink>(
+    buffer: Arc<DoubleBuffer>,
+    sink: S,
+    quarantine: Arc<Quarantine>,
+    stats: Arc<Stats>,
+    shutdown_timeout: Duration,
+) -> std::io::Result<FlusherGuard> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done_tx, done_rx) = mpsc::channel();
+    let flusher = Flusher {
+        spool: buffer.spool().cloned(),
+        buffer: buffer.clone(),
+        sink,
+        quarantine,
+        stats,
+        runtime,
+        instance: uuid::Uuid::new_v4().simple().to_string(),
+        batches: 0,
+    };
+    let thread = std::thread::Builder::new()
+        .name("flusher".into())
+        .spawn(move || {
+            // The receiver is gone only if the guard gave up waiting; nothing to tell then.
+            let _ = done_tx.send(flusher.run());
+        })?;
+    Ok(FlusherGuard::new(buffer, thread, done_rx, shutdown_timeout))
+}
+
+struct Flusher<S> {
+    buffer: Arc<DoubleBuffer>,
+    spool: Option<Arc<Spool>>,
+    sink: S,
+    quarantine: Arc<Quarantine>,
+    stats: Arc<Stats>,
+    runtime: tokio::runtime::Runtime,
+    /// `memory` mode's batch identity: this process, and a batch counter.
+    instance: String,
+    batches: u64,
+}
+
+/// Why the flusher stopped waiting for the spool.
+enum Stop {
+    /// Shutdown's deadline passed.
+    Deadline,
+    /// The spool failed: its records will never be durable.
+    Failed,
+}
+
+impl<S: Sink> Flusher<S> {
+    fn run(mut self) -> ShutdownReport {
+        let mut half = self.buffer.new_half();
+        let mut from_disk = Rows::default();
+        let mut report = ShutdownReport::default();
+        while let Some(due) = self.buffer.swap_when_due(&mut half) {
+            match due {
+                Due::Half(reason, span) => {
+                    let trigger = match reason {
+                        SwapReason::Size => "size",
+                        SwapReason::Timer => "timer",
+                        SwapReason::Shutdown => "shutdown",
+                        SwapReason::Backlog => "backlog",
+                    };
+                    let unwritten = self.flush(&half, trigger, span);
+                    self.count_unwritten(unwritten, &mut report);
+                    self.buffer.release(&mut half);
+                }
+                Due::Spool(from) => {
+                    if let Err(unwritten) = self.replay(from, &mut from_disk) {
+                        self.count_unwritten(unwritten, &mut report);
+                        break;
+                    }
+                }
+            }
+        }
+        if report.unwritten > 0 {
+            log::error!(
+                "shutdown deadline passed: {} buffered events were not written",
+                report.unwritten
+            );
+        }
+        if report.spooled > 0 {
+            log::info!(
+                "shutdown deadline passed: {} events stay in the spool for the next start",
+                report.spooled
+            );
+        }
+        report
+    }
+
+    /// Rows the deadline cut off are lost in `memory` mode, kept on disk in `disk` mode.
+    fn count_unwritten(&self, unwritten: usize, report: &mut ShutdownReport) {
+        match self.spool {
+            Some(_) => report.spooled += unwritten,
+            None => report.unwritten += unwritten,
+        }
+    }
+
+    /// Writes one batch (a half, or rows read back from the spool covering `span`) and
+    /// keeps the spool's books. Returns how many rows the shutdown deadline cut off.
+    fn flush(&mut self, rows: &Rows, trigger: &'static str, span: Option<Range<u64>>) -> usize {
+        let started = Instant::now();
+        let mut tracked = None;
+        if self.buffer.deadline().is_some_and(|d| Instant::now() >= d) {
+            // Too late to send; and a batch begun now would replace the one still unconfirmed.
+            return rows.len();
+        }
+        if let (Some(spool), Some(span)) = (self.spool.clone(), span) {
+            match self.wait_durable(&spool, span.end) {
+                Ok(()) => match spool.begin(span.clone()) {
+                    Ok(()) => tracked = Some((spool, span)),
+                    Err(e) => log::error!("spool checkpoint not written: {e}"),
+                },
+                Err(Stop::Deadline) => return rows.len(),
+                // Never durable, so never acknowledged: send them anyway, untracked.
+                Err(Stop::Failed) => {}
+            }
+        }
+        let id = match &tracked {
+            Some((spool, span)) => spool.batch_id(span),
+            None => {
+                self.batches += 1;
+                format!("{}:{}", self.instance, self.batches)
+            }
+        };
+        let unwritten = self.write_batch(rows, &id);
+        let written = rows.len() - unwritten;
+        self.stats
+            .record_flush(trigger, rows.len(), written, started.elapsed());
+        log::debug!(
+            "flushed {written} of {} events ({trigger}) in {:?}",
+            rows.len(),
+            started.elapsed()
+        );
+        if let Some((spool, span)) = tracked
+            && unwritten == 0
+            && let Err(e) = spool.confirm(span.end)
+        {
+            log::error!("spool checkpoint not written (the batch may be sent again): {e}");
+        }
+        unwritten
+    }
+
+    /// Reads the spool from `from` and writes it, batch by batch, until it has caught up
+    /// with what handlers append (then they go back to memory). `Err` carries the rows the
+    /// shutdown deadline cut off.
+    fn replay(&mut self, from: u64, rows: &mut Rows) -> Result<(), usize> {
+        let Some(spool) = self.spool.clone() else {
+            return Ok(());
+        };
+        let limits = self.buffer.limits();
+        let mut cursor = from;
+        // Set once the buffer takes appends again: the spool's records end there.
+        let mut until: Option<u64> = None;
+        loop {
+            if until.is_some_and(|end| cursor >= end) {
+                return Ok(());
+            }
+            if spool.durable() <= cursor {
+                match until {
+                    None => until = Some(self.buffer.end_spill()),
+                    Some(end) => match self.wait_durable(&spool, end) {
+                        Ok(()) => {}
+                        Err(Stop::Deadline) => return Err(0),
+                        Err(Stop::Failed) => return Ok(()), // never acknowledged
+                    },
+                }
+                continue;
+            }
+            let read = spool.read(
+                cursor,
+                ReadLimits {
+                    until: until.unwrap_or(u64::MAX),
+                    max_rows: MAX_INSERT_ROWS,
+                    max_bytes: (limits.max_bytes / 2).max(1 << 20),
+                },
+                rows,
+            );
+            let chunk = match read {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    log::error!("cannot read the spool at {cursor} (will retry): {e}");
+                    self.buffer.backoff_sleep(Duration::from_secs(1));
+                    if self.buffer.deadline().is_some_and(|d| Instant::now() >= d) {
+                        return Err(0);
+                    }
+                    continue;
+                }
+            };
+            for damage in &chunk.skipped {
+                log::warn!("spool damage skipped: {damage}");
+            }
+            if rows.is_empty() {
+                if chunk.end <= cursor {
+                    // Nothing readable yet (cannot normally happen): do not spin.
+                    self.buffer.backoff_sleep(Duration::from_millis(100));
+                    continue;
+                }
+                // Only damage between here and there: move past it.
+                cursor = chunk.end;
+                if let Err(e) = spool.confirm(cursor) {
+                    log::error!("spool checkpoint not written: {e}");
+                }
+                continue;
+            }
+            self.buffer
+                .set_inflight_since(since_unix_ms(chunk.oldest_ms));
+            let unwritten = self.flush(rows, "spool", Some(cursor..chunk.end));
+            self.buffer.set_inflight_since(None);
+            rows.clear();
+            if unwritten > 0 {
+                return Err(unwritten);
+            }
+            cursor = chunk.end;
+        }
+    }
+
+    /// Blocks until the spool is durable up to `end`, the spool fails, or shutdown's
+    /// deadline passes.
+    fn wait_durable(&self, spool: &Spool, end: u64) -> Result<(), Stop> {
+        loop {
+            if spool.durable() >= end {
+                return Ok(());
+            }
+            if spool.failure().is_some() {
+                return Err(Stop::Failed);
+            }
+            if self.buffer.deadline().is_some_and(|d| Instant::now() >= d) {
+                return Err(Stop::Deadline);
+            }
+            // In slices, so a deadline set meanwhile is noticed.
+            let wait = async {
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(100), spool.wait_durable(end)).await;
+            };
+            self.runtime.block_on(wait);
+        }
+    }
+}
+
+/// The `Instant` at which something written at Unix time `ms` happened (`None` for 0).
+fn since_unix_ms(ms: u64) -> Option<Instant> {
+    if ms == 0 {
+        return None;
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Instant::now().checked_sub(Duration::from_millis(now_ms.saturating_sub(ms)))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+//! The flusher against an in-process sink.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::spawn;
+use crate::buffer::{DoubleBuffer, Limits};
+use crate::event::RowsRef;
+use crate::event::testing;
+use crate::quarantine::Quarantine;
+use crate::shutdown::FlusherGuard;
+use crate::sink::{Sink, SinkError};
+use crate::stats::Stats;
+use parking_lot::Mutex;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// An in-process sink: no wire is crossed, so a fake is the honest tool here. It
+/// records what it receives as encoded rows.
+#[derive(Default)]
+struct FakeSink {
+    written: Mutex<Vec<u8>>,
+    rows_written: AtomicUsize,
+    inserts: AtomicUsize,
+    /// Fail this many attempts with a retryable error first.
+    failures: AtomicUsize,
+    /// Reject any chunk containing this row's encoding as bad data.
+    poison: Option<Vec<u8>>,
+    /// Never answer.
+    hang: bool,
+    /// The token of every attempt, in order.
+    tokens: Mutex<Vec<String>>,
+}
+
+impl Sink for FakeSink {
+    async fn write(&self, rows: RowsRef<'_>, token: Option<&str>) -> Result<(), SinkError> {
+        self.tokens
+            .lock()
+            .push(token.unwrap_or_default().to_string());
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
+        if self
+            .failures
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(SinkError::Retryable("connection refused".into()));
+        }
+        if let Some(poison) = &self.poison
+            && rows.data.windows(poison.len()).any(|w| w == poison)
+        {
+            return Err(SinkError::Data(
+                "Code: 53. DB::Exception: type mismatch".into(),
+            ));
+        }
+        self.inserts.fetch_add(1, Relaxed);
+        self.rows_written.fetch_add(rows.count, Relaxed);
+        self.written.lock().extend_from_slice(rows.data);
+        Ok(())
+    }
+}
+
+fn start(sink: Arc<FakeSink>, size: usize) -> (Arc<DoubleBuffer>, Arc<Stats>, FlusherGuard) {
+    let buffer = Arc::new(DoubleBuffer::new(Limits {
+        size,
+        flush_interval: Duration::from_secs(3600),
+        min_interval: Duration::ZERO,
+        max_bytes: usize::MAX,
+    }));
+    let stats = Arc::new(Stats::default());
+    let quarantine = std::env::temp_dir().join(format!("q-{}", uuid::Uuid::new_v4()));
+    let guard = spawn(
+        buffer.clone(),
+        sink,
+        Arc::new(Quarantine::new(quarantine)),
+        stats.clone(),
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    (buffer, stats, guard)
+}
+
+fn append(buffer: &DoubleBuffer, range: std::ops::Range<u32>) {
+    buffer.append(&mut testing::rows(range)).unwrap();
+}
+
+fn encoded(range: impl IntoIterator<Item = u32>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for n in range {
+        testing::event(n).encode(&mut out);
+    }
+    out
+}
+
+#[test]
+fn transient_failures_are_retried_until_every_row_is_written_once() {
+    let sink = Arc::new(FakeSink {
+        failures: AtomicUsize::new(3),
+        ..FakeSink::default()
+    });
+    let (buffer, stats, guard) = start(sink.clone(), 10);
+    append(&buffer, 0..10);
+    // The size trigger fired; wait until the retries got the batch through.
+    while sink.inserts.load(Relaxed) == 0 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let report = guard.shutdown(Instant::now());
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(*sink.written.lock(), encoded(0..10));
+    assert_eq!(stats.insert_retries.get(), 3);
+    assert!(stats.last_error.lock().is_none(), "cleared by the success");
+}
+
+#[test]
+fn a_poison_row_is_isolated_and_the_rest_written() {
+    let sink = Arc::new(FakeSink {
+        poison: Some(encoded([13])),
+        ..FakeSink::default()
+    });
+    let (buffer, stats, guard) = start(sink.clone(), 1_000);
+    append(&buffer, 0..32);
+    let report = guard.shutdown(Instant::now());
+    assert!(report.is_clean(), "{report:?}");
+    // Chunks are written in order, so the bytes are the batch less the poison row.
+    assert_eq!(*sink.written.lock(), encoded((0..32).filter(|&n| n != 13)));
+    assert_eq!(stats.events_quarantined.get(), 1);
+}
+
+#[test]
+fn shutdown_flushes_what_no_trigger_would() {
+    let sink = Arc::new(FakeSink::default());
+    let (buffer, _, guard) = start(sink.clone(), 1_000_000);
+    append(&buffer, 0..7);
+    append(&buffer, 7..9);
+    assert!(guard.shutdown(Instant::now()).is_clean());
+    assert_eq!(sink.rows_written.load(Relaxed), 9);
+    assert_eq!(sink.inserts.load(Relaxed), 1, "one insert for the rest");
+}
+
+#[test]
+fn a_sink_that_never_answers_cannot_hold_shutdown_past_its_deadline() {
+    let sink = Arc::new(FakeSink {
+        hang: true,
+        ..FakeSink::default()
+    });
+    let (buffer, _, guard) = start(sink, 1_000_000);
+    append(&buffer, 0..5);
+    let report = guard.shutdown(Instant::now());
+    // The deadline is 300 ms; it returns (rather than hanging) and owns up to the loss.
+    assert_eq!(report.unwritten, 5);
+    assert!(!report.is_clean());
+}

@@ -1,0 +1,168 @@
+//! Writing one batch: chunks below ClickHouse's block size, each retried with capped
+//! exponential back-off and jitter while the failure is transient, each carrying a
+//! deduplication token derived from the batch's identity and the chunk's rows; a chunk
+//! ClickHouse rejects as bad data is split in two until the offending rows are isolated,
+//! the good rows are written and the bad ones go to the quarantine.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use super::Flusher;
+use crate::event::{Rows, RowsRef};
+use crate::quarantine::Rejected;
+use crate::sink::{Sink, SinkError};
+
+/// First back-off after a failed insert.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest back-off: long enough not to hammer a struggling server, short enough that a
+/// recovered one is used again quickly.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// During an outage, one warning per this interval, not one per retry.
+const LOG_EVERY: Duration = Duration::from_secs(30);
+/// Most rows in one insert. ClickHouse cuts a larger insert into blocks of
+/// `max_insert_block_size` (about a million rows) committed separately, so a retry of a
+/// partly committed insert would duplicate; below that an insert is all or nothing. Only a
+/// backlog after an outage gets this large.
+pub const MAX_INSERT_ROWS: usize = 500_000;
+
+/// How writing one chunk ended, short of success.
+pub(super) enum Failure {
+    /// The sink refused the rows as data: do not retry them.
+    Data(SinkError),
+    /// Shutdown's deadline passed first.
+    Deadline,
+}
+
+impl<S: Sink> Flusher<S> {
+    /// Writes `rows` in chunks of at most [`MAX_INSERT_ROWS`], splitting around rows the
+    /// sink rejects as bad data. `id` names the batch; chunk `a..b` is sent with the token
+    /// `{id}:{a}-{b}`, the same on every retry and replay. Returns how many rows were left
+    /// unwritten because shutdown's deadline passed (0 otherwise).
+    pub(super) fn write_batch(&self, rows: &Rows, id: &str) -> usize {
+        let mut pending: Vec<Range<usize>> = (0..rows.len())
+            .step_by(MAX_INSERT_ROWS)
+            .rev()
+            .map(|start| start..(start + MAX_INSERT_ROWS).min(rows.len()))
+            .collect();
+        let mut rejected: Vec<Rejected<'_>> = Vec::new();
+        while let Some(range) = pending.pop() {
+            let token = format!("{id}:{}-{}", range.start, range.end);
+            match self.write_with_retry(rows.slice(range.clone()), &token) {
+                Ok(()) => {}
+                Err(Failure::Deadline) => {
+                    self.quarantine(id, &rejected);
+                    return range.len() + pending.iter().map(Range::len).sum::<usize>();
+                }
+                Err(Failure::Data(error)) if range.len() == 1 => rejected.push(Rejected {
+                    row: rows.row(range.start),
+                    error: error.to_string(),
+                }),
+                Err(Failure::Data(_)) => {
+                    let mid = range.start + range.len() / 2;
+                    pending.push(mid..range.end);
+                    pending.push(range.start..mid);
+                }
+            }
+        }
+        self.quarantine(id, &rejected);
+        0
+    }
+
+    /// Puts rejected rows in the quarantine file; one error line per batch.
+    fn quarantine(&self, id: &str, rejected: &[Rejected<'_>]) {
+        let Some(first) = rejected.first() else {
+            return;
+        };
+        self.stats.events_quarantined.inc_by(rejected.len() as u64);
+        match self.quarantine.put(id, rejected) {
+            Ok(path) => log::error!(
+                "{} events ClickHouse rejects as bad data are quarantined in {}; first error: {}",
+                rejected.len(),
+                path.display(),
+                first.error
+            ),
+            Err(e) => log::error!(
+                "{} events ClickHouse rejects as bad data could not be quarantined in {} ({e}); \
+                 they are lost; first error: {}",
+                rejected.len(),
+                self.quarantine.dir().display(),
+                first.error
+            ),
+        }
+    }
+
+    /// One chunk until it is written, rejected as data, or shutdown's deadline passes.
+    fn write_with_retry(&self, rows: RowsRef<'_>, token: &str) -> Result<(), Failure> {
+        let mut backoff = BACKOFF_MIN;
+        let started = Instant::now();
+        let mut last_log: Option<Instant> = None;
+        for attempt in 1u32.. {
+            let error = match self.attempt(rows, token).ok_or(Failure::Deadline)? {
+                Ok(()) => {
+                    self.stats.record_insert(rows.count);
+                    if attempt > 1 {
+                        log::info!(
+                            "insert of {} events succeeded after {attempt} attempts over {:?}",
+                            rows.count,
+                            started.elapsed()
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(e) if !e.is_retryable() => {
+                    self.stats.record_error(&e, false);
+                    return Err(Failure::Data(e));
+                }
+                Err(e) => e,
+            };
+            self.stats.record_error(&error, true);
+            if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                log::warn!(
+                    "insert of {} events failed (attempt {attempt}, failing for {:?}); \
+                     retrying with back-off up to {BACKOFF_MAX:?}: {error}",
+                    rows.count,
+                    started.elapsed()
+                );
+                last_log = Some(Instant::now());
+            }
+            let was_closed = self.buffer.deadline().is_some();
+            self.buffer.backoff_sleep(jitter(backoff));
+            backoff = if !was_closed && self.buffer.deadline().is_some() {
+                // Shutdown began during the back-off: try again soon, within its deadline.
+                BACKOFF_MIN
+            } else {
+                (backoff * 2).min(BACKOFF_MAX)
+            };
+        }
+        unreachable!("the attempt counter does not run out")
+    }
+
+    /// One insert. After shutdown has begun it is cut off at the deadline; `None` means the
+    /// deadline passed (before or during the attempt).
+    fn attempt(&self, rows: RowsRef<'_>, token: &str) -> Option<Result<(), SinkError>> {
+        let write = self.sink.write(rows, Some(token));
+        match self.buffer.deadline() {
+            None => Some(self.runtime.block_on(write)),
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                // The timer must be created inside the runtime, hence the async block.
+                let bounded = async move { tokio::time::timeout(left, write).await };
+                self.runtime.block_on(bounded).ok()
+            }
+        }
+    }
+}
+
+/// Spreads retries of many instances over ±25% of `d`, so they do not hit a recovering
+/// server in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
+    d.mul_f64(factor)
+}

@@ -1,0 +1,111 @@
+//! The spool on a real folder: group commit, read-back, restart, trimming and damage.
+
+use std::sync::Arc;
+
+use super::segments::ReadLimits;
+use super::{Backlog, Spool, WriterGuard, record};
+use crate::event::Rows;
+use crate::event::testing::rows;
+
+fn temp_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("spool-unit-{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// Appends requests of 10 rows each (sequences `0..10`, `10..20`, ...) and waits for them.
+fn append(spool: &Spool, requests: u32) -> u64 {
+    let mut end = 0;
+    for r in 0..requests {
+        let mut framed = Vec::new();
+        record::encode(&rows(r * 10..r * 10 + 10), 1, &mut framed);
+        end = spool.reserve(&framed).unwrap().end;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(spool.wait_durable(end)).unwrap();
+    end
+}
+
+fn read_all(spool: &Spool, from: u64) -> (Rows, super::segments::Chunk) {
+    let mut out = Rows::default();
+    let limits = ReadLimits {
+        until: u64::MAX,
+        max_rows: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+    let chunk = spool.read(from, limits, &mut out).unwrap();
+    (out, chunk)
+}
+
+#[test]
+fn records_survive_a_restart_until_confirmed_and_a_torn_tail_is_skipped() {
+    let dir = temp_dir();
+    let (spool, backlog) = Spool::open(&dir, 1 << 30).unwrap();
+    assert_eq!(backlog, None);
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    let end = append(&spool, 3);
+    let (back, chunk) = read_all(&spool, 0);
+    assert_eq!((back, chunk.end), (rows(0..30), end));
+    spool.begin(0..end).unwrap();
+    writer.stop();
+    drop(spool);
+
+    // A second process is refused while the first holds the folder.
+    let (spool, backlog) = Spool::open(&dir, 1 << 30).unwrap();
+    assert!(matches!(
+        Spool::open(&dir, 1 << 30),
+        Err(super::SpoolError::Locked(_))
+    ));
+    assert_eq!(
+        backlog,
+        Some(Backlog {
+            from: 0,
+            bytes: end
+        })
+    );
+    assert_eq!(
+        read_all(&spool, 0).0,
+        rows(0..30),
+        "the begun batch, exactly"
+    );
+    spool.confirm(end).unwrap();
+    drop(spool);
+
+    // Confirmed: nothing to replay; the old segment is gone. Then a cut record.
+    let (spool, backlog) = Spool::open(&dir, 1 << 30).unwrap();
+    assert_eq!(backlog, None);
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    let end2 = append(&spool, 2);
+    writer.stop();
+    drop(spool);
+    let newest = super::segments::path(&dir, end);
+    let len = std::fs::metadata(&newest).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    let (spool, backlog) = Spool::open(&dir, 1 << 30).unwrap();
+    assert_eq!(backlog.map(|b| b.from), Some(end));
+    let (back, chunk) = read_all(&spool, end);
+    assert_eq!(back, rows(0..10), "the first record; the cut one skipped");
+    assert_eq!(chunk.skipped.len(), 1, "{:?}", chunk.skipped);
+    assert!(chunk.end >= end2 - 7);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_full_spool_refuses_records() {
+    let dir = temp_dir();
+    let (spool, _) = Spool::open(&dir, 100).unwrap();
+    let mut framed = Vec::new();
+    record::encode(&rows(0..10), 1, &mut framed);
+    assert!(matches!(
+        spool.reserve(&framed),
+        Err(super::SpoolRefusal::Full { .. })
+    ));
+    std::fs::remove_dir_all(dir).unwrap();
+}

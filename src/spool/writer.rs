@@ -1,0 +1,130 @@
+//! The spool's writer thread: group commit.
+//!
+//! It sleeps until records are queued, takes *all* of them in one swap, writes them with
+//! one `write` and makes them durable with one `fdatasync`, then publishes the new durable
+//! position, which wakes every handler whose record it covers. While it syncs, new records
+//! queue up for the next round, so the number of syncs per second stays near what the disk
+//! can do however many requests arrive: the cost of one sync is shared by all of them.
+//!
+//! A failed write or sync is not retried (after a failed `fsync` the kernel may already
+//! have dropped the pages, so a retry could report success for data that is gone): the
+//! spool is marked failed, waiting requests get `503`, and nothing more is accepted until
+//! an operator has looked and restarted.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::Spool;
+use super::checkpoint::sync_dir;
+use super::segments::{self, SEGMENT_BYTES};
+
+/// Owns the writer thread: stopping it (or dropping the guard) writes what is queued,
+/// syncs, and joins.
+pub struct WriterGuard {
+    spool: Arc<Spool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WriterGuard {
+    /// Starts the writer for `spool`.
+    pub fn spawn(spool: Arc<Spool>) -> io::Result<Self> {
+        let start = *spool.segments.lock().last().unwrap_or(&0);
+        let file = OpenOptions::new()
+            .append(true)
+            .open(segments::path(&spool.dir, start))?;
+        let writer = Writer {
+            spool: spool.clone(),
+            file,
+            segment_len: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || writer.run())?;
+        Ok(Self {
+            spool,
+            thread: Some(thread),
+        })
+    }
+
+    /// Writes what is queued, then stops the thread.
+    pub fn stop(mut self) {
+        self.close();
+    }
+
+    fn close(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.spool.tail.lock().closed = true;
+        self.spool.tail_wake.notify_all();
+        let _ = thread.join();
+    }
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+struct Writer {
+    spool: Arc<Spool>,
+    file: File,
+    segment_len: u64,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch = Vec::new();
+        loop {
+            let start = {
+                let mut tail = self.spool.tail.lock();
+                while tail.pending.is_empty() && !tail.closed {
+                    self.spool.tail_wake.wait(&mut tail);
+                }
+                if tail.pending.is_empty() {
+                    return;
+                }
+                std::mem::swap(&mut tail.pending, &mut batch);
+                tail.next - batch.len() as u64
+            };
+            if let Err(e) = self.write(start, &batch) {
+                log::error!(
+                    "spool {}: write failed, refusing events until restart: {e}",
+                    self.spool.dir.display()
+                );
+                *self.spool.failed.lock() = Some(e.to_string());
+                self.spool.tail.lock().pending.clear();
+                // Wake the handlers waiting for durability so they see the failure.
+                self.spool.durable.send_modify(|_| {});
+                return;
+            }
+            self.spool.durable.send_replace(start + batch.len() as u64);
+            batch.clear();
+            if batch.capacity() > 2 * PENDING_KEEP {
+                batch.shrink_to(PENDING_KEEP);
+            }
+        }
+    }
+
+    /// Writes `bytes` (whole records from stream position `start`) and syncs them, first
+    /// starting a new segment file if the current one is full.
+    fn write(&mut self, start: u64, bytes: &[u8]) -> io::Result<()> {
+        if self.segment_len >= SEGMENT_BYTES {
+            let file = File::create(segments::path(&self.spool.dir, start))?;
+            sync_dir(&self.spool.dir)?;
+            self.file = file;
+            self.segment_len = 0;
+            self.spool.segments.lock().push(start);
+        }
+        self.file.write_all(bytes)?;
+        self.file.sync_data()?;
+        self.segment_len += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// Queue capacity kept between rounds (a burst's larger allocation is given back).
+const PENDING_KEEP: usize = 4 << 20;

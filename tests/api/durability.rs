@@ -1,0 +1,443 @@
+//! Never losing an accepted event: ClickHouse outages under load, `kill -9`, a damaged spool,
+//! rows ClickHouse refuses, a full spool, and retries after an ambiguous failure.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::helpers::{
+    PATIENCE, batch, clickhouse, clickhouse_url, closed_port, count_rows, drop_database, event,
+    spawn_app, unique_database, wait_for_rows, within,
+};
+use crate::load::{self, lost_and_duplicated, stored};
+use crate::own_clickhouse::OwnClickHouse;
+use crate::process::{signal, start_binary, stop_with};
+
+/// A fresh spool folder, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("spool-{}", uuid::Uuid::new_v4().simple()));
+        Self(dir)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("UTF-8 temp path")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether the server at `url` deduplicates by `insert_deduplication_token` (22.2+).
+async fn supports_tokens(url: &str) -> bool {
+    let version = crate::helpers::clickhouse_at(url, "SELECT version()").await;
+    let mut parts = version
+        .trim()
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (22, 2)
+}
+
+/// Polls until every acknowledged sequence is stored (or panics after `limit`).
+async fn wait_until_stored(url: &str, database: &str, acked: &[u32], limit: Duration) {
+    within(limit, async {
+        loop {
+            let (lost, _) = lost_and_duplicated(acked, &stored(url, database).await);
+            if lost == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clickhouse_outage_under_load_loses_and_duplicates_nothing() {
+    let ch = OwnClickHouse::start().await;
+    let spool = TempDir::new();
+    let port = ch.port.to_string();
+    let app = spawn_app(&[
+        ("CLICKHOUSE_PORT", &port),
+        ("DURABILITY", "disk"),
+        ("SPOOL_DIR", spool.path()),
+        ("BUFFER_MAX_BYTES", "262144"),
+        ("BUFFER_FLUSH_MS", "200"),
+    ])
+    .await;
+    let load = load::start(&app.address, 8, 20);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    ch.down().await;
+    // 12 s without ClickHouse: memory stays within its cap, the spool takes the rest.
+    let mut spool_peak = 0;
+    for _ in 0..24 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let health: Value = app.get("/v1/health").await.json().await.unwrap();
+        let (used, max) = (
+            health["buffer_bytes"].as_u64(),
+            health["buffer_max_bytes"].as_u64(),
+        );
+        assert!(used <= max, "memory over its cap: {health}");
+        spool_peak = spool_peak.max(health["spool"]["bytes"].as_u64().unwrap());
+    }
+    ch.up().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tally = load.stop().await;
+
+    assert!(tally.acked.len() > 1_000, "{tally:?}");
+    assert!(
+        spool_peak > 262_144,
+        "the spool held more than memory could: {spool_peak}"
+    );
+    wait_until_stored(&ch.url(), &app.database, &tally.acked, 2 * PATIENCE).await;
+    let stored = stored(&ch.url(), &app.database).await;
+    let (lost, duplicated) = lost_and_duplicated(&tally.acked, &stored);
+    assert_eq!((lost, duplicated), (0, 0), "{:?}", tally.statuses);
+    assert_eq!(
+        stored.len(),
+        tally.acked.len(),
+        "only acknowledged events are stored"
+    );
+    assert_eq!(tally.unexpected_5xx(), 0, "{:?}", tally.statuses);
+    assert!(app.stop().await.is_clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_disk_mode_loses_no_acknowledged_event() {
+    let database = unique_database();
+    let spool = TempDir::new();
+    let env = [
+        ("DURABILITY", "disk"),
+        ("SPOOL_DIR", spool.path()),
+        ("BUFFER_FLUSH_MS", "500"),
+    ];
+    let (mut child, address) = start_binary(&database, &env).await;
+    let load = load::start(&address, 8, 20);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(&child, "KILL");
+    within(PATIENCE, child.wait()).await.unwrap();
+    let tally = load.stop().await;
+    assert!(tally.acked.len() > 100, "{tally:?}");
+    assert_eq!(tally.unexpected_5xx(), 0, "{:?}", tally.statuses);
+
+    let (child, _) = start_binary(&database, &env).await;
+    wait_until_stored(&clickhouse_url(), &database, &tally.acked, PATIENCE).await;
+    let (status, log) = stop_with(child, "TERM").await;
+    assert!(status.success(), "{log}");
+    let (lost, duplicated) =
+        lost_and_duplicated(&tally.acked, &stored(&clickhouse_url(), &database).await);
+    assert_eq!(lost, 0);
+    if supports_tokens(&clickhouse_url()).await {
+        assert_eq!(duplicated, 0, "the replay carried the same tokens");
+    } else if duplicated > 0 {
+        // 18.x: a batch ClickHouse stored just before the kill, but not yet marked as
+        // confirmed in the spool, is replayed: at-least-once, as documented.
+        eprintln!("at-least-once on this server: {duplicated} events stored twice");
+    }
+    drop_database(&database).await;
+}
+
+/// The spool's newest segment file.
+fn newest_segment(dir: &Path) -> PathBuf {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .filter(|p| p.metadata().unwrap().len() > 0)
+        .collect();
+    segments.sort();
+    segments.pop().expect("a segment with records")
+}
+
+#[tokio::test]
+async fn a_torn_spool_tail_is_skipped_with_a_log_line_and_the_rest_replays() {
+    let database = unique_database();
+    let spool = TempDir::new();
+    let down = closed_port().to_string();
+    let disk = [("DURABILITY", "disk"), ("SPOOL_DIR", spool.path())];
+    let mut env = disk.to_vec();
+    env.extend([
+        ("CLICKHOUSE_PORT", down.as_str()),
+        ("SHUTDOWN_TIMEOUT_SECS", "1"),
+    ]);
+    let (child, address) = start_binary(&database, &env).await;
+    let http = reqwest::Client::new();
+    for i in 0..5 {
+        let r = http
+            .post(format!("{address}/v1/events"))
+            .body(batch(i * 10, 10));
+        assert_eq!(r.send().await.unwrap().status(), 200);
+    }
+    // ClickHouse is unreachable: SIGTERM leaves the events in the spool, and exits 0.
+    let (status, log) = stop_with(child, "TERM").await;
+    assert!(status.success(), "{log}");
+    assert!(log.contains("stay in the spool"), "{log}");
+
+    // A crash mid-write: the last record (the fifth request) is cut short.
+    let segment = newest_segment(&spool.0);
+    let len = segment.metadata().unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(len - 50)
+        .unwrap();
+
+    let (child, _) = start_binary(&database, &disk).await;
+    wait_for_rows(&database, 40).await;
+    let (status, log) = stop_with(child, "TERM").await;
+    assert!(status.success(), "{log}");
+    assert!(log.contains("torn record"), "{log}");
+    let stored = stored(&clickhouse_url(), &database).await;
+    let expected: HashMap<u32, u64> = (0..40).map(|s| (s, 1)).collect();
+    assert_eq!(stored, expected);
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn rows_clickhouse_rejects_are_quarantined_and_the_rest_flows() {
+    let spool = TempDir::new();
+    let app = spawn_app(&[("DURABILITY", "disk"), ("SPOOL_DIR", spool.path())]).await;
+    // Altered underneath: a derived column that cannot be computed for some rows.
+    clickhouse(&format!(
+        "ALTER TABLE `{}`.events ADD COLUMN param_num UInt8 MATERIALIZED toUInt8(param_str)",
+        app.database
+    ))
+    .await;
+    let poison = [3, 11, 17];
+    let events: Vec<Value> = (0..20)
+        .map(|s| {
+            let mut e = event(s);
+            e["param_str"] = if poison.contains(&s) { "abc" } else { "12" }.into();
+            e
+        })
+        .collect();
+    assert_eq!(
+        app.post_events(Value::Array(events).to_string())
+            .await
+            .status(),
+        200
+    );
+    wait_for_rows(&app.database, 17).await;
+
+    let dir = spool.0.join("quarantine");
+    let lines: Vec<Value> = within(PATIENCE, async {
+        loop {
+            let lines: Vec<Value> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flat_map(|f| {
+                    std::fs::read_to_string(f.unwrap().path())
+                        .unwrap_or_default()
+                        .lines()
+                        .map(|l| serde_json::from_str(l).unwrap())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            if lines.len() >= 3 {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let mut quarantined: Vec<u64> = lines
+        .iter()
+        .map(|l| l["event"]["sequence"].as_u64().unwrap())
+        .collect();
+    quarantined.sort();
+    assert_eq!(quarantined, [3, 11, 17]);
+    for line in &lines {
+        assert!(
+            line["error"].as_str().unwrap().contains("Code: 6"),
+            "{line}"
+        );
+        assert_eq!(line["event"]["param_str"], "abc");
+    }
+    assert_eq!(app.stats.events_quarantined.get(), 3);
+
+    // The pipeline keeps flowing.
+    let more: Vec<Value> = (100..110)
+        .map(|s| {
+            let mut e = event(s);
+            e["param_str"] = "7".into();
+            e
+        })
+        .collect();
+    assert_eq!(
+        app.post_events(Value::Array(more).to_string())
+            .await
+            .status(),
+        200
+    );
+    wait_for_rows(&app.database, 27).await;
+    assert!(app.stop().await.is_clean());
+}
+
+/// A TCP forwarder from `port` to the shared ClickHouse.
+fn forward(listener: TcpListener) -> JoinHandle<()> {
+    let upstream = clickhouse_url().trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_answers_503_and_recovers_without_restart() {
+    let spool = TempDir::new();
+    let port = closed_port();
+    let app = spawn_app(&[
+        ("CLICKHOUSE_PORT", &port.to_string()),
+        ("DURABILITY", "disk"),
+        ("SPOOL_DIR", spool.path()),
+        ("SPOOL_MAX_BYTES", "1048576"),
+        ("BUFFER_MAX_BYTES", "65536"),
+    ])
+    .await;
+    let mut acked = 0;
+    let refused = loop {
+        let response = app.post_events(batch(acked, 100)).await;
+        if response.status() != 200 {
+            break response;
+        }
+        acked += 100;
+        assert!(acked < 100_000, "never refused");
+    };
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("spool full"),
+        "{body}"
+    );
+    assert!(
+        acked > 65536 / 120,
+        "memory spilled to the spool before it filled: {acked}"
+    );
+    assert_eq!(app.get("/v1/ready").await.status(), 503);
+
+    // ClickHouse comes back: the spool drains and the same request is taken.
+    let forwarder = forward(TcpListener::bind(("127.0.0.1", port)).await.unwrap());
+    within(PATIENCE, async {
+        while app.post_events(batch(acked, 100)).await.status() != 200 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    wait_for_rows(&app.database, u64::from(acked) + 100).await;
+    let stored = stored(&clickhouse_url(), &app.database).await;
+    assert!(stored.values().all(|&n| n == 1));
+    within(PATIENCE, async {
+        while app.get("/v1/ready").await.status() != 200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(app.stop().await.is_clean());
+    forwarder.abort();
+}
+
+/// Forwards to the shared ClickHouse, but drops the connection instead of passing on the
+/// answer to the first `INSERT`: ClickHouse has stored the rows, the sender cannot know.
+fn ambiguous_proxy(listener: TcpListener, dropped: Arc<AtomicUsize>) -> JoinHandle<()> {
+    let upstream = clickhouse_url().trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let dropped = dropped.clone();
+            tokio::spawn(async move {
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                let insert_seen = Arc::new(AtomicBool::new(false));
+                let seen = insert_seen.clone();
+                let upstream_half = tokio::spawn(async move {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = client_rx.read(&mut buf).await {
+                        if buf[..n].windows(6).any(|w| w == b"INSERT") {
+                            seen.store(true, Relaxed);
+                        }
+                        if server_tx.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut buf = vec![0; 64 * 1024];
+                while let Ok(n @ 1..) = server_rx.read(&mut buf).await {
+                    if insert_seen.load(Relaxed) && dropped.fetch_add(1, Relaxed) == 0 {
+                        break; // the insert's answer: dropped with the connection
+                    }
+                    insert_seen.store(false, Relaxed);
+                    if client_tx.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                upstream_half.abort();
+            });
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_retry_after_an_ambiguous_failure_is_deduplicated_or_at_least_once() {
+    let port = closed_port();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let proxy = ambiguous_proxy(
+        TcpListener::bind(("127.0.0.1", port)).await.unwrap(),
+        dropped.clone(),
+    );
+    let spool = TempDir::new();
+    let app = spawn_app(&[
+        ("CLICKHOUSE_PORT", &port.to_string()),
+        ("DURABILITY", "disk"),
+        ("SPOOL_DIR", spool.path()),
+    ])
+    .await;
+    assert_eq!(app.post_events(batch(0, 50)).await.status(), 200);
+    within(PATIENCE, async {
+        while app.stats.inserts.get() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(dropped.load(Relaxed) >= 1, "the proxy dropped an answer");
+    assert!(
+        app.stats.insert_retries.get() >= 1,
+        "and the flusher retried"
+    );
+    let stored = stored(&clickhouse_url(), &app.database).await;
+    assert_eq!(stored.len(), 50, "every event is stored");
+    let copies = if supports_tokens(&clickhouse_url()).await {
+        1
+    } else {
+        2
+    };
+    // With tokens the retry is recognised; without (18.x) the documented at-least-once:
+    // the one ambiguous batch is stored twice, nothing else.
+    assert!(stored.values().all(|&n| n == copies), "{stored:?}");
+    assert_eq!(count_rows(&app.database).await, 50 * copies);
+    assert!(app.stop().await.is_clean());
+    proxy.abort();
+}

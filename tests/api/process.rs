@@ -1,0 +1,66 @@
+//! The built binary as a child process: start it, signal it, read its log.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+use crate::helpers::{PATIENCE, closed_port, test_env, within};
+
+/// Starts `event-ingest` with the test environment plus `overrides`; waits until it answers.
+pub async fn start_binary(database: &str, overrides: &[(&str, &str)]) -> (Child, String) {
+    let port = closed_port().to_string();
+    let mut env = overrides.to_vec();
+    env.push(("HTTP_PORT", &port));
+    let child = Command::new(env!("CARGO_BIN_EXE_event-ingest"))
+        .env_clear()
+        .envs(test_env(database, &env))
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let address = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    within(PATIENCE, async {
+        while http
+            .get(format!("{address}/v1/health"))
+            .send()
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    (child, address)
+}
+
+/// Sends the signal and waits for the child to exit; returns its status and its log.
+pub async fn stop_with(mut child: Child, name: &str) -> (std::process::ExitStatus, String) {
+    let stderr = collect_stderr(&mut child);
+    signal(&child, name);
+    let status = within(PATIENCE, child.wait()).await.unwrap();
+    (status, stderr.await.unwrap())
+}
+
+pub fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Drains the child's stderr in the background (a full pipe would block its logging) and
+/// hands the text over once the child has exited.
+pub fn collect_stderr(child: &mut Child) -> tokio::task::JoinHandle<String> {
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    })
+}
