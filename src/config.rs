@@ -477,6 +477,17 @@ mod tests {
     }
 
     #[test]
+    fn durability_defaults_to_disk_in_prod_only() {
+        assert_eq!(config(&[]).unwrap().durability(), Durability::Memory);
+        let prod = config(&[("APP_ENV", "prod")]).unwrap();
+        assert_eq!(prod.durability(), Durability::Disk);
+        let chosen = config(&[("APP_ENV", "prod"), ("DURABILITY", "memory")]).unwrap();
+        assert_eq!(chosen.durability(), Durability::Memory);
+        assert!(config(&[("DURABILITY", "paper")]).is_err());
+        assert!(config(&[("SPOOL_MAX_BYTES", "10")]).is_err());
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         for (var, value) in [
             ("BUFFER_SIZE", "abc"),

@@ -96,6 +96,12 @@ impl Application {
 
         let stats = Arc::new(Stats::default());
         let mut spool_writer = None;
+        if config.buffer_mode != BufferMode::Double && config.durability == Some(Durability::Disk) {
+            log::warn!(
+                "DURABILITY=disk applies to BUFFER_MODE=double only; {:?} mode has no spool",
+                config.buffer_mode
+            );
+        }
         let (ingest, flusher): (Arc<dyn Ingest>, _) = match config.buffer_mode {
             BufferMode::Double => {
                 let limits = Limits {

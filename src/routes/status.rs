@@ -27,6 +27,7 @@ pub async fn get_page() -> HttpResponse {
 pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
     let stats = &state.stats;
     let (bytes, max_bytes) = state.ingest.fill();
+    let backlog = state.ingest.backlog();
     HttpResponse::Ok().json(json!({
         "clickhouse_version": state.sink.version_text(),
         "mode": state.mode,
@@ -43,6 +44,12 @@ pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
             "bytes": bytes,
             "max_bytes": max_bytes,
         },
+        "spool": backlog.spool.map(|s| json!({
+            "bytes": s.bytes,
+            "max_bytes": s.max_bytes,
+            "failed": s.failed,
+        })),
+        "oldest_unflushed_secs": backlog.oldest.map(|d| d.as_secs_f64()),
         "recent_flushes": *stats.recent_flushes.lock(),
         "last_error": *stats.last_error.lock(),
     }))

@@ -111,6 +111,10 @@ pub struct Args {
     /// Exit with status 1 when a target check fails.
     #[arg(long)]
     strict: bool,
+    /// event-ingest's `DURABILITY`: `memory` (buffered in the process) or `disk` (synced to
+    /// a spool under the output folder before `200`).
+    #[arg(long, default_value = "memory", value_parser = ["memory", "disk"])]
+    durability: String,
 }
 
 /// One system × concurrency × body run.
@@ -303,6 +307,7 @@ fn real_main(args: &Args) -> Result<bool, String> {
             .map(|b| (b.events, b.json_array_bytes, b.ndjson_bytes))
             .collect(),
         elapsed: started.elapsed(),
+        durability: args.durability.clone(),
     };
     let (markdown, all_pass) = report::markdown(&meta, &runs);
     let chart_path = chart::write(
@@ -424,7 +429,9 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
         .env("CLICKHOUSE_PORT", ctx.args.clickhouse_port.to_string())
         .env("CLICKHOUSE_NAME", &ctx.args.database)
         .env("CLICKHOUSE_TABLE", table)
-        .env("BUFFER_MODE", mode);
+        .env("BUFFER_MODE", mode)
+        .env("DURABILITY", &ctx.args.durability)
+        .env("SPOOL_DIR", ctx.logs.join(format!("{table}.spool")));
     let log = ctx.logs.join(format!("{table}.server.log"));
     let mut server = proc::spawn(cmd, run.system.name(), &log)?;
     let base = format!("http://127.0.0.1:{port}");

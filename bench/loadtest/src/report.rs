@@ -14,6 +14,8 @@ pub struct Meta {
     /// `(events, JSON array bytes, NDJSON bytes)` per body.
     pub bodies: Vec<(usize, usize, usize)>,
     pub elapsed: Duration,
+    /// event-ingest's `DURABILITY`.
+    pub durability: String,
 }
 
 /// `1234567.8` → `1,234,568`.
@@ -128,9 +130,9 @@ pub fn markdown(meta: &Meta, runs: &[Run]) -> (String, bool) {
     );
     let _ = writeln!(
         s,
-        "- **event-ingest**: release binary, `BUFFER_MODE=double`, defaults otherwise, fresh \
-         process and table per run; stopped with SIGTERM (exit 0 = everything buffered was \
-         written), then `count()` of its table.\n\
+        "- **event-ingest**: release binary, `BUFFER_MODE=double`, `DURABILITY={}`, defaults \
+         otherwise, fresh process and table per run; stopped with SIGTERM (exit 0 = nothing \
+         accepted was lost), then `count()` of its table.\n\
          - **bare-parse**: same binary, `BUFFER_MODE=discard` (parse + validate, store nothing): \
          the HTTP ceiling.\n\
          - **ch-direct** / **ch-buffer**: the same events as NDJSON POSTed to ClickHouse's HTTP \
@@ -149,7 +151,8 @@ pub fn markdown(meta: &Meta, runs: &[Run]) -> (String, bool) {
          here, outside the measured events/s.\n\
          - non-2xx: event-ingest answers 503 when its buffer holds `BUFFER_MAX_BYTES` (ClickHouse \
          writes slower than requests arrive: back-pressure, nothing stored from that request); \
-         ClickHouse answers 500 e.g. for `Too many parts` (code 252) under many small inserts.\n"
+         ClickHouse answers 500 e.g. for `Too many parts` (code 252) under many small inserts.\n",
+        meta.durability
     );
 
     let _ = writeln!(
