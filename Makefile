@@ -46,3 +46,10 @@ clickhouse-stop:
 .PHONY: loadtest
 loadtest:
 	scripts/loadtest.sh $(ARGS)
+
+## Fault injection: kill -9 / SIGTERM the service and stop its ClickHouse under load for
+## MINUTES minutes, then check no acknowledged event was lost (report in target/chaos/report.md).
+MINUTES ?= 5
+.PHONY: chaos
+chaos:
+	scripts/chaos.sh --minutes $(MINUTES)

@@ -253,7 +253,12 @@ impl Application {
                 self.quarantine_dir.display()
             );
         }
-        if report.is_clean() {
+        if report.spooled > 0 {
+            log::info!(
+                "stopped; {} events stay in the spool and are written at the next start",
+                report.spooled
+            );
+        } else if report.is_clean() {
             log::info!("stopped; everything buffered was written");
         }
         Ok(report)

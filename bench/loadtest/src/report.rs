@@ -481,6 +481,7 @@ mod tests {
                 cores: 2,
                 bodies: vec![(30, 6600, 6700)],
                 elapsed: Duration::from_secs(4),
+                durability: "memory".into(),
             },
             &runs,
         );
