@@ -68,9 +68,14 @@ impl Quarantine {
         let _guard = self.lock.lock();
         fs::create_dir_all(&self.dir)?;
         let path = self.dir.join(format!("{}.jsonl", now.date()));
+        let new = !path.exists();
         let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
         file.write_all(&lines)?;
         file.sync_data()?;
+        if new {
+            // The file's name must survive a crash too.
+            crate::spool::checkpoint::sync_dir(&self.dir)?;
+        }
         Ok(path)
     }
 }

@@ -149,10 +149,12 @@ impl<S: Sink> Flusher<S> {
         }
         if let (Some(spool), Some(span)) = (self.spool.clone(), span) {
             match self.wait_durable(&spool, span.end) {
-                Ok(()) => match spool.begin(span.clone()) {
-                    Ok(()) => tracked = Some((spool, span)),
-                    Err(e) => log::error!("spool checkpoint not written: {e}"),
-                },
+                Ok(()) => {
+                    if !self.begin(&spool, &span) {
+                        return rows.len(); // the deadline passed; the rows stay in the spool
+                    }
+                    tracked = Some((spool, span));
+                }
                 Err(Stop::Deadline) => return rows.len(),
                 // Never durable, so never acknowledged: send them anyway, untracked.
                 Err(Stop::Failed) => {}
@@ -183,6 +185,22 @@ impl<S: Sink> Flusher<S> {
         unwritten
     }
 
+    /// Records `span` as begun in the checkpoint, retrying a failed write (a batch sent
+    /// untracked could be replayed under another identity, so the pipeline waits instead).
+    /// `false` if shutdown's deadline passed first.
+    fn begin(&self, spool: &Spool, span: &Range<u64>) -> bool {
+        loop {
+            match spool.begin(span.clone()) {
+                Ok(()) => return true,
+                Err(e) => log::error!("spool checkpoint not written (will retry): {e}"),
+            }
+            self.buffer.backoff_sleep(Duration::from_secs(1));
+            if self.buffer.deadline().is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+        }
+    }
+
     /// Reads the spool from `from` and writes it, batch by batch, until it has caught up
     /// with what handlers append (then they go back to memory). `Err` carries the rows the
     /// shutdown deadline cut off.
@@ -194,6 +212,7 @@ impl<S: Sink> Flusher<S> {
         let mut cursor = from;
         // Set once the buffer takes appends again: the spool's records end there.
         let mut until: Option<u64> = None;
+        let mut read_failures = 0u32;
         loop {
             if until.is_some_and(|end| cursor >= end) {
                 return Ok(());
@@ -209,6 +228,7 @@ impl<S: Sink> Flusher<S> {
                 }
                 continue;
             }
+            let durable = spool.durable();
             let read = spool.read(
                 cursor,
                 ReadLimits {
@@ -221,14 +241,29 @@ impl<S: Sink> Flusher<S> {
             let chunk = match read {
                 Ok(chunk) => chunk,
                 Err(e) => {
-                    log::error!("cannot read the spool at {cursor} (will retry): {e}");
-                    self.buffer.backoff_sleep(Duration::from_secs(1));
+                    // A read can fail after gathering some records: start the batch over.
+                    rows.clear();
+                    read_failures += 1;
+                    if read_failures < MAX_READ_FAILURES {
+                        log::error!("cannot read the spool at {cursor} (will retry): {e}");
+                        self.buffer.backoff_sleep(Duration::from_secs(1));
+                    } else {
+                        // Unreadable for good: its events are lost; the rest must not be.
+                        let next = spool.next_segment_after(cursor).unwrap_or(durable);
+                        log::error!(
+                            "cannot read the spool at {cursor} after {read_failures} attempts \
+                             ({e}); skipping to {next}: the events in between are lost"
+                        );
+                        cursor = next.max(cursor);
+                        read_failures = 0;
+                    }
                     if self.buffer.deadline().is_some_and(|d| Instant::now() >= d) {
                         return Err(0);
                     }
                     continue;
                 }
             };
+            read_failures = 0;
             for damage in &chunk.skipped {
                 log::warn!("spool damage skipped: {damage}");
             }
@@ -254,6 +289,11 @@ impl<S: Sink> Flusher<S> {
                 return Err(unwritten);
             }
             cursor = chunk.end;
+            // Everything durable at the time of the read was read: appends may go to memory
+            // again (under steady traffic the spool is never exactly caught up).
+            if until.is_none() && cursor >= durable {
+                until = Some(self.buffer.end_spill());
+            }
         }
     }
 
@@ -279,6 +319,9 @@ impl<S: Sink> Flusher<S> {
         }
     }
 }
+
+/// Attempts to read one spot of the spool before it counts as unreadable.
+const MAX_READ_FAILURES: u32 = 10;
 
 /// The `Instant` at which something written at Unix time `ms` happened (`None` for 0).
 fn since_unix_ms(ms: u64) -> Option<Instant> {

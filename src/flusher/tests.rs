@@ -30,6 +30,8 @@ struct FakeSink {
     hang: bool,
     /// The token of every attempt, in order.
     tokens: Mutex<Vec<String>>,
+    /// How long each write takes.
+    delay: Duration,
 }
 
 impl Sink for FakeSink {
@@ -40,6 +42,7 @@ impl Sink for FakeSink {
         if self.hang {
             std::future::pending::<()>().await;
         }
+        tokio::time::sleep(self.delay).await;
         if self
             .failures
             .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
@@ -150,4 +153,88 @@ fn a_sink_that_never_answers_cannot_hold_shutdown_past_its_deadline() {
     // The deadline is 300 ms; it returns (rather than hanging) and owns up to the loss.
     assert_eq!(report.unwritten, 5);
     assert!(!report.is_clean());
+}
+
+#[test]
+fn retries_carry_the_same_token() {
+    let sink = Arc::new(FakeSink {
+        failures: AtomicUsize::new(2),
+        ..FakeSink::default()
+    });
+    let (buffer, _, guard) = start(sink.clone(), 10);
+    append(&buffer, 0..10);
+    while sink.inserts.load(Relaxed) == 0 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    append(&buffer, 10..20);
+    assert!(guard.shutdown(Instant::now()).is_clean());
+    let tokens = sink.tokens.lock().clone();
+    assert_eq!(tokens.len(), 4, "{tokens:?}");
+    assert_eq!(tokens[0], tokens[1]);
+    assert_eq!(tokens[1], tokens[2]);
+    assert_ne!(tokens[2], tokens[3], "the next batch has its own");
+}
+
+#[test]
+fn a_spool_backlog_goes_first_and_steady_traffic_returns_to_memory() {
+    use crate::spool::{Spool, WriterGuard, record};
+    let dir = std::env::temp_dir().join(format!("spill-{}", uuid::Uuid::new_v4().simple()));
+    let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    // As after a restart with a backlog: the buffer starts spilled at position 0.
+    let buffer = Arc::new(DoubleBuffer::with_spool(
+        Limits {
+            size: 1_000,
+            flush_interval: Duration::from_millis(50),
+            min_interval: Duration::ZERO,
+            max_bytes: 1 << 26,
+        },
+        spool.clone(),
+        Some(0),
+    ));
+    let submit = |n: u32| {
+        let mut rows = testing::rows(n..n + 5);
+        let mut framed = Vec::new();
+        record::encode(&rows, 1, &mut framed);
+        buffer.append_spooled(&mut rows, &framed).unwrap()
+    };
+    let mut n = 0;
+    while n < 500 {
+        submit(n);
+        n += 5;
+    }
+    let sink = Arc::new(FakeSink {
+        delay: Duration::from_millis(20),
+        ..FakeSink::default()
+    });
+    let quarantine = std::env::temp_dir().join(format!("q-{}", uuid::Uuid::new_v4()));
+    let guard = spawn(
+        buffer.clone(),
+        sink.clone(),
+        Arc::new(Quarantine::new(quarantine)),
+        Arc::new(Stats::default()),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    // Steady traffic during the replay: never a moment when the spool is caught up exactly.
+    let mut in_memory = false;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        let end = submit(n);
+        n += 5;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(spool.wait_durable(end)).unwrap();
+        in_memory |= buffer.pending_events() > 0;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(in_memory, "the buffer went back to memory");
+    assert!(guard.shutdown(Instant::now()).is_clean());
+    writer.stop();
+    // Every row once, in order: the backlog first, then the rest.
+    assert_eq!(*sink.written.lock(), encoded(0..n));
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -50,6 +50,7 @@ impl<S: Sink> Flusher<S> {
             match self.write_with_retry(rows.slice(range.clone()), &token) {
                 Ok(()) => {}
                 Err(Failure::Deadline) => {
+                    // Best effort: the batch as a whole stays unwritten either way.
                     self.quarantine(id, &rejected);
                     return range.len() + pending.iter().map(Range::len).sum::<usize>();
                 }
@@ -64,30 +65,44 @@ impl<S: Sink> Flusher<S> {
                 }
             }
         }
-        self.quarantine(id, &rejected);
-        0
+        if self.quarantine(id, &rejected) {
+            0
+        } else {
+            rejected.len() // not stored anywhere: the batch is not done
+        }
     }
 
-    /// Puts rejected rows in the quarantine file; one error line per batch.
-    fn quarantine(&self, id: &str, rejected: &[Rejected<'_>]) {
+    /// Puts rejected rows in the quarantine file, one error line per batch; a failed write
+    /// is retried (the rows exist nowhere else once the batch is confirmed). `false` if
+    /// shutdown's deadline passed first.
+    fn quarantine(&self, id: &str, rejected: &[Rejected<'_>]) -> bool {
         let Some(first) = rejected.first() else {
-            return;
+            return true;
         };
-        self.stats.events_quarantined.inc_by(rejected.len() as u64);
-        match self.quarantine.put(id, rejected) {
-            Ok(path) => log::error!(
-                "{} events ClickHouse rejects as bad data are quarantined in {}; first error: {}",
-                rejected.len(),
-                path.display(),
-                first.error
-            ),
-            Err(e) => log::error!(
-                "{} events ClickHouse rejects as bad data could not be quarantined in {} ({e}); \
-                 they are lost; first error: {}",
-                rejected.len(),
-                self.quarantine.dir().display(),
-                first.error
-            ),
+        loop {
+            match self.quarantine.put(id, rejected) {
+                Ok(path) => {
+                    self.stats.events_quarantined.inc_by(rejected.len() as u64);
+                    log::error!(
+                        "{} events ClickHouse rejects as bad data are quarantined in {}; \
+                         first error: {}",
+                        rejected.len(),
+                        path.display(),
+                        first.error
+                    );
+                    return true;
+                }
+                Err(e) => log::error!(
+                    "{} events ClickHouse rejects as bad data cannot be written to the \
+                     quarantine in {} (will retry): {e}",
+                    rejected.len(),
+                    self.quarantine.dir().display(),
+                ),
+            }
+            self.buffer.backoff_sleep(Duration::from_secs(1));
+            if self.buffer.deadline().is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
         }
     }
 

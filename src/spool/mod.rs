@@ -140,6 +140,11 @@ impl Spool {
         };
         let mut old = segments::list(dir).map_err(io_err)?;
         let old_end = old.last().map_or(0, |&(start, len)| start + len);
+        // A run that wrote nothing leaves an empty newest file, at the very position this
+        // run starts at: it is not an old segment (the new one replaces it).
+        if old.last().is_some_and(|&(_, len)| len == 0) {
+            old.pop();
+        }
         // Files wholly before the checkpoint are done with (a crash after confirming a batch
         // but before deleting them leaves some).
         while !old.is_empty() && old.get(1).map_or(old_end, |n| n.0) <= checkpoint.confirmed {
@@ -188,6 +193,9 @@ impl Spool {
         let mut tail = self.tail.lock();
         if let Some(why) = self.failed.lock().as_ref() {
             return Err(SpoolRefusal::Failed(why.clone()));
+        }
+        if tail.closed {
+            return Err(SpoolRefusal::Failed("spool writer stopped".into()));
         }
         let used = tail.next - self.confirmed.load(Relaxed);
         if used + record.len() as u64 > self.max_bytes {
@@ -259,8 +267,14 @@ impl Spool {
         if c.begun.as_ref() == Some(&range) {
             return Ok(());
         }
-        c.begun = Some(range);
-        c.store(&self.dir)
+        let next = Checkpoint {
+            begun: Some(range),
+            ..c.clone()
+        };
+        // Only what is on disk counts: a failed store leaves the old state in force.
+        next.store(&self.dir)?;
+        *c = next;
+        Ok(())
     }
 
     /// Records that ClickHouse has everything before `end`, then deletes whole segment
@@ -268,18 +282,27 @@ impl Spool {
     pub fn confirm(&self, end: u64) -> io::Result<()> {
         {
             let mut c = self.checkpoint.lock();
-            c.confirmed = end;
-            c.begun = None;
-            c.store(&self.dir)?;
+            let next = Checkpoint {
+                confirmed: end,
+                begun: None,
+                ..c.clone()
+            };
+            next.store(&self.dir)?;
+            *c = next;
         }
         self.confirmed.store(end, Relaxed);
         let mut starts = self.segments.lock();
         // Never the newest: the writer appends to it.
-        while starts.len() > 1 && starts[1] <= end {
+        while starts.len() > 1 && starts[1] <= end && starts[0] < starts[1] {
             fs::remove_file(segments::path(&self.dir, starts[0]))?;
             starts.remove(0);
         }
         Ok(())
+    }
+
+    /// Where the segment after the one holding `position` starts (`None`: it is the newest).
+    pub fn next_segment_after(&self, position: u64) -> Option<u64> {
+        self.segments.lock().iter().copied().find(|&s| s > position)
     }
 
     /// Reads records from `from` (a record boundary) into `rows`, up to `until` and the

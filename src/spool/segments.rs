@@ -117,17 +117,21 @@ pub fn read(
                         let here = offset + at as u64;
                         let readable = file_len.min(end - start).saturating_sub(here);
                         if need as u64 > readable {
-                            chunk
-                                .skipped
-                                .push(damage(dir, start, here, readable, "torn"));
+                            chunk.skipped.push(damage(dir, start, here, readable, TORN));
                             chunk.end = end;
                             break;
                         }
                         if at > 0 {
                             break; // the rest of this record is beyond this read
                         }
-                        // One record larger than a read: read exactly it (it is there).
+                        // One record larger than a read: read exactly it (it is there,
+                        // unless the file shrank meanwhile: then it is torn after all).
                         read_at(&file, offset, need, &mut buf)?;
+                        if buf.len() < need {
+                            chunk.skipped.push(damage(dir, start, here, readable, TORN));
+                            chunk.end = end;
+                            break;
+                        }
                     }
                     Err(e) => {
                         let here = offset + at as u64;
@@ -145,9 +149,12 @@ pub fn read(
     Ok(chunk)
 }
 
+/// How a record cut short is described in the log.
+const TORN: &str = "torn record (cut short, as by a crash mid-write)";
+
 fn damage(dir: &Path, start: u64, at: u64, skipped: u64, what: &str) -> String {
     format!(
-        "{}: {what} record at byte {at}; skipped the file's last {skipped} bytes",
+        "{}: {what} at byte {at}; skipped the file's last {skipped} bytes",
         path(dir, start).display()
     )
 }

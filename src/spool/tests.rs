@@ -109,3 +109,35 @@ fn a_full_spool_refuses_records() {
     ));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_run_that_wrote_nothing_does_not_confuse_the_next_one() {
+    let dir = temp_dir();
+    let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    let end = append(&spool, 2);
+    writer.stop();
+    drop(spool);
+    // A run that takes no traffic (ClickHouse down, not ready) leaves an empty segment.
+    let (idle, _) = Spool::open(&dir, 1 << 30).unwrap();
+    drop(idle);
+
+    let (spool, backlog) = Spool::open(&dir, 1 << 30).unwrap();
+    assert_eq!(
+        backlog,
+        Some(Backlog {
+            from: 0,
+            bytes: end
+        })
+    );
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    spool.confirm(end).unwrap();
+    // The live segment survived the trim: new records are written and read back.
+    let end2 = append(&spool, 1);
+    let (back, chunk) = read_all(&spool, end);
+    assert_eq!((back, chunk.end), (rows(0..10), end2));
+    writer.stop();
+    std::fs::remove_dir_all(dir).unwrap();
+}
