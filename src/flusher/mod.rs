@@ -167,7 +167,10 @@ impl<S: Sink> Flusher<S> {
                 format!("{}:{}", self.instance, self.batches)
             }
         };
-        let unwritten = self.write_batch(rows, &id);
+        let unwritten = match &tracked {
+            Some((spool, span)) => self.write_batch(rows, &id, Some(spool), &spool.done(span)),
+            None => self.write_batch(rows, &id, None, &[]),
+        };
         let written = rows.len() - unwritten;
         self.stats
             .record_flush(trigger, rows.len(), written, started.elapsed());

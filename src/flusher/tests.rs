@@ -238,3 +238,61 @@ fn a_spool_backlog_goes_first_and_steady_traffic_returns_to_memory() {
     assert_eq!(*sink.written.lock(), encoded(0..n));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_replayed_batch_skips_the_chunks_stored_before_the_restart() {
+    use crate::spool::{Spool, WriterGuard, record};
+    let dir = std::env::temp_dir().join(format!("replay-{}", uuid::Uuid::new_v4().simple()));
+    let limits = Limits {
+        size: 1_000,
+        flush_interval: Duration::from_millis(50),
+        min_interval: Duration::ZERO,
+        max_bytes: 1 << 26,
+    };
+    // A first run sent rows 0..32 as one batch: ClickHouse refused it (row 20 is bad), the
+    // first half went in, and the process died.
+    {
+        let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
+        let spool = Arc::new(spool);
+        let writer = WriterGuard::spawn(spool.clone()).unwrap();
+        let mut framed = Vec::new();
+        record::encode(&testing::rows(0..32), 1, &mut framed);
+        let span = spool.reserve(&framed).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(spool.wait_durable(span.end)).unwrap();
+        spool.begin(span).unwrap();
+        spool.mark_done(0..16).unwrap();
+        writer.stop();
+    }
+    let (spool, backlog) = Spool::open(&dir, 1 << 30).unwrap();
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    let buffer = Arc::new(DoubleBuffer::with_spool(
+        limits,
+        spool.clone(),
+        backlog.map(|b| b.from),
+    ));
+    let sink = Arc::new(FakeSink {
+        poison: Some(encoded([20])),
+        ..FakeSink::default()
+    });
+    let guard = spawn(
+        buffer,
+        sink.clone(),
+        Arc::new(Quarantine::new(dir.join("quarantine"))),
+        Arc::new(Stats::default()),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    while sink.rows_written.load(Relaxed) < 15 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(guard.shutdown(Instant::now()).is_clean());
+    writer.stop();
+    assert_eq!(*sink.written.lock(), encoded((16..32).filter(|&n| n != 20)));
+    let quarantined = std::fs::read_dir(dir.join("quarantine")).unwrap().count();
+    assert_eq!(quarantined, 1, "row 20's file");
+    std::fs::remove_dir_all(dir).unwrap();
+}

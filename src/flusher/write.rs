@@ -11,6 +11,7 @@ use super::Flusher;
 use crate::event::{Rows, RowsRef};
 use crate::quarantine::Rejected;
 use crate::sink::{Sink, SinkError};
+use crate::spool::Spool;
 
 /// First back-off after a failed insert.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -36,9 +37,18 @@ pub(super) enum Failure {
 impl<S: Sink> Flusher<S> {
     /// Writes `rows` in chunks of at most [`MAX_INSERT_ROWS`], splitting around rows the
     /// sink rejects as bad data. `id` names the batch; chunk `a..b` is sent with the token
-    /// `{id}:{a}-{b}`, the same on every retry and replay. Returns how many rows were left
+    /// `{id}:{a}-{b}`, the same on every retry and replay. With a `spool` (the batch is its
+    /// begun range), each chunk written while more remain is recorded as done, and chunks
+    /// within `done` (recorded before a restart) are skipped: chunks and halves are cut the
+    /// same way every time, so a replay meets the same ones. Returns how many rows were left
     /// unwritten because shutdown's deadline passed (0 otherwise).
-    pub(super) fn write_batch(&self, rows: &Rows, id: &str) -> usize {
+    pub(super) fn write_batch(
+        &self,
+        rows: &Rows,
+        id: &str,
+        spool: Option<&Spool>,
+        done: &[Range<usize>],
+    ) -> usize {
         let mut pending: Vec<Range<usize>> = (0..rows.len())
             .step_by(MAX_INSERT_ROWS)
             .rev()
@@ -46,9 +56,23 @@ impl<S: Sink> Flusher<S> {
             .collect();
         let mut rejected: Vec<Rejected<'_>> = Vec::new();
         while let Some(range) = pending.pop() {
+            if done
+                .iter()
+                .any(|d| d.start <= range.start && range.end <= d.end)
+            {
+                continue; // stored before a restart
+            }
             let token = format!("{id}:{}-{}", range.start, range.end);
             match self.write_with_retry(rows.slice(range.clone()), &token) {
-                Ok(()) => {}
+                Ok(()) => {
+                    // The last chunk needs no note: the batch's confirmation follows.
+                    if let Some(spool) = spool
+                        && !pending.is_empty()
+                        && let Err(e) = spool.mark_done(range.clone())
+                    {
+                        log::warn!("spool checkpoint not written (rows may be sent twice): {e}");
+                    }
+                }
                 Err(Failure::Deadline) => {
                     // Best effort: the batch as a whole stays unwritten either way.
                     self.quarantine(id, &rejected);

@@ -3,8 +3,8 @@
 //! so a crash leaves either the old or the new one, never half of each.
 //!
 //! The flusher writes one batch at a time, in spool order, so "confirmed up to" plus "the
-//! one batch begun after it" is the whole state; a batch's stable identity (and
-//! `insert_deduplication_token`) is its spool range.
+//! one batch begun after it" (and which of its rows are done) is the whole state; a batch's
+//! stable identity (and `insert_deduplication_token`) is its spool range.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -27,6 +27,9 @@ pub struct Checkpoint {
     /// A batch sent (maybe more than once) but not yet confirmed: replayed as exactly this
     /// range, so the retry carries the same token.
     pub begun: Option<Range<u64>>,
+    /// Rows of the begun batch (by index) already stored or quarantined: a replay skips
+    /// them, so servers without deduplication tokens do not store them twice either.
+    pub done: Vec<Range<usize>>,
 }
 
 impl Checkpoint {
@@ -36,6 +39,7 @@ impl Checkpoint {
             id: uuid::Uuid::new_v4().simple().to_string(),
             confirmed: 0,
             begun: None,
+            done: Vec::new(),
         }
     }
 
@@ -67,6 +71,7 @@ impl Checkpoint {
             id: String::new(),
             confirmed: 0,
             begun: None,
+            done: Vec::new(),
         };
         for line in lines {
             let (key, value) = line.split_once(' ')?;
@@ -76,6 +81,12 @@ impl Checkpoint {
                 "begun" => {
                     let (a, b) = value.split_once('-')?;
                     checkpoint.begun = Some(a.parse().ok()?..b.parse().ok()?);
+                }
+                "done" => {
+                    for range in value.split(',') {
+                        let (a, b) = range.split_once('-')?;
+                        checkpoint.done.push(a.parse().ok()?..b.parse().ok()?);
+                    }
                 }
                 _ => return None,
             }
@@ -87,6 +98,14 @@ impl Checkpoint {
         let mut body = format!("{HEADER}\nid {}\nconfirmed {}", self.id, self.confirmed);
         if let Some(r) = &self.begun {
             body.push_str(&format!("\nbegun {}-{}", r.start, r.end));
+        }
+        if !self.done.is_empty() {
+            let done: Vec<String> = self
+                .done
+                .iter()
+                .map(|r| format!("{}-{}", r.start, r.end))
+                .collect();
+            body.push_str(&format!("\ndone {}", done.join(",")));
         }
         let crc = crc32fast::hash(body.as_bytes());
         format!("{body}\ncrc {crc:08x}\n")
@@ -120,6 +139,7 @@ mod tests {
         let mut c = Checkpoint::fresh();
         c.confirmed = 1234;
         c.begun = Some(1234..5678);
+        c.done = vec![0..10, 20..25];
         c.store(&dir).unwrap();
         assert_eq!(Checkpoint::load(&dir).unwrap(), Some(c.clone()));
         let text = c.render().replace("1234", "1235");

@@ -269,9 +269,29 @@ impl Spool {
         }
         let next = Checkpoint {
             begun: Some(range),
+            done: Vec::new(),
             ..c.clone()
         };
         // Only what is on disk counts: a failed store leaves the old state in force.
+        next.store(&self.dir)?;
+        *c = next;
+        Ok(())
+    }
+
+    /// The rows of batch `range` already done, if it is the begun batch (a replay).
+    pub fn done(&self, range: &Range<u64>) -> Vec<Range<usize>> {
+        let c = self.checkpoint.lock();
+        match &c.begun {
+            Some(begun) if begun == range => c.done.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Records that rows `rows` of the begun batch are stored (or quarantined).
+    pub fn mark_done(&self, rows: Range<usize>) -> io::Result<()> {
+        let mut c = self.checkpoint.lock();
+        let mut next = c.clone();
+        next.done.push(rows);
         next.store(&self.dir)?;
         *c = next;
         Ok(())
@@ -285,6 +305,7 @@ impl Spool {
             let next = Checkpoint {
                 confirmed: end,
                 begun: None,
+                done: Vec::new(),
                 ..c.clone()
             };
             next.store(&self.dir)?;
