@@ -14,10 +14,12 @@
 //! [`write`].
 //!
 //! In `disk` mode every batch is a spool range. Before it is sent the flusher waits for
-//! the range to be durable and records it as begun in the checkpoint; once ClickHouse has
-//! it, the checkpoint moves past it. A backlog (a previous run's, or a spill) is read back
+//! the range to be durable and records it as begun in the checkpoint (and, while it takes
+//! several inserts, which of them are done); once ClickHouse has it, the checkpoint moves
+//! past it. A backlog (a previous run's, or a spill) is read back
 //! from the spool in order, before the memory halves that come after it.
 
+mod isolate;
 mod write;
 
 use std::ops::Range;

@@ -32,9 +32,32 @@ struct FakeSink {
     tokens: Mutex<Vec<String>>,
     /// How long each write takes.
     delay: Duration,
+    /// Probes answered (`None`: the sink cannot probe).
+    probes: Option<AtomicUsize>,
+}
+
+impl FakeSink {
+    fn rejects(&self, rows: RowsRef<'_>) -> bool {
+        self.poison
+            .as_ref()
+            .is_some_and(|p| rows.data.windows(p.len()).any(|w| w == p))
+    }
 }
 
 impl Sink for FakeSink {
+    async fn probe(&self, rows: RowsRef<'_>, _fresh: bool) -> Result<(), SinkError> {
+        let Some(probes) = &self.probes else {
+            return Err(SinkError::Retryable("cannot probe".into()));
+        };
+        probes.fetch_add(1, Relaxed);
+        match self.rejects(rows) {
+            true => Err(SinkError::Data(
+                "Code: 6. DB::Exception: cannot parse".into(),
+            )),
+            false => Ok(()),
+        }
+    }
+
     async fn write(&self, rows: RowsRef<'_>, token: Option<&str>) -> Result<(), SinkError> {
         self.tokens
             .lock()
@@ -50,9 +73,7 @@ impl Sink for FakeSink {
         {
             return Err(SinkError::Retryable("connection refused".into()));
         }
-        if let Some(poison) = &self.poison
-            && rows.data.windows(poison.len()).any(|w| w == poison)
-        {
+        if self.rejects(rows) {
             return Err(SinkError::Data(
                 "Code: 53. DB::Exception: type mismatch".into(),
             ));
@@ -128,6 +149,28 @@ fn a_poison_row_is_isolated_and_the_rest_written() {
     // Chunks are written in order, so the bytes are the batch less the poison row.
     assert_eq!(*sink.written.lock(), encoded((0..32).filter(|&n| n != 13)));
     assert_eq!(stats.events_quarantined.get(), 1);
+}
+
+#[test]
+fn with_a_probe_the_good_rows_go_in_one_insert() {
+    let sink = Arc::new(FakeSink {
+        poison: Some(encoded([13])),
+        probes: Some(AtomicUsize::new(0)),
+        ..FakeSink::default()
+    });
+    let (buffer, stats, guard) = start(sink.clone(), 1_000);
+    append(&buffer, 0..32);
+    assert!(guard.shutdown(Instant::now()).is_clean());
+    assert_eq!(*sink.written.lock(), encoded((0..32).filter(|&n| n != 13)));
+    assert_eq!(
+        sink.inserts.load(Relaxed),
+        1,
+        "not one insert per good half"
+    );
+    assert!(sink.probes.as_ref().unwrap().load(Relaxed) >= 5);
+    assert_eq!(stats.events_quarantined.get(), 1);
+    let tokens = sink.tokens.lock().clone();
+    assert!(tokens.last().unwrap().ends_with(":0-32:kept"), "{tokens:?}");
 }
 
 #[test]
@@ -241,6 +284,11 @@ fn a_spool_backlog_goes_first_and_steady_traffic_returns_to_memory() {
 
 #[test]
 fn a_replayed_batch_skips_the_chunks_stored_before_the_restart() {
+    replay_skips_done_rows(false);
+    replay_skips_done_rows(true);
+}
+
+fn replay_skips_done_rows(probing: bool) {
     use crate::spool::{Spool, WriterGuard, record};
     let dir = std::env::temp_dir().join(format!("replay-{}", uuid::Uuid::new_v4().simple()));
     let limits = Limits {
@@ -276,6 +324,7 @@ fn a_replayed_batch_skips_the_chunks_stored_before_the_restart() {
     ));
     let sink = Arc::new(FakeSink {
         poison: Some(encoded([20])),
+        probes: probing.then(|| AtomicUsize::new(0)),
         ..FakeSink::default()
     });
     let guard = spawn(

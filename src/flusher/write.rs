@@ -63,14 +63,37 @@ impl<S: Sink> Flusher<S> {
                 continue; // stored before a restart
             }
             let token = format!("{id}:{}-{}", range.start, range.end);
-            match self.write_with_retry(rows.slice(range.clone()), &token) {
-                Ok(()) => {
+            let outcome = match self.write_with_retry(rows.slice(range.clone()), &token) {
+                Err(Failure::Data(error)) if range.len() == 1 => {
+                    rejected.push(Rejected {
+                        row: rows.row(range.start),
+                        error: error.to_string(),
+                    });
+                    continue;
+                }
+                Err(Failure::Data(_)) => self.write_around_rejected(rows, &range, id, done),
+                other => other.map(|()| Vec::new()),
+            };
+            match outcome {
+                Ok(bad) => {
+                    rejected.extend(bad.into_iter().map(|(i, e)| Rejected {
+                        row: rows.row(i),
+                        error: e.to_string(),
+                    }));
                     // The last chunk needs no note: the batch's confirmation follows.
                     if let Some(spool) = spool
                         && !pending.is_empty()
-                        && let Err(e) = spool.mark_done(range.clone())
                     {
-                        log::warn!("spool checkpoint not written (rows may be sent twice): {e}");
+                        // Rejected rows are kept before their range counts as done.
+                        if !self.quarantine(id, &rejected) {
+                            return rejected.len() + pending.iter().map(Range::len).sum::<usize>();
+                        }
+                        rejected.clear();
+                        if let Err(e) = spool.mark_done(range.clone()) {
+                            log::warn!(
+                                "spool checkpoint not written (rows may be sent twice): {e}"
+                            );
+                        }
                     }
                 }
                 Err(Failure::Deadline) => {
@@ -78,11 +101,8 @@ impl<S: Sink> Flusher<S> {
                     self.quarantine(id, &rejected);
                     return range.len() + pending.iter().map(Range::len).sum::<usize>();
                 }
-                Err(Failure::Data(error)) if range.len() == 1 => rejected.push(Rejected {
-                    row: rows.row(range.start),
-                    error: error.to_string(),
-                }),
                 Err(Failure::Data(_)) => {
+                    // The probe and the table disagree: split real inserts instead.
                     let mid = range.start + range.len() / 2;
                     pending.push(mid..range.end);
                     pending.push(range.start..mid);
@@ -94,6 +114,30 @@ impl<S: Sink> Flusher<S> {
         } else {
             rejected.len() // not stored anywhere: the batch is not done
         }
+    }
+
+    /// A chunk the sink refused as data: finds the rejected rows by probing and writes the
+    /// rest in one insert (token `{id}:{a}-{b}:kept`). Returns the rejected rows, or
+    /// `Failure::Data` when the chunk must be split into real inserts instead.
+    fn write_around_rejected(
+        &self,
+        rows: &Rows,
+        range: &Range<usize>,
+        id: &str,
+        done: &[Range<usize>],
+    ) -> Result<Vec<(usize, SinkError)>, Failure> {
+        let no_probe = || Failure::Data(SinkError::Data("cannot probe".into()));
+        if self.buffer.deadline().is_some_and(|d| Instant::now() >= d) {
+            return Err(Failure::Deadline);
+        }
+        let isolated = self
+            .isolate(rows, range.clone(), done)
+            .ok_or_else(no_probe)?;
+        if !isolated.kept.is_empty() {
+            let token = format!("{id}:{}-{}:kept", range.start, range.end);
+            self.write_with_retry(isolated.kept.as_ref(), &token)?;
+        }
+        Ok(isolated.bad)
     }
 
     /// Puts rejected rows in the quarantine file, one error line per batch; a failed write
@@ -179,16 +223,21 @@ impl<S: Sink> Flusher<S> {
     /// One insert. After shutdown has begun it is cut off at the deadline; `None` means the
     /// deadline passed (before or during the attempt).
     fn attempt(&self, rows: RowsRef<'_>, token: &str) -> Option<Result<(), SinkError>> {
-        let write = self.sink.write(rows, Some(token));
+        self.bounded(self.sink.write(rows, Some(token)))
+    }
+
+    /// Runs `fut` on the flusher's runtime; after shutdown has begun it is cut off at the
+    /// deadline (`None`).
+    pub(super) fn bounded<F: Future>(&self, fut: F) -> Option<F::Output> {
         match self.buffer.deadline() {
-            None => Some(self.runtime.block_on(write)),
+            None => Some(self.runtime.block_on(fut)),
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return None;
                 }
                 // The timer must be created inside the runtime, hence the async block.
-                let bounded = async move { tokio::time::timeout(left, write).await };
+                let bounded = async move { tokio::time::timeout(left, fut).await };
                 self.runtime.block_on(bounded).ok()
             }
         }

@@ -40,6 +40,8 @@ pub struct ClickHouseSink {
     table: String,
     /// `INSERT INTO table (columns) FORMAT RowBinary`, built once.
     insert_sql: String,
+    /// The same into the probe table (`{table}_probe`, `ENGINE = Null`).
+    probe_sql: String,
     timeout: Duration,
     /// What `prepare` learned. A plain mutex around an `Arc`: held only to clone or replace
     /// the pointer, never across a request.
@@ -70,6 +72,11 @@ impl ClickHouseSink {
             table: config.clickhouse_table.clone(),
             insert_sql: format!(
                 "INSERT INTO `{}` ({}) FORMAT RowBinary",
+                config.clickhouse_table,
+                COLUMNS.join(", ")
+            ),
+            probe_sql: format!(
+                "INSERT INTO `{}_probe` ({}) FORMAT RowBinary",
                 config.clickhouse_table,
                 COLUMNS.join(", ")
             ),
@@ -179,6 +186,7 @@ impl ClickHouseSink {
     async fn insert(
         &self,
         prepared: &Prepared,
+        sql: &str,
         rows: RowsRef<'_>,
         token: Option<&str>,
     ) -> Result<(), SinkError> {
@@ -191,7 +199,7 @@ impl ClickHouseSink {
             _ => prepared.client.clone(),
         };
         let mut insert = client
-            .insert_formatted_with(self.insert_sql.clone())
+            .insert_formatted_with(sql.to_string())
             .with_timeouts(Some(self.timeout), Some(self.timeout));
         for chunk in rows.data.chunks(SEND_CHUNK) {
             insert.send(Bytes::copy_from_slice(chunk)).await?;
@@ -200,13 +208,42 @@ impl ClickHouseSink {
     }
 }
 
+impl ClickHouseSink {
+    /// (Re)creates the probe table: the target's columns, defaults and `MATERIALIZED`
+    /// expressions, `ENGINE = Null`, so an insert into it fails exactly where the target's
+    /// would and stores nothing (no parts, no merges).
+    async fn recreate_probe(&self, prepared: &Prepared) -> Result<(), SinkError> {
+        let (db, table) = (&self.database, &self.table);
+        let ddl = [
+            format!("DROP TABLE IF EXISTS `{db}`.`{table}_probe`"),
+            format!("CREATE TABLE `{db}`.`{table}_probe` AS `{db}`.`{table}` ENGINE = Null"),
+        ];
+        for sql in ddl {
+            let mut query = self.base.query(&sql);
+            for (name, value) in prepared.version.required_settings() {
+                query = query.with_setting(*name, *value);
+            }
+            self.bounded(query.execute()).await?;
+        }
+        Ok(())
+    }
+}
+
 impl Sink for ClickHouseSink {
+    async fn probe(&self, rows: RowsRef<'_>, fresh: bool) -> Result<(), SinkError> {
+        let prepared = self.prepare().await?;
+        if fresh {
+            self.recreate_probe(&prepared).await?;
+        }
+        self.insert(&prepared, &self.probe_sql, rows, None).await
+    }
+
     async fn write(&self, rows: RowsRef<'_>, token: Option<&str>) -> Result<(), SinkError> {
         if rows.count == 0 {
             return Ok(());
         }
         let prepared = self.prepare().await?;
-        let result = self.insert(&prepared, rows, token).await;
+        let result = self.insert(&prepared, &self.insert_sql, rows, token).await;
         if let Err(e) = &result
             && e.code().is_some_and(|c| MISSING_TABLE_CODES.contains(&c))
         {

@@ -26,6 +26,19 @@ pub trait Sink: Send + Sync + 'static {
         rows: RowsRef<'_>,
         token: Option<&str>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Sends `rows` somewhere that checks them as `write` would but stores nothing, to find
+    /// rows the sink rejects without storing the others piecemeal. `fresh`: the check
+    /// must reflect the target as it is now (the first probe of a search). A sink that
+    /// cannot probe answers with a retryable error, and the caller splits real writes.
+    fn probe(
+        &self,
+        rows: RowsRef<'_>,
+        fresh: bool,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        let _ = (rows, fresh);
+        std::future::ready(Err(SinkError::Retryable("this sink cannot probe".into())))
+    }
 }
 
 /// A shared sink is a sink (lets a caller keep a handle on the one it hands to the flusher).
@@ -36,5 +49,13 @@ impl<T: Sink> Sink for Arc<T> {
         token: Option<&str>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).write(rows, token)
+    }
+
+    fn probe(
+        &self,
+        rows: RowsRef<'_>,
+        fresh: bool,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).probe(rows, fresh)
     }
 }

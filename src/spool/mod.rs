@@ -9,8 +9,10 @@
 //!   current [`segments`] file and `fdatasync`s once: concurrent requests share one sync.
 //! - **Batches.** The flusher sends spool ranges: before a batch goes out its range is
 //!   recorded in the [`checkpoint`], so a retry or a replay after a crash sends the same
-//!   rows under the same deduplication token; once ClickHouse confirms, the checkpoint
-//!   moves past it and whole segment files behind it are deleted.
+//!   rows under the same deduplication token; a batch written in several inserts has each
+//!   one noted as done, so a replay skips those even where tokens are not available. Once
+//!   ClickHouse confirms, the checkpoint moves past it and whole segment files behind it
+//!   are deleted.
 //! - **Replay.** At start the records after the checkpoint are read back, damaged tails
 //!   skipped, and flushed before anything newer.
 //!
