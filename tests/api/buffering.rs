@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::helpers::{PATIENCE, batch, clickhouse, closed_port, spawn_app, within};
+use crate::helpers::{
+    PATIENCE, batch, clickhouse, closed_port, post_until_refused, spawn_app, within,
+};
 
 #[tokio::test]
 async fn the_size_trigger_flushes_long_before_the_timer() {
@@ -109,15 +111,7 @@ async fn a_full_buffer_answers_503_with_retry_after() {
         ("SHUTDOWN_TIMEOUT_SECS", "1"),
     ])
     .await;
-    let mut accepted = 0;
-    let refused = loop {
-        let response = app.post_events(batch(accepted, 30)).await;
-        if response.status() != 200 {
-            break response;
-        }
-        accepted += 30;
-        assert!(accepted < 100_000, "the cap never applied");
-    };
+    let (accepted, refused) = post_until_refused(&app, 30).await;
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
     let body: serde_json::Value = refused.json().await.unwrap();

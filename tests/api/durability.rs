@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::helpers::{
     PATIENCE, batch, clickhouse, clickhouse_url, closed_port, count_rows, drop_database, event,
-    spawn_app, unique_database, wait_for_rows, within,
+    forward_to_clickhouse, post_until_refused, spawn_app, unique_database, wait_for_rows, within,
 };
 use crate::load::{self, lost_and_duplicated, stored};
 use crate::own_clickhouse::OwnClickHouse;
@@ -291,21 +291,6 @@ async fn rows_clickhouse_rejects_are_quarantined_and_the_rest_flows() {
     assert_eq!(stats.inserts.get(), 2, "one insert per request");
 }
 
-/// A TCP forwarder from `port` to the shared ClickHouse.
-fn forward(listener: TcpListener) -> JoinHandle<()> {
-    let upstream = clickhouse_url().trim_start_matches("http://").to_string();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                if let Ok(mut server) = TcpStream::connect(upstream).await {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                }
-            });
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_answers_503_and_recovers_without_restart() {
     let spool = TempDir::new();
@@ -318,15 +303,7 @@ async fn a_full_spool_answers_503_and_recovers_without_restart() {
         ("BUFFER_MAX_BYTES", "65536"),
     ])
     .await;
-    let mut acked = 0;
-    let refused = loop {
-        let response = app.post_events(batch(acked, 100)).await;
-        if response.status() != 200 {
-            break response;
-        }
-        acked += 100;
-        assert!(acked < 100_000, "never refused");
-    };
+    let (acked, refused) = post_until_refused(&app, 100).await;
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
     let body: Value = refused.json().await.unwrap();
@@ -341,7 +318,7 @@ async fn a_full_spool_answers_503_and_recovers_without_restart() {
     assert_eq!(app.get("/v1/ready").await.status(), 503);
 
     // ClickHouse comes back: the spool drains and the same request is taken.
-    let forwarder = forward(TcpListener::bind(("127.0.0.1", port)).await.unwrap());
+    let forwarder = forward_to_clickhouse(TcpListener::bind(("127.0.0.1", port)).await.unwrap());
     within(PATIENCE, async {
         while app.post_events(batch(acked, 100)).await.status() != 200 {
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,10 +1,10 @@
 //! `GET /v1/health`, and serving through a ClickHouse outage.
 
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::helpers::{
-    PATIENCE, batch, clickhouse_url, closed_port, spawn_app, wait_for_rows, within,
+    PATIENCE, batch, closed_port, forward_to_clickhouse, spawn_app, wait_for_rows, within,
 };
 
 #[tokio::test]
@@ -42,17 +42,7 @@ async fn events_accepted_during_an_outage_land_when_clickhouse_returns() {
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("the app's ClickHouse port is still free");
-    let upstream = clickhouse_url().trim_start_matches("http://").to_string();
-    let forwarder = tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                if let Ok(mut server) = TcpStream::connect(upstream).await {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                }
-            });
-        }
-    });
+    let forwarder = forward_to_clickhouse(listener);
 
     wait_for_rows(&app.database, 60).await;
     // Healthy again once the flusher has recorded its success (just after the rows land).

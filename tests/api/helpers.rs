@@ -243,3 +243,33 @@ pub fn closed_port() -> u16 {
         .expect("a free port")
         .port()
 }
+
+/// Posts `per_request` events at a time until the app refuses a request; returns how many
+/// events were accepted before that, and the refusal.
+pub async fn post_until_refused(app: &TestApp, per_request: u32) -> (u32, reqwest::Response) {
+    let mut accepted = 0;
+    loop {
+        let response = app.post_events(batch(accepted, per_request)).await;
+        if response.status() != 200 {
+            return (accepted, response);
+        }
+        accepted += per_request;
+        assert!(accepted < 100_000, "never refused");
+    }
+}
+
+/// Forwards every connection `listener` accepts to the shared ClickHouse: it "comes back"
+/// on a port the app was given while nothing listened there.
+pub fn forward_to_clickhouse(listener: tokio::net::TcpListener) -> JoinHandle<()> {
+    let upstream = clickhouse_url().trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    })
+}

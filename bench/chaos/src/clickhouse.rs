@@ -6,7 +6,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::http::ClickHouseHttp;
+use bench_support::http::ClickHouse;
 
 /// How long a SIGTERMed server gets to exit before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,8 +25,9 @@ pub struct OwnClickHouse {
 
 impl OwnClickHouse {
     /// The HTTP interface of this instance.
-    pub fn http(&self) -> ClickHouseHttp {
-        ClickHouseHttp::new(self.http_port)
+    pub fn http(&self) -> ClickHouse {
+        // Verification answers can hold millions of rows.
+        ClickHouse::new("127.0.0.1", self.http_port, Duration::from_secs(60)).unlimited_answers()
     }
 
     fn script(&self, action: &str) -> Result<(), String> {

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle, sleep};
 use std::time::Duration;
 
-use crate::http;
+use bench_support::http;
+
 use crate::rng::Rng;
 
 /// `param_str` of a good event (ClickHouse's `toUInt8` accepts it).

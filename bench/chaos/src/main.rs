@@ -13,7 +13,6 @@
 
 mod clickhouse;
 mod faults;
-mod http;
 mod load;
 mod report;
 mod rng;
@@ -28,6 +27,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bench_support::http::ClickHouse;
 use clap::Parser;
 
 use crate::clickhouse::OwnClickHouse;
@@ -309,7 +309,7 @@ fn warnings(
 
 /// Waits for the table, then adds a column computed from `param_str` so that ClickHouse
 /// refuses any row whose `param_str` is not a number (code 6): the poison events.
-fn add_poison_column(http: &http::ClickHouseHttp, database: &str) -> Result<(), String> {
+fn add_poison_column(http: &ClickHouse, database: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let exists = http.query(&format!("EXISTS TABLE {database}.events"))?;
@@ -331,7 +331,7 @@ fn add_poison_column(http: &http::ClickHouseHttp, database: &str) -> Result<(), 
 /// Polls until the service holds nothing (`buffered_events` and `spool.bytes` 0 in its
 /// health) and the stored count has not changed for 10 s. Gives up after 60 s without
 /// progress or 15 min in all. Returns the seconds taken and whether it settled.
-fn drain(service: &Service, http: &http::ClickHouseHttp, database: &str) -> (f64, bool) {
+fn drain(service: &Service, http: &ClickHouse, database: &str) -> (f64, bool) {
     let started = Instant::now();
     let table = format!("{database}.events");
     let mut last: Option<(u64, Instant)> = None;

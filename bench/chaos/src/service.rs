@@ -2,16 +2,16 @@
 //! a small buffer, its own spool), probed through `/v1/health`, killed and terminated.
 
 use std::fs::OpenOptions;
-use std::io::{self, Write as _};
-use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use bench_support::http;
+use bench_support::proc::die_with_parent;
 use ureq::Agent;
-
-use crate::http;
 
 /// How long a start may take before it counts as failed.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -106,18 +106,7 @@ impl Service {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);
-        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if libc::getppid() == 1 {
-                    return Err(io::Error::other("parent exited"));
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .map_err(|e| format!("start {}: {e}", self.cfg.bin.display()))?;

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::http::ClickHouseHttp;
+use bench_support::http::ClickHouse;
+
 use crate::load::{ClientResult, POISON};
 
 /// The counts the report prints; `lost` is the one that fails the run.
@@ -52,7 +53,7 @@ pub struct Verdict {
 
 /// Compares the clients' records with `db.events` and `spool_dir/quarantine/*.jsonl`.
 pub fn verify(
-    ch: &ClickHouseHttp,
+    ch: &ClickHouse,
     database: &str,
     clients: &[ClientResult],
     spool_dir: &Path,

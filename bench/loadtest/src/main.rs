@@ -14,7 +14,6 @@
 
 mod body;
 mod chart;
-mod http;
 mod oha;
 mod proc;
 mod report;
@@ -23,10 +22,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bench_support::http::{self, ClickHouse};
 use clap::{Parser, ValueEnum};
 
 use crate::body::Bodies;
-use crate::http::ClickHouse;
 use crate::oha::LoadResult;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -251,7 +250,12 @@ fn real_main(args: &Args) -> Result<bool, String> {
             server_bin.display()
         ));
     }
-    let ch = ClickHouse::new(&args.clickhouse_host, args.clickhouse_port);
+    // OPTIMIZE/DROP of a full Buffer table may take a while.
+    let ch = ClickHouse::new(
+        &args.clickhouse_host,
+        args.clickhouse_port,
+        Duration::from_secs(120),
+    );
     let ch_version = ch
         .version()
         .map_err(|e| format!("{e}\n(start one with: scripts/clickhouse.sh ensure)"))?;

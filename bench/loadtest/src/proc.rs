@@ -1,13 +1,13 @@
 //! Child processes that cannot outlive the driver, with bounded waits.
 
 use std::fs::File;
-use std::io;
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use bench_support::proc::die_with_parent;
 
 /// A running child: killed (SIGKILL) and reaped when dropped, so an error or a panic in
 /// the driver leaves nothing running. The kernel also kills it if the driver dies outright
@@ -24,19 +24,7 @@ pub fn spawn(mut cmd: Command, name: &str, log: &Path) -> Result<Guarded, String
         .try_clone()
         .map_err(|e| format!("{}: {e}", log.display()))?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The driver died before prctl took effect.
-            if libc::getppid() == 1 {
-                return Err(io::Error::other("parent exited"));
-            }
-            Ok(())
-        });
-    }
+    die_with_parent(&mut cmd);
     let child = cmd.spawn().map_err(|e| format!("start {name}: {e}"))?;
     Ok(Guarded {
         child: Some(child),

@@ -1,14 +1,17 @@
-//! Small blocking HTTP helpers: ClickHouse queries and the service's health endpoint.
+//! Small blocking HTTP helpers: the ureq agent settings, plain GETs, ClickHouse queries
+//! and the percent-encoding of a query for a ClickHouse URL.
 
 use std::time::Duration;
 
 use ureq::Agent;
 
+/// An agent with a global `timeout` that returns every status as a response (not an
+/// error) and never reuses a connection idle for more than a second (ClickHouse closes
+/// idle keep-alive connections after 3 s, and killed services drop them).
 pub fn agent(timeout: Duration) -> Agent {
     Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
-        // ClickHouse closes idle keep-alive connections after 3 s; never reuse one that old.
         .max_idle_age(Duration::from_millis(1_000))
         .build()
         .into()
@@ -32,22 +35,34 @@ pub fn get(agent: &Agent, url: &str) -> Result<(u16, String), String> {
 pub struct ClickHouse {
     base: String,
     agent: Agent,
+    /// Read answers of any size instead of stopping at ureq's default cap (10 MB).
+    unlimited_answers: bool,
 }
 
 impl ClickHouse {
-    pub fn new(host: &str, port: u16) -> Self {
+    /// The interface at `http://host:port`, each request bounded by `timeout`.
+    pub fn new(host: &str, port: u16, timeout: Duration) -> Self {
         Self {
             base: format!("http://{host}:{port}"),
-            // OPTIMIZE/DROP of a full Buffer table may take a while.
-            agent: agent(Duration::from_secs(120)),
+            agent: agent(timeout),
+            unlimited_answers: false,
         }
     }
 
+    /// Lifts ureq's 10 MB cap on an answer's body (e.g. for verification answers that hold
+    /// millions of rows).
+    pub fn unlimited_answers(mut self) -> Self {
+        self.unlimited_answers = true;
+        self
+    }
+
+    /// `http://host:port`, without a trailing slash.
     pub fn base_url(&self) -> &str {
         &self.base
     }
 
-    /// Runs `sql` (sent as the POST body), with `settings` as URL parameters.
+    /// Runs `sql` (sent as the POST body), with `settings` as URL parameters, and returns
+    /// the answer's body.
     pub fn query_with(&self, sql: &str, settings: &str) -> Result<String, String> {
         let url = if settings.is_empty() {
             format!("{}/", self.base)
@@ -60,10 +75,13 @@ impl ClickHouse {
             .send(sql)
             .map_err(|e| format!("ClickHouse at {}: {e} (query: {sql})", self.base))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| format!("ClickHouse: reading the answer: {e}"))?;
+        let body = resp.body_mut();
+        let body = if self.unlimited_answers {
+            body.with_config().limit(u64::MAX).read_to_string()
+        } else {
+            body.read_to_string()
+        }
+        .map_err(|e| format!("ClickHouse: reading the answer: {e}"))?;
         if status != 200 {
             return Err(format!(
                 "ClickHouse answered {status} to `{sql}`: {}",
@@ -73,10 +91,12 @@ impl ClickHouse {
         Ok(body)
     }
 
+    /// Runs `sql` (sent as the POST body) and returns the answer's body.
     pub fn query(&self, sql: &str) -> Result<String, String> {
         self.query_with(sql, "")
     }
 
+    /// `SELECT count() FROM table`.
     pub fn count(&self, table: &str) -> Result<u64, String> {
         let out = self.query(&format!("SELECT count() FROM {table}"))?;
         out.trim()
@@ -84,6 +104,7 @@ impl ClickHouse {
             .map_err(|e| format!("count of {table}: {e}: {out:?}"))
     }
 
+    /// `SELECT version()`, trimmed.
     pub fn version(&self) -> Result<String, String> {
         self.query("SELECT version()").map(|s| s.trim().to_string())
     }
