@@ -82,8 +82,9 @@ impl Application {
                 } else {
                     log::info!(
                         "ClickHouse {} has no insert_deduplication_token: delivery is \
-                         at-least-once (a batch retried after an ambiguous failure, such as \
-                         a timeout after ClickHouse stored it, may be stored twice)",
+                         at-least-once; an insert that may have reached it is looked up in \
+                         system.query_log before it is sent again, and is stored twice only \
+                         if the query log cannot tell",
                         p.version_text
                     );
                 }

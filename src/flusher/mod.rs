@@ -151,27 +151,27 @@ impl<S: Sink> Flusher<S> {
         }
         if let (Some(spool), Some(span)) = (self.spool.clone(), span) {
             match self.wait_durable(&spool, span.end) {
-                Ok(()) => {
-                    if !self.begin(&spool, &span) {
-                        return rows.len(); // the deadline passed; the rows stay in the spool
-                    }
-                    tracked = Some((spool, span));
-                }
+                Ok(()) => match self.begin(&spool, &span) {
+                    Some(replay) => tracked = Some((spool, span, replay)),
+                    None => return rows.len(), // the deadline passed; they stay in the spool
+                },
                 Err(Stop::Deadline) => return rows.len(),
                 // Never durable, so never acknowledged: send them anyway, untracked.
                 Err(Stop::Failed) => {}
             }
         }
         let id = match &tracked {
-            Some((spool, span)) => spool.batch_id(span),
+            Some((spool, span, _)) => spool.batch_id(span),
             None => {
                 self.batches += 1;
                 format!("{}:{}", self.instance, self.batches)
             }
         };
         let unwritten = match &tracked {
-            Some((spool, span)) => self.write_batch(rows, &id, Some(spool), &spool.done(span)),
-            None => self.write_batch(rows, &id, None, &[]),
+            Some((spool, span, replay)) => {
+                self.write_batch(rows, &id, Some(spool), &spool.done(span), *replay)
+            }
+            None => self.write_batch(rows, &id, None, &[], false),
         };
         let written = rows.len() - unwritten;
         self.stats
@@ -181,7 +181,7 @@ impl<S: Sink> Flusher<S> {
             rows.len(),
             started.elapsed()
         );
-        if let Some((spool, span)) = tracked
+        if let Some((spool, span, _)) = tracked
             && unwritten == 0
             && let Err(e) = spool.confirm(span.end)
         {
@@ -192,16 +192,17 @@ impl<S: Sink> Flusher<S> {
 
     /// Records `span` as begun in the checkpoint, retrying a failed write (a batch sent
     /// untracked could be replayed under another identity, so the pipeline waits instead).
-    /// `false` if shutdown's deadline passed first.
-    fn begin(&self, spool: &Spool, span: &Range<u64>) -> bool {
+    /// `Some(true)` if it was begun before a restart (a replay); `None` if shutdown's
+    /// deadline passed first.
+    fn begin(&self, spool: &Spool, span: &Range<u64>) -> Option<bool> {
         loop {
             match spool.begin(span.clone()) {
-                Ok(()) => return true,
+                Ok(replay) => return Some(replay),
                 Err(e) => log::error!("spool checkpoint not written (will retry): {e}"),
             }
             self.buffer.backoff_sleep(Duration::from_secs(1));
             if self.buffer.deadline().is_some_and(|d| Instant::now() >= d) {
-                return false;
+                return None;
             }
         }
     }

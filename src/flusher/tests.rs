@@ -9,7 +9,7 @@ use crate::event::RowsRef;
 use crate::event::testing;
 use crate::quarantine::Quarantine;
 use crate::shutdown::FlusherGuard;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{InsertId, Sink, SinkError};
 use crate::stats::Stats;
 use parking_lot::Mutex;
 use std::sync::atomic::AtomicUsize;
@@ -58,10 +58,10 @@ impl Sink for FakeSink {
         }
     }
 
-    async fn write(&self, rows: RowsRef<'_>, token: Option<&str>) -> Result<(), SinkError> {
+    async fn write(&self, rows: RowsRef<'_>, id: Option<InsertId<'_>>) -> Result<(), SinkError> {
         self.tokens
             .lock()
-            .push(token.unwrap_or_default().to_string());
+            .push(id.map(|i| i.token).unwrap_or_default().to_string());
         if self.hang {
             std::future::pending::<()>().await;
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::Flusher;
 use crate::event::{Rows, RowsRef};
 use crate::quarantine::Rejected;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{InsertId, Sink, SinkError};
 use crate::spool::Spool;
 
 /// First back-off after a failed insert.
@@ -48,6 +48,7 @@ impl<S: Sink> Flusher<S> {
         id: &str,
         spool: Option<&Spool>,
         done: &[Range<usize>],
+        replay: bool,
     ) -> usize {
         let mut pending: Vec<Range<usize>> = (0..rows.len())
             .step_by(MAX_INSERT_ROWS)
@@ -63,7 +64,7 @@ impl<S: Sink> Flusher<S> {
                 continue; // stored before a restart
             }
             let token = format!("{id}:{}-{}", range.start, range.end);
-            let outcome = match self.write_with_retry(rows.slice(range.clone()), &token) {
+            let outcome = match self.write_with_retry(rows.slice(range.clone()), &token, replay) {
                 Err(Failure::Data(error)) if range.len() == 1 => {
                     rejected.push(Rejected {
                         row: rows.row(range.start),
@@ -71,7 +72,7 @@ impl<S: Sink> Flusher<S> {
                     });
                     continue;
                 }
-                Err(Failure::Data(_)) => self.write_around_rejected(rows, &range, id, done),
+                Err(Failure::Data(_)) => self.write_around_rejected(rows, &range, id, done, replay),
                 other => other.map(|()| Vec::new()),
             };
             match outcome {
@@ -125,6 +126,7 @@ impl<S: Sink> Flusher<S> {
         range: &Range<usize>,
         id: &str,
         done: &[Range<usize>],
+        replay: bool,
     ) -> Result<Vec<(usize, SinkError)>, Failure> {
         let no_probe = || Failure::Data(SinkError::Data("cannot probe".into()));
         if self.buffer.deadline().is_some_and(|d| Instant::now() >= d) {
@@ -135,7 +137,7 @@ impl<S: Sink> Flusher<S> {
             .ok_or_else(no_probe)?;
         if !isolated.kept.is_empty() {
             let token = format!("{id}:{}-{}:kept", range.start, range.end);
-            self.write_with_retry(isolated.kept.as_ref(), &token)?;
+            self.write_with_retry(isolated.kept.as_ref(), &token, replay)?;
         }
         Ok(isolated.bad)
     }
@@ -175,12 +177,21 @@ impl<S: Sink> Flusher<S> {
     }
 
     /// One chunk until it is written, rejected as data, or shutdown's deadline passes.
-    fn write_with_retry(&self, rows: RowsRef<'_>, token: &str) -> Result<(), Failure> {
+    fn write_with_retry(
+        &self,
+        rows: RowsRef<'_>,
+        token: &str,
+        replay: bool,
+    ) -> Result<(), Failure> {
         let mut backoff = BACKOFF_MIN;
         let started = Instant::now();
         let mut last_log: Option<Instant> = None;
         for attempt in 1u32.. {
-            let error = match self.attempt(rows, token).ok_or(Failure::Deadline)? {
+            let id = InsertId {
+                token,
+                maybe_sent: replay || attempt > 1,
+            };
+            let error = match self.attempt(rows, id).ok_or(Failure::Deadline)? {
                 Ok(()) => {
                     self.stats.record_insert(rows.count);
                     if attempt > 1 {
@@ -222,8 +233,8 @@ impl<S: Sink> Flusher<S> {
 
     /// One insert. After shutdown has begun it is cut off at the deadline; `None` means the
     /// deadline passed (before or during the attempt).
-    fn attempt(&self, rows: RowsRef<'_>, token: &str) -> Option<Result<(), SinkError>> {
-        self.bounded(self.sink.write(rows, Some(token)))
+    fn attempt(&self, rows: RowsRef<'_>, id: InsertId<'_>) -> Option<Result<(), SinkError>> {
+        self.bounded(self.sink.write(rows, Some(id)))
     }
 
     /// Runs `fut` on the flusher's runtime; after shutdown has begun it is cut off at the

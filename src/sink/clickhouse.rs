@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 use super::error::MISSING_TABLE_CODES;
 use super::schema::{ServerVersion, check_columns, create_table_sql, upgrade_sql};
-use super::{Sink, SinkError};
+use super::{InsertId, Sink, SinkError, query_log};
 use crate::config::Config;
 use crate::event::{COLUMNS, RowsRef};
 
@@ -188,15 +188,20 @@ impl ClickHouseSink {
         prepared: &Prepared,
         sql: &str,
         rows: RowsRef<'_>,
-        token: Option<&str>,
+        id: Option<InsertId<'_>>,
     ) -> Result<(), SinkError> {
-        let client = match token {
-            // A setting of this insert alone: the client is cloned once per batch.
-            Some(token) if prepared.version.supports_dedup_token() => prepared
+        // Settings of this insert alone: the client is cloned once per insert.
+        let client = match id {
+            Some(id) if prepared.version.supports_dedup_token() => prepared
                 .client
                 .clone()
-                .with_setting("insert_deduplication_token", token),
-            _ => prepared.client.clone(),
+                .with_setting("insert_deduplication_token", id.token),
+            Some(id) => prepared
+                .client
+                .clone()
+                .with_setting("query_id", id.token)
+                .with_setting("log_queries", "1"),
+            None => prepared.client.clone(),
         };
         let mut insert = client
             .insert_formatted_with(sql.to_string())
@@ -238,12 +243,23 @@ impl Sink for ClickHouseSink {
         self.insert(&prepared, &self.probe_sql, rows, None).await
     }
 
-    async fn write(&self, rows: RowsRef<'_>, token: Option<&str>) -> Result<(), SinkError> {
+    async fn write(&self, rows: RowsRef<'_>, id: Option<InsertId<'_>>) -> Result<(), SinkError> {
         if rows.count == 0 {
             return Ok(());
         }
         let prepared = self.prepare().await?;
-        let result = self.insert(&prepared, &self.insert_sql, rows, token).await;
+        if let Some(id) = id
+            && id.maybe_sent
+            && !prepared.version.supports_dedup_token()
+            && query_log::finished(&self.base, id.token, self.timeout).await? == Some(true)
+        {
+            log::info!(
+                "insert {} was stored before its answer was lost; not sending it again",
+                id.token
+            );
+            return Ok(());
+        }
+        let result = self.insert(&prepared, &self.insert_sql, rows, id).await;
         if let Err(e) = &result
             && e.code().is_some_and(|c| MISSING_TABLE_CODES.contains(&c))
         {

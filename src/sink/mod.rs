@@ -3,6 +3,7 @@
 
 pub mod clickhouse;
 pub mod error;
+mod query_log;
 pub mod schema;
 
 use std::future::Future;
@@ -14,17 +15,28 @@ pub use schema::ServerVersion;
 
 use crate::event::RowsRef;
 
+/// How the flusher names an insert, so a sink can avoid storing it twice.
+#[derive(Debug, Clone, Copy)]
+pub struct InsertId<'a> {
+    /// The same for every attempt of these rows, across retries and restarts.
+    pub token: &'a str,
+    /// An earlier attempt may have reached the server: this is a retry, or the replay of a
+    /// batch begun before a restart.
+    pub maybe_sent: bool,
+}
+
 /// Writes whole batches of encoded rows. One call is one insert: either all rows are
 /// stored or none is (ClickHouse inserts one block atomically below
 /// `max_insert_block_size`, which callers stay under), so a failed call is retried whole.
 pub trait Sink: Send + Sync + 'static {
-    /// Writes `rows` as one insert. `token` identifies these exact rows across retries and
+    /// Writes `rows` as one insert. `id` identifies these exact rows across retries and
     /// restarts; a sink that can deduplicate by it (ClickHouse 22.2+'s
-    /// `insert_deduplication_token`) stores a retried insert once.
+    /// `insert_deduplication_token`, or a look at an older server's query log) stores a
+    /// retried insert once.
     fn write(
         &self,
         rows: RowsRef<'_>,
-        token: Option<&str>,
+        id: Option<InsertId<'_>>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Sends `rows` somewhere that checks them as `write` would but stores nothing, to find
@@ -46,9 +58,9 @@ impl<T: Sink> Sink for Arc<T> {
     fn write(
         &self,
         rows: RowsRef<'_>,
-        token: Option<&str>,
+        id: Option<InsertId<'_>>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send {
-        (**self).write(rows, token)
+        (**self).write(rows, id)
     }
 
     fn probe(

@@ -263,11 +263,12 @@ impl Spool {
         format!("{id}:{}-{}", range.start, range.end)
     }
 
-    /// Records that `range` is about to be sent (unless a replay is resending it).
-    pub fn begin(&self, range: Range<u64>) -> io::Result<()> {
+    /// Records that `range` is about to be sent. `true`: it was begun already, before a
+    /// restart (a replay: some of it may be in ClickHouse).
+    pub fn begin(&self, range: Range<u64>) -> io::Result<bool> {
         let mut c = self.checkpoint.lock();
         if c.begun.as_ref() == Some(&range) {
-            return Ok(());
+            return Ok(true);
         }
         let next = Checkpoint {
             begun: Some(range),
@@ -277,7 +278,7 @@ impl Spool {
         // Only what is on disk counts: a failed store leaves the old state in force.
         next.store(&self.dir)?;
         *c = next;
-        Ok(())
+        Ok(false)
     }
 
     /// The rows of batch `range` already done, if it is the begun batch (a replay).

@@ -40,17 +40,6 @@ impl Drop for TempDir {
     }
 }
 
-/// Whether the server at `url` deduplicates by `insert_deduplication_token` (22.2+).
-async fn supports_tokens(url: &str) -> bool {
-    let version = crate::helpers::clickhouse_at(url, "SELECT version()").await;
-    let mut parts = version
-        .trim()
-        .split('.')
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (22, 2)
-}
-
 /// Polls until every acknowledged sequence is stored (or panics after `limit`).
 async fn wait_until_stored(url: &str, database: &str, acked: &[u32], limit: Duration) {
     within(limit, async {
@@ -141,13 +130,9 @@ async fn kill_9_in_disk_mode_loses_no_acknowledged_event() {
     let (lost, duplicated) =
         lost_and_duplicated(&tally.acked, &stored(&clickhouse_url(), &database).await);
     assert_eq!(lost, 0);
-    if supports_tokens(&clickhouse_url()).await {
-        assert_eq!(duplicated, 0, "the replay carried the same tokens");
-    } else if duplicated > 0 {
-        // 18.x: a batch ClickHouse stored just before the kill, but not yet marked as
-        // confirmed in the spool, is replayed: at-least-once, as documented.
-        eprintln!("at-least-once on this server: {duplicated} events stored twice");
-    }
+    // An insert ClickHouse stored just before the kill, not yet confirmed in the spool, is
+    // replayed under the same token: dropped by 22.2+, found in the query log before.
+    assert_eq!(duplicated, 0, "the replay stored nothing twice");
     drop_database(&database).await;
 }
 
@@ -381,7 +366,7 @@ fn ambiguous_proxy(listener: TcpListener, dropped: Arc<AtomicUsize>) -> JoinHand
 }
 
 #[tokio::test]
-async fn a_retry_after_an_ambiguous_failure_is_deduplicated_or_at_least_once() {
+async fn a_retry_after_an_ambiguous_failure_stores_the_batch_once() {
     let port = closed_port();
     let dropped = Arc::new(AtomicUsize::new(0));
     let proxy = ambiguous_proxy(
@@ -409,15 +394,9 @@ async fn a_retry_after_an_ambiguous_failure_is_deduplicated_or_at_least_once() {
     );
     let stored = stored(&clickhouse_url(), &app.database).await;
     assert_eq!(stored.len(), 50, "every event is stored");
-    let copies = if supports_tokens(&clickhouse_url()).await {
-        1
-    } else {
-        2
-    };
-    // With tokens the retry is recognised; without (18.x) the documented at-least-once:
-    // the one ambiguous batch is stored twice, nothing else.
-    assert!(stored.values().all(|&n| n == copies), "{stored:?}");
-    assert_eq!(count_rows(&app.database).await, 50 * copies);
+    // The retry is recognised: by its token on 22.2+, by the server's query log before.
+    assert!(stored.values().all(|&n| n == 1), "{stored:?}");
+    assert_eq!(count_rows(&app.database).await, 50);
     assert!(app.stop().await.is_clean());
     proxy.abort();
 }
