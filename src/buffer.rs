@@ -366,6 +366,11 @@ impl DoubleBuffer {
         self.wake.notify_all();
     }
 
+    /// Whether shutdown's deadline has passed: nothing more may be attempted.
+    pub fn past_deadline(&self) -> bool {
+        self.deadline().is_some_and(|d| Instant::now() >= d)
+    }
+
     /// The shutdown deadline, once [`DoubleBuffer::close`] has been called.
     pub fn deadline(&self) -> Option<Instant> {
         self.state.lock().deadline

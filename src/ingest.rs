@@ -5,7 +5,7 @@
 //! producer would be a third, without touching the HTTP layer.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
@@ -73,8 +73,8 @@ pub struct Backlog {
     pub spool: Option<SpoolFill>,
 }
 
-/// The spool's state.
-#[derive(Debug, Clone)]
+/// The spool's state, as the health and status endpoints show it.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SpoolFill {
     /// Unconfirmed bytes on disk.
     pub bytes: u64,
@@ -96,7 +96,7 @@ impl Ingest for Buffered {
         };
         // Framed and checksummed here, outside the buffer's lock.
         let mut framed = Vec::with_capacity(record::encoded_len(&rows));
-        record::encode(&rows, unix_ms(), &mut framed);
+        record::encode(&rows, record::now_ms(), &mut framed);
         Box::pin(async move {
             let end = self.0.append_spooled(&mut rows, &framed).map_err(refused)?;
             spool
@@ -148,12 +148,6 @@ fn refused(e: AppendError) -> SubmitError {
             retry_after,
         },
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One synchronous insert per request, answered after the sink confirms. No retries: the

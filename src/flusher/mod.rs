@@ -25,7 +25,7 @@ mod write;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::buffer::{DoubleBuffer, Due, SwapReason};
 use crate::event::Rows;
@@ -33,6 +33,7 @@ use crate::quarantine::Quarantine;
 use crate::shutdown::{FlusherGuard, ShutdownReport};
 use crate::sink::Sink;
 use crate::spool::Spool;
+use crate::spool::record;
 use crate::spool::segments::ReadLimits;
 use crate::stats::Stats;
 
@@ -145,7 +146,7 @@ impl<S: Sink> Flusher<S> {
     fn flush(&mut self, rows: &Rows, trigger: &'static str, span: Option<Range<u64>>) -> usize {
         let started = Instant::now();
         let mut tracked = None;
-        if self.buffer.deadline().is_some_and(|d| Instant::now() >= d) {
+        if self.buffer.past_deadline() {
             // Too late to send; and a batch begun now would replace the one still unconfirmed.
             return rows.len();
         }
@@ -200,11 +201,17 @@ impl<S: Sink> Flusher<S> {
                 Ok(replay) => return Some(replay),
                 Err(e) => log::error!("spool checkpoint not written (will retry): {e}"),
             }
-            self.buffer.backoff_sleep(Duration::from_secs(1));
-            if self.buffer.deadline().is_some_and(|d| Instant::now() >= d) {
+            if !self.pause_before_retry() {
                 return None;
             }
         }
+    }
+
+    /// Waits a second before retrying a failed local write (checkpoint, quarantine, spool
+    /// read); `false` once shutdown's deadline has passed: give up.
+    fn pause_before_retry(&self) -> bool {
+        self.buffer.backoff_sleep(Duration::from_secs(1));
+        !self.buffer.past_deadline()
     }
 
     /// Reads the spool from `from` and writes it, batch by batch, until it has caught up
@@ -252,7 +259,9 @@ impl<S: Sink> Flusher<S> {
                     read_failures += 1;
                     if read_failures < MAX_READ_FAILURES {
                         log::error!("cannot read the spool at {cursor} (will retry): {e}");
-                        self.buffer.backoff_sleep(Duration::from_secs(1));
+                        if !self.pause_before_retry() {
+                            return Err(0);
+                        }
                     } else {
                         // Unreadable for good: its events are lost; the rest must not be.
                         let next = spool.next_segment_after(cursor).unwrap_or(durable);
@@ -262,9 +271,6 @@ impl<S: Sink> Flusher<S> {
                         );
                         cursor = next.max(cursor);
                         read_failures = 0;
-                    }
-                    if self.buffer.deadline().is_some_and(|d| Instant::now() >= d) {
-                        return Err(0);
                     }
                     continue;
                 }
@@ -313,7 +319,7 @@ impl<S: Sink> Flusher<S> {
             if spool.failure().is_some() {
                 return Err(Stop::Failed);
             }
-            if self.buffer.deadline().is_some_and(|d| Instant::now() >= d) {
+            if self.buffer.past_deadline() {
                 return Err(Stop::Deadline);
             }
             // In slices, so a deadline set meanwhile is noticed.
@@ -334,10 +340,7 @@ fn since_unix_ms(ms: u64) -> Option<Instant> {
     if ms == 0 {
         return None;
     }
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Instant::now().checked_sub(Duration::from_millis(now_ms.saturating_sub(ms)))
+    Instant::now().checked_sub(Duration::from_millis(record::now_ms().saturating_sub(ms)))
 }
 
 #[cfg(test)]

@@ -73,10 +73,10 @@ impl<S: Sink> Flusher<S> {
                     continue;
                 }
                 Err(Failure::Data(_)) => self.write_around_rejected(rows, &range, id, done, replay),
-                other => other.map(|()| Vec::new()),
+                other => other.map(|()| Some(Vec::new())),
             };
             match outcome {
-                Ok(bad) => {
+                Ok(Some(bad)) => {
                     rejected.extend(bad.into_iter().map(|(i, e)| Rejected {
                         row: rows.row(i),
                         error: e.to_string(),
@@ -102,8 +102,8 @@ impl<S: Sink> Flusher<S> {
                     self.quarantine(id, &rejected);
                     return range.len() + pending.iter().map(Range::len).sum::<usize>();
                 }
-                Err(Failure::Data(_)) => {
-                    // The probe and the table disagree: split real inserts instead.
+                // No probe, or the probe and the table disagree: split real inserts instead.
+                Ok(None) | Err(Failure::Data(_)) => {
                     let mid = range.start + range.len() / 2;
                     pending.push(mid..range.end);
                     pending.push(range.start..mid);
@@ -118,8 +118,9 @@ impl<S: Sink> Flusher<S> {
     }
 
     /// A chunk the sink refused as data: finds the rejected rows by probing and writes the
-    /// rest in one insert (token `{id}:{a}-{b}:kept`). Returns the rejected rows, or
-    /// `Failure::Data` when the chunk must be split into real inserts instead.
+    /// rest in one insert (token `{id}:{a}-{b}:kept`). Returns the rejected rows; `None`
+    /// (the sink cannot probe) or `Failure::Data` (the rest was refused too) mean the chunk
+    /// must be split into real inserts instead.
     fn write_around_rejected(
         &self,
         rows: &Rows,
@@ -127,19 +128,18 @@ impl<S: Sink> Flusher<S> {
         id: &str,
         done: &[Range<usize>],
         replay: bool,
-    ) -> Result<Vec<(usize, SinkError)>, Failure> {
-        let no_probe = || Failure::Data(SinkError::Data("cannot probe".into()));
-        if self.buffer.deadline().is_some_and(|d| Instant::now() >= d) {
+    ) -> Result<Option<Vec<(usize, SinkError)>>, Failure> {
+        if self.buffer.past_deadline() {
             return Err(Failure::Deadline);
         }
-        let isolated = self
-            .isolate(rows, range.clone(), done)
-            .ok_or_else(no_probe)?;
+        let Some(isolated) = self.isolate(rows, range.clone(), done) else {
+            return Ok(None);
+        };
         if !isolated.kept.is_empty() {
             let token = format!("{id}:{}-{}:kept", range.start, range.end);
             self.write_with_retry(isolated.kept.as_ref(), &token, replay)?;
         }
-        Ok(isolated.bad)
+        Ok(Some(isolated.bad))
     }
 
     /// Puts rejected rows in the quarantine file, one error line per batch; a failed write
@@ -169,8 +169,7 @@ impl<S: Sink> Flusher<S> {
                     self.quarantine.dir().display(),
                 ),
             }
-            self.buffer.backoff_sleep(Duration::from_secs(1));
-            if self.buffer.deadline().is_some_and(|d| Instant::now() >= d) {
+            if !self.pause_before_retry() {
                 return false;
             }
         }

@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::AppState;
+use crate::ingest::SpoolFill;
 
 /// Pings ClickHouse (`SELECT version()`, bounded to a couple of seconds).
 #[utoipa::path(
@@ -48,11 +49,7 @@ pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
         "buffer_bytes": buffer_bytes,
         "buffer_max_bytes": buffer_max_bytes,
         "oldest_unflushed_seconds": backlog.oldest.map(|d| d.as_secs_f64()),
-        "spool": backlog.spool.map(|s| json!({
-            "bytes": s.bytes,
-            "max_bytes": s.max_bytes,
-            "failed": s.failed,
-        })),
+        "spool": backlog.spool,
         "last_flush_error": last_error,
         "counters": {
             "events_accepted": state.stats.events_accepted.get(),
@@ -86,12 +83,9 @@ pub async fn get_ready(state: web::Data<AppState>) -> HttpResponse {
     }
     let spool = state.ingest.backlog().spool;
     match &spool {
-        Some(s) if s.failed.is_some() => {
-            reasons.push(format!(
-                "spool unusable: {}",
-                s.failed.as_deref().unwrap_or("")
-            ));
-        }
+        Some(SpoolFill {
+            failed: Some(why), ..
+        }) => reasons.push(format!("spool unusable: {why}")),
         Some(s) if s.bytes as f64 >= s.max_bytes as f64 * READY_MAX_FILL => {
             reasons.push(format!("spool {} of {} bytes full", s.bytes, s.max_bytes));
         }

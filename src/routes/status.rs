@@ -44,11 +44,7 @@ pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
             "bytes": bytes,
             "max_bytes": max_bytes,
         },
-        "spool": backlog.spool.map(|s| json!({
-            "bytes": s.bytes,
-            "max_bytes": s.max_bytes,
-            "failed": s.failed,
-        })),
+        "spool": backlog.spool,
         "oldest_unflushed_secs": backlog.oldest.map(|d| d.as_secs_f64()),
         "recent_flushes": *stats.recent_flushes.lock(),
         "last_error": *stats.last_error.lock(),

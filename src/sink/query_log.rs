@@ -16,12 +16,28 @@ use super::SinkError;
 
 /// Whether the insert with `query_id` finished on the server: `Some(true)` it did (its rows
 /// are stored), `Some(false)` it did not, `None` the server cannot tell (no query log, no
-/// permission). `Err` when the server could not be asked (retry later).
+/// permission). `Err` when the server could not be asked, or the insert is still running
+/// there (retry later).
 pub async fn finished(
     client: &Client,
     query_id: &str,
     timeout: Duration,
 ) -> Result<Option<bool>, SinkError> {
+    // The earlier attempt may still be running on the server after its connection broke
+    // (while ClickHouse shuts down, say): its outcome is not known yet, so ask again later
+    // rather than resend and race it.
+    let running = client
+        .query("SELECT count() FROM system.processes WHERE query_id = ?")
+        .bind(query_id)
+        .fetch_one::<u64>();
+    if answer(timeout, running)
+        .await?
+        .is_some_and(|n| n.is_ok_and(|n| n > 0))
+    {
+        return Err(SinkError::Retryable(format!(
+            "insert {query_id} is still running on the server"
+        )));
+    }
     // The log is written in batches every few seconds: write out what is pending first.
     let flush = client.query("SYSTEM FLUSH LOGS").execute();
     if let Some(result) = answer(timeout, flush).await? {
@@ -30,8 +46,13 @@ pub async fn finished(
         return Ok(None);
     }
     let count = client
-        // `type` 2 is QueryFinish: a number before 19.x, an Enum8 after; CAST reads both.
-        .query("SELECT count() FROM system.query_log WHERE query_id = ? AND CAST(type AS Int8) = 2")
+        // `type` 2 is QueryFinish (a number before 19.x, an Enum8 after; CAST reads both);
+        // 4 is an exception while processing, which stored nothing unless it wrote rows
+        // (a query cancelled by a shutdown after its one block was written).
+        .query(
+            "SELECT count() FROM system.query_log WHERE query_id = ? \
+             AND (CAST(type AS Int8) = 2 OR (CAST(type AS Int8) = 4 AND written_rows > 0))",
+        )
         .bind(query_id)
         .fetch_one::<u64>();
     Ok(answer(timeout, count)

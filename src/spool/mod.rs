@@ -28,6 +28,7 @@ use std::fs::{self, File};
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use parking_lot::{Condvar, Mutex};
@@ -97,8 +98,9 @@ pub struct Spool {
     tail_wake: Condvar,
     /// Position up to which the stream is on disk and synced; handlers wait on it.
     durable: watch::Sender<u64>,
-    /// Why the writer stopped, if it failed.
-    failed: Mutex<Option<String>>,
+    /// Why the writer stopped, if it failed. Set once, for good; a `OnceLock` so that every
+    /// append and every waiting handler can check it without taking a lock.
+    failed: OnceLock<String>,
     /// Position up to which ClickHouse has the rows (mirrors the checkpoint).
     confirmed: AtomicU64,
     /// The flusher's bookkeeping; behind a mutex only to be shareable, it has one user.
@@ -175,7 +177,7 @@ impl Spool {
             }),
             tail_wake: Condvar::new(),
             durable: watch::Sender::new(start),
-            failed: Mutex::new(None),
+            failed: OnceLock::new(),
             confirmed: AtomicU64::new(backlog.map_or(start, |b| b.from)),
             checkpoint: Mutex::new(checkpoint),
             segments: Mutex::new(starts),
@@ -193,7 +195,7 @@ impl Spool {
     /// buffer's critical section, so it only copies bytes.
     pub fn reserve(&self, record: &[u8]) -> Result<Range<u64>, SpoolRefusal> {
         let mut tail = self.tail.lock();
-        if let Some(why) = self.failed.lock().as_ref() {
+        if let Some(why) = self.failed.get() {
             return Err(SpoolRefusal::Failed(why.clone()));
         }
         if tail.closed {
@@ -231,9 +233,9 @@ impl Spool {
         let mut rx = self.durable.subscribe();
         // The writer signals a failure by touching the value, which wakes this check.
         let ok = rx
-            .wait_for(|&d| d >= end || self.failed.lock().is_some())
+            .wait_for(|&d| d >= end || self.failed.get().is_some())
             .await;
-        match (ok, self.failed.lock().as_ref()) {
+        match (ok, self.failed.get()) {
             (Ok(d), _) if *d >= end => Ok(()),
             (_, Some(why)) => Err(SpoolRefusal::Failed(why.clone())),
             (_, None) => Err(SpoolRefusal::Failed("spool writer stopped".into())),
@@ -253,7 +255,7 @@ impl Spool {
 
     /// Why the spool refuses records, if it does.
     pub fn failure(&self) -> Option<String> {
-        self.failed.lock().clone()
+        self.failed.get().cloned()
     }
 
     /// The token prefix of the batch `range`: the spool's identity and the range, stable

@@ -22,6 +22,13 @@ const MAGIC: [u8; 4] = *b"EIS1";
 /// Bytes before the payload.
 pub const HEADER: usize = 24;
 
+/// Now, in Unix milliseconds: a record's `written_at`.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Appends `rows` as one record to `out`.
 pub fn encode(rows: &Rows, written_at_ms: u64, out: &mut Vec<u8>) {
     let payload = 4 * rows.len() + rows.data().len();

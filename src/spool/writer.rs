@@ -95,7 +95,7 @@ impl Writer {
                     "spool {}: write failed, refusing events until restart: {e}",
                     self.spool.dir.display()
                 );
-                *self.spool.failed.lock() = Some(e.to_string());
+                let _ = self.spool.failed.set(e.to_string());
                 self.spool.tail.lock().pending.clear();
                 // Wake the handlers waiting for durability so they see the failure.
                 self.spool.durable.send_modify(|_| {});

@@ -164,6 +164,16 @@ impl Run {
     }
     /// `Some(true)` when the stored rows equal the acknowledged events (and, for
     /// event-ingest, the server exited 0); `None` where nothing is stored.
+    /// `system c=N events=M`, naming the run in the report's checks.
+    pub fn label(&self) -> String {
+        format!(
+            "{} c={} events={}",
+            self.system.name(),
+            self.concurrency,
+            self.events
+        )
+    }
+
     pub fn stored_ok(&self) -> Option<bool> {
         if self.system == System::BareParse {
             return None;

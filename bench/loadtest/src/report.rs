@@ -360,14 +360,7 @@ fn checks(runs: &[Run]) -> (Vec<String>, bool) {
     let bad: Vec<String> = storing
         .iter()
         .filter(|r| r.stored_ok() != Some(true))
-        .map(|r| {
-            format!(
-                "{} c={} events={}",
-                r.system.name(),
-                r.concurrency,
-                r.events
-            )
-        })
+        .map(|r| r.label())
         .collect();
     check(
         "(d) every storing run: rows in ClickHouse = events acknowledged (event-ingest: exit 0 after SIGTERM)",
@@ -385,14 +378,7 @@ fn checks(runs: &[Run]) -> (Vec<String>, bool) {
     let failed: Vec<String> = runs
         .iter()
         .filter(|r| r.error.is_some())
-        .map(|r| {
-            format!(
-                "{} c={} events={}",
-                r.system.name(),
-                r.concurrency,
-                r.events
-            )
-        })
+        .map(|r| r.label())
         .collect();
     check(
         "(e) every run completed",
