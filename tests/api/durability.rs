@@ -40,6 +40,16 @@ impl Drop for TempDir {
     }
 }
 
+/// Whether the server at `url` deduplicates by `insert_deduplication_token` (22.2+).
+async fn supports_tokens(url: &str) -> bool {
+    let version = crate::helpers::clickhouse_at(url, "SELECT version()").await;
+    let mut parts = version
+        .trim()
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (22, 2)
+}
+
 /// Polls until every acknowledged sequence is stored (or panics after `limit`).
 async fn wait_until_stored(url: &str, database: &str, acked: &[u32], limit: Duration) {
     within(limit, async {
@@ -95,7 +105,14 @@ async fn a_clickhouse_outage_under_load_loses_and_duplicates_nothing() {
     wait_until_stored(&ch.url(), &app.database, &tally.acked, 2 * PATIENCE).await;
     let stored = stored(&ch.url(), &app.database).await;
     let (lost, duplicated) = lost_and_duplicated(&tally.acked, &stored);
-    assert_eq!((lost, duplicated), (0, 0), "{:?}", tally.statuses);
+    assert_eq!(lost, 0, "{:?}", tally.statuses);
+    if supports_tokens(&ch.url()).await {
+        assert_eq!(duplicated, 0, "retries carried their tokens");
+    } else if duplicated > 0 {
+        // Before 22.2 delivery is at-least-once, as documented: an insert ClickHouse stored
+        // while stopping, whose answer was lost, is resent unless the query log can tell.
+        eprintln!("at-least-once on this server: {duplicated} events stored twice");
+    }
     assert_eq!(
         stored.len(),
         tally.acked.len(),
