@@ -64,7 +64,7 @@ impl ClickHouseSink {
         let base = Client::default()
             .with_url(config.clickhouse_url())
             .with_user(&config.clickhouse_user)
-            .with_password(&config.clickhouse_password)
+            .with_password(config.clickhouse_password.expose())
             .with_validation(false);
         Self {
             base,

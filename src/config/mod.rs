@@ -1,0 +1,526 @@
+//! Configuration: every setting comes from an environment variable, read once at start-up.
+//!
+//! Each setting is declared once, in the `settings!` table below: its type, default and
+//! meaning. The `Config` struct, `Default`, the variables read, `event-ingest --help` and the
+//! README check are generated from that table. Names are part of the public interface
+//! (scripts, compose files and tests rely on them) and never renamed. Every variable has a
+//! default, so `event-ingest` starts with none set. A bad value stops start-up with a
+//! one-line error that names the variable.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+mod secret;
+mod table;
+
+pub use secret::Secret;
+use table::settings;
+pub use table::{Setting, help_text};
+
+/// Where the process runs; picks defaults such as the log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppEnv {
+    /// A developer's machine: `info` logs.
+    Dev,
+    /// Automated tests: `warn` logs, so test output stays readable.
+    Test,
+    /// Production: `info` logs.
+    Prod,
+}
+
+/// How accepted events travel to ClickHouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BufferMode {
+    /// Events are appended to the active half of a double buffer and written in large
+    /// batches by the flusher thread; `200` means "buffered".
+    Double,
+    /// Each request is one synchronous insert; `200` means "committed". Kept to compare
+    /// with the original service's unbuffered mode, and for callers that must know.
+    Direct,
+    /// Benchmarks only: requests are decoded, validated and encoded exactly as in `double`
+    /// mode, then thrown away. The load benchmark's "bare parse" ceiling; never use it for
+    /// real traffic (it answers `200` and stores nothing).
+    Discard,
+}
+
+/// What `200` promises about a request's events (`BUFFER_MODE=double`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// In memory: lost if the process dies before the flush (default in `dev` and `test`).
+    Memory,
+    /// Synced to the spool on disk (`SPOOL_DIR`) first: survives crashes and restarts
+    /// (default in `prod`).
+    Disk,
+}
+
+settings! {
+    /// `dev`, `test` or `prod`: picks the default log level (`info`; `warn` in `test`;
+    /// `prod` logs JSON lines) and the default `DURABILITY`.
+    app_env: AppEnv = AppEnv::Dev, "dev";
+    /// Address to listen on.
+    http_host: String = "0.0.0.0".into(), "0.0.0.0";
+    /// Port to listen on; `0` picks a free one (the start-up log line says which).
+    http_port: u16 = 8080, "8080";
+    /// actix worker threads.
+    http_workers: Option<usize> = None, "one per CPU core";
+    /// ClickHouse HTTP interface host.
+    clickhouse_host: String = "127.0.0.1".into(), "127.0.0.1";
+    /// ClickHouse HTTP interface port.
+    clickhouse_port: u16 = 8123, "8123";
+    /// ClickHouse user.
+    clickhouse_user: String = "default".into(), "default";
+    /// ClickHouse password; never printed or logged.
+    clickhouse_password: Secret = Secret::default(), "empty";
+    /// Database, created at start-up if missing.
+    clickhouse_name: String = "default".into(), "default";
+    /// Table, created at start-up if missing.
+    clickhouse_table: String = "events".into(), "events";
+    /// Longest wait in milliseconds for one ClickHouse request, after which it counts as
+    /// failed and is retried.
+    clickhouse_timeout_ms: u64 = 30_000, "30000";
+    /// `double` (buffered batches), `direct` (one insert per request) or `discard`
+    /// (benchmarks only: parse and drop).
+    buffer_mode: BufferMode = BufferMode::Double, "double";
+    /// Events in the active half that trigger a swap.
+    buffer_size: usize = 10_000, "10000";
+    /// Longest time in milliseconds an event waits in the active half.
+    buffer_flush_ms: u64 = 1_000, "1000";
+    /// Shortest time in milliseconds between a swap and the next one triggered by size
+    /// (capped at `BUFFER_FLUSH_MS`; `0` disables): at high rates the halves grow instead of
+    /// inserts multiplying, keeping about one insert per second.
+    buffer_min_interval_ms: u64 = 1_000, "1000";
+    /// Cap in bytes on buffered data, both halves together; past it requests get `503`
+    /// (`memory`) or go to the spool only (`disk`).
+    buffer_max_bytes: usize = 256 * 1024 * 1024, "268435456 (256 MiB)";
+    /// What `200` promises: `memory` (buffered in the process) or `disk` (synced to the
+    /// spool first).
+    durability: Option<Durability> = None, "disk in prod, else memory";
+    /// The spool's folder (`disk` mode; one process per folder, enforced with a lock file)
+    /// and the quarantine's parent (`SPOOL_DIR/quarantine`, both modes).
+    spool_dir: String = "./data/spool".into(), "./data/spool";
+    /// Cap in bytes on unconfirmed data in the spool; past it requests get `503`.
+    spool_max_bytes: u64 = 10 << 30, "10737418240 (10 GiB)";
+    /// Largest request body in bytes, as sent and after decompression (`413` past it).
+    body_max_bytes: usize = 10 * 1024 * 1024, "10485760 (10 MiB)";
+    /// Time in milliseconds a client has to send a request's head, then its body (`408`
+    /// past it); at least 1000. Slow-drip clients cannot hold connections and buffers.
+    client_timeout_ms: u64 = 10_000, "10000";
+    /// Most events in one request (`413` past it).
+    max_events_per_request: usize = 10_000, "10000";
+    /// Comma-separated keys, one of which `POST /v1/events` must carry
+    /// (`Authorization: Bearer <key>` or `X-Api-Key: <key>`); empty leaves the endpoint
+    /// open (warned about in `prod`). Compared in constant time, never printed or logged.
+    ingest_api_keys: Secret = Secret::default(), "empty";
+    /// Comma-separated CIDRs or addresses (e.g. `10.0.0.0/8,::1`) whose `X-Forwarded-For`
+    /// and `Forwarded` headers are believed; empty: the client is the TCP peer.
+    trusted_proxies: String = String::new(), "empty";
+    /// Budget in seconds from SIGTERM/SIGINT to exit, for in-flight requests and the final
+    /// flush together; past it the process says what it could not write and exits non-zero.
+    shutdown_timeout_secs: u64 = 30, "30";
+}
+
+/// Why the configuration could not be read; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable could not be parsed as its type.
+    #[error("invalid environment: {0}")]
+    Parse(String),
+    /// A variable parsed but is out of its allowed range.
+    #[error("invalid {var}: {reason}")]
+    Invalid {
+        /// The environment variable's name.
+        var: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the given variables as if they were the environment (tests build configs this
+    /// way without touching the process environment, which is shared between threads).
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        // Only this program's variables: the rest of the environment is none of its business
+        // (and envy would try to read a stray `BUFFER_SIZE_X` as nothing, harmlessly, but a
+        // stray variable named like a field of another type could fail the parse).
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(k, _)| SETTINGS.iter().any(|s| s.var() == *k))
+            .collect();
+        let config: Config = envy::from_iter(vars.clone())
+            .map_err(|e| ConfigError::Parse(name_variable(e.to_string(), &vars)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |var, reason: &str| {
+            Err(ConfigError::Invalid {
+                var,
+                reason: reason.to_string(),
+            })
+        };
+        if self.buffer_size == 0 {
+            return invalid("BUFFER_SIZE", "must be at least 1");
+        }
+        if self.buffer_flush_ms == 0 {
+            return invalid("BUFFER_FLUSH_MS", "must be at least 1");
+        }
+        if self.buffer_max_bytes < 1024 {
+            return invalid("BUFFER_MAX_BYTES", "must be at least 1024");
+        }
+        if self.spool_max_bytes < 1 << 20 {
+            return invalid("SPOOL_MAX_BYTES", "must be at least 1048576");
+        }
+        if self.spool_dir.is_empty() {
+            return invalid("SPOOL_DIR", "must not be empty");
+        }
+        if self.body_max_bytes < 1024 {
+            return invalid("BODY_MAX_BYTES", "must be at least 1024");
+        }
+        // actix checks request-head deadlines against a clock it refreshes about twice a
+        // second; shorter limits would cut off ordinary clients.
+        if self.client_timeout_ms < 1000 {
+            return invalid("CLIENT_TIMEOUT_MS", "must be at least 1000");
+        }
+        if self.max_events_per_request == 0 {
+            return invalid("MAX_EVENTS_PER_REQUEST", "must be at least 1");
+        }
+        if self.http_workers == Some(0) {
+            return invalid("HTTP_WORKERS", "must be at least 1");
+        }
+        if self.clickhouse_timeout_ms == 0 {
+            return invalid("CLICKHOUSE_TIMEOUT_MS", "must be at least 1");
+        }
+        if let Err(e) = self.trusted_proxy_nets() {
+            return invalid("TRUSTED_PROXIES", &e);
+        }
+        // Both names are spliced into DDL and INSERT statements, so only plain identifiers
+        // are allowed: no quoting games, no injection.
+        for (var, value) in [
+            ("CLICKHOUSE_NAME", &self.clickhouse_name),
+            ("CLICKHOUSE_TABLE", &self.clickhouse_table),
+        ] {
+            if !is_identifier(value) {
+                return invalid(var, "must match [A-Za-z_][A-Za-z0-9_]*");
+            }
+        }
+        Ok(())
+    }
+
+    /// `DURABILITY`, or its default for `APP_ENV`.
+    pub fn durability(&self) -> Durability {
+        self.durability.unwrap_or(match self.app_env {
+            AppEnv::Prod => Durability::Disk,
+            AppEnv::Dev | AppEnv::Test => Durability::Memory,
+        })
+    }
+
+    /// Where rejected rows go: `SPOOL_DIR/quarantine`.
+    pub fn quarantine_dir(&self) -> std::path::PathBuf {
+        std::path::Path::new(&self.spool_dir).join("quarantine")
+    }
+
+    /// The ClickHouse HTTP URL (without credentials).
+    pub fn clickhouse_url(&self) -> String {
+        format!("http://{}:{}", self.clickhouse_host, self.clickhouse_port)
+    }
+
+    /// `INGEST_API_KEYS`, split; empty when the endpoint is open.
+    pub fn api_keys(&self) -> Vec<String> {
+        split_list(self.ingest_api_keys.expose())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `TRUSTED_PROXIES`, parsed (a bare address is a single-host network).
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        split_list(&self.trusted_proxies)
+            .map(|item| {
+                item.parse::<ipnet::IpNet>()
+                    .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{item:?} is not a CIDR or an IP address"))
+            })
+            .collect()
+    }
+
+    /// `event-ingest --print-config`: every setting's effective value, one `VAR=value` line
+    /// each in table order, secrets redacted; unset optional settings say their default.
+    pub fn print(&self) -> String {
+        let values = serde_json::to_value(self).unwrap_or_default();
+        SETTINGS
+            .iter()
+            .map(|setting| {
+                let value = match &values[setting.field] {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => format!("(unset: {})", setting.default),
+                    other => other.to_string(),
+                };
+                format!("{}={value}\n", setting.var())
+            })
+            .collect()
+    }
+
+    /// `BUFFER_FLUSH_MS` as a duration.
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.buffer_flush_ms)
+    }
+
+    /// `BUFFER_MIN_INTERVAL_MS` as a duration, capped at `BUFFER_FLUSH_MS` (the timer's
+    /// promise wins).
+    pub fn min_insert_interval(&self) -> Duration {
+        Duration::from_millis(self.buffer_min_interval_ms.min(self.buffer_flush_ms))
+    }
+
+    /// `SHUTDOWN_TIMEOUT_SECS` as a duration.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// `CLIENT_TIMEOUT_MS` as a duration.
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_timeout_ms)
+    }
+
+    /// `CLICKHOUSE_TIMEOUT_MS` as a duration.
+    pub fn clickhouse_timeout(&self) -> Duration {
+        Duration::from_millis(self.clickhouse_timeout_ms)
+    }
+}
+
+fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|item| !item.is_empty())
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// envy names the variable for number parse errors but not for enum ones ("unknown variant
+/// `fast`"); find the variable whose value the message quotes and name it.
+fn name_variable(message: String, vars: &[(String, String)]) -> String {
+    if SETTINGS.iter().any(|s| message.contains(&s.var())) {
+        return message;
+    }
+    match vars
+        .iter()
+        .find(|(_, value)| !value.is_empty() && message.contains(&format!("`{value}`")))
+    {
+        Some((name, value)) => format!("{name}={value:?}: {message}"),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.app_env, AppEnv::Dev);
+        assert_eq!(c.http_port, 8080);
+        assert_eq!(c.clickhouse_url(), "http://127.0.0.1:8123");
+        assert_eq!(c.clickhouse_table, "events");
+        assert_eq!(c.buffer_mode, BufferMode::Double);
+        assert_eq!(c.buffer_size, 10_000);
+        assert_eq!(c.buffer_flush_ms, 1_000);
+        assert_eq!(c.buffer_max_bytes, 268_435_456);
+    }
+
+    #[test]
+    fn durability_defaults_to_disk_in_prod_only() {
+        assert_eq!(config(&[]).unwrap().durability(), Durability::Memory);
+        let prod = config(&[("APP_ENV", "prod")]).unwrap();
+        assert_eq!(prod.durability(), Durability::Disk);
+        let chosen = config(&[("APP_ENV", "prod"), ("DURABILITY", "memory")]).unwrap();
+        assert_eq!(chosen.durability(), Durability::Memory);
+        assert!(config(&[("DURABILITY", "paper")]).is_err());
+        assert!(config(&[("SPOOL_MAX_BYTES", "10")]).is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("BUFFER_SIZE", "abc"),
+            ("BUFFER_MODE", "fast"),
+            ("APP_ENV", "staging"),
+            ("HTTP_PORT", "70000"),
+            ("BUFFER_SIZE", "0"),
+            ("CLICKHOUSE_TABLE", "events; DROP TABLE x"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, nonsense"),
+        ] {
+            let err = config(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}={value}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let c = config(&[
+            ("CLICKHOUSE_PASSWORD", "hunter2"),
+            ("INGEST_API_KEYS", "key-one, key-two"),
+        ])
+        .unwrap();
+        assert_eq!(c.clickhouse_password.expose(), "hunter2");
+        assert_eq!(c.api_keys(), ["key-one", "key-two"]);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("key-"),
+            "{shown}"
+        );
+    }
+
+    /// A value other than the default for every setting: a setting added to the table
+    /// without one here fails `every_setting_is_read_from_its_variable`.
+    const NON_DEFAULT: &[(&str, &str)] = &[
+        ("APP_ENV", "test"),
+        ("HTTP_HOST", "127.0.0.2"),
+        ("HTTP_PORT", "8081"),
+        ("HTTP_WORKERS", "3"),
+        ("CLICKHOUSE_HOST", "ch.internal"),
+        ("CLICKHOUSE_PORT", "8124"),
+        ("CLICKHOUSE_USER", "ingest"),
+        ("CLICKHOUSE_PASSWORD", "pw"),
+        ("CLICKHOUSE_NAME", "analytics"),
+        ("CLICKHOUSE_TABLE", "app_events"),
+        ("CLICKHOUSE_TIMEOUT_MS", "5000"),
+        ("BUFFER_MODE", "direct"),
+        ("BUFFER_SIZE", "5"),
+        ("BUFFER_FLUSH_MS", "5"),
+        ("BUFFER_MIN_INTERVAL_MS", "0"),
+        ("BUFFER_MAX_BYTES", "4096"),
+        ("DURABILITY", "disk"),
+        ("SPOOL_DIR", "/var/spool/x"),
+        ("SPOOL_MAX_BYTES", "2097152"),
+        ("BODY_MAX_BYTES", "2048"),
+        ("CLIENT_TIMEOUT_MS", "2000"),
+        ("MAX_EVENTS_PER_REQUEST", "7"),
+        ("INGEST_API_KEYS", "k"),
+        ("TRUSTED_PROXIES", "10.0.0.0/8"),
+        ("SHUTDOWN_TIMEOUT_SECS", "9"),
+    ];
+
+    /// Settings as `--print-config` shows them (secrets redacted), by field.
+    fn shown(c: &Config) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(c).unwrap() {
+            serde_json::Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    #[test]
+    fn every_setting_is_read_from_its_variable() {
+        let defaults = shown(&Config::default());
+        assert_eq!(defaults.len(), SETTINGS.len());
+        for setting in SETTINGS {
+            let var = setting.var();
+            let Some((_, value)) = NON_DEFAULT.iter().find(|(v, _)| *v == var) else {
+                panic!("{var}: add a non-default value to NON_DEFAULT");
+            };
+            let c = config(&[(&var, value)]).unwrap_or_else(|e| panic!("{var}={value}: {e}"));
+            let secret = matches!(var.as_str(), "CLICKHOUSE_PASSWORD" | "INGEST_API_KEYS");
+            let changed = if secret {
+                format!("{:?}", shown(&c)[setting.field])
+                    != format!("{:?}", defaults[setting.field])
+            } else {
+                shown(&c)[setting.field] != defaults[setting.field]
+            };
+            assert!(changed, "{var}={value} did not change `{}`", setting.field);
+        }
+        assert_eq!(
+            NON_DEFAULT.len(),
+            SETTINGS.len(),
+            "NON_DEFAULT lists a removed setting"
+        );
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(format!("{c:?}"), format!("{:?}", config(&[]).unwrap()));
+    }
+
+    /// The variables named in the first column of the README's configuration table.
+    fn readme_variables() -> std::collections::BTreeSet<String> {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("\n## Configuration")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("README has a Configuration section");
+        section
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .flat_map(|line| {
+                let first = line.split('|').nth(1).unwrap_or_default();
+                first
+                    .split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn readme_table_lists_exactly_the_settings() {
+        let documented = readme_variables();
+        for setting in SETTINGS {
+            assert!(
+                documented.contains(&setting.var()),
+                "README lacks {}",
+                setting.var()
+            );
+        }
+        // RUST_LOG is env_logger's, read by `logging`, not a setting of this table.
+        for var in &documented {
+            assert!(
+                var == "RUST_LOG" || SETTINGS.iter().any(|s| s.var() == *var),
+                "README names {var}, which the code does not read"
+            );
+        }
+    }
+
+    #[test]
+    fn help_lists_every_setting_with_its_default() {
+        let help = help_text(SETTINGS);
+        for setting in SETTINGS {
+            let line = format!("{}  (default: {})", setting.var(), setting.default);
+            assert!(help.contains(&line), "missing: {line}");
+            assert!(
+                !setting.help.trim().is_empty(),
+                "{} has no meaning",
+                setting.var()
+            );
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_parse_as_networks() {
+        let c = config(&[("TRUSTED_PROXIES", "10.0.0.0/8, ::1, 192.168.1.7")]).unwrap();
+        let nets = c.trusted_proxy_nets().unwrap();
+        assert_eq!(nets.len(), 3);
+        assert!(nets[1].contains(&"::1".parse::<std::net::IpAddr>().unwrap()));
+    }
+}
