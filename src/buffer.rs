@@ -87,6 +87,18 @@ pub enum SwapReason {
     Backlog,
 }
 
+impl SwapReason {
+    /// The `trigger` label of `flushes_total` and the flush log line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Size => "size",
+            Self::Timer => "timer",
+            Self::Shutdown => "shutdown",
+            Self::Backlog => "backlog",
+        }
+    }
+}
+
 /// What the flusher should write next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Due {
@@ -560,15 +572,19 @@ mod tests {
     }
 
     #[test]
-    fn swapping_keeps_allocations() {
-        let buf = buffer(64, 60_000, usize::MAX);
+    fn a_released_half_keeps_what_it_grew_to_below_twice_the_size() {
+        // Steady traffic a little over BUFFER_SIZE per swap: after the first cycles the
+        // halves stop reallocating, because release() keeps capacity up to 2 × size.
+        let buf = buffer(1_000, 60_000, usize::MAX);
         let mut spare = buf.new_half();
         for _ in 0..3 {
-            buf.append(&mut rows(64)).unwrap();
+            buf.append(&mut rows(1_500)).unwrap();
             buf.swap_when_due(&mut spare).unwrap();
+            assert_eq!(spare.len(), 1_500);
             buf.release(&mut spare);
+            assert!(spare.is_empty());
+            assert!(spare.capacity() >= 1_500, "{}", spare.capacity());
         }
-        assert!(spare.capacity() >= 64);
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub struct Stats {
     pub insert_retries: IntCounter,
     /// ClickHouse errors by kind (`retryable`, `data`).
     pub clickhouse_errors: IntCounterVec,
-    /// Swaps of the buffer by trigger (`size`, `timer`, `shutdown`).
+    /// Swaps of the buffer by trigger (`size`, `timer`, `shutdown`, `backlog`, `spool`).
     pub flushes: IntCounterVec,
     /// Seconds from swap to confirmed insert, retries included.
     pub flush_duration: Histogram,
@@ -66,7 +66,7 @@ const RECENT_FLUSHES: usize = 10;
 pub struct FlushRecord {
     /// When it finished, RFC 3339.
     pub at: String,
-    /// What triggered it (`size`, `timer`, `shutdown`).
+    /// What triggered it (`size`, `timer`, `shutdown`, `backlog`, `spool`).
     pub trigger: &'static str,
     /// Events in the batch.
     pub events: usize,
