@@ -19,10 +19,11 @@ test: clickhouse
 	scripts/browser.sh
 	cargo test
 
-## Formatting and lints, as CI runs them.
+## Formatting, lints and the supply-chain policy (deny.toml), as CI runs them.
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	scripts/supply-chain.sh
 
 ## Criterion benchmarks (not part of `make test`).
 bench:
