@@ -11,7 +11,7 @@
 # (CLICKHOUSE_HOSTS=..., CLICKHOUSE_CLUSTER=...) and also writes them to DIR/cluster.env;
 # messages go to stderr. A member killed with SIGKILL comes back with `up DIR <member>`.
 #
-# Settings (read on the first `up` of a DIR, then kept in DIR/cluster.env):
+# Settings (read on the first `up` of a DIR, then kept in DIR/ports.env):
 #   CLICKHOUSE_CLUSTER_BASE_PORT  default 18000. Ports: ZooKeeper BASE+181; member i (a=1, b=2,
 #                                 c=3): TCP BASE+100i, interserver BASE+100i+9, HTTP BASE+100i+23
 #                                 (so a = 18100/18109/18123). One cluster needs BASE..BASE+399;
@@ -247,16 +247,20 @@ ports_of() {
   if [ "$1" = zk ]; then echo "$ZK_PORT"; else echo "$(tcp_port "$1") $(interserver_port "$1") $(http_port "$1")"; fi
 }
 
-start_member() {
+# Starts a member that is not running (after checking its ports are free); returns at once.
+launch_member() {
   local m="$1" p
-  if alive "$m"; then
-    wait_until "$WAIT_SECONDS" "$m" answering "$m" || die "$m (pid $(pid_of "$m")) runs but does not answer"
-    return 0
-  fi
+  alive "$m" && return 0
   for p in $(ports_of "$m"); do
     port_taken "$p" && die "port $p (for $m) is taken by another process; pick another CLICKHOUSE_CLUSTER_BASE_PORT"
   done
   if [ "$m" = zk ]; then start_zk; else start_ch "$m"; fi
+  LAUNCHED+=("$m")
+}
+
+# Waits until a member answers; on failure shows its last log entries and exits.
+await_member() {
+  local m="$1"
   if ! wait_until "$WAIT_SECONDS" "$m" answering "$m"; then
     say "$m did not answer; last log lines:"
     # Log entries only (they start with a date), not the stack traces between them.
@@ -267,7 +271,7 @@ start_member() {
     fi
     exit 1
   fi
-  say "$m up (pid $(pid_of "$m"))"
+  case " ${LAUNCHED[*]} " in *" $m "*) say "$m up (pid $(pid_of "$m"))" ;; esac
 }
 
 # SIGTERM to each (ClickHouse takes seconds to shut down, so all are signalled first, then
@@ -318,12 +322,17 @@ cmd_up() {
   if [ ! -f "$DIR/ports.env" ]; then
     printf 'BASE=%s\nCLUSTER=%s\nSESSION_MS=%s\n' "$BASE" "$CLUSTER" "$SESSION_MS" >"$DIR/ports.env"
   fi
-  for m in $members; do
-    if [ "$m" != zk ] && ! alive zk; then
-      say "warning: ZooKeeper is down; ClickHouse 18.16 exits at start while it holds replicated tables and cannot reach ZooKeeper"
-    fi
-    start_member "$m"
-  done
+  # ZooKeeper first and ready (a server with replicated tables exits when it cannot reach it),
+  # then the ClickHouse servers together.
+  LAUNCHED=()
+  case " $members " in *" zk "*) launch_member zk && await_member zk ;; esac
+  local servers=()
+  for m in $members; do [ "$m" = zk ] || servers+=("$m"); done
+  if [ "${#servers[@]}" -gt 0 ] && ! alive zk; then
+    say "warning: ZooKeeper is down; ClickHouse 18.16 exits at start while it holds replicated tables and cannot reach ZooKeeper"
+  fi
+  for m in "${servers[@]}"; do launch_member "$m"; done
+  for m in "${servers[@]}"; do await_member "$m"; done
   # Usable means every running server holds a ZooKeeper session, not only that it answers.
   if alive zk; then
     for m in "${CH_MEMBERS[@]}"; do
