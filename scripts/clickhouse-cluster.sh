@@ -121,7 +121,7 @@ wait_until() { # seconds member predicate...
 
 install_packages() {
   local need=()
-  [ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
+  [ -f /usr/share/java/zookeeper.jar ] && [ -f /usr/share/java/slf4j-simple.jar ] || need+=(zookeeper)
   command -v clickhouse-server >/dev/null 2>&1 || need+=(clickhouse-server clickhouse-client)
   command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
   [ "${#need[@]}" -eq 0 ] && return 0
