@@ -139,8 +139,6 @@ write_zk_config() {
   mkdir -p "$d/data"
   # tickTime 500 ms lets ClickHouse's short session timeout through: ZooKeeper grants sessions
   # between 2 and 20 ticks unless told otherwise, so the bounds are set explicitly.
-  # forceSync=no: no fsync per transaction (a test cluster on a shared disk); a process kill
-  # still loses nothing, only a machine crash could.
   cat >"$d/zoo.cfg" <<EOF
 tickTime=500
 minSessionTimeout=1000
@@ -150,7 +148,6 @@ clientPort=$ZK_PORT
 clientPortAddress=127.0.0.1
 admin.enableServer=false
 4lw.commands.whitelist=*
-forceSync=no
 autopurge.snapRetainCount=3
 autopurge.purgeInterval=1
 EOF
@@ -159,8 +156,10 @@ EOF
 start_zk() {
   local d="$DIR/zk"
   write_zk_config
-  # Heap capped: the JVM would otherwise reserve a quarter of the machine.
-  nohup java -Xms32m -Xmx256m -XX:+UseSerialGC \
+  # Heap capped: the JVM would otherwise reserve a quarter of the machine. forceSync=no: no
+  # fsync per transaction (a test cluster on a shared disk); a process kill still loses
+  # nothing, only a machine crash could.
+  nohup java -Xms32m -Xmx256m -XX:+UseSerialGC -Dzookeeper.forceSync=no \
     -cp /usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar \
     org.apache.zookeeper.server.ZooKeeperServerMain "$d/zoo.cfg" \
     >"$d/zk.log" 2>&1 &
