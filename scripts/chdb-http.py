@@ -26,10 +26,12 @@ Where it differs from a server: requests are serialised onto the one session (a 
 there is no `system.processes` entry for a running query, no `system.query_log`, no
 asynchronous insert queue that outlives a request, no users or passwords (any are
 accepted), no `session_id` sessions, and response bodies are never compressed (a server
-with `enable_http_compression=0` behaves the same). The checksum of a compressed block is
-not verified (CityHash128 is not in Python's standard library); the sizes in its header are.
+with `enable_http_compression=0` behaves the same). A compressed block's checksum
+(CityHash128 v1.0.2, scripts/cityhash102.py) and sizes are checked as a server checks them.
 
-Standard library only, plus `chdb`.
+Standard library only, plus `chdb`. The data of an insert is written to a file as it arrives and
+read with `INSERT ... FROM INFILE`: chDB's streaming-insert API reports success and stores
+nothing when a DEFAULT or MATERIALIZED expression fails.
 
     chdb-http.py --host 127.0.0.1 --port 8124 --path data/chdb/db
 """
@@ -49,6 +51,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 import chdb
+
+import cityhash102  # beside this script
 
 # URL parameters that are not settings (ClickHouse's HTTPHandler reserves the same names).
 RESERVED = {
@@ -188,8 +192,16 @@ class Unframer:
                 raise self.error(f"compressed block size {compressed} is too small")
             if len(self.pending) < total:
                 break
-            block = bytes(self.pending[16 + FRAME_HEADER:total])
+            expected = bytes(self.pending[:16])
+            framed = bytes(self.pending[16:total])
             del self.pending[:total]
+            if cityhash102.checksum(framed) != expected:
+                raise protocol_error(
+                    40, "CHECKSUM_DOESNT_MATCH",
+                    f"Checksum doesn't match: corrupted data. Reference: {expected.hex()}. "
+                    f"Actual: {cityhash102.checksum(framed).hex()}. Size of compressed block: "
+                    f"{compressed}", self.version)
+            block = framed[FRAME_HEADER:]
             if method == METHOD_LZ4:
                 try:
                     out.append(lz4_block_decompress(block, size))
