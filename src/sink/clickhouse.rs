@@ -169,7 +169,7 @@ impl ClickHouseSink {
         if !version.supports_dedup_token() {
             return Ok(Deduplication::NoTokens);
         }
-        let (engine, create_query) = self
+        let table = self
             .bounded(
                 self.base
                     .query(
@@ -180,7 +180,18 @@ impl ClickHouseSink {
                     .bind(&self.table)
                     .fetch_one::<(String, String)>(),
             )
-            .await?;
+            .await;
+        let (engine, create_query) = match table {
+            Ok(table) => table,
+            // The server answered but will not say (a user without access to system
+            // tables): not a reason to stop writing.
+            Err(e) if e.code().is_some() => {
+                return Ok(Deduplication::Unknown(format!(
+                    "the table's definition is not readable ({e})"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
         // The server's default, for a MergeTree table whose DDL does not set the window.
         let server_window = self
             .bounded(
@@ -191,8 +202,16 @@ impl ClickHouseSink {
                     )
                     .fetch_optional::<u64>(),
             )
-            .await?
-            .unwrap_or(0);
+            .await;
+        let server_window = match server_window {
+            Ok(window) => window.unwrap_or(0),
+            Err(e) if e.code().is_some() => {
+                return Ok(Deduplication::Unknown(format!(
+                    "the server's default window is not readable ({e})"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
         Ok(deduplication(&engine, &create_query, server_window))
     }
 
