@@ -58,7 +58,8 @@ import cityhash102  # beside this script
 RESERVED = {
     "query", "database", "default_format", "query_id", "decompress", "compress", "user",
     "password", "quota_key", "session_id", "session_timeout", "session_check",
-    "buffer_size", "wait_end_of_query", "role", "stacktrace", "default_database",
+    "buffer_size", "wait_end_of_query", "role", "stacktrace", "client_protocol_version",
+    "close_session",
 }
 
 # ClickHouse's exceptionCodeToHTTPStatus, by error name (chDB's messages end with it).
