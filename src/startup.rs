@@ -75,9 +75,9 @@ impl Application {
                 );
                 if p.version.supports_dedup_token() {
                     log::info!(
-                        "inserts carry insert_deduplication_token: a retried or replayed batch \
-                         is stored once (for MergeTree tables with \
-                         non_replicated_deduplication_window, or Replicated ones)"
+                        "inserts carry insert_deduplication_token; a retried or replayed batch \
+                         is stored once where the table deduplicates: {}",
+                        p.deduplication
                     );
                 } else {
                     log::info!(

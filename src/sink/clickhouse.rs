@@ -10,7 +10,9 @@ use clickhouse::Client;
 use parking_lot::Mutex;
 
 use super::error::MISSING_TABLE_CODES;
-use super::schema::{ServerVersion, check_columns, create_table_sql, upgrade_sql};
+use super::schema::{
+    Deduplication, ServerVersion, check_columns, create_table_sql, deduplication, upgrade_sql,
+};
 use super::{InsertId, Sink, SinkError, query_log};
 use crate::config::Config;
 use crate::event::{COLUMNS, RowsRef};
@@ -54,6 +56,8 @@ pub struct Prepared {
     pub version: ServerVersion,
     /// The version string as the server reported it.
     pub version_text: String,
+    /// Whether a retried insert is stored once, from the table's definition.
+    pub deduplication: Deduplication,
     /// Client for inserts: database and the settings this version needs.
     client: Client,
 }
@@ -134,17 +138,81 @@ impl ClickHouseSink {
         check_columns(&columns).map_err(|problem| {
             SinkError::Retryable(format!("table {} does not fit: {problem}", self.target()))
         })?;
+        let deduplication = self.deduplication(version).await?;
+        if deduplication == Deduplication::NoWindow {
+            log::warn!(
+                "{} has no non_replicated_deduplication_window: ClickHouse ignores the \
+                 insert_deduplication_token of retried inserts, so a batch retried after a lost \
+                 answer or replayed after a crash may be stored twice. To store it once: \
+                 ALTER TABLE {} MODIFY SETTING non_replicated_deduplication_window = 1000",
+                self.target(),
+                self.target()
+            );
+        }
         let mut client = self.base.clone().with_database(&self.database);
-        for (name, value) in version.required_settings() {
+        let settings = version.required_settings().iter();
+        for (name, value) in settings.chain(version.insert_settings()) {
             client = client.with_setting(*name, *value);
         }
         let prepared = Arc::new(Prepared {
             version,
             version_text,
+            deduplication,
             client,
         });
         *self.prepared.lock() = Some(prepared.clone());
         Ok(prepared)
+    }
+
+    /// What the table does with a retried insert's token (see [`Deduplication`]).
+    async fn deduplication(&self, version: ServerVersion) -> Result<Deduplication, SinkError> {
+        if !version.supports_dedup_token() {
+            return Ok(Deduplication::NoTokens);
+        }
+        let table = self
+            .bounded(
+                self.base
+                    .query(
+                        "SELECT engine, create_table_query FROM system.tables \
+                         WHERE database = ? AND name = ?",
+                    )
+                    .bind(&self.database)
+                    .bind(&self.table)
+                    .fetch_one::<(String, String)>(),
+            )
+            .await;
+        let (engine, create_query) = match table {
+            Ok(table) => table,
+            // The server answered but will not say (a user without access to system
+            // tables): not a reason to stop writing.
+            Err(e) if e.code().is_some() => {
+                return Ok(Deduplication::Unknown(format!(
+                    "the table's definition is not readable ({e})"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        // The server's default, for a MergeTree table whose DDL does not set the window.
+        let server_window = self
+            .bounded(
+                self.base
+                    .query(
+                        "SELECT toUInt64(value) FROM system.merge_tree_settings \
+                         WHERE name = 'non_replicated_deduplication_window'",
+                    )
+                    .fetch_optional::<u64>(),
+            )
+            .await;
+        let server_window = match server_window {
+            Ok(window) => window.unwrap_or(0),
+            Err(e) if e.code().is_some() => {
+                return Ok(Deduplication::Unknown(format!(
+                    "the server's default window is not readable ({e})"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(deduplication(&engine, &create_query, server_window))
     }
 
     /// The table's `(name, type)` columns.

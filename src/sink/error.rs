@@ -32,8 +32,17 @@ const DATA_ERROR_CODES: &[u32] = &[
     53,  // TYPE_MISMATCH
     69,  // ARGUMENT_OUT_OF_BOUND
     70,  // CANNOT_CONVERT_TYPE
+    72,  // CANNOT_PARSE_NUMBER
     117, // INCORRECT_DATA
+    153, // ILLEGAL_DIVISION (a derived column divides by a row's zero)
     321, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    // What servers since 19.x answer for a row that a table's own rules refuse: a CHECK
+    // constraint, throwIf() in a derived column, a derived UUID or address from a bad string.
+    376, // CANNOT_PARSE_UUID
+    395, // FUNCTION_THROW_IF_VALUE_IS_NON_ZERO
+    469, // VIOLATED_CONSTRAINT
+    675, // CANNOT_PARSE_IPV4
+    676, // CANNOT_PARSE_IPV6
 ];
 
 /// Codes that mean the database or table vanished; the sink recreates them and retries.
@@ -94,6 +103,20 @@ mod tests {
         .into();
         assert!(!e.is_retryable());
         assert_eq!(e.code(), Some(27));
+    }
+
+    #[test]
+    fn modern_servers_row_rejections_are_data_errors() {
+        for text in [
+            "Code: 469. DB::Exception: Constraint `c` for table db.events is violated at row 1. \
+             (VIOLATED_CONSTRAINT) (version 26.9.2.1)",
+            "Code: 395. DB::Exception: Value passed to 'throwIf' function is non-zero. \
+             (FUNCTION_THROW_IF_VALUE_IS_NON_ZERO) (version 26.9.2.1)",
+            "Code: 376. DB::Exception: Cannot parse uuid x. (CANNOT_PARSE_UUID)",
+        ] {
+            let e: SinkError = Error::BadResponse(text.into()).into();
+            assert!(!e.is_retryable(), "{text}");
+        }
     }
 
     #[test]

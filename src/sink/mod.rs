@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 pub use self::clickhouse::ClickHouseSink;
 pub use error::SinkError;
-pub use schema::ServerVersion;
+pub use schema::{Deduplication, ServerVersion};
 
 use crate::event::RowsRef;
 

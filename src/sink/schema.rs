@@ -43,6 +43,24 @@ impl ServerVersion {
         self.at_least(22, 2)
     }
 
+    /// Whether the server has the `async_insert` setting (21.11+). Its asynchronous queue is
+    /// a second buffer with its own flush timer and its own deduplication rules (tokens are
+    /// ignored there unless `async_insert_deduplicate`), and recent servers turn it on by
+    /// default: the service batches already, so its inserts opt out.
+    pub fn knows_async_insert(self) -> bool {
+        self.at_least(21, 11)
+    }
+
+    /// Settings sent with every insert on this server (none before 21.11: an older server
+    /// refuses a setting it does not know).
+    pub fn insert_settings(self) -> &'static [(&'static str, &'static str)] {
+        if self.knows_async_insert() {
+            &[("async_insert", "0")]
+        } else {
+            &[]
+        }
+    }
+
     /// Settings every query on this server needs for our DDL.
     pub fn required_settings(self) -> &'static [(&'static str, &'static str)] {
         if self.is_modern() {
@@ -174,6 +192,68 @@ pub fn upgrade_sql(database: &str, table: &str, columns: &[(String, String)]) ->
     })
 }
 
+/// Whether a retried insert carrying the same `insert_deduplication_token` is stored once,
+/// as far as the table's definition tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deduplication {
+    /// The server has no tokens (before 22.2): at-least-once, narrowed by its query log.
+    NoTokens,
+    /// Tokens are honoured: a `Replicated*MergeTree`, or a `*MergeTree` whose
+    /// `non_replicated_deduplication_window` (the number of recent inserts remembered) is
+    /// above zero.
+    Window(u64),
+    /// A plain `*MergeTree` without the window (created by someone else, or with it set to
+    /// 0): the server ignores tokens, and a retried insert is stored twice.
+    NoWindow,
+    /// Not known (why is said): another engine (`Distributed`, `Buffer`, ...) honours
+    /// tokens as the tables behind it do, or the table's definition could not be read.
+    Unknown(String),
+}
+
+impl fmt::Display for Deduplication {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoTokens => write!(f, "no insert_deduplication_token on this server"),
+            Self::Window(n) => write!(f, "by token, the last {n} inserts remembered"),
+            Self::NoWindow => write!(f, "none: non_replicated_deduplication_window is 0"),
+            Self::Unknown(why) => write!(f, "unknown: {why}"),
+        }
+    }
+}
+
+/// What deduplication a table of `engine`, created by `create_query` (as
+/// `system.tables` shows them), gives on a server with tokens whose default
+/// `non_replicated_deduplication_window` is `server_window`.
+pub fn deduplication(engine: &str, create_query: &str, server_window: u64) -> Deduplication {
+    if engine.starts_with("Replicated") && engine.ends_with("MergeTree") {
+        // replicated_deduplication_window: on by default (100 before 23.x, 1000 and up since)
+        return Deduplication::Window(100);
+    }
+    if !engine.ends_with("MergeTree") {
+        return Deduplication::Unknown(format!(
+            "a {engine} table deduplicates as the tables behind it do"
+        ));
+    }
+    let key = "non_replicated_deduplication_window";
+    let window = create_query
+        .find(key)
+        .and_then(|at| {
+            let value = create_query[at + key.len()..]
+                .trim_start()
+                .strip_prefix('=')?;
+            let value = value.trim_start();
+            let end = value
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(value.len());
+            value[..end].parse().ok()
+        })
+        .unwrap_or(server_window);
+    match window {
+        0 => Deduplication::NoWindow,
+        n => Deduplication::Window(n),
+    }
+}
+
 /// Checks that a table's `(name, type)` columns can take our rows: every column we write
 /// exists with a type whose RowBinary form is ours. Extra columns are fine (inserts name
 /// their columns; the others take their defaults).
@@ -211,6 +291,11 @@ mod tests {
         assert!(old < new);
         assert!(!old.is_modern() && new.is_modern());
         assert!(new.supports_dedup_token() && !old.supports_dedup_token());
+        let async_since = ServerVersion::parse("21.11.2").unwrap();
+        let before = ServerVersion::parse("21.10.6").unwrap();
+        assert!(async_since.knows_async_insert() && !before.knows_async_insert());
+        assert_eq!(new.insert_settings(), [("async_insert", "0")]);
+        assert!(old.insert_settings().is_empty() && before.insert_settings().is_empty());
         assert_eq!(ServerVersion::parse("nonsense"), None);
     }
 
@@ -240,6 +325,40 @@ mod tests {
     fn the_table_lists_the_encoded_columns_in_order() {
         let names: Vec<&str> = TABLE.iter().map(|c| c.name).collect();
         assert_eq!(names, crate::event::COLUMNS);
+    }
+
+    #[test]
+    fn deduplication_is_read_from_the_tables_definition() {
+        let ours = "CREATE TABLE db.events (...) ENGINE = MergeTree PARTITION BY x ORDER BY y \
+                    SETTINGS non_replicated_deduplication_window = 1000, index_granularity = 8192";
+        assert_eq!(
+            deduplication("MergeTree", ours, 0),
+            Deduplication::Window(1000)
+        );
+        let theirs = "CREATE TABLE db.events (...) ENGINE = MergeTree ORDER BY y \
+                      SETTINGS index_granularity = 8192";
+        assert_eq!(
+            deduplication("MergeTree", theirs, 0),
+            Deduplication::NoWindow
+        );
+        // A server configured with a default window applies it to tables that do not say.
+        assert_eq!(
+            deduplication("MergeTree", theirs, 50),
+            Deduplication::Window(50)
+        );
+        let off = "ENGINE = ReplacingMergeTree SETTINGS non_replicated_deduplication_window = 0";
+        assert_eq!(
+            deduplication("ReplacingMergeTree", off, 100),
+            Deduplication::NoWindow
+        );
+        assert!(matches!(
+            deduplication("ReplicatedMergeTree", theirs, 0),
+            Deduplication::Window(_)
+        ));
+        assert!(matches!(
+            deduplication("Distributed", "", 0),
+            Deduplication::Unknown(why) if why.contains("Distributed")
+        ));
     }
 
     #[test]

@@ -17,6 +17,59 @@ use tokio::task::JoinHandle;
 /// bounds a failing test, it is not a performance assertion.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// The ClickHouse a run of the suite is against, from `TEST_ENGINE`; `make test` runs the
+/// suite once for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// `TEST_ENGINE` unset or `18.16`: a real server (Debian's ClickHouse 18.16).
+    Legacy,
+    /// `TEST_ENGINE=modern`: ClickHouse 26.x (chDB) behind the test double of its HTTP
+    /// interface, `scripts/chdb-http.py`.
+    Modern,
+}
+
+impl Engine {
+    /// The engine this run is against.
+    pub fn current() -> Self {
+        match std::env::var("TEST_ENGINE").as_deref() {
+            Ok("modern") => Engine::Modern,
+            Ok("18.16") | Err(_) => Engine::Legacy,
+            Ok(other) => panic!("TEST_ENGINE={other:?}: expected `modern` or `18.16`"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Legacy => "18.16",
+            Engine::Modern => "modern",
+        }
+    }
+}
+
+/// Whether the suite runs on the modern engine.
+pub fn modern_engine() -> bool {
+    Engine::current() == Engine::Modern
+}
+
+/// Records that `test` is skipped on this run's engine, and why; the caller then returns.
+/// A skip is never silent: it is printed and appended to `target/test-skips/<engine>.txt`,
+/// which `make test` lists with a count.
+pub fn skip(test: &str, reason: &str) {
+    let engine = Engine::current().name();
+    eprintln!("SKIPPED on {engine}: {test}: {reason}");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-skips");
+    let line = format!("{test}: {reason}\n");
+    let written = std::fs::create_dir_all(dir).and_then(|()| {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(format!("{dir}/{engine}.txt"))?
+            .write_all(line.as_bytes())
+    });
+    written.expect("skip recorded");
+}
+
 /// ClickHouse's HTTP address for tests (`CLICKHOUSE_HOST`/`CLICKHOUSE_PORT`, as the app).
 pub fn clickhouse_url() -> String {
     let host = std::env::var("CLICKHOUSE_HOST").unwrap_or_else(|_| "127.0.0.1".into());

@@ -11,6 +11,7 @@ mod buffering;
 mod config;
 mod docs;
 mod durability;
+mod engines;
 mod events;
 mod health;
 mod hostile;

@@ -1,6 +1,7 @@
 //! A ClickHouse of a test's own, on its own ports and data folder, for tests that stop and
 //! restart the server (the shared one must stay up for every other test). Started through
-//! `scripts/clickhouse.sh`, as `make test` starts the shared one.
+//! `scripts/clickhouse.sh`, as `make test` starts the shared one, or `scripts/chdb.sh` when
+//! the suite runs on the modern engine (`TEST_ENGINE=modern`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -39,13 +40,22 @@ impl OwnClickHouse {
 
     /// Starts the server on its data folder (again).
     pub async fn up(&self) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse.sh");
-        let mut cmd = tokio::process::Command::new(script);
-        cmd.arg("ensure")
-            .env("CLICKHOUSE_HOST", "127.0.0.1")
-            .env("CLICKHOUSE_PORT", self.port.to_string())
-            .env("CLICKHOUSE_TCP_PORT", self.tcp_port.to_string())
-            .env("CLICKHOUSE_DATA_DIR", &self.dir);
+        let root = env!("CARGO_MANIFEST_DIR");
+        let mut cmd = if crate::helpers::modern_engine() {
+            let mut cmd = tokio::process::Command::new(format!("{root}/scripts/chdb.sh"));
+            cmd.env("CHDB_HOST", "127.0.0.1")
+                .env("CHDB_PORT", self.port.to_string())
+                .env("CHDB_DATA_DIR", &self.dir);
+            cmd
+        } else {
+            let mut cmd = tokio::process::Command::new(format!("{root}/scripts/clickhouse.sh"));
+            cmd.env("CLICKHOUSE_HOST", "127.0.0.1")
+                .env("CLICKHOUSE_PORT", self.port.to_string())
+                .env("CLICKHOUSE_TCP_PORT", self.tcp_port.to_string())
+                .env("CLICKHOUSE_DATA_DIR", &self.dir);
+            cmd
+        };
+        cmd.arg("ensure");
         let status = within(STARTUP, cmd.status()).await.expect("script runs");
         assert!(status.success(), "own ClickHouse did not start");
     }
