@@ -72,7 +72,7 @@ pub fn validate_batch(
     let server_time = u32::try_from(server_time.unix_timestamp()).unwrap_or(u32::MAX);
     for (index, candidate) in candidates.into_iter().enumerate() {
         let result = candidate
-            .map_err(|e| vec![("", Cow::Owned(e))])
+            .map_err(|e| vec![(e.field, Cow::Owned(e.error))])
             .and_then(|raw| validate_event(raw, server_time, ip));
         match result {
             Ok(mut event) => {
