@@ -120,6 +120,12 @@ pub struct Config {
     /// else `413` (default 10 MiB).
     #[serde(default = "defaults::body_max_bytes")]
     pub body_max_bytes: usize,
+    /// `INFLIGHT_BODY_MAX_BYTES`: bytes all request bodies being received, decompressed or
+    /// decoded may hold together, past which new requests get `503` with `Retry-After`
+    /// before their body is read (default a quarter of `BUFFER_MAX_BYTES`; one request
+    /// alone is always let through).
+    #[serde(default)]
+    pub inflight_body_max_bytes: Option<usize>,
     /// `CLIENT_TIMEOUT_MS`: longest a client may take to send a request's head, and then
     /// its body, before getting `408` (default 10 000, at least 1 000): slow-drip clients
     /// cannot hold connections and buffers forever.
@@ -247,6 +253,7 @@ const VARS: &[&str] = &[
     "SPOOL_DIR",
     "SPOOL_MAX_BYTES",
     "BODY_MAX_BYTES",
+    "INFLIGHT_BODY_MAX_BYTES",
     "MAX_EVENTS_PER_REQUEST",
     "CLIENT_TIMEOUT_MS",
     "SHUTDOWN_TIMEOUT_SECS",
@@ -305,6 +312,9 @@ impl Config {
         // second; shorter limits would cut off ordinary clients.
         if self.client_timeout_ms < 1000 {
             return invalid("CLIENT_TIMEOUT_MS", "must be at least 1000");
+        }
+        if self.inflight_body_max_bytes.is_some_and(|n| n < 1024) {
+            return invalid("INFLIGHT_BODY_MAX_BYTES", "must be at least 1024");
         }
         if self.max_events_per_request == 0 {
             return invalid("MAX_EVENTS_PER_REQUEST", "must be at least 1");
@@ -381,6 +391,12 @@ impl Config {
     /// `SHUTDOWN_TIMEOUT_SECS` as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// `INFLIGHT_BODY_MAX_BYTES`, or its default: a quarter of `BUFFER_MAX_BYTES`.
+    pub fn inflight_body_max_bytes(&self) -> usize {
+        self.inflight_body_max_bytes
+            .unwrap_or(self.buffer_max_bytes / 4)
     }
 
     /// `CLIENT_TIMEOUT_MS` as a duration.

@@ -57,9 +57,11 @@ impl Application {
     /// ClickHouse (a failure is logged, not fatal: the flusher retries and `/v1/health`
     /// says why) and starts the flusher thread in `double` mode.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        crate::memory::tune_allocator();
         let addr = format!("{}:{}", config.http_host, config.http_port);
         let listener =
             TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr, source })?;
+        set_write_timeout(&listener, config.client_timeout())?;
         let port = listener.local_addr()?.port();
 
         // Handlers and the flusher each get their own client: the flusher's connections
@@ -152,6 +154,8 @@ impl Application {
             stats: stats.clone(),
             body_max_bytes: config.body_max_bytes,
             max_events: config.max_events_per_request,
+            inflight: routes::inflight::InflightBudget::new(config.inflight_body_max_bytes()),
+            cpu: routes::cpu::CpuPool::new(),
             client_timeout: config.client_timeout(),
             api_keys: ApiKeys::new(config.api_keys()),
             // Validated when the configuration was read.
@@ -264,4 +268,34 @@ impl Application {
         }
         Ok(report)
     }
+}
+
+/// Connections accepted on `listener` are dropped by the kernel when data they were sent
+/// stays unacknowledged for `timeout` (`TCP_USER_TIMEOUT`, inherited by accepted sockets),
+/// which includes a client that stops reading: its window closes and the kernel's probes
+/// go unanswered by progress. actix has no write timeout of its own (its keep-alive timer
+/// starts only once a response is written out), so without this a client that never reads
+/// holds its response in memory for as long as it keeps the connection open.
+fn set_write_timeout(listener: &TcpListener, timeout: std::time::Duration) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let ms = libc::c_uint::try_from(timeout.as_millis()).unwrap_or(libc::c_uint::MAX);
+        // SAFETY: a valid socket descriptor and a correctly sized option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_USER_TIMEOUT,
+                (&ms as *const libc::c_uint).cast(),
+                std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (listener, timeout);
+    Ok(())
 }

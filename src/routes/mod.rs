@@ -3,9 +3,11 @@
 
 mod body;
 pub mod client;
+pub mod cpu;
 mod error;
 mod events;
 mod health;
+pub mod inflight;
 mod metrics;
 mod openapi;
 mod status;
@@ -35,6 +37,10 @@ pub struct AppState {
     pub client_timeout: std::time::Duration,
     /// Most events in one request (`MAX_EVENTS_PER_REQUEST`).
     pub max_events: usize,
+    /// Bytes all bodies in progress may hold together (`INFLIGHT_BODY_MAX_BYTES`).
+    pub inflight: Arc<inflight::InflightBudget>,
+    /// Where large bodies are decompressed and decoded, off the actix workers.
+    pub cpu: cpu::CpuPool,
     /// Keys `POST /v1/events` accepts (`INGEST_API_KEYS`).
     pub api_keys: client::ApiKeys,
     /// Proxies whose forwarding headers are believed (`TRUSTED_PROXIES`).
