@@ -139,6 +139,20 @@ pub struct Config {
     /// endpoint open. Never printed: `Debug` redacts it.
     #[serde(default)]
     pub ingest_api_keys: String,
+    /// `ADMIN_HOST`: address of the admin listener (default `127.0.0.1`); used only with
+    /// `ADMIN_PORT`.
+    #[serde(default = "defaults::admin_host")]
+    pub admin_host: String,
+    /// `ADMIN_PORT`: when set, a second listener for operations routes (`/metrics`,
+    /// `/v1/status`, `/`, `/swagger/`, `/openapi.json`) and probes, which are then no longer
+    /// served on `HTTP_PORT`; ingest routes stay on `HTTP_PORT` only (default: none).
+    #[serde(default)]
+    pub admin_port: Option<u16>,
+    /// `ADMIN_API_KEYS`: comma-separated keys operations routes then require (same headers
+    /// as `INGEST_API_KEYS`), on whichever listener serves them; probes show error details
+    /// only with one. Never printed: `Debug` redacts it.
+    #[serde(default)]
+    pub admin_api_keys: String,
     /// `TRUSTED_PROXIES`: comma-separated CIDRs (e.g. `10.0.0.0/8,::1/128`) whose
     /// `X-Forwarded-For` / `Forwarded` headers are believed; default none, so the client
     /// address is the TCP peer's.
@@ -177,6 +191,9 @@ mod defaults {
     }
     pub fn http_port() -> u16 {
         8080
+    }
+    pub fn admin_host() -> String {
+        "127.0.0.1".into()
     }
     pub fn clickhouse_host() -> String {
         "127.0.0.1".into()
@@ -258,6 +275,9 @@ const VARS: &[&str] = &[
     "CLIENT_TIMEOUT_MS",
     "SHUTDOWN_TIMEOUT_SECS",
     "INGEST_API_KEYS",
+    "ADMIN_HOST",
+    "ADMIN_PORT",
+    "ADMIN_API_KEYS",
     "TRUSTED_PROXIES",
 ];
 
@@ -325,6 +345,31 @@ impl Config {
         if self.clickhouse_timeout_ms == 0 {
             return invalid("CLICKHOUSE_TIMEOUT_MS", "must be at least 1");
         }
+        // A list that names no key (" , ") is a deployment mistake, not a wish for an open
+        // endpoint: refuse it rather than run open.
+        for (var, value) in [
+            ("INGEST_API_KEYS", &self.ingest_api_keys),
+            ("ADMIN_API_KEYS", &self.admin_api_keys),
+        ] {
+            if !value.trim().is_empty() && split_list(value).next().is_none() {
+                return invalid(var, "is set but names no key");
+            }
+        }
+        if !is_host(&self.clickhouse_host) {
+            return invalid(
+                "CLICKHOUSE_HOST",
+                "must be a host name or an IP address, without scheme, port or path",
+            );
+        }
+        if self.clickhouse_port == 0 {
+            return invalid("CLICKHOUSE_PORT", "must not be 0");
+        }
+        if self
+            .admin_port
+            .is_some_and(|p| p != 0 && p == self.http_port)
+        {
+            return invalid("ADMIN_PORT", "must differ from HTTP_PORT");
+        }
         if let Err(e) = self.trusted_proxy_nets() {
             return invalid("TRUSTED_PROXIES", &e);
         }
@@ -356,12 +401,22 @@ impl Config {
 
     /// The ClickHouse HTTP URL (without credentials).
     pub fn clickhouse_url(&self) -> String {
-        format!("http://{}:{}", self.clickhouse_host, self.clickhouse_port)
+        match self.clickhouse_host.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("http://[{v6}]:{}", self.clickhouse_port),
+            Err(_) => format!("http://{}:{}", self.clickhouse_host, self.clickhouse_port),
+        }
     }
 
     /// `INGEST_API_KEYS`, split; empty when the endpoint is open.
     pub fn api_keys(&self) -> Vec<String> {
         split_list(&self.ingest_api_keys)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `ADMIN_API_KEYS`, split; empty when operations routes need no key.
+    pub fn admin_keys(&self) -> Vec<String> {
+        split_list(&self.admin_api_keys)
             .map(str::to_string)
             .collect()
     }
@@ -441,6 +496,14 @@ impl fmt::Debug for Config {
                 "ingest_api_keys",
                 &format_args!("<{} redacted>", self.api_keys().len()),
             )
+            .field(
+                "admin",
+                &format_args!("{}:{:?}", self.admin_host, self.admin_port),
+            )
+            .field(
+                "admin_api_keys",
+                &format_args!("<{} redacted>", self.admin_keys().len()),
+            )
             .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
@@ -448,6 +511,25 @@ impl fmt::Debug for Config {
 
 fn split_list(s: &str) -> impl Iterator<Item = &str> {
     s.split(',').map(str::trim).filter(|item| !item.is_empty())
+}
+
+/// A DNS name (letters, digits, `-`, `.`, `_`) or an IP address (IPv6 bare or in
+/// brackets): nothing that could change the URL built around it.
+fn is_host(s: &str) -> bool {
+    let bracketed = s.strip_prefix('[').and_then(|s| s.strip_suffix(']'));
+    if let Some(v6) = bracketed {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    s.parse::<std::net::IpAddr>().is_ok()
+        || (!s.is_empty()
+            && s.len() <= 253
+            && s.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            }))
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -534,6 +616,35 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("key-"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn hosts_and_key_lists_are_checked_at_start() {
+        for (var, value) in [
+            ("CLICKHOUSE_HOST", "127.0.0.1/evil?x="),
+            ("CLICKHOUSE_HOST", "user@host"),
+            ("CLICKHOUSE_HOST", "http://h"),
+            ("CLICKHOUSE_HOST", ""),
+            ("CLICKHOUSE_PORT", "0"),
+            ("INGEST_API_KEYS", " , "),
+            ("ADMIN_API_KEYS", ","),
+            ("ADMIN_PORT", "8080"),
+        ] {
+            let err = config(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}={value}: {err}");
+        }
+        for host in [
+            "localhost",
+            "clickhouse-0.ch.svc",
+            "10.1.2.3",
+            "::1",
+            "[::1]",
+        ] {
+            assert!(config(&[("CLICKHOUSE_HOST", host)]).is_ok(), "{host}");
+        }
+        let c = config(&[("ADMIN_API_KEYS", "a, b"), ("ADMIN_PORT", "9090")]).unwrap();
+        assert_eq!(c.admin_keys(), ["a", "b"]);
+        assert!(!format!("{c:?}").contains("a, b"));
     }
 
     #[test]

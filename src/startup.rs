@@ -13,6 +13,7 @@ use crate::config::{AppEnv, BufferMode, Config, Durability};
 use crate::flusher;
 use crate::ingest::{Buffered, Direct, Discard, Ingest};
 use crate::quarantine::Quarantine;
+use crate::routes::access::Gate;
 use crate::routes::client::ApiKeys;
 use crate::routes::{self, AppState};
 use crate::shutdown::{self, FlusherGuard, ShutdownReport};
@@ -42,6 +43,7 @@ pub enum StartupError {
 /// A bound, ready-to-run service.
 pub struct Application {
     port: u16,
+    admin_port: Option<u16>,
     server: Server,
     flusher: Option<FlusherGuard>,
     /// `disk` mode: the spool's writer, stopped after the flusher.
@@ -63,6 +65,20 @@ impl Application {
             TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr, source })?;
         set_write_timeout(&listener, config.client_timeout())?;
         let port = listener.local_addr()?.port();
+        let admin_listener = match config.admin_port {
+            Some(admin_port) => {
+                let addr = format!("{}:{admin_port}", config.admin_host);
+                let listener = TcpListener::bind(&addr)
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                set_write_timeout(&listener, config.client_timeout())?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let admin_port = match &admin_listener {
+            Some(l) => Some(l.local_addr()?.port()),
+            None => None,
+        };
 
         // Handlers and the flusher each get their own client: the flusher's connections
         // live on its own runtime, the handlers' on the actix workers'.
@@ -150,6 +166,7 @@ impl Application {
 
         let state = web::Data::new(AppState {
             ingest,
+            clickhouse_check: routes::health::ClickHouseCheck::new(sink.clone()),
             sink,
             stats: stats.clone(),
             body_max_bytes: config.body_max_bytes,
@@ -170,6 +187,17 @@ impl Application {
         if state.api_keys.is_open() && config.app_env == AppEnv::Prod {
             log::warn!("INGEST_API_KEYS is empty: anyone who can reach this port can post events");
         }
+        let gate = web::Data::new(Gate {
+            admin_port,
+            admin_keys: ApiKeys::new(config.admin_keys()),
+            prod: config.app_env == AppEnv::Prod,
+        });
+        if gate.admin_port.is_none() && gate.admin_keys.is_open() && gate.prod {
+            log::warn!(
+                "neither ADMIN_PORT nor ADMIN_API_KEYS is set: /metrics, /v1/status, / and the \
+                 API docs answer 403 (probes stay open, without error details)"
+            );
+        }
         let signalled_at = Arc::new(OnceLock::new());
         let on_signal = {
             let signalled_at = signalled_at.clone();
@@ -181,6 +209,8 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(gate.clone())
+                .wrap(actix_web::middleware::from_fn(routes::access::gate))
                 .wrap(actix_web::middleware::from_fn(routes::count_requests))
                 .configure(routes::configure)
         })
@@ -194,8 +224,17 @@ impl Application {
         // In-flight requests may take this long to finish; the final flush's deadline is
         // counted from the signal too, so the whole shutdown stays within the budget.
         .shutdown_timeout(config.shutdown_timeout_secs);
+        if let Some(listener) = admin_listener {
+            server = server.listen(listener)?;
+        }
         if let Some(workers) = config.http_workers {
             server = server.workers(workers);
+        }
+        if let Some(admin_port) = admin_port {
+            log::info!(
+                "admin listener on {}:{admin_port} (metrics, status, docs, probes)",
+                config.admin_host
+            );
         }
         log::info!(
             "listening on {}:{port} ({:?} mode, {:?} durability)",
@@ -205,6 +244,7 @@ impl Application {
         );
         Ok(Self {
             port,
+            admin_port,
             server: server.run(),
             flusher,
             spool_writer,
@@ -217,6 +257,11 @@ impl Application {
     /// The port actually bound (useful with `HTTP_PORT=0`).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The admin listener's port, when `ADMIN_PORT` is set (useful with `ADMIN_PORT=0`).
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin_port
     }
 
     /// A handle to stop the server from elsewhere (tests; signals are handled already).

@@ -56,6 +56,9 @@ pub enum ApiError {
     /// A bug or a lost worker thread (`500`); the text says which, never client input.
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// The route exists but is closed here (`403`); the text says how to open it.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// No such path (`404`).
     #[error("not found")]
     NotFound,
@@ -118,6 +121,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

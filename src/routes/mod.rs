@@ -1,12 +1,13 @@
 //! HTTP routes: which path and method go to which handler, and the state handlers share.
 //! Unknown paths answer `404` and wrong methods `405`, both with a JSON body.
 
+pub mod access;
 mod body;
 pub mod client;
 pub mod cpu;
 mod error;
 mod events;
-mod health;
+pub mod health;
 pub mod inflight;
 mod metrics;
 mod openapi;
@@ -27,8 +28,10 @@ use crate::stats::Stats;
 pub struct AppState {
     /// Where accepted rows go (double buffer or direct insert).
     pub ingest: Arc<dyn Ingest>,
-    /// ClickHouse, for the health check.
+    /// ClickHouse, for the status page's version.
     pub sink: Arc<ClickHouseSink>,
+    /// The probes' shared, rate-limited ClickHouse check.
+    pub clickhouse_check: health::ClickHouseCheck,
     /// Shared counters.
     pub stats: Arc<Stats>,
     /// Largest body accepted, before and after decompression (`BODY_MAX_BYTES`).
@@ -67,6 +70,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(get_only("/", status::get_page))
     .service(get_only("/v1/health", health::get_health))
     .service(get_only("/v1/ready", health::get_ready))
+    .service(get_only("/v1/live", health::get_live))
     .service(get_only("/v1/status", status::get_status))
     .service(get_only("/metrics", metrics::get_metrics))
     .default_service(web::to(|| async { Err::<(), _>(ApiError::NotFound) }));

@@ -7,6 +7,7 @@ mod own_clickhouse;
 mod process;
 
 mod access;
+mod admin;
 mod buffering;
 mod config;
 mod docs;
