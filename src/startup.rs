@@ -210,6 +210,7 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(gate.clone())
+                .wrap(actix_web::middleware::from_fn(routes::head_as_get))
                 .wrap(actix_web::middleware::from_fn(routes::access::gate))
                 .wrap(actix_web::middleware::from_fn(routes::count_requests))
                 .configure(routes::configure)

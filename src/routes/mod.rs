@@ -88,3 +88,16 @@ where
         .route(web::get().to(handler))
         .default_service(web::to(|| async { ApiError::method_not_allowed("GET") }))
 }
+
+/// Serves `HEAD` wherever `GET` is served (probes, metrics, docs): the request continues as
+/// a `GET`, and actix, which noted the method when it parsed the request, sends the
+/// response's head without its body.
+pub async fn head_as_get(
+    mut req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if req.method() == actix_web::http::Method::HEAD {
+        req.head_mut().method = actix_web::http::Method::GET;
+    }
+    next.call(req).await
+}

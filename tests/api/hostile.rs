@@ -308,3 +308,81 @@ async fn bodies_in_progress_share_a_budget() {
     .await;
     app.stop().await;
 }
+
+/// Finding 6: a `sent_at` in 1970 would have "corrected" a 2020 event to 2077.
+#[tokio::test]
+async fn an_implausible_correction_keeps_client_time() {
+    let app = spawn_app(&[]).await;
+    let body = serde_json::json!({
+        "sent_at": "1970-01-01 00:00:00",
+        "events": [crate::helpers::event(1)],
+    });
+    assert_eq!(app.post_events(body.to_string()).await.status(), 200);
+    app.wait_for_rows(1).await;
+    let stored = crate::helpers::clickhouse(&format!(
+        "SELECT toString(client_time_corrected) FROM `{}`.events FORMAT TSVRaw",
+        app.database
+    ))
+    .await;
+    assert_eq!(stored.trim(), "2020-12-01 23:59:00");
+    app.stop().await;
+}
+
+/// Finding 7: the small ones.
+#[tokio::test]
+async fn bearer_is_case_insensitive_and_probes_answer_head() {
+    let app = spawn_app(&[("INGEST_API_KEYS", "k")]).await;
+    let response = app
+        .http
+        .post(format!("{}/v1/events", app.address))
+        .header("authorization", "BEARER k")
+        .body(batch(0, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    for path in ["/v1/health", "/v1/ready", "/openapi.json", "/metrics"] {
+        let response = app
+            .http
+            .head(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "HEAD {path}");
+        assert!(response.bytes().await.unwrap().is_empty(), "HEAD {path}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn not_found_answers_are_counted() {
+    let app = spawn_app(&[]).await;
+    assert_eq!(app.get("/no/such/path").await.status(), 404);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("event_ingest_http_requests_total") && l.contains("\"404\"")),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_broken_chunked_body_gets_a_readable_answer() {
+    let app = spawn_app(&[]).await;
+    let mut stream = TcpStream::connect(addr(&app)).await.unwrap();
+    stream
+        .write_all(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+              10\r\n[{\"a\": 1}",
+        )
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let reply = read_reply(&mut stream, Duration::from_secs(10)).await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(!reply.contains("None"), "{reply}");
+    assert!(reply.contains("ended before it was complete"), "{reply}");
+    app.stop().await;
+}
