@@ -15,6 +15,7 @@ mod durability;
 mod events;
 mod health;
 mod hostile;
+mod hostile_memory;
 mod inputs;
 mod metrics;
 mod roundtrip;
