@@ -386,3 +386,45 @@ async fn a_broken_chunked_body_gets_a_readable_answer() {
     assert!(reply.contains("ended before it was complete"), "{reply}");
     app.stop().await;
 }
+
+/// Finding 7: a key list naming no key, and a ClickHouse host that is more than a host, stop
+/// start-up instead of running open or talking to somewhere else.
+#[test]
+fn misconfigurations_stop_start_up() {
+    use event_ingest::Config;
+    for (var, value) in [
+        ("INGEST_API_KEYS", " , "),
+        ("CLICKHOUSE_HOST", "127.0.0.1/evil?x="),
+        ("CLICKHOUSE_PORT", "0"),
+    ] {
+        let vars = crate::helpers::test_env("db", &[(var, value), ("APP_ENV", "prod")]);
+        let error = Config::from_vars(vars).err().map(|e| e.to_string());
+        assert!(
+            error.as_deref().is_some_and(|e| e.contains(var)),
+            "{var}={value:?}: {error:?}"
+        );
+    }
+}
+
+/// Finding 7: `23:59:60` is one rule in both formats: accepted, stored as `23:59:59`.
+#[tokio::test]
+async fn a_leap_second_is_accepted_in_both_formats() {
+    let app = spawn_app(&[]).await;
+    let mut plain = crate::helpers::event(1);
+    plain["client_time"] = "2016-12-31 23:59:60".into();
+    let mut rfc = crate::helpers::event(2);
+    rfc["client_time"] = "2016-12-31T23:59:60Z".into();
+    let response = app
+        .post_events(serde_json::json!([plain, rfc]).to_string())
+        .await;
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    app.wait_for_rows(2).await;
+    let stored = crate::helpers::clickhouse(&format!(
+        "SELECT DISTINCT toString(client_time) FROM `{}`.events FORMAT TSVRaw",
+        app.database
+    ))
+    .await;
+    assert_eq!(stored.trim(), "2016-12-31 23:59:59");
+    app.stop().await;
+}
