@@ -51,6 +51,8 @@ def start(binary, extra):
         "INGEST_API_KEYS": "k",
         "RUST_LOG": "error",
     }
+    # glibc allocator settings pass through, to compare the allocator's part in a figure.
+    env.update({k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "GLIBC_TUNABLES"))})
     env.update(extra)
     proc = subprocess.Popen([binary], env=env, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
@@ -82,6 +84,15 @@ def sample_peak(pid, seconds):
     return peak
 
 
+def settle(pid, seconds=(5, 15, 30)):
+    """RSS at each of `seconds` after the clients closed, as text."""
+    start, out = time.time(), []
+    for at in seconds:
+        time.sleep(max(0, start + at - time.time()))
+        out.append(f"{rss_mb(pid):.0f} MB at {at} s")
+    return ", ".join(out)
+
+
 def finding_1(binary, connections=150):
     """Connections sending a 10 KB gzip envelope whose `events` is a 9.9 MB string, never
     reading the answer."""
@@ -97,13 +108,12 @@ def finding_1(binary, connections=150):
     held = sample_peak(proc.pid, 10)
     for s in socks:
         s.close()
-    time.sleep(5)
-    after = rss_mb(proc.pid)
+    after = settle(proc.pid)
     proc.kill()
     proc.wait()
     print(
         f"finding 1: {connections} non-reading clients, 10 KB gzip each ({len(body)} B): "
-        f"RSS {base:.0f} MB before, peak {held:.0f} MB during 10 s, {after:.0f} MB 5 s after they closed"
+        f"RSS {base:.0f} MB before, peak {held:.0f} MB during 10 s; after they closed: {after}"
     )
 
 
@@ -191,13 +201,12 @@ def finding_4(binary, connections=200):
             pass
     for s in socks:
         s.close()
-    time.sleep(5)
-    after = rss_mb(proc.pid)
+    after = settle(proc.pid)
     proc.kill()
     proc.wait()
     print(
         f"finding 4: {connections} connections x 9.99 MB of a 10 MB body: RSS {base:.0f} MB before, "
-        f"peak {held:.0f} MB while held, {after:.0f} MB 5 s after they closed; "
+        f"peak {held:.0f} MB while held; after they closed: {after}; "
         f"{answered} got 503 early, {refused} could not send"
     )
 
