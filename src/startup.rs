@@ -5,15 +5,18 @@ use std::net::TcpListener;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use actix_http::HttpService;
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
+use actix_web::dev::AppConfig;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpMessage, ResponseError, web};
 
 use crate::buffer::{DoubleBuffer, Limits};
 use crate::config::{AppEnv, BufferMode, Config, Durability};
 use crate::flusher;
 use crate::ingest::{Buffered, Direct, Discard, Ingest};
 use crate::quarantine::Quarantine;
-use crate::routes::access::Gate;
+use crate::routes::access::{AdminListener, Gate};
 use crate::routes::client::ApiKeys;
 use crate::routes::{self, AppState};
 use crate::shutdown::{self, FlusherGuard, ShutdownReport};
@@ -206,31 +209,85 @@ impl Application {
                 let _ = signalled_at.set(Instant::now());
             }
         };
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .app_data(gate.clone())
-                .wrap(actix_web::middleware::from_fn(routes::head_as_get))
-                .wrap(actix_web::middleware::from_fn(routes::access::gate))
-                .wrap(actix_web::middleware::from_fn(routes::count_requests))
-                .configure(routes::configure)
-        })
-        // A client gets this long for the request head (the body's limit is in the handler),
-        // and idle keep-alive connections are closed after a few seconds.
-        .client_request_timeout(config.client_timeout())
-        .keep_alive(std::time::Duration::from_secs(15))
-        .listen(listener)?
-        // Our own handler, so that SIGINT is as graceful as SIGTERM.
-        .shutdown_signal(on_signal)
-        // In-flight requests may take this long to finish; the final flush's deadline is
-        // counted from the signal too, so the whole shutdown stays within the budget.
-        .shutdown_timeout(config.shutdown_timeout_secs);
-        if let Some(listener) = admin_listener {
-            server = server.listen(listener)?;
-        }
+        // actix-web's HttpServer, assembled by hand for one thing it does not expose: the
+        // `Expect: 100-continue` hook. Same settings as HttpServer's defaults otherwise.
+        let mut builder = actix_server::Server::build()
+            // Our own handler, so that SIGINT is as graceful as SIGTERM.
+            .shutdown_signal(on_signal)
+            // In-flight requests may take this long to finish; the final flush's deadline is
+            // counted from the signal too, so the whole shutdown stays within the budget.
+            .shutdown_timeout(config.shutdown_timeout_secs);
         if let Some(workers) = config.http_workers {
-            server = server.workers(workers);
+            builder = builder.workers(workers);
         }
+        let listeners = std::iter::once((listener, false)).chain(admin_listener.map(|l| (l, true)));
+        for (listener, admin) in listeners {
+            let addr = listener.local_addr()?;
+            let (state, gate) = (state.clone(), gate.clone());
+            let client_timeout = config.client_timeout();
+            let shutdown = builder.graceful_shutdown_signal();
+            builder = builder.listen(format!("event-ingest-{addr}"), listener, move || {
+                let (state, gate) = (state.clone(), gate.clone());
+                let expect_state = state.clone();
+                let shutdown = shutdown.clone();
+                let app = move || {
+                    let app = App::new().app_data(state.clone()).app_data(gate.clone());
+                    let app = if admin {
+                        app.app_data(AdminListener)
+                    } else {
+                        app
+                    };
+                    app.wrap(actix_web::middleware::from_fn(routes::head_as_get))
+                        .wrap(actix_web::middleware::from_fn(routes::access::gate))
+                        .wrap(actix_web::middleware::from_fn(routes::count_requests))
+                        .configure(routes::configure)
+                };
+                HttpService::build()
+                    .graceful_shutdown_signal(move || {
+                        let shutdown = shutdown.clone();
+                        async move { shutdown.notified().await }
+                    })
+                    // A client gets this long for the request head (the body's limit is in
+                    // the handler); idle keep-alive connections are closed after a while.
+                    .client_request_timeout(client_timeout)
+                    .keep_alive(std::time::Duration::from_secs(15))
+                    .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                    .h1_allow_half_closed(true)
+                    .local_addr(addr)
+                    // `Expect: 100-continue`: refusals that need no body come instead of
+                    // `100 Continue`, so the client does not send the body for nothing.
+                    .expect(fn_service(move |req: actix_http::Request| {
+                        let refusal = (!admin)
+                            .then(|| {
+                                routes::events::precheck(
+                                    &expect_state,
+                                    req.method(),
+                                    req.path(),
+                                    req.headers(),
+                                )
+                                .err()
+                            })
+                            .flatten();
+                        async move {
+                            match refusal {
+                                Some(e) => Err(actix_http::Response::from(e.error_response())),
+                                None => Ok(req),
+                            }
+                        }
+                    }))
+                    .h1(map_config(
+                        app()
+                            .into_factory()
+                            .map_err(|e: actix_web::Error| e.error_response()),
+                        // What HttpServer passes (plain HTTP, the listener's address);
+                        // actix-web's own constructor for it is crate-private, this public
+                        // one builds the same value.
+                        move |_| AppConfig::__priv_test_new(false, addr.to_string(), addr),
+                    ))
+                    .tcp()
+            })?;
+        }
+        let server = builder;
         if let Some(admin_port) = admin_port {
             log::info!(
                 "admin listener on {}:{admin_port} (metrics, status, docs, probes)",

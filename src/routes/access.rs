@@ -28,6 +28,10 @@ pub struct Gate {
     pub prod: bool,
 }
 
+/// Marks the application served on the admin listener (its own app data).
+#[derive(Debug, Clone, Copy)]
+pub struct AdminListener;
+
 /// The classes of routes, by path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
@@ -46,8 +50,7 @@ fn class(path: &str) -> Class {
 
 impl Gate {
     fn on_admin_listener(&self, req: &HttpRequest) -> bool {
-        self.admin_port
-            .is_some_and(|port| req.app_config().local_addr().port() == port)
+        self.admin_port.is_some() && req.app_data::<AdminListener>().is_some()
     }
 
     /// Whether `req` may see operators' details (probes' error texts, the ClickHouse

@@ -36,7 +36,12 @@ pub enum Encoding {
 impl Encoding {
     /// From the request's header; `415` for anything else, before the body is read.
     pub fn of(req: &HttpRequest) -> Result<Self, ApiError> {
-        let Some(value) = req.headers().get(header::CONTENT_ENCODING) else {
+        Self::of_headers(req.headers())
+    }
+
+    /// [`Encoding::of`] from the headers alone.
+    pub fn of_headers(headers: &header::HeaderMap) -> Result<Self, ApiError> {
+        let Some(value) = headers.get(header::CONTENT_ENCODING) else {
             return Ok(Encoding::Identity);
         };
         let value = String::from_utf8_lossy(value.as_bytes())

@@ -25,10 +25,14 @@ impl ApiKeys {
     /// Every configured key is compared, each in constant time for its length, so timing
     /// tells an attacker neither which key nor how much of one matched.
     pub fn allows(&self, req: &HttpRequest) -> bool {
+        self.allows_headers(req.headers())
+    }
+
+    /// [`ApiKeys::allows`] for a request's headers alone (before actix-web sees it).
+    pub fn allows_headers(&self, headers: &actix_web::http::header::HeaderMap) -> bool {
         if self.is_open() {
             return true;
         }
-        let headers = req.headers();
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

@@ -150,3 +150,35 @@ fn sent_at(header: Option<String>, envelope: Option<Loose<'_>>) -> Result<Option
     text.map(|t| parse_time(&t).map_err(|e| ApiError::BadSentAt(e.into())))
         .transpose()
 }
+
+/// For a request with `Expect: 100-continue`, before the client is told to send its body:
+/// what [`post_events`] would refuse without reading the body (no key, an unsupported
+/// encoding, a stated length over `BODY_MAX_BYTES`, a spent in-flight budget) is answered
+/// with that status at once, instead of `100 Continue` followed by the refusal.
+pub fn precheck(
+    state: &AppState,
+    method: &actix_web::http::Method,
+    path: &str,
+    headers: &header::HeaderMap,
+) -> Result<(), ApiError> {
+    if path != "/v1/events" || method != actix_web::http::Method::POST {
+        return Ok(());
+    }
+    if !state.api_keys.allows_headers(headers) {
+        return Err(ApiError::Unauthorized);
+    }
+    Encoding::of_headers(headers)?;
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    if length > state.body_max_bytes {
+        return Err(ApiError::TooLarge {
+            limit: state.body_max_bytes,
+        });
+    }
+    if !state.inflight.would_fit(length) {
+        return Err(ApiError::busy());
+    }
+    Ok(())
+}

@@ -30,6 +30,12 @@ impl InflightBudget {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// Whether `n` more bytes would fit now (a hint: nothing is reserved).
+    pub fn would_fit(&self, n: usize) -> bool {
+        let used = self.used();
+        used == 0 || used.saturating_add(n) <= self.max
+    }
+
     /// An empty reservation, grown as bytes arrive.
     pub fn reservation(self: &Arc<Self>) -> Reservation {
         Reservation {

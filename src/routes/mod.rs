@@ -6,7 +6,7 @@ mod body;
 pub mod client;
 pub mod cpu;
 mod error;
-mod events;
+pub mod events;
 pub mod health;
 pub mod inflight;
 mod metrics;

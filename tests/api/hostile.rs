@@ -428,3 +428,29 @@ async fn a_leap_second_is_accepted_in_both_formats() {
     assert_eq!(stored.trim(), "2016-12-31 23:59:59");
     app.stop().await;
 }
+
+/// Finding 7: `Expect: 100-continue` gets the final status when the body is refused
+/// anyway, and `100 Continue` only when it may be sent.
+#[tokio::test]
+async fn expect_continue_gets_the_refusal_instead_of_continue() {
+    let app = spawn_app(&[("INGEST_API_KEYS", "k"), ("BODY_MAX_BYTES", "4096")]).await;
+    for (key, length, expected) in [
+        ("nope", 100, "HTTP/1.1 401"),
+        ("k", 100_000, "HTTP/1.1 413"),
+        ("k", 100, "HTTP/1.1 100 Continue"),
+    ] {
+        let mut stream = TcpStream::connect(addr(&app)).await.unwrap();
+        let head = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+             Expect: 100-continue\r\nContent-Length: {length}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 256];
+        let n = within(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap();
+        let reply = String::from_utf8_lossy(&buf[..n]);
+        assert!(reply.starts_with(expected), "{key} {length}: {reply}");
+    }
+    app.stop().await;
+}
