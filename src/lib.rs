@@ -6,7 +6,7 @@
 //! (the seam) → [`buffer`] (double buffer) and, in `disk` mode, [`spool`] (write-ahead log)
 //! → [`flusher`] (thread, retries) → [`sink`] (ClickHouse), with rows ClickHouse refuses
 //! going to the [`quarantine`]. [`startup`] wires them, [`shutdown`] ends them, [`stats`]
-//! counts.
+//! counts, [`memory`] tunes the allocator.
 
 pub mod buffer;
 pub mod config;
@@ -14,6 +14,7 @@ pub mod event;
 pub mod flusher;
 pub mod ingest;
 pub mod logging;
+pub mod memory;
 pub mod quarantine;
 pub mod routes;
 pub mod shutdown;

@@ -5,14 +5,18 @@ use std::net::TcpListener;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use actix_http::HttpService;
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
+use actix_web::dev::AppConfig;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpMessage, ResponseError, web};
 
 use crate::buffer::{DoubleBuffer, Limits};
 use crate::config::{AppEnv, BufferMode, Config, Durability};
 use crate::flusher;
 use crate::ingest::{Buffered, Direct, Discard, Ingest};
 use crate::quarantine::Quarantine;
+use crate::routes::access::{AdminListener, Gate};
 use crate::routes::client::ApiKeys;
 use crate::routes::{self, AppState};
 use crate::shutdown::{self, FlusherGuard, ShutdownReport};
@@ -42,6 +46,7 @@ pub enum StartupError {
 /// A bound, ready-to-run service.
 pub struct Application {
     port: u16,
+    admin_port: Option<u16>,
     server: Server,
     flusher: Option<FlusherGuard>,
     /// `disk` mode: the spool's writer, stopped after the flusher.
@@ -57,10 +62,26 @@ impl Application {
     /// ClickHouse (a failure is logged, not fatal: the flusher retries and `/v1/health`
     /// says why) and starts the flusher thread in `double` mode.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        crate::memory::tune_allocator();
         let addr = format!("{}:{}", config.http_host, config.http_port);
         let listener =
             TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr, source })?;
+        set_write_timeout(&listener, config.client_timeout())?;
         let port = listener.local_addr()?.port();
+        let admin_listener = match config.admin_port {
+            Some(admin_port) => {
+                let addr = format!("{}:{admin_port}", config.admin_host);
+                let listener = TcpListener::bind(&addr)
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                set_write_timeout(&listener, config.client_timeout())?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let admin_port = match &admin_listener {
+            Some(l) => Some(l.local_addr()?.port()),
+            None => None,
+        };
 
         // Handlers and the flusher each get their own client: the flusher's connections
         // live on its own runtime, the handlers' on the actix workers'.
@@ -148,10 +169,13 @@ impl Application {
 
         let state = web::Data::new(AppState {
             ingest,
+            clickhouse_check: routes::health::ClickHouseCheck::new(sink.clone()),
             sink,
             stats: stats.clone(),
             body_max_bytes: config.body_max_bytes,
             max_events: config.max_events_per_request,
+            inflight: routes::inflight::InflightBudget::new(config.inflight_body_max_bytes()),
+            cpu: routes::cpu::CpuPool::new(),
             client_timeout: config.client_timeout(),
             api_keys: ApiKeys::new(config.api_keys()),
             // Validated when the configuration was read.
@@ -166,6 +190,17 @@ impl Application {
         if state.api_keys.is_open() && config.app_env == AppEnv::Prod {
             log::warn!("INGEST_API_KEYS is empty: anyone who can reach this port can post events");
         }
+        let gate = web::Data::new(Gate {
+            admin_port,
+            admin_keys: ApiKeys::new(config.admin_keys()),
+            prod: config.app_env == AppEnv::Prod,
+        });
+        if gate.admin_port.is_none() && gate.admin_keys.is_open() && gate.prod {
+            log::warn!(
+                "neither ADMIN_PORT nor ADMIN_API_KEYS is set: /metrics, /v1/status, / and the \
+                 API docs answer 403 (probes stay open, without error details)"
+            );
+        }
         let signalled_at = Arc::new(OnceLock::new());
         let on_signal = {
             let signalled_at = signalled_at.clone();
@@ -174,24 +209,90 @@ impl Application {
                 let _ = signalled_at.set(Instant::now());
             }
         };
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .wrap(actix_web::middleware::from_fn(routes::count_requests))
-                .configure(routes::configure)
-        })
-        // A client gets this long for the request head (the body's limit is in the handler),
-        // and idle keep-alive connections are closed after a few seconds.
-        .client_request_timeout(config.client_timeout())
-        .keep_alive(std::time::Duration::from_secs(15))
-        .listen(listener)?
-        // Our own handler, so that SIGINT is as graceful as SIGTERM.
-        .shutdown_signal(on_signal)
-        // In-flight requests may take this long to finish; the final flush's deadline is
-        // counted from the signal too, so the whole shutdown stays within the budget.
-        .shutdown_timeout(config.shutdown_timeout_secs);
+        // actix-web's HttpServer, assembled by hand for one thing it does not expose: the
+        // `Expect: 100-continue` hook. Same settings as HttpServer's defaults otherwise.
+        let mut builder = actix_server::Server::build()
+            // Our own handler, so that SIGINT is as graceful as SIGTERM.
+            .shutdown_signal(on_signal)
+            // In-flight requests may take this long to finish; the final flush's deadline is
+            // counted from the signal too, so the whole shutdown stays within the budget.
+            .shutdown_timeout(config.shutdown_timeout_secs);
         if let Some(workers) = config.http_workers {
-            server = server.workers(workers);
+            builder = builder.workers(workers);
+        }
+        let listeners = std::iter::once((listener, false)).chain(admin_listener.map(|l| (l, true)));
+        for (listener, admin) in listeners {
+            let addr = listener.local_addr()?;
+            let (state, gate) = (state.clone(), gate.clone());
+            let client_timeout = config.client_timeout();
+            let shutdown = builder.graceful_shutdown_signal();
+            builder = builder.listen(format!("event-ingest-{addr}"), listener, move || {
+                let (state, gate) = (state.clone(), gate.clone());
+                let expect_state = state.clone();
+                let shutdown = shutdown.clone();
+                let app = move || {
+                    let app = App::new().app_data(state.clone()).app_data(gate.clone());
+                    let app = if admin {
+                        app.app_data(AdminListener)
+                    } else {
+                        app
+                    };
+                    app.wrap(actix_web::middleware::from_fn(routes::head_as_get))
+                        .wrap(actix_web::middleware::from_fn(routes::access::gate))
+                        .wrap(actix_web::middleware::from_fn(routes::count_requests))
+                        .configure(routes::configure)
+                };
+                HttpService::build()
+                    .graceful_shutdown_signal(move || {
+                        let shutdown = shutdown.clone();
+                        async move { shutdown.notified().await }
+                    })
+                    // A client gets this long for the request head (the body's limit is in
+                    // the handler); idle keep-alive connections are closed after a while.
+                    .client_request_timeout(client_timeout)
+                    .keep_alive(std::time::Duration::from_secs(15))
+                    .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                    .h1_allow_half_closed(true)
+                    .local_addr(addr)
+                    // `Expect: 100-continue`: refusals that need no body come instead of
+                    // `100 Continue`, so the client does not send the body for nothing.
+                    .expect(fn_service(move |req: actix_http::Request| {
+                        let refusal = (!admin)
+                            .then(|| {
+                                routes::events::precheck(
+                                    &expect_state,
+                                    req.method(),
+                                    req.path(),
+                                    req.headers(),
+                                )
+                                .err()
+                            })
+                            .flatten();
+                        async move {
+                            match refusal {
+                                Some(e) => Err(actix_http::Response::from(e.error_response())),
+                                None => Ok(req),
+                            }
+                        }
+                    }))
+                    .h1(map_config(
+                        app()
+                            .into_factory()
+                            .map_err(|e: actix_web::Error| e.error_response()),
+                        // What HttpServer passes (plain HTTP, the listener's address);
+                        // actix-web's own constructor for it is crate-private, this public
+                        // one builds the same value.
+                        move |_| AppConfig::__priv_test_new(false, addr.to_string(), addr),
+                    ))
+                    .tcp()
+            })?;
+        }
+        let server = builder;
+        if let Some(admin_port) = admin_port {
+            log::info!(
+                "admin listener on {}:{admin_port} (metrics, status, docs, probes)",
+                config.admin_host
+            );
         }
         log::info!(
             "listening on {}:{port} ({:?} mode, {:?} durability)",
@@ -201,6 +302,7 @@ impl Application {
         );
         Ok(Self {
             port,
+            admin_port,
             server: server.run(),
             flusher,
             spool_writer,
@@ -213,6 +315,11 @@ impl Application {
     /// The port actually bound (useful with `HTTP_PORT=0`).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The admin listener's port, when `ADMIN_PORT` is set (useful with `ADMIN_PORT=0`).
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin_port
     }
 
     /// A handle to stop the server from elsewhere (tests; signals are handled already).
@@ -264,4 +371,34 @@ impl Application {
         }
         Ok(report)
     }
+}
+
+/// Connections accepted on `listener` are dropped by the kernel when data they were sent
+/// stays unacknowledged for `timeout` (`TCP_USER_TIMEOUT`, inherited by accepted sockets),
+/// which includes a client that stops reading: its window closes and the kernel's probes
+/// go unanswered by progress. actix has no write timeout of its own (its keep-alive timer
+/// starts only once a response is written out), so without this a client that never reads
+/// holds its response in memory for as long as it keeps the connection open.
+fn set_write_timeout(listener: &TcpListener, timeout: std::time::Duration) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let ms = libc::c_uint::try_from(timeout.as_millis()).unwrap_or(libc::c_uint::MAX);
+        // SAFETY: a valid socket descriptor and a correctly sized option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_USER_TIMEOUT,
+                (&ms as *const libc::c_uint).cast(),
+                std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (listener, timeout);
+    Ok(())
 }

@@ -106,6 +106,10 @@ settings! {
     spool_max_bytes: u64 = 10 << 30, "10737418240 (10 GiB)";
     /// Largest request body in bytes, as sent and after decompression (`413` past it).
     body_max_bytes: usize = 10 * 1024 * 1024, "10485760 (10 MiB)";
+    /// Bytes all request bodies being received, decompressed or decoded may hold together;
+    /// past it new requests get `503` with `Retry-After` before their body is read (one
+    /// request alone is always let through).
+    inflight_body_max_bytes: Option<usize> = None, "a quarter of BUFFER_MAX_BYTES";
     /// Time in milliseconds a client has to send a request's head, then its body (`408`
     /// past it); at least 1000. Slow-drip clients cannot hold connections and buffers.
     client_timeout_ms: u64 = 10_000, "10000";
@@ -115,6 +119,16 @@ settings! {
     /// (`Authorization: Bearer <key>` or `X-Api-Key: <key>`); empty leaves the endpoint
     /// open (warned about in `prod`). Compared in constant time, never printed or logged.
     ingest_api_keys: Secret = Secret::default(), "empty";
+    /// Address of the admin listener; used only with `ADMIN_PORT`.
+    admin_host: String = "127.0.0.1".into(), "127.0.0.1";
+    /// When set, a second listener for the operations routes (`/metrics`, `/v1/status`, `/`,
+    /// `/swagger/`, `/openapi.json`) and the probes, which are then no longer served on
+    /// `HTTP_PORT`; ingest routes stay on `HTTP_PORT` only.
+    admin_port: Option<u16> = None, "none";
+    /// Comma-separated keys the operations routes then require (same headers as
+    /// `INGEST_API_KEYS`), on whichever listener serves them; probes show error details only
+    /// with one. Never printed or logged.
+    admin_api_keys: Secret = Secret::default(), "empty";
     /// Comma-separated CIDRs or addresses (e.g. `10.0.0.0/8,::1`) whose `X-Forwarded-For`
     /// and `Forwarded` headers are believed; empty: the client is the TCP peer.
     trusted_proxies: String = String::new(), "empty";
@@ -194,6 +208,9 @@ impl Config {
         if self.client_timeout_ms < 1000 {
             return invalid("CLIENT_TIMEOUT_MS", "must be at least 1000");
         }
+        if self.inflight_body_max_bytes.is_some_and(|n| n < 1024) {
+            return invalid("INFLIGHT_BODY_MAX_BYTES", "must be at least 1024");
+        }
         if self.max_events_per_request == 0 {
             return invalid("MAX_EVENTS_PER_REQUEST", "must be at least 1");
         }
@@ -202,6 +219,31 @@ impl Config {
         }
         if self.clickhouse_timeout_ms == 0 {
             return invalid("CLICKHOUSE_TIMEOUT_MS", "must be at least 1");
+        }
+        // A list that names no key (" , ") is a deployment mistake, not a wish for an open
+        // endpoint: refuse it rather than run open.
+        for (var, value) in [
+            ("INGEST_API_KEYS", self.ingest_api_keys.expose()),
+            ("ADMIN_API_KEYS", self.admin_api_keys.expose()),
+        ] {
+            if !value.trim().is_empty() && split_list(value).next().is_none() {
+                return invalid(var, "is set but names no key");
+            }
+        }
+        if !is_host(&self.clickhouse_host) {
+            return invalid(
+                "CLICKHOUSE_HOST",
+                "must be a host name or an IP address, without scheme, port or path",
+            );
+        }
+        if self.clickhouse_port == 0 {
+            return invalid("CLICKHOUSE_PORT", "must not be 0");
+        }
+        if self
+            .admin_port
+            .is_some_and(|p| p != 0 && p == self.http_port)
+        {
+            return invalid("ADMIN_PORT", "must differ from HTTP_PORT");
         }
         if let Err(e) = self.trusted_proxy_nets() {
             return invalid("TRUSTED_PROXIES", &e);
@@ -234,12 +276,22 @@ impl Config {
 
     /// The ClickHouse HTTP URL (without credentials).
     pub fn clickhouse_url(&self) -> String {
-        format!("http://{}:{}", self.clickhouse_host, self.clickhouse_port)
+        match self.clickhouse_host.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("http://[{v6}]:{}", self.clickhouse_port),
+            Err(_) => format!("http://{}:{}", self.clickhouse_host, self.clickhouse_port),
+        }
     }
 
     /// `INGEST_API_KEYS`, split; empty when the endpoint is open.
     pub fn api_keys(&self) -> Vec<String> {
         split_list(self.ingest_api_keys.expose())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `ADMIN_API_KEYS`, split; empty when operations routes need no key.
+    pub fn admin_keys(&self) -> Vec<String> {
+        split_list(self.admin_api_keys.expose())
             .map(str::to_string)
             .collect()
     }
@@ -288,6 +340,12 @@ impl Config {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
 
+    /// `INFLIGHT_BODY_MAX_BYTES`, or its default: a quarter of `BUFFER_MAX_BYTES`.
+    pub fn inflight_body_max_bytes(&self) -> usize {
+        self.inflight_body_max_bytes
+            .unwrap_or(self.buffer_max_bytes / 4)
+    }
+
     /// `CLIENT_TIMEOUT_MS` as a duration.
     pub fn client_timeout(&self) -> Duration {
         Duration::from_millis(self.client_timeout_ms)
@@ -301,6 +359,25 @@ impl Config {
 
 fn split_list(s: &str) -> impl Iterator<Item = &str> {
     s.split(',').map(str::trim).filter(|item| !item.is_empty())
+}
+
+/// A DNS name (letters, digits, `-`, `.`, `_`) or an IP address (IPv6 bare or in
+/// brackets): nothing that could change the URL built around it.
+fn is_host(s: &str) -> bool {
+    let bracketed = s.strip_prefix('[').and_then(|s| s.strip_suffix(']'));
+    if let Some(v6) = bracketed {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    s.parse::<std::net::IpAddr>().is_ok()
+        || (!s.is_empty()
+            && s.len() <= 253
+            && s.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            }))
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -415,6 +492,10 @@ mod tests {
         ("CLIENT_TIMEOUT_MS", "2000"),
         ("MAX_EVENTS_PER_REQUEST", "7"),
         ("INGEST_API_KEYS", "k"),
+        ("INFLIGHT_BODY_MAX_BYTES", "4096"),
+        ("ADMIN_HOST", "0.0.0.0"),
+        ("ADMIN_PORT", "9090"),
+        ("ADMIN_API_KEYS", "a"),
         ("TRUSTED_PROXIES", "10.0.0.0/8"),
         ("SHUTDOWN_TIMEOUT_SECS", "9"),
     ];
@@ -437,7 +518,10 @@ mod tests {
                 panic!("{var}: add a non-default value to NON_DEFAULT");
             };
             let c = config(&[(&var, value)]).unwrap_or_else(|e| panic!("{var}={value}: {e}"));
-            let secret = matches!(var.as_str(), "CLICKHOUSE_PASSWORD" | "INGEST_API_KEYS");
+            let secret = matches!(
+                var.as_str(),
+                "CLICKHOUSE_PASSWORD" | "INGEST_API_KEYS" | "ADMIN_API_KEYS"
+            );
             let changed = if secret {
                 format!("{:?}", shown(&c)[setting.field])
                     != format!("{:?}", defaults[setting.field])
@@ -514,6 +598,35 @@ mod tests {
                 setting.var()
             );
         }
+    }
+
+    #[test]
+    fn hosts_and_key_lists_are_checked_at_start() {
+        for (var, value) in [
+            ("CLICKHOUSE_HOST", "127.0.0.1/evil?x="),
+            ("CLICKHOUSE_HOST", "user@host"),
+            ("CLICKHOUSE_HOST", "http://h"),
+            ("CLICKHOUSE_HOST", ""),
+            ("CLICKHOUSE_PORT", "0"),
+            ("INGEST_API_KEYS", " , "),
+            ("ADMIN_API_KEYS", ","),
+            ("ADMIN_PORT", "8080"),
+        ] {
+            let err = config(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}={value}: {err}");
+        }
+        for host in [
+            "localhost",
+            "clickhouse-0.ch.svc",
+            "10.1.2.3",
+            "::1",
+            "[::1]",
+        ] {
+            assert!(config(&[("CLICKHOUSE_HOST", host)]).is_ok(), "{host}");
+        }
+        let c = config(&[("ADMIN_API_KEYS", "a, b"), ("ADMIN_PORT", "9090")]).unwrap();
+        assert_eq!(c.admin_keys(), ["a", "b"]);
+        assert!(!format!("{c:?}").contains("a, b"));
     }
 
     #[test]

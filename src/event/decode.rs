@@ -7,6 +7,15 @@
 //! that event's field error instead of failing the batch; a duplicate key rejects its event
 //! alone; in NDJSON a line that is not an object is likewise one rejected event. An array
 //! is decoded in a single pass, and strings borrow from the body where they have no escapes.
+//!
+//! Lexical errors inside one event (a number too large for any type such as `1e400`, a
+//! string escape serde_json refuses) reject that event alone, naming the field, as long as
+//! the array's structure can still be read: the single pass then gives way to a second one
+//! that skips each element unparsed first (skipping checks the grammar, not the values)
+//! and reads its fields one by one. A lone UTF-16 surrogate escape (`"\ud83d"`, what
+//! JavaScript's `JSON.stringify` makes of a string cut in the middle of an emoji) becomes
+//! U+FFFD, as `String::from_utf16_lossy` and browsers' `TextDecoder` do: the event is kept
+//! and the damage stays visible in the stored text.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,6 +23,8 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
+
+use super::excerpt::shorten;
 
 /// How a body is framed, from its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +114,7 @@ pub struct RawEvent<'a> {
 }
 
 /// The keys of an event object that matter; anything else is skipped unread.
-#[derive(Deserialize, Clone, Copy)]
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(field_identifier, rename_all = "snake_case")]
 enum Field {
     ClientTime,
@@ -171,7 +182,10 @@ impl<'de: 'a, 'a> Visitor<'de> for ElementVisitor<'a> {
             }
         }
         Ok(Element::Object(match duplicate {
-            Some(name) => Err(format!("duplicate field `{name}`")),
+            Some(name) => Err(Unreadable {
+                field: name,
+                error: format!("duplicate field `{name}`"),
+            }),
             None => Ok(event),
         }))
     }
@@ -205,7 +219,26 @@ impl<'de: 'a, 'a> Visitor<'de> for ElementVisitor<'a> {
 
 /// One candidate: the parsed event, or why the object could not be read at all (e.g. a
 /// duplicate key), which rejects that event alone.
-pub type Candidate<'a> = Result<RawEvent<'a>, String>;
+pub type Candidate<'a> = Result<RawEvent<'a>, Unreadable>;
+
+/// Why one event object could not be read: the field at fault (`""` when the object as a
+/// whole is) and what is wrong, in a message that quotes no more than an excerpt of input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The field, or `""`.
+    pub field: &'static str,
+    /// What is wrong.
+    pub error: String,
+}
+
+impl Unreadable {
+    fn whole(error: impl Into<String>) -> Self {
+        Self {
+            field: "",
+            error: error.into(),
+        }
+    }
+}
 
 /// A decoded body: its candidate events, and the envelope's `sent_at` if it had one.
 #[derive(Debug, Default)]
@@ -267,8 +300,17 @@ impl<'de> Visitor<'de> for EventsVisitor<'_> {
     }
 }
 
-/// Decodes `text` as a JSON array of at most `max` event objects.
+/// Decodes `text` as a JSON array of at most `max` event objects: in one pass, or, when
+/// that fails on something inside an element, element by element (see the module docs).
 fn event_array(text: &str, max: usize) -> Result<Vec<Candidate<'_>>, DecodeError> {
+    match single_pass(text, max) {
+        Err(DecodeError::NotAnArray(_)) => element_by_element(text, max),
+        done => done,
+    }
+}
+
+/// The fast path: every element decoded in the same pass as the array.
+fn single_pass(text: &str, max: usize) -> Result<Vec<Candidate<'_>>, DecodeError> {
     let stop = std::cell::Cell::new(None);
     let mut de = serde_json::Deserializer::from_str(text);
     let result = de
@@ -282,8 +324,49 @@ fn event_array(text: &str, max: usize) -> Result<Vec<Candidate<'_>>, DecodeError
     result.map_err(|e| match stop.get() {
         Some(Stop::TooMany) => DecodeError::TooManyEvents { max },
         Some(Stop::NotObject(index)) => DecodeError::NotAnObject { index },
-        None => DecodeError::NotAnArray(e.to_string()),
+        None => DecodeError::NotAnArray(shorten(&e.to_string())),
     })
+}
+
+/// The slow path, for arrays the single pass could not read: each element is first skipped
+/// as raw text (which checks the JSON grammar but not what strings and numbers hold), then
+/// read on its own, so a lexical error costs its event only.
+fn element_by_element(text: &str, max: usize) -> Result<Vec<Candidate<'_>>, DecodeError> {
+    /// Elements as raw text; more than `.0` of them sets `.1` and stops.
+    struct Raws<'s>(usize, &'s std::cell::Cell<bool>);
+    impl<'de> Visitor<'de> for Raws<'_> {
+        type Value = Vec<&'de RawValue>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON array of event objects")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut raws = Vec::new();
+            while let Some(raw) = seq.next_element()? {
+                if raws.len() == self.0 {
+                    self.1.set(true);
+                    return Err(de::Error::custom("stopped"));
+                }
+                raws.push(raw);
+            }
+            Ok(raws)
+        }
+    }
+    let too_many = std::cell::Cell::new(false);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raws = de
+        .deserialize_seq(Raws(max, &too_many))
+        .and_then(|raws| de.end().map(|()| raws))
+        .map_err(|e| match too_many.get() {
+            true => DecodeError::TooManyEvents { max },
+            false => DecodeError::NotAnArray(shorten(&e.to_string())),
+        })?;
+    raws.into_iter()
+        .enumerate()
+        .map(|(index, raw)| match raw.get().starts_with('{') {
+            true => Ok(read_event(raw.get())),
+            false => Err(DecodeError::NotAnObject { index }),
+        })
+        .collect()
 }
 
 /// Splits `body` into candidates, at most `max_events` of them. Fails only when the body as
@@ -295,7 +378,7 @@ pub fn decode_batch(
     format: Format,
     max_events: usize,
 ) -> Result<Decoded<'_>, DecodeError> {
-    let not_events = |e: serde_json::Error| DecodeError::NotAnArray(e.to_string());
+    let not_events = |e: serde_json::Error| DecodeError::NotAnArray(shorten(&e.to_string()));
     // One UTF-8 check for the whole body; parsing from `&str` then skips it per string,
     // which was a sixth of the decoding time.
     let text = std::str::from_utf8(body).map_err(|_| DecodeError::NotText)?;
@@ -303,6 +386,9 @@ pub fn decode_batch(
         Format::Json if text.trim_start().starts_with('{') => {
             let envelope: Envelope<'_> = serde_json::from_str(text).map_err(not_events)?;
             match envelope.events {
+                Some(events) if !events.get().starts_with('[') => Err(DecodeError::NotAnArray(
+                    "`events` must be an array of event objects".into(),
+                )),
                 Some(events) => Ok(Decoded {
                     events: event_array(events.get(), max_events)?,
                     sent_at: envelope.sent_at,
@@ -327,7 +413,7 @@ pub fn decode_batch(
                 events.push(if line.starts_with('{') {
                     read_event(line)
                 } else {
-                    Err("line is not a JSON object".to_string())
+                    Err(Unreadable::whole("line is not a JSON object"))
                 });
             }
             Ok(Decoded {
@@ -338,13 +424,135 @@ pub fn decode_batch(
     }
 }
 
-/// One event object given as its own JSON text (an NDJSON line, a lone object).
+/// One event object given as its own JSON text (an NDJSON line, a lone object, an array
+/// element the single pass could not read). When the object does not parse as a whole, its
+/// fields are read one at a time, so the error names the field at fault.
 fn read_event(json: &str) -> Candidate<'_> {
     match serde_json::from_str::<Element<'_>>(json) {
         Ok(Element::Object(candidate)) => candidate,
-        Ok(Element::NotObject) => Err("not a JSON object".to_string()),
-        Err(e) => Err(e.to_string()),
+        Ok(Element::NotObject) => Err(Unreadable::whole("not a JSON object")),
+        Err(e) => {
+            field_by_field(json).unwrap_or_else(|| Err(Unreadable::whole(shorten(&e.to_string()))))
+        }
     }
+}
+
+/// An object's known fields, each kept as raw text; `None` when even that fails (the
+/// object's own grammar is broken, or a key is unreadable).
+struct RawFields<'a>(Vec<(Field, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for RawFields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawFields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        known => fields.push((known, map.next_value::<&RawValue>()?)),
+                    }
+                }
+                Ok(RawFields(fields))
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+/// Reads an object whose single-pass decoding failed, one field at a time: a string is
+/// unescaped leniently (lone surrogates become U+FFFD), any other value that cannot be
+/// read rejects the event naming that field.
+fn field_by_field(json: &str) -> Option<Candidate<'_>> {
+    let RawFields(fields) = serde_json::from_str(json).ok()?;
+    let mut event = RawEvent::default();
+    let mut seen = Vec::with_capacity(fields.len());
+    for (field, raw) in fields {
+        let (slot, name) = match field {
+            Field::ClientTime => (&mut event.client_time, "client_time"),
+            Field::DeviceId => (&mut event.device_id, "device_id"),
+            Field::DeviceOs => (&mut event.device_os, "device_os"),
+            Field::Session => (&mut event.session, "session"),
+            Field::Sequence => (&mut event.sequence, "sequence"),
+            Field::Event => (&mut event.event, "event"),
+            Field::ParamInt => (&mut event.param_int, "param_int"),
+            Field::ParamStr => (&mut event.param_str, "param_str"),
+            Field::Other => continue,
+        };
+        if seen.contains(&field) {
+            return Some(Err(Unreadable {
+                field: name,
+                error: format!("duplicate field `{name}`"),
+            }));
+        }
+        seen.push(field);
+        let text = raw.get();
+        *slot = match serde_json::from_str::<Option<Loose<'_>>>(text) {
+            Ok(value) => value,
+            Err(_) if text.starts_with('"') => Some(Loose::Str(Cow::Owned(unescape_lossy(text)))),
+            Err(e) => {
+                let error = if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+                    "number out of range".to_string()
+                } else {
+                    shorten(&e.to_string())
+                };
+                return Some(Err(Unreadable { field: name, error }));
+            }
+        };
+    }
+    Some(Ok(event))
+}
+
+/// A JSON string literal (quotes included, grammar already checked) unescaped with lone
+/// UTF-16 surrogates replaced by U+FFFD.
+fn unescape_lossy(literal: &str) -> String {
+    let inner = literal
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(literal);
+    let mut out = String::with_capacity(inner.len());
+    // Consecutive `\uXXXX` escapes, decoded together so that surrogate pairs join.
+    let mut units: Vec<u16> = Vec::new();
+    let flush = |units: &mut Vec<u16>, out: &mut String| {
+        out.extend(
+            char::decode_utf16(units.drain(..)).map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER)),
+        );
+    };
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            flush(&mut units, &mut out);
+            out.push(c);
+            continue;
+        }
+        let escaped = chars.next();
+        if escaped == Some('u') {
+            let hex: String = chars.by_ref().take(4).collect();
+            match u16::from_str_radix(&hex, 16) {
+                Ok(unit) => units.push(unit),
+                Err(_) => units.push(0xFFFD),
+            }
+            continue;
+        }
+        flush(&mut units, &mut out);
+        out.push(match escaped {
+            Some('b') => '\u{8}',
+            Some('f') => '\u{c}',
+            Some('n') => '\n',
+            Some('r') => '\r',
+            Some('t') => '\t',
+            Some(other) => other,
+            None => char::REPLACEMENT_CHARACTER,
+        });
+    }
+    flush(&mut units, &mut out);
+    out
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
@@ -529,6 +737,49 @@ mod tests {
             Some(Loose::Str(Cow::Borrowed("abc")))
         ));
         assert_eq!(raw.event, Some(Loose::Str(Cow::Owned("a\"b".into()))));
+    }
+
+    #[test]
+    fn lexical_errors_reject_one_event_and_name_the_field() {
+        let body = br#"[{"sequence": 1}, {"param_int": 1e400, "sequence": 2}, {"session": "\x"}, {"sequence": 3}]"#;
+        // `\x` is a grammar error (no such escape): the array cannot be read.
+        assert!(decode_json(body).is_err());
+        let body = br#"[{"sequence": 1}, {"sequence": 2, "param_int": 1e400}, {"sequence": 3}]"#;
+        let batch = decode_json(body).unwrap();
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch[0].as_ref().unwrap().sequence, Some(Loose::UInt(1)));
+        assert_eq!(
+            batch[1].as_ref().unwrap_err(),
+            &Unreadable {
+                field: "param_int",
+                error: "number out of range".into()
+            }
+        );
+        assert_eq!(batch[2].as_ref().unwrap().sequence, Some(Loose::UInt(3)));
+        let lines = b"{\"sequence\": 1e400}\n{\"sequence\": 2}";
+        let batch = decode_batch(lines, Format::Ndjson, 10).unwrap().events;
+        assert_eq!(batch[0].as_ref().unwrap_err().field, "sequence");
+        assert!(batch[1].is_ok());
+    }
+
+    #[test]
+    fn lone_surrogates_become_replacement_characters() {
+        let body = br#"[{"param_str": "trunc\ud83d", "event": "a\n\ud83d\ude00\udc00b\u00e9"}, {"sequence": 2}]"#;
+        let batch = decode_json(body).unwrap();
+        let raw = batch[0].as_ref().unwrap();
+        assert_eq!(raw.param_str, Some(Loose::Str("trunc\u{FFFD}".into())));
+        assert_eq!(raw.event, Some(Loose::Str("a\n😀\u{FFFD}bé".into())));
+        assert!(batch[1].is_ok());
+    }
+
+    #[test]
+    fn errors_quote_only_an_excerpt_of_the_body() {
+        let body = format!(r#"{{"events": "{}"}}"#, "x".repeat(1 << 20));
+        let err = decode_json(body.as_bytes()).unwrap_err().to_string();
+        assert!(err.len() < 300, "{err}");
+        let body = format!(r#"[{{"a": "{}" 1}}]"#, "y".repeat(1 << 20));
+        let err = decode_json(body.as_bytes()).unwrap_err().to_string();
+        assert!(err.len() < 400, "{err}");
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! Everything a request does before it touches the buffer.
 
 pub mod decode;
+pub mod excerpt;
 pub mod row;
 pub mod rows;
 pub mod validate;
 
 pub use decode::{DecodeError, Decoded, Format, Loose, decode_batch};
+pub use excerpt::{excerpt, shorten};
 pub use row::{COLUMNS, Event};
 pub use rows::{Rows, RowsRef};
 pub use validate::{FieldError, Validated, parse_time, validate_batch};

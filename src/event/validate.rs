@@ -72,17 +72,14 @@ pub fn validate_batch(
     let server_time = u32::try_from(server_time.unix_timestamp()).unwrap_or(u32::MAX);
     for (index, candidate) in candidates.into_iter().enumerate() {
         let result = candidate
-            .map_err(|e| vec![("", Cow::Owned(e))])
+            .map_err(|e| vec![(e.field, Cow::Owned(e.error))])
             .and_then(|raw| validate_event(raw, server_time, ip));
         match result {
             Ok(mut event) => {
-                if let Some(sent_at) = sent_at {
-                    let skew = sent_at - i64::from(event.client_time);
-                    // A correction that leaves the column's range means `sent_at` is
-                    // nonsense: keep the client's own time rather than store 1970 or 2106.
-                    if let Ok(corrected) = u32::try_from(i64::from(server_time) - skew) {
-                        event.client_time_corrected = corrected;
-                    }
+                if let Some(corrected) =
+                    sent_at.and_then(|sent_at| corrected_time(&event, sent_at, server_time))
+                {
+                    event.client_time_corrected = corrected;
                 }
                 out.rows.push(&event)
             }
@@ -106,6 +103,22 @@ pub fn validate_batch(
         }
     }
     out
+}
+
+/// Longest an event may plausibly wait on a device before being sent: a year offline.
+/// `sent_at - client_time` beyond it means one of the two is wrong.
+pub const MAX_DEVICE_QUEUE_SECS: i64 = 365 * 24 * 3600;
+
+/// `server_time - (sent_at - client_time)`: when the event happened by the server's clock.
+/// `None` (keep `client_time`) when that is not plausible: the event would have happened
+/// after it was sent (a corrected time later than `server_time`, e.g. `sent_at` in 1970),
+/// it waited longer than [`MAX_DEVICE_QUEUE_SECS`], or the result leaves 1970..2106.
+fn corrected_time(event: &Event<'_>, sent_at: i64, server_time: u32) -> Option<u32> {
+    let waited = sent_at - i64::from(event.client_time);
+    if !(0..=MAX_DEVICE_QUEUE_SECS).contains(&waited) {
+        return None;
+    }
+    u32::try_from(i64::from(server_time) - waited).ok()
 }
 
 type Problems = Vec<(&'static str, Cow<'static, str>)>;
@@ -227,8 +240,16 @@ fn time_field(value: Option<Loose<'_>>) -> Result<u32, &'static str> {
 
 /// A time as clients send them (`YYYY-MM-DD hh:mm:ss` UTC, or RFC 3339), in seconds since
 /// 1970. Also used for `sent_at`.
+///
+/// A leap second (`23:59:60`) is accepted in both formats and stored as `23:59:59`, the
+/// last whole second before it: it is a valid UTC time, and the column cannot hold it.
 pub fn parse_time(s: &str) -> Result<i64, &'static str> {
     if let Some(t) = parse_plain_time(s.as_bytes()) {
+        return Ok(t);
+    }
+    if let Some(date) = s.strip_suffix(" 23:59:60")
+        && let Some(t) = parse_plain_time(format!("{date} 23:59:59").as_bytes())
+    {
         return Ok(t);
     }
     PrimitiveDateTime::parse(s, PLAIN_TIME)
@@ -352,6 +373,37 @@ mod tests {
     fn rfc3339_times_are_converted_to_utc() {
         let out = validate(&with("client_time", r#""2020-12-02T01:59:00.250+02:00""#));
         assert_eq!(out.rows.as_ref().data, with_field(|_| ()));
+    }
+
+    #[test]
+    fn a_leap_second_is_the_second_before_it_in_both_formats() {
+        let expected = datetime!(2016-12-31 23:59:59 UTC).unix_timestamp();
+        assert_eq!(parse_time("2016-12-31 23:59:60"), Ok(expected));
+        assert_eq!(parse_time("2016-12-31T23:59:60Z"), Ok(expected));
+        assert!(parse_time("2016-12-31 23:58:60").is_err());
+    }
+
+    #[test]
+    fn implausible_corrections_keep_client_time() {
+        let now = datetime!(2024-05-06 07:08:09 UTC);
+        let body = with("client_time", r#""2020-12-01 23:59:00""#);
+        let client = datetime!(2020-12-01 23:59:00 UTC).unix_timestamp();
+        // sent_at in 1970: "corrected" would be decades after receipt. Sent two years after
+        // the event: older than any device queue. Sent 10 s after it: corrected.
+        for (sent_at, expected) in [
+            (0, client),
+            (client + 2 * 365 * 24 * 3600, client),
+            (client - 1, client),
+            (client + 10, now.unix_timestamp() - 10),
+        ] {
+            let candidates = decode_batch(body.as_bytes(), Format::Json, 10_000)
+                .unwrap()
+                .events;
+            let out = validate_batch(candidates, now, Ipv6Addr::LOCALHOST, Some(sent_at));
+            let data = out.rows.as_ref().data;
+            let corrected = u32::from_le_bytes(data[4..8].try_into().unwrap());
+            assert_eq!(i64::from(corrected), expected, "sent_at {sent_at}");
+        }
     }
 
     #[test]

@@ -25,17 +25,18 @@ impl ApiKeys {
     /// Every configured key is compared, each in constant time for its length, so timing
     /// tells an attacker neither which key nor how much of one matched.
     pub fn allows(&self, req: &HttpRequest) -> bool {
+        self.allows_headers(req.headers())
+    }
+
+    /// [`ApiKeys::allows`] for a request's headers alone (before actix-web sees it).
+    pub fn allows_headers(&self, headers: &actix_web::http::header::HeaderMap) -> bool {
         if self.is_open() {
             return true;
         }
-        let headers = req.headers();
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(bearer_token)
             .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
             .map(str::trim);
         let Some(presented) = presented else {
@@ -45,6 +46,13 @@ impl ApiKeys {
             found | key.ct_eq(presented.as_bytes()).unwrap_u8()
         }) == 1
     }
+}
+
+/// The token of `Authorization: Bearer <token>`; the scheme's name is case-insensitive
+/// (RFC 9110 section 11.1), so `BEARER` and `bearer` count too.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 /// The client's address as IPv6 (IPv4 mapped). `X-Forwarded-For` and `Forwarded` are
@@ -208,6 +216,8 @@ mod tests {
         let ok = |h: &[(&str, &str)]| keys.allows(&request("127.0.0.1:1", h));
         assert!(ok(&[("authorization", "Bearer secret-2")]));
         assert!(ok(&[("x-api-key", "k1")]));
+        assert!(ok(&[("authorization", "BEARER k1")]));
+        assert!(ok(&[("authorization", "bEaReR  k1")]));
         assert!(!ok(&[("authorization", "Bearer secret-3")]));
         assert!(!ok(&[("authorization", "Basic k1")]));
         assert!(!ok(&[]));

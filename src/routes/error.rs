@@ -53,6 +53,12 @@ pub enum ApiError {
     /// No or wrong API key (`401`).
     #[error("missing or invalid API key: send Authorization: Bearer <key> or X-Api-Key")]
     Unauthorized,
+    /// A bug or a lost worker thread (`500`); the text says which, never client input.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+    /// The route exists but is closed here (`403`); the text says how to open it.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// No such path (`404`).
     #[error("not found")]
     NotFound,
@@ -65,6 +71,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// `503`: the in-flight body budget (`INFLIGHT_BODY_MAX_BYTES`) is spent.
+    pub fn busy() -> Self {
+        ApiError::Unavailable {
+            reason: "too many request bodies in progress; retry shortly".into(),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+
     /// A `405` naming the allowed method; a helper for routes' default services.
     pub fn method_not_allowed(allow: &'static str) -> Result<HttpResponse, ApiError> {
         Err(ApiError::MethodNotAllowed { allow })
@@ -105,8 +119,9 @@ impl ResponseError for ApiError {
             ApiError::TooLarge { .. } | ApiError::TooManyEvents(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

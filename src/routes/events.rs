@@ -5,9 +5,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::body::Encoding;
+use super::inflight::Reservation;
 use super::openapi::{ErrorBody, EventIn};
 use super::{ApiError, AppState, body, client};
-use crate::event::{FieldError, Format, Loose, decode_batch, parse_time, validate_batch};
+use crate::event::{
+    FieldError, Format, Loose, Validated, decode_batch, parse_time, validate_batch,
+};
 
 /// The `200` answer: how many events were taken and why the others were not.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -54,24 +58,41 @@ pub async fn post_events(
     if !state.api_keys.allows(&req) {
         return Err(ApiError::Unauthorized);
     }
-    let body = body::read(
+    let encoding = Encoding::of(&req)?;
+    let mut reservation = state.inflight.reservation();
+    let raw = body::read(
         &req,
         payload,
         state.body_max_bytes,
         state.client_timeout,
         &state.stats.bytes_received,
+        &mut reservation,
     )
     .await?;
-    let server_time = OffsetDateTime::now_utc();
-    let ip = client::client_ip(&req, &state.trusted_proxies);
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let format = Format::from_content_type(content_type);
-    let decoded = decode_batch(&body, format, state.max_events)?;
-    let sent_at = sent_at(&req, decoded.sent_at)?;
-    let validated = validate_batch(decoded.events, server_time, ip, sent_at);
+    let work = Work {
+        inline: encoding == Encoding::Identity && raw.len() <= INLINE_MAX_BYTES,
+        raw,
+        encoding,
+        format: Format::from_content_type(content_type),
+        body_max_bytes: state.body_max_bytes,
+        max_events: state.max_events,
+        sent_at_header: req
+            .headers()
+            .get("x-sent-at")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        server_time: OffsetDateTime::now_utc(),
+        ip: client::client_ip(&req, &state.trusted_proxies),
+    };
+    let validated = if work.inline {
+        work.run(&mut reservation)?
+    } else {
+        // The reservation ends with the work: what is left are the encoded rows.
+        state.cpu.run(move || work.run(&mut reservation)).await??
+    };
     let accepted = validated.rows.len();
     if accepted > 0 {
         state.ingest.submit(validated.rows).await?;
@@ -84,18 +105,80 @@ pub async fn post_events(
     }))
 }
 
+/// Bodies up to this size, uncompressed, are decoded on the worker: the hop to the CPU
+/// pool would cost more than the work (a typical request is a few kilobytes).
+const INLINE_MAX_BYTES: usize = 64 * 1024;
+
+/// Everything between receiving a body and handing its rows over, owned, so it can run on
+/// the CPU pool.
+struct Work {
+    inline: bool,
+    raw: Vec<u8>,
+    encoding: Encoding,
+    format: Format,
+    body_max_bytes: usize,
+    max_events: usize,
+    sent_at_header: Option<String>,
+    server_time: OffsetDateTime,
+    ip: std::net::Ipv6Addr,
+}
+
+impl Work {
+    /// Decompresses, decodes and validates.
+    fn run(self, reservation: &mut Reservation) -> Result<Validated, ApiError> {
+        let body = body::decode(self.raw, self.encoding, self.body_max_bytes, reservation)?;
+        let decoded = decode_batch(&body, self.format, self.max_events)?;
+        let sent_at = sent_at(self.sent_at_header, decoded.sent_at)?;
+        Ok(validate_batch(
+            decoded.events,
+            self.server_time,
+            self.ip,
+            sent_at,
+        ))
+    }
+}
+
 /// When the client says it sent the request: the envelope's `sent_at`, else the
 /// `X-Sent-At` header. A value that is there but unreadable refuses the request (`400`),
 /// since every event's corrected time would depend on it.
-fn sent_at(req: &HttpRequest, envelope: Option<Loose<'_>>) -> Result<Option<i64>, ApiError> {
+fn sent_at(header: Option<String>, envelope: Option<Loose<'_>>) -> Result<Option<i64>, ApiError> {
     let text = match envelope {
         Some(Loose::Str(s)) => Some(s),
         Some(_) => return Err(ApiError::BadSentAt("expected a string".into())),
-        None => req
-            .headers()
-            .get("x-sent-at")
-            .map(|v| v.to_str().unwrap_or("").to_string().into()),
+        None => header.map(Into::into),
     };
     text.map(|t| parse_time(&t).map_err(|e| ApiError::BadSentAt(e.into())))
         .transpose()
+}
+
+/// For a request with `Expect: 100-continue`, before the client is told to send its body:
+/// what [`post_events`] would refuse without reading the body (no key, an unsupported
+/// encoding, a stated length over `BODY_MAX_BYTES`, a spent in-flight budget) is answered
+/// with that status at once, instead of `100 Continue` followed by the refusal.
+pub fn precheck(
+    state: &AppState,
+    method: &actix_web::http::Method,
+    path: &str,
+    headers: &header::HeaderMap,
+) -> Result<(), ApiError> {
+    if path != "/v1/events" || method != actix_web::http::Method::POST {
+        return Ok(());
+    }
+    if !state.api_keys.allows_headers(headers) {
+        return Err(ApiError::Unauthorized);
+    }
+    Encoding::of_headers(headers)?;
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    if length > state.body_max_bytes {
+        return Err(ApiError::TooLarge {
+            limit: state.body_max_bytes,
+        });
+    }
+    if !state.inflight.would_fit(length) {
+        return Err(ApiError::busy());
+    }
+    Ok(())
 }

@@ -3,12 +3,72 @@
 //! while events wait). Either way the body carries the buffer's and the spool's state, the
 //! oldest unflushed event's age and the last flush error, so an operator sees a backlog
 //! building. `GET /v1/ready` is `503` while saturated (memory, or in `disk` mode the spool).
+//! `GET /v1/live` is `200` while the process serves, whatever ClickHouse does.
+//!
+//! Probes are open to anyone (load balancers and kubelets send no keys), so they must be
+//! cheap and say nothing an attacker could use: ClickHouse is asked at most once a second
+//! whatever the request rate ([`ClickHouseCheck`]), and its error texts and version are
+//! shown only to privileged callers (see [`Gate::privileged`]).
 
-use actix_web::{HttpResponse, web};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use serde_json::json;
 
 use super::AppState;
+use super::access::Gate;
 use crate::ingest::SpoolFill;
+use crate::sink::ClickHouseSink;
+
+/// How long one answer from ClickHouse serves every probe.
+const CHECK_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// What probes show unprivileged callers instead of ClickHouse's own error text.
+const UNAVAILABLE: &str = "ClickHouse is not answering queries";
+
+type Check = Shared<BoxFuture<'static, Result<String, String>>>;
+
+/// The latest `SELECT version()`, shared: callers within [`CHECK_MAX_AGE`] of its start
+/// await the same query (or take its answer), so a flood of probes costs ClickHouse one
+/// query a second. The lock is held only to read or replace the handle, never while the
+/// query runs.
+pub struct ClickHouseCheck {
+    sink: Arc<ClickHouseSink>,
+    latest: parking_lot::Mutex<Option<(Instant, Check)>>,
+}
+
+impl ClickHouseCheck {
+    /// Checks through `sink`.
+    pub fn new(sink: Arc<ClickHouseSink>) -> Self {
+        Self {
+            sink,
+            latest: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// The server's version, or why it did not answer.
+    pub async fn version(&self) -> Result<String, String> {
+        let check = {
+            let mut latest = self.latest.lock();
+            match &*latest {
+                Some((started, check)) if started.elapsed() < CHECK_MAX_AGE => check.clone(),
+                _ => {
+                    let sink = self.sink.clone();
+                    let check =
+                        async move { sink.server_version().await.map_err(|e| e.to_string()) }
+                            .boxed()
+                            .shared();
+                    *latest = Some((Instant::now(), check.clone()));
+                    check
+                }
+            }
+        };
+        check.await
+    }
+}
 
 /// Pings ClickHouse (`SELECT version()`, bounded to a couple of seconds).
 #[utoipa::path(
@@ -20,12 +80,17 @@ use crate::ingest::SpoolFill;
         (status = 503, description = "ClickHouse unreachable (`unavailable`) or inserts failing (`failing`)", body = Object),
     )
 )]
-pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
+pub async fn get_health(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    gate: web::Data<Gate>,
+) -> HttpResponse {
+    let privileged = gate.privileged(&req);
     let buffered_events = state.ingest.pending_events();
     let backlog = state.ingest.backlog();
     let (buffer_bytes, buffer_max_bytes) = state.ingest.fill();
     let last_error = state.stats.last_error.lock().clone();
-    let (mut response, status, version, error) = match state.sink.server_version().await {
+    let (mut response, status, version, error) = match state.clickhouse_check.version().await {
         // It answers queries, but inserts fail (permissions, too many parts, ...).
         Ok(version) if last_error.is_some() && buffered_events > 0 => (
             HttpResponse::ServiceUnavailable(),
@@ -38,8 +103,21 @@ pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
             HttpResponse::ServiceUnavailable(),
             "unavailable",
             None,
-            Some(e.to_string()),
+            Some(e),
         ),
+    };
+    let mut spool = backlog.spool;
+    let (error, version, last_error) = if privileged {
+        (error, version, last_error)
+    } else {
+        if let Some(s) = &mut spool {
+            s.failed = s.failed.as_ref().map(|_| "spool write failed".to_string());
+        }
+        let error = error.map(|_| match status {
+            "failing" => "inserts are failing".to_string(),
+            _ => UNAVAILABLE.to_string(),
+        });
+        (error, None, last_error.map(|_| "insert failed".into()))
     };
     response.json(json!({
         "status": status,
@@ -49,7 +127,7 @@ pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
         "buffer_bytes": buffer_bytes,
         "buffer_max_bytes": buffer_max_bytes,
         "oldest_unflushed_seconds": backlog.oldest.map(|d| d.as_secs_f64()),
-        "spool": backlog.spool,
+        "spool": spool,
         "last_flush_error": last_error,
         "counters": {
             "events_accepted": state.stats.events_accepted.get(),
@@ -75,17 +153,25 @@ const READY_MAX_FILL: f64 = 0.9;
         (status = 503, description = "Not ready; `reasons` says why", body = Object),
     )
 )]
-pub async fn get_ready(state: web::Data<AppState>) -> HttpResponse {
+pub async fn get_ready(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    gate: web::Data<Gate>,
+) -> HttpResponse {
+    let privileged = gate.privileged(&req);
     let (used, max) = state.ingest.fill();
     let mut reasons = Vec::new();
-    if let Err(e) = state.sink.server_version().await {
-        reasons.push(e.to_string());
+    if let Err(e) = state.clickhouse_check.version().await {
+        reasons.push(if privileged { e } else { UNAVAILABLE.into() });
     }
     let spool = state.ingest.backlog().spool;
     match &spool {
         Some(SpoolFill {
             failed: Some(why), ..
-        }) => reasons.push(format!("spool unusable: {why}")),
+        }) if privileged => reasons.push(format!("spool unusable: {why}")),
+        Some(SpoolFill {
+            failed: Some(_), ..
+        }) => reasons.push("spool unusable".into()),
         Some(s) if s.bytes as f64 >= s.max_bytes as f64 * READY_MAX_FILL => {
             reasons.push(format!("spool {} of {} bytes full", s.bytes, s.max_bytes));
         }
@@ -112,4 +198,17 @@ pub async fn get_ready(state: web::Data<AppState>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+/// `GET /v1/live`, for liveness probes: `200` while the process serves requests. It asks
+/// nothing of ClickHouse: restarting the service cannot fix ClickHouse, and would lose
+/// what a `memory`-mode buffer holds.
+#[utoipa::path(
+    get,
+    path = "/v1/live",
+    tag = "probes",
+    responses((status = 200, description = "The process serves requests", body = Object))
+)]
+pub async fn get_live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "live": true }))
 }

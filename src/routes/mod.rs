@@ -1,11 +1,14 @@
 //! HTTP routes: which path and method go to which handler, and the state handlers share.
 //! Unknown paths answer `404` and wrong methods `405`, both with a JSON body.
 
+pub mod access;
 mod body;
 pub mod client;
+pub mod cpu;
 mod error;
-mod events;
-mod health;
+pub mod events;
+pub mod health;
+pub mod inflight;
 mod metrics;
 mod openapi;
 mod status;
@@ -25,8 +28,10 @@ use crate::stats::Stats;
 pub struct AppState {
     /// Where accepted rows go (double buffer or direct insert).
     pub ingest: Arc<dyn Ingest>,
-    /// ClickHouse, for the health check.
+    /// ClickHouse, for the status page's version.
     pub sink: Arc<ClickHouseSink>,
+    /// The probes' shared, rate-limited ClickHouse check.
+    pub clickhouse_check: health::ClickHouseCheck,
     /// Shared counters.
     pub stats: Arc<Stats>,
     /// Largest body accepted, before and after decompression (`BODY_MAX_BYTES`).
@@ -35,6 +40,10 @@ pub struct AppState {
     pub client_timeout: std::time::Duration,
     /// Most events in one request (`MAX_EVENTS_PER_REQUEST`).
     pub max_events: usize,
+    /// Bytes all bodies in progress may hold together (`INFLIGHT_BODY_MAX_BYTES`).
+    pub inflight: Arc<inflight::InflightBudget>,
+    /// Where large bodies are decompressed and decoded, off the actix workers.
+    pub cpu: cpu::CpuPool,
     /// Keys `POST /v1/events` accepts (`INGEST_API_KEYS`).
     pub api_keys: client::ApiKeys,
     /// Proxies whose forwarding headers are believed (`TRUSTED_PROXIES`).
@@ -61,6 +70,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(get_only("/", status::get_page))
     .service(get_only("/v1/health", health::get_health))
     .service(get_only("/v1/ready", health::get_ready))
+    .service(get_only("/v1/live", health::get_live))
     .service(get_only("/v1/status", status::get_status))
     .service(get_only("/metrics", metrics::get_metrics))
     .default_service(web::to(|| async { Err::<(), _>(ApiError::NotFound) }));
@@ -77,4 +87,17 @@ where
         .name(path)
         .route(web::get().to(handler))
         .default_service(web::to(|| async { ApiError::method_not_allowed("GET") }))
+}
+
+/// Serves `HEAD` wherever `GET` is served (probes, metrics, docs): the request continues as
+/// a `GET`, and actix, which noted the method when it parsed the request, sends the
+/// response's head without its body.
+pub async fn head_as_get(
+    mut req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if req.method() == actix_web::http::Method::HEAD {
+        req.head_mut().method = actix_web::http::Method::GET;
+    }
+    next.call(req).await
 }

@@ -62,6 +62,7 @@ pub struct ErrorBody {
         events::post_events,
         health::get_health,
         health::get_ready,
+        health::get_live,
         status::get_status,
         metrics::get_metrics
     ),

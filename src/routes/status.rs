@@ -32,6 +32,8 @@ pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
         "clickhouse_version": state.sink.version_text(),
         "mode": state.mode,
         "uptime_secs": state.started.elapsed().as_secs(),
+        // Resident memory, to see it come back after a burst.
+        "rss_bytes": crate::memory::resident_bytes(),
         "counters": {
             "events_accepted": stats.events_accepted.get(),
             "events_rejected": stats.events_rejected_total(),

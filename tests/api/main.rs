@@ -7,6 +7,7 @@ mod own_clickhouse;
 mod process;
 
 mod access;
+mod admin;
 mod buffering;
 mod config;
 mod docs;
@@ -15,6 +16,7 @@ mod engines;
 mod events;
 mod health;
 mod hostile;
+mod hostile_memory;
 mod inputs;
 mod metrics;
 mod roundtrip;

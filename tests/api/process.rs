@@ -9,11 +9,15 @@ use tokio::process::{Child, Command};
 use crate::helpers::{PATIENCE, closed_port, test_env, within};
 
 /// Starts `event-ingest` with the test environment plus `overrides`; waits until it answers.
+/// `EVENT_INGEST_BIN` names another build to run instead (to check that a test fails
+/// against an older binary).
 pub async fn start_binary(database: &str, overrides: &[(&str, &str)]) -> (Child, String) {
     let port = closed_port().to_string();
     let mut env = overrides.to_vec();
     env.push(("HTTP_PORT", &port));
-    let child = Command::new(env!("CARGO_BIN_EXE_event-ingest"))
+    let binary = std::env::var("EVENT_INGEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_event-ingest").to_string());
+    let child = Command::new(binary)
         .env_clear()
         .envs(test_env(database, &env))
         .env("RUST_LOG", "info")
