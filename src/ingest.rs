@@ -1,8 +1,9 @@
 //! The seam between request handlers and storage: where accepted rows go.
 //!
-//! Handlers only see [`Ingest`]. Today there are two implementations, the double buffer
-//! ([`Buffered`]) and a synchronous insert per request ([`Direct`]); a Kafka or SQS
-//! producer would be a third, without touching the HTTP layer.
+//! Handlers only see [`Ingest`] (where rows go) and [`ServerCheck`] (what the probes ask of
+//! the storage behind it), never the sink's own types. Today there are two implementations
+//! of `Ingest`, the double buffer ([`Buffered`]) and a synchronous insert per request
+//! ([`Direct`]); a Kafka or SQS producer would be a third, without touching the HTTP layer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,20 +12,21 @@ use futures_util::future::BoxFuture;
 
 use crate::buffer::{AppendError, DoubleBuffer};
 use crate::event::Rows;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{ClickHouseSink, Sink, SinkError};
 use crate::spool::{SpoolRefusal, record};
 
 /// Why accepted rows could not be taken. Nothing was stored, except possibly after a
-/// retryable sink error in direct mode (a timeout after ClickHouse committed), so a resend
-/// is at-least-once.
+/// direct-mode insert that timed out after ClickHouse committed, so a resend is
+/// at-least-once.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     /// One request holds more than the buffer may ever hold; resending cannot help.
     #[error("{0}")]
     TooLarge(String),
-    /// Too much is buffered; the client should retry after the given time.
+    /// Too much is buffered, or (direct mode) the storage is unreachable; the client should
+    /// retry after the given time.
     #[error("{reason}")]
-    Saturated {
+    Unavailable {
         /// What is full.
         reason: String,
         /// Suggested wait before retrying.
@@ -33,9 +35,41 @@ pub enum SubmitError {
     /// The server is shutting down.
     #[error("shutting down")]
     ShuttingDown,
-    /// The storage refused or failed the write (direct mode).
-    #[error(transparent)]
-    Sink(#[from] SinkError),
+    /// The storage refused the rows as data (direct mode): resending them cannot help.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl From<SinkError> for SubmitError {
+    fn from(e: SinkError) -> Self {
+        match e {
+            SinkError::Retryable(_) => SubmitError::Unavailable {
+                retry_after: e.retry_after(),
+                reason: e.to_string(),
+            },
+            SinkError::Data(reason) => SubmitError::Rejected(reason),
+        }
+    }
+}
+
+/// What the probes and the status page ask of the storage behind the seam.
+pub trait ServerCheck: Send + Sync + 'static {
+    /// The server's version, asked now (bounded in time), or why it did not answer. Owned
+    /// and `'static`, so one answer can be shared by every probe waiting for it.
+    fn ping(self: Arc<Self>) -> BoxFuture<'static, Result<String, String>>;
+
+    /// The version the server reported when it was last reached, if ever.
+    fn version_text(&self) -> Option<String>;
+}
+
+impl ServerCheck for ClickHouseSink {
+    fn ping(self: Arc<Self>) -> BoxFuture<'static, Result<String, String>> {
+        Box::pin(async move { self.server_version().await.map_err(|e| e.to_string()) })
+    }
+
+    fn version_text(&self) -> Option<String> {
+        ClickHouseSink::version_text(self)
+    }
 }
 
 /// Takes a request's validated rows. `Ok` means the rows are as safe as this
@@ -143,7 +177,7 @@ fn refused(e: AppendError) -> SubmitError {
     match e {
         AppendError::TooLarge { .. } => SubmitError::TooLarge(e.to_string()),
         AppendError::Closed => SubmitError::ShuttingDown,
-        AppendError::Full { .. } | AppendError::Spool(_) => SubmitError::Saturated {
+        AppendError::Full { .. } | AppendError::Spool(_) => SubmitError::Unavailable {
             reason: e.to_string(),
             retry_after,
         },

@@ -1,23 +1,24 @@
-//! Start-up and run: bind the listener, reach ClickHouse, start the flusher, serve until a
-//! signal, then shut down through the flusher's guard.
+//! Start-up and run: bind the listeners, reach ClickHouse, start the storage (buffer, spool,
+//! flusher), serve until a signal, then shut down through the flusher's guard.
+//!
+//! [`Application::build`] is a list of named steps; what each setting means is in the
+//! README and `event-ingest --help`, not in log lines.
 
 use std::net::TcpListener;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use actix_http::HttpService;
-use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
-use actix_web::dev::AppConfig;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpMessage, ResponseError, web};
+use actix_web::web;
 
 use crate::buffer::{DoubleBuffer, Limits};
 use crate::config::{AppEnv, BufferMode, Config, Durability};
 use crate::flusher;
 use crate::ingest::{Buffered, Direct, Discard, Ingest};
 use crate::quarantine::Quarantine;
-use crate::routes::access::{AdminListener, Gate};
+use crate::routes::access::Gate;
 use crate::routes::client::ApiKeys;
+use crate::routes::server::{ServerSettings, serve};
 use crate::routes::{self, AppState};
 use crate::shutdown::{self, FlusherGuard, ShutdownReport};
 use crate::sink::ClickHouseSink;
@@ -30,7 +31,7 @@ pub enum StartupError {
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        /// `HTTP_HOST:HTTP_PORT`.
+        /// `HTTP_HOST:HTTP_PORT` or `ADMIN_HOST:ADMIN_PORT`.
         addr: String,
         /// The OS error.
         source: std::io::Error,
@@ -57,150 +58,44 @@ pub struct Application {
     signalled_at: Arc<OnceLock<Instant>>,
 }
 
+/// Where accepted rows go, and the threads that take them there.
+struct Storage {
+    ingest: Arc<dyn Ingest>,
+    /// `double` mode: the flusher thread.
+    flusher: Option<FlusherGuard>,
+    /// `disk` mode: the spool's group-commit writer.
+    spool_writer: Option<WriterGuard>,
+}
+
 impl Application {
-    /// Binds the listener (port `0` picks a free port, see [`Application::port`]), checks
+    /// Binds the listeners (port `0` picks a free port, see [`Application::port`]), checks
     /// ClickHouse (a failure is logged, not fatal: the flusher retries and `/v1/health`
     /// says why) and starts the flusher thread in `double` mode.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         crate::memory::tune_allocator();
-        let addr = format!("{}:{}", config.http_host, config.http_port);
-        let listener =
-            TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr, source })?;
-        set_write_timeout(&listener, config.client_timeout())?;
-        let port = listener.local_addr()?.port();
-        let admin_listener = match config.admin_port {
-            Some(admin_port) => {
-                let addr = format!("{}:{admin_port}", config.admin_host);
-                let listener = TcpListener::bind(&addr)
-                    .map_err(|source| StartupError::Bind { addr, source })?;
-                set_write_timeout(&listener, config.client_timeout())?;
-                Some(listener)
-            }
+        let public = bind(&config.http_host, config.http_port)?;
+        let admin = match config.admin_port {
+            Some(port) => Some(bind(&config.admin_host, port)?),
             None => None,
         };
-        let admin_port = match &admin_listener {
+        let port = public.local_addr()?.port();
+        let admin_port = match &admin {
             Some(l) => Some(l.local_addr()?.port()),
             None => None,
         };
-
         // Handlers and the flusher each get their own client: the flusher's connections
         // live on its own runtime, the handlers' on the actix workers'.
         let sink = Arc::new(ClickHouseSink::new(&config));
-        match sink.prepare().await {
-            Ok(p) => {
-                log::info!(
-                    "ClickHouse {} at {}, writing to {}",
-                    p.version_text,
-                    config.clickhouse_url(),
-                    sink.target()
-                );
-                if p.version.supports_dedup_token() {
-                    log::info!(
-                        "inserts carry insert_deduplication_token; a retried or replayed batch \
-                         is stored once where the table deduplicates: {}",
-                        p.deduplication
-                    );
-                } else {
-                    log::info!(
-                        "ClickHouse {} has no insert_deduplication_token: delivery is \
-                         at-least-once; an insert that may have reached it is looked up in \
-                         system.query_log before it is sent again, and is stored twice only \
-                         if the query log cannot tell",
-                        p.version_text
-                    );
-                }
-            }
-            Err(e) => log::warn!(
-                "ClickHouse at {} not ready ({e}); serving anyway, will retry",
-                config.clickhouse_url()
-            ),
-        }
-
+        check_clickhouse(&sink, &config).await;
         let stats = Arc::new(Stats::default());
-        let mut spool_writer = None;
-        if config.buffer_mode != BufferMode::Double && config.durability == Some(Durability::Disk) {
-            log::warn!(
-                "DURABILITY=disk applies to BUFFER_MODE=double only; {:?} mode has no spool",
-                config.buffer_mode
-            );
-        }
-        let (ingest, flusher): (Arc<dyn Ingest>, _) = match config.buffer_mode {
-            BufferMode::Double => {
-                let limits = Limits {
-                    size: config.buffer_size,
-                    flush_interval: config.flush_interval(),
-                    min_interval: config.min_insert_interval(),
-                    max_bytes: config.buffer_max_bytes,
-                };
-                let buffer = match config.durability() {
-                    Durability::Memory => DoubleBuffer::new(limits),
-                    Durability::Disk => {
-                        let (spool, backlog) =
-                            Spool::open(config.spool_dir.as_ref(), config.spool_max_bytes)?;
-                        let spool = Arc::new(spool);
-                        if let Some(b) = backlog {
-                            log::info!(
-                                "spool {}: replaying {} bytes left by the previous run before \
-                                 new events",
-                                config.spool_dir,
-                                b.bytes
-                            );
-                        }
-                        spool_writer = Some(WriterGuard::spawn(spool.clone())?);
-                        DoubleBuffer::with_spool(limits, spool, backlog.map(|b| b.from))
-                    }
-                };
-                let buffer = Arc::new(buffer);
-                let guard = flusher::spawn(
-                    buffer.clone(),
-                    ClickHouseSink::new(&config),
-                    Arc::new(Quarantine::new(config.quarantine_dir())),
-                    stats.clone(),
-                    config.shutdown_timeout(),
-                )?;
-                (Arc::new(Buffered(buffer)), Some(guard))
-            }
-            BufferMode::Direct => (Arc::new(Direct(sink.clone())), None),
-            BufferMode::Discard => {
-                log::warn!("BUFFER_MODE=discard: events are validated and thrown away");
-                (Arc::new(Discard), None)
-            }
-        };
-
-        let state = web::Data::new(AppState {
-            ingest,
-            clickhouse_check: routes::health::ClickHouseCheck::new(sink.clone()),
-            sink,
-            stats: stats.clone(),
-            body_max_bytes: config.body_max_bytes,
-            max_events: config.max_events_per_request,
-            inflight: routes::inflight::InflightBudget::new(config.inflight_body_max_bytes()),
-            cpu: routes::cpu::CpuPool::new(),
-            client_timeout: config.client_timeout(),
-            api_keys: ApiKeys::new(config.api_keys()),
-            // Validated when the configuration was read.
-            trusted_proxies: config.trusted_proxy_nets().unwrap_or_default(),
-            mode: match config.buffer_mode {
-                BufferMode::Double => "double",
-                BufferMode::Direct => "direct",
-                BufferMode::Discard => "discard",
-            },
-            started: Instant::now(),
-        });
-        if state.api_keys.is_open() && config.app_env == AppEnv::Prod {
-            log::warn!("INGEST_API_KEYS is empty: anyone who can reach this port can post events");
-        }
+        let storage = start_storage(&config, &sink, &stats)?;
+        let state = app_state(&config, storage.ingest.clone(), sink, stats.clone());
         let gate = web::Data::new(Gate {
             admin_port,
             admin_keys: ApiKeys::new(config.admin_keys()),
             prod: config.app_env == AppEnv::Prod,
         });
-        if gate.admin_port.is_none() && gate.admin_keys.is_open() && gate.prod {
-            log::warn!(
-                "neither ADMIN_PORT nor ADMIN_API_KEYS is set: /metrics, /v1/status, / and the \
-                 API docs answer 403 (probes stay open, without error details)"
-            );
-        }
+        warn_about_open_endpoints(&state, &gate);
         let signalled_at = Arc::new(OnceLock::new());
         let on_signal = {
             let signalled_at = signalled_at.clone();
@@ -209,85 +104,14 @@ impl Application {
                 let _ = signalled_at.set(Instant::now());
             }
         };
-        // actix-web's HttpServer, assembled by hand for one thing it does not expose: the
-        // `Expect: 100-continue` hook. Same settings as HttpServer's defaults otherwise.
-        let mut builder = actix_server::Server::build()
-            // Our own handler, so that SIGINT is as graceful as SIGTERM.
-            .shutdown_signal(on_signal)
+        let settings = ServerSettings {
+            client_timeout: config.client_timeout(),
             // In-flight requests may take this long to finish; the final flush's deadline is
             // counted from the signal too, so the whole shutdown stays within the budget.
-            .shutdown_timeout(config.shutdown_timeout_secs);
-        if let Some(workers) = config.http_workers {
-            builder = builder.workers(workers);
-        }
-        let listeners = std::iter::once((listener, false)).chain(admin_listener.map(|l| (l, true)));
-        for (listener, admin) in listeners {
-            let addr = listener.local_addr()?;
-            let (state, gate) = (state.clone(), gate.clone());
-            let client_timeout = config.client_timeout();
-            let shutdown = builder.graceful_shutdown_signal();
-            builder = builder.listen(format!("event-ingest-{addr}"), listener, move || {
-                let (state, gate) = (state.clone(), gate.clone());
-                let expect_state = state.clone();
-                let shutdown = shutdown.clone();
-                let app = move || {
-                    let app = App::new().app_data(state.clone()).app_data(gate.clone());
-                    let app = if admin {
-                        app.app_data(AdminListener)
-                    } else {
-                        app
-                    };
-                    app.wrap(actix_web::middleware::from_fn(routes::head_as_get))
-                        .wrap(actix_web::middleware::from_fn(routes::access::gate))
-                        .wrap(actix_web::middleware::from_fn(routes::count_requests))
-                        .configure(routes::configure)
-                };
-                HttpService::build()
-                    .graceful_shutdown_signal(move || {
-                        let shutdown = shutdown.clone();
-                        async move { shutdown.notified().await }
-                    })
-                    // A client gets this long for the request head (the body's limit is in
-                    // the handler); idle keep-alive connections are closed after a while.
-                    .client_request_timeout(client_timeout)
-                    .keep_alive(std::time::Duration::from_secs(15))
-                    .client_disconnect_timeout(std::time::Duration::from_secs(1))
-                    .h1_allow_half_closed(true)
-                    .local_addr(addr)
-                    // `Expect: 100-continue`: refusals that need no body come instead of
-                    // `100 Continue`, so the client does not send the body for nothing.
-                    .expect(fn_service(move |req: actix_http::Request| {
-                        let refusal = (!admin)
-                            .then(|| {
-                                routes::events::precheck(
-                                    &expect_state,
-                                    req.method(),
-                                    req.path(),
-                                    req.headers(),
-                                )
-                                .err()
-                            })
-                            .flatten();
-                        async move {
-                            match refusal {
-                                Some(e) => Err(actix_http::Response::from(e.error_response())),
-                                None => Ok(req),
-                            }
-                        }
-                    }))
-                    .h1(map_config(
-                        app()
-                            .into_factory()
-                            .map_err(|e: actix_web::Error| e.error_response()),
-                        // What HttpServer passes (plain HTTP, the listener's address);
-                        // actix-web's own constructor for it is crate-private, this public
-                        // one builds the same value.
-                        move |_| AppConfig::__priv_test_new(false, addr.to_string(), addr),
-                    ))
-                    .tcp()
-            })?;
-        }
-        let server = builder;
+            request_budget_secs: config.shutdown_timeout_secs,
+            workers: config.http_workers,
+        };
+        let server = serve(public, admin, state, gate, &settings, on_signal)?;
         if let Some(admin_port) = admin_port {
             log::info!(
                 "admin listener on {}:{admin_port} (metrics, status, docs, probes)",
@@ -303,9 +127,9 @@ impl Application {
         Ok(Self {
             port,
             admin_port,
-            server: server.run(),
-            flusher,
-            spool_writer,
+            server,
+            flusher: storage.flusher,
+            spool_writer: storage.spool_writer,
             quarantine_dir: config.quarantine_dir(),
             stats,
             signalled_at,
@@ -373,32 +197,154 @@ impl Application {
     }
 }
 
-/// Connections accepted on `listener` are dropped by the kernel when data they were sent
-/// stays unacknowledged for `timeout` (`TCP_USER_TIMEOUT`, inherited by accepted sockets),
-/// which includes a client that stops reading: its window closes and the kernel's probes
-/// go unanswered by progress. actix has no write timeout of its own (its keep-alive timer
-/// starts only once a response is written out), so without this a client that never reads
-/// holds its response in memory for as long as it keeps the connection open.
-fn set_write_timeout(listener: &TcpListener, timeout: std::time::Duration) -> std::io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let ms = libc::c_uint::try_from(timeout.as_millis()).unwrap_or(libc::c_uint::MAX);
-        // SAFETY: a valid socket descriptor and a correctly sized option value.
-        let rc = unsafe {
-            libc::setsockopt(
-                listener.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_USER_TIMEOUT,
-                (&ms as *const libc::c_uint).cast(),
-                std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
+/// Binds `host:port`, naming the address in the error.
+fn bind(host: &str, port: u16) -> Result<TcpListener, StartupError> {
+    let addr = format!("{host}:{port}");
+    TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr, source })
+}
+
+/// Reaches ClickHouse once (creating the database and table) and says what delivery it
+/// allows; a failure is logged, not fatal: the flusher retries and `/v1/health` says why.
+async fn check_clickhouse(sink: &ClickHouseSink, config: &Config) {
+    match sink.prepare().await {
+        Ok(p) => {
+            log::info!(
+                "ClickHouse {} at {}, writing to {}",
+                p.version_text,
+                config.clickhouse_url(),
+                sink.target()
+            );
+            if p.version.supports_dedup_token() {
+                log::info!(
+                    "retried and replayed inserts carry insert_deduplication_token ({})",
+                    p.deduplication
+                );
+            } else {
+                log::info!(
+                    "ClickHouse {} has no insert_deduplication_token: at-least-once delivery \
+                     (see the README's delivery guarantees)",
+                    p.version_text
+                );
+            }
         }
+        Err(e) => log::warn!(
+            "ClickHouse at {} not ready ({e}); serving anyway, will retry",
+            config.clickhouse_url()
+        ),
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (listener, timeout);
-    Ok(())
+}
+
+/// The `BUFFER_MODE`'s storage: the double buffer with its flusher (and, in `disk` mode, the
+/// spool and its writer), one insert per request, or nothing.
+fn start_storage(
+    config: &Config,
+    sink: &Arc<ClickHouseSink>,
+    stats: &Arc<Stats>,
+) -> Result<Storage, StartupError> {
+    if config.buffer_mode != BufferMode::Double && config.durability == Some(Durability::Disk) {
+        log::warn!(
+            "DURABILITY=disk applies to BUFFER_MODE=double only; {:?} mode has no spool",
+            config.buffer_mode
+        );
+    }
+    let storage = match config.buffer_mode {
+        BufferMode::Double => {
+            let limits = Limits {
+                size: config.buffer_size,
+                flush_interval: config.flush_interval(),
+                min_interval: config.min_insert_interval(),
+                max_bytes: config.buffer_max_bytes,
+            };
+            let (buffer, spool_writer) = match config.durability() {
+                Durability::Memory => (DoubleBuffer::new(limits), None),
+                Durability::Disk => {
+                    let (spool, backlog) =
+                        Spool::open(config.spool_dir.as_ref(), config.spool_max_bytes)?;
+                    let spool = Arc::new(spool);
+                    if let Some(b) = backlog {
+                        log::info!(
+                            "spool {}: replaying {} bytes left by the previous run first",
+                            config.spool_dir,
+                            b.bytes
+                        );
+                    }
+                    let writer = WriterGuard::spawn(spool.clone())?;
+                    let from = backlog.map(|b| b.from);
+                    (DoubleBuffer::with_spool(limits, spool, from), Some(writer))
+                }
+            };
+            let buffer = Arc::new(buffer);
+            let flusher = flusher::spawn(
+                buffer.clone(),
+                ClickHouseSink::new(config),
+                Arc::new(Quarantine::new(config.quarantine_dir())),
+                stats.clone(),
+                config.shutdown_timeout(),
+            )?;
+            Storage {
+                ingest: Arc::new(Buffered(buffer)),
+                flusher: Some(flusher),
+                spool_writer,
+            }
+        }
+        BufferMode::Direct => Storage {
+            ingest: Arc::new(Direct(sink.clone())),
+            flusher: None,
+            spool_writer: None,
+        },
+        BufferMode::Discard => {
+            log::warn!("BUFFER_MODE=discard: events are validated and thrown away");
+            Storage {
+                ingest: Arc::new(Discard),
+                flusher: None,
+                spool_writer: None,
+            }
+        }
+    };
+    Ok(storage)
+}
+
+/// What every handler can reach.
+fn app_state(
+    config: &Config,
+    ingest: Arc<dyn Ingest>,
+    sink: Arc<ClickHouseSink>,
+    stats: Arc<Stats>,
+) -> web::Data<AppState> {
+    web::Data::new(AppState {
+        ingest,
+        clickhouse_check: routes::health::ClickHouseCheck::new(sink.clone()),
+        server: sink,
+        stats,
+        body_max_bytes: config.body_max_bytes,
+        max_events: config.max_events_per_request,
+        inflight: routes::inflight::InflightBudget::new(config.inflight_body_max_bytes()),
+        cpu: routes::cpu::CpuPool::new(),
+        client_timeout: config.client_timeout(),
+        api_keys: ApiKeys::new(config.api_keys()),
+        // Validated when the configuration was read.
+        trusted_proxies: config.trusted_proxy_nets().unwrap_or_default(),
+        mode: match config.buffer_mode {
+            BufferMode::Double => "double",
+            BufferMode::Direct => "direct",
+            BufferMode::Discard => "discard",
+        },
+        started: Instant::now(),
+    })
+}
+
+/// In `prod`, says which endpoints anyone who can reach the port may use.
+fn warn_about_open_endpoints(state: &AppState, gate: &Gate) {
+    if !gate.prod {
+        return;
+    }
+    if state.api_keys.is_open() {
+        log::warn!("INGEST_API_KEYS is empty: anyone who can reach this port can post events");
+    }
+    if gate.admin_port.is_none() && gate.admin_keys.is_open() {
+        log::warn!(
+            "neither ADMIN_PORT nor ADMIN_API_KEYS is set: /metrics, /v1/status, / and the \
+             API docs answer 403 (probes stay open, without error details)"
+        );
+    }
 }

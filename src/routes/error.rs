@@ -8,7 +8,6 @@ use serde_json::json;
 
 use crate::event::DecodeError;
 use crate::ingest::SubmitError;
-use crate::sink::SinkError;
 
 /// Everything a handler can fail with. Every variant answers `{"error": "..."}`.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +87,7 @@ impl ApiError {
 impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         match e {
-            SubmitError::Saturated {
+            SubmitError::Unavailable {
                 reason,
                 retry_after,
             } => ApiError::Unavailable {
@@ -100,11 +99,7 @@ impl From<SubmitError> for ApiError {
                 reason: "shutting down".into(),
                 retry_after: Duration::from_secs(1),
             },
-            SubmitError::Sink(e @ SinkError::Retryable(_)) => ApiError::Unavailable {
-                retry_after: e.retry_after(),
-                reason: e.to_string(),
-            },
-            SubmitError::Sink(SinkError::Data(e)) => ApiError::Storage(e),
+            SubmitError::Rejected(e) => ApiError::Storage(e),
         }
     }
 }

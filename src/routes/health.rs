@@ -20,8 +20,8 @@ use serde_json::json;
 
 use super::AppState;
 use super::access::Gate;
+use crate::ingest::ServerCheck;
 use crate::ingest::SpoolFill;
-use crate::sink::ClickHouseSink;
 
 /// How long one answer from ClickHouse serves every probe.
 const CHECK_MAX_AGE: Duration = Duration::from_secs(1);
@@ -36,15 +36,15 @@ type Check = Shared<BoxFuture<'static, Result<String, String>>>;
 /// query a second. The lock is held only to read or replace the handle, never while the
 /// query runs.
 pub struct ClickHouseCheck {
-    sink: Arc<ClickHouseSink>,
+    server: Arc<dyn ServerCheck>,
     latest: parking_lot::Mutex<Option<(Instant, Check)>>,
 }
 
 impl ClickHouseCheck {
-    /// Checks through `sink`.
-    pub fn new(sink: Arc<ClickHouseSink>) -> Self {
+    /// Checks through `server`.
+    pub fn new(server: Arc<dyn ServerCheck>) -> Self {
         Self {
-            sink,
+            server,
             latest: parking_lot::Mutex::new(None),
         }
     }
@@ -56,11 +56,7 @@ impl ClickHouseCheck {
             match &*latest {
                 Some((started, check)) if started.elapsed() < CHECK_MAX_AGE => check.clone(),
                 _ => {
-                    let sink = self.sink.clone();
-                    let check =
-                        async move { sink.server_version().await.map_err(|e| e.to_string()) }
-                            .boxed()
-                            .shared();
+                    let check = self.server.clone().ping().shared();
                     *latest = Some((Instant::now(), check.clone()));
                     check
                 }

@@ -11,6 +11,7 @@ pub mod health;
 pub mod inflight;
 mod metrics;
 mod openapi;
+pub mod server;
 mod status;
 
 use std::sync::Arc;
@@ -20,16 +21,15 @@ use actix_web::web;
 pub use error::ApiError;
 pub use metrics::count_requests;
 
-use crate::ingest::Ingest;
-use crate::sink::ClickHouseSink;
+use crate::ingest::{Ingest, ServerCheck};
 use crate::stats::Stats;
 
 /// What every handler can reach. Cloned into each actix worker as `web::Data` (an `Arc`).
 pub struct AppState {
     /// Where accepted rows go (double buffer or direct insert).
     pub ingest: Arc<dyn Ingest>,
-    /// ClickHouse, for the status page's version.
-    pub sink: Arc<ClickHouseSink>,
+    /// The storage's server, for the status page's version.
+    pub server: Arc<dyn ServerCheck>,
     /// The probes' shared, rate-limited ClickHouse check.
     pub clickhouse_check: health::ClickHouseCheck,
     /// Shared counters.

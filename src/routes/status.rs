@@ -29,7 +29,7 @@ pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
     let (bytes, max_bytes) = state.ingest.fill();
     let backlog = state.ingest.backlog();
     HttpResponse::Ok().json(json!({
-        "clickhouse_version": state.sink.version_text(),
+        "clickhouse_version": state.server.version_text(),
         "mode": state.mode,
         "uptime_secs": state.started.elapsed().as_secs(),
         // Resident memory, to see it come back after a burst.
