@@ -82,25 +82,24 @@ pub trait Ingest: Send + Sync + 'static {
     /// Events accepted but not yet confirmed by storage.
     fn pending_events(&self) -> usize;
 
-    /// Bytes held and the most that may be held (`(0, 0)`: no buffer).
-    fn fill(&self) -> (usize, usize) {
-        (0, 0)
-    }
-
     /// Whether shutdown has begun (nothing new is taken).
     fn is_closed(&self) -> bool {
         false
     }
 
-    /// What waits to reach ClickHouse, for health, readiness and metrics.
-    fn backlog(&self) -> Backlog {
-        Backlog::default()
+    /// What waits to reach ClickHouse, for health, readiness, metrics and the status page.
+    fn pending(&self) -> Pending {
+        Pending::default()
     }
 }
 
 /// What waits to reach ClickHouse.
 #[derive(Debug, Default, Clone)]
-pub struct Backlog {
+pub struct Pending {
+    /// Bytes buffered in memory (both halves, and a half being written).
+    pub buffer_bytes: usize,
+    /// `BUFFER_MAX_BYTES` (0: no buffer).
+    pub buffer_max_bytes: usize,
     /// Age of the oldest accepted event not yet confirmed.
     pub oldest: Option<Duration>,
     /// `disk` mode's spool.
@@ -144,16 +143,14 @@ impl Ingest for Buffered {
         self.0.pending_events()
     }
 
-    fn fill(&self) -> (usize, usize) {
-        (self.0.pending_bytes(), self.0.limits().max_bytes)
-    }
-
     fn is_closed(&self) -> bool {
         self.0.deadline().is_some()
     }
 
-    fn backlog(&self) -> Backlog {
-        Backlog {
+    fn pending(&self) -> Pending {
+        Pending {
+            buffer_bytes: self.0.pending_bytes(),
+            buffer_max_bytes: self.0.limits().max_bytes,
             oldest: self.0.oldest_pending().map(|t| t.elapsed()),
             spool: self.0.spool().map(|spool| {
                 let (bytes, max_bytes) = spool.fill();

@@ -53,9 +53,12 @@ impl Format {
 /// Why a body cannot be read as events at all.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// Not JSON, or JSON of another shape.
+    /// Not JSON at all (a syntax error outside any one event, or a cut-off body).
+    #[error("body is not valid JSON: {0}")]
+    NotJson(String),
+    /// JSON, but neither an array of events, one event object, nor an envelope.
     #[error("body must be a JSON array of event objects or one event object: {0}")]
-    NotAnArray(String),
+    WrongShape(String),
     /// A body that is not UTF-8 text.
     #[error("body is not UTF-8 text")]
     NotText,
@@ -261,7 +264,7 @@ struct Envelope<'a> {
 /// Why the bounded array visitor stopped early; kept beside the deserializer, whose own
 /// errors carry only text.
 #[derive(Clone, Copy)]
-enum Stop {
+enum EarlyEnd {
     TooMany,
     NotObject(usize),
 }
@@ -272,7 +275,7 @@ struct EventsVisitor<'s> {
     /// Events to make room for up front (an estimate from the body's size, at most `max`):
     /// growing a vector of candidates by doubling was a tenth of the decoding time.
     expected: usize,
-    stop: &'s std::cell::Cell<Option<Stop>>,
+    stop: &'s std::cell::Cell<Option<EarlyEnd>>,
 }
 
 impl<'de> Visitor<'de> for EventsVisitor<'_> {
@@ -286,12 +289,12 @@ impl<'de> Visitor<'de> for EventsVisitor<'_> {
         let mut events = Vec::with_capacity(self.expected);
         while let Some(element) = seq.next_element::<Element<'de>>()? {
             let stop = match element {
-                Element::Object(_) if events.len() == self.max => Stop::TooMany,
+                Element::Object(_) if events.len() == self.max => EarlyEnd::TooMany,
                 Element::Object(candidate) => {
                     events.push(candidate);
                     continue;
                 }
-                Element::NotObject => Stop::NotObject(events.len()),
+                Element::NotObject => EarlyEnd::NotObject(events.len()),
             };
             self.stop.set(Some(stop));
             return Err(de::Error::custom("stopped"));
@@ -304,7 +307,7 @@ impl<'de> Visitor<'de> for EventsVisitor<'_> {
 /// that fails on something inside an element, element by element (see the module docs).
 fn event_array(text: &str, max: usize) -> Result<Vec<Candidate<'_>>, DecodeError> {
     match single_pass(text, max) {
-        Err(DecodeError::NotAnArray(_)) => element_by_element(text, max),
+        Err(DecodeError::NotJson(_) | DecodeError::WrongShape(_)) => element_by_element(text, max),
         done => done,
     }
 }
@@ -322,9 +325,9 @@ fn single_pass(text: &str, max: usize) -> Result<Vec<Candidate<'_>>, DecodeError
         })
         .and_then(|events| de.end().map(|()| events));
     result.map_err(|e| match stop.get() {
-        Some(Stop::TooMany) => DecodeError::TooManyEvents { max },
-        Some(Stop::NotObject(index)) => DecodeError::NotAnObject { index },
-        None => DecodeError::NotAnArray(shorten(&e.to_string())),
+        Some(EarlyEnd::TooMany) => DecodeError::TooManyEvents { max },
+        Some(EarlyEnd::NotObject(index)) => DecodeError::NotAnObject { index },
+        None => unreadable(e),
     })
 }
 
@@ -358,7 +361,7 @@ fn element_by_element(text: &str, max: usize) -> Result<Vec<Candidate<'_>>, Deco
         .and_then(|raws| de.end().map(|()| raws))
         .map_err(|e| match too_many.get() {
             true => DecodeError::TooManyEvents { max },
-            false => DecodeError::NotAnArray(shorten(&e.to_string())),
+            false => unreadable(e),
         })?;
     raws.into_iter()
         .enumerate()
@@ -367,6 +370,15 @@ fn element_by_element(text: &str, max: usize) -> Result<Vec<Candidate<'_>>, Deco
             false => Err(DecodeError::NotAnObject { index }),
         })
         .collect()
+}
+
+/// A body serde_json could not read as events: bad JSON, or JSON of another shape.
+fn unreadable(e: serde_json::Error) -> DecodeError {
+    let text = shorten(&e.to_string());
+    match e.classify() {
+        serde_json::error::Category::Data => DecodeError::WrongShape(text),
+        _ => DecodeError::NotJson(text),
+    }
 }
 
 /// Splits `body` into candidates, at most `max_events` of them. Fails only when the body as
@@ -378,15 +390,14 @@ pub fn decode_batch(
     format: Format,
     max_events: usize,
 ) -> Result<Decoded<'_>, DecodeError> {
-    let not_events = |e: serde_json::Error| DecodeError::NotAnArray(shorten(&e.to_string()));
     // One UTF-8 check for the whole body; parsing from `&str` then skips it per string,
     // which was a sixth of the decoding time.
     let text = std::str::from_utf8(body).map_err(|_| DecodeError::NotText)?;
     match format {
         Format::Json if text.trim_start().starts_with('{') => {
-            let envelope: Envelope<'_> = serde_json::from_str(text).map_err(not_events)?;
+            let envelope: Envelope<'_> = serde_json::from_str(text).map_err(unreadable)?;
             match envelope.events {
-                Some(events) if !events.get().starts_with('[') => Err(DecodeError::NotAnArray(
+                Some(events) if !events.get().starts_with('[') => Err(DecodeError::WrongShape(
                     "`events` must be an array of event objects".into(),
                 )),
                 Some(events) => Ok(Decoded {
@@ -787,5 +798,28 @@ mod tests {
         let batch = decode_json(br#"[{"event": "a", "event": "b"}, {"event": "c"}]"#).unwrap();
         assert!(batch[0].is_err());
         assert!(batch[1].is_ok());
+    }
+
+    #[test]
+    fn broken_json_and_json_of_another_shape_are_told_apart() {
+        for body in [
+            &b"[{\"event\": 1}"[..],
+            b"{\"events\": [",
+            b"[{} {}]",
+            b"nope",
+        ] {
+            let err = decode_batch(body, Format::Json, 10).err();
+            assert!(
+                matches!(err, Some(DecodeError::NotJson(_))),
+                "{body:?}: {err:?}"
+            );
+        }
+        for body in [&b"42"[..], b"\"text\"", b"{\"events\": 7}"] {
+            let err = decode_batch(body, Format::Json, 10).err();
+            assert!(
+                matches!(err, Some(DecodeError::WrongShape(_))),
+                "{body:?}: {err:?}"
+            );
+        }
     }
 }

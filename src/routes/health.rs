@@ -83,8 +83,7 @@ pub async fn get_health(
 ) -> HttpResponse {
     let privileged = gate.privileged(&req);
     let buffered_events = state.ingest.pending_events();
-    let backlog = state.ingest.backlog();
-    let (buffer_bytes, buffer_max_bytes) = state.ingest.fill();
+    let pending = state.ingest.pending();
     let last_error = state.stats.last_error.lock().clone();
     let (mut response, status, version, error) = match state.clickhouse_check.version().await {
         // It answers queries, but inserts fail (permissions, too many parts, ...).
@@ -102,7 +101,7 @@ pub async fn get_health(
             Some(e),
         ),
     };
-    let mut spool = backlog.spool;
+    let mut spool = pending.spool;
     let (error, version, last_error) = if privileged {
         (error, version, last_error)
     } else {
@@ -120,9 +119,9 @@ pub async fn get_health(
         "error": error,
         "clickhouse_version": version,
         "buffered_events": buffered_events,
-        "buffer_bytes": buffer_bytes,
-        "buffer_max_bytes": buffer_max_bytes,
-        "oldest_unflushed_seconds": backlog.oldest.map(|d| d.as_secs_f64()),
+        "buffer_bytes": pending.buffer_bytes,
+        "buffer_max_bytes": pending.buffer_max_bytes,
+        "oldest_unflushed_seconds": pending.oldest.map(|d| d.as_secs_f64()),
         "spool": spool,
         "last_flush_error": last_error,
         "counters": {
@@ -155,12 +154,13 @@ pub async fn get_ready(
     gate: web::Data<Gate>,
 ) -> HttpResponse {
     let privileged = gate.privileged(&req);
-    let (used, max) = state.ingest.fill();
+    let pending = state.ingest.pending();
+    let (used, max) = (pending.buffer_bytes, pending.buffer_max_bytes);
     let mut reasons = Vec::new();
     if let Err(e) = state.clickhouse_check.version().await {
         reasons.push(if privileged { e } else { UNAVAILABLE.into() });
     }
-    let spool = state.ingest.backlog().spool;
+    let spool = pending.spool;
     match &spool {
         Some(SpoolFill {
             failed: Some(why), ..

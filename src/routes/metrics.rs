@@ -16,20 +16,19 @@ use super::AppState;
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
 )]
 pub async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
-    let (bytes, max) = state.ingest.fill();
+    let pending = state.ingest.pending();
     let stats = &state.stats;
     stats
         .buffer_events
         .set(state.ingest.pending_events() as i64);
-    stats.buffer_bytes.set(bytes as i64);
-    stats.buffer_max_bytes.set(max as i64);
-    let backlog = state.ingest.backlog();
-    let (spool_bytes, spool_max) = backlog.spool.map_or((0, 0), |s| (s.bytes, s.max_bytes));
+    stats.buffer_bytes.set(pending.buffer_bytes as i64);
+    stats.buffer_max_bytes.set(pending.buffer_max_bytes as i64);
+    let (spool_bytes, spool_max) = pending.spool.map_or((0, 0), |s| (s.bytes, s.max_bytes));
     stats.spool_bytes.set(spool_bytes as i64);
     stats.spool_max_bytes.set(spool_max as i64);
     stats
         .oldest_pending_seconds
-        .set(backlog.oldest.map_or(0, |d| d.as_secs() as i64));
+        .set(pending.oldest.map_or(0, |d| d.as_secs() as i64));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(stats.encode())

@@ -26,8 +26,7 @@ pub async fn get_page() -> HttpResponse {
 )]
 pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
     let stats = &state.stats;
-    let (bytes, max_bytes) = state.ingest.fill();
-    let backlog = state.ingest.backlog();
+    let pending = state.ingest.pending();
     HttpResponse::Ok().json(json!({
         "clickhouse_version": state.server.version_text(),
         "mode": state.mode,
@@ -43,11 +42,11 @@ pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
         },
         "buffer": {
             "events": state.ingest.pending_events(),
-            "bytes": bytes,
-            "max_bytes": max_bytes,
+            "bytes": pending.buffer_bytes,
+            "max_bytes": pending.buffer_max_bytes,
         },
-        "spool": backlog.spool,
-        "oldest_unflushed_secs": backlog.oldest.map(|d| d.as_secs_f64()),
+        "spool": pending.spool,
+        "oldest_unflushed_secs": pending.oldest.map(|d| d.as_secs_f64()),
         "recent_flushes": *stats.recent_flushes.lock(),
         "last_error": *stats.last_error.lock(),
     }))
