@@ -10,12 +10,12 @@ use actix_web::{App, HttpServer, web};
 
 use crate::buffer::{DoubleBuffer, Limits};
 use crate::config::{AppEnv, BufferMode, Config, Durability};
-use crate::flusher;
+use crate::flusher::{self, FlusherGuard};
 use crate::ingest::{Buffered, Direct, Discard, Ingest};
 use crate::quarantine::Quarantine;
 use crate::routes::client::ApiKeys;
 use crate::routes::{self, AppState};
-use crate::shutdown::{self, FlusherGuard, ShutdownReport};
+use crate::shutdown::{self, ShutdownReport};
 use crate::sink::ClickHouseSink;
 use crate::spool::{Spool, SpoolError, WriterGuard};
 use crate::stats::Stats;

@@ -19,7 +19,10 @@
 //! past it. A backlog (a previous run's, or a spill) is read back
 //! from the spool in order, before the memory halves that come after it.
 
+mod backoff;
+mod guard;
 mod isolate;
+mod replay;
 mod write;
 
 use std::ops::Range;
@@ -30,13 +33,14 @@ use std::time::{Duration, Instant};
 use crate::buffer::{DoubleBuffer, Due, SwapReason};
 use crate::event::Rows;
 use crate::quarantine::Quarantine;
-use crate::shutdown::{FlusherGuard, ShutdownReport};
+use crate::shutdown::ShutdownReport;
 use crate::sink::Sink;
 use crate::spool::Spool;
-use crate::spool::record;
-use crate::spool::segments::ReadLimits;
 use crate::stats::Stats;
 
+pub use backoff::Backoff;
+pub use guard::FlusherGuard;
+use write::Batch;
 pub use write::MAX_INSERT_ROWS;
 
 /// Starts the flusher thread for `buffer` (and its spool, in `disk` mode). The returned
@@ -168,12 +172,17 @@ impl<S: Sink> Flusher<S> {
                 format!("{}:{}", self.instance, self.batches)
             }
         };
-        let unwritten = match &tracked {
-            Some((spool, span, replay)) => {
-                self.write_batch(rows, &id, Some(spool), &spool.done(span), *replay)
-            }
-            None => self.write_batch(rows, &id, None, &[], false),
+        let done = match &tracked {
+            Some((spool, span, _)) => spool.done(span),
+            None => Vec::new(),
         };
+        let unwritten = self.write_batch(Batch {
+            rows,
+            id: &id,
+            spool: tracked.as_ref().map(|(spool, _, _)| &**spool),
+            done: &done,
+            replay: tracked.as_ref().is_some_and(|(_, _, replay)| *replay),
+        });
         let written = rows.len() - unwritten;
         self.stats
             .record_flush(trigger, rows.len(), written, started.elapsed());
@@ -214,101 +223,6 @@ impl<S: Sink> Flusher<S> {
         !self.buffer.past_deadline()
     }
 
-    /// Reads the spool from `from` and writes it, batch by batch, until it has caught up
-    /// with what handlers append (then they go back to memory). `Err` carries the rows the
-    /// shutdown deadline cut off.
-    fn replay(&mut self, from: u64, rows: &mut Rows) -> Result<(), usize> {
-        let Some(spool) = self.spool.clone() else {
-            return Ok(());
-        };
-        let limits = self.buffer.limits();
-        let mut cursor = from;
-        // Set once the buffer takes appends again: the spool's records end there.
-        let mut until: Option<u64> = None;
-        let mut read_failures = 0u32;
-        loop {
-            if until.is_some_and(|end| cursor >= end) {
-                return Ok(());
-            }
-            if spool.durable() <= cursor {
-                match until {
-                    None => until = Some(self.buffer.end_spill()),
-                    Some(end) => match self.wait_durable(&spool, end) {
-                        Ok(()) => {}
-                        Err(Stop::Deadline) => return Err(0),
-                        Err(Stop::Failed) => return Ok(()), // never acknowledged
-                    },
-                }
-                continue;
-            }
-            let durable = spool.durable();
-            let read = spool.read(
-                cursor,
-                ReadLimits {
-                    until: until.unwrap_or(u64::MAX),
-                    max_rows: MAX_INSERT_ROWS,
-                    max_bytes: (limits.max_bytes / 2).max(1 << 20),
-                },
-                rows,
-            );
-            let chunk = match read {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    // A read can fail after gathering some records: start the batch over.
-                    rows.clear();
-                    read_failures += 1;
-                    if read_failures < MAX_READ_FAILURES {
-                        log::error!("cannot read the spool at {cursor} (will retry): {e}");
-                        if !self.pause_before_retry() {
-                            return Err(0);
-                        }
-                    } else {
-                        // Unreadable for good: its events are lost; the rest must not be.
-                        let next = spool.next_segment_after(cursor).unwrap_or(durable);
-                        log::error!(
-                            "cannot read the spool at {cursor} after {read_failures} attempts \
-                             ({e}); skipping to {next}: the events in between are lost"
-                        );
-                        cursor = next.max(cursor);
-                        read_failures = 0;
-                    }
-                    continue;
-                }
-            };
-            read_failures = 0;
-            for damage in &chunk.skipped {
-                log::warn!("spool damage skipped: {damage}");
-            }
-            if rows.is_empty() {
-                if chunk.end <= cursor {
-                    // Nothing readable yet (cannot normally happen): do not spin.
-                    self.buffer.backoff_sleep(Duration::from_millis(100));
-                    continue;
-                }
-                // Only damage between here and there: move past it.
-                cursor = chunk.end;
-                if let Err(e) = spool.confirm(cursor) {
-                    log::error!("spool checkpoint not written: {e}");
-                }
-                continue;
-            }
-            self.buffer
-                .set_inflight_since(since_unix_ms(chunk.oldest_ms));
-            let unwritten = self.flush(rows, "spool", Some(cursor..chunk.end));
-            self.buffer.set_inflight_since(None);
-            rows.clear();
-            if unwritten > 0 {
-                return Err(unwritten);
-            }
-            cursor = chunk.end;
-            // Everything durable at the time of the read was read: appends may go to memory
-            // again (under steady traffic the spool is never exactly caught up).
-            if until.is_none() && cursor >= durable {
-                until = Some(self.buffer.end_spill());
-            }
-        }
-    }
-
     /// Blocks until the spool is durable up to `end`, the spool fails, or shutdown's
     /// deadline passes.
     fn wait_durable(&self, spool: &Spool, end: u64) -> Result<(), Stop> {
@@ -330,17 +244,6 @@ impl<S: Sink> Flusher<S> {
             self.runtime.block_on(wait);
         }
     }
-}
-
-/// Attempts to read one spot of the spool before it counts as unreadable.
-const MAX_READ_FAILURES: u32 = 10;
-
-/// The `Instant` at which something written at Unix time `ms` happened (`None` for 0).
-fn since_unix_ms(ms: u64) -> Option<Instant> {
-    if ms == 0 {
-        return None;
-    }
-    Instant::now().checked_sub(Duration::from_millis(record::now_ms().saturating_sub(ms)))
 }
 
 #[cfg(test)]

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::FlusherGuard;
 use super::spawn;
 use crate::buffer::{DoubleBuffer, Limits};
 use crate::event::RowsRef;
 use crate::event::testing;
 use crate::quarantine::Quarantine;
-use crate::shutdown::FlusherGuard;
 use crate::sink::{InsertId, Sink, SinkError};
 use crate::stats::Stats;
 use parking_lot::Mutex;

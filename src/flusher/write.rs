@@ -7,17 +7,17 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use super::Flusher;
+use super::{Backoff, Flusher};
 use crate::event::{Rows, RowsRef};
 use crate::quarantine::Rejected;
 use crate::sink::{InsertId, Sink, SinkError};
 use crate::spool::Spool;
 
-/// First back-off after a failed insert.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// Longest back-off: long enough not to hammer a struggling server, short enough that a
-/// recovered one is used again quickly.
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Back-off between insert attempts: from 100 ms, doubling, ±25%; at most 10 s, long
+/// enough not to hammer a struggling server, short enough that a recovered one is used
+/// again quickly.
+const INSERT_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(10), 2, 0.25);
 /// During an outage, one warning per this interval, not one per retry.
 const LOG_EVERY: Duration = Duration::from_secs(30);
 /// Most rows in one insert. ClickHouse cuts a larger insert into blocks of
@@ -25,6 +25,20 @@ const LOG_EVERY: Duration = Duration::from_secs(30);
 /// partly committed insert would duplicate; below that an insert is all or nothing. Only a
 /// backlog after an outage gets this large.
 pub const MAX_INSERT_ROWS: usize = 500_000;
+
+/// One batch to write: its rows and how the spool knows it.
+pub(super) struct Batch<'a> {
+    /// The rows, in order.
+    pub rows: &'a Rows,
+    /// The batch's identity, the prefix of its chunks' tokens.
+    pub id: &'a str,
+    /// `disk` mode: the spool whose begun range this batch is.
+    pub spool: Option<&'a Spool>,
+    /// Rows (by index) stored before a restart: skipped.
+    pub done: &'a [Range<usize>],
+    /// Begun before a restart: some of it may be in ClickHouse already.
+    pub replay: bool,
+}
 
 /// How writing one chunk ended, short of success.
 pub(super) enum Failure {
@@ -35,21 +49,21 @@ pub(super) enum Failure {
 }
 
 impl<S: Sink> Flusher<S> {
-    /// Writes `rows` in chunks of at most [`MAX_INSERT_ROWS`], splitting around rows the
-    /// sink rejects as bad data. `id` names the batch; chunk `a..b` is sent with the token
-    /// `{id}:{a}-{b}`, the same on every retry and replay. With a `spool` (the batch is its
-    /// begun range), each chunk written while more remain is recorded as done, and chunks
-    /// within `done` (recorded before a restart) are skipped: chunks and halves are cut the
-    /// same way every time, so a replay meets the same ones. Returns how many rows were left
-    /// unwritten because shutdown's deadline passed (0 otherwise).
-    pub(super) fn write_batch(
-        &self,
-        rows: &Rows,
-        id: &str,
-        spool: Option<&Spool>,
-        done: &[Range<usize>],
-        replay: bool,
-    ) -> usize {
+    /// Writes the batch's rows in chunks of at most [`MAX_INSERT_ROWS`], splitting around
+    /// rows the sink rejects as bad data. `id` names the batch; chunk `a..b` is sent with
+    /// the token `{id}:{a}-{b}`, the same on every retry and replay. With a `spool` (the
+    /// batch is its begun range), each chunk written while more remain is recorded as done,
+    /// and chunks within `done` (recorded before a restart) are skipped: chunks and halves
+    /// are cut the same way every time, so a replay meets the same ones. Returns how many
+    /// rows were left unwritten because shutdown's deadline passed (0 otherwise).
+    pub(super) fn write_batch(&self, batch: Batch<'_>) -> usize {
+        let Batch {
+            rows,
+            id,
+            spool,
+            done,
+            replay,
+        } = batch;
         let mut pending: Vec<Range<usize>> = (0..rows.len())
             .step_by(MAX_INSERT_ROWS)
             .rev()
@@ -182,10 +196,12 @@ impl<S: Sink> Flusher<S> {
         token: &str,
         replay: bool,
     ) -> Result<(), Failure> {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = INSERT_BACKOFF;
         let started = Instant::now();
         let mut last_log: Option<Instant> = None;
-        for attempt in 1u32.. {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
             let id = InsertId {
                 token,
                 maybe_sent: replay || attempt > 1,
@@ -212,22 +228,20 @@ impl<S: Sink> Flusher<S> {
             if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                 log::warn!(
                     "insert of {} events failed (attempt {attempt}, failing for {:?}); \
-                     retrying with back-off up to {BACKOFF_MAX:?}: {error}",
+                     retrying with back-off up to {:?}: {error}",
                     rows.count,
-                    started.elapsed()
+                    started.elapsed(),
+                    backoff.max()
                 );
                 last_log = Some(Instant::now());
             }
             let was_closed = self.buffer.deadline().is_some();
-            self.buffer.backoff_sleep(jitter(backoff));
-            backoff = if !was_closed && self.buffer.deadline().is_some() {
+            self.buffer.backoff_sleep(backoff.next_delay());
+            if !was_closed && self.buffer.deadline().is_some() {
                 // Shutdown began during the back-off: try again soon, within its deadline.
-                BACKOFF_MIN
-            } else {
-                (backoff * 2).min(BACKOFF_MAX)
-            };
+                backoff.reset();
+            }
         }
-        unreachable!("the attempt counter does not run out")
     }
 
     /// One insert. After shutdown has begun it is cut off at the deadline; `None` means the
@@ -252,15 +266,4 @@ impl<S: Sink> Flusher<S> {
             }
         }
     }
-}
-
-/// Spreads retries of many instances over ±25% of `d`, so they do not hit a recovering
-/// server in lockstep.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
-    d.mul_f64(factor)
 }
