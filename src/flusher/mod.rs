@@ -25,6 +25,7 @@ mod isolate;
 mod replay;
 mod write;
 
+use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -66,6 +67,7 @@ pub fn spawn<S: Sink>(
         runtime,
         instance: uuid::Uuid::new_v4().simple().to_string(),
         batches: 0,
+        held: RefCell::new(Vec::new()),
     };
     let thread = std::thread::Builder::new()
         .name("flusher".into())
@@ -86,7 +88,20 @@ struct Flusher<S> {
     /// `memory` mode's batch identity: this process, and a batch counter.
     instance: String,
     batches: u64,
+    /// `memory` mode: rejected rows the quarantine could not take yet (see `write`).
+    held: RefCell<Vec<write::Held>>,
 }
+
+/// Back-off between attempts of a failing local storage operation: from 100 ms, doubling,
+/// ±25%, at most 5 s (tests: 1 to 10 ms).
+#[cfg(not(test))]
+const LOCAL_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5), 2, 0.25);
+#[cfg(test)]
+const LOCAL_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(1), Duration::from_millis(10), 2, 0.0);
+/// While a local storage operation keeps failing, one log line per this interval.
+const LOG_LOCAL_EVERY: Duration = Duration::from_secs(30);
 
 /// Why the flusher stopped waiting for the spool.
 enum Stop {
@@ -134,6 +149,14 @@ impl<S: Sink> Flusher<S> {
                 report.spooled
             );
         }
+        let held = self.retry_held();
+        if held > 0 {
+            log::error!(
+                "{held} events ClickHouse rejected as bad data could not be written to the \
+                 quarantine and are lost"
+            );
+            report.unwritten += held;
+        }
         report
     }
 
@@ -150,6 +173,7 @@ impl<S: Sink> Flusher<S> {
     fn flush(&mut self, rows: &Rows, trigger: &'static str, span: Option<Range<u64>>) -> usize {
         let started = Instant::now();
         let mut tracked = None;
+        self.retry_held();
         if self.buffer.past_deadline() {
             // Too late to send; and a batch begun now would replace the one still unconfirmed.
             return rows.len();
@@ -193,9 +217,8 @@ impl<S: Sink> Flusher<S> {
         );
         if let Some((spool, span, _)) = tracked
             && unwritten == 0
-            && let Err(e) = spool.confirm(span.end)
         {
-            log::error!("spool checkpoint not written (the batch may be sent again): {e}");
+            self.confirm(&spool, span.end);
         }
         unwritten
     }
@@ -205,22 +228,60 @@ impl<S: Sink> Flusher<S> {
     /// `Some(true)` if it was begun before a restart (a replay); `None` if shutdown's
     /// deadline passed first.
     fn begin(&self, spool: &Spool, span: &Range<u64>) -> Option<bool> {
-        loop {
-            match spool.begin(span.clone()) {
-                Ok(replay) => return Some(replay),
-                Err(e) => log::error!("spool checkpoint not written (will retry): {e}"),
-            }
-            if !self.pause_before_retry() {
-                return None;
+        self.retry_local("checkpoint", || spool.begin(span.clone()))
+    }
+
+    /// Records in the checkpoint that ClickHouse has the spool up to `end`. A failure is
+    /// not retried here: the next batch's `begin` records it too (and a replay before that
+    /// resends the batch under the same token); it shows in health until then.
+    fn confirm(&self, spool: &Spool, end: u64) {
+        match spool.confirm(end) {
+            Ok(()) => self.stats.clear_local_error("checkpoint"),
+            Err(e) => {
+                self.stats.record_local_error("checkpoint", &e);
+                log::error!("spool checkpoint not written (the batch may be sent again): {e}");
             }
         }
     }
 
-    /// Waits a second before retrying a failed local write (checkpoint, quarantine, spool
-    /// read); `false` once shutdown's deadline has passed: give up.
-    fn pause_before_retry(&self) -> bool {
-        self.buffer.backoff_sleep(Duration::from_secs(1));
-        !self.buffer.past_deadline()
+    /// Runs the local storage operation `op` (a spool read, a checkpoint or quarantine
+    /// write) until it succeeds, with back-off. While it fails, health, readiness and
+    /// metrics say so (from the first failure), and the error is logged at most every
+    /// [`LOG_LOCAL_EVERY`]. Transient errors (`EMFILE`, `ENOMEM`, `EIO` on network storage)
+    /// pass, and nothing is skipped meanwhile. `None`: shutdown's deadline passed first.
+    fn retry_local<T>(
+        &self,
+        op: &'static str,
+        mut attempt: impl FnMut() -> std::io::Result<T>,
+    ) -> Option<T> {
+        let mut backoff = LOCAL_BACKOFF;
+        let mut last_log: Option<Instant> = None;
+        let started = Instant::now();
+        loop {
+            match attempt() {
+                Ok(value) => {
+                    self.stats.clear_local_error(op);
+                    if last_log.is_some() {
+                        log::info!("{op} succeeded after failing for {:?}", started.elapsed());
+                    }
+                    return Some(value);
+                }
+                Err(e) => {
+                    self.stats.record_local_error(op, &e);
+                    if last_log.is_none_or(|t| t.elapsed() >= LOG_LOCAL_EVERY) {
+                        log::error!(
+                            "{op} failed (failing for {:?}; will retry): {e}",
+                            started.elapsed()
+                        );
+                        last_log = Some(Instant::now());
+                    }
+                }
+            }
+            self.buffer.backoff_sleep(backoff.next_delay());
+            if self.buffer.past_deadline() {
+                return None;
+            }
+        }
     }
 
     /// Blocks until the spool is durable up to `end`, the spool fails, or shutdown's

@@ -21,7 +21,6 @@ impl<S: Sink> Flusher<S> {
         let mut cursor = from;
         // Set once the buffer takes appends again: the spool's records end there.
         let mut until: Option<u64> = None;
-        let mut read_failures = 0u32;
         loop {
             if until.is_some_and(|end| cursor >= end) {
                 return Ok(());
@@ -38,40 +37,24 @@ impl<S: Sink> Flusher<S> {
                 continue;
             }
             let durable = spool.durable();
-            let read = spool.read(
-                cursor,
-                ReadLimits {
-                    until: until.unwrap_or(u64::MAX),
-                    max_rows: MAX_INSERT_ROWS,
-                    max_bytes: (limits.max_bytes / 2).max(1 << 20),
-                },
-                rows,
-            );
-            let chunk = match read {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    // A read can fail after gathering some records: start the batch over.
-                    rows.clear();
-                    read_failures += 1;
-                    if read_failures < MAX_READ_FAILURES {
-                        log::error!("cannot read the spool at {cursor} (will retry): {e}");
-                        if !self.pause_before_retry() {
-                            return Err(0);
-                        }
-                    } else {
-                        // Unreadable for good: its events are lost; the rest must not be.
-                        let next = spool.next_segment_after(cursor).unwrap_or(durable);
-                        log::error!(
-                            "cannot read the spool at {cursor} after {read_failures} attempts \
-                             ({e}); skipping to {next}: the events in between are lost"
-                        );
-                        cursor = next.max(cursor);
-                        read_failures = 0;
-                    }
-                    continue;
-                }
+            // A read error is the OS's (descriptors, memory, network storage), not damage,
+            // which the reader skips itself: retry until it passes, never skip data.
+            let read = self.retry_local("spool_read", || {
+                spool
+                    .read(
+                        cursor,
+                        ReadLimits {
+                            until: until.unwrap_or(u64::MAX),
+                            max_rows: MAX_INSERT_ROWS,
+                            max_bytes: (limits.max_bytes / 2).max(1 << 20),
+                        },
+                        rows,
+                    )
+                    .inspect_err(|_| rows.clear()) // it may have gathered some: start over
+            });
+            let Some(chunk) = read else {
+                return Err(0); // shutdown's deadline passed; the rows stay in the spool
             };
-            read_failures = 0;
             for damage in &chunk.skipped {
                 log::warn!("spool damage skipped: {damage}");
             }
@@ -83,9 +66,7 @@ impl<S: Sink> Flusher<S> {
                 }
                 // Only damage between here and there: move past it.
                 cursor = chunk.end;
-                if let Err(e) = spool.confirm(cursor) {
-                    log::error!("spool checkpoint not written: {e}");
-                }
+                self.confirm(&spool, cursor);
                 continue;
             }
             self.buffer
@@ -105,9 +86,6 @@ impl<S: Sink> Flusher<S> {
         }
     }
 }
-
-/// Attempts to read one spot of the spool before it counts as unreadable.
-const MAX_READ_FAILURES: u32 = 10;
 
 /// The `Instant` at which something written at Unix time `ms` happened (`None` for 0).
 fn since_unix_ms(ms: u64) -> Option<Instant> {

@@ -40,6 +40,16 @@ pub(super) struct Batch<'a> {
     pub replay: bool,
 }
 
+/// `memory` mode: most rejected rows held in memory while the quarantine is unwritable.
+const HELD_MAX_ROWS: usize = 10_000;
+
+/// Rejected rows of one batch the quarantine could not take yet (`memory` mode).
+pub(super) struct Held {
+    batch: String,
+    /// Each row's bytes and ClickHouse's error.
+    rows: Vec<(Vec<u8>, String)>,
+}
+
 /// How writing one chunk ended, short of success.
 pub(super) enum Failure {
     /// The sink refused the rows as data: do not retry them.
@@ -100,7 +110,7 @@ impl<S: Sink> Flusher<S> {
                         && !pending.is_empty()
                     {
                         // Rejected rows are kept before their range counts as done.
-                        if !self.quarantine(id, &rejected) {
+                        if !self.quarantine(id, &rejected, true) {
                             return rejected.len() + pending.iter().map(Range::len).sum::<usize>();
                         }
                         rejected.clear();
@@ -113,7 +123,7 @@ impl<S: Sink> Flusher<S> {
                 }
                 Err(Failure::Deadline) => {
                     // Best effort: the batch as a whole stays unwritten either way.
-                    self.quarantine(id, &rejected);
+                    self.quarantine(id, &rejected, spool.is_some());
                     return range.len() + pending.iter().map(Range::len).sum::<usize>();
                 }
                 // No probe, or the probe and the table disagree: split real inserts instead.
@@ -124,7 +134,7 @@ impl<S: Sink> Flusher<S> {
                 }
             }
         }
-        if self.quarantine(id, &rejected) {
+        if self.quarantine(id, &rejected, spool.is_some()) {
             0
         } else {
             rejected.len() // not stored anywhere: the batch is not done
@@ -156,37 +166,95 @@ impl<S: Sink> Flusher<S> {
         Ok(Some(isolated.bad))
     }
 
-    /// Puts rejected rows in the quarantine file, one error line per batch; a failed write
-    /// is retried (the rows exist nowhere else once the batch is confirmed). `false` if
-    /// shutdown's deadline passed first.
-    fn quarantine(&self, id: &str, rejected: &[Rejected<'_>]) -> bool {
-        let Some(first) = rejected.first() else {
+    /// Puts rejected rows in the quarantine file, one error line per batch. A failure shows
+    /// in health, readiness and metrics at once. `spooled` (`disk` mode): the write is
+    /// retried until it succeeds, the batch staying unconfirmed so the rows stay in the
+    /// spool meanwhile; `false` if shutdown's deadline passed first. Otherwise (`memory`
+    /// mode) the rows are held in memory and tried again before each later batch, so good
+    /// rows keep flowing while the quarantine is unwritable.
+    fn quarantine(&self, id: &str, rejected: &[Rejected<'_>], spooled: bool) -> bool {
+        if rejected.is_empty() {
             return true;
-        };
-        loop {
-            match self.quarantine.put(id, rejected) {
-                Ok(path) => {
-                    self.stats.events_quarantined.inc_by(rejected.len() as u64);
-                    log::error!(
-                        "{} events ClickHouse rejects as bad data are quarantined in {}; \
-                         first error: {}",
-                        rejected.len(),
-                        path.display(),
-                        first.error
-                    );
-                    return true;
-                }
-                Err(e) => log::error!(
-                    "{} events ClickHouse rejects as bad data cannot be written to the \
-                     quarantine in {} (will retry): {e}",
-                    rejected.len(),
-                    self.quarantine.dir().display(),
-                ),
-            }
-            if !self.pause_before_retry() {
-                return false;
-            }
         }
+        if spooled {
+            return self
+                .retry_local("quarantine", || self.put_quarantine(id, rejected))
+                .is_some();
+        }
+        if let Err(e) = self.put_quarantine(id, rejected) {
+            self.stats.record_local_error("quarantine", &e);
+            self.hold(id, rejected, &e);
+        }
+        true
+    }
+
+    /// One attempt at writing `rejected` (from batch `id`) to the quarantine.
+    fn put_quarantine(&self, id: &str, rejected: &[Rejected<'_>]) -> std::io::Result<()> {
+        let path = self.quarantine.put(id, rejected)?;
+        self.stats.events_quarantined.inc_by(rejected.len() as u64);
+        log::error!(
+            "{} events ClickHouse rejects as bad data are quarantined in {}; first error: {}",
+            rejected.len(),
+            path.display(),
+            rejected[0].error
+        );
+        Ok(())
+    }
+
+    /// `memory` mode: keeps rows the quarantine could not take, up to [`HELD_MAX_ROWS`]
+    /// (beyond that they are dropped, with an error: memory must stay bounded).
+    fn hold(&self, id: &str, rejected: &[Rejected<'_>], error: &std::io::Error) {
+        let mut held = self.held.borrow_mut();
+        let room = HELD_MAX_ROWS.saturating_sub(held.iter().map(|h| h.rows.len()).sum());
+        let kept = rejected.len().min(room);
+        log::error!(
+            "{} events ClickHouse rejects as bad data cannot be written to the quarantine in \
+             {} ({error}); {kept} are held in memory to be retried{}",
+            rejected.len(),
+            self.quarantine.dir().display(),
+            if kept < rejected.len() {
+                ", the rest are dropped"
+            } else {
+                ""
+            },
+        );
+        if kept > 0 {
+            held.push(Held {
+                batch: id.to_string(),
+                rows: rejected[..kept]
+                    .iter()
+                    .map(|r| (r.row.to_vec(), r.error.clone()))
+                    .collect(),
+            });
+        }
+    }
+
+    /// `memory` mode: tries once more to quarantine the rows held after a failed write.
+    /// Returns how many are still held.
+    pub(super) fn retry_held(&self) -> usize {
+        let mut held = self.held.borrow_mut();
+        if held.is_empty() {
+            return 0;
+        }
+        while let Some(h) = held.first() {
+            let rejected: Vec<Rejected<'_>> = h
+                .rows
+                .iter()
+                .map(|(row, error)| Rejected {
+                    row,
+                    error: error.clone(),
+                })
+                .collect();
+            if let Err(e) = self.put_quarantine(&h.batch, &rejected) {
+                self.stats.record_local_error("quarantine", &e);
+                break;
+            }
+            held.remove(0);
+        }
+        if held.is_empty() {
+            self.stats.clear_local_error("quarantine");
+        }
+        held.iter().map(|h| h.rows.len()).sum()
     }
 
     /// One chunk until it is written, rejected as data, or shutdown's deadline passes.

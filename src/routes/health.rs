@@ -1,7 +1,8 @@
 //! `GET /v1/health`: `200` when ClickHouse answers a query and inserts are going through,
 //! `503` with the reason otherwise (ClickHouse unreachable, or its latest insert failed
 //! while events wait). Either way the body carries the buffer's and the spool's state, the
-//! oldest unflushed event's age and the last flush error, so an operator sees a backlog
+//! oldest unflushed event's age, the last flush error and any local storage operation
+//! failing (spool read, checkpoint, quarantine: also `503`), so an operator sees a backlog
 //! building. `GET /v1/ready` is `503` while saturated (memory, or in `disk` mode the spool).
 
 use actix_web::{HttpResponse, web};
@@ -25,7 +26,15 @@ pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
     let backlog = state.ingest.backlog();
     let (buffer_bytes, buffer_max_bytes) = state.ingest.fill();
     let last_error = state.stats.last_error.lock().clone();
+    // A spool read, checkpoint or quarantine write failing: the pipeline waits on it.
+    let storage_error = state.stats.local_error();
     let (mut response, status, version, error) = match state.sink.server_version().await {
+        Ok(version) if storage_error.is_some() => (
+            HttpResponse::ServiceUnavailable(),
+            "failing",
+            Some(version),
+            storage_error.clone(),
+        ),
         // It answers queries, but inserts fail (permissions, too many parts, ...).
         Ok(version) if last_error.is_some() && buffered_events > 0 => (
             HttpResponse::ServiceUnavailable(),
@@ -51,6 +60,7 @@ pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
         "oldest_unflushed_seconds": backlog.oldest.map(|d| d.as_secs_f64()),
         "spool": backlog.spool,
         "last_flush_error": last_error,
+        "storage_error": storage_error,
         "counters": {
             "events_accepted": state.stats.events_accepted.get(),
             "events_written": state.stats.events_written.get(),
@@ -95,6 +105,9 @@ pub async fn get_ready(state: web::Data<AppState>) -> HttpResponse {
             reasons.push(format!("buffer {used} of {max} bytes full"));
         }
         None => {}
+    }
+    if let Some(e) = state.stats.local_error() {
+        reasons.push(format!("local storage failing: {e}"));
     }
     if state.ingest.is_closed() {
         reasons.push("shutting down".to_string());

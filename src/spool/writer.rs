@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 
 use super::Spool;
 use super::checkpoint::sync_dir;
-use super::segments::{self, SEGMENT_BYTES};
+use super::segments;
 
 /// Owns the writer thread: stopping it (or dropping the guard) writes what is queued,
 /// syncs, and joins.
@@ -112,7 +112,7 @@ impl Writer {
     /// Writes `bytes` (whole records from stream position `start`) and syncs them, first
     /// starting a new segment file if the current one is full.
     fn write(&mut self, start: u64, bytes: &[u8]) -> io::Result<()> {
-        if self.segment_len >= SEGMENT_BYTES {
+        if self.segment_len >= self.spool.segment_bytes {
             let file = File::create(segments::path(&self.spool.dir, start))?;
             sync_dir(&self.spool.dir)?;
             self.file = file;
