@@ -20,4 +20,5 @@ mod roundtrip;
 mod schema;
 mod shutdown;
 mod skew;
+mod spool_faults;
 mod status_page;
