@@ -34,13 +34,18 @@ struct FakeSink {
     delay: Duration,
     /// Probes answered (`None`: the sink cannot probe).
     probes: Option<AtomicUsize>,
+    /// Reject rows with these encodings too (changed between runs: an altered table).
+    poison_set: Mutex<Vec<Vec<u8>>>,
+    /// Drop an insert whose token was stored before, as ClickHouse 22.2+ does.
+    dedup: bool,
+    /// Tokens stored.
+    stored_tokens: Mutex<std::collections::HashSet<String>>,
 }
 
 impl FakeSink {
     fn rejects(&self, rows: RowsRef<'_>) -> bool {
-        self.poison
-            .as_ref()
-            .is_some_and(|p| rows.data.windows(p.len()).any(|w| w == p))
+        let has = |p: &Vec<u8>| rows.data.windows(p.len()).any(|w| w == p.as_slice());
+        self.poison.as_ref().is_some_and(has) || self.poison_set.lock().iter().any(has)
     }
 }
 
@@ -77,6 +82,12 @@ impl Sink for FakeSink {
             return Err(SinkError::Data(
                 "Code: 53. DB::Exception: type mismatch".into(),
             ));
+        }
+        if self.dedup
+            && let Some(id) = id
+            && !self.stored_tokens.lock().insert(id.token.to_string())
+        {
+            return Ok(()); // stored before under this token: dropped
         }
         self.inserts.fetch_add(1, Relaxed);
         self.rows_written.fetch_add(rows.count, Relaxed);
@@ -170,7 +181,7 @@ fn with_a_probe_the_good_rows_go_in_one_insert() {
     assert!(sink.probes.as_ref().unwrap().load(Relaxed) >= 5);
     assert_eq!(stats.events_quarantined.get(), 1);
     let tokens = sink.tokens.lock().clone();
-    assert!(tokens.last().unwrap().ends_with(":0-32:kept"), "{tokens:?}");
+    assert!(tokens.last().unwrap().contains(":0-32:kept:"), "{tokens:?}");
 }
 
 #[test]
@@ -498,4 +509,74 @@ fn an_unwritable_quarantine_shows_at_once_and_holds_back_no_good_rows() {
         "the rejected row, never stored: {report:?}"
     );
     std::fs::remove_file(blocker).unwrap();
+}
+
+#[test]
+fn kept_rows_that_differ_on_a_replay_get_their_own_token() {
+    use crate::spool::{Spool, WriterGuard};
+    let dir = std::env::temp_dir().join(format!("kept-{}", uuid::Uuid::new_v4().simple()));
+    let sink = Arc::new(FakeSink {
+        probes: Some(AtomicUsize::new(0)),
+        dedup: true,
+        ..FakeSink::default()
+    });
+    // First run: rows 20 and 21 are rejected, the 38 others stored; the quarantine cannot
+    // be written, so the batch is never confirmed (as after a crash before the quarantine).
+    *sink.poison_set.lock() = vec![encoded([20]), encoded([21])];
+    let (spool, writer, buffer) = spool_with_backlog(&dir, 8);
+    let blocker = dir.join("not-a-folder");
+    std::fs::write(&blocker, b"").unwrap();
+    let guard = spawn(
+        buffer,
+        sink.clone(),
+        Arc::new(Quarantine::new(blocker.join("quarantine"))),
+        Arc::new(Stats::default()),
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        sink.rows_written.load(Relaxed) >= 38
+    }));
+    assert_eq!(guard.shutdown(Instant::now()).spooled, 2);
+    writer.stop();
+    drop(spool);
+
+    // The table was altered meanwhile: row 21 is fine now. The replay keeps 39 rows; under
+    // the first run's token they would be dropped, and row 21 lost.
+    *sink.poison_set.lock() = vec![encoded([20])];
+    let (spool, backlog) = Spool::open(&dir, 1 << 30).unwrap();
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    let buffer = Arc::new(DoubleBuffer::with_spool(
+        Limits {
+            size: 1_000,
+            flush_interval: Duration::from_millis(50),
+            min_interval: Duration::ZERO,
+            max_bytes: 1 << 26,
+        },
+        spool,
+        backlog.map(|b| b.from),
+    ));
+    let guard = spawn(
+        buffer,
+        sink.clone(),
+        Arc::new(Quarantine::new(dir.join("quarantine"))),
+        Arc::new(Stats::default()),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let row_21 = encoded([21]);
+    let stored_21 = eventually(Duration::from_secs(10), || {
+        sink.written
+            .lock()
+            .windows(row_21.len())
+            .any(|w| w == row_21.as_slice())
+    });
+    assert!(guard.shutdown(Instant::now()).is_clean());
+    writer.stop();
+    assert!(
+        stored_21,
+        "row 21 was dropped as a duplicate: it was never stored"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -61,7 +61,8 @@ pub(super) enum Failure {
 impl<S: Sink> Flusher<S> {
     /// Writes the batch's rows in chunks of at most [`MAX_INSERT_ROWS`], splitting around
     /// rows the sink rejects as bad data. `id` names the batch; chunk `a..b` is sent with
-    /// the token `{id}:{a}-{b}`, the same on every retry and replay. With a `spool` (the
+    /// the token `{id}:{a}-{b}:{digest}`, the same on every retry and replay of the same
+    /// bytes (see [`digest`]). With a `spool` (the
     /// batch is its begun range), each chunk written while more remain is recorded as done,
     /// and chunks within `done` (recorded before a restart) are skipped: chunks and halves
     /// are cut the same way every time, so a replay meets the same ones. Returns how many
@@ -87,8 +88,9 @@ impl<S: Sink> Flusher<S> {
             {
                 continue; // stored before a restart
             }
-            let token = format!("{id}:{}-{}", range.start, range.end);
-            let outcome = match self.write_with_retry(rows.slice(range.clone()), &token, replay) {
+            let chunk = rows.slice(range.clone());
+            let token = format!("{id}:{}-{}:{}", range.start, range.end, digest(chunk));
+            let outcome = match self.write_with_retry(chunk, &token, replay) {
                 Err(Failure::Data(error)) if range.len() == 1 => {
                     rejected.push(Rejected {
                         row: rows.row(range.start),
@@ -142,7 +144,7 @@ impl<S: Sink> Flusher<S> {
     }
 
     /// A chunk the sink refused as data: finds the rejected rows by probing and writes the
-    /// rest in one insert (token `{id}:{a}-{b}:kept`). Returns the rejected rows; `None`
+    /// rest in one insert (token `{id}:{a}-{b}:kept:{digest}`). Returns the rejected rows; `None`
     /// (the sink cannot probe) or `Failure::Data` (the rest was refused too) mean the chunk
     /// must be split into real inserts instead.
     fn write_around_rejected(
@@ -160,8 +162,9 @@ impl<S: Sink> Flusher<S> {
             return Ok(None);
         };
         if !isolated.kept.is_empty() {
-            let token = format!("{id}:{}-{}:kept", range.start, range.end);
-            self.write_with_retry(isolated.kept.as_ref(), &token, replay)?;
+            let kept = isolated.kept.as_ref();
+            let token = format!("{id}:{}-{}:kept:{}", range.start, range.end, digest(kept));
+            self.write_with_retry(kept, &token, replay)?;
         }
         Ok(Some(isolated.bad))
     }
@@ -334,4 +337,14 @@ impl<S: Sink> Flusher<S> {
             }
         }
     }
+}
+
+/// The chunk's content in its token: a 128-bit xxHash3 of its bytes, in hex. A token names
+/// positions in the spool, and the same positions can hold other rows on a replay (rows
+/// kept after a rejection differ once the table was altered, damage shifts row indexes,
+/// a copied spool reuses positions); ClickHouse (or the query-log lookup) would then drop
+/// rows that were never stored. With the digest, identical bytes keep their token and
+/// different bytes never share one: a duplicate at worst, never a loss.
+fn digest(rows: RowsRef<'_>) -> String {
+    format!("{:032x}", twox_hash::XxHash3_128::oneshot(rows.data))
 }
