@@ -187,9 +187,9 @@ impl Application {
         .listen(listener)?
         // Our own handler, so that SIGINT is as graceful as SIGTERM.
         .shutdown_signal(on_signal)
-        // In-flight requests may take this long to finish; the final flush's deadline is
-        // counted from the signal too, so the whole shutdown stays within the budget.
-        .shutdown_timeout(config.shutdown_timeout_secs);
+        // In-flight requests get part of the budget, then are cut off; the final flush's
+        // deadline is counted from the signal, so it keeps the rest (see `shutdown`).
+        .shutdown_timeout(shutdown::request_budget_secs(config.shutdown_timeout_secs));
         if let Some(workers) = config.http_workers {
             server = server.workers(workers);
         }
