@@ -222,3 +222,28 @@ fn a_copied_spool_folder_gets_its_own_identity() {
     std::fs::remove_dir_all(dir).unwrap();
     std::fs::remove_dir_all(copy).unwrap();
 }
+
+#[test]
+fn reading_resumes_at_the_next_intact_record_after_damage() {
+    let record_len = record::encoded_len(&rows(0..10)) as u64;
+    // A flipped payload byte (bad CRC), then a damaged length (it claims more than the file).
+    for (at, bytes) in [(30, vec![0xAA]), (4, vec![0xFF; 4])] {
+        let dir = temp_dir();
+        let end = run_once(&dir, 3);
+        let segment = super::segments::path(&dir, 0);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &bytes, record_len + at).unwrap();
+        let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
+        let (back, chunk) = read_all(&spool, 0);
+        let mut expected = rows(0..10);
+        expected.append(&mut rows(20..30));
+        assert_eq!(back, expected, "only the damaged record's rows are lost");
+        assert_eq!(chunk.end, end);
+        assert_eq!(chunk.skipped.len(), 1, "{:?}", chunk.skipped);
+        assert!(chunk.skipped[0].contains(&format!("skipped {record_len} bytes")));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
