@@ -493,9 +493,20 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 
 /// Most bytes the spool's files may take in `dir`'s volume: what is free plus what the
 /// spool holds already (`on_disk`), less the headroom; `u64::MAX` when that is more than
-/// `max_bytes` (the configured limit binds). Logs a warning when the volume is the limit.
+/// `max_bytes` (the configured limit binds). Logs a warning when the volume is the limit,
+/// or when it cannot be asked (then only `max_bytes` applies).
 fn disk_cap(dir: &Path, on_disk: u64, max_bytes: u64) -> io::Result<u64> {
-    let vfs = rustix::fs::statvfs(dir)?;
+    let vfs = match rustix::fs::statvfs(dir) {
+        Ok(vfs) => vfs,
+        Err(e) => {
+            log::warn!(
+                "spool {}: cannot read the volume's free space ({e}); only SPOOL_MAX_BYTES \
+                 limits the spool",
+                dir.display()
+            );
+            return Ok(u64::MAX);
+        }
+    };
     let block = vfs.f_frsize.max(1);
     let volume = vfs.f_blocks.saturating_mul(block);
     let free = vfs.f_bavail.saturating_mul(block);

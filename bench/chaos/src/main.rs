@@ -168,11 +168,15 @@ fn run(args: &Args, out_dir: &Path, ch: &OwnClickHouse) -> Result<bool, String> 
         0 => None,
         mb => match volume::SpoolVolume::mount(&spool_dir, mb) {
             Ok(v) => {
-                log(&format!("spool on its own {mb} MiB tmpfs (full-disk fault on)"));
+                log(&format!(
+                    "spool on its own {mb} MiB tmpfs (full-disk fault on)"
+                ));
                 Some(v)
             }
             Err(e) => {
-                log(&format!("no tmpfs for the spool ({e}): full-disk fault off"));
+                log(&format!(
+                    "no tmpfs for the spool ({e}): full-disk fault off"
+                ));
                 None
             }
         },
