@@ -147,7 +147,7 @@ pub fn run(
 }
 
 /// Free bytes left on the spool volume by the full-disk fault: the spool fills them.
-const FULL_DISK_LEAVE: u64 = 6 << 20;
+const FULL_DISK_LEAVE: u64 = 4 << 20;
 
 /// ClickHouse down and the spool volume nearly full (a ballast file), the service
 /// restarted on it: it must refuse with 503 before the volume is full, not fail writes,
