@@ -136,6 +136,9 @@ pub struct Spool {
     /// Tests: fail this many checkpoint updates before writing again.
     #[cfg(test)]
     pub(crate) checkpoint_faults: std::sync::atomic::AtomicU32,
+    /// Tests: fail this many creations of a new segment file (`EMFILE`).
+    #[cfg(test)]
+    pub(crate) roll_faults: std::sync::atomic::AtomicU32,
     /// Held open for the process's life: its lock keeps a second process off this folder.
     _lock: File,
 }
@@ -247,6 +250,8 @@ impl Spool {
             read_faults: Default::default(),
             #[cfg(test)]
             checkpoint_faults: Default::default(),
+            #[cfg(test)]
+            roll_faults: Default::default(),
             _lock: lock,
         };
         Ok((spool, backlog))

@@ -247,3 +247,23 @@ fn reading_resumes_at_the_next_intact_record_after_damage() {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+#[test]
+fn a_segment_that_cannot_be_created_yet_does_not_stop_the_writer() {
+    let dir = temp_dir();
+    let (mut spool, _) = Spool::open(&dir, 1 << 30).unwrap();
+    spool.segment_bytes = 100; // every round starts a new segment
+    spool
+        .roll_faults
+        .store(2, std::sync::atomic::Ordering::Relaxed);
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    for _ in 0..4 {
+        append(&spool, 1); // panics if the spool failed
+    }
+    assert_eq!(spool.failure(), None);
+    let (back, _) = read_all(&spool, 0);
+    assert_eq!(back.len(), 40, "every record, across the files");
+    writer.stop();
+    std::fs::remove_dir_all(dir).unwrap();
+}
