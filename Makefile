@@ -64,8 +64,9 @@ chdb-stop:
 loadtest:
 	scripts/loadtest.sh $(ARGS)
 
-## Fault injection: kill -9 / SIGTERM the service and stop its ClickHouse under load for
-## MINUTES minutes, then check no acknowledged event was lost (report in target/chaos/report.md).
+## Fault injection: kill -9 / SIGTERM the service, stop its ClickHouse, fill the spool's volume
+## (a tmpfs, as root) and exhaust its file descriptors under load for MINUTES minutes, then
+## check no acknowledged event was lost (report in target/chaos/report.md).
 MINUTES ?= 5
 .PHONY: chaos
 chaos:

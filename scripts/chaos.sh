@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make chaos`: fault injection against event-ingest and its own ClickHouse. See bench/chaos.
 #
-#   scripts/chaos.sh                       # 5 minutes of kill -9 / SIGTERM / ClickHouse outages
+#   scripts/chaos.sh                       # 5 minutes of kill -9 / SIGTERM / ClickHouse outages /
+#                                          # a full spool volume / descriptor exhaustion
 #   scripts/chaos.sh --minutes 1 --seed 42 # shorter, reproducible timings
 #
 # Extra arguments go to the driver (`target/release/chaos --help`). The run starts its own

@@ -1,24 +1,19 @@
-//! Shutdown as a guard: closing the buffer, the final flush and a bounded wait for it.
+//! Shutdown: the signal that starts it ([`signal`]) and what it achieved
+//! ([`ShutdownReport`]). SIGTERM and SIGINT both start the same graceful stop (actix's own
+//! handler would drop in-flight requests on SIGINT); the final flush itself is the
+//! flusher's guard's job (`flusher::FlusherGuard`).
 //!
-//! Like tracing-appender's `WorkerGuard`, the guard that owns the flusher thread finishes
-//! its work when it goes away: [`FlusherGuard::shutdown`] (or dropping it) closes the
-//! buffer to new events, lets the flusher swap and write what is left, and waits for it
-//! until the deadline (`SHUTDOWN_TIMEOUT_SECS` after the signal) plus a short grace. What
-//! could not be written is counted, never hidden.
-//!
-//! The signal itself is caught here too ([`signal`]): SIGTERM and SIGINT both start the
-//! same graceful stop (actix's own handler would drop in-flight requests on SIGINT).
+//! `SHUTDOWN_TIMEOUT_SECS` is one budget, counted from the signal: in-flight requests get
+//! the first part ([`request_budget_secs`]) and are cut off after it (a client trickling a
+//! body must not use it all), and the final flush keeps the rest.
 
-use std::sync::Arc;
-use std::sync::mpsc::Receiver;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-use crate::buffer::DoubleBuffer;
-
-/// Extra wait beyond the deadline: the flusher cuts its attempts off at the deadline, so
-/// this only covers its last bookkeeping.
-const JOIN_GRACE: Duration = Duration::from_secs(1);
+/// Seconds of a `total`-second shutdown budget in-flight requests may use before they are
+/// cut off: half, rounded down, so the final flush keeps at least the other half (all of a
+/// 1-second budget). A request cut off was never answered, so nothing it carried counts as
+/// accepted.
+pub fn request_budget_secs(total: u64) -> u64 {
+    total / 2
+}
 
 /// What shutdown achieved.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -67,83 +62,16 @@ pub async fn signal() {
     }
 }
 
-/// Owns the flusher thread; see the module docs.
-pub struct FlusherGuard {
-    buffer: Arc<DoubleBuffer>,
-    thread: Option<JoinHandle<()>>,
-    done: Receiver<ShutdownReport>,
-    timeout: Duration,
-}
+#[cfg(test)]
+mod tests {
+    use super::request_budget_secs;
 
-impl FlusherGuard {
-    pub(crate) fn new(
-        buffer: Arc<DoubleBuffer>,
-        thread: JoinHandle<()>,
-        done: Receiver<ShutdownReport>,
-        timeout: Duration,
-    ) -> Self {
-        Self {
-            buffer,
-            thread: Some(thread),
-            done,
-            timeout,
+    #[test]
+    fn the_final_flush_keeps_at_least_half_the_budget() {
+        for total in [0, 1, 2, 5, 30, 31] {
+            let requests = request_budget_secs(total);
+            assert!(total - requests >= total.div_ceil(2), "{total}: {requests}");
         }
-    }
-
-    /// Closes the buffer, waits for the final flush, and reports. The deadline is the
-    /// shutdown timeout counted from `began` (when the signal arrived: draining in-flight
-    /// requests came out of the same budget); blocks at most until then plus a short grace.
-    pub fn shutdown(mut self, began: Instant) -> ShutdownReport {
-        self.stop(began)
-    }
-
-    fn stop(&mut self, began: Instant) -> ShutdownReport {
-        let Some(thread) = self.thread.take() else {
-            return ShutdownReport::default();
-        };
-        let pending = self.buffer.pending_events();
-        if pending > 0 {
-            log::info!("flushing {pending} buffered events before exit");
-        }
-        let deadline = began + self.timeout;
-        self.buffer.close(deadline);
-        let wait = (deadline + JOIN_GRACE).saturating_duration_since(Instant::now());
-        match self.done.recv_timeout(wait) {
-            Ok(report) => {
-                // The flusher has sent its report, so it is returning: the join is immediate.
-                let _ = thread.join();
-                report
-            }
-            Err(_) => {
-                let pending = self.buffer.pending_events();
-                if self.buffer.spool().is_some() {
-                    log::warn!(
-                        "flusher did not finish within {:?}; {pending} events stay in the \
-                         spool for the next start",
-                        self.timeout
-                    );
-                    return ShutdownReport {
-                        unwritten: 0,
-                        spooled: pending,
-                        timed_out: true,
-                    };
-                }
-                log::error!(
-                    "flusher did not finish within {:?}; {pending} events were not written",
-                    self.timeout
-                );
-                ShutdownReport {
-                    unwritten: pending,
-                    spooled: 0,
-                    timed_out: true,
-                }
-            }
-        }
-    }
-}
-
-impl Drop for FlusherGuard {
-    fn drop(&mut self) {
-        self.stop(Instant::now());
+        assert_eq!(request_budget_secs(30), 15);
     }
 }

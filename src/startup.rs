@@ -13,14 +13,14 @@ use actix_web::web;
 
 use crate::buffer::{DoubleBuffer, Limits};
 use crate::config::{AppEnv, BufferMode, Config, Durability};
-use crate::flusher;
+use crate::flusher::{self, FlusherGuard};
 use crate::ingest::{Buffered, Direct, Discard, Ingest};
 use crate::quarantine::Quarantine;
 use crate::routes::access::Gate;
 use crate::routes::client::ApiKeys;
 use crate::routes::server::{ServerSettings, serve};
 use crate::routes::{self, AppState};
-use crate::shutdown::{self, FlusherGuard, ShutdownReport};
+use crate::shutdown::{self, ShutdownReport};
 use crate::sink::ClickHouseSink;
 use crate::spool::{Spool, SpoolError, WriterGuard};
 use crate::stats::Stats;
@@ -106,9 +106,9 @@ impl Application {
         };
         let settings = ServerSettings {
             client_timeout: config.client_timeout(),
-            // In-flight requests may take this long to finish; the final flush's deadline is
-            // counted from the signal too, so the whole shutdown stays within the budget.
-            request_budget_secs: config.shutdown_timeout_secs,
+            // In-flight requests get part of the budget, then are cut off; the final flush's
+            // deadline is counted from the signal, so it keeps the rest (see `shutdown`).
+            request_budget_secs: shutdown::request_budget_secs(config.shutdown_timeout_secs),
             workers: config.http_workers,
         };
         let server = serve(public, admin, state, gate, &settings, on_signal)?;

@@ -3,7 +3,7 @@
 //! shutdown report read the same values. Every label has a small fixed set of values
 //! (route patterns, status codes, field names, triggers), never client input or keys.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -54,6 +54,14 @@ pub struct Stats {
     pub oldest_pending_seconds: IntGauge,
     /// The last write error, for the health endpoint; cleared by the next success.
     pub last_error: Mutex<Option<String>>,
+    /// Failed local storage operations (retried or deferred), by operation (`spool_read`,
+    /// `checkpoint`, `quarantine`).
+    pub local_io_errors: IntCounterVec,
+    /// Local storage operations failing now (0: none).
+    pub local_io_failing: IntGauge,
+    /// The local storage operations failing now, with their latest error, for health and
+    /// readiness; an operation's entry is removed by its next success.
+    local_errors: Mutex<BTreeMap<&'static str, String>>,
     /// The latest flushes, newest last, for the status page.
     pub recent_flushes: Mutex<VecDeque<FlushRecord>>,
 }
@@ -172,6 +180,18 @@ impl Stats {
                 "oldest_pending_seconds",
                 "Age of the oldest accepted event not yet in ClickHouse",
             ),
+            local_io_errors: counter_vec(
+                &r,
+                "local_io_errors_total",
+                "Failed local storage operations (spool read, checkpoint, quarantine)",
+                &["op"],
+            ),
+            local_io_failing: gauge(
+                &r,
+                "local_io_failing",
+                "Local storage operations failing now",
+            ),
+            local_errors: Mutex::new(BTreeMap::new()),
             last_error: Mutex::new(None),
             recent_flushes: Mutex::new(VecDeque::with_capacity(RECENT_FLUSHES)),
             registry: r,
@@ -239,6 +259,35 @@ impl Stats {
         let kind = if retrying { "retryable" } else { "data" };
         self.clickhouse_errors.with_label_values(&[kind]).inc();
         *self.last_error.lock() = Some(error.to_string());
+    }
+
+    /// Records a failed local storage operation `op` (a fixed name): counted, and shown by
+    /// health and readiness until the operation next succeeds.
+    pub fn record_local_error(&self, op: &'static str, error: &impl ToString) {
+        self.local_io_errors.with_label_values(&[op]).inc();
+        let mut errors = self.local_errors.lock();
+        errors.insert(op, error.to_string());
+        self.local_io_failing.set(errors.len() as i64);
+    }
+
+    /// Local storage operation `op` succeeded: it no longer counts as failing.
+    pub fn clear_local_error(&self, op: &'static str) {
+        let mut errors = self.local_errors.lock();
+        if errors.remove(op).is_some() {
+            self.local_io_failing.set(errors.len() as i64);
+        }
+    }
+
+    /// The local storage operations failing now, as one line (`None`: none is).
+    pub fn local_error(&self) -> Option<String> {
+        let errors = self.local_errors.lock();
+        (!errors.is_empty()).then(|| {
+            errors
+                .iter()
+                .map(|(op, e)| format!("{op}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 
     /// Rejected events over all reasons.

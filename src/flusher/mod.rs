@@ -19,9 +19,13 @@
 //! past it. A backlog (a previous run's, or a spill) is read back
 //! from the spool in order, before the memory halves that come after it.
 
+mod backoff;
+mod guard;
 mod isolate;
+mod replay;
 mod write;
 
+use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -30,13 +34,14 @@ use std::time::{Duration, Instant};
 use crate::buffer::{DoubleBuffer, Due, SwapReason};
 use crate::event::Rows;
 use crate::quarantine::Quarantine;
-use crate::shutdown::{FlusherGuard, ShutdownReport};
+use crate::shutdown::ShutdownReport;
 use crate::sink::Sink;
 use crate::spool::Spool;
-use crate::spool::record;
-use crate::spool::segments::ReadLimits;
 use crate::stats::Stats;
 
+pub use backoff::Backoff;
+pub use guard::FlusherGuard;
+use write::Batch;
 pub use write::MAX_INSERT_ROWS;
 
 /// Starts the flusher thread for `buffer` (and its spool, in `disk` mode). The returned
@@ -62,6 +67,7 @@ pub fn spawn<S: Sink>(
         runtime,
         instance: uuid::Uuid::new_v4().simple().to_string(),
         batches: 0,
+        held: RefCell::new(Vec::new()),
     };
     let thread = std::thread::Builder::new()
         .name("flusher".into())
@@ -82,7 +88,20 @@ struct Flusher<S> {
     /// `memory` mode's batch identity: this process, and a batch counter.
     instance: String,
     batches: u64,
+    /// `memory` mode: rejected rows the quarantine could not take yet (see `write`).
+    held: RefCell<Vec<write::Held>>,
 }
+
+/// Back-off between attempts of a failing local storage operation: from 100 ms, doubling,
+/// ±25%, at most 5 s (tests: 1 to 10 ms).
+#[cfg(not(test))]
+const LOCAL_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5), 2, 0.25);
+#[cfg(test)]
+const LOCAL_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(1), Duration::from_millis(10), 2, 0.0);
+/// While a local storage operation keeps failing, one log line per this interval.
+const LOG_LOCAL_EVERY: Duration = Duration::from_secs(30);
 
 /// Why the flusher stopped waiting for the spool.
 enum Stop {
@@ -130,6 +149,14 @@ impl<S: Sink> Flusher<S> {
                 report.spooled
             );
         }
+        let held = self.retry_held();
+        if held > 0 {
+            log::error!(
+                "{held} events ClickHouse rejected as bad data could not be written to the \
+                 quarantine and are lost"
+            );
+            report.unwritten += held;
+        }
         report
     }
 
@@ -146,6 +173,7 @@ impl<S: Sink> Flusher<S> {
     fn flush(&mut self, rows: &Rows, trigger: &'static str, span: Option<Range<u64>>) -> usize {
         let started = Instant::now();
         let mut tracked = None;
+        self.retry_held();
         if self.buffer.past_deadline() {
             // Too late to send; and a batch begun now would replace the one still unconfirmed.
             return rows.len();
@@ -168,12 +196,17 @@ impl<S: Sink> Flusher<S> {
                 format!("{}:{}", self.instance, self.batches)
             }
         };
-        let unwritten = match &tracked {
-            Some((spool, span, replay)) => {
-                self.write_batch(rows, &id, Some(spool), &spool.done(span), *replay)
-            }
-            None => self.write_batch(rows, &id, None, &[], false),
+        let done = match &tracked {
+            Some((spool, span, _)) => spool.done(span),
+            None => Vec::new(),
         };
+        let unwritten = self.write_batch(Batch {
+            rows,
+            id: &id,
+            spool: tracked.as_ref().map(|(spool, _, _)| &**spool),
+            done: &done,
+            replay: tracked.as_ref().is_some_and(|(_, _, replay)| *replay),
+        });
         let written = rows.len() - unwritten;
         self.stats
             .record_flush(trigger, rows.len(), written, started.elapsed());
@@ -184,9 +217,8 @@ impl<S: Sink> Flusher<S> {
         );
         if let Some((spool, span, _)) = tracked
             && unwritten == 0
-            && let Err(e) = spool.confirm(span.end)
         {
-            log::error!("spool checkpoint not written (the batch may be sent again): {e}");
+            self.confirm(&spool, span.end);
         }
         unwritten
     }
@@ -196,115 +228,58 @@ impl<S: Sink> Flusher<S> {
     /// `Some(true)` if it was begun before a restart (a replay); `None` if shutdown's
     /// deadline passed first.
     fn begin(&self, spool: &Spool, span: &Range<u64>) -> Option<bool> {
-        loop {
-            match spool.begin(span.clone()) {
-                Ok(replay) => return Some(replay),
-                Err(e) => log::error!("spool checkpoint not written (will retry): {e}"),
-            }
-            if !self.pause_before_retry() {
-                return None;
+        self.retry_local("checkpoint", || spool.begin(span.clone()))
+    }
+
+    /// Records in the checkpoint that ClickHouse has the spool up to `end`. A failure is
+    /// not retried here: the next batch's `begin` records it too (and a replay before that
+    /// resends the batch under the same token); it shows in health until then.
+    fn confirm(&self, spool: &Spool, end: u64) {
+        match spool.confirm(end) {
+            Ok(()) => self.stats.clear_local_error("checkpoint"),
+            Err(e) => {
+                self.stats.record_local_error("checkpoint", &e);
+                log::error!("spool checkpoint not written (the batch may be sent again): {e}");
             }
         }
     }
 
-    /// Waits a second before retrying a failed local write (checkpoint, quarantine, spool
-    /// read); `false` once shutdown's deadline has passed: give up.
-    fn pause_before_retry(&self) -> bool {
-        self.buffer.backoff_sleep(Duration::from_secs(1));
-        !self.buffer.past_deadline()
-    }
-
-    /// Reads the spool from `from` and writes it, batch by batch, until it has caught up
-    /// with what handlers append (then they go back to memory). `Err` carries the rows the
-    /// shutdown deadline cut off.
-    fn replay(&mut self, from: u64, rows: &mut Rows) -> Result<(), usize> {
-        let Some(spool) = self.spool.clone() else {
-            return Ok(());
-        };
-        let limits = self.buffer.limits();
-        let mut cursor = from;
-        // Set once the buffer takes appends again: the spool's records end there.
-        let mut until: Option<u64> = None;
-        let mut read_failures = 0u32;
+    /// Runs the local storage operation `op` (a spool read, a checkpoint or quarantine
+    /// write) until it succeeds, with back-off. While it fails, health, readiness and
+    /// metrics say so (from the first failure), and the error is logged at most every
+    /// [`LOG_LOCAL_EVERY`]. Transient errors (`EMFILE`, `ENOMEM`, `EIO` on network storage)
+    /// pass, and nothing is skipped meanwhile. `None`: shutdown's deadline passed first.
+    fn retry_local<T>(
+        &self,
+        op: &'static str,
+        mut attempt: impl FnMut() -> std::io::Result<T>,
+    ) -> Option<T> {
+        let mut backoff = LOCAL_BACKOFF;
+        let mut last_log: Option<Instant> = None;
+        let started = Instant::now();
         loop {
-            if until.is_some_and(|end| cursor >= end) {
-                return Ok(());
-            }
-            if spool.durable() <= cursor {
-                match until {
-                    None => until = Some(self.buffer.end_spill()),
-                    Some(end) => match self.wait_durable(&spool, end) {
-                        Ok(()) => {}
-                        Err(Stop::Deadline) => return Err(0),
-                        Err(Stop::Failed) => return Ok(()), // never acknowledged
-                    },
-                }
-                continue;
-            }
-            let durable = spool.durable();
-            let read = spool.read(
-                cursor,
-                ReadLimits {
-                    until: until.unwrap_or(u64::MAX),
-                    max_rows: MAX_INSERT_ROWS,
-                    max_bytes: (limits.max_bytes / 2).max(1 << 20),
-                },
-                rows,
-            );
-            let chunk = match read {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    // A read can fail after gathering some records: start the batch over.
-                    rows.clear();
-                    read_failures += 1;
-                    if read_failures < MAX_READ_FAILURES {
-                        log::error!("cannot read the spool at {cursor} (will retry): {e}");
-                        if !self.pause_before_retry() {
-                            return Err(0);
-                        }
-                    } else {
-                        // Unreadable for good: its events are lost; the rest must not be.
-                        let next = spool.next_segment_after(cursor).unwrap_or(durable);
-                        log::error!(
-                            "cannot read the spool at {cursor} after {read_failures} attempts \
-                             ({e}); skipping to {next}: the events in between are lost"
-                        );
-                        cursor = next.max(cursor);
-                        read_failures = 0;
+            match attempt() {
+                Ok(value) => {
+                    self.stats.clear_local_error(op);
+                    if last_log.is_some() {
+                        log::info!("{op} succeeded after failing for {:?}", started.elapsed());
                     }
-                    continue;
+                    return Some(value);
                 }
-            };
-            read_failures = 0;
-            for damage in &chunk.skipped {
-                log::warn!("spool damage skipped: {damage}");
-            }
-            if rows.is_empty() {
-                if chunk.end <= cursor {
-                    // Nothing readable yet (cannot normally happen): do not spin.
-                    self.buffer.backoff_sleep(Duration::from_millis(100));
-                    continue;
+                Err(e) => {
+                    self.stats.record_local_error(op, &e);
+                    if last_log.is_none_or(|t| t.elapsed() >= LOG_LOCAL_EVERY) {
+                        log::error!(
+                            "{op} failed (failing for {:?}; will retry): {e}",
+                            started.elapsed()
+                        );
+                        last_log = Some(Instant::now());
+                    }
                 }
-                // Only damage between here and there: move past it.
-                cursor = chunk.end;
-                if let Err(e) = spool.confirm(cursor) {
-                    log::error!("spool checkpoint not written: {e}");
-                }
-                continue;
             }
-            self.buffer
-                .set_inflight_since(since_unix_ms(chunk.oldest_ms));
-            let unwritten = self.flush(rows, "spool", Some(cursor..chunk.end));
-            self.buffer.set_inflight_since(None);
-            rows.clear();
-            if unwritten > 0 {
-                return Err(unwritten);
-            }
-            cursor = chunk.end;
-            // Everything durable at the time of the read was read: appends may go to memory
-            // again (under steady traffic the spool is never exactly caught up).
-            if until.is_none() && cursor >= durable {
-                until = Some(self.buffer.end_spill());
+            self.buffer.backoff_sleep(backoff.next_delay());
+            if self.buffer.past_deadline() {
+                return None;
             }
         }
     }
@@ -330,17 +305,6 @@ impl<S: Sink> Flusher<S> {
             self.runtime.block_on(wait);
         }
     }
-}
-
-/// Attempts to read one spot of the spool before it counts as unreadable.
-const MAX_READ_FAILURES: u32 = 10;
-
-/// The `Instant` at which something written at Unix time `ms` happened (`None` for 0).
-fn since_unix_ms(ms: u64) -> Option<Instant> {
-    if ms == 0 {
-        return None;
-    }
-    Instant::now().checked_sub(Duration::from_millis(record::now_ms().saturating_sub(ms)))
 }
 
 #[cfg(test)]

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::FlusherGuard;
 use super::spawn;
 use crate::buffer::{DoubleBuffer, Limits};
 use crate::event::RowsRef;
 use crate::event::testing;
 use crate::quarantine::Quarantine;
-use crate::shutdown::FlusherGuard;
 use crate::sink::{InsertId, Sink, SinkError};
 use crate::stats::Stats;
 use parking_lot::Mutex;
@@ -34,13 +34,18 @@ struct FakeSink {
     delay: Duration,
     /// Probes answered (`None`: the sink cannot probe).
     probes: Option<AtomicUsize>,
+    /// Reject rows with these encodings too (changed between runs: an altered table).
+    poison_set: Mutex<Vec<Vec<u8>>>,
+    /// Drop an insert whose token was stored before, as ClickHouse 22.2+ does.
+    dedup: bool,
+    /// Tokens stored.
+    stored_tokens: Mutex<std::collections::HashSet<String>>,
 }
 
 impl FakeSink {
     fn rejects(&self, rows: RowsRef<'_>) -> bool {
-        self.poison
-            .as_ref()
-            .is_some_and(|p| rows.data.windows(p.len()).any(|w| w == p))
+        let has = |p: &Vec<u8>| rows.data.windows(p.len()).any(|w| w == p.as_slice());
+        self.poison.as_ref().is_some_and(has) || self.poison_set.lock().iter().any(has)
     }
 }
 
@@ -77,6 +82,12 @@ impl Sink for FakeSink {
             return Err(SinkError::Data(
                 "Code: 53. DB::Exception: type mismatch".into(),
             ));
+        }
+        if self.dedup
+            && let Some(id) = id
+            && !self.stored_tokens.lock().insert(id.token.to_string())
+        {
+            return Ok(()); // stored before under this token: dropped
         }
         self.inserts.fetch_add(1, Relaxed);
         self.rows_written.fetch_add(rows.count, Relaxed);
@@ -170,7 +181,7 @@ fn with_a_probe_the_good_rows_go_in_one_insert() {
     assert!(sink.probes.as_ref().unwrap().load(Relaxed) >= 5);
     assert_eq!(stats.events_quarantined.get(), 1);
     let tokens = sink.tokens.lock().clone();
-    assert!(tokens.last().unwrap().ends_with(":0-32:kept"), "{tokens:?}");
+    assert!(tokens.last().unwrap().contains(":0-32:kept:"), "{tokens:?}");
 }
 
 #[test]
@@ -343,5 +354,229 @@ fn replay_skips_done_rows(probing: bool) {
     assert_eq!(*sink.written.lock(), encoded((16..32).filter(|&n| n != 20)));
     let quarantined = std::fs::read_dir(dir.join("quarantine")).unwrap().count();
     assert_eq!(quarantined, 1, "row 20's file");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A spool holding `requests` records of 5 rows each (sequences from 0), left by a
+/// "previous run"; returns the reopened spool, its writer and a buffer starting spilled.
+fn spool_with_backlog(
+    dir: &std::path::Path,
+    requests: u32,
+) -> (
+    Arc<crate::spool::Spool>,
+    crate::spool::WriterGuard,
+    Arc<DoubleBuffer>,
+) {
+    use crate::spool::{Spool, WriterGuard, record};
+    {
+        let (spool, _) = Spool::open(dir, 1 << 30).unwrap();
+        let spool = Arc::new(spool);
+        let writer = WriterGuard::spawn(spool.clone()).unwrap();
+        let mut end = 0;
+        for r in 0..requests {
+            let mut framed = Vec::new();
+            record::encode(&testing::rows(r * 5..r * 5 + 5), 1, &mut framed);
+            end = spool.reserve(&framed).unwrap().end;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(spool.wait_durable(end)).unwrap();
+        writer.stop();
+    }
+    let (spool, backlog) = Spool::open(dir, 1 << 30).unwrap();
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    let buffer = Arc::new(DoubleBuffer::with_spool(
+        Limits {
+            size: 1_000,
+            flush_interval: Duration::from_millis(50),
+            min_interval: Duration::ZERO,
+            max_bytes: 1 << 26,
+        },
+        spool.clone(),
+        backlog.map(|b| b.from),
+    ));
+    (spool, writer, buffer)
+}
+
+/// Waits until `done` holds, for at most `limit`; whether it did.
+fn eventually(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+#[test]
+fn transient_read_errors_delay_a_replay_but_never_skip_it() {
+    let dir = std::env::temp_dir().join(format!("readfault-{}", uuid::Uuid::new_v4().simple()));
+    let (spool, writer, buffer) = spool_with_backlog(&dir, 40);
+    // EMFILE on the next 25 reads: more than any fixed retry budget.
+    spool.read_faults.store(25, Relaxed);
+    let sink = Arc::new(FakeSink::default());
+    let stats = Arc::new(Stats::default());
+    let guard = spawn(
+        buffer,
+        sink.clone(),
+        Arc::new(Quarantine::new(dir.join("quarantine"))),
+        stats.clone(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let failing_seen = eventually(Duration::from_secs(20), || {
+        stats.local_error().is_some() || sink.rows_written.load(Relaxed) > 0
+    });
+    assert!(failing_seen);
+    let all = eventually(Duration::from_secs(30), || {
+        sink.rows_written.load(Relaxed) >= 200
+    });
+    assert!(guard.shutdown(Instant::now()).is_clean());
+    writer.stop();
+    assert!(all, "only {} of 200 rows", sink.rows_written.load(Relaxed));
+    assert_eq!(
+        *sink.written.lock(),
+        encoded(0..200),
+        "every row, once, in order"
+    );
+    let errors = stats
+        .local_io_errors
+        .with_label_values(&["spool_read"])
+        .get();
+    assert_eq!(errors, 25, "each failure counted");
+    assert_eq!(stats.local_error(), None, "cleared by the read that passed");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_unwritable_quarantine_shows_at_once_and_holds_back_no_good_rows() {
+    // `memory` mode; the quarantine's folder cannot be created (a file is in the way).
+    let blocker = std::env::temp_dir().join(format!("qfile-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let sink = Arc::new(FakeSink {
+        poison: Some(encoded([3])),
+        probes: Some(AtomicUsize::new(0)),
+        ..FakeSink::default()
+    });
+    let buffer = Arc::new(DoubleBuffer::new(Limits {
+        size: 10,
+        flush_interval: Duration::from_secs(3600),
+        min_interval: Duration::ZERO,
+        max_bytes: usize::MAX,
+    }));
+    let stats = Arc::new(Stats::default());
+    let guard = spawn(
+        buffer.clone(),
+        sink.clone(),
+        Arc::new(Quarantine::new(blocker.join("quarantine"))),
+        stats.clone(),
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    append(&buffer, 0..10); // row 3 is rejected
+    append(&buffer, 10..20);
+    append(&buffer, 20..30);
+    let flowing = eventually(Duration::from_secs(10), || {
+        sink.rows_written.load(Relaxed) >= 29
+    });
+    let shown = stats.local_error();
+    let report = guard.shutdown(Instant::now());
+    assert!(
+        flowing,
+        "good rows held back: {}",
+        sink.rows_written.load(Relaxed)
+    );
+    assert!(
+        shown
+            .as_deref()
+            .is_some_and(|e| e.starts_with("quarantine")),
+        "{shown:?}"
+    );
+    // The first write, a retry before each later batch (none to two: appends may share a
+    // half), and one at exit.
+    let failures = stats
+        .local_io_errors
+        .with_label_values(&["quarantine"])
+        .get();
+    assert!((2..=4).contains(&failures), "{failures}");
+    assert_eq!(*sink.written.lock(), encoded((0..30).filter(|&n| n != 3)));
+    assert_eq!(
+        report.unwritten, 1,
+        "the rejected row, never stored: {report:?}"
+    );
+    std::fs::remove_file(blocker).unwrap();
+}
+
+#[test]
+fn kept_rows_that_differ_on_a_replay_get_their_own_token() {
+    use crate::spool::{Spool, WriterGuard};
+    let dir = std::env::temp_dir().join(format!("kept-{}", uuid::Uuid::new_v4().simple()));
+    let sink = Arc::new(FakeSink {
+        probes: Some(AtomicUsize::new(0)),
+        dedup: true,
+        ..FakeSink::default()
+    });
+    // First run: rows 20 and 21 are rejected, the 38 others stored; the quarantine cannot
+    // be written, so the batch is never confirmed (as after a crash before the quarantine).
+    *sink.poison_set.lock() = vec![encoded([20]), encoded([21])];
+    let (spool, writer, buffer) = spool_with_backlog(&dir, 8);
+    let blocker = dir.join("not-a-folder");
+    std::fs::write(&blocker, b"").unwrap();
+    let guard = spawn(
+        buffer,
+        sink.clone(),
+        Arc::new(Quarantine::new(blocker.join("quarantine"))),
+        Arc::new(Stats::default()),
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        sink.rows_written.load(Relaxed) >= 38
+    }));
+    assert_eq!(guard.shutdown(Instant::now()).spooled, 2);
+    writer.stop();
+    drop(spool);
+
+    // The table was altered meanwhile: row 21 is fine now. The replay keeps 39 rows; under
+    // the first run's token they would be dropped, and row 21 lost.
+    *sink.poison_set.lock() = vec![encoded([20])];
+    let (spool, backlog) = Spool::open(&dir, 1 << 30).unwrap();
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    let buffer = Arc::new(DoubleBuffer::with_spool(
+        Limits {
+            size: 1_000,
+            flush_interval: Duration::from_millis(50),
+            min_interval: Duration::ZERO,
+            max_bytes: 1 << 26,
+        },
+        spool,
+        backlog.map(|b| b.from),
+    ));
+    let guard = spawn(
+        buffer,
+        sink.clone(),
+        Arc::new(Quarantine::new(dir.join("quarantine"))),
+        Arc::new(Stats::default()),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let row_21 = encoded([21]);
+    let stored_21 = eventually(Duration::from_secs(10), || {
+        sink.written
+            .lock()
+            .windows(row_21.len())
+            .any(|w| w == row_21.as_slice())
+    });
+    assert!(guard.shutdown(Instant::now()).is_clean());
+    writer.stop();
+    assert!(
+        stored_21,
+        "row 21 was dropped as a duplicate: it was never stored"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

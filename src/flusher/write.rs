@@ -7,17 +7,17 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use super::Flusher;
+use super::{Backoff, Flusher};
 use crate::event::{Rows, RowsRef};
 use crate::quarantine::Rejected;
 use crate::sink::{InsertId, Sink, SinkError};
 use crate::spool::Spool;
 
-/// First back-off after a failed insert.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// Longest back-off: long enough not to hammer a struggling server, short enough that a
-/// recovered one is used again quickly.
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Back-off between insert attempts: from 100 ms, doubling, ±25%; at most 10 s, long
+/// enough not to hammer a struggling server, short enough that a recovered one is used
+/// again quickly.
+const INSERT_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(10), 2, 0.25);
 /// During an outage, one warning per this interval, not one per retry.
 const LOG_EVERY: Duration = Duration::from_secs(30);
 /// Most rows in one insert. ClickHouse cuts a larger insert into blocks of
@@ -25,6 +25,30 @@ const LOG_EVERY: Duration = Duration::from_secs(30);
 /// partly committed insert would duplicate; below that an insert is all or nothing. Only a
 /// backlog after an outage gets this large.
 pub const MAX_INSERT_ROWS: usize = 500_000;
+
+/// One batch to write: its rows and how the spool knows it.
+pub(super) struct Batch<'a> {
+    /// The rows, in order.
+    pub rows: &'a Rows,
+    /// The batch's identity, the prefix of its chunks' tokens.
+    pub id: &'a str,
+    /// `disk` mode: the spool whose begun range this batch is.
+    pub spool: Option<&'a Spool>,
+    /// Rows (by index) stored before a restart: skipped.
+    pub done: &'a [Range<usize>],
+    /// Begun before a restart: some of it may be in ClickHouse already.
+    pub replay: bool,
+}
+
+/// `memory` mode: most rejected rows held in memory while the quarantine is unwritable.
+const HELD_MAX_ROWS: usize = 10_000;
+
+/// Rejected rows of one batch the quarantine could not take yet (`memory` mode).
+pub(super) struct Held {
+    batch: String,
+    /// Each row's bytes and ClickHouse's error.
+    rows: Vec<(Vec<u8>, String)>,
+}
 
 /// How writing one chunk ended, short of success.
 pub(super) enum Failure {
@@ -35,21 +59,22 @@ pub(super) enum Failure {
 }
 
 impl<S: Sink> Flusher<S> {
-    /// Writes `rows` in chunks of at most [`MAX_INSERT_ROWS`], splitting around rows the
-    /// sink rejects as bad data. `id` names the batch; chunk `a..b` is sent with the token
-    /// `{id}:{a}-{b}`, the same on every retry and replay. With a `spool` (the batch is its
-    /// begun range), each chunk written while more remain is recorded as done, and chunks
-    /// within `done` (recorded before a restart) are skipped: chunks and halves are cut the
-    /// same way every time, so a replay meets the same ones. Returns how many rows were left
-    /// unwritten because shutdown's deadline passed (0 otherwise).
-    pub(super) fn write_batch(
-        &self,
-        rows: &Rows,
-        id: &str,
-        spool: Option<&Spool>,
-        done: &[Range<usize>],
-        replay: bool,
-    ) -> usize {
+    /// Writes the batch's rows in chunks of at most [`MAX_INSERT_ROWS`], splitting around
+    /// rows the sink rejects as bad data. `id` names the batch; chunk `a..b` is sent with
+    /// the token `{id}:{a}-{b}:{digest}`, the same on every retry and replay of the same
+    /// bytes (see [`digest`]). With a `spool` (the
+    /// batch is its begun range), each chunk written while more remain is recorded as done,
+    /// and chunks within `done` (recorded before a restart) are skipped: chunks and halves
+    /// are cut the same way every time, so a replay meets the same ones. Returns how many
+    /// rows were left unwritten because shutdown's deadline passed (0 otherwise).
+    pub(super) fn write_batch(&self, batch: Batch<'_>) -> usize {
+        let Batch {
+            rows,
+            id,
+            spool,
+            done,
+            replay,
+        } = batch;
         let mut pending: Vec<Range<usize>> = (0..rows.len())
             .step_by(MAX_INSERT_ROWS)
             .rev()
@@ -63,8 +88,9 @@ impl<S: Sink> Flusher<S> {
             {
                 continue; // stored before a restart
             }
-            let token = format!("{id}:{}-{}", range.start, range.end);
-            let outcome = match self.write_with_retry(rows.slice(range.clone()), &token, replay) {
+            let chunk = rows.slice(range.clone());
+            let token = format!("{id}:{}-{}:{}", range.start, range.end, digest(chunk));
+            let outcome = match self.write_with_retry(chunk, &token, replay) {
                 Err(Failure::Data(error)) if range.len() == 1 => {
                     rejected.push(Rejected {
                         row: rows.row(range.start),
@@ -86,7 +112,7 @@ impl<S: Sink> Flusher<S> {
                         && !pending.is_empty()
                     {
                         // Rejected rows are kept before their range counts as done.
-                        if !self.quarantine(id, &rejected) {
+                        if !self.quarantine(id, &rejected, true) {
                             return rejected.len() + pending.iter().map(Range::len).sum::<usize>();
                         }
                         rejected.clear();
@@ -99,7 +125,7 @@ impl<S: Sink> Flusher<S> {
                 }
                 Err(Failure::Deadline) => {
                     // Best effort: the batch as a whole stays unwritten either way.
-                    self.quarantine(id, &rejected);
+                    self.quarantine(id, &rejected, spool.is_some());
                     return range.len() + pending.iter().map(Range::len).sum::<usize>();
                 }
                 // No probe, or the probe and the table disagree: split real inserts instead.
@@ -110,7 +136,7 @@ impl<S: Sink> Flusher<S> {
                 }
             }
         }
-        if self.quarantine(id, &rejected) {
+        if self.quarantine(id, &rejected, spool.is_some()) {
             0
         } else {
             rejected.len() // not stored anywhere: the batch is not done
@@ -118,7 +144,7 @@ impl<S: Sink> Flusher<S> {
     }
 
     /// A chunk the sink refused as data: finds the rejected rows by probing and writes the
-    /// rest in one insert (token `{id}:{a}-{b}:kept`). Returns the rejected rows; `None`
+    /// rest in one insert (token `{id}:{a}-{b}:kept:{digest}`). Returns the rejected rows; `None`
     /// (the sink cannot probe) or `Failure::Data` (the rest was refused too) mean the chunk
     /// must be split into real inserts instead.
     fn write_around_rejected(
@@ -136,43 +162,102 @@ impl<S: Sink> Flusher<S> {
             return Ok(None);
         };
         if !isolated.kept.is_empty() {
-            let token = format!("{id}:{}-{}:kept", range.start, range.end);
-            self.write_with_retry(isolated.kept.as_ref(), &token, replay)?;
+            let kept = isolated.kept.as_ref();
+            let token = format!("{id}:{}-{}:kept:{}", range.start, range.end, digest(kept));
+            self.write_with_retry(kept, &token, replay)?;
         }
         Ok(Some(isolated.bad))
     }
 
-    /// Puts rejected rows in the quarantine file, one error line per batch; a failed write
-    /// is retried (the rows exist nowhere else once the batch is confirmed). `false` if
-    /// shutdown's deadline passed first.
-    fn quarantine(&self, id: &str, rejected: &[Rejected<'_>]) -> bool {
-        let Some(first) = rejected.first() else {
+    /// Puts rejected rows in the quarantine file, one error line per batch. A failure shows
+    /// in health, readiness and metrics at once. `spooled` (`disk` mode): the write is
+    /// retried until it succeeds, the batch staying unconfirmed so the rows stay in the
+    /// spool meanwhile; `false` if shutdown's deadline passed first. Otherwise (`memory`
+    /// mode) the rows are held in memory and tried again before each later batch, so good
+    /// rows keep flowing while the quarantine is unwritable.
+    fn quarantine(&self, id: &str, rejected: &[Rejected<'_>], spooled: bool) -> bool {
+        if rejected.is_empty() {
             return true;
-        };
-        loop {
-            match self.quarantine.put(id, rejected) {
-                Ok(path) => {
-                    self.stats.events_quarantined.inc_by(rejected.len() as u64);
-                    log::error!(
-                        "{} events ClickHouse rejects as bad data are quarantined in {}; \
-                         first error: {}",
-                        rejected.len(),
-                        path.display(),
-                        first.error
-                    );
-                    return true;
-                }
-                Err(e) => log::error!(
-                    "{} events ClickHouse rejects as bad data cannot be written to the \
-                     quarantine in {} (will retry): {e}",
-                    rejected.len(),
-                    self.quarantine.dir().display(),
-                ),
-            }
-            if !self.pause_before_retry() {
-                return false;
-            }
         }
+        if spooled {
+            return self
+                .retry_local("quarantine", || self.put_quarantine(id, rejected))
+                .is_some();
+        }
+        if let Err(e) = self.put_quarantine(id, rejected) {
+            self.stats.record_local_error("quarantine", &e);
+            self.hold(id, rejected, &e);
+        }
+        true
+    }
+
+    /// One attempt at writing `rejected` (from batch `id`) to the quarantine.
+    fn put_quarantine(&self, id: &str, rejected: &[Rejected<'_>]) -> std::io::Result<()> {
+        let path = self.quarantine.put(id, rejected)?;
+        self.stats.events_quarantined.inc_by(rejected.len() as u64);
+        log::error!(
+            "{} events ClickHouse rejects as bad data are quarantined in {}; first error: {}",
+            rejected.len(),
+            path.display(),
+            rejected[0].error
+        );
+        Ok(())
+    }
+
+    /// `memory` mode: keeps rows the quarantine could not take, up to [`HELD_MAX_ROWS`]
+    /// (beyond that they are dropped, with an error: memory must stay bounded).
+    fn hold(&self, id: &str, rejected: &[Rejected<'_>], error: &std::io::Error) {
+        let mut held = self.held.borrow_mut();
+        let room = HELD_MAX_ROWS.saturating_sub(held.iter().map(|h| h.rows.len()).sum());
+        let kept = rejected.len().min(room);
+        log::error!(
+            "{} events ClickHouse rejects as bad data cannot be written to the quarantine in \
+             {} ({error}); {kept} are held in memory to be retried{}",
+            rejected.len(),
+            self.quarantine.dir().display(),
+            if kept < rejected.len() {
+                ", the rest are dropped"
+            } else {
+                ""
+            },
+        );
+        if kept > 0 {
+            held.push(Held {
+                batch: id.to_string(),
+                rows: rejected[..kept]
+                    .iter()
+                    .map(|r| (r.row.to_vec(), r.error.clone()))
+                    .collect(),
+            });
+        }
+    }
+
+    /// `memory` mode: tries once more to quarantine the rows held after a failed write.
+    /// Returns how many are still held.
+    pub(super) fn retry_held(&self) -> usize {
+        let mut held = self.held.borrow_mut();
+        if held.is_empty() {
+            return 0;
+        }
+        while let Some(h) = held.first() {
+            let rejected: Vec<Rejected<'_>> = h
+                .rows
+                .iter()
+                .map(|(row, error)| Rejected {
+                    row,
+                    error: error.clone(),
+                })
+                .collect();
+            if let Err(e) = self.put_quarantine(&h.batch, &rejected) {
+                self.stats.record_local_error("quarantine", &e);
+                break;
+            }
+            held.remove(0);
+        }
+        if held.is_empty() {
+            self.stats.clear_local_error("quarantine");
+        }
+        held.iter().map(|h| h.rows.len()).sum()
     }
 
     /// One chunk until it is written, rejected as data, or shutdown's deadline passes.
@@ -182,10 +267,12 @@ impl<S: Sink> Flusher<S> {
         token: &str,
         replay: bool,
     ) -> Result<(), Failure> {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = INSERT_BACKOFF;
         let started = Instant::now();
         let mut last_log: Option<Instant> = None;
-        for attempt in 1u32.. {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
             let id = InsertId {
                 token,
                 maybe_sent: replay || attempt > 1,
@@ -212,22 +299,20 @@ impl<S: Sink> Flusher<S> {
             if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                 log::warn!(
                     "insert of {} events failed (attempt {attempt}, failing for {:?}); \
-                     retrying with back-off up to {BACKOFF_MAX:?}: {error}",
+                     retrying with back-off up to {:?}: {error}",
                     rows.count,
-                    started.elapsed()
+                    started.elapsed(),
+                    backoff.max()
                 );
                 last_log = Some(Instant::now());
             }
             let was_closed = self.buffer.deadline().is_some();
-            self.buffer.backoff_sleep(jitter(backoff));
-            backoff = if !was_closed && self.buffer.deadline().is_some() {
+            self.buffer.backoff_sleep(backoff.next_delay());
+            if !was_closed && self.buffer.deadline().is_some() {
                 // Shutdown began during the back-off: try again soon, within its deadline.
-                BACKOFF_MIN
-            } else {
-                (backoff * 2).min(BACKOFF_MAX)
-            };
+                backoff.reset();
+            }
         }
-        unreachable!("the attempt counter does not run out")
     }
 
     /// One insert. After shutdown has begun it is cut off at the deadline; `None` means the
@@ -254,13 +339,12 @@ impl<S: Sink> Flusher<S> {
     }
 }
 
-/// Spreads retries of many instances over ±25% of `d`, so they do not hit a recovering
-/// server in lockstep.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
-    d.mul_f64(factor)
+/// The chunk's content in its token: a 128-bit xxHash3 of its bytes, in hex. A token names
+/// positions in the spool, and the same positions can hold other rows on a replay (rows
+/// kept after a rejection differ once the table was altered, damage shifts row indexes,
+/// a copied spool reuses positions); ClickHouse (or the query-log lookup) would then drop
+/// rows that were never stored. With the digest, identical bytes keep their token and
+/// different bytes never share one: a duplicate at worst, never a loss.
+fn digest(rows: RowsRef<'_>) -> String {
+    format!("{:032x}", twox_hash::XxHash3_128::oneshot(rows.data))
 }

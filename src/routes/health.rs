@@ -1,7 +1,8 @@
 //! `GET /v1/health`: `200` when ClickHouse answers a query and inserts are going through,
 //! `503` with the reason otherwise (ClickHouse unreachable, or its latest insert failed
 //! while events wait). Either way the body carries the buffer's and the spool's state, the
-//! oldest unflushed event's age and the last flush error, so an operator sees a backlog
+//! oldest unflushed event's age, the last flush error and any local storage operation
+//! failing (spool read, checkpoint, quarantine: also `503`), so an operator sees a backlog
 //! building. `GET /v1/ready` is `503` while saturated (memory, or in `disk` mode the spool).
 //! `GET /v1/live` is `200` while the process serves, whatever ClickHouse does.
 //!
@@ -85,7 +86,15 @@ pub async fn get_health(
     let buffered_events = state.ingest.pending_events();
     let pending = state.ingest.pending();
     let last_error = state.stats.last_error.lock().clone();
+    // A spool read, checkpoint or quarantine write failing: the pipeline waits on it.
+    let storage_error = state.stats.local_error();
     let (mut response, status, version, error) = match state.clickhouse_check.version().await {
+        Ok(version) if storage_error.is_some() => (
+            HttpResponse::ServiceUnavailable(),
+            "failing",
+            Some(version),
+            storage_error.clone(),
+        ),
         // It answers queries, but inserts fail (permissions, too many parts, ...).
         Ok(version) if last_error.is_some() && buffered_events > 0 => (
             HttpResponse::ServiceUnavailable(),
@@ -102,8 +111,8 @@ pub async fn get_health(
         ),
     };
     let mut spool = pending.spool;
-    let (error, version, last_error) = if privileged {
-        (error, version, last_error)
+    let (error, version, last_error, storage_error) = if privileged {
+        (error, version, last_error, storage_error)
     } else {
         if let Some(s) = &mut spool {
             s.failed = s.failed.as_ref().map(|_| "spool write failed".to_string());
@@ -112,7 +121,13 @@ pub async fn get_health(
             "failing" => "inserts are failing".to_string(),
             _ => UNAVAILABLE.to_string(),
         });
-        (error, None, last_error.map(|_| "insert failed".into()))
+        let storage_error = storage_error.map(|_| "local storage failing".to_string());
+        (
+            error,
+            None,
+            last_error.map(|_| "insert failed".into()),
+            storage_error,
+        )
     };
     response.json(json!({
         "status": status,
@@ -124,6 +139,7 @@ pub async fn get_health(
         "oldest_unflushed_seconds": pending.oldest.map(|d| d.as_secs_f64()),
         "spool": spool,
         "last_flush_error": last_error,
+        "storage_error": storage_error,
         "counters": {
             "events_accepted": state.stats.events_accepted.get(),
             "events_written": state.stats.events_written.get(),
@@ -176,6 +192,11 @@ pub async fn get_ready(
         None if max > 0 && used as f64 >= max as f64 * READY_MAX_FILL => {
             reasons.push(format!("buffer {used} of {max} bytes full"));
         }
+        None => {}
+    }
+    match state.stats.local_error() {
+        Some(e) if privileged => reasons.push(format!("local storage failing: {e}")),
+        Some(_) => reasons.push("local storage failing".into()),
         None => {}
     }
     if state.ingest.is_closed() {

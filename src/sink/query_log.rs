@@ -46,12 +46,13 @@ pub async fn finished(
         return Ok(None);
     }
     let count = client
-        // `type` 2 is QueryFinish (a number before 19.x, an Enum8 after; CAST reads both);
-        // 4 is an exception while processing, which stored nothing unless it wrote rows
-        // (a query cancelled by a shutdown after its one block was written).
+        // `type` 2 is QueryFinish (a number before 19.x, an Enum8 after; CAST reads both).
+        // An exception (4) never counts, even with `written_rows > 0`: rows are counted as
+        // they are buffered, before the part is committed, so it does not prove the insert
+        // was stored. Sending it again risks a duplicate; trusting it risks a loss.
         .query(
             "SELECT count() FROM system.query_log WHERE query_id = ? \
-             AND (CAST(type AS Int8) = 2 OR (CAST(type AS Int8) = 4 AND written_rows > 0))",
+             AND CAST(type AS Int8) = 2",
         )
         .bind(query_id)
         .fetch_one::<u64>();

@@ -1,27 +1,44 @@
 //! The spool's checkpoint file: the spool's identity, how far ClickHouse has confirmed, and
-//! the batch being written now, replaced atomically (write, fsync, rename, fsync the folder)
-//! so a crash leaves either the old or the new one, never half of each.
+//! the batch being written now.
+//!
+//! The file is created once, preallocated, with two fixed-size slots; each update
+//! overwrites the older slot in place (`pwrite` + `fdatasync`) with a sequence number and a
+//! CRC-32. Reading takes the valid slot with the highest sequence, so a crash mid-write
+//! leaves the previous state in force, never half of each. An update needs no new disk
+//! space (no temporary file, no new block), so the flusher can still record progress,
+//! confirm batches and trim segments when the volume is full. (On a copy-on-write
+//! filesystem such as btrfs or ZFS an overwrite does take new blocks: keep the headroom
+//! there, see [`super::open`]'s free-space check.)
 //!
 //! The flusher writes one batch at a time, in spool order, so "confirmed up to" plus "the
 //! one batch begun after it" (and which of its rows are done) is the whole state; a batch's
 //! stable identity (and `insert_deduplication_token`) is its spool range.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// File name inside `SPOOL_DIR`.
 const NAME: &str = "checkpoint";
-/// First line: says what the file is, and its format version.
-const HEADER: &str = "event-ingest spool checkpoint v1";
+/// First line of the earlier format: one text file replaced through `checkpoint.tmp` (read
+/// once and converted).
+const HEADER_V1: &str = "event-ingest spool checkpoint v1";
+/// First line of a slot: says what the file is, and its format version.
+const HEADER: &str = "event-ingest spool checkpoint v2";
+/// Bytes per slot: the state is a few lines (the done ranges are coalesced).
+const SLOT: usize = 4096;
 
 /// What the flusher has done with the spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
-    /// Random identity of this spool folder, minted when it was created: part of every
-    /// deduplication token, so two instances' batches at the same positions never collide.
+    /// Random identity of this spool folder, minted when it was created (and again when
+    /// `folder` shows the files were copied into another folder): part of every
+    /// deduplication token, so two spools' batches at the same positions never collide.
     pub id: String,
+    /// The inode of the folder `id` was minted for (0: not recorded yet).
+    pub folder: u64,
     /// Every record before this position is in ClickHouse (or the quarantine).
     pub confirmed: u64,
     /// A batch sent (maybe more than once) but not yet confirmed: replayed as exactly this
@@ -33,42 +50,32 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// A new spool's checkpoint.
-    pub fn fresh() -> Self {
+    /// A new spool's checkpoint, for the folder with inode `folder`.
+    pub fn fresh(folder: u64) -> Self {
         Self {
             id: uuid::Uuid::new_v4().simple().to_string(),
+            folder,
             confirmed: 0,
             begun: None,
             done: Vec::new(),
         }
     }
 
-    /// Reads `dir`'s checkpoint; `Ok(None)` when there is none yet.
-    pub fn load(dir: &Path) -> io::Result<Option<Self>> {
-        let text = match fs::read_to_string(dir.join(NAME)) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        Self::parse(&text).map(Some).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} is not a valid checkpoint", dir.join(NAME).display()),
-            )
-        })
-    }
-
-    fn parse(text: &str) -> Option<Self> {
+    /// Parses one slot's (or the v1 file's) text; `None` if it is not an intact checkpoint.
+    /// Returns the sequence number too (0 for v1).
+    fn parse(text: &str, header: &str) -> Option<(u64, Self)> {
         let (body, crc) = text.trim_end().rsplit_once("\ncrc ")?;
         if u32::from_str_radix(crc, 16).ok()? != crc32fast::hash(body.as_bytes()) {
             return None;
         }
         let mut lines = body.lines();
-        if lines.next()? != HEADER {
+        if lines.next()? != header {
             return None;
         }
+        let mut seq = 0;
         let mut checkpoint = Checkpoint {
             id: String::new(),
+            folder: 0,
             confirmed: 0,
             begun: None,
             done: Vec::new(),
@@ -76,7 +83,9 @@ impl Checkpoint {
         for line in lines {
             let (key, value) = line.split_once(' ')?;
             match key {
+                "seq" => seq = value.parse().ok()?,
                 "id" => checkpoint.id = value.to_string(),
+                "folder" => checkpoint.folder = value.parse().ok()?,
                 "confirmed" => checkpoint.confirmed = value.parse().ok()?,
                 "begun" => {
                     let (a, b) = value.split_once('-')?;
@@ -91,17 +100,20 @@ impl Checkpoint {
                 _ => return None,
             }
         }
-        (!checkpoint.id.is_empty()).then_some(checkpoint)
+        (!checkpoint.id.is_empty()).then_some((seq, checkpoint))
     }
 
-    fn render(&self) -> String {
-        let mut body = format!("{HEADER}\nid {}\nconfirmed {}", self.id, self.confirmed);
+    /// One slot's text, sequence `seq`.
+    fn render(&self, seq: u64) -> String {
+        let mut body = format!(
+            "{HEADER}\nseq {seq}\nid {}\nfolder {}\nconfirmed {}",
+            self.id, self.folder, self.confirmed
+        );
         if let Some(r) = &self.begun {
             body.push_str(&format!("\nbegun {}-{}", r.start, r.end));
         }
         if !self.done.is_empty() {
-            let done: Vec<String> = self
-                .done
+            let done: Vec<String> = coalesce(&self.done)
                 .iter()
                 .map(|r| format!("{}-{}", r.start, r.end))
                 .collect();
@@ -110,16 +122,119 @@ impl Checkpoint {
         let crc = crc32fast::hash(body.as_bytes());
         format!("{body}\ncrc {crc:08x}\n")
     }
+}
 
-    /// Replaces `dir`'s checkpoint with this one, durably.
-    pub fn store(&self, dir: &Path) -> io::Result<()> {
-        let tmp = dir.join(format!("{NAME}.tmp"));
-        let mut file = File::create(&tmp)?;
-        file.write_all(self.render().as_bytes())?;
-        file.sync_data()?;
-        fs::rename(&tmp, dir.join(NAME))?;
-        sync_dir(dir)
+/// `ranges` sorted, with touching or overlapping ones merged.
+fn coalesce(ranges: &[Range<usize>]) -> Vec<Range<usize>> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(sorted.len());
+    for r in sorted {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
     }
+    out
+}
+
+/// The checkpoint file, open for in-place updates.
+pub struct CheckpointFile {
+    file: File,
+    /// Sequence number of the newest slot.
+    seq: u64,
+}
+
+impl CheckpointFile {
+    /// Opens `dir`'s checkpoint file, creating it (both slots preallocated, durably) when
+    /// there is none and converting one in the earlier format. Returns the state it holds
+    /// (`None`: a new file).
+    pub fn open(dir: &Path) -> io::Result<(Self, Option<Checkpoint>)> {
+        let path = dir.join(NAME);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok((Self::create(dir, None)?, None));
+            }
+            Err(e) => return Err(e),
+        };
+        if bytes.starts_with(HEADER_V1.as_bytes()) {
+            let (_, old) = std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|text| Checkpoint::parse(text, HEADER_V1))
+                .ok_or_else(|| invalid(&path))?;
+            return Ok((Self::create(dir, Some(&old))?, Some(old)));
+        }
+        let newest = bytes
+            .chunks(SLOT)
+            .take(2)
+            .filter_map(|slot| {
+                let text = slot.split(|&b| b == 0).next().unwrap_or_default();
+                Checkpoint::parse(std::str::from_utf8(text).ok()?, HEADER)
+            })
+            .max_by_key(|(seq, _)| *seq);
+        let (seq, state) = newest.ok_or_else(|| invalid(&path))?;
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        Ok((Self { file, seq }, Some(state)))
+    }
+
+    /// Writes a new file with both slots allocated (holding `state`, if any) through a
+    /// temporary file, so a crash leaves either no file or a whole one.
+    fn create(dir: &Path, state: Option<&Checkpoint>) -> io::Result<Self> {
+        let tmp = dir.join(format!("{NAME}.tmp"));
+        let mut slots = vec![0u8; 2 * SLOT];
+        if let Some(state) = state {
+            let text = state.render(1);
+            if text.len() > SLOT {
+                return Err(too_large());
+            }
+            slots[SLOT..SLOT + text.len()].copy_from_slice(text.as_bytes());
+        }
+        let mut file = File::create(&tmp)?;
+        file.write_all(&slots)?;
+        file.sync_all()?;
+        fs::rename(&tmp, dir.join(NAME))?;
+        sync_dir(dir)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join(NAME))?;
+        Ok(Self {
+            file,
+            seq: u64::from(state.is_some()),
+        })
+    }
+
+    /// Makes `state` the checkpoint, durably, by overwriting the older slot in place. On
+    /// error the previous state stays in force (on disk and in this handle).
+    pub fn store(&mut self, state: &Checkpoint) -> io::Result<()> {
+        let seq = self.seq + 1;
+        let text = state.render(seq);
+        if text.len() > SLOT {
+            return Err(too_large());
+        }
+        let mut slot = vec![0u8; SLOT];
+        slot[..text.len()].copy_from_slice(text.as_bytes());
+        let offset = (seq % 2) * SLOT as u64;
+        self.file.write_all_at(&slot, offset)?;
+        self.file.sync_data()?;
+        self.seq = seq;
+        Ok(())
+    }
+}
+
+fn invalid(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{} is not a valid checkpoint", path.display()),
+    )
+}
+
+fn too_large() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "checkpoint state larger than its slot",
+    )
 }
 
 /// Makes a folder's entries (a created, renamed or removed file) durable.
@@ -131,20 +246,74 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_checkpoint_round_trips_and_rejects_tampering() {
+    fn temp_dir() -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("ckpt-{}", uuid::Uuid::new_v4()));
         fs::create_dir_all(&dir).unwrap();
-        assert_eq!(Checkpoint::load(&dir).unwrap(), None);
-        let mut c = Checkpoint::fresh();
+        dir
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_and_a_torn_slot_leaves_the_previous_state() {
+        let dir = temp_dir();
+        let (mut file, state) = CheckpointFile::open(&dir).unwrap();
+        assert_eq!(state, None);
+        let mut c = Checkpoint::fresh(7);
+        file.store(&c).unwrap();
         c.confirmed = 1234;
         c.begun = Some(1234..5678);
-        c.done = vec![0..10, 20..25];
-        c.store(&dir).unwrap();
-        assert_eq!(Checkpoint::load(&dir).unwrap(), Some(c.clone()));
-        let text = c.render().replace("1234", "1235");
-        fs::write(dir.join(NAME), text).unwrap();
-        assert!(Checkpoint::load(&dir).is_err());
+        c.done = vec![0..10, 20..25, 10..15];
+        file.store(&c).unwrap();
+        drop(file);
+        let (mut file, back) = CheckpointFile::open(&dir).unwrap();
+        let mut expected = c.clone();
+        expected.done = vec![0..15, 20..25];
+        assert_eq!(back, Some(expected.clone()));
+
+        // An update torn mid-write (a flipped byte in the slot it was writing): the other
+        // slot, the state before it, is read.
+        let mut next = expected.clone();
+        next.confirmed = 5678;
+        next.begun = None;
+        file.store(&next).unwrap();
+        let mut bytes = fs::read(dir.join(NAME)).unwrap();
+        let newest = (file.seq % 2) as usize * SLOT;
+        bytes[newest + 60] ^= 1;
+        fs::write(dir.join(NAME), &bytes).unwrap();
+        assert_eq!(CheckpointFile::open(&dir).unwrap().1, Some(expected));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn updates_take_no_new_space() {
+        let dir = temp_dir();
+        let (mut file, _) = CheckpointFile::open(&dir).unwrap();
+        let mut c = Checkpoint::fresh(1);
+        for i in 0..100u64 {
+            c.confirmed = i;
+            c.begun = Some(i..i + 1);
+            file.store(&c).unwrap();
+        }
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap()).collect();
+        assert_eq!(names.len(), 1, "no temporary file is left or needed");
+        assert_eq!(names[0].metadata().unwrap().len(), 2 * SLOT as u64);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_earlier_format_checkpoint_is_converted() {
+        let dir = temp_dir();
+        let body = format!("{HEADER_V1}\nid abc\nconfirmed 42\nbegun 42-99\ndone 0-5");
+        let crc = crc32fast::hash(body.as_bytes());
+        fs::write(dir.join(NAME), format!("{body}\ncrc {crc:08x}\n")).unwrap();
+        let (_, state) = CheckpointFile::open(&dir).unwrap();
+        let state = state.unwrap();
+        assert_eq!((state.id.as_str(), state.confirmed), ("abc", 42));
+        assert_eq!(
+            (state.begun, state.done),
+            (Some(42..99), std::iter::once(0..5).collect())
+        );
+        let (_, again) = CheckpointFile::open(&dir).unwrap();
+        assert_eq!(again.unwrap().id, "abc", "stored in the new format");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

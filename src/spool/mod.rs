@@ -17,7 +17,12 @@
 //!   skipped, and flushed before anything newer.
 //!
 //! Bounds: `SPOOL_MAX_BYTES` (default 10 GiB) over unconfirmed bytes, beyond which appends
-//! are refused (`503`); at most [`PENDING_MAX`] bytes queued for the writer.
+//! are refused (`503`); at most [`PENDING_MAX`] bytes queued for the writer. At open the
+//! volume's free space is checked (`statvfs`): when it cannot hold `SPOOL_MAX_BYTES` plus
+//! headroom ([`HEADROOM_SHARE`]), the effective limit is lowered to what it can (with a
+//! warning), so a small or shared volume refuses appends with `503` before it is full
+//! rather than failing a write; segments are then cut smaller so that trimming frees space
+//! steadily. The checkpoint is updated in place, so a full volume never stops delivery.
 
 pub mod checkpoint;
 pub mod record;
@@ -27,6 +32,7 @@ pub mod writer;
 use std::fs::{self, File};
 use std::io;
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -34,8 +40,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
-use self::checkpoint::{Checkpoint, sync_dir};
-use self::segments::{Chunk, ReadLimits};
+use self::checkpoint::{Checkpoint, CheckpointFile, sync_dir};
+use self::segments::{Chunk, ReadLimits, SEGMENT_BYTES};
 use crate::event::Rows;
 
 pub use writer::WriterGuard;
@@ -43,6 +49,14 @@ pub use writer::WriterGuard;
 /// Most bytes queued for the writer: if the disk falls this far behind, requests are
 /// refused rather than queued in memory.
 pub const PENDING_MAX: usize = 64 << 20;
+
+/// Share of the volume kept free when capping the spool to the free space at open (1/20:
+/// 5%): room for the quarantine, the filesystem's own needs and other writers.
+pub const HEADROOM_SHARE: u64 = 20;
+/// Least headroom kept, however small the volume.
+pub const HEADROOM_MIN: u64 = 256 << 10;
+/// Smallest segment file (on a tiny volume): below this, file creation dominates.
+const SEGMENT_MIN: u64 = 64 << 10;
 
 /// Why the spool cannot take a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,12 +117,36 @@ pub struct Spool {
     failed: OnceLock<String>,
     /// Position up to which ClickHouse has the rows (mirrors the checkpoint).
     confirmed: AtomicU64,
+    /// Where the oldest segment file still on disk starts: `next - oldest` is what the spool
+    /// takes on disk (at most `disk_max`).
+    oldest: AtomicU64,
+    /// Most bytes the spool's segment files may take: what the volume could hold at open,
+    /// less headroom (`u64::MAX` when it holds `SPOOL_MAX_BYTES` easily).
+    disk_max: u64,
+    /// A segment is closed once it holds this much ([`SEGMENT_BYTES`], less on a small
+    /// volume).
+    segment_bytes: u64,
     /// The flusher's bookkeeping; behind a mutex only to be shareable, it has one user.
-    checkpoint: Mutex<Checkpoint>,
+    checkpoint: Mutex<Books>,
     /// Segment files' start positions, oldest first; the writer appends to the last.
     segments: Mutex<Vec<u64>>,
+    /// Tests: fail this many reads (`EMFILE`) before reading again.
+    #[cfg(test)]
+    pub(crate) read_faults: std::sync::atomic::AtomicU32,
+    /// Tests: fail this many checkpoint updates before writing again.
+    #[cfg(test)]
+    pub(crate) checkpoint_faults: std::sync::atomic::AtomicU32,
+    /// Tests: fail this many creations of a new segment file (`EMFILE`).
+    #[cfg(test)]
+    pub(crate) roll_faults: std::sync::atomic::AtomicU32,
     /// Held open for the process's life: its lock keeps a second process off this folder.
     _lock: File,
+}
+
+/// The checkpoint's state and the file it is kept in.
+struct Books {
+    file: CheckpointFile,
+    state: Checkpoint,
 }
 
 /// What the previous run left.
@@ -122,23 +160,41 @@ pub struct Backlog {
 
 impl Spool {
     /// Opens (or creates) the spool in `dir`: takes its lock, reads the checkpoint, deletes
-    /// confirmed segments and starts a new segment after the old ones. Returns the backlog
-    /// the previous run left, to replay before anything new.
+    /// confirmed segments and starts a new segment after the old ones; caps `max_bytes` to
+    /// what the volume can hold. Returns the backlog the previous run left, to replay before
+    /// anything new.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<(Self, Option<Backlog>), SpoolError> {
         let io_err = |source| SpoolError::Io {
             dir: dir.to_path_buf(),
             source,
         };
-        fs::create_dir_all(dir).map_err(io_err)?;
+        create_dir_durably(dir).map_err(io_err)?;
         let lock = File::create(dir.join("lock")).map_err(io_err)?;
         if lock.try_lock().is_err() {
             return Err(SpoolError::Locked(dir.to_path_buf()));
         }
-        let checkpoint = match Checkpoint::load(dir).map_err(io_err)? {
-            Some(c) => c,
+        let folder = fs::metadata(dir).map_err(io_err)?.ino();
+        let (mut file, loaded) = CheckpointFile::open(dir).map_err(io_err)?;
+        let checkpoint = match loaded {
+            Some(c) if c.folder == folder => c,
+            Some(mut c) => {
+                if c.folder != 0 {
+                    // Copied or restored into another folder: its positions are not ours
+                    // to name, so they get a new identity (and new tokens).
+                    log::warn!(
+                        "spool {}: the folder is not the one its identity was made for \
+                         (copied or restored?); giving it a new identity",
+                        dir.display()
+                    );
+                    c.id = Checkpoint::fresh(folder).id;
+                }
+                c.folder = folder;
+                file.store(&c).map_err(io_err)?;
+                c
+            }
             None => {
-                let c = Checkpoint::fresh();
-                c.store(dir).map_err(io_err)?;
+                let c = Checkpoint::fresh(folder);
+                file.store(&c).map_err(io_err)?;
                 c
             }
         };
@@ -152,7 +208,7 @@ impl Spool {
         // Files wholly before the checkpoint are done with (a crash after confirming a batch
         // but before deleting them leaves some).
         while !old.is_empty() && old.get(1).map_or(old_end, |n| n.0) <= checkpoint.confirmed {
-            fs::remove_file(segments::path(dir, old[0].0)).map_err(io_err)?;
+            remove_if_present(&segments::path(dir, old[0].0)).map_err(io_err)?;
             old.remove(0);
         }
         let start = old_end.max(checkpoint.confirmed);
@@ -165,11 +221,14 @@ impl Spool {
                 bytes: start - from,
             }
         });
+        let on_disk: u64 = old.iter().map(|&(_, len)| len).sum();
+        let disk_max = disk_cap(dir, on_disk, max_bytes).map_err(io_err)?;
+        let segment_bytes = (disk_max / 8).clamp(SEGMENT_MIN, SEGMENT_BYTES);
         let mut starts: Vec<u64> = old.iter().map(|&(s, _)| s).collect();
         starts.push(start);
         let spool = Self {
             dir: dir.to_path_buf(),
-            max_bytes,
+            max_bytes: max_bytes.min(disk_max),
             tail: Mutex::new(Tail {
                 next: start,
                 pending: Vec::new(),
@@ -179,8 +238,20 @@ impl Spool {
             durable: watch::Sender::new(start),
             failed: OnceLock::new(),
             confirmed: AtomicU64::new(backlog.map_or(start, |b| b.from)),
-            checkpoint: Mutex::new(checkpoint),
+            oldest: AtomicU64::new(starts[0]),
+            disk_max,
+            segment_bytes,
+            checkpoint: Mutex::new(Books {
+                file,
+                state: checkpoint,
+            }),
             segments: Mutex::new(starts),
+            #[cfg(test)]
+            read_faults: Default::default(),
+            #[cfg(test)]
+            checkpoint_faults: Default::default(),
+            #[cfg(test)]
+            roll_faults: Default::default(),
             _lock: lock,
         };
         Ok((spool, backlog))
@@ -202,7 +273,10 @@ impl Spool {
             return Err(SpoolRefusal::Failed("spool writer stopped".into()));
         }
         let used = tail.next - self.confirmed.load(Relaxed);
-        if used + record.len() as u64 > self.max_bytes {
+        let on_disk = tail.next - self.oldest.load(Relaxed);
+        if used + record.len() as u64 > self.max_bytes
+            || on_disk + record.len() as u64 > self.disk_max
+        {
             return Err(SpoolRefusal::Full {
                 used,
                 max: self.max_bytes,
@@ -247,7 +321,7 @@ impl Spool {
         *self.durable.borrow()
     }
 
-    /// Unconfirmed bytes and `SPOOL_MAX_BYTES`.
+    /// Unconfirmed bytes and `SPOOL_MAX_BYTES` (capped to what the volume holds).
     pub fn fill(&self) -> (u64, u64) {
         let used = self.next_position() - self.confirmed.load(Relaxed);
         (used, self.max_bytes)
@@ -261,81 +335,116 @@ impl Spool {
     /// The token prefix of the batch `range`: the spool's identity and the range, stable
     /// across retries and restarts.
     pub fn batch_id(&self, range: &Range<u64>) -> String {
-        let id = &self.checkpoint.lock().id;
+        let id = &self.checkpoint.lock().state.id;
         format!("{id}:{}-{}", range.start, range.end)
+    }
+
+    /// Writes `next` as the checkpoint; only what is on disk counts, so a failed write
+    /// leaves the old state in force.
+    fn store(&self, books: &mut Books, next: Checkpoint) -> io::Result<()> {
+        #[cfg(test)]
+        if self
+            .checkpoint_faults
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(io::Error::other("injected checkpoint fault"));
+        }
+        books.file.store(&next)?;
+        books.state = next;
+        Ok(())
     }
 
     /// Records that `range` is about to be sent. `true`: it was begun already, before a
     /// restart (a replay: some of it may be in ClickHouse).
+    ///
+    /// Batches are sent one at a time in spool order, so beginning `range` also confirms
+    /// everything before it: a `confirm` that failed earlier cannot leave an old
+    /// `confirmed` next to a new `begun` (after a crash that pair would replay the
+    /// confirmed batch again, cut differently, under new tokens).
     pub fn begin(&self, range: Range<u64>) -> io::Result<bool> {
-        let mut c = self.checkpoint.lock();
+        let mut books = self.checkpoint.lock();
+        let c = &books.state;
         if c.begun.as_ref() == Some(&range) {
             return Ok(true);
         }
         let next = Checkpoint {
+            confirmed: c.confirmed.max(range.start),
             begun: Some(range),
             done: Vec::new(),
             ..c.clone()
         };
-        // Only what is on disk counts: a failed store leaves the old state in force.
-        next.store(&self.dir)?;
-        *c = next;
+        let confirmed = next.confirmed;
+        self.store(&mut books, next)?;
+        drop(books);
+        self.confirmed.fetch_max(confirmed, Relaxed);
+        // Trimming is housekeeping: the next confirm tries again.
+        if let Err(e) = self.trim(confirmed) {
+            log::warn!("spool {}: cannot delete a segment: {e}", self.dir.display());
+        }
         Ok(false)
     }
 
     /// The rows of batch `range` already done, if it is the begun batch (a replay).
     pub fn done(&self, range: &Range<u64>) -> Vec<Range<usize>> {
-        let c = self.checkpoint.lock();
-        match &c.begun {
-            Some(begun) if begun == range => c.done.clone(),
+        let books = self.checkpoint.lock();
+        match &books.state.begun {
+            Some(begun) if begun == range => books.state.done.clone(),
             _ => Vec::new(),
         }
     }
 
     /// Records that rows `rows` of the begun batch are stored (or quarantined).
     pub fn mark_done(&self, rows: Range<usize>) -> io::Result<()> {
-        let mut c = self.checkpoint.lock();
-        let mut next = c.clone();
+        let mut books = self.checkpoint.lock();
+        let mut next = books.state.clone();
         next.done.push(rows);
-        next.store(&self.dir)?;
-        *c = next;
-        Ok(())
+        self.store(&mut books, next)
     }
 
     /// Records that ClickHouse has everything before `end`, then deletes whole segment
     /// files behind it.
     pub fn confirm(&self, end: u64) -> io::Result<()> {
         {
-            let mut c = self.checkpoint.lock();
+            let mut books = self.checkpoint.lock();
             let next = Checkpoint {
                 confirmed: end,
                 begun: None,
                 done: Vec::new(),
-                ..c.clone()
+                ..books.state.clone()
             };
-            next.store(&self.dir)?;
-            *c = next;
+            self.store(&mut books, next)?;
         }
-        self.confirmed.store(end, Relaxed);
-        let mut starts = self.segments.lock();
-        // Never the newest: the writer appends to it.
-        while starts.len() > 1 && starts[1] <= end && starts[0] < starts[1] {
-            fs::remove_file(segments::path(&self.dir, starts[0]))?;
-            starts.remove(0);
-        }
-        Ok(())
+        self.confirmed.fetch_max(end, Relaxed);
+        self.trim(end)
     }
 
-    /// Where the segment after the one holding `position` starts (`None`: it is the newest).
-    pub fn next_segment_after(&self, position: u64) -> Option<u64> {
-        self.segments.lock().iter().copied().find(|&s| s > position)
+    /// Deletes whole segment files before `end` (never the newest: the writer appends to
+    /// it). A file already gone (deleted by hand) counts as deleted, so one missing file
+    /// does not stop all later trimming.
+    fn trim(&self, end: u64) -> io::Result<()> {
+        let mut starts = self.segments.lock();
+        while starts.len() > 1 && starts[1] <= end && starts[0] < starts[1] {
+            remove_if_present(&segments::path(&self.dir, starts[0]))?;
+            starts.remove(0);
+            self.oldest.store(starts[0], Relaxed);
+        }
+        Ok(())
     }
 
     /// Reads records from `from` (a record boundary) into `rows`, up to `until` and the
     /// limits — or exactly the begun batch's range if `from` starts it, so a replay resends
     /// what was sent.
     pub fn read(&self, from: u64, mut limits: ReadLimits, rows: &mut Rows) -> io::Result<Chunk> {
-        if let Some(begun) = &self.checkpoint.lock().begun
+        #[cfg(test)]
+        if self
+            .read_faults
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(io::Error::from_raw_os_error(24)); // EMFILE
+        }
+        if let Some(begun) = &self.checkpoint.lock().state.begun
             && begun.start == from
         {
             limits.until = limits.until.min(begun.end);
@@ -354,6 +463,70 @@ impl Spool {
         limits.until = limits.until.min(durable);
         segments::read(&self.dir, &spans, from, limits, rows)
     }
+}
+
+/// Creates `dir` (and missing parents) and makes the new entries durable: a power loss soon
+/// after the first start must not lose the folder with the records acknowledged in it.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        missing.push(path);
+        at = path.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    // Each created folder's entry lives in its parent.
+    for created in missing {
+        match created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => sync_dir(parent)?,
+            None => sync_dir(Path::new("."))?,
+        }
+    }
+    Ok(())
+}
+
+/// Removes `path`; already gone counts as done.
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Most bytes the spool's files may take in `dir`'s volume: what is free plus what the
+/// spool holds already (`on_disk`), less the headroom; `u64::MAX` when that is more than
+/// `max_bytes` (the configured limit binds). Logs a warning when the volume is the limit,
+/// or when it cannot be asked (then only `max_bytes` applies).
+fn disk_cap(dir: &Path, on_disk: u64, max_bytes: u64) -> io::Result<u64> {
+    let vfs = match rustix::fs::statvfs(dir) {
+        Ok(vfs) => vfs,
+        Err(e) => {
+            log::warn!(
+                "spool {}: cannot read the volume's free space ({e}); only SPOOL_MAX_BYTES \
+                 limits the spool",
+                dir.display()
+            );
+            return Ok(u64::MAX);
+        }
+    };
+    let block = vfs.f_frsize.max(1);
+    let volume = vfs.f_blocks.saturating_mul(block);
+    let free = vfs.f_bavail.saturating_mul(block);
+    let headroom = (volume / HEADROOM_SHARE).max(HEADROOM_MIN);
+    let holdable = (free + on_disk).saturating_sub(headroom);
+    if holdable >= max_bytes {
+        return Ok(u64::MAX);
+    }
+    log::warn!(
+        "spool {}: its volume can hold {holdable} bytes of spool ({free} free, {on_disk} in \
+         the spool, {headroom} kept free), less than SPOOL_MAX_BYTES ({max_bytes}); events \
+         are refused with 503 beyond that",
+        dir.display()
+    );
+    Ok(holdable)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@
 use crate::event::Rows;
 
 /// Marks the start of a record.
-const MAGIC: [u8; 4] = *b"EIS1";
+pub const MAGIC: [u8; 4] = *b"EIS1";
 /// Bytes before the payload.
 pub const HEADER: usize = 24;
 

@@ -2,10 +2,12 @@
 //! [`SEGMENT_BYTES`], each named by the stream position of its first byte, so positions
 //! are stable across restarts and whole files can be deleted once ClickHouse has them.
 //!
-//! Reading validates every record. A torn or corrupt record (a crash mid-write, a bad
-//! disk) ends what is read from that file: the rest of the file is skipped with one log
-//! line, and reading goes on with the next file. A new process never appends after a
-//! damaged tail; it starts a new file.
+//! Reading validates every record. After a torn or corrupt record (a crash mid-write, a bad
+//! disk) reading resynchronises: it scans on for the next record marker that starts an
+//! intact record (its length within the file, its CRC good) and goes on from there, with
+//! one log line saying how many bytes were skipped; only the damaged record's events are
+//! lost. With no intact record after it (a torn tail) the rest of the file is skipped. A
+//! new process never appends after a damaged tail; it starts a new file.
 
 use std::fs::{self, File};
 use std::io;
@@ -117,8 +119,10 @@ pub fn read(
                         let here = offset + at as u64;
                         let readable = file_len.min(end - start).saturating_sub(here);
                         if need as u64 > readable {
-                            chunk.skipped.push(damage(dir, start, here, readable, TORN));
-                            chunk.end = end;
+                            // A tail cut short, or a damaged length: look further.
+                            let limit = file_len.min(end - start);
+                            let next = resync(&file, here + 1, limit)?;
+                            skip_damage(&mut chunk, dir, start, here, next, end, TORN);
                             break;
                         }
                         if at > 0 {
@@ -135,11 +139,9 @@ pub fn read(
                     }
                     Err(e) => {
                         let here = offset + at as u64;
-                        let readable = file_len.min(end - start).saturating_sub(here);
-                        chunk
-                            .skipped
-                            .push(damage(dir, start, here, readable, &e.to_string()));
-                        chunk.end = end;
+                        let limit = file_len.min(end - start);
+                        let next = resync(&file, here + 1, limit)?;
+                        skip_damage(&mut chunk, dir, start, here, next, end, &e.to_string());
                         break;
                     }
                 }
@@ -147,6 +149,75 @@ pub fn read(
         }
     }
     Ok(chunk)
+}
+
+/// Records damage at file offset `here` of the segment starting at `start` and moves
+/// `chunk.end` past it: to `next` (the file offset of the next intact record) or, with none,
+/// to `end`.
+fn skip_damage(
+    chunk: &mut Chunk,
+    dir: &Path,
+    start: u64,
+    here: u64,
+    next: Option<u64>,
+    end: u64,
+    what: &str,
+) {
+    let resume = next.map_or(end, |n| start + n);
+    let skipped = resume.saturating_sub(start + here);
+    let line = match next {
+        Some(_) => format!(
+            "{}: {what} at byte {here}; skipped {skipped} bytes to the next intact record",
+            path(dir, start).display()
+        ),
+        None => damage(dir, start, here, skipped, what),
+    };
+    chunk.skipped.push(line);
+    chunk.end = resume;
+}
+
+/// The file offset of the first intact record at or after `from` and ending by `limit`
+/// (`None`: there is none). A candidate starts with the record marker and decodes whole,
+/// CRC included; the CRC makes a marker inside a payload vanishingly unlikely to pass
+/// (it would need a well-formed record, checksum and all, embedded in an event's text).
+fn resync(file: &File, from: u64, limit: u64) -> io::Result<Option<u64>> {
+    const WINDOW: usize = 1 << 20;
+    let mut buf = Vec::new();
+    let mut record_buf = Vec::new();
+    let mut scratch = Rows::default();
+    let mut pos = from;
+    while pos + record::HEADER as u64 <= limit {
+        let want = ((limit - pos) as usize).min(WINDOW);
+        read_at(file, pos, want, &mut buf)?;
+        if buf.len() < record::HEADER {
+            return Ok(None);
+        }
+        for i in 0..=buf.len() - record::MAGIC.len() {
+            if buf[i..i + record::MAGIC.len()] != record::MAGIC {
+                continue;
+            }
+            let candidate = pos + i as u64;
+            read_at(file, candidate, record::HEADER, &mut record_buf)?;
+            if record_buf.len() < record::HEADER {
+                continue;
+            }
+            let payload =
+                u32::from_le_bytes([record_buf[4], record_buf[5], record_buf[6], record_buf[7]]);
+            let len = record::HEADER as u64 + u64::from(payload);
+            if candidate + len > limit {
+                continue;
+            }
+            read_at(file, candidate, len as usize, &mut record_buf)?;
+            let ok = record::decode(&record_buf, &mut scratch).is_ok();
+            scratch.clear();
+            if ok {
+                return Ok(Some(candidate));
+            }
+        }
+        // The next window overlaps this one's last bytes: a marker across the edge is seen.
+        pos += (buf.len() - record::MAGIC.len() + 1) as u64;
+    }
+    Ok(None)
 }
 
 /// How a record cut short is described in the log.

@@ -141,3 +141,129 @@ fn a_run_that_wrote_nothing_does_not_confuse_the_next_one() {
     writer.stop();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_failed_confirm_is_made_good_by_the_next_begin() {
+    let dir = temp_dir();
+    let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    let first = append(&spool, 2);
+    spool.begin(0..first).unwrap();
+    spool
+        .checkpoint_faults
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    assert!(spool.confirm(first).is_err(), "the injected fault");
+    let second = append(&spool, 2);
+    assert!(!spool.begin(first..second).unwrap());
+    // A crash before the second batch is confirmed.
+    writer.stop();
+    drop(spool);
+    let (spool, backlog) = Spool::open(&dir, 1 << 30).unwrap();
+    assert_eq!(
+        backlog.map(|b| b.from),
+        Some(first),
+        "the first batch was confirmed by the second's begin: not replayed"
+    );
+    let (back, chunk) = read_all(&spool, first);
+    assert_eq!(
+        chunk.end, second,
+        "the begun batch, exactly, under its token"
+    );
+    assert_eq!(back.len(), 20);
+    assert!(spool.begin(first..second).unwrap(), "a replay");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Starts and stops the spool once, appending `requests`: each run starts a new segment.
+fn run_once(dir: &std::path::Path, requests: u32) -> u64 {
+    let (spool, _) = Spool::open(dir, 1 << 30).unwrap();
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    let end = append(&spool, requests);
+    writer.stop();
+    end
+}
+
+#[test]
+fn a_segment_deleted_by_hand_does_not_stop_trimming() {
+    let dir = temp_dir();
+    let first = run_once(&dir, 1);
+    run_once(&dir, 1);
+    let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
+    let segment = |start| super::segments::path(&dir, start);
+    assert!(segment(0).exists() && segment(first).exists());
+    std::fs::remove_file(segment(0)).unwrap();
+    spool.confirm(spool.next_position()).unwrap();
+    assert!(!segment(first).exists(), "the next one was trimmed too");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_copied_spool_folder_gets_its_own_identity() {
+    let dir = temp_dir();
+    run_once(&dir, 1);
+    let id = |dir: &std::path::Path| {
+        let (spool, _) = Spool::open(dir, 1 << 30).unwrap();
+        spool.batch_id(&(0..1))
+    };
+    let original = id(&dir);
+    assert_eq!(id(&dir), original, "stable across restarts");
+    let copy = temp_dir();
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let copied = id(&copy);
+    assert_ne!(copied, original, "positions in a copy never share a token");
+    assert_eq!(id(&copy), copied, "and it keeps its own from then on");
+    assert_eq!(id(&dir), original);
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(copy).unwrap();
+}
+
+#[test]
+fn reading_resumes_at_the_next_intact_record_after_damage() {
+    let record_len = record::encoded_len(&rows(0..10)) as u64;
+    // A flipped payload byte (bad CRC), then a damaged length (it claims more than the file).
+    for (at, bytes) in [(30, vec![0xAA]), (4, vec![0xFF; 4])] {
+        let dir = temp_dir();
+        let end = run_once(&dir, 3);
+        let segment = super::segments::path(&dir, 0);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &bytes, record_len + at).unwrap();
+        let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
+        let (back, chunk) = read_all(&spool, 0);
+        let mut expected = rows(0..10);
+        expected.append(&mut rows(20..30));
+        assert_eq!(back, expected, "only the damaged record's rows are lost");
+        assert_eq!(chunk.end, end);
+        assert_eq!(chunk.skipped.len(), 1, "{:?}", chunk.skipped);
+        assert!(chunk.skipped[0].contains(&format!("skipped {record_len} bytes")));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[test]
+fn a_segment_that_cannot_be_created_yet_does_not_stop_the_writer() {
+    let dir = temp_dir();
+    let (mut spool, _) = Spool::open(&dir, 1 << 30).unwrap();
+    spool.segment_bytes = 100; // every round starts a new segment
+    spool
+        .roll_faults
+        .store(2, std::sync::atomic::Ordering::Relaxed);
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    for _ in 0..4 {
+        append(&spool, 1); // panics if the spool failed
+    }
+    assert_eq!(spool.failure(), None);
+    let (back, _) = read_all(&spool, 0);
+    assert_eq!(back.len(), 40, "every record, across the files");
+    writer.stop();
+    std::fs::remove_dir_all(dir).unwrap();
+}

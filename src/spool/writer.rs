@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 
 use super::Spool;
 use super::checkpoint::sync_dir;
-use super::segments::{self, SEGMENT_BYTES};
+use super::segments;
 
 /// Owns the writer thread: stopping it (or dropping the guard) writes what is queued,
 /// syncs, and joins.
@@ -38,6 +38,7 @@ impl WriterGuard {
             spool: spool.clone(),
             file,
             segment_len: 0,
+            roll_failures: 0,
         };
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())
@@ -73,6 +74,8 @@ struct Writer {
     spool: Arc<Spool>,
     file: File,
     segment_len: u64,
+    /// Rounds since a new segment file could not be created (0: none failing).
+    roll_failures: u32,
 }
 
 impl Writer {
@@ -111,18 +114,62 @@ impl Writer {
 
     /// Writes `bytes` (whole records from stream position `start`) and syncs them, first
     /// starting a new segment file if the current one is full.
+    ///
+    /// A new file that cannot be created (no descriptor left, `EMFILE`; no inode) is not a
+    /// failed write: the records go to the current file, which grows past its size, and the
+    /// next round tries again. A failed sync of the folder is, as any failed sync.
     fn write(&mut self, start: u64, bytes: &[u8]) -> io::Result<()> {
-        if self.segment_len >= SEGMENT_BYTES {
-            let file = File::create(segments::path(&self.spool.dir, start))?;
-            sync_dir(&self.spool.dir)?;
-            self.file = file;
-            self.segment_len = 0;
-            self.spool.segments.lock().push(start);
+        if self.segment_len >= self.spool.segment_bytes {
+            match self.create_segment(start) {
+                Ok(file) => {
+                    sync_dir(&self.spool.dir)?;
+                    self.file = file;
+                    self.segment_len = 0;
+                    self.spool.segments.lock().push(start);
+                }
+                Err(e) => {
+                    if self.roll_failures == 0 {
+                        log::warn!(
+                            "spool {}: cannot start a new segment ({e}); appending to the \
+                             current one meanwhile",
+                            self.spool.dir.display()
+                        );
+                    }
+                    self.roll_failures += 1;
+                }
+            }
         }
         self.file.write_all(bytes)?;
         self.file.sync_data()?;
         self.segment_len += bytes.len() as u64;
         Ok(())
+    }
+
+    /// Creates the segment file starting at `start`.
+    fn create_segment(&mut self, start: u64) -> io::Result<File> {
+        #[cfg(test)]
+        if self
+            .spool
+            .roll_faults
+            .fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            return Err(io::Error::from_raw_os_error(24)); // EMFILE
+        }
+        let file = File::create(segments::path(&self.spool.dir, start))?;
+        if self.roll_failures > 0 {
+            log::info!(
+                "spool {}: new segment started after {} failed attempts",
+                self.spool.dir.display(),
+                self.roll_failures
+            );
+            self.roll_failures = 0;
+        }
+        Ok(file)
     }
 }
 

@@ -417,3 +417,72 @@ async fn a_retry_after_an_ambiguous_failure_stores_the_batch_once() {
     assert!(app.stop().await.is_clean());
     proxy.abort();
 }
+
+#[tokio::test]
+async fn an_unwritable_quarantine_shows_at_once_and_good_rows_keep_flowing() {
+    // `memory` mode; the quarantine's folder cannot be created: SPOOL_DIR is a file.
+    let blocker = std::env::temp_dir().join(format!("not-a-dir-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&blocker, b"").unwrap();
+    let app = spawn_app(&[("SPOOL_DIR", blocker.to_str().unwrap())]).await;
+    clickhouse(&format!(
+        "ALTER TABLE `{}`.events ADD COLUMN param_num UInt8 MATERIALIZED toUInt8(param_str)",
+        app.database
+    ))
+    .await;
+    let events = |range: std::ops::Range<u32>, poison: Option<u32>| {
+        let events: Vec<Value> = range
+            .map(|s| {
+                let mut e = event(s);
+                e["param_str"] = if Some(s) == poison { "abc" } else { "12" }.into();
+                e
+            })
+            .collect();
+        Value::Array(events).to_string()
+    };
+    assert_eq!(app.post_events(events(0..10, Some(3))).await.status(), 200);
+    wait_for_rows(&app.database, 9).await;
+    // The good rows are stored before the rejected one goes to the quarantine: its failure
+    // shows from that first attempt on.
+    let body: Value = within(PATIENCE, async {
+        loop {
+            let health = app.get("/v1/health").await;
+            let status = health.status();
+            let body: Value = health.json().await.unwrap();
+            if body["storage_error"].is_string() {
+                assert_eq!(status, 503);
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(body["status"], "failing", "{body}");
+    assert!(
+        body["storage_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("quarantine")),
+        "{body}"
+    );
+    let ready: Value = app.get("/v1/ready").await.json().await.unwrap();
+    assert!(
+        ready["reasons"]
+            .to_string()
+            .contains("local storage failing"),
+        "{ready}"
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("event_ingest_local_io_errors_total{op=\"quarantine\"}"),
+        "{metrics}"
+    );
+
+    // A later batch is not held back by the rejected row.
+    assert_eq!(app.post_events(events(10..20, None)).await.status(), 200);
+    wait_for_rows(&app.database, 19).await;
+    let report = app.stop().await;
+    assert_eq!(
+        report.unwritten, 1,
+        "the rejected row, stored nowhere: {report:?}"
+    );
+    std::fs::remove_file(blocker).unwrap();
+}

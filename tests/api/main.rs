@@ -22,5 +22,7 @@ mod metrics;
 mod roundtrip;
 mod schema;
 mod shutdown;
+mod shutdown_budget;
 mod skew;
+mod spool_faults;
 mod status_page;

@@ -1,5 +1,6 @@
-//! The fault loop: kill -9 and SIGTERM of the service, ClickHouse outages and quiet
-//! periods, at random (seeded) times until the deadline.
+//! The fault loop: kill -9 and SIGTERM of the service, ClickHouse outages, a full spool
+//! volume, descriptor exhaustion and quiet periods, at random (seeded) times until the
+//! deadline.
 
 use std::collections::BTreeMap;
 use std::thread::sleep;
@@ -9,6 +10,7 @@ use crate::clickhouse::OwnClickHouse;
 use crate::log;
 use crate::rng::Rng;
 use crate::service::{Service, describe};
+use crate::volume::SpoolVolume;
 
 /// How long a SIGTERMed service may take (SHUTDOWN_TIMEOUT_SECS=5, plus margin).
 pub const TERM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,6 +61,7 @@ pub fn run(
     rng: &mut Rng,
     service: &mut Service,
     ch: &OwnClickHouse,
+    volume: Option<&SpoolVolume>,
     faults: &mut FaultLog,
 ) -> Result<(), String> {
     while Instant::now() < deadline {
@@ -70,7 +73,7 @@ pub fn run(
         }
         // Some plain load between faults.
         sleep(rng.secs(1.0, 3.0));
-        match rng.below(4) {
+        match rng.below(6) {
             0 => {
                 faults.count("kill -9 service");
                 log(&format!(
@@ -126,6 +129,12 @@ pub fn run(
                 ch.ensure()?;
                 log("ClickHouse back");
             }
+            3 if volume.is_some() => {
+                if let Some(volume) = volume {
+                    full_disk(rng, service, ch, volume, faults)?;
+                }
+            }
+            4 => descriptor_exhaustion(rng, service, ch, faults)?,
             _ => {
                 faults.count("quiet period");
                 let quiet = rng.secs(5.0, 15.0);
@@ -135,4 +144,127 @@ pub fn run(
         }
     }
     Ok(())
+}
+
+/// Free bytes left on the spool volume by the full-disk fault: the spool fills them.
+const FULL_DISK_LEAVE: u64 = 4 << 20;
+
+/// ClickHouse down and the spool volume nearly full (a ballast file), the service
+/// restarted on it: it must refuse with 503 before the volume is full, not fail writes,
+/// and deliver everything once ClickHouse is back, without another restart.
+fn full_disk(
+    rng: &mut Rng,
+    service: &mut Service,
+    ch: &OwnClickHouse,
+    volume: &SpoolVolume,
+    faults: &mut FaultLog,
+) -> Result<(), String> {
+    faults.count("full spool volume");
+    log("FAULT full spool volume: ClickHouse down, volume filled, service restarted on it");
+    ch.stop()?;
+    let exit = service
+        .terminate(TERM_TIMEOUT)
+        .unwrap_or_else(|e| format!("error: {e}"));
+    faults.term_exits.push(exit);
+    let ballast = volume.fill_leaving(FULL_DISK_LEAVE)?;
+    log(&format!(
+        "ballast of {} MiB; {} MiB free",
+        ballast >> 20,
+        volume.free_bytes()? >> 20
+    ));
+    start_service(service, faults)?;
+    // Until the spool refuses (or a while: the load may be too light to fill it).
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        sleep(Duration::from_millis(500));
+        let Some(h) = service.health() else { continue };
+        let (used, max) = (
+            h["spool"]["bytes"].as_u64().unwrap_or(0),
+            h["spool"]["max_bytes"].as_u64().unwrap_or(u64::MAX),
+        );
+        last = format!(
+            "spool {used} of {max} bytes, failed: {}",
+            h["spool"]["failed"]
+        );
+        if used as f64 >= max as f64 * 0.9 {
+            break;
+        }
+    }
+    log(&format!(
+        "{last}; {} MiB free on the volume",
+        volume.free_bytes()? >> 20
+    ));
+    sleep(rng.secs(2.0, 5.0));
+    ch.ensure()?;
+    log("ClickHouse back; the spool drains on the full volume");
+    sleep(rng.secs(5.0, 10.0));
+    volume.empty();
+    log("ballast removed");
+    Ok(())
+}
+
+/// Descriptors for the service at the descriptor-exhaustion fault.
+const FAULT_NOFILE: u64 = 128;
+/// Idle connections opened at a time to take them.
+const IDLE_CONNECTIONS: usize = 300;
+
+/// A backlog to replay (ClickHouse down a while), then the service restarted with few file
+/// descriptors and idle connections taking them all while ClickHouse is back: spool reads
+/// and inserts fail with EMFILE and must be retried, never skipped.
+fn descriptor_exhaustion(
+    rng: &mut Rng,
+    service: &mut Service,
+    ch: &OwnClickHouse,
+    faults: &mut FaultLog,
+) -> Result<(), String> {
+    faults.count("descriptor exhaustion");
+    log(&format!(
+        "FAULT descriptor exhaustion: backlog, then RLIMIT_NOFILE={FAULT_NOFILE} and \
+         {IDLE_CONNECTIONS} idle connections"
+    ));
+    ch.stop()?;
+    sleep(rng.secs(5.0, 10.0));
+    let exit = service
+        .terminate(TERM_TIMEOUT)
+        .unwrap_or_else(|e| format!("error: {e}"));
+    faults.term_exits.push(exit);
+    service.nofile = Some(FAULT_NOFILE);
+    let started = start_service(service, faults);
+    service.nofile = None;
+    started?;
+    let port = service.port();
+    let connect = || {
+        (0..IDLE_CONNECTIONS)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(
+                    &([127, 0, 0, 1], port).into(),
+                    Duration::from_millis(200),
+                )
+                .ok()
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut idle = connect();
+    ch.ensure()?;
+    log(&format!(
+        "ClickHouse back; {} idle connections hold the service's descriptors",
+        idle.len()
+    ));
+    // Idle connections are closed by the service after its request timeout: keep some open.
+    let hold = rng.secs(8.0, 15.0);
+    let until = Instant::now() + hold;
+    while Instant::now() < until {
+        sleep(Duration::from_secs(2));
+        idle.truncate(IDLE_CONNECTIONS / 2);
+        idle.extend(connect());
+    }
+    drop(idle);
+    log("idle connections closed");
+    // Back to a normal limit for the rest of the run.
+    let exit = service
+        .terminate(TERM_TIMEOUT)
+        .unwrap_or_else(|e| format!("error: {e}"));
+    faults.term_exits.push(exit);
+    start_service(service, faults)
 }

@@ -18,6 +18,7 @@ mod report;
 mod rng;
 mod service;
 mod verify;
+mod volume;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,10 @@ struct Args {
     /// Native TCP port of the run's own ClickHouse.
     #[arg(long, default_value_t = 19000)]
     clickhouse_tcp_port: u16,
+    /// Size of the tmpfs mounted as the spool's volume, in MiB, for the full-disk fault
+    /// (0: no volume of its own, no full-disk fault; needs root).
+    #[arg(long, default_value_t = 64)]
+    spool_volume_mb: u64,
     /// Logs, spools, ClickHouse's data and the report go here.
     #[arg(long, default_value = "target/chaos")]
     out_dir: PathBuf,
@@ -159,6 +164,23 @@ fn run(args: &Args, out_dir: &Path, ch: &OwnClickHouse) -> Result<bool, String> 
     ch.reset()?;
     ch.ensure()?;
     remove_old_spools(out_dir, &spool_dir);
+    let volume = match args.spool_volume_mb {
+        0 => None,
+        mb => match volume::SpoolVolume::mount(&spool_dir, mb) {
+            Ok(v) => {
+                log(&format!(
+                    "spool on its own {mb} MiB tmpfs (full-disk fault on)"
+                ));
+                Some(v)
+            }
+            Err(e) => {
+                log(&format!(
+                    "no tmpfs for the spool ({e}): full-disk fault off"
+                ));
+                None
+            }
+        },
+    };
     let http = ch.http();
     let mut faults = FaultLog::default();
     let mut service = Service::new(ServiceConfig {
@@ -184,7 +206,14 @@ fn run(args: &Args, out_dir: &Path, ch: &OwnClickHouse) -> Result<bool, String> 
     let load_start = Instant::now();
     let handles = load::spawn(args.clients.max(1), &load_cfg, seed, &stop);
     let deadline = load_start + Duration::from_secs_f64(args.minutes.max(0.0) * 60.0);
-    let looped = faults::run(deadline, &mut rng, &mut service, ch, &mut faults);
+    let looped = faults::run(
+        deadline,
+        &mut rng,
+        &mut service,
+        ch,
+        volume.as_ref(),
+        &mut faults,
+    );
     stop.store(true, Ordering::Relaxed);
     let mut clients = Vec::new();
     for h in handles {

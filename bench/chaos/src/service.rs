@@ -40,6 +40,8 @@ pub struct Service {
     child: Option<Child>,
     agent: Agent,
     starts: u32,
+    /// `RLIMIT_NOFILE` for the next starts (`None`: inherited).
+    pub nofile: Option<u64>,
 }
 
 impl Service {
@@ -50,7 +52,13 @@ impl Service {
             child: None,
             agent: http::agent(Duration::from_secs(5)),
             starts: 0,
+            nofile: None,
         }
+    }
+
+    /// The service's HTTP port.
+    pub fn port(&self) -> u16 {
+        self.cfg.port
     }
 
     /// `http://127.0.0.1:port`.
@@ -107,6 +115,9 @@ impl Service {
             .stdout(log)
             .stderr(err);
         die_with_parent(&mut cmd);
+        if let Some(limit) = self.nofile {
+            limit_descriptors(&mut cmd, limit);
+        }
         let child = cmd
             .spawn()
             .map_err(|e| format!("start {}: {e}", self.cfg.bin.display()))?;
@@ -191,6 +202,24 @@ impl Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Gives the child at most `limit` file descriptors (`RLIMIT_NOFILE`, soft and hard).
+fn limit_descriptors(cmd: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: only setrlimit(2), async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rl = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
