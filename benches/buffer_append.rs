@@ -140,7 +140,7 @@ fn buffer_append(c: &mut Criterion) {
             |b, &n| {
                 b.iter_custom(|iters| {
                     let buffer = DoubleBuffer::new(Limits {
-                        size: 10_000,
+                        swap_events: 10_000,
                         flush_interval: Duration::from_millis(1),
                         min_interval: Duration::ZERO,
                         max_bytes: usize::MAX,

@@ -37,7 +37,7 @@ use crate::spool::{Spool, SpoolRefusal};
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Events in the active half that trigger a swap (`BUFFER_SIZE`).
-    pub size: usize,
+    pub swap_events: usize,
     /// Longest time an event waits in the active half (`BUFFER_FLUSH_MS`).
     pub flush_interval: Duration,
     /// Shortest time between a swap and the next size-triggered one
@@ -193,7 +193,7 @@ impl DoubleBuffer {
     }
 
     fn empty_half(limits: Limits) -> Rows {
-        Rows::with_capacity(limits.size.min(PREALLOC_ROWS), PREALLOC_ROW_BYTES)
+        Rows::with_capacity(limits.swap_events.min(PREALLOC_ROWS), PREALLOC_ROW_BYTES)
     }
 
     /// `disk` mode's spool.
@@ -271,7 +271,8 @@ impl DoubleBuffer {
         if first {
             st.first_at = Some(Instant::now());
         }
-        let crossed = before < self.limits.size && st.active.len() >= self.limits.size;
+        let crossed =
+            before < self.limits.swap_events && st.active.len() >= self.limits.swap_events;
         drop(st);
         if first || crossed {
             self.wake.notify_one();
@@ -308,7 +309,7 @@ impl DoubleBuffer {
                     if now >= timer_due {
                         break SwapReason::Timer;
                     }
-                    let full = st.active.len() >= self.limits.size;
+                    let full = st.active.len() >= self.limits.swap_events;
                     let size_due = st.last_swap.map_or(now, |t| t + self.limits.min_interval);
                     let pressed = st.active.mem_size().saturating_mul(2) >= self.limits.max_bytes;
                     if full && (now >= size_due || pressed) {
@@ -365,7 +366,7 @@ impl DoubleBuffer {
         st.inflight_since = None;
         drop(st);
         half.clear();
-        let keep = self.limits.size;
+        let keep = self.limits.swap_events;
         if half.capacity() > 2 * keep {
             half.shrink_to(keep);
         }
@@ -429,7 +430,7 @@ mod tests {
 
     fn buffer(size: usize, flush_ms: u64, max_bytes: usize) -> Arc<DoubleBuffer> {
         Arc::new(DoubleBuffer::new(Limits {
-            size,
+            swap_events: size,
             flush_interval: Duration::from_millis(flush_ms),
             min_interval: Duration::ZERO,
             max_bytes,
@@ -464,7 +465,7 @@ mod tests {
     #[test]
     fn size_swaps_are_spaced_by_the_min_interval() {
         let buf = Arc::new(DoubleBuffer::new(Limits {
-            size: 10,
+            swap_events: 10,
             flush_interval: Duration::from_secs(60),
             min_interval: Duration::from_millis(200),
             max_bytes: usize::MAX,

@@ -13,7 +13,7 @@ use futures_util::future::BoxFuture;
 use crate::buffer::{AppendError, DoubleBuffer};
 use crate::event::Rows;
 use crate::sink::{ClickHouseSink, Sink, SinkError};
-use crate::spool::{SpoolRefusal, record};
+use crate::spool::{self, SpoolRefusal};
 
 /// Why accepted rows could not be taken. Nothing was stored, except possibly after a
 /// direct-mode insert that timed out after ClickHouse committed, so a resend is
@@ -128,8 +128,7 @@ impl Ingest for Buffered {
             return Box::pin(std::future::ready(result));
         };
         // Framed and checksummed here, outside the buffer's lock.
-        let mut framed = Vec::with_capacity(record::encoded_len(&rows));
-        record::encode(&rows, record::now_ms(), &mut framed);
+        let framed = spool::frame(&rows);
         Box::pin(async move {
             let end = self.0.append_spooled(&mut rows, &framed).map_err(refused)?;
             spool

@@ -74,7 +74,7 @@ impl Quarantine {
         file.sync_data()?;
         if new {
             // The file's name must survive a crash too.
-            crate::spool::checkpoint::sync_dir(&self.dir)?;
+            crate::spool::sync_dir(&self.dir)?;
         }
         Ok(path)
     }

@@ -250,7 +250,7 @@ fn start_storage(
     let storage = match config.buffer_mode {
         BufferMode::Double => {
             let limits = Limits {
-                size: config.buffer_size,
+                swap_events: config.buffer_size,
                 flush_interval: config.flush_interval(),
                 min_interval: config.min_insert_interval(),
                 max_bytes: config.buffer_max_bytes,

@@ -251,8 +251,10 @@ impl Stats {
         }
     }
 
-    /// Records a failed attempt.
-    pub fn record_error(&self, error: &impl ToString, retrying: bool) {
+    /// Records a failed insert: a retryable one counts as a retry, a data error does not
+    /// (its rows go to the quarantine instead).
+    pub fn record_error(&self, error: &crate::sink::SinkError) {
+        let retrying = error.is_retryable();
         if retrying {
             self.insert_retries.inc();
         }

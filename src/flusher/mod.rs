@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::buffer::{DoubleBuffer, Due, SwapReason};
+use crate::buffer::{DoubleBuffer, Due};
 use crate::event::Rows;
 use crate::quarantine::Quarantine;
 use crate::shutdown::ShutdownReport;
@@ -104,7 +104,7 @@ const LOCAL_BACKOFF: Backoff =
 const LOG_LOCAL_EVERY: Duration = Duration::from_secs(30);
 
 /// Why the flusher stopped waiting for the spool.
-enum Stop {
+enum SpoolWaitEnd {
     /// Shutdown's deadline passed.
     Deadline,
     /// The spool failed: its records will never be durable.
@@ -119,13 +119,7 @@ impl<S: Sink> Flusher<S> {
         while let Some(due) = self.buffer.swap_when_due(&mut half) {
             match due {
                 Due::Half(reason, span) => {
-                    let trigger = match reason {
-                        SwapReason::Size => "size",
-                        SwapReason::Timer => "timer",
-                        SwapReason::Shutdown => "shutdown",
-                        SwapReason::Backlog => "backlog",
-                    };
-                    let unwritten = self.flush(&half, trigger, span);
+                    let unwritten = self.flush(&half, reason.as_str(), span);
                     self.count_unwritten(unwritten, &mut report);
                     self.buffer.release(&mut half);
                 }
@@ -184,9 +178,9 @@ impl<S: Sink> Flusher<S> {
                     Some(replay) => tracked = Some((spool, span, replay)),
                     None => return rows.len(), // the deadline passed; they stay in the spool
                 },
-                Err(Stop::Deadline) => return rows.len(),
+                Err(SpoolWaitEnd::Deadline) => return rows.len(),
                 // Never durable, so never acknowledged: send them anyway, untracked.
-                Err(Stop::Failed) => {}
+                Err(SpoolWaitEnd::Failed) => {}
             }
         }
         let id = match &tracked {
@@ -286,16 +280,16 @@ impl<S: Sink> Flusher<S> {
 
     /// Blocks until the spool is durable up to `end`, the spool fails, or shutdown's
     /// deadline passes.
-    fn wait_durable(&self, spool: &Spool, end: u64) -> Result<(), Stop> {
+    fn wait_durable(&self, spool: &Spool, end: u64) -> Result<(), SpoolWaitEnd> {
         loop {
             if spool.durable() >= end {
                 return Ok(());
             }
             if spool.failure().is_some() {
-                return Err(Stop::Failed);
+                return Err(SpoolWaitEnd::Failed);
             }
             if self.buffer.past_deadline() {
-                return Err(Stop::Deadline);
+                return Err(SpoolWaitEnd::Deadline);
             }
             // In slices, so a deadline set meanwhile is noticed.
             let wait = async {

@@ -3,11 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Flusher, MAX_INSERT_ROWS, Stop};
+use super::{Flusher, MAX_INSERT_ROWS, SpoolWaitEnd};
 use crate::event::Rows;
 use crate::sink::Sink;
-use crate::spool::record;
-use crate::spool::segments::ReadLimits;
+use crate::spool::{self, ReadLimits};
 
 impl<S: Sink> Flusher<S> {
     /// Reads the spool from `from` and writes it, batch by batch, until it has caught up
@@ -30,8 +29,8 @@ impl<S: Sink> Flusher<S> {
                     None => until = Some(self.buffer.end_spill()),
                     Some(end) => match self.wait_durable(&spool, end) {
                         Ok(()) => {}
-                        Err(Stop::Deadline) => return Err(0),
-                        Err(Stop::Failed) => return Ok(()), // never acknowledged
+                        Err(SpoolWaitEnd::Deadline) => return Err(0),
+                        Err(SpoolWaitEnd::Failed) => return Ok(()), // never acknowledged
                     },
                 }
                 continue;
@@ -92,5 +91,5 @@ fn since_unix_ms(ms: u64) -> Option<Instant> {
     if ms == 0 {
         return None;
     }
-    Instant::now().checked_sub(Duration::from_millis(record::now_ms().saturating_sub(ms)))
+    Instant::now().checked_sub(Duration::from_millis(spool::now_ms().saturating_sub(ms)))
 }

@@ -98,7 +98,7 @@ impl Sink for FakeSink {
 
 fn start(sink: Arc<FakeSink>, size: usize) -> (Arc<DoubleBuffer>, Arc<Stats>, FlusherGuard) {
     let buffer = Arc::new(DoubleBuffer::new(Limits {
-        size,
+        swap_events: size,
         flush_interval: Duration::from_secs(3600),
         min_interval: Duration::ZERO,
         max_bytes: usize::MAX,
@@ -231,7 +231,7 @@ fn retries_carry_the_same_token() {
 
 #[test]
 fn a_spool_backlog_goes_first_and_steady_traffic_returns_to_memory() {
-    use crate::spool::{Spool, WriterGuard, record};
+    use crate::spool::{self, Spool, WriterGuard};
     let dir = std::env::temp_dir().join(format!("spill-{}", uuid::Uuid::new_v4().simple()));
     let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
     let spool = Arc::new(spool);
@@ -239,7 +239,7 @@ fn a_spool_backlog_goes_first_and_steady_traffic_returns_to_memory() {
     // As after a restart with a backlog: the buffer starts spilled at position 0.
     let buffer = Arc::new(DoubleBuffer::with_spool(
         Limits {
-            size: 1_000,
+            swap_events: 1_000,
             flush_interval: Duration::from_millis(50),
             min_interval: Duration::ZERO,
             max_bytes: 1 << 26,
@@ -249,8 +249,7 @@ fn a_spool_backlog_goes_first_and_steady_traffic_returns_to_memory() {
     ));
     let submit = |n: u32| {
         let mut rows = testing::rows(n..n + 5);
-        let mut framed = Vec::new();
-        record::encode(&rows, 1, &mut framed);
+        let framed = spool::frame(&rows);
         buffer.append_spooled(&mut rows, &framed).unwrap()
     };
     let mut n = 0;
@@ -300,10 +299,10 @@ fn a_replayed_batch_skips_the_chunks_stored_before_the_restart() {
 }
 
 fn replay_skips_done_rows(probing: bool) {
-    use crate::spool::{Spool, WriterGuard, record};
+    use crate::spool::{self, Spool, WriterGuard};
     let dir = std::env::temp_dir().join(format!("replay-{}", uuid::Uuid::new_v4().simple()));
     let limits = Limits {
-        size: 1_000,
+        swap_events: 1_000,
         flush_interval: Duration::from_millis(50),
         min_interval: Duration::ZERO,
         max_bytes: 1 << 26,
@@ -314,8 +313,7 @@ fn replay_skips_done_rows(probing: bool) {
         let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
         let spool = Arc::new(spool);
         let writer = WriterGuard::spawn(spool.clone()).unwrap();
-        let mut framed = Vec::new();
-        record::encode(&testing::rows(0..32), 1, &mut framed);
+        let framed = spool::frame(&testing::rows(0..32));
         let span = spool.reserve(&framed).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -367,15 +365,14 @@ fn spool_with_backlog(
     crate::spool::WriterGuard,
     Arc<DoubleBuffer>,
 ) {
-    use crate::spool::{Spool, WriterGuard, record};
+    use crate::spool::{self, Spool, WriterGuard};
     {
         let (spool, _) = Spool::open(dir, 1 << 30).unwrap();
         let spool = Arc::new(spool);
         let writer = WriterGuard::spawn(spool.clone()).unwrap();
         let mut end = 0;
         for r in 0..requests {
-            let mut framed = Vec::new();
-            record::encode(&testing::rows(r * 5..r * 5 + 5), 1, &mut framed);
+            let framed = spool::frame(&testing::rows(r * 5..r * 5 + 5));
             end = spool.reserve(&framed).unwrap().end;
         }
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -389,7 +386,7 @@ fn spool_with_backlog(
     let writer = WriterGuard::spawn(spool.clone()).unwrap();
     let buffer = Arc::new(DoubleBuffer::with_spool(
         Limits {
-            size: 1_000,
+            swap_events: 1_000,
             flush_interval: Duration::from_millis(50),
             min_interval: Duration::ZERO,
             max_bytes: 1 << 26,
@@ -463,7 +460,7 @@ fn an_unwritable_quarantine_shows_at_once_and_holds_back_no_good_rows() {
         ..FakeSink::default()
     });
     let buffer = Arc::new(DoubleBuffer::new(Limits {
-        size: 10,
+        swap_events: 10,
         flush_interval: Duration::from_secs(3600),
         min_interval: Duration::ZERO,
         max_bytes: usize::MAX,
@@ -549,7 +546,7 @@ fn kept_rows_that_differ_on_a_replay_get_their_own_token() {
     let writer = WriterGuard::spawn(spool.clone()).unwrap();
     let buffer = Arc::new(DoubleBuffer::with_spool(
         Limits {
-            size: 1_000,
+            swap_events: 1_000,
             flush_interval: Duration::from_millis(50),
             min_interval: Duration::ZERO,
             max_bytes: 1 << 26,

@@ -290,12 +290,12 @@ impl<S: Sink> Flusher<S> {
                     return Ok(());
                 }
                 Err(e) if !e.is_retryable() => {
-                    self.stats.record_error(&e, false);
+                    self.stats.record_error(&e);
                     return Err(Failure::Data(e));
                 }
                 Err(e) => e,
             };
-            self.stats.record_error(&error, true);
+            self.stats.record_error(&error);
             if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                 log::warn!(
                     "insert of {} events failed (attempt {attempt}, failing for {:?}); \

@@ -24,10 +24,10 @@
 //! rather than failing a write; segments are then cut smaller so that trimming frees space
 //! steadily. The checkpoint is updated in place, so a full volume never stops delivery.
 
-pub mod checkpoint;
-pub mod record;
-pub mod segments;
-pub mod writer;
+mod checkpoint;
+mod record;
+mod segments;
+mod writer;
 
 use std::fs::{self, File};
 use std::io;
@@ -40,11 +40,23 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
-use self::checkpoint::{Checkpoint, CheckpointFile, sync_dir};
-use self::segments::{Chunk, ReadLimits, SEGMENT_BYTES};
+use self::checkpoint::{Checkpoint, CheckpointFile};
+use self::segments::{Chunk, SEGMENT_BYTES};
 use crate::event::Rows;
 
+pub use checkpoint::sync_dir;
+pub use record::now_ms;
+pub use segments::ReadLimits;
 pub use writer::WriterGuard;
+
+/// Frames `rows` as one spool record stamped now (length, CRC-32, time), ready for
+/// [`DoubleBuffer::append_spooled`](crate::buffer::DoubleBuffer::append_spooled). Callers do it
+/// before taking the buffer's lock: the checksum is the costly part.
+pub fn frame(rows: &Rows) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(record::encoded_len(rows));
+    record::encode(rows, record::now_ms(), &mut framed);
+    framed
+}
 
 /// Most bytes queued for the writer: if the disk falls this far behind, requests are
 /// refused rather than queued in memory.

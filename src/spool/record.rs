@@ -70,7 +70,7 @@ pub enum RecordError {
 
 /// A record read back.
 #[derive(Debug)]
-pub struct Decoded {
+pub struct RecordRead {
     /// Bytes the record takes, header included.
     pub len: usize,
     /// When it was written, Unix milliseconds.
@@ -79,7 +79,7 @@ pub struct Decoded {
 
 /// Reads the record at the start of `bytes`, appending its rows to `into`. On error `into`
 /// is unchanged.
-pub fn decode(bytes: &[u8], into: &mut Rows) -> Result<Decoded, RecordError> {
+pub fn decode(bytes: &[u8], into: &mut Rows) -> Result<RecordRead, RecordError> {
     if bytes.len() < HEADER {
         return Err(RecordError::Torn {
             have: bytes.len(),
@@ -121,7 +121,7 @@ pub fn decode(bytes: &[u8], into: &mut Rows) -> Result<Decoded, RecordError> {
         into.push_encoded(&bytes[at..at + row_len]);
         at += row_len;
     }
-    Ok(Decoded { len, written_at_ms })
+    Ok(RecordRead { len, written_at_ms })
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {

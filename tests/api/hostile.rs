@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{TestApp, batch, spawn_app, within};
+use crate::helpers::{PATIENCE, TestApp, batch, spawn_app, within};
 
 fn addr(app: &TestApp) -> String {
     app.address.trim_start_matches("http://").to_string()
@@ -287,20 +287,24 @@ async fn bodies_in_progress_share_a_budget() {
         .await
         .unwrap();
     // The holder's head is read and its length reserved once a request of ours is refused.
-    let refused = within(Duration::from_secs(10), async {
+    // Other 503s (a buffer full on a slow machine) do not count: only the budget's.
+    within(PATIENCE, async {
         loop {
             let response = app.post_events(batch(0, 200)).await;
-            if response.status() == 503 {
-                return response;
+            let status = response.status();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let body = response.text().await.unwrap();
+            if status == 503 && body.contains("request bodies in progress") {
+                assert_eq!(retry_after.unwrap(), "1");
+                return;
             }
-            assert_eq!(response.status(), 200);
+            assert!(status == 200 || status == 503, "{status}: {body}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
-    assert_eq!(refused.headers()["retry-after"], "1");
     drop(holder);
-    within(Duration::from_secs(10), async {
+    within(PATIENCE, async {
         while app.post_events(batch(1000, 2)).await.status() != 200 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
