@@ -8,20 +8,23 @@
 //! going to the [`quarantine`]. [`startup`] wires them, [`shutdown`] ends them, [`stats`]
 //! counts, [`memory`] tunes the allocator.
 
+// Public: what the binary, the integration tests and the benchmarks use.
 pub mod buffer;
 pub mod config;
 pub mod event;
-pub mod flusher;
-pub mod ingest;
 pub mod logging;
-pub mod memory;
-pub mod quarantine;
-pub mod routes;
 pub mod shutdown;
 pub mod sink;
-pub mod spool;
 pub mod startup;
 pub mod stats;
+
+// Stage internals, reached only through the stages above.
+pub(crate) mod flusher;
+pub(crate) mod ingest;
+pub(crate) mod memory;
+pub(crate) mod quarantine;
+pub(crate) mod routes;
+pub(crate) mod spool;
 
 pub use config::Config;
 pub use startup::Application;
