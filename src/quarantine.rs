@@ -87,7 +87,8 @@ mod tests {
 
     #[test]
     fn each_rejected_row_is_one_json_line_with_its_error() {
-        let dir = std::env::temp_dir().join(format!("quarantine-{}", uuid::Uuid::new_v4()));
+        let dir_tmp = tempfile::tempdir().expect("temp dir");
+        let dir = dir_tmp.path().join("quarantine");
         let q = Quarantine::new(&dir);
         let batch = rows(0..2);
         let rejected: Vec<_> = (0..2)
@@ -107,6 +108,5 @@ mod tests {
         assert_eq!(lines[1]["error"], "Code: 6. bad 1");
         assert_eq!(lines[1]["event"]["sequence"], 1);
         assert_eq!(lines[2]["batch"], "b2");
-        fs::remove_dir_all(dir).unwrap();
     }
 }

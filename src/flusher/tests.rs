@@ -96,7 +96,17 @@ impl Sink for FakeSink {
     }
 }
 
-fn start(sink: Arc<FakeSink>, size: usize) -> (Arc<DoubleBuffer>, Arc<Stats>, FlusherGuard) {
+/// A flusher over a fresh buffer; the temporary folder (its quarantine's parent) is removed
+/// when the caller drops it.
+fn start(
+    sink: Arc<FakeSink>,
+    size: usize,
+) -> (
+    Arc<DoubleBuffer>,
+    Arc<Stats>,
+    FlusherGuard,
+    tempfile::TempDir,
+) {
     let buffer = Arc::new(DoubleBuffer::new(Limits {
         swap_events: size,
         flush_interval: Duration::from_secs(3600),
@@ -104,7 +114,8 @@ fn start(sink: Arc<FakeSink>, size: usize) -> (Arc<DoubleBuffer>, Arc<Stats>, Fl
         max_bytes: usize::MAX,
     }));
     let stats = Arc::new(Stats::default());
-    let quarantine = std::env::temp_dir().join(format!("q-{}", uuid::Uuid::new_v4()));
+    let quarantine_tmp = tempfile::tempdir().expect("temp dir");
+    let quarantine = quarantine_tmp.path().join("q");
     let guard = spawn(
         buffer.clone(),
         sink,
@@ -113,7 +124,7 @@ fn start(sink: Arc<FakeSink>, size: usize) -> (Arc<DoubleBuffer>, Arc<Stats>, Fl
         Duration::from_millis(300),
     )
     .unwrap();
-    (buffer, stats, guard)
+    (buffer, stats, guard, quarantine_tmp)
 }
 
 fn append(buffer: &DoubleBuffer, range: std::ops::Range<u32>) {
@@ -134,7 +145,7 @@ fn transient_failures_are_retried_until_every_row_is_written_once() {
         failures: AtomicUsize::new(3),
         ..FakeSink::default()
     });
-    let (buffer, stats, guard) = start(sink.clone(), 10);
+    let (buffer, stats, guard, _tmp) = start(sink.clone(), 10);
     append(&buffer, 0..10);
     // The size trigger fired; wait until the retries got the batch through.
     while sink.inserts.load(Relaxed) == 0 {
@@ -153,7 +164,7 @@ fn a_poison_row_is_isolated_and_the_rest_written() {
         poison: Some(encoded([13])),
         ..FakeSink::default()
     });
-    let (buffer, stats, guard) = start(sink.clone(), 1_000);
+    let (buffer, stats, guard, _tmp) = start(sink.clone(), 1_000);
     append(&buffer, 0..32);
     let report = guard.shutdown(Instant::now());
     assert!(report.is_clean(), "{report:?}");
@@ -169,7 +180,7 @@ fn with_a_probe_the_good_rows_go_in_one_insert() {
         probes: Some(AtomicUsize::new(0)),
         ..FakeSink::default()
     });
-    let (buffer, stats, guard) = start(sink.clone(), 1_000);
+    let (buffer, stats, guard, _tmp) = start(sink.clone(), 1_000);
     append(&buffer, 0..32);
     assert!(guard.shutdown(Instant::now()).is_clean());
     assert_eq!(*sink.written.lock(), encoded((0..32).filter(|&n| n != 13)));
@@ -187,7 +198,7 @@ fn with_a_probe_the_good_rows_go_in_one_insert() {
 #[test]
 fn shutdown_flushes_what_no_trigger_would() {
     let sink = Arc::new(FakeSink::default());
-    let (buffer, _, guard) = start(sink.clone(), 1_000_000);
+    let (buffer, _, guard, _tmp) = start(sink.clone(), 1_000_000);
     append(&buffer, 0..7);
     append(&buffer, 7..9);
     assert!(guard.shutdown(Instant::now()).is_clean());
@@ -201,7 +212,7 @@ fn a_sink_that_never_answers_cannot_hold_shutdown_past_its_deadline() {
         hang: true,
         ..FakeSink::default()
     });
-    let (buffer, _, guard) = start(sink, 1_000_000);
+    let (buffer, _, guard, _tmp) = start(sink, 1_000_000);
     append(&buffer, 0..5);
     let report = guard.shutdown(Instant::now());
     // The deadline is 300 ms; it returns (rather than hanging) and owns up to the loss.
@@ -215,7 +226,7 @@ fn retries_carry_the_same_token() {
         failures: AtomicUsize::new(2),
         ..FakeSink::default()
     });
-    let (buffer, _, guard) = start(sink.clone(), 10);
+    let (buffer, _, guard, _tmp) = start(sink.clone(), 10);
     append(&buffer, 0..10);
     while sink.inserts.load(Relaxed) == 0 {
         std::thread::sleep(Duration::from_millis(10));
@@ -232,7 +243,8 @@ fn retries_carry_the_same_token() {
 #[test]
 fn a_spool_backlog_goes_first_and_steady_traffic_returns_to_memory() {
     use crate::spool::{self, Spool, WriterGuard};
-    let dir = std::env::temp_dir().join(format!("spill-{}", uuid::Uuid::new_v4().simple()));
+    let dir_tmp = tempfile::tempdir().expect("temp dir");
+    let dir = dir_tmp.path().join("spill");
     let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
     let spool = Arc::new(spool);
     let writer = WriterGuard::spawn(spool.clone()).unwrap();
@@ -261,7 +273,8 @@ fn a_spool_backlog_goes_first_and_steady_traffic_returns_to_memory() {
         delay: Duration::from_millis(20),
         ..FakeSink::default()
     });
-    let quarantine = std::env::temp_dir().join(format!("q-{}", uuid::Uuid::new_v4()));
+    let quarantine_tmp = tempfile::tempdir().expect("temp dir");
+    let quarantine = quarantine_tmp.path().join("q");
     let guard = spawn(
         buffer.clone(),
         sink.clone(),
@@ -289,7 +302,6 @@ fn a_spool_backlog_goes_first_and_steady_traffic_returns_to_memory() {
     writer.stop();
     // Every row once, in order: the backlog first, then the rest.
     assert_eq!(*sink.written.lock(), encoded(0..n));
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -300,7 +312,8 @@ fn a_replayed_batch_skips_the_chunks_stored_before_the_restart() {
 
 fn replay_skips_done_rows(probing: bool) {
     use crate::spool::{self, Spool, WriterGuard};
-    let dir = std::env::temp_dir().join(format!("replay-{}", uuid::Uuid::new_v4().simple()));
+    let dir_tmp = tempfile::tempdir().expect("temp dir");
+    let dir = dir_tmp.path().join("replay");
     let limits = Limits {
         swap_events: 1_000,
         flush_interval: Duration::from_millis(50),
@@ -352,7 +365,6 @@ fn replay_skips_done_rows(probing: bool) {
     assert_eq!(*sink.written.lock(), encoded((16..32).filter(|&n| n != 20)));
     let quarantined = std::fs::read_dir(dir.join("quarantine")).unwrap().count();
     assert_eq!(quarantined, 1, "row 20's file");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// A spool holding `requests` records of 5 rows each (sequences from 0), left by a
@@ -411,7 +423,8 @@ fn eventually(limit: Duration, done: impl Fn() -> bool) -> bool {
 
 #[test]
 fn transient_read_errors_delay_a_replay_but_never_skip_it() {
-    let dir = std::env::temp_dir().join(format!("readfault-{}", uuid::Uuid::new_v4().simple()));
+    let dir_tmp = tempfile::tempdir().expect("temp dir");
+    let dir = dir_tmp.path().join("readfault");
     let (spool, writer, buffer) = spool_with_backlog(&dir, 40);
     // EMFILE on the next 25 reads: more than any fixed retry budget.
     spool.read_faults.store(25, Relaxed);
@@ -446,13 +459,13 @@ fn transient_read_errors_delay_a_replay_but_never_skip_it() {
         .get();
     assert_eq!(errors, 25, "each failure counted");
     assert_eq!(stats.local_error(), None, "cleared by the read that passed");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn an_unwritable_quarantine_shows_at_once_and_holds_back_no_good_rows() {
     // `memory` mode; the quarantine's folder cannot be created (a file is in the way).
-    let blocker = std::env::temp_dir().join(format!("qfile-{}", uuid::Uuid::new_v4()));
+    let blocker_tmp = tempfile::tempdir().expect("temp dir");
+    let blocker = blocker_tmp.path().join("qfile");
     std::fs::write(&blocker, b"not a folder").unwrap();
     let sink = Arc::new(FakeSink {
         poison: Some(encoded([3])),
@@ -511,7 +524,8 @@ fn an_unwritable_quarantine_shows_at_once_and_holds_back_no_good_rows() {
 #[test]
 fn kept_rows_that_differ_on_a_replay_get_their_own_token() {
     use crate::spool::{Spool, WriterGuard};
-    let dir = std::env::temp_dir().join(format!("kept-{}", uuid::Uuid::new_v4().simple()));
+    let dir_tmp = tempfile::tempdir().expect("temp dir");
+    let dir = dir_tmp.path().join("kept");
     let sink = Arc::new(FakeSink {
         probes: Some(AtomicUsize::new(0)),
         dedup: true,
@@ -575,5 +589,4 @@ fn kept_rows_that_differ_on_a_replay_get_their_own_token() {
         stored_21,
         "row 21 was dropped as a duplicate: it was never stored"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }

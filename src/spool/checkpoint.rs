@@ -246,15 +246,16 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn temp_dir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("ckpt-{}", uuid::Uuid::new_v4()));
-        fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A temporary folder, removed when the guard drops (also when the test fails).
+    fn temp_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        (tmp, dir)
     }
 
     #[test]
     fn a_checkpoint_round_trips_and_a_torn_slot_leaves_the_previous_state() {
-        let dir = temp_dir();
+        let (_tmp, dir) = temp_dir();
         let (mut file, state) = CheckpointFile::open(&dir).unwrap();
         assert_eq!(state, None);
         let mut c = Checkpoint::fresh(7);
@@ -280,12 +281,11 @@ mod tests {
         bytes[newest + 60] ^= 1;
         fs::write(dir.join(NAME), &bytes).unwrap();
         assert_eq!(CheckpointFile::open(&dir).unwrap().1, Some(expected));
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn updates_take_no_new_space() {
-        let dir = temp_dir();
+        let (_tmp, dir) = temp_dir();
         let (mut file, _) = CheckpointFile::open(&dir).unwrap();
         let mut c = Checkpoint::fresh(1);
         for i in 0..100u64 {
@@ -296,12 +296,11 @@ mod tests {
         let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap()).collect();
         assert_eq!(names.len(), 1, "no temporary file is left or needed");
         assert_eq!(names[0].metadata().unwrap().len(), 2 * SLOT as u64);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn an_earlier_format_checkpoint_is_converted() {
-        let dir = temp_dir();
+        let (_tmp, dir) = temp_dir();
         let body = format!("{HEADER_V1}\nid abc\nconfirmed 42\nbegun 42-99\ndone 0-5");
         let crc = crc32fast::hash(body.as_bytes());
         fs::write(dir.join(NAME), format!("{body}\ncrc {crc:08x}\n")).unwrap();
@@ -314,6 +313,5 @@ mod tests {
         );
         let (_, again) = CheckpointFile::open(&dir).unwrap();
         assert_eq!(again.unwrap().id, "abc", "stored in the new format");
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

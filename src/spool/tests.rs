@@ -7,8 +7,12 @@ use super::{Backlog, Spool, WriterGuard, record};
 use crate::event::Rows;
 use crate::event::testing::rows;
 
-fn temp_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("spool-unit-{}", uuid::Uuid::new_v4().simple()))
+/// A spool folder inside a temporary folder that is removed, with everything in it, when
+/// the guard drops (also when the test fails).
+fn temp_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("spool");
+    (tmp, dir)
 }
 
 /// Appends requests of 10 rows each (sequences `0..10`, `10..20`, ...) and waits for them.
@@ -39,7 +43,7 @@ fn read_all(spool: &Spool, from: u64) -> (Rows, super::segments::Chunk) {
 
 #[test]
 fn records_survive_a_restart_until_confirmed_and_a_torn_tail_is_skipped() {
-    let dir = temp_dir();
+    let (_tmp, dir) = temp_dir();
     let (spool, backlog) = Spool::open(&dir, 1 << 30).unwrap();
     assert_eq!(backlog, None);
     let spool = Arc::new(spool);
@@ -94,12 +98,11 @@ fn records_survive_a_restart_until_confirmed_and_a_torn_tail_is_skipped() {
     assert_eq!(back, rows(0..10), "the first record; the cut one skipped");
     assert_eq!(chunk.skipped.len(), 1, "{:?}", chunk.skipped);
     assert!(chunk.end >= end2 - 7);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn a_full_spool_refuses_records() {
-    let dir = temp_dir();
+    let (_tmp, dir) = temp_dir();
     let (spool, _) = Spool::open(&dir, 100).unwrap();
     let mut framed = Vec::new();
     record::encode(&rows(0..10), 1, &mut framed);
@@ -107,12 +110,11 @@ fn a_full_spool_refuses_records() {
         spool.reserve(&framed),
         Err(super::SpoolRefusal::Full { .. })
     ));
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn a_run_that_wrote_nothing_does_not_confuse_the_next_one() {
-    let dir = temp_dir();
+    let (_tmp, dir) = temp_dir();
     let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
     let spool = Arc::new(spool);
     let writer = WriterGuard::spawn(spool.clone()).unwrap();
@@ -139,12 +141,11 @@ fn a_run_that_wrote_nothing_does_not_confuse_the_next_one() {
     let (back, chunk) = read_all(&spool, end);
     assert_eq!((back, chunk.end), (rows(0..10), end2));
     writer.stop();
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn a_failed_confirm_is_made_good_by_the_next_begin() {
-    let dir = temp_dir();
+    let (_tmp, dir) = temp_dir();
     let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
     let spool = Arc::new(spool);
     let writer = WriterGuard::spawn(spool.clone()).unwrap();
@@ -172,7 +173,6 @@ fn a_failed_confirm_is_made_good_by_the_next_begin() {
     );
     assert_eq!(back.len(), 20);
     assert!(spool.begin(first..second).unwrap(), "a replay");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Starts and stops the spool once, appending `requests`: each run starts a new segment.
@@ -187,7 +187,7 @@ fn run_once(dir: &std::path::Path, requests: u32) -> u64 {
 
 #[test]
 fn a_segment_deleted_by_hand_does_not_stop_trimming() {
-    let dir = temp_dir();
+    let (_tmp, dir) = temp_dir();
     let first = run_once(&dir, 1);
     run_once(&dir, 1);
     let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
@@ -196,12 +196,11 @@ fn a_segment_deleted_by_hand_does_not_stop_trimming() {
     std::fs::remove_file(segment(0)).unwrap();
     spool.confirm(spool.next_position()).unwrap();
     assert!(!segment(first).exists(), "the next one was trimmed too");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn a_copied_spool_folder_gets_its_own_identity() {
-    let dir = temp_dir();
+    let (_tmp, dir) = temp_dir();
     run_once(&dir, 1);
     let id = |dir: &std::path::Path| {
         let (spool, _) = Spool::open(dir, 1 << 30).unwrap();
@@ -209,7 +208,7 @@ fn a_copied_spool_folder_gets_its_own_identity() {
     };
     let original = id(&dir);
     assert_eq!(id(&dir), original, "stable across restarts");
-    let copy = temp_dir();
+    let (_copy_tmp, copy) = temp_dir();
     std::fs::create_dir_all(&copy).unwrap();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let entry = entry.unwrap();
@@ -219,8 +218,6 @@ fn a_copied_spool_folder_gets_its_own_identity() {
     assert_ne!(copied, original, "positions in a copy never share a token");
     assert_eq!(id(&copy), copied, "and it keeps its own from then on");
     assert_eq!(id(&dir), original);
-    std::fs::remove_dir_all(dir).unwrap();
-    std::fs::remove_dir_all(copy).unwrap();
 }
 
 #[test]
@@ -228,7 +225,7 @@ fn reading_resumes_at_the_next_intact_record_after_damage() {
     let record_len = record::encoded_len(&rows(0..10)) as u64;
     // A flipped payload byte (bad CRC), then a damaged length (it claims more than the file).
     for (at, bytes) in [(30, vec![0xAA]), (4, vec![0xFF; 4])] {
-        let dir = temp_dir();
+        let (_tmp, dir) = temp_dir();
         let end = run_once(&dir, 3);
         let segment = super::segments::path(&dir, 0);
         let file = std::fs::OpenOptions::new()
@@ -244,13 +241,12 @@ fn reading_resumes_at_the_next_intact_record_after_damage() {
         assert_eq!(chunk.end, end);
         assert_eq!(chunk.skipped.len(), 1, "{:?}", chunk.skipped);
         assert!(chunk.skipped[0].contains(&format!("skipped {record_len} bytes")));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }
 
 #[test]
 fn a_segment_that_cannot_be_created_yet_does_not_stop_the_writer() {
-    let dir = temp_dir();
+    let (_tmp, dir) = temp_dir();
     let (mut spool, _) = Spool::open(&dir, 1 << 30).unwrap();
     spool.segment_bytes = 100; // every round starts a new segment
     spool
@@ -265,5 +261,4 @@ fn a_segment_that_cannot_be_created_yet_does_not_stop_the_writer() {
     let (back, _) = read_all(&spool, 0);
     assert_eq!(back.len(), 40, "every record, across the files");
     writer.stop();
-    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -13,32 +13,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    PATIENCE, batch, clickhouse, clickhouse_url, closed_port, count_rows, drop_database, event,
-    forward_to_clickhouse, post_until_refused, spawn_app, unique_database, wait_for_rows, within,
+    PATIENCE, SpoolDir, batch, clickhouse, clickhouse_url, closed_port, count_rows, drop_database,
+    event, forward_to_clickhouse, post_until_refused, spawn_app, unique_database, wait_for_rows,
+    within,
 };
 use crate::load::{self, lost_and_duplicated, stored};
 use crate::own_clickhouse::OwnClickHouse;
 use crate::process::{signal, start_binary, stop_with};
-
-/// A fresh spool folder, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("spool-{}", uuid::Uuid::new_v4().simple()));
-        Self(dir)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("UTF-8 temp path")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Whether the server at `url` deduplicates by `insert_deduplication_token` (22.2+).
 async fn supports_tokens(url: &str) -> bool {
@@ -67,7 +48,7 @@ async fn wait_until_stored(url: &str, database: &str, acked: &[u32], limit: Dura
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clickhouse_outage_under_load_loses_and_duplicates_nothing() {
     let ch = OwnClickHouse::start().await;
-    let spool = TempDir::new();
+    let spool = SpoolDir::new();
     let port = ch.port.to_string();
     let app = spawn_app(&[
         ("CLICKHOUSE_PORT", &port),
@@ -125,7 +106,7 @@ async fn a_clickhouse_outage_under_load_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_disk_mode_loses_no_acknowledged_event() {
     let database = unique_database();
-    let spool = TempDir::new();
+    let spool = SpoolDir::new();
     let env = [
         ("DURABILITY", "disk"),
         ("SPOOL_DIR", spool.path()),
@@ -168,7 +149,7 @@ fn newest_segment(dir: &Path) -> PathBuf {
 #[tokio::test]
 async fn a_torn_spool_tail_is_skipped_with_a_log_line_and_the_rest_replays() {
     let database = unique_database();
-    let spool = TempDir::new();
+    let spool = SpoolDir::new();
     let down = closed_port().to_string();
     let disk = [("DURABILITY", "disk"), ("SPOOL_DIR", spool.path())];
     let mut env = disk.to_vec();
@@ -190,7 +171,7 @@ async fn a_torn_spool_tail_is_skipped_with_a_log_line_and_the_rest_replays() {
     assert!(log.contains("stay in the spool"), "{log}");
 
     // A crash mid-write: the last record (the fifth request) is cut short.
-    let segment = newest_segment(&spool.0);
+    let segment = newest_segment(spool.dir());
     let len = segment.metadata().unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -212,7 +193,7 @@ async fn a_torn_spool_tail_is_skipped_with_a_log_line_and_the_rest_replays() {
 
 #[tokio::test]
 async fn rows_clickhouse_rejects_are_quarantined_and_the_rest_flows() {
-    let spool = TempDir::new();
+    let spool = SpoolDir::new();
     let app = spawn_app(&[("DURABILITY", "disk"), ("SPOOL_DIR", spool.path())]).await;
     // Altered underneath: a derived column that cannot be computed for some rows.
     clickhouse(&format!(
@@ -236,7 +217,7 @@ async fn rows_clickhouse_rejects_are_quarantined_and_the_rest_flows() {
     );
     wait_for_rows(&app.database, 17).await;
 
-    let dir = spool.0.join("quarantine");
+    let dir = spool.dir().join("quarantine");
     let lines: Vec<Value> = within(PATIENCE, async {
         loop {
             let lines: Vec<Value> = std::fs::read_dir(&dir)
@@ -295,7 +276,7 @@ async fn rows_clickhouse_rejects_are_quarantined_and_the_rest_flows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_answers_503_and_recovers_without_restart() {
-    let spool = TempDir::new();
+    let spool = SpoolDir::new();
     let port = closed_port();
     let app = spawn_app(&[
         ("CLICKHOUSE_PORT", &port.to_string()),
@@ -390,7 +371,7 @@ async fn a_retry_after_an_ambiguous_failure_stores_the_batch_once() {
         TcpListener::bind(("127.0.0.1", port)).await.unwrap(),
         dropped.clone(),
     );
-    let spool = TempDir::new();
+    let spool = SpoolDir::new();
     let app = spawn_app(&[
         ("CLICKHOUSE_PORT", &port.to_string()),
         ("DURABILITY", "disk"),

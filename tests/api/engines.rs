@@ -309,15 +309,6 @@ async fn every_field_reads_back_and_the_address_with_to_string_on_ipv6() {
     app.stop().await;
 }
 
-/// A fresh folder for a spool and its quarantine, removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test]
 async fn a_row_a_check_constraint_refuses_is_quarantined() {
     let (text, version) = server_version().await;
@@ -327,8 +318,8 @@ async fn a_row_a_check_constraint_refuses_is_quarantined() {
             &format!("ClickHouse {text} has no CHECK constraints (19.x+)"),
         );
     }
-    let spool = TempDir(std::env::temp_dir().join(format!("q-{}", uuid::Uuid::new_v4())));
-    let dir = spool.0.to_str().unwrap().to_string();
+    let spool = crate::helpers::SpoolDir::new();
+    let dir = spool.path().to_string();
     let app = spawn_app(&[("DURABILITY", "disk"), ("SPOOL_DIR", &dir)]).await;
     clickhouse(&format!(
         "ALTER TABLE `{}`.events ADD CONSTRAINT small CHECK param_int < 100",
@@ -338,7 +329,7 @@ async fn a_row_a_check_constraint_refuses_is_quarantined() {
     // param_int is sequence * 7: sequences 15..20 break the rule.
     assert_eq!(app.post_events(batch(0, 20)).await.status(), 200);
     wait_for_rows(&app.database, 15).await;
-    let quarantine = spool.0.join("quarantine");
+    let quarantine = spool.dir().join("quarantine");
     let lines: Vec<Value> = within(PATIENCE, async {
         loop {
             let lines: Vec<Value> = std::fs::read_dir(&quarantine)

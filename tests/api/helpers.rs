@@ -326,3 +326,29 @@ pub fn forward_to_clickhouse(listener: tokio::net::TcpListener) -> JoinHandle<()
         }
     })
 }
+
+/// A spool folder (and its quarantine) of a test's own, inside a temporary folder that is
+/// removed with everything in it when dropped, also when the test fails.
+pub struct SpoolDir {
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+}
+
+impl SpoolDir {
+    /// A fresh one; the spool creates the folder itself.
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join("spool");
+        Self { _tmp: tmp, dir }
+    }
+
+    /// The folder, for `SPOOL_DIR`.
+    pub fn path(&self) -> &str {
+        self.dir.to_str().expect("UTF-8 temp path")
+    }
+
+    /// The folder, for reading what the spool wrote.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
