@@ -8,6 +8,7 @@
 //! going to the [`quarantine`]. [`startup`] wires them, [`shutdown`] ends them, [`stats`]
 //! counts.
 
+pub mod block;
 pub mod buffer;
 pub mod config;
 pub mod event;
