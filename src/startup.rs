@@ -64,7 +64,11 @@ impl Application {
 
         // Handlers and the flusher each get their own client: the flusher's connections
         // live on its own runtime, the handlers' on the actix workers'.
-        let sink = Arc::new(ClickHouseSink::new(&config));
+        // Direct mode inserts on the HTTP workers: rows go out as encoded, no block is built.
+        let sink = Arc::new(match config.buffer_mode {
+            BufferMode::Direct => ClickHouseSink::new(&config).row_binary_only(),
+            _ => ClickHouseSink::new(&config),
+        });
         match sink.prepare().await {
             Ok(p) => {
                 log::info!(
@@ -132,7 +136,7 @@ impl Application {
                 let buffer = Arc::new(buffer);
                 let guard = flusher::spawn(
                     buffer.clone(),
-                    ClickHouseSink::new(&config),
+                    ClickHouseSink::new(&config).sharing_format_info(&sink),
                     Arc::new(Quarantine::new(config.quarantine_dir())),
                     stats.clone(),
                     config.shutdown_timeout(),

@@ -51,6 +51,7 @@ pub async fn get_health(state: web::Data<AppState>) -> HttpResponse {
         "oldest_unflushed_seconds": backlog.oldest.map(|d| d.as_secs_f64()),
         "spool": backlog.spool,
         "last_flush_error": last_error,
+        "insert_format": state.sink.format_info(),
         "counters": {
             "events_accepted": state.stats.events_accepted.get(),
             "events_written": state.stats.events_written.get(),

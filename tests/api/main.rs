@@ -17,6 +17,7 @@ mod health;
 mod hostile;
 mod inputs;
 mod metrics;
+mod native;
 mod roundtrip;
 mod schema;
 mod shutdown;
