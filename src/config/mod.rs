@@ -418,6 +418,7 @@ mod tests {
         ("CLICKHOUSE_NAME", "analytics"),
         ("CLICKHOUSE_TABLE", "app_events"),
         ("CLICKHOUSE_TIMEOUT_MS", "5000"),
+        ("CLICKHOUSE_COMPRESSION", "none"),
         ("BUFFER_MODE", "direct"),
         ("BUFFER_SIZE", "5"),
         ("BUFFER_FLUSH_MS", "5"),
