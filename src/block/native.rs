@@ -81,12 +81,21 @@ fn write_low_cardinality<'a>(values: impl Iterator<Item = &'a [u8]>, out: &mut V
     let mut keys: Vec<&[u8]> = Vec::new();
     let mut positions: HashMap<&[u8], u64> = HashMap::new();
     let mut indexes: Vec<u64> = Vec::new();
+    // Rows sorted by a key often repeat the previous value: skip the hash for those.
+    let mut last: Option<(&[u8], u64)> = None;
     for value in values {
+        if let Some((previous, index)) = last
+            && previous == value
+        {
+            indexes.push(index);
+            continue;
+        }
         let next = keys.len() as u64;
         let index = *positions.entry(value).or_insert_with(|| {
             keys.push(value);
             next
         });
+        last = Some((value, index));
         indexes.push(index);
     }
     let (width_code, width) = match keys.len() {
