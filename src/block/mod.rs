@@ -111,7 +111,18 @@ impl BlockBuilder {
         let order = self.key.permutation(&cells);
         // Native is about RowBinary's size (smaller for LowCardinality columns).
         let mut out = Vec::with_capacity(data.len() + 64 * self.schema.columns.len());
-        native::write_block(&self.schema, &cells, &order, &mut out);
+        if order.iter().enumerate().all(|(i, &row)| i == row as usize) {
+            native::write_block(&self.schema, &cells, &mut out);
+            return Ok(out);
+        }
+        // Rows are put in order once, whole (one scattered read per row), so that writing
+        // each column reads the batch front to back instead of jumping per cell.
+        let mut sorted = Vec::with_capacity(data.len());
+        for &row in &order {
+            sorted.extend_from_slice(cells.row(row as usize));
+        }
+        let cells = Cells::split(&self.schema, &sorted, count)?;
+        native::write_block(&self.schema, &cells, &mut out);
         Ok(out)
     }
 }

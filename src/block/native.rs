@@ -1,5 +1,5 @@
 //! Writing a ClickHouse Native block: the column count and row count, then each column
-//! whole (name, type name, values), in the row order the sort chose.
+//! whole (name, type name, values), rows in the order of the cells (already sorted).
 //!
 //! Over HTTP (`INSERT ... FORMAT Native`, no `client_protocol_version`) a block has no
 //! block-info header. Per type, the values are:
@@ -26,27 +26,21 @@ const HAS_ADDITIONAL_KEYS: u64 = 1 << 9;
 /// Forget any dictionary of an earlier block.
 const UPDATE_DICTIONARY: u64 = 1 << 10;
 
-/// Appends the Native block of `cells` in `order` to `out`.
-pub fn write_block(schema: &Schema, cells: &Cells<'_>, order: &[u32], out: &mut Vec<u8>) {
+/// Appends the Native block of `cells`, rows in their order, to `out`.
+pub fn write_block(schema: &Schema, cells: &Cells<'_>, out: &mut Vec<u8>) {
     put_leb128(out, schema.columns.len());
-    put_leb128(out, order.len());
+    put_leb128(out, cells.rows());
     for (index, column) in schema.columns.iter().enumerate() {
-        write_column(column, index, cells, order, out);
+        write_column(column, index, cells, out);
     }
 }
 
-fn write_column(
-    column: &Column,
-    index: usize,
-    cells: &Cells<'_>,
-    order: &[u32],
-    out: &mut Vec<u8>,
-) {
+fn write_column(column: &Column, index: usize, cells: &Cells<'_>, out: &mut Vec<u8>) {
     put_leb128(out, column.name.len());
     out.extend_from_slice(column.name.as_bytes());
     put_leb128(out, column.type_name.len());
     out.extend_from_slice(column.type_name.as_bytes());
-    let values = order.iter().map(|&row| cells.cell(row as usize, index));
+    let values = (0..cells.rows()).map(|row| cells.cell(row, index));
     write_values(&column.ty, values, out);
 }
 

@@ -48,6 +48,11 @@ impl<'a> Cells<'a> {
             .unwrap_or(0)
     }
 
+    /// Row `row`'s RowBinary bytes, all columns.
+    pub fn row(&self, row: usize) -> &'a [u8] {
+        &self.data[self.starts[row * self.columns]..self.starts[(row + 1) * self.columns]]
+    }
+
     /// Row `row`'s value of column `column`, as RowBinary bytes.
     pub fn cell(&self, row: usize, column: usize) -> &'a [u8] {
         let i = row * self.columns + column;
