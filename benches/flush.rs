@@ -49,6 +49,13 @@ async fn fake_clickhouse(
             &mut out,
             "event, toDate(server_time), device_id, server_time",
         );
+    } else if sql.contains("create_table_query") {
+        put_str(&mut out, "MergeTree");
+        put_str(
+            &mut out,
+            "CREATE TABLE bench.events ENGINE = MergeTree \
+             SETTINGS non_replicated_deduplication_window = 1000",
+        );
     } else if sql.contains("system.columns") {
         for column in schema::TABLE {
             put_str(&mut out, column.name);
