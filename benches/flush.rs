@@ -1,5 +1,6 @@
 //! The flush path in isolation: a full half (10,000 encoded rows) written through the real
-//! `ClickHouseSink` — LZ4 compression, the `clickhouse` crate's HTTP client — into an
+//! `ClickHouseSink` — a Native block in key order, LZ4 compression, the `clickhouse` crate's
+//! HTTP client — into an
 //! in-process fake ClickHouse that only drains the body. No real server, no network beyond
 //! loopback inside this process, so the figure is our encoding and shipping cost alone.
 //! Run: `cargo bench --bench flush`.
@@ -41,6 +42,20 @@ async fn fake_clickhouse(
     let mut out = Vec::new();
     if sql.contains("version()") {
         put_str(&mut out, "24.8.1.1");
+    } else if sql.contains("timezone()") {
+        put_str(&mut out, "UTC");
+    } else if sql.contains("sorting_key") {
+        put_str(
+            &mut out,
+            "event, toDate(server_time), device_id, server_time",
+        );
+    } else if sql.contains("create_table_query") {
+        put_str(&mut out, "MergeTree");
+        put_str(
+            &mut out,
+            "CREATE TABLE bench.events ENGINE = MergeTree \
+             SETTINGS non_replicated_deduplication_window = 1000",
+        );
     } else if sql.contains("system.columns") {
         for column in schema::TABLE {
             put_str(&mut out, column.name);

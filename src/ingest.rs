@@ -60,6 +60,10 @@ pub trait ServerCheck: Send + Sync + 'static {
 
     /// The version the server reported when it was last reached, if ever.
     fn version_text(&self) -> Option<String>;
+
+    /// How inserts are encoded and sorted, as `/v1/health` shows it (`null` before the
+    /// server was reached).
+    fn insert_format(&self) -> serde_json::Value;
 }
 
 impl ServerCheck for ClickHouseSink {
@@ -69,6 +73,10 @@ impl ServerCheck for ClickHouseSink {
 
     fn version_text(&self) -> Option<String> {
         ClickHouseSink::version_text(self)
+    }
+
+    fn insert_format(&self) -> serde_json::Value {
+        serde_json::to_value(self.format_info()).unwrap_or_default()
     }
 }
 

@@ -85,7 +85,11 @@ impl Application {
         };
         // Handlers and the flusher each get their own client: the flusher's connections
         // live on its own runtime, the handlers' on the actix workers'.
-        let sink = Arc::new(ClickHouseSink::new(&config));
+        // Direct mode inserts on the HTTP workers: rows go out as encoded, no block is built.
+        let sink = Arc::new(match config.buffer_mode {
+            BufferMode::Direct => ClickHouseSink::new(&config).row_binary_only(),
+            _ => ClickHouseSink::new(&config),
+        });
         check_clickhouse(&sink, &config).await;
         let stats = Arc::new(Stats::default());
         let storage = start_storage(&config, &sink, &stats)?;
@@ -276,7 +280,8 @@ fn start_storage(
             let buffer = Arc::new(buffer);
             let flusher = flusher::spawn(
                 buffer.clone(),
-                ClickHouseSink::new(config),
+                // Shares the handlers' sink's view of the insert format, for `/v1/health`.
+                ClickHouseSink::new(config).sharing_format_info(sink),
                 Arc::new(Quarantine::new(config.quarantine_dir())),
                 stats.clone(),
                 config.shutdown_timeout(),

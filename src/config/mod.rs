@@ -57,6 +57,17 @@ pub enum Durability {
     Disk,
 }
 
+/// How insert bodies travel to ClickHouse (`CLICKHOUSE_COMPRESSION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// ClickHouse's LZ4 block framing: fewer bytes on the wire, some server CPU to
+    /// decompress.
+    Lz4,
+    /// Plain bytes: no decompression on the server, more bytes on the wire.
+    None,
+}
+
 settings! {
     /// `dev`, `test` or `prod`: picks the default log level (`info`; `warn` in `test`;
     /// `prod` logs JSON lines) and the default `DURABILITY`.
@@ -82,6 +93,10 @@ settings! {
     /// Longest wait in milliseconds for one ClickHouse request, after which it counts as
     /// failed and is retried.
     clickhouse_timeout_ms: u64 = 30_000, "30000";
+    /// Insert bodies `lz4`-compressed (ClickHouse's block framing) or sent as they are
+    /// (`none`). On loopback the server's decompression is the only cost of `lz4`; across a
+    /// network the bytes saved usually matter more.
+    clickhouse_compression: Compression = Compression::Lz4, "lz4";
     /// `double` (buffered batches), `direct` (one insert per request) or `discard`
     /// (benchmarks only: parse and drop).
     buffer_mode: BufferMode = BufferMode::Double, "double";
@@ -480,6 +495,7 @@ mod tests {
         ("CLICKHOUSE_NAME", "analytics"),
         ("CLICKHOUSE_TABLE", "app_events"),
         ("CLICKHOUSE_TIMEOUT_MS", "5000"),
+        ("CLICKHOUSE_COMPRESSION", "none"),
         ("BUFFER_MODE", "direct"),
         ("BUFFER_SIZE", "5"),
         ("BUFFER_FLUSH_MS", "5"),

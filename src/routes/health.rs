@@ -140,6 +140,7 @@ pub async fn get_health(
         "spool": spool,
         "last_flush_error": last_error,
         "storage_error": storage_error,
+        "insert_format": state.server.insert_format(),
         "counters": {
             "events_accepted": state.stats.events_accepted.get(),
             "events_written": state.stats.events_written.get(),

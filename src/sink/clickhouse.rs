@@ -1,20 +1,22 @@
 //! The ClickHouse sink: version detection, database and table creation, a schema check,
-//! batch inserts of pre-encoded RowBinary over HTTP through the official `clickhouse` crate
-//! (LZ4-compressed), and the health ping.
+//! batch inserts over HTTP through the official `clickhouse` crate (Native blocks in the
+//! table's key order built from the pre-encoded rows, or the RowBinary rows themselves;
+//! LZ4-compressed unless `CLICKHOUSE_COMPRESSION=none`), and the health ping.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use clickhouse::Client;
+use clickhouse::{Client, Compression};
 use parking_lot::Mutex;
 
 use super::error::MISSING_TABLE_CODES;
+use super::format::{FormatInfo, InsertFormat, order_by_of};
 use super::schema::{
     Deduplication, ServerVersion, check_columns, create_table_sql, deduplication, upgrade_sql,
 };
 use super::{InsertId, Sink, SinkError, query_log};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::event::{COLUMNS, RowsRef};
 
 /// How long a health ping may take before ClickHouse counts as unreachable.
@@ -22,6 +24,28 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Rows are sent in chunks of this many bytes, each compressed on its own: the request
 /// streams, and no compressed block approaches ClickHouse's size limit.
 const SEND_CHUNK: usize = 1 << 20;
+/// Error codes that say a Native block's columns no longer match the table (a column
+/// dropped or retyped underneath): the table is described again before the next attempt.
+const SCHEMA_CHANGED_CODES: &[u32] = &[
+    8,   // THERE_IS_NO_COLUMN
+    10,  // NOT_FOUND_COLUMN_IN_BLOCK
+    16,  // NO_SUCH_COLUMN_IN_TABLE
+    53,  // TYPE_MISMATCH
+    368, // BAD_CAST (18.16: a String column for a LowCardinality one)
+];
+/// Time zone names that are UTC, for `DateTime` columns without their own zone.
+const UTC_NAMES: &[&str] = &[
+    "UTC",
+    "Etc/UTC",
+    "UCT",
+    "Etc/UCT",
+    "Universal",
+    "Etc/Universal",
+    "Zulu",
+    "Etc/Zulu",
+    "GMT",
+    "Etc/GMT",
+];
 
 /// Writes batches to one ClickHouse table.
 ///
@@ -40,11 +64,19 @@ pub struct ClickHouseSink {
     base: Client,
     database: String,
     table: String,
-    /// `INSERT INTO table (columns) FORMAT RowBinary`, built once.
+    /// `INSERT INTO table (columns) FORMAT `, built once; the format's name follows.
     insert_sql: String,
     /// The same into the probe table (`{table}_probe`, `ENGINE = Null`).
     probe_sql: String,
     timeout: Duration,
+    /// Whether inserts may be Native blocks (built on the caller's thread): the flusher's
+    /// sink, not `direct` mode's, whose inserts run on request threads.
+    columnar: bool,
+    /// `CLICKHOUSE_COMPRESSION`, as health shows it.
+    compression: &'static str,
+    /// The insert format last decided, shared with the sink the HTTP handlers hold (each
+    /// thread has its own sink and client) so `/v1/health` shows the flusher's.
+    format_info: Arc<Mutex<Option<FormatInfo>>>,
     /// What `prepare` learned. A plain mutex around an `Arc`: held only to clone or replace
     /// the pointer, never across a request.
     prepared: Mutex<Option<Arc<Prepared>>>,
@@ -58,6 +90,8 @@ pub struct Prepared {
     pub version_text: String,
     /// Whether a retried insert is stored once, from the table's definition.
     pub deduplication: Deduplication,
+    /// How inserts are encoded (Native in key order, or RowBinary).
+    format: InsertFormat,
     /// Client for inserts: database and the settings this version needs.
     client: Client,
 }
@@ -65,28 +99,56 @@ pub struct Prepared {
 impl ClickHouseSink {
     /// A sink for `CLICKHOUSE_*` in `config`. Does no I/O.
     pub fn new(config: &Config) -> Self {
+        let (compression, compression_name) = match config.clickhouse_compression {
+            config::Compression::Lz4 => (Compression::Lz4, "lz4"),
+            config::Compression::None => (Compression::None, "none"),
+        };
         let base = Client::default()
             .with_url(config.clickhouse_url())
             .with_user(&config.clickhouse_user)
             .with_password(config.clickhouse_password.expose())
+            .with_compression(compression)
             .with_validation(false);
         Self {
             base,
             database: config.clickhouse_name.clone(),
             table: config.clickhouse_table.clone(),
             insert_sql: format!(
-                "INSERT INTO `{}` ({}) FORMAT RowBinary",
+                "INSERT INTO `{}` ({}) FORMAT ",
                 config.clickhouse_table,
                 COLUMNS.join(", ")
             ),
             probe_sql: format!(
-                "INSERT INTO `{}_probe` ({}) FORMAT RowBinary",
+                "INSERT INTO `{}_probe` ({}) FORMAT ",
                 config.clickhouse_table,
                 COLUMNS.join(", ")
             ),
             timeout: config.clickhouse_timeout(),
+            columnar: true,
+            compression: compression_name,
+            format_info: Arc::new(Mutex::new(None)),
             prepared: Mutex::new(None),
         }
+    }
+
+    /// This sink sends the rows as encoded (RowBinary), never building blocks: for `direct`
+    /// mode, whose inserts run on the HTTP workers and are one request each.
+    pub fn row_binary_only(mut self) -> Self {
+        self.columnar = false;
+        self
+    }
+
+    /// Shares `other`'s view of the insert format, so what this sink decides shows where
+    /// `other` is asked (the flusher's sink and the handlers' one).
+    pub fn sharing_format_info(mut self, other: &ClickHouseSink) -> Self {
+        self.format_info = other.format_info.clone();
+        self
+    }
+
+    /// How inserts are encoded and sorted, once a sink sharing this view has reached the
+    /// server (for `/v1/health`).
+    pub fn format_info(&self) -> Option<FormatInfo> {
+        self.format_info.lock().clone()
     }
 
     /// The table's `database.table` name.
@@ -138,6 +200,13 @@ impl ClickHouseSink {
         check_columns(&columns).map_err(|problem| {
             SinkError::Retryable(format!("table {} does not fit: {problem}", self.target()))
         })?;
+        let format = if self.columnar {
+            self.insert_format(&columns).await?
+        } else {
+            InsertFormat::RowBinary(
+                "direct mode: each request is one insert, sent as encoded".into(),
+            )
+        };
         let deduplication = self.deduplication(version).await?;
         if deduplication == Deduplication::NoWindow {
             log::warn!(
@@ -158,10 +227,89 @@ impl ClickHouseSink {
             version,
             version_text,
             deduplication,
+            format,
             client,
         });
         *self.prepared.lock() = Some(prepared.clone());
         Ok(prepared)
+    }
+
+    /// Decides the insert format from the table's columns, its sorting key and the server's
+    /// time zone, and says so (once per change: the flusher's and the handlers' sinks share
+    /// what was said).
+    async fn insert_format(&self, columns: &[(String, String)]) -> Result<InsertFormat, SinkError> {
+        // check_columns has ensured each of ours exists.
+        let ours: Vec<(String, String)> = COLUMNS
+            .iter()
+            .filter_map(|name| columns.iter().find(|(n, _)| n == name).cloned())
+            .collect();
+        let sorting_key = self.sorting_key().await?;
+        let zone = self
+            .bounded(self.base.query("SELECT timezone()").fetch_one::<String>())
+            .await?;
+        let format = InsertFormat::plan(&ours, &sorting_key, UTC_NAMES.contains(&zone.as_str()));
+        let info = format.info(&sorting_key, self.compression);
+        let mut shown = self.format_info.lock();
+        if shown.as_ref() != Some(&info) {
+            match &format {
+                InsertFormat::Native(builder) if builder.key().is_complete() => log::info!(
+                    "inserts into {}: Native blocks sorted by the table's key ({sorting_key}), {}",
+                    self.target(),
+                    self.compression
+                ),
+                InsertFormat::Native(_) => log::warn!(
+                    "inserts into {}: Native blocks sorted by ({}) only; the gateway cannot \
+                     evaluate ({}) of the table's key, so ClickHouse sorts each insert by it",
+                    self.target(),
+                    info.sorted_by.join(", "),
+                    info.server_sorts_by.join(", ")
+                ),
+                InsertFormat::RowBinary(why) => log::warn!(
+                    "inserts into {} are RowBinary rows in arrival order ({why}); ClickHouse \
+                     converts and sorts each one",
+                    self.target()
+                ),
+            }
+            *shown = Some(info);
+        }
+        Ok(format)
+    }
+
+    /// The table's sorting key as the server spells it: `system.tables.sorting_key`, or the
+    /// `ORDER BY` of its definition on servers without that column; empty if neither says.
+    async fn sorting_key(&self) -> Result<String, SinkError> {
+        let key = self
+            .bounded(
+                self.base
+                    .query("SELECT sorting_key FROM system.tables WHERE database = ? AND name = ?")
+                    .bind(&self.database)
+                    .bind(&self.table)
+                    .fetch_optional::<String>(),
+            )
+            .await;
+        match key {
+            Ok(key) => return Ok(key.unwrap_or_default()),
+            // An older server: no such column.
+            Err(e) if e.code().is_some() => {}
+            Err(e) => return Err(e),
+        }
+        let definition = self
+            .bounded(
+                self.base
+                    .query(
+                        "SELECT create_table_query FROM system.tables \
+                         WHERE database = ? AND name = ?",
+                    )
+                    .bind(&self.database)
+                    .bind(&self.table)
+                    .fetch_optional::<String>(),
+            )
+            .await;
+        match definition {
+            Ok(definition) => Ok(order_by_of(&definition.unwrap_or_default())),
+            Err(e) if e.code().is_some() => Ok(String::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// What the table does with a retried insert's token (see [`Deduplication`]).
@@ -251,11 +399,49 @@ impl ClickHouseSink {
         }
     }
 
+    /// One insert of `rows` into the table `sql` names (`INSERT ... FORMAT `): a Native block
+    /// built here, on the caller's thread (the flusher's), or the rows as they are.
     async fn insert(
         &self,
         prepared: &Prepared,
         sql: &str,
         rows: RowsRef<'_>,
+        id: Option<InsertId<'_>>,
+    ) -> Result<(), SinkError> {
+        let (body, format) = match &prepared.format {
+            InsertFormat::Native(builder) => match builder.build(rows.data, rows.count) {
+                Ok(block) => (Bytes::from(block), "Native"),
+                Err(e) => {
+                    // Rows this service encoded always fit the columns checked at prepare;
+                    // if not, the rows still go out, as RowBinary.
+                    log::warn!("sending {} rows as RowBinary: {e}", rows.count);
+                    (Bytes::copy_from_slice(rows.data), "RowBinary")
+                }
+            },
+            InsertFormat::RowBinary(_) => (Bytes::copy_from_slice(rows.data), "RowBinary"),
+        };
+        let result = self
+            .send(prepared, format!("{sql}{format}"), body, id)
+            .await;
+        if let Err(e) = &result
+            && format == "Native"
+            && e.code().is_some_and(|c| SCHEMA_CHANGED_CODES.contains(&c))
+        {
+            // The block's columns no longer match the table: describe it again next time.
+            log::info!(
+                "{} changed underneath ({e}); reading its columns again",
+                self.target()
+            );
+            *self.prepared.lock() = None;
+        }
+        result
+    }
+
+    async fn send(
+        &self,
+        prepared: &Prepared,
+        sql: String,
+        body: Bytes,
         id: Option<InsertId<'_>>,
     ) -> Result<(), SinkError> {
         // Settings of this insert alone: the client is cloned once per insert.
@@ -272,10 +458,13 @@ impl ClickHouseSink {
             None => prepared.client.clone(),
         };
         let mut insert = client
-            .insert_formatted_with(sql.to_string())
+            .insert_formatted_with(sql)
             .with_timeouts(Some(self.timeout), Some(self.timeout));
-        for chunk in rows.data.chunks(SEND_CHUNK) {
-            insert.send(Bytes::copy_from_slice(chunk)).await?;
+        let mut at = 0;
+        while at < body.len() {
+            let end = (at + SEND_CHUNK).min(body.len());
+            insert.send(body.slice(at..end)).await?;
+            at = end;
         }
         Ok(insert.end().await?)
     }

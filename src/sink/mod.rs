@@ -3,6 +3,7 @@
 
 pub mod clickhouse;
 pub mod error;
+pub mod format;
 mod query_log;
 pub mod schema;
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 pub use self::clickhouse::ClickHouseSink;
 pub use error::SinkError;
+pub use format::{FormatInfo, InsertFormat};
 pub use schema::{Deduplication, ServerVersion};
 
 use crate::event::RowsRef;

@@ -19,6 +19,7 @@ mod hostile;
 mod hostile_memory;
 mod inputs;
 mod metrics;
+mod native;
 mod roundtrip;
 mod schema;
 mod shutdown;

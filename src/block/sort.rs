@@ -1,0 +1,543 @@
+//! The table's sorting key, evaluated in the gateway: which rows come first in a block, so
+//! ClickHouse finds the block already in key order and skips its own sort.
+//!
+//! The key is read from the server (`system.tables.sorting_key`: `event, toDate(server_time),
+//! device_id, server_time`) and parsed into parts this module evaluates exactly: plain
+//! columns, and the calendar functions of a `Date`/`DateTime` in UTC whose value it can
+//! compute (`toDate`, `toStartOfHour`, `toYYYYMM`, ...). The first part it cannot evaluate
+//! (another function, a time zone other than UTC, a type whose order is not known here) ends
+//! what it sorts by: the block is sorted by the longest prefix it can evaluate, and the
+//! server sorts the rest. Ties keep arrival order, so the same rows always give the same
+//! block (a retried or replayed batch is byte-identical).
+
+use std::collections::HashMap;
+
+use super::Schema;
+use super::transpose::Cells;
+use super::types::{ColumnType, Order, Zone, leb128};
+
+const DAY: u64 = 86_400;
+
+/// A function of a time column, evaluated exactly for UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Func {
+    /// The column itself.
+    Identity,
+    /// `toDate`, `toStartOfDay`: the day.
+    Day,
+    /// `toStartOfHour`.
+    Hour,
+    /// `toStartOfMinute`.
+    Minute,
+    /// `toMonday`, `toStartOfWeek` is mode-dependent and not here.
+    Monday,
+    /// `toYYYYMM`, `toStartOfMonth`: the month.
+    Month,
+    /// `toStartOfQuarter`.
+    Quarter,
+    /// `toYear`, `toStartOfYear`.
+    Year,
+}
+
+impl Func {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "toDate" | "toStartOfDay" | "toYYYYMMDD" => Self::Day,
+            "toStartOfHour" => Self::Hour,
+            "toStartOfMinute" => Self::Minute,
+            "toMonday" => Self::Monday,
+            "toYYYYMM" | "toStartOfMonth" => Self::Month,
+            "toStartOfQuarter" => Self::Quarter,
+            "toYear" | "toStartOfYear" => Self::Year,
+            _ => return None,
+        })
+    }
+
+    /// The function of `value`, seconds (`DateTime`) or days (`Date`, `is_date`), as a number
+    /// that orders as the function's result does.
+    fn apply(self, value: u64, is_date: bool) -> Option<u64> {
+        let days = if is_date { value } else { value / DAY };
+        Some(match self {
+            Self::Identity => value,
+            Self::Day => days,
+            // Hours and minutes of a Date are its day (toStartOfHour(Date) is refused anyway).
+            Self::Hour if is_date => return None,
+            Self::Minute if is_date => return None,
+            Self::Hour => value / 3600,
+            Self::Minute => value / 60,
+            // 1970-01-01 was a Thursday: day 4 is the first Monday.
+            Self::Monday => (days + 3) / 7,
+            Self::Month => {
+                let (year, month) = year_month(days);
+                year * 12 + month
+            }
+            Self::Quarter => {
+                let (year, month) = year_month(days);
+                year * 4 + (month - 1) / 3
+            }
+            Self::Year => year_month(days).0,
+        })
+    }
+}
+
+/// Civil year and month (1–12) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn year_month(days: u64) -> (u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month)
+}
+
+/// One evaluated part of the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Part {
+    /// Index of the column in the block.
+    column: usize,
+    func: Func,
+    /// What the column's values are, for decoding them.
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `String`, `LowCardinality(String)`: the bytes after the length.
+    String,
+    /// Fixed-width values compared as `order` says; `is_date`: a `Date` (days).
+    Fixed {
+        width: usize,
+        order: Order,
+        is_date: bool,
+    },
+}
+
+/// The table's sorting key as far as the gateway evaluates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    parts: Vec<Part>,
+    /// The key's expressions the block is sorted by.
+    sorted_by: Vec<String>,
+    /// The key's expressions from the first one that cannot be evaluated: the server sorts
+    /// by these (empty: the block arrives in full key order).
+    left_to_server: Vec<String>,
+}
+
+impl SortKey {
+    /// No sorting: rows stay in arrival order (a table without a key, or none known).
+    pub fn none() -> Self {
+        Self {
+            parts: Vec::new(),
+            sorted_by: Vec::new(),
+            left_to_server: Vec::new(),
+        }
+    }
+
+    /// The key of `sorting_key` (as `system.tables.sorting_key` or the `ORDER BY` of the
+    /// table's definition spells it, with or without parentheses) over `schema`'s columns.
+    pub fn plan(sorting_key: &str, schema: &Schema) -> Self {
+        let mut key = Self::none();
+        let text = sorting_key.trim();
+        let text = match text.strip_prefix('(').and_then(|t| t.strip_suffix(')')) {
+            Some(inner) if balanced(inner) => inner,
+            _ => text,
+        };
+        if text.is_empty() || text == "tuple()" {
+            return key;
+        }
+        let expressions = split_top_level(text);
+        for (i, expression) in expressions.iter().enumerate() {
+            match part(expression, schema) {
+                Some(part) => {
+                    key.parts.push(part);
+                    key.sorted_by.push(expression.clone());
+                }
+                None => {
+                    key.left_to_server = expressions[i..].to_vec();
+                    break;
+                }
+            }
+        }
+        key
+    }
+
+    /// Whether the gateway sorts by the whole key (the server's sort has nothing to do).
+    pub fn is_complete(&self) -> bool {
+        self.left_to_server.is_empty()
+    }
+
+    /// The expressions the block is sorted by.
+    pub fn sorted_by(&self) -> &[String] {
+        &self.sorted_by
+    }
+
+    /// The expressions left for the server to sort by (from the first one the gateway cannot
+    /// evaluate).
+    pub fn left_to_server(&self) -> &[String] {
+        &self.left_to_server
+    }
+
+    /// The rows' order in the block: arrival positions sorted by the key, ties in arrival
+    /// order, so the same rows always give the same order.
+    ///
+    /// Each part's values become unsigned numbers that order as the values do (strings by
+    /// their rank among the batch's distinct strings), offset by the batch's minimum and
+    /// packed into as few bits as the batch's range needs; rows then sort as one or two
+    /// 128-bit words with their arrival position last: cache-friendly, and no string is
+    /// compared in the sort itself.
+    pub fn permutation(&self, cells: &Cells<'_>) -> Vec<u32> {
+        let rows = cells.rows();
+        if self.parts.is_empty() || rows < 2 {
+            return (0..rows as u32).collect();
+        }
+        let columns: Vec<(Vec<u128>, u32)> = self
+            .parts
+            .iter()
+            .map(|part| narrowed(part_values(part, cells)))
+            .collect();
+        let bits: u32 = columns.iter().map(|(_, bits)| bits).sum();
+        if bits <= 128 {
+            let mut keys: Vec<(u128, u32)> = (0..rows)
+                .map(|row| {
+                    let key = columns.iter().fold(0u128, |key, (values, bits)| {
+                        shift_in(key, *bits) | values[row]
+                    });
+                    (key, row as u32)
+                })
+                .collect();
+            keys.sort_unstable();
+            return keys.into_iter().map(|(_, row)| row).collect();
+        }
+        if bits <= 256 {
+            let mut keys: Vec<(u128, u128, u32)> = (0..rows)
+                .map(|row| {
+                    let (high, low) =
+                        columns
+                            .iter()
+                            .fold((0u128, 0u128), |(high, low), (values, bits)| {
+                                let carried = match *bits {
+                                    0 => 0,
+                                    128 => low,
+                                    b => low >> (128 - b),
+                                };
+                                (
+                                    shift_in(high, *bits) | carried,
+                                    shift_in(low, *bits) | values[row],
+                                )
+                            });
+                    (high, low, row as u32)
+                })
+                .collect();
+            keys.sort_unstable();
+            return keys.into_iter().map(|(_, _, row)| row).collect();
+        }
+        // Wider keys: one word per part, compared part by part (stable: ties keep arrival).
+        let parts = columns.len();
+        let mut flat = vec![0u128; rows * parts];
+        for (p, (values, _)) in columns.iter().enumerate() {
+            for (row, value) in values.iter().enumerate() {
+                flat[row * parts + p] = *value;
+            }
+        }
+        let mut order: Vec<u32> = (0..rows as u32).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (a as usize * parts, b as usize * parts);
+            flat[a..a + parts].cmp(&flat[b..b + parts])
+        });
+        order
+    }
+}
+
+/// `key << bits`, where 128 bits shift everything out.
+fn shift_in(key: u128, bits: u32) -> u128 {
+    key.checked_shl(bits).unwrap_or(0)
+}
+
+/// The values minus their minimum, and the bits their range needs.
+fn narrowed(mut values: Vec<u128>) -> (Vec<u128>, u32) {
+    let min = values.iter().copied().min().unwrap_or(0);
+    let max = values.iter().copied().max().unwrap_or(0);
+    for value in &mut values {
+        *value -= min;
+    }
+    (values, 128 - (max - min).leading_zeros())
+}
+
+/// One key part's value for every row, as unsigned numbers that order as the values do.
+fn part_values(part: &Part, cells: &Cells<'_>) -> Vec<u128> {
+    let values = (0..cells.rows()).map(|row| cells.cell(row, part.column));
+    match part.kind {
+        Kind::String => ranks(values.map(string_payload)),
+        Kind::Fixed {
+            order: Order::Bytes,
+            ..
+        } => ranks(values),
+        Kind::Fixed {
+            order: Order::Uuid, ..
+        } => values
+            .map(|v| {
+                let half = |i: usize| {
+                    let mut buf = [0u8; 8];
+                    buf.copy_from_slice(&v[i..i + 8]);
+                    u64::from_le_bytes(buf)
+                };
+                // Second half first: how ClickHouse compares UUIDs.
+                (u128::from(half(8)) << 64) | u128::from(half(0))
+            })
+            .collect(),
+        Kind::Fixed {
+            width,
+            order,
+            is_date,
+        } => values
+            .map(|v| {
+                let n = ordered_number(&v[..width], order);
+                u128::from(part.func.apply(n, is_date).unwrap_or(n))
+            })
+            .collect(),
+    }
+}
+
+/// Each value's rank among the distinct values (byte-wise order, as ClickHouse compares
+/// strings).
+fn ranks<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<u128> {
+    let mut ids: HashMap<&[u8], u32> = HashMap::new();
+    let mut distinct: Vec<&[u8]> = Vec::new();
+    let mut last: Option<(&[u8], u32)> = None;
+    let row_ids: Vec<u32> = values
+        .map(|value| {
+            if let Some((previous, id)) = last
+                && previous == value
+            {
+                return id;
+            }
+            let next = distinct.len() as u32;
+            let id = *ids.entry(value).or_insert_with(|| {
+                distinct.push(value);
+                next
+            });
+            last = Some((value, id));
+            id
+        })
+        .collect();
+    let mut by_value: Vec<u32> = (0..distinct.len() as u32).collect();
+    by_value.sort_unstable_by_key(|&id| distinct[id as usize]);
+    let mut rank = vec![0u128; distinct.len()];
+    for (r, id) in by_value.into_iter().enumerate() {
+        rank[id as usize] = r as u128;
+    }
+    row_ids.into_iter().map(|id| rank[id as usize]).collect()
+}
+
+/// A fixed-width little-endian value as a `u64` that orders as the value does.
+fn ordered_number(bytes: &[u8], order: Order) -> u64 {
+    let mut buf = [0u8; 8];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    let raw = u64::from_le_bytes(buf);
+    let bits = bytes.len() as u32 * 8;
+    match order {
+        Order::Signed => {
+            // Sign-extend, then flip the sign bit: negatives first.
+            let shift = 64 - bits;
+            (((raw << shift) as i64 >> shift) as u64) ^ (1 << 63)
+        }
+        Order::Float => {
+            let (value, bits) = if bits == 32 {
+                let f = f32::from_bits(raw as u32);
+                (f64::from(f), f64::from(f).to_bits())
+            } else {
+                (f64::from_bits(raw), raw)
+            };
+            if value.is_nan() {
+                u64::MAX // NaN last, as ClickHouse sorts keys
+            } else if bits >> 63 == 1 {
+                !bits
+            } else {
+                bits | (1 << 63)
+            }
+        }
+        _ => raw,
+    }
+}
+
+/// The bytes of a RowBinary `String` value without its length.
+fn string_payload(cell: &[u8]) -> &[u8] {
+    match leb128(cell) {
+        Some((_, prefix)) => &cell[prefix..],
+        None => cell,
+    }
+}
+
+/// The part for one key expression, if the gateway evaluates it exactly.
+fn part(expression: &str, schema: &Schema) -> Option<Part> {
+    let expression = expression.trim();
+    let (func, argument) = match expression.find('(') {
+        Some(open) => {
+            let name = expression[..open].trim();
+            let argument = expression[open + 1..].strip_suffix(')')?;
+            (Func::parse(name)?, argument.trim())
+        }
+        None => (Func::Identity, expression),
+    };
+    let name = unquote(argument)?;
+    let column = schema.columns.iter().position(|c| c.name == name)?;
+    let col = &schema.columns[column];
+    let ty = match &col.ty {
+        ColumnType::LowCardinality(inner) => inner.as_ref(),
+        ty => ty,
+    };
+    let kind = match ty {
+        ColumnType::String if func == Func::Identity => Kind::String,
+        ColumnType::Fixed { order, .. } if *order == Order::Unknown => return None,
+        ColumnType::Fixed { width, order } => {
+            if func != Func::Identity && (col.zone != Zone::Utc || *order != Order::Unsigned) {
+                return None;
+            }
+            Kind::Fixed {
+                width: *width,
+                order: *order,
+                is_date: col.zone == Zone::Utc && *width == 2,
+            }
+        }
+        _ => return None,
+    };
+    if func != Func::Identity
+        && func
+            .apply(0, matches!(kind, Kind::Fixed { is_date: true, .. }))
+            .is_none()
+    {
+        return None;
+    }
+    Some(Part { column, func, kind })
+}
+
+/// A column name, plain or in backquotes; `None` for anything else (an expression).
+fn unquote(name: &str) -> Option<String> {
+    if let Some(inner) = name.strip_prefix('`').and_then(|n| n.strip_suffix('`')) {
+        return (!inner.contains('`')).then(|| inner.to_string());
+    }
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    plain.then(|| name.to_string())
+}
+
+fn balanced(text: &str) -> bool {
+    let mut depth = 0i32;
+    for c in text.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    depth == 0
+}
+
+/// `a, f(b, c), d` → `["a", "f(b, c)", "d"]` (commas inside parentheses or quotes stay).
+fn split_top_level(text: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut current = String::new();
+    for c in text.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '`' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                parts.push(current.trim().to_string());
+                current.clear();
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    parts.push(current.trim().to_string());
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Schema {
+        let columns = [
+            ("event", "LowCardinality(String)"),
+            ("server_time", "DateTime('UTC')"),
+            ("local_time", "DateTime('Europe/Berlin')"),
+            ("device_id", "UUID"),
+            ("ip", "IPv6"),
+            ("day", "Date"),
+        ];
+        let columns: Vec<(String, String)> = columns
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        Schema::new(&columns, true).unwrap()
+    }
+
+    #[test]
+    fn the_events_key_is_evaluated_whole() {
+        let key = SortKey::plan(
+            "event, toDate(server_time), device_id, server_time",
+            &schema(),
+        );
+        assert!(key.is_complete());
+        assert_eq!(key.sorted_by().len(), 4);
+        let key = SortKey::plan("(event, toYYYYMM(day), `server_time`)", &schema());
+        assert!(key.is_complete(), "{key:?}");
+        assert!(SortKey::plan("tuple()", &schema()).is_complete());
+    }
+
+    #[test]
+    fn the_longest_evaluable_prefix_is_kept() {
+        for (text, kept, left) in [
+            ("event, cityHash64(device_id), server_time", 1, 2),
+            ("event, toDate(local_time)", 1, 1),
+            ("ip, event", 0, 2),
+            ("event, missing", 1, 1),
+            ("event, server_time + 1", 1, 1),
+            ("toDate(server_time, 'Asia/Tokyo')", 0, 1),
+        ] {
+            let key = SortKey::plan(text, &schema());
+            assert_eq!(key.sorted_by().len(), kept, "{text}");
+            assert_eq!(key.left_to_server().len(), left, "{text}");
+        }
+        // A zone that is not UTC still orders the same for the column itself.
+        assert!(SortKey::plan("local_time", &schema()).is_complete());
+    }
+
+    #[test]
+    fn calendar_functions_match_the_calendar() {
+        // 2020-12-01 23:59:00 UTC, and 2021-01-01 00:00:00.
+        assert_eq!(year_month(1_606_867_140 / DAY), (2020, 12));
+        assert_eq!(year_month(1_609_459_200 / DAY), (2021, 1));
+        assert_eq!(year_month(0), (1970, 1));
+        assert_eq!(year_month(59), (1970, 3)); // 1970-03-01
+        // 1970-01-05 was a Monday.
+        assert_eq!(Func::Monday.apply(3, true), Func::Monday.apply(0, true));
+        assert_ne!(Func::Monday.apply(4, true), Func::Monday.apply(3, true));
+    }
+
+    #[test]
+    fn numbers_order_as_their_types() {
+        let signed = |v: i32| ordered_number(&v.to_le_bytes(), Order::Signed);
+        assert!(signed(-5) < signed(-1) && signed(-1) < signed(0) && signed(0) < signed(7));
+        let float = |v: f64| ordered_number(&v.to_le_bytes(), Order::Float);
+        assert!(
+            float(-2.5) < float(-0.5) && float(-0.5) < float(0.0) && float(1.0) < float(f64::NAN)
+        );
+        assert!(float(f64::INFINITY) < float(f64::NAN));
+    }
+}
