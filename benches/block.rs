@@ -7,9 +7,10 @@
 use std::net::Ipv6Addr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use event_ingest::block::Rows;
 use event_ingest::block::{BlockBuilder, Schema, SortKey};
-use event_ingest::event::{Event, Rows};
-use event_ingest::sink::schema::TABLE;
+use event_ingest::event::Event;
+use event_ingest::sink::TABLE;
 
 const ROWS: usize = 100_000;
 

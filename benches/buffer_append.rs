@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_channel::{Receiver, Sender};
+use event_ingest::block::Rows;
 use event_ingest::buffer::{DoubleBuffer, Limits};
-use event_ingest::event::Rows;
 use event_ingest::event::testing::rows;
 use parking_lot::Mutex;
 

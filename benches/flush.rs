@@ -12,7 +12,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use event_ingest::Config;
 use event_ingest::event::testing::rows;
-use event_ingest::sink::{ClickHouseSink, Sink, schema};
+use event_ingest::sink::{ClickHouseSink, Sink, TABLE};
 use futures_util::StreamExt;
 
 const ROWS: u32 = 10_000;
@@ -57,7 +57,7 @@ async fn fake_clickhouse(
              SETTINGS non_replicated_deduplication_window = 1000",
         );
     } else if sql.contains("system.columns") {
-        for column in schema::TABLE {
+        for column in TABLE {
             put_str(&mut out, column.name);
             put_str(&mut out, column.modern);
         }

@@ -16,8 +16,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use clickhouse::{Client, Compression};
 use event_ingest::block::{BlockBuilder, Cells, Schema, SortKey};
-use event_ingest::event::{COLUMNS, Event, Rows};
-use event_ingest::sink::schema::{ServerVersion, create_table_sql};
+use event_ingest::block::{COLUMNS, Rows};
+use event_ingest::event::Event;
+use event_ingest::sink::{ServerVersion, create_table_sql};
 
 const DB: &str = "insert_cost";
 const KEY: &str = "event, toDate(server_time), device_id, server_time";

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::event::Rows;
+use crate::block::Rows;
 use crate::spool::{Spool, SpoolRefusal};
 
 /// The thresholds the flusher swaps on and the memory cap.

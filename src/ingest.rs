@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use crate::block::Rows;
 use crate::buffer::{AppendError, DoubleBuffer};
-use crate::event::Rows;
 use crate::sink::{ClickHouseSink, Sink, SinkError};
 use crate::spool::{self, SpoolRefusal};
 

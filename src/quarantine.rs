@@ -16,7 +16,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::event::row::decode_json;
+use crate::event::decode_json;
 
 /// Where rejected rows go.
 pub struct Quarantine {

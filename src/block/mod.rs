@@ -1,5 +1,7 @@
-//! Columnar blocks: a batch of RowBinary rows turned into one ClickHouse Native block whose
-//! columns carry the table's own types, rows sorted by the table's sorting key.
+//! The data every stage after `event` passes along: encoded rows ([`Rows`], [`RowsRef`]),
+//! the events table's columns ([`COLUMNS`]), and the columnar block the sink builds from
+//! them: a batch of RowBinary rows turned into one ClickHouse Native block whose columns
+//! carry the table's own types, rows sorted by the table's sorting key.
 //!
 //! Why: ClickHouse's CPU, not the gateway's, is what stores an event. A Native block is read
 //! without converting rows, and a block already in key order skips the server's sort
@@ -11,11 +13,16 @@
 //! [`types`] (what a type is) → [`transpose`] (rows cut into cells) → [`sort`] (the key's
 //! order) → [`native`] (the bytes).
 
-pub mod native;
-pub mod sort;
-pub mod transpose;
-pub mod types;
+mod columns;
+mod rows;
 
+mod native;
+mod sort;
+mod transpose;
+mod types;
+
+pub use columns::COLUMNS;
+pub use rows::{Rows, RowsRef};
 pub use sort::SortKey;
 pub use transpose::Cells;
 pub use types::{ColumnType, Order, Zone};

@@ -2,9 +2,9 @@
 //! own `ORDER BY`, both engines reading every type back) is in `tests/api/native.rs`.
 
 use super::*;
+use crate::block::{COLUMNS, Rows};
 use crate::event::testing::{event, rows};
-use crate::event::{COLUMNS, Rows};
-use crate::sink::schema::TABLE;
+use crate::sink::TABLE;
 
 fn builder() -> BlockBuilder {
     let columns: Vec<(String, String)> = TABLE
@@ -111,7 +111,7 @@ fn rows_are_sorted_by_the_key_with_ties_in_arrival_order() {
     let cells = Cells::split(b.schema(), rows.data(), rows.len()).unwrap();
     let order = b.key().permutation(&cells);
     let key_of = |i: u32| {
-        let json = crate::event::row::decode_json(rows.row(i as usize)).unwrap();
+        let json = crate::event::decode_json(rows.row(i as usize)).unwrap();
         let time = time::OffsetDateTime::parse(
             json["server_time"].as_str().unwrap(),
             &time::format_description::well_known::Rfc3339,

@@ -1,23 +1,23 @@
 //! Events: how a request body is decoded into candidate events, how each candidate is
-//! validated into an [`Event`], and how events are encoded into [`Rows`] for the table.
+//! validated into an [`Event`], and how events are encoded into [`Rows`](crate::block::Rows)
+//! for the table.
 //! Everything a request does before it touches the buffer.
 
-pub mod decode;
-pub mod excerpt;
-pub mod row;
-pub mod rows;
-pub mod validate;
+mod decode;
+mod excerpt;
+mod row;
+mod validate;
 
 pub use decode::{DecodeError, Decoded, Format, Loose, decode_batch};
 pub use excerpt::{excerpt, shorten};
-pub use row::{COLUMNS, Event};
-pub use rows::{Rows, RowsRef};
+pub use row::{Event, decode_json};
 pub use validate::{FieldError, Validated, parse_time, validate_batch};
 
 /// Events for tests and benchmarks: valid, distinct, deterministic.
 #[doc(hidden)]
 pub mod testing {
-    use super::{Event, Rows};
+    use super::Event;
+    use crate::block::Rows;
     use std::net::Ipv6Addr;
 
     /// A valid event whose `sequence` and `param_int` are `n`.

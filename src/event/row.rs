@@ -13,21 +13,14 @@ use std::net::Ipv6Addr;
 
 use uuid::Uuid;
 
-/// The table's columns in encoding order; inserts name them explicitly, so a table with
-/// extra (defaulted) columns still accepts the rows.
-pub const COLUMNS: [&str; 11] = [
-    "client_time",
-    "client_time_corrected",
-    "server_time",
-    "device_id",
-    "device_os",
-    "session",
-    "sequence",
-    "event",
-    "param_int",
-    "param_str",
-    "ip",
-];
+use crate::block::Rows;
+
+impl Rows {
+    /// Encodes and appends one event (in [`COLUMNS`](crate::block::COLUMNS) order).
+    pub fn push(&mut self, event: &Event<'_>) {
+        self.push_encoded_with(|out| event.encode(out));
+    }
+}
 
 /// One validated event, borrowing its strings from the request body where it can.
 #[derive(Debug, Clone, PartialEq, Eq)]

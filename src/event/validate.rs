@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::decode::{Candidate, Loose, RawEvent};
 use super::row::Event;
-use super::rows::Rows;
+use crate::block::Rows;
 
 /// Longest `device_os`, `session` or `event`, in bytes. These are identifiers and names;
 /// anything longer is a client bug, and short values keep the sort key compact.

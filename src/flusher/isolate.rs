@@ -11,7 +11,7 @@
 use std::ops::Range;
 
 use super::Flusher;
-use crate::event::Rows;
+use crate::block::Rows;
 use crate::sink::{Sink, SinkError};
 
 /// What probing found in a range.

@@ -31,8 +31,8 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::block::Rows;
 use crate::buffer::{DoubleBuffer, Due};
-use crate::event::Rows;
 use crate::quarantine::Quarantine;
 use crate::shutdown::ShutdownReport;
 use crate::sink::Sink;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Flusher, MAX_INSERT_ROWS, SpoolWaitEnd};
-use crate::event::Rows;
+use crate::block::Rows;
 use crate::sink::Sink;
 use crate::spool::{self, ReadLimits};
 

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use super::FlusherGuard;
 use super::spawn;
+use crate::block::RowsRef;
 use crate::buffer::{DoubleBuffer, Limits};
-use crate::event::RowsRef;
 use crate::event::testing;
 use crate::quarantine::Quarantine;
 use crate::sink::{InsertId, Sink, SinkError};

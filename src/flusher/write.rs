@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use super::{Backoff, Flusher};
-use crate::event::{Rows, RowsRef};
+use crate::block::{Rows, RowsRef};
 use crate::quarantine::Rejected;
 use crate::sink::{InsertId, Sink, SinkError};
 use crate::spool::Spool;

@@ -1,11 +1,11 @@
 //! Sinks: where a batch of rows is finally written. The flusher and the direct mode only see
 //! the [`Sink`] trait; ClickHouse is the one real implementation.
 
-pub mod clickhouse;
-pub mod error;
-pub mod format;
+mod clickhouse;
+mod error;
+mod format;
 mod query_log;
-pub mod schema;
+mod schema;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,9 +13,9 @@ use std::sync::Arc;
 pub use self::clickhouse::ClickHouseSink;
 pub use error::SinkError;
 pub use format::{FormatInfo, InsertFormat};
-pub use schema::{Deduplication, ServerVersion};
+pub use schema::{Deduplication, ServerVersion, TABLE, create_table_sql};
 
-use crate::event::RowsRef;
+use crate::block::RowsRef;
 
 /// How the flusher names an insert, so a sink can avoid storing it twice.
 #[derive(Debug, Clone, Copy)]

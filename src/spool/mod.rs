@@ -42,7 +42,7 @@ use tokio::sync::watch;
 
 use self::checkpoint::{Checkpoint, CheckpointFile};
 use self::segments::{Chunk, SEGMENT_BYTES};
-use crate::event::Rows;
+use crate::block::Rows;
 
 pub use checkpoint::sync_dir;
 pub use record::now_ms;

@@ -15,7 +15,7 @@
 //!
 //! The payload is the row lengths and bytes; the CRC covers time, count and payload.
 
-use crate::event::Rows;
+use crate::block::Rows;
 
 /// Marks the start of a record.
 pub const MAGIC: [u8; 4] = *b"EIS1";

@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::record::{self, RecordError};
-use crate::event::Rows;
+use crate::block::Rows;
 
 /// A segment is closed and a new one started once it holds this much: small enough that
 /// trimming frees disk steadily, large enough that file creation is rare.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::segments::ReadLimits;
 use super::{Backlog, Spool, WriterGuard, record};
-use crate::event::Rows;
+use crate::block::Rows;
 use crate::event::testing::rows;
 
 /// A spool folder inside a temporary folder that is removed, with everything in it, when

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use event_ingest::Config;
 use event_ingest::event::testing::rows;
-use event_ingest::sink::schema::{Deduplication, TABLE};
 use event_ingest::sink::{ClickHouseSink, InsertId, ServerVersion, Sink};
+use event_ingest::sink::{Deduplication, TABLE};
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

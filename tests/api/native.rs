@@ -5,8 +5,9 @@
 use std::net::Ipv6Addr;
 
 use event_ingest::block::{BlockBuilder, Schema, SortKey};
-use event_ingest::event::{COLUMNS, Event, Rows};
-use event_ingest::sink::schema::{ServerVersion, create_table_sql};
+use event_ingest::block::{COLUMNS, Rows};
+use event_ingest::event::Event;
+use event_ingest::sink::{ServerVersion, create_table_sql};
 use serde_json::Value;
 
 use crate::helpers::{

@@ -1,7 +1,6 @@
 //! [`Rows`]: encoded rows back to back, with where each ends. The unit that moves from a
 //! request into the buffer, from the buffer to the flusher, and from there to the sink.
-
-use super::row::Event;
+//! (Encoding an event is the `event` stage's: `Rows::push` is defined there.)
 
 /// RowBinary-encoded rows and their boundaries. Boundaries let the flusher cut a batch
 /// into inserts, or in halves around a row ClickHouse rejects, without decoding anything.
@@ -30,12 +29,6 @@ impl Rows {
         }
     }
 
-    /// Encodes and appends one event.
-    pub fn push(&mut self, event: &Event<'_>) {
-        event.encode(&mut self.data);
-        self.ends.push(self.data.len());
-    }
-
     /// Moves all of `other`'s rows to the end of `self`, leaving `other` empty (with its
     /// allocation). Two memcpys: this is what runs under the buffer's lock.
     pub fn append(&mut self, other: &mut Rows) {
@@ -48,6 +41,13 @@ impl Rows {
     /// Appends one row that is already encoded (read back from the spool).
     pub fn push_encoded(&mut self, row: &[u8]) {
         self.data.extend_from_slice(row);
+        self.ends.push(self.data.len());
+    }
+
+    /// Appends one row that `encode` writes straight into the buffer (no copy): how the
+    /// `event` stage encodes a validated event.
+    pub fn push_encoded_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        encode(&mut self.data);
         self.ends.push(self.data.len());
     }
 
