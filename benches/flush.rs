@@ -105,10 +105,7 @@ fn flush(c: &mut Criterion) {
     let mut group = c.benchmark_group("flush_full_half");
     group.throughput(Throughput::Elements(u64::from(ROWS)));
     group.bench_function("10000_rows_lz4_http", |b| {
-        b.iter(|| {
-            rt.block_on(sink.write(half.as_ref(), None))
-                .expect("insert")
-        })
+        b.iter(|| rt.block_on(sink.write(half.view(), None)).expect("insert"))
     });
     group.finish();
 }

@@ -194,7 +194,7 @@ pub struct Direct<S>(pub Arc<S>);
 
 impl<S: Sink> Ingest for Direct<S> {
     fn submit(&self, rows: Rows) -> BoxFuture<'_, Result<(), SubmitError>> {
-        Box::pin(async move { Ok(self.0.write(rows.as_ref(), None).await?) })
+        Box::pin(async move { Ok(self.0.write(rows.view(), None).await?) })
     }
 
     fn pending_events(&self) -> usize {

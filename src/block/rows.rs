@@ -102,7 +102,7 @@ impl Rows {
     }
 
     /// All rows, borrowed.
-    pub fn as_ref(&self) -> RowsRef<'_> {
+    pub fn view(&self) -> RowsRef<'_> {
         self.slice(0..self.len())
     }
 
@@ -145,7 +145,7 @@ mod tests {
         event(2).encode(&mut one);
         let s = all.slice(2..3);
         assert_eq!((s.data, s.count), (&one[..], 1));
-        assert_eq!(all.slice(0..4).data.len(), all.as_ref().data.len());
+        assert_eq!(all.slice(0..4).data.len(), all.view().data.len());
         assert_eq!(all.slice(1..1).count, 0);
     }
 }

@@ -366,13 +366,13 @@ mod tests {
         let out = validate(&format!("[{GOOD}]"));
         assert_eq!(out.rejected, 0);
         assert_eq!(out.rows.len(), 1);
-        assert_eq!(out.rows.as_ref().data, with_field(|_| ()));
+        assert_eq!(out.rows.view().data, with_field(|_| ()));
     }
 
     #[test]
     fn rfc3339_times_are_converted_to_utc() {
         let out = validate(&with("client_time", r#""2020-12-02T01:59:00.250+02:00""#));
-        assert_eq!(out.rows.as_ref().data, with_field(|_| ()));
+        assert_eq!(out.rows.view().data, with_field(|_| ()));
     }
 
     #[test]
@@ -400,7 +400,7 @@ mod tests {
                 .unwrap()
                 .events;
             let out = validate_batch(candidates, now, Ipv6Addr::LOCALHOST, Some(sent_at));
-            let data = out.rows.as_ref().data;
+            let data = out.rows.view().data;
             let corrected = u32::from_le_bytes(data[4..8].try_into().unwrap());
             assert_eq!(i64::from(corrected), expected, "sent_at {sent_at}");
         }
@@ -416,7 +416,7 @@ mod tests {
             .unwrap()
             .events;
         let out = validate_batch(candidates, now, Ipv6Addr::LOCALHOST, Some(sent_at));
-        let data = out.rows.as_ref().data;
+        let data = out.rows.view().data;
         let client = u32::from_le_bytes(data[0..4].try_into().unwrap());
         let corrected = u32::from_le_bytes(data[4..8].try_into().unwrap());
         assert_eq!(i64::from(client), now.unix_timestamp() + 90);
@@ -452,11 +452,11 @@ mod tests {
     fn optional_params_default() {
         let out = validate(&with("param_str", "null"));
         assert_eq!(
-            out.rows.as_ref().data,
+            out.rows.view().data,
             with_field(|e| e.param_str = "".into())
         );
         let out = validate(&with("param_int", "null"));
-        assert_eq!(out.rows.as_ref().data, with_field(|_| ()));
+        assert_eq!(out.rows.view().data, with_field(|_| ()));
     }
 
     #[test]

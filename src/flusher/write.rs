@@ -162,7 +162,7 @@ impl<S: Sink> Flusher<S> {
             return Ok(None);
         };
         if !isolated.kept.is_empty() {
-            let kept = isolated.kept.as_ref();
+            let kept = isolated.kept.view();
             let token = format!("{id}:{}-{}:kept:{}", range.start, range.end, digest(kept));
             self.write_with_retry(kept, &token, replay)?;
         }

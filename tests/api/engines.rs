@@ -121,7 +121,7 @@ async fn a_batch_sent_again_with_its_token_is_stored_once() {
             token: "batch-1",
             maybe_sent: false, // the token alone: no look-up before sending
         };
-        within(PATIENCE, sink.write(rows.as_ref(), Some(id)))
+        within(PATIENCE, sink.write(rows.view(), Some(id)))
             .await
             .expect("stored");
     }
@@ -130,7 +130,7 @@ async fn a_batch_sent_again_with_its_token_is_stored_once() {
         token: "batch-2",
         maybe_sent: false,
     };
-    within(PATIENCE, sink.write(rows.as_ref(), Some(other)))
+    within(PATIENCE, sink.write(rows.view(), Some(other)))
         .await
         .expect("stored");
     assert_eq!(
@@ -172,7 +172,7 @@ async fn a_table_without_the_deduplication_window_is_detected() {
             token: "same",
             maybe_sent: false,
         };
-        within(PATIENCE, sink.write(rows.as_ref(), Some(id)))
+        within(PATIENCE, sink.write(rows.view(), Some(id)))
             .await
             .expect("stored");
     }
