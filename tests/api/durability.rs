@@ -217,27 +217,7 @@ async fn rows_clickhouse_rejects_are_quarantined_and_the_rest_flows() {
     );
     wait_for_rows(&app.database, 17).await;
 
-    let dir = spool.dir().join("quarantine");
-    let lines: Vec<Value> = within(PATIENCE, async {
-        loop {
-            let lines: Vec<Value> = std::fs::read_dir(&dir)
-                .into_iter()
-                .flatten()
-                .flat_map(|f| {
-                    std::fs::read_to_string(f.unwrap().path())
-                        .unwrap_or_default()
-                        .lines()
-                        .map(|l| serde_json::from_str(l).unwrap())
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            if lines.len() >= 3 {
-                return lines;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let lines = spool.quarantined(3).await;
     let mut quarantined: Vec<u64> = lines
         .iter()
         .map(|l| l["event"]["sequence"].as_u64().unwrap())

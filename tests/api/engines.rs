@@ -5,7 +5,6 @@
 //! server answers for a row it refuses.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use event_ingest::Config;
 use event_ingest::event::testing::rows;
@@ -329,27 +328,7 @@ async fn a_row_a_check_constraint_refuses_is_quarantined() {
     // param_int is sequence * 7: sequences 15..20 break the rule.
     assert_eq!(app.post_events(batch(0, 20)).await.status(), 200);
     wait_for_rows(&app.database, 15).await;
-    let quarantine = spool.dir().join("quarantine");
-    let lines: Vec<Value> = within(PATIENCE, async {
-        loop {
-            let lines: Vec<Value> = std::fs::read_dir(&quarantine)
-                .into_iter()
-                .flatten()
-                .flat_map(|f| {
-                    std::fs::read_to_string(f.unwrap().path())
-                        .unwrap_or_default()
-                        .lines()
-                        .map(|l| serde_json::from_str(l).unwrap())
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            if lines.len() >= 5 {
-                return lines;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let lines = spool.quarantined(5).await;
     let mut refused: Vec<u64> = lines
         .iter()
         .map(|l| l["event"]["sequence"].as_u64().unwrap())

@@ -351,4 +351,29 @@ impl SpoolDir {
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
     }
+
+    /// The quarantine's lines (`SPOOL_DIR/quarantine/*`), once there are at least `n`.
+    pub async fn quarantined(&self, n: usize) -> Vec<Value> {
+        let dir = self.dir.join("quarantine");
+        within(PATIENCE, async {
+            loop {
+                let lines: Vec<Value> = std::fs::read_dir(&dir)
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|f| {
+                        std::fs::read_to_string(f.unwrap().path())
+                            .unwrap_or_default()
+                            .lines()
+                            .map(|l| serde_json::from_str(l).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                if lines.len() >= n {
+                    return lines;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+    }
 }
