@@ -19,7 +19,8 @@
 //! Bounds: `SPOOL_MAX_BYTES` (default 10 GiB) over unconfirmed bytes, beyond which appends
 //! are refused (`503`); at most [`PENDING_MAX`] bytes queued for the writer. At open the
 //! volume's free space is checked (`statvfs`): when it cannot hold `SPOOL_MAX_BYTES` plus
-//! headroom ([`HEADROOM_SHARE`]), the effective limit is lowered to what it can (with a
+//! headroom ([`HEADROOM_SHARE`] of the volume, between [`HEADROOM_MIN`] and
+//! [`HEADROOM_MAX`]), the effective limit is lowered to what it can (with a
 //! warning), so a small or shared volume refuses appends with `503` before it is full
 //! rather than failing a write; segments are then cut smaller so that trimming frees space
 //! steadily. The checkpoint is updated in place, so a full volume never stops delivery.
@@ -67,6 +68,9 @@ pub const PENDING_MAX: usize = 64 << 20;
 pub const HEADROOM_SHARE: u64 = 20;
 /// Least headroom kept, however small the volume.
 pub const HEADROOM_MIN: u64 = 256 << 10;
+/// Most headroom kept, however large the volume: 5% of a large shared volume (12 GiB of
+/// 250 GiB) would refuse a spool that has gigabytes free, for room nobody needs.
+pub const HEADROOM_MAX: u64 = 1 << 30;
 /// Smallest segment file (on a tiny volume): below this, file creation dominates.
 const SEGMENT_MIN: u64 = 64 << 10;
 
@@ -527,7 +531,7 @@ fn disk_cap(dir: &Path, on_disk: u64, max_bytes: u64) -> io::Result<u64> {
     let block = vfs.f_frsize.max(1);
     let volume = vfs.f_blocks.saturating_mul(block);
     let free = vfs.f_bavail.saturating_mul(block);
-    let headroom = (volume / HEADROOM_SHARE).max(HEADROOM_MIN);
+    let headroom = (volume / HEADROOM_SHARE).clamp(HEADROOM_MIN, HEADROOM_MAX);
     let holdable = (free + on_disk).saturating_sub(headroom);
     if holdable >= max_bytes {
         return Ok(u64::MAX);
