@@ -512,6 +512,11 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Bytes kept free on a volume of `volume` bytes: a share of it, within fixed bounds.
+fn headroom(volume: u64) -> u64 {
+    (volume / HEADROOM_SHARE).clamp(HEADROOM_MIN, HEADROOM_MAX)
+}
+
 /// Most bytes the spool's files may take in `dir`'s volume: what is free plus what the
 /// spool holds already (`on_disk`), less the headroom; `u64::MAX` when that is more than
 /// `max_bytes` (the configured limit binds). Logs a warning when the volume is the limit,
@@ -531,7 +536,7 @@ fn disk_cap(dir: &Path, on_disk: u64, max_bytes: u64) -> io::Result<u64> {
     let block = vfs.f_frsize.max(1);
     let volume = vfs.f_blocks.saturating_mul(block);
     let free = vfs.f_bavail.saturating_mul(block);
-    let headroom = (volume / HEADROOM_SHARE).clamp(HEADROOM_MIN, HEADROOM_MAX);
+    let headroom = headroom(volume);
     let holdable = (free + on_disk).saturating_sub(headroom);
     if holdable >= max_bytes {
         return Ok(u64::MAX);

@@ -262,3 +262,11 @@ fn a_segment_that_cannot_be_created_yet_does_not_stop_the_writer() {
     assert_eq!(back.len(), 40, "every record, across the files");
     writer.stop();
 }
+
+#[test]
+fn headroom_is_a_share_of_the_volume_within_bounds() {
+    use super::{HEADROOM_MAX, HEADROOM_MIN, headroom};
+    assert_eq!(headroom(4 << 20), HEADROOM_MIN, "a tiny tmpfs");
+    assert_eq!(headroom(10 << 30), 512 << 20, "5 % of 10 GiB");
+    assert_eq!(headroom(250 << 30), HEADROOM_MAX, "a large shared volume");
+}
