@@ -362,7 +362,7 @@ fn real_main(args: &Args) -> Result<bool, String> {
     );
     let cpu_chart_path = chart::write(
         &args.out_dir.join("cpu_per_event"),
-        "CPU per event by concurrency (service: /proc; ClickHouse: system.query_log)",
+        "CPU per event by concurrency",
         "CPU µs per event (log)",
         &report::cpu_panels(&runs, &event_counts),
     );
