@@ -2,8 +2,10 @@
 //!
 //! For each system × concurrency × body size, `oha` POSTs the same generated events for a
 //! fixed time with keep-alive; the driver then checks that what was acknowledged is what
-//! ClickHouse holds, and prints a Markdown report (also `target/loadtest/report.md`) and a
-//! chart (`target/loadtest/events_per_sec.png`, or `.svg` without any font file).
+//! ClickHouse holds, and prints a Markdown report (also `target/loadtest/report.md`) and two
+//! charts (`target/loadtest/events_per_sec.png` and `cpu_per_event.png`, or `.svg` without
+//! any font file). Per run it also reads the CPU an event costs: the server process's from
+//! `/proc`, ClickHouse's from `system.query_log`.
 //!
 //! Systems:
 //! - `event-ingest`: the release binary, `BUFFER_MODE=double`, fresh per run.
