@@ -9,7 +9,8 @@
 # Extra arguments go to the driver (`target/release/loadtest --help`). It brings up a local
 # ClickHouse if none answers at CLICKHOUSE_HOST:CLICKHOUSE_PORT, installs the load generator
 # (oha, from crates.io) if missing, and builds both release binaries. The report is printed
-# and written to target/loadtest/report.md, the chart to target/loadtest/events_per_sec.png.
+# and written to target/loadtest/report.md, the charts to target/loadtest/events_per_sec.png
+# and target/loadtest/cpu_per_event.png (service and ClickHouse CPU per event).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

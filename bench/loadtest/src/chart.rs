@@ -1,4 +1,5 @@
-//! Events/s against concurrency, one line per system, one panel per body size.
+//! Line charts against concurrency (events/s; CPU µs per event), one panel per body size,
+//! y on a log scale.
 //!
 //! PNG through plotters' bitmap backend, with text drawn by `ab_glyph` from a font file found
 //! on this machine (nothing is fetched). Without any font file, a plain SVG is written
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-/// One line of one panel: `(concurrency, events/s)` points.
+/// One line of one panel: `(concurrency, y)` points.
 pub struct Line {
     pub system: String,
     /// Index into the palette, fixed per system so that panels agree.
@@ -87,7 +88,8 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
 }
 
 /// Writes the chart: `<stem>.png` when a font is found, else `<stem>.svg`. Returns the path.
-pub fn write(stem: &Path, title: &str, panels: &[Panel]) -> Result<PathBuf, String> {
+/// `y_desc` labels the y axis.
+pub fn write(stem: &Path, title: &str, y_desc: &str, panels: &[Panel]) -> Result<PathBuf, String> {
     if let Some(font) = find_font() {
         // plotters keeps registered fonts for the life of the process.
         let bytes: &'static [u8] = match std::fs::read(&font) {
@@ -96,7 +98,8 @@ pub fn write(stem: &Path, title: &str, panels: &[Panel]) -> Result<PathBuf, Stri
         };
         if register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
             let path = stem.with_extension("png");
-            png(&path, title, panels).map_err(|e| format!("chart {}: {e}", path.display()))?;
+            png(&path, title, y_desc, panels)
+                .map_err(|e| format!("chart {}: {e}", path.display()))?;
             return Ok(path);
         }
         eprintln!(
@@ -107,7 +110,7 @@ pub fn write(stem: &Path, title: &str, panels: &[Panel]) -> Result<PathBuf, Stri
         eprintln!("loadtest: no font file under /usr/share/fonts; writing an SVG chart");
     }
     let path = stem.with_extension("svg");
-    std::fs::write(&path, svg(title, panels))
+    std::fs::write(&path, svg(title, y_desc, panels))
         .map_err(|e| format!("chart {}: {e}", path.display()))?;
     Ok(path)
 }
@@ -138,12 +141,21 @@ fn si(v: f64) -> String {
         format!("{}M", m.trim_end_matches('0').trim_end_matches('.'))
     } else if v >= 1e3 {
         format!("{:.0}k", v / 1e3)
-    } else {
+    } else if v >= 10.0 {
         format!("{v:.0}")
+    } else {
+        // CPU µs per event: 0.1, 0.25, 1.5.
+        let s = format!("{v:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 
-fn png(path: &Path, title: &str, panels: &[Panel]) -> Result<(), Box<dyn std::error::Error>> {
+fn png(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    panels: &[Panel],
+) -> Result<(), Box<dyn std::error::Error>> {
     let width = 620 * panels.len().max(1) as u32;
     let root = BitMapBackend::new(path, (width, 520)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -164,7 +176,7 @@ fn png(path: &Path, title: &str, panels: &[Panel]) -> Result<(), Box<dyn std::er
             .x_labels(x_max as usize + 2)
             .x_max_light_lines(0)
             .x_desc("concurrency (keep-alive connections)")
-            .y_desc("events/s (log)")
+            .y_desc(y_desc)
             .x_label_formatter(&|x| {
                 if (x - x.round()).abs() < 1e-6 && *x >= 0.0 {
                     format!("{}", 1u64 << (x.round() as u32))
@@ -205,7 +217,7 @@ fn png(path: &Path, title: &str, panels: &[Panel]) -> Result<(), Box<dyn std::er
 }
 
 /// The same chart as a plain SVG, for machines without any font file.
-fn svg(title: &str, panels: &[Panel]) -> String {
+fn svg(title: &str, y_desc: &str, panels: &[Panel]) -> String {
     let (pw, ph) = (620.0, 480.0);
     let (left, right, top, bottom) = (80.0, 20.0, 40.0, 60.0);
     let ((x0, x1), (y0, y1)) = ranges(panels);
@@ -230,11 +242,12 @@ fn svg(title: &str, panels: &[Panel]) -> String {
 <text x="{cx}" y="20" font-size="16" text-anchor="middle">{t}</text>
 <rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="black"/>
 <text x="{cx}" y="{xl}" font-size="13" text-anchor="middle">concurrency (keep-alive connections)</text>
-<text x="16" y="{cy}" font-size="13" text-anchor="middle" transform="rotate(-90 16 {cy})">events/s (log)</text>
+<text x="16" y="{cy}" font-size="13" text-anchor="middle" transform="rotate(-90 16 {cy})">{yd}</text>
 "#,
             dx = k as f64 * pw,
             cx = left + (pw - left - right) / 2.0,
             t = esc(&panel.title),
+            yd = esc(y_desc),
             w = pw - left - right,
             h = ph - top - bottom,
             xl = ph - 15.0,
@@ -327,7 +340,7 @@ mod tests {
                 },
             ],
         }];
-        let s = svg("t", &panels);
+        let s = svg("t", "events/s (log)", &panels);
         assert_eq!(s.matches("<polyline").count(), 2);
         assert!(s.contains("event-ingest") && s.contains("ch-direct"));
     }
@@ -338,5 +351,8 @@ mod tests {
         assert_eq!(si(2.5e6), "2.5M");
         assert_eq!(si(1e4), "10k");
         assert_eq!(si(100.0), "100");
+        assert_eq!(si(1.0), "1");
+        assert_eq!(si(0.1), "0.1");
+        assert_eq!(si(0.25), "0.25");
     }
 }

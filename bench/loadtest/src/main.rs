@@ -2,8 +2,10 @@
 //!
 //! For each system × concurrency × body size, `oha` POSTs the same generated events for a
 //! fixed time with keep-alive; the driver then checks that what was acknowledged is what
-//! ClickHouse holds, and prints a Markdown report (also `target/loadtest/report.md`) and a
-//! chart (`target/loadtest/events_per_sec.png`, or `.svg` without any font file).
+//! ClickHouse holds, and prints a Markdown report (also `target/loadtest/report.md`) and two
+//! charts (`target/loadtest/events_per_sec.png` and `cpu_per_event.png`, or `.svg` without
+//! any font file). Per run it also reads the CPU an event costs: the server process's from
+//! `/proc`, ClickHouse's from `system.query_log`.
 //!
 //! Systems:
 //! - `event-ingest`: the release binary, `BUFFER_MODE=double`, fresh per run.
@@ -134,6 +136,11 @@ pub struct Run {
     /// Seconds from the end of the load until every acknowledged event was in its table:
     /// event-ingest's last flush and exit, the Buffer table's flush on DROP.
     pub drain_secs: Option<f64>,
+    /// CPU seconds (user + system, all threads) the server process used from the start of
+    /// the load until its buffer was empty (event-ingest) or the load ended (bare-parse).
+    pub service_cpu_secs: Option<f64>,
+    /// `(CPU µs, rows written)` of the run's INSERT queries, from `system.query_log`.
+    pub clickhouse_cpu: Option<(u64, u64)>,
     /// What went wrong, if anything did.
     pub error: Option<String>,
 }
@@ -150,6 +157,8 @@ impl Run {
             stored: None,
             exit: None,
             drain_secs: None,
+            service_cpu_secs: None,
+            clickhouse_cpu: None,
             error: None,
         }
     }
@@ -162,8 +171,29 @@ impl Run {
             .as_ref()
             .map(|l| l.ok_per_sec() * self.events as f64)
     }
-    /// `Some(true)` when the stored rows equal the acknowledged events (and, for
-    /// event-ingest, the server exited 0); `None` where nothing is stored.
+    /// Service CPU µs per acknowledged event (event-ingest and bare-parse only).
+    pub fn service_us_per_event(&self) -> Option<f64> {
+        let acked = self.acked().filter(|&a| a > 0)?;
+        Some(self.service_cpu_secs? * 1e6 / acked as f64)
+    }
+    /// ClickHouse CPU µs per row its INSERT queries wrote (not bare-parse, which stores
+    /// nothing).
+    pub fn clickhouse_us_per_event(&self) -> Option<f64> {
+        let (us, rows) = self.clickhouse_cpu.filter(|&(_, rows)| rows > 0)?;
+        Some(us as f64 / rows as f64)
+    }
+    /// The CPU an event costs end to end: service + ClickHouse for event-ingest, the service
+    /// alone for bare-parse (stores nothing), ClickHouse alone for the direct alternatives
+    /// (no gateway).
+    pub fn total_us_per_event(&self) -> Option<f64> {
+        match self.system {
+            System::EventIngest => {
+                Some(self.service_us_per_event()? + self.clickhouse_us_per_event()?)
+            }
+            System::BareParse => self.service_us_per_event(),
+            System::ChBuffer | System::ChDirect => self.clickhouse_us_per_event(),
+        }
+    }
     /// `system c=N events=M`, naming the run in the report's checks.
     pub fn label(&self) -> String {
         format!(
@@ -174,6 +204,8 @@ impl Run {
         )
     }
 
+    /// `Some(true)` when the stored rows equal the acknowledged events (and, for
+    /// event-ingest, the server exited 0); `None` where nothing is stored.
     pub fn stored_ok(&self) -> Option<bool> {
         if self.system == System::BareParse {
             return None;
@@ -327,22 +359,35 @@ fn real_main(args: &Args) -> Result<bool, String> {
     let chart_path = chart::write(
         &args.out_dir.join("events_per_sec"),
         "events/s by concurrency (oha, keep-alive)",
+        "events/s (log)",
         &report::panels(&runs, &event_counts),
     );
-    let markdown = match &chart_path {
-        Ok(p) => format!("{markdown}\nChart: `{}`\n", p.display()),
-        Err(e) => format!("{markdown}\nChart: not written ({e})\n"),
-    };
+    let cpu_chart_path = chart::write(
+        &args.out_dir.join("cpu_per_event"),
+        "CPU per event by concurrency",
+        "CPU µs per event (log)",
+        &report::cpu_panels(&runs, &event_counts),
+    );
+    let mut markdown = markdown;
+    for (what, path) in [("Chart", &chart_path), ("CPU chart", &cpu_chart_path)] {
+        match path {
+            Ok(p) => markdown.push_str(&format!("\n{what}: `{}`\n", p.display())),
+            Err(e) => markdown.push_str(&format!("\n{what}: not written ({e})\n")),
+        }
+    }
     print!("{markdown}");
     let report_path = args.out_dir.join("report.md");
     std::fs::write(&report_path, &markdown)
         .map_err(|e| format!("write {}: {e}", report_path.display()))?;
-    eprintln!(
-        "loadtest: wrote {} and {}",
-        report_path.display(),
-        chart_path
-            .as_ref()
+    let shown = |p: &Result<PathBuf, String>| {
+        p.as_ref()
             .map_or("no chart".into(), |p| p.display().to_string())
+    };
+    eprintln!(
+        "loadtest: wrote {}, {} and {}",
+        report_path.display(),
+        shown(&chart_path),
+        shown(&cpu_chart_path)
     );
     Ok(all_pass)
 }
@@ -478,6 +523,10 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // The query log's event_time has whole seconds: a second earlier cannot reach an older
+    // run of this table (dropped above, and a run lasts longer than that).
+    let since = unix_secs().saturating_sub(1);
+    let cpu_start = proc::cpu_secs(server.pid());
     let load = oha::run(&oha::Load {
         oha: &ctx.oha,
         url: &format!("{base}/v1/events"),
@@ -511,6 +560,11 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
         }
     }
 
+    // For event-ingest the window closes once the flusher has written what was acknowledged,
+    // so the encoding, sorting and inserting it did for those events is counted too.
+    if let (Some(start), Some(end)) = (cpu_start, proc::cpu_secs(server.pid())) {
+        run.service_cpu_secs = Some(end - start);
+    }
     let status = server.terminate(Duration::from_secs(60))?;
     run.exit = Some(proc::describe(&status));
     if run.system == System::EventIngest {
@@ -518,6 +572,9 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
     }
     if run.system == System::EventIngest {
         run.stored = Some(ch.count(&fq(ctx, table))?);
+        // The service names the table alone (its database is a connection setting), and its
+        // health probe inserts into `<table>_probe`: the `` ` (`` after the name tells them apart.
+        run.clickhouse_cpu = Some(insert_cpu(ch, &format!("INSERT INTO `{table}` ("), since)?);
     }
     if !ctx.args.keep_tables {
         ch.query(&format!("DROP TABLE IF EXISTS {}", fq(ctx, table)))?;
@@ -547,8 +604,10 @@ fn run_clickhouse(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> R
     } else {
         base_table.clone()
     };
+    // log_queries=1: 18.16 logs no query by default, and the CPU figure comes from its log.
+    let since = unix_secs().saturating_sub(1);
     let url = format!(
-        "{}/?query={}",
+        "{}/?log_queries=1&query={}",
         ch.base_url(),
         http::url_encode(&format!("INSERT INTO {target} FORMAT JSONEachRow"))
     );
@@ -578,8 +637,43 @@ fn run_clickhouse(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> R
     run.load = Some(load?);
     flushed?;
     run.stored = Some(ch.count(&base_table)?);
+    run.clickhouse_cpu = Some(insert_cpu(
+        ch,
+        &format!("INSERT INTO {target} FORMAT"),
+        since,
+    )?);
     if !ctx.args.keep_tables {
         ch.query(&format!("DROP TABLE IF EXISTS {base_table}"))?;
     }
     Ok(())
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `(CPU µs, rows written)` summed over the INSERT queries whose text starts with `prefix`
+/// and that ended at or after `since` (unix seconds), from `system.query_log` after
+/// `SYSTEM FLUSH LOGS`. CPU is `UserTimeMicroseconds + SystemTimeMicroseconds` of each
+/// query (all its threads); inserts that failed (`type = 4`) count their CPU but no rows.
+/// A Buffer table's background flush into its MergeTree table is no query, so ch-buffer's
+/// figure leaves it out.
+fn insert_cpu(ch: &ClickHouse, prefix: &str, since: u64) -> Result<(u64, u64), String> {
+    ch.query("SYSTEM FLUSH LOGS")?;
+    let sql = format!(
+        "SELECT sum(ProfileEvents.Values[indexOf(ProfileEvents.Names, 'UserTimeMicroseconds')] \
+         + ProfileEvents.Values[indexOf(ProfileEvents.Names, 'SystemTimeMicroseconds')]), \
+         sum(written_rows) FROM system.query_log \
+         WHERE event_date >= toDate(toDateTime({since})) AND event_time >= toDateTime({since}) \
+         AND type IN (2, 4) AND startsWith(query, '{}') FORMAT TabSeparated",
+        prefix.replace('\\', "\\\\").replace('\'', "\\'")
+    );
+    let out = ch.query(&sql)?;
+    let mut cols = out.split_whitespace().map(str::parse::<u64>);
+    match (cols.next(), cols.next()) {
+        (Some(Ok(us)), Some(Ok(rows))) => Ok((us, rows)),
+        _ => Err(format!("unexpected answer from system.query_log: {out:?}")),
+    }
 }

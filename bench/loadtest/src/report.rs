@@ -45,6 +45,25 @@ fn ms(v: f64) -> String {
     }
 }
 
+/// CPU µs per event: `0.123`, `1.23`, `12.3`; `–` when not measured.
+fn us(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() && v < 1.0 => format!("{v:.3}"),
+        Some(v) if v.is_finite() && v < 10.0 => format!("{v:.2}"),
+        Some(v) if v.is_finite() => format!("{v:.1}"),
+        _ => "–".into(),
+    }
+}
+
+/// ch-buffer's ClickHouse CPU leaves out the Buffer table's background flush.
+fn lower_bound(r: &Run, cell: String) -> String {
+    if r.system == System::ChBuffer && cell != "–" {
+        format!("≥ {cell}")
+    } else {
+        cell
+    }
+}
+
 fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
@@ -151,17 +170,25 @@ pub fn markdown(meta: &Meta, runs: &[Run]) -> (String, bool) {
          here, outside the measured events/s.\n\
          - non-2xx: event-ingest answers 503 when its buffer holds `BUFFER_MAX_BYTES` (ClickHouse \
          writes slower than requests arrive: back-pressure, nothing stored from that request); \
-         ClickHouse answers 500 e.g. for `Too many parts` (code 252) under many small inserts.\n",
+         ClickHouse answers 500 e.g. for `Too many parts` (code 252) under many small inserts.\n\
+         - CPU, in µs per event (oha's own CPU is in none of them): **svc** = user + system CPU \
+         time of the server process (all threads, flusher included; `/proc/<pid>/stat`) from the \
+         start of the load until its buffer is empty (bare-parse: until the load ends), ÷ events \
+         acknowledged. **CH** = `UserTimeMicroseconds + SystemTimeMicroseconds` of the run's \
+         INSERT queries in `system.query_log` (after `SYSTEM FLUSH LOGS`), ÷ the rows they \
+         wrote; for ch-buffer (marked ≥) only the inserts into the Buffer table, its background \
+         flush is no query. **sum** = svc + CH for event-ingest, svc alone for bare-parse (stores \
+         nothing), CH alone for ch-direct/ch-buffer (no gateway).\n",
         meta.durability
     );
 
     let _ = writeln!(
         s,
-        "| system | conc | events/req | req/s | events/s | p50 ms | p99 ms | max ms | non-2xx | errors | RSS MB | inserts | drain s | stored = acked |"
+        "| system | conc | events/req | req/s | events/s | svc CPU µs/event | CH CPU µs/stored event | sum µs/event | p50 ms | p99 ms | max ms | non-2xx | errors | RSS MB | inserts | drain s | stored = acked |"
     );
     let _ = writeln!(
         s,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for r in runs {
         match &r.load {
@@ -192,12 +219,15 @@ pub fn markdown(meta: &Meta, runs: &[Run]) -> (String, bool) {
                 }
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     r.system.name(),
                     r.concurrency,
                     r.events,
                     thousands(l.req_per_sec()),
                     thousands(r.events_per_sec().unwrap_or(0.0)),
+                    us(r.service_us_per_event()),
+                    lower_bound(r, us(r.clickhouse_us_per_event())),
+                    lower_bound(r, us(r.total_us_per_event())),
                     ms(l.p50_ms),
                     ms(l.p99_ms),
                     ms(l.max_ms),
@@ -217,7 +247,7 @@ pub fn markdown(meta: &Meta, runs: &[Run]) -> (String, bool) {
                     .replace(['|', '\n'], " ");
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | FAILED: {e} | | | | | | | | | | |",
+                    "| {} | {} | {} | FAILED: {e} | | | | | | | | | | | | | |",
                     r.system.name(),
                     r.concurrency,
                     r.events
@@ -391,7 +421,98 @@ fn checks(runs: &[Run]) -> (Vec<String>, bool) {
             },
         )),
     );
+    let ei32_run = find(runs, System::EventIngest, 32, 30);
+    check(
+        "(f) 30-event bodies, c=32: event-ingest's ClickHouse CPU per stored event ≤ 0.45 µs",
+        ei32_run
+            .and_then(Run::clickhouse_us_per_event)
+            .map(|v| (v <= 0.45, format!("{} µs", us(Some(v))))),
+    );
+    check(
+        "(g) 30-event bodies, c=32: event-ingest's service CPU per event ≤ 1.3× bare-parse's",
+        ei32_run.and_then(Run::service_us_per_event).and_then(|ei| {
+            let bp = find(runs, System::BareParse, 32, 30).and_then(Run::service_us_per_event)?;
+            Some((
+                ei <= 1.3 * bp,
+                format!(
+                    "{} vs 1.3 × {} = {} µs ({})",
+                    us(Some(ei)),
+                    us(Some(bp)),
+                    us(Some(1.3 * bp)),
+                    ratio(Some(ei), Some(bp))
+                ),
+            ))
+        }),
+    );
     (out, all_pass)
+}
+
+/// CPU chart data: a panel per body size; per system the CPU an event costs in all (as the
+/// report's "sum" column), and event-ingest's split into its service and ClickHouse parts.
+pub fn cpu_panels(runs: &[Run], event_counts: &[usize]) -> Vec<Panel> {
+    type Figure = fn(&Run) -> Option<f64>;
+    let series: [(System, &str, usize, Figure); 6] = [
+        (
+            System::EventIngest,
+            "event-ingest: sum",
+            0,
+            Run::total_us_per_event,
+        ),
+        (
+            System::EventIngest,
+            "event-ingest: service",
+            4,
+            Run::service_us_per_event,
+        ),
+        (
+            System::EventIngest,
+            "event-ingest: ClickHouse",
+            5,
+            Run::clickhouse_us_per_event,
+        ),
+        (
+            System::BareParse,
+            "bare-parse: service",
+            1,
+            Run::service_us_per_event,
+        ),
+        (
+            System::ChBuffer,
+            "ch-buffer: ClickHouse (≥)",
+            2,
+            Run::clickhouse_us_per_event,
+        ),
+        (
+            System::ChDirect,
+            "ch-direct: ClickHouse",
+            3,
+            Run::clickhouse_us_per_event,
+        ),
+    ];
+    event_counts
+        .iter()
+        .map(|&events| {
+            let lines = series
+                .iter()
+                .filter_map(|&(sys, name, color, figure)| {
+                    let points: Vec<(f64, f64)> = runs
+                        .iter()
+                        .filter(|r| r.system == sys && r.events == events)
+                        .filter_map(|r| Some((r.concurrency as f64, figure(r)?)))
+                        .collect();
+                    (!points.is_empty()).then(|| Line {
+                        system: name.to_string(),
+                        color,
+                        points,
+                    })
+                })
+                .collect();
+            Panel {
+                title: format!("{events} events per request"),
+                lines,
+            }
+        })
+        .collect()
 }
 
 /// Chart data: a panel per body size, a line per system.
@@ -453,12 +574,18 @@ mod tests {
 
     #[test]
     fn checks_pass_and_fail() {
-        let runs = vec![
+        let mut runs = vec![
             run(System::EventIngest, 32, 10_000, 3.0, Some(300_000)),
             run(System::BareParse, 32, 15_000, 2.0, None),
             run(System::ChBuffer, 32, 3_000, 9.0, Some(90_000)),
             run(System::ChDirect, 32, 500, 50.0, Some(14_000)),
         ];
+        // event-ingest: 0.6 s / 300,000 events = 2 µs service, 0.4 µs ClickHouse;
+        // bare-parse: 0.6 s / 450,000 events = 1.333 µs; ch-buffer: 1.5 µs.
+        runs[0].service_cpu_secs = Some(0.6);
+        runs[0].clickhouse_cpu = Some((120_000, 300_000));
+        runs[1].service_cpu_secs = Some(0.6);
+        runs[2].clickhouse_cpu = Some((135_000, 90_000));
         let (md, all) = markdown(
             &Meta {
                 clickhouse_version: "18.16.1".into(),
@@ -483,5 +610,13 @@ mod tests {
         assert!(md.contains("n/a (b)"));
         assert!(md.contains("**FAIL** (d)"), "{md}");
         assert!(md.contains("| 32 | 30 | 0.67× | 3.33× | 20.00× |"), "{md}");
+        assert!(
+            md.contains("| event-ingest | 32 | 30 | 10,000 | 300,000 | 2.00 | 0.400 | 2.40 |"),
+            "{md}"
+        );
+        assert!(md.contains("| bare-parse | 32 | 30 | 15,000 | 450,000 | 1.33 | – | 1.33 |"));
+        assert!(md.contains("| ch-buffer | 32 | 30 | 3,000 | 90,000 | – | ≥ 1.50 | ≥ 1.50 |"));
+        assert!(md.contains("**PASS** (f) 30-event bodies, c=32: event-ingest's ClickHouse CPU per stored event ≤ 0.45 µs: 0.400 µs"), "{md}");
+        assert!(md.contains("**FAIL** (g) 30-event bodies, c=32: event-ingest's service CPU per event ≤ 1.3× bare-parse's: 2.00 vs 1.3 × 1.33 = 1.73 µs (1.50×)"), "{md}");
     }
 }
