@@ -5,7 +5,8 @@
 //! the batch it came from, and the row decoded back to the table's column names, so an
 //! operator can read it, fix the table or the client, and re-post the events. Written in
 //! both durability modes, fsynced before the batch counts as done (in `disk` mode the spool
-//! forgets the rows only after that).
+//! forgets the rows only after that; while the quarantine cannot be written they are
+//! parked, fsynced, in the spool's folder instead and moved here later).
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
