@@ -252,8 +252,9 @@ impl<S: Sink> Flusher<S> {
         }
     }
 
-    /// `memory` mode: tries once more to quarantine the rows held after a failed write.
-    /// Returns how many are still held.
+    /// Tries once more to quarantine the rows kept after a failed write: parked on disk
+    /// (`disk` mode) or held in memory (`memory` mode). Returns how many are still held in
+    /// memory (parked rows are safe on disk and not counted).
     pub(super) fn retry_held(&self) -> usize {
         if let Some(spool) = &self.spool {
             self.unpark(spool.dir());
