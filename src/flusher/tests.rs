@@ -537,6 +537,9 @@ fn kept_rows_that_differ_on_a_replay_get_their_own_token() {
     let (spool, writer, buffer) = spool_with_backlog(&dir, 8);
     let blocker = dir.join("not-a-folder");
     std::fs::write(&blocker, b"").unwrap();
+    // Parking fails too (a folder is in the way), so the rows stay in the spool.
+    let parked = crate::quarantine::parked_path(&dir);
+    std::fs::create_dir(&parked).unwrap();
     let guard = spawn(
         buffer,
         sink.clone(),
@@ -551,6 +554,8 @@ fn kept_rows_that_differ_on_a_replay_get_their_own_token() {
     assert_eq!(guard.shutdown(Instant::now()).spooled, 2);
     writer.stop();
     drop(spool);
+
+    std::fs::remove_dir(&parked).unwrap();
 
     // The table was altered meanwhile: row 21 is fine now. The replay keeps 39 rows; under
     // the first run's token they would be dropped, and row 21 lost.
@@ -588,5 +593,103 @@ fn kept_rows_that_differ_on_a_replay_get_their_own_token() {
     assert!(
         stored_21,
         "row 21 was dropped as a duplicate: it was never stored"
+    );
+}
+
+#[test]
+fn disk_mode_parks_rows_the_quarantine_cannot_take_and_later_batches_flow() {
+    use crate::spool::{self, Spool, WriterGuard};
+    let dir_tmp = tempfile::tempdir().expect("temp dir");
+    let dir = dir_tmp.path().join("parking");
+    // A backlog of rows 0..40 (row 3 rejected) and a quarantine that cannot be written.
+    let (spool, writer, buffer) = spool_with_backlog(&dir, 8);
+    let blocker = dir_tmp.path().join("qfile");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let sink = Arc::new(FakeSink {
+        poison: Some(encoded([3])),
+        probes: Some(AtomicUsize::new(0)),
+        ..FakeSink::default()
+    });
+    let stats = Arc::new(Stats::default());
+    let guard = spawn(
+        buffer.clone(),
+        sink.clone(),
+        Arc::new(Quarantine::new(blocker.join("quarantine"))),
+        stats.clone(),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    // Later requests: batches after the one with the rejected row.
+    let mut end = 0;
+    for n in (40..60).step_by(5) {
+        let mut rows = testing::rows(n..n + 5);
+        let framed = spool::frame(&rows);
+        end = buffer.append_spooled(&mut rows, &framed).unwrap();
+    }
+    let flowing = eventually(Duration::from_secs(10), || {
+        sink.rows_written.load(Relaxed) >= 59
+    });
+    let shown = stats.local_error();
+    let report = guard.shutdown(Instant::now());
+    writer.stop();
+    assert!(
+        flowing,
+        "good rows held back: {}",
+        sink.rows_written.load(Relaxed)
+    );
+    assert!(
+        shown
+            .as_deref()
+            .is_some_and(|e| e.starts_with("quarantine")),
+        "{shown:?}"
+    );
+    assert_eq!(*sink.written.lock(), encoded((0..60).filter(|&n| n != 3)));
+    assert!(report.is_clean(), "every batch confirmed: {report:?}");
+    assert_eq!(spool.durable(), end);
+    let parked = std::fs::read_to_string(crate::quarantine::parked_path(&dir)).unwrap();
+    assert_eq!(parked.lines().count(), 1, "row 3, on disk: {parked}");
+    drop((spool, buffer));
+
+    // Nothing is replayed; the next start moves the parked row to the quarantine.
+    let (spool, backlog) = Spool::open(&dir, 1 << 30).unwrap();
+    assert!(
+        backlog.is_none(),
+        "the spool was confirmed past the rejected row"
+    );
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    let buffer = Arc::new(DoubleBuffer::with_spool(
+        Limits {
+            swap_events: 1_000,
+            flush_interval: Duration::from_millis(50),
+            min_interval: Duration::ZERO,
+            max_bytes: 1 << 26,
+        },
+        spool,
+        None,
+    ));
+    let stats = Arc::new(Stats::default());
+    let guard = spawn(
+        buffer,
+        sink.clone(),
+        Arc::new(Quarantine::new(dir.join("quarantine"))),
+        stats.clone(),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    assert!(guard.shutdown(Instant::now()).is_clean());
+    writer.stop();
+    assert!(!crate::quarantine::parked_path(&dir).exists());
+    assert_eq!(stats.events_quarantined.get(), 1);
+    let files: Vec<_> = std::fs::read_dir(dir.join("quarantine"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(files.len(), 1);
+    let line: serde_json::Value = serde_json::from_str(files[0].trim()).unwrap();
+    assert_eq!(line["event"]["sequence"], 3);
+    assert_eq!(
+        line["error"],
+        "ClickHouse rejected the data: Code: 6. DB::Exception: cannot parse"
     );
 }

@@ -170,18 +170,38 @@ impl<S: Sink> Flusher<S> {
     }
 
     /// Puts rejected rows in the quarantine file, one error line per batch. A failure shows
-    /// in health, readiness and metrics at once. `spooled` (`disk` mode): the write is
-    /// retried until it succeeds, the batch staying unconfirmed so the rows stay in the
-    /// spool meanwhile; `false` if shutdown's deadline passed first. Otherwise (`memory`
-    /// mode) the rows are held in memory and tried again before each later batch, so good
-    /// rows keep flowing while the quarantine is unwritable.
+    /// in health, readiness and metrics at once, and holds back no good rows. `spooled`
+    /// (`disk` mode): the rows are parked in the spool's folder instead (synced, so the
+    /// batch can be confirmed and later batches go out) and moved to the quarantine before
+    /// each later batch; only if parking fails too is it retried until one of them
+    /// succeeds, the batch staying unconfirmed so the rows stay in the spool meanwhile;
+    /// `false` if shutdown's deadline passed first. Otherwise (`memory` mode) the rows are
+    /// held in memory and tried again before each later batch.
     fn quarantine(&self, id: &str, rejected: &[Rejected<'_>], spooled: bool) -> bool {
         if rejected.is_empty() {
             return true;
         }
-        if spooled {
+        if let (true, Some(spool)) = (spooled, &self.spool) {
             return self
-                .retry_local("quarantine", || self.put_quarantine(id, rejected))
+                .retry_local("quarantine_park", || {
+                    let Err(e) = self.put_quarantine(id, rejected) else {
+                        if !crate::quarantine::parked_path(spool.dir()).exists() {
+                            self.stats.clear_local_error("quarantine");
+                        }
+                        return Ok(());
+                    };
+                    self.stats.record_local_error("quarantine", &e);
+                    self.quarantine.park(spool.dir(), id, rejected)?;
+                    log::error!(
+                        "{} events ClickHouse rejects as bad data cannot be written to the \
+                         quarantine in {} ({e}); they are parked in {} and moved there before \
+                         each later batch",
+                        rejected.len(),
+                        self.quarantine.dir().display(),
+                        crate::quarantine::parked_path(spool.dir()).display(),
+                    );
+                    Ok(())
+                })
                 .is_some();
         }
         if let Err(e) = self.put_quarantine(id, rejected) {
@@ -232,9 +252,13 @@ impl<S: Sink> Flusher<S> {
         }
     }
 
-    /// `memory` mode: tries once more to quarantine the rows held after a failed write.
-    /// Returns how many are still held.
+    /// Tries once more to quarantine the rows kept after a failed write: parked on disk
+    /// (`disk` mode) or held in memory (`memory` mode). Returns how many are still held in
+    /// memory (parked rows are safe on disk and not counted).
     pub(super) fn retry_held(&self) -> usize {
+        if let Some(spool) = &self.spool {
+            self.unpark(spool.dir());
+        }
         let mut held = self.held.borrow_mut();
         if held.is_empty() {
             return 0;
@@ -258,6 +282,24 @@ impl<S: Sink> Flusher<S> {
             self.stats.clear_local_error("quarantine");
         }
         held.iter().map(|h| h.rows.len()).sum()
+    }
+
+    /// `disk` mode: tries once to move rows parked in `spool_dir` (see [`Self::quarantine`])
+    /// to the quarantine; they stay parked, on disk, until it succeeds.
+    fn unpark(&self, spool_dir: &std::path::Path) {
+        match self.quarantine.unpark(spool_dir) {
+            Ok(0) => {}
+            Ok(moved) => {
+                self.stats.events_quarantined.inc_by(moved as u64);
+                self.stats.clear_local_error("quarantine");
+                log::error!(
+                    "{moved} parked events ClickHouse rejects as bad data are now quarantined \
+                     in {}",
+                    self.quarantine.dir().display()
+                );
+            }
+            Err(e) => self.stats.record_local_error("quarantine", &e),
+        }
     }
 
     /// One chunk until it is written, rejected as data, or shutdown's deadline passes.

@@ -447,3 +447,66 @@ async fn an_unwritable_quarantine_shows_at_once_and_good_rows_keep_flowing() {
     );
     std::fs::remove_file(blocker).unwrap();
 }
+
+#[tokio::test]
+async fn in_disk_mode_an_unwritable_quarantine_parks_the_rows_and_good_rows_keep_flowing() {
+    // `disk` mode; the quarantine's folder cannot be created (a file is in its place).
+    let spool = SpoolDir::new();
+    std::fs::create_dir_all(spool.dir()).unwrap();
+    let blocker = spool.dir().join("quarantine");
+    std::fs::write(&blocker, b"").unwrap();
+    let app = spawn_app(&[("DURABILITY", "disk"), ("SPOOL_DIR", spool.path())]).await;
+    clickhouse(&format!(
+        "ALTER TABLE `{}`.events ADD COLUMN param_num UInt8 MATERIALIZED toUInt8(param_str)",
+        app.database
+    ))
+    .await;
+    let events = |range: std::ops::Range<u32>, poison: Option<u32>| {
+        let events: Vec<Value> = range
+            .map(|s| {
+                let mut e = event(s);
+                e["param_str"] = if Some(s) == poison { "abc" } else { "12" }.into();
+                e
+            })
+            .collect();
+        Value::Array(events).to_string()
+    };
+    assert_eq!(app.post_events(events(0..10, Some(3))).await.status(), 200);
+    wait_for_rows(&app.database, 9).await;
+    let body: Value = within(PATIENCE, async {
+        loop {
+            let body: Value = app.get("/v1/health").await.json().await.unwrap();
+            if body["storage_error"].is_string() {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        body["storage_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("quarantine")),
+        "{body}"
+    );
+
+    // A later batch is not held back by the rejected row, which waits on disk.
+    assert_eq!(app.post_events(events(10..20, None)).await.status(), 200);
+    wait_for_rows(&app.database, 19).await;
+    let stats = app.stats.clone();
+    let report = app.stop().await;
+    assert!(report.is_clean(), "every batch confirmed: {report:?}");
+    assert_eq!(stats.events_quarantined.get(), 0);
+    let parked = std::fs::read_to_string(spool.dir().join("quarantine-parked.jsonl")).unwrap();
+    let line: Value = serde_json::from_str(parked.trim()).unwrap();
+    assert_eq!(line["event"]["sequence"], 3, "{parked}");
+
+    // Once the quarantine can be written, the next start moves the row there.
+    std::fs::remove_file(&blocker).unwrap();
+    let app = spawn_app(&[("DURABILITY", "disk"), ("SPOOL_DIR", spool.path())]).await;
+    assert_eq!(app.post_events(events(20..21, None)).await.status(), 200);
+    let lines = spool.quarantined(1).await;
+    assert_eq!(lines[0]["event"]["sequence"], 3);
+    assert!(app.stop().await.is_clean());
+    assert!(!spool.dir().join("quarantine-parked.jsonl").exists());
+}
