@@ -127,6 +127,21 @@ fn start(
     (buffer, stats, guard, quarantine_tmp)
 }
 
+/// A `disk`-mode buffer over `spool` (1,000-event swaps, 50 ms timer, 64 MiB cap), spilled
+/// from `from` as after a restart with a backlog.
+fn spilled_buffer(spool: Arc<crate::spool::Spool>, from: Option<u64>) -> Arc<DoubleBuffer> {
+    Arc::new(DoubleBuffer::with_spool(
+        Limits {
+            swap_events: 1_000,
+            flush_interval: Duration::from_millis(50),
+            min_interval: Duration::ZERO,
+            max_bytes: 1 << 26,
+        },
+        spool,
+        from,
+    ))
+}
+
 fn append(buffer: &DoubleBuffer, range: std::ops::Range<u32>) {
     buffer.append(&mut testing::rows(range)).unwrap();
 }
@@ -249,16 +264,7 @@ fn a_spool_backlog_goes_first_and_steady_traffic_returns_to_memory() {
     let spool = Arc::new(spool);
     let writer = WriterGuard::spawn(spool.clone()).unwrap();
     // As after a restart with a backlog: the buffer starts spilled at position 0.
-    let buffer = Arc::new(DoubleBuffer::with_spool(
-        Limits {
-            swap_events: 1_000,
-            flush_interval: Duration::from_millis(50),
-            min_interval: Duration::ZERO,
-            max_bytes: 1 << 26,
-        },
-        spool.clone(),
-        Some(0),
-    ));
+    let buffer = spilled_buffer(spool.clone(), Some(0));
     let submit = |n: u32| {
         let mut rows = testing::rows(n..n + 5);
         let framed = spool::frame(&rows);
@@ -396,16 +402,7 @@ fn spool_with_backlog(
     let (spool, backlog) = Spool::open(dir, 1 << 30).unwrap();
     let spool = Arc::new(spool);
     let writer = WriterGuard::spawn(spool.clone()).unwrap();
-    let buffer = Arc::new(DoubleBuffer::with_spool(
-        Limits {
-            swap_events: 1_000,
-            flush_interval: Duration::from_millis(50),
-            min_interval: Duration::ZERO,
-            max_bytes: 1 << 26,
-        },
-        spool.clone(),
-        backlog.map(|b| b.from),
-    ));
+    let buffer = spilled_buffer(spool.clone(), backlog.map(|b| b.from));
     (spool, writer, buffer)
 }
 
@@ -563,16 +560,7 @@ fn kept_rows_that_differ_on_a_replay_get_their_own_token() {
     let (spool, backlog) = Spool::open(&dir, 1 << 30).unwrap();
     let spool = Arc::new(spool);
     let writer = WriterGuard::spawn(spool.clone()).unwrap();
-    let buffer = Arc::new(DoubleBuffer::with_spool(
-        Limits {
-            swap_events: 1_000,
-            flush_interval: Duration::from_millis(50),
-            min_interval: Duration::ZERO,
-            max_bytes: 1 << 26,
-        },
-        spool,
-        backlog.map(|b| b.from),
-    ));
+    let buffer = spilled_buffer(spool, backlog.map(|b| b.from));
     let guard = spawn(
         buffer,
         sink.clone(),
@@ -658,16 +646,7 @@ fn disk_mode_parks_rows_the_quarantine_cannot_take_and_later_batches_flow() {
     );
     let spool = Arc::new(spool);
     let writer = WriterGuard::spawn(spool.clone()).unwrap();
-    let buffer = Arc::new(DoubleBuffer::with_spool(
-        Limits {
-            swap_events: 1_000,
-            flush_interval: Duration::from_millis(50),
-            min_interval: Duration::ZERO,
-            max_bytes: 1 << 26,
-        },
-        spool,
-        None,
-    ));
+    let buffer = spilled_buffer(spool, None);
     let stats = Arc::new(Stats::default());
     let guard = spawn(
         buffer,
