@@ -82,8 +82,10 @@ async fn until_stored(database: &str, acked: u32) {
     let acked: Vec<u32> = (0..acked).collect();
     within(2 * PATIENCE, async {
         loop {
-            // The app creates the database once it reaches ClickHouse.
-            let exists = format!("SELECT count() FROM system.databases WHERE name = '{database}'");
+            // The app creates the database, then the table, once it reaches ClickHouse.
+            let exists = format!(
+                "SELECT count() FROM system.tables WHERE database = '{database}' AND name = 'events'"
+            );
             if clickhouse(&exists).await.trim() == "0" {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
