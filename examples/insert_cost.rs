@@ -10,50 +10,17 @@
 //! Against `CLICKHOUSE_HOST:CLICKHOUSE_PORT` (default 127.0.0.1:8123); uses the database
 //! `insert_cost`, dropped at the end.
 
-use std::net::Ipv6Addr;
 use std::time::Instant;
 
 use bytes::Bytes;
 use clickhouse::{Client, Compression};
+use event_ingest::block::COLUMNS;
 use event_ingest::block::{BlockBuilder, Cells, Schema, SortKey};
-use event_ingest::block::{COLUMNS, Rows};
-use event_ingest::event::Event;
+use event_ingest::event::testing;
 use event_ingest::sink::{ServerVersion, create_table_sql};
 
 const DB: &str = "insert_cost";
 const KEY: &str = "event, toDate(server_time), device_id, server_time";
-
-/// Rows as the service's flusher gets them under load: distinct random devices, a few
-/// dozen event names, a few seconds of server time, client times over a day.
-fn rows(n: usize) -> Rows {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let names: Vec<String> = (0..30).map(|i| format!("event_{i}")).collect();
-    let mut rows = Rows::default();
-    for i in 0..n {
-        let now = 1_764_547_200 + (i * 5 / n) as u32;
-        rows.push(&Event {
-            client_time: now - (next() % 86_400) as u32,
-            client_time_corrected: now - (next() % 86_400) as u32,
-            server_time: now,
-            device_id: uuid::Uuid::from_u64_pair(next(), next()),
-            device_os: ["IOS 13.5.1", "Android 14", "Android 13", "IOS 17.1"][next() as usize % 4]
-                .into(),
-            session: format!("{:016x}", next()).into(),
-            sequence: (next() % 1000) as u32,
-            event: names[next() as usize % names.len()].as_str().into(),
-            param_int: (next() % 100_000) as u32,
-            param_str: "some text".into(),
-            ip: Ipv6Addr::from(0xffff_0000_0000u128 | u128::from(next() as u32)),
-        });
-    }
-    rows
-}
 
 /// Bytes on the wire: LZ4 in ClickHouse's framing (1 MiB chunks, as the sink sends them,
 /// 25 bytes of checksum and header each), or the body itself.
@@ -114,7 +81,7 @@ async fn main() {
     let sorted = BlockBuilder::new(schema.clone(), SortKey::plan(KEY, &schema));
     let unsorted = BlockBuilder::new(schema.clone(), SortKey::none());
 
-    let data = rows(n);
+    let data = testing::load_rows(n);
     let started = Instant::now();
     let native_sorted = sorted.build(data.data(), data.len()).unwrap();
     let build_us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
