@@ -3,7 +3,7 @@
 //!
 //! The stages, one module each, in the order an event passes them:
 //! [`config`] → [`routes`] (HTTP) → [`event`] (decode, validate, the row) → [`ingest`]
-//! (the seam) → [`buffer`] (double buffer) and, in `disk` mode, [`spool`] (write-ahead log)
+//! (the seam; [`shard`] picks a row's shard in a cluster) → [`buffer`] (double buffer) and, in `disk` mode, [`spool`] (write-ahead log)
 //! → [`flusher`] (thread, retries) → [`sink`] (ClickHouse; each batch sent as a columnar
 //! [`block`] in the table's key order), with rows ClickHouse refuses
 //! going to the [`quarantine`]. [`startup`] wires them, [`shutdown`] ends them, [`stats`]
@@ -15,6 +15,7 @@ pub mod buffer;
 pub mod config;
 pub mod event;
 pub mod logging;
+pub mod shard;
 pub mod shutdown;
 pub mod sink;
 pub mod startup;

@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod cluster;
 mod secret;
 mod table;
 
+pub use cluster::{HostPort, SHARDING_COLUMNS};
 pub use secret::Secret;
 use table::settings;
 pub use table::{Setting, help_text};
@@ -82,6 +84,20 @@ settings! {
     clickhouse_host: String = "127.0.0.1".into(), "127.0.0.1";
     /// ClickHouse HTTP interface port.
     clickhouse_port: u16 = 8123, "8123";
+    /// A cluster's HTTP endpoints instead of `CLICKHOUSE_HOST`/`CLICKHOUSE_PORT`: `,`
+    /// between replicas of one shard, `;` between shards, in the cluster's shard order
+    /// (`a:8123,b:8123;c:8123` is shard 1 = a, b and shard 2 = c). Several hosts need
+    /// `CLICKHOUSE_CLUSTER`.
+    clickhouse_hosts: String = String::new(), "empty (CLICKHOUSE_HOST:CLICKHOUSE_PORT)";
+    /// The cluster's name in the servers' `remote_servers`. Set: each shard gets its own
+    /// lane (buffer, flusher, spool `SPOOL_DIR/shard-<n>`), rows go to `<table>_local`
+    /// (`ReplicatedMergeTree`) on one replica of their shard, and `<table>` is created as
+    /// the `Distributed` table to query.
+    clickhouse_cluster: String = String::new(), "empty (one server)";
+    /// The column whose `cityHash64(toString(<column>)) % shards` picks a row's shard, as
+    /// the `Distributed` table's sharding expression: `device_id`, `device_os`, `session`,
+    /// `sequence`, `event`, `param_int` or `param_str`.
+    clickhouse_sharding_key: String = "device_id".into(), "device_id";
     /// ClickHouse user.
     clickhouse_user: String = "default".into(), "default";
     /// ClickHouse password; never printed or logged.
@@ -263,6 +279,26 @@ impl Config {
         if let Err(e) = self.trusted_proxy_nets() {
             return invalid("TRUSTED_PROXIES", &e);
         }
+        let shards = self.clickhouse_shards();
+        if let Err(e) = &shards {
+            return invalid("CLICKHOUSE_HOSTS", e);
+        }
+        let hosts: usize = shards.map(|s| s.iter().map(Vec::len).sum()).unwrap_or(0);
+        if hosts > 1 && self.clickhouse_cluster.is_empty() {
+            return invalid(
+                "CLICKHOUSE_HOSTS",
+                "names several hosts: set CLICKHOUSE_CLUSTER to the cluster they form",
+            );
+        }
+        if !self.clickhouse_cluster.is_empty() && !is_identifier(&self.clickhouse_cluster) {
+            return invalid("CLICKHOUSE_CLUSTER", "must match [A-Za-z_][A-Za-z0-9_]*");
+        }
+        if !SHARDING_COLUMNS.contains(&self.clickhouse_sharding_key.as_str()) {
+            return invalid(
+                "CLICKHOUSE_SHARDING_KEY",
+                &format!("must be one of {}", SHARDING_COLUMNS.join(", ")),
+            );
+        }
         // Both names are spliced into DDL and INSERT statements, so only plain identifiers
         // are allowed: no quoting games, no injection.
         for (var, value) in [
@@ -294,6 +330,33 @@ impl Config {
         match self.clickhouse_host.parse::<std::net::Ipv6Addr>() {
             Ok(v6) => format!("http://[{v6}]:{}", self.clickhouse_port),
             Err(_) => format!("http://{}:{}", self.clickhouse_host, self.clickhouse_port),
+        }
+    }
+
+    /// The ClickHouse hosts by shard: `CLICKHOUSE_HOSTS` parsed, or the one
+    /// `CLICKHOUSE_HOST:CLICKHOUSE_PORT` when it is empty.
+    pub fn clickhouse_shards(&self) -> Result<Vec<Vec<HostPort>>, String> {
+        if self.clickhouse_hosts.trim().is_empty() {
+            let host = self.clickhouse_host.trim_matches(['[', ']']).to_string();
+            return Ok(vec![vec![HostPort {
+                host,
+                port: self.clickhouse_port,
+            }]]);
+        }
+        cluster::parse_hosts(&self.clickhouse_hosts, self.clickhouse_port)
+    }
+
+    /// Whether `CLICKHOUSE_CLUSTER` is set: lanes per shard, replicated tables.
+    pub fn is_cluster(&self) -> bool {
+        !self.clickhouse_cluster.is_empty()
+    }
+
+    /// This configuration aimed at one host of the cluster (its sinks are built from it).
+    pub fn for_host(&self, host: &HostPort) -> Config {
+        Config {
+            clickhouse_host: host.host.clone(),
+            clickhouse_port: host.port,
+            ..self.clone()
         }
     }
 
@@ -490,6 +553,9 @@ mod tests {
         ("HTTP_WORKERS", "3"),
         ("CLICKHOUSE_HOST", "ch.internal"),
         ("CLICKHOUSE_PORT", "8124"),
+        ("CLICKHOUSE_HOSTS", "ch-1:8123"),
+        ("CLICKHOUSE_CLUSTER", "events_cluster"),
+        ("CLICKHOUSE_SHARDING_KEY", "session"),
         ("CLICKHOUSE_USER", "ingest"),
         ("CLICKHOUSE_PASSWORD", "pw"),
         ("CLICKHOUSE_NAME", "analytics"),
@@ -643,6 +709,34 @@ mod tests {
         let c = config(&[("ADMIN_API_KEYS", "a, b"), ("ADMIN_PORT", "9090")]).unwrap();
         assert_eq!(c.admin_keys(), ["a", "b"]);
         assert!(!format!("{c:?}").contains("a, b"));
+    }
+
+    #[test]
+    fn cluster_settings_are_checked_at_start() {
+        let single = config(&[]).unwrap();
+        assert!(!single.is_cluster());
+        assert_eq!(single.clickhouse_shards().unwrap().len(), 1);
+        let c = config(&[
+            ("CLICKHOUSE_HOSTS", "a:1,b:2;c:3"),
+            ("CLICKHOUSE_CLUSTER", "events_cluster"),
+        ])
+        .unwrap();
+        assert!(c.is_cluster());
+        let shards = c.clickhouse_shards().unwrap();
+        assert_eq!(shards.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(c.for_host(&shards[1][0]).clickhouse_url(), "http://c:3");
+        for (vars, var) in [
+            (&[("CLICKHOUSE_HOSTS", "a:1;b:2")][..], "CLICKHOUSE_HOSTS"),
+            (&[("CLICKHOUSE_HOSTS", "a:1;;b:2")][..], "CLICKHOUSE_HOSTS"),
+            (&[("CLICKHOUSE_CLUSTER", "x-y")][..], "CLICKHOUSE_CLUSTER"),
+            (
+                &[("CLICKHOUSE_SHARDING_KEY", "ip")][..],
+                "CLICKHOUSE_SHARDING_KEY",
+            ),
+        ] {
+            let err = config(vars).unwrap_err().to_string();
+            assert!(err.contains(var), "{vars:?}: {err}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod validate;
 
 pub use decode::{DecodeError, Decoded, Format, Loose, decode_batch};
 pub use excerpt::{excerpt, shorten};
-pub use row::{Event, decode_json};
+pub use row::{Event, decode_json, key_text};
 pub use validate::{FieldError, Validated, parse_time, validate_batch};
 
 /// Events for tests and benchmarks: valid, distinct, deterministic.

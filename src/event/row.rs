@@ -131,6 +131,45 @@ pub fn decode_json(bytes: &[u8]) -> Option<serde_json::Value> {
     }))
 }
 
+/// `toString(<column>)` of one encoded row, byte for byte as ClickHouse spells it, for the
+/// columns a row can be sharded by (see `config::SHARDING_COLUMNS`): the UUID's 36
+/// lowercase characters, a string itself, an unsigned integer in decimal. `scratch` holds
+/// the text when it is not a slice of the row. `None`: another column, or not one row.
+pub fn key_text<'a>(row: &'a [u8], column: &str, scratch: &'a mut [u8; 36]) -> Option<&'a [u8]> {
+    let mut r = row.get(12..)?; // the three times
+    let high = u64::from_le_bytes(take(&mut r, 8)?.try_into().ok()?);
+    let low = u64::from_le_bytes(take(&mut r, 8)?.try_into().ok()?);
+    if column == "device_id" {
+        let text = Uuid::from_u64_pair(high, low)
+            .hyphenated()
+            .encode_lower(scratch);
+        return Some(text.as_bytes());
+    }
+    let number = |n: u32, scratch: &'a mut [u8; 36]| {
+        let text = n.to_string();
+        scratch[..text.len()].copy_from_slice(text.as_bytes());
+        Some(&scratch[..text.len()])
+    };
+    let device_os = take_string(&mut r)?;
+    let session = take_string(&mut r)?;
+    let sequence = take_u32(&mut r)?;
+    match column {
+        "device_os" => return Some(device_os.as_bytes()),
+        "session" => return Some(session.as_bytes()),
+        "sequence" => return number(sequence, scratch),
+        _ => {}
+    }
+    let event = take_string(&mut r)?;
+    let param_int = take_u32(&mut r)?;
+    let param_str = take_string(&mut r)?;
+    match column {
+        "event" => Some(event.as_bytes()),
+        "param_int" => number(param_int, scratch),
+        "param_str" => Some(param_str.as_bytes()),
+        _ => None,
+    }
+}
+
 fn take<'a>(r: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     let (head, rest) = r.split_at_checked(n)?;
     *r = rest;
