@@ -12,7 +12,8 @@ use futures_util::future::BoxFuture;
 
 use crate::block::Rows;
 use crate::buffer::{AppendError, DoubleBuffer};
-use crate::sink::{ClickHouseSink, Sink, SinkError};
+use crate::shard::Sharder;
+use crate::sink::{ClickHouseSink, ClusterCheck, HostState, HostStatus, Sink, SinkError};
 use crate::spool::{self, SpoolRefusal};
 
 /// Why accepted rows could not be taken. Nothing was stored, except possibly after a
@@ -80,6 +81,20 @@ impl ServerCheck for ClickHouseSink {
     }
 }
 
+impl ServerCheck for ClusterCheck {
+    fn ping(self: Arc<Self>) -> BoxFuture<'static, Result<String, String>> {
+        Box::pin(async move { ClusterCheck::ping(&self).await })
+    }
+
+    fn version_text(&self) -> Option<String> {
+        ClusterCheck::version_text(self)
+    }
+
+    fn insert_format(&self) -> serde_json::Value {
+        serde_json::to_value(ClusterCheck::insert_format(self)).unwrap_or_default()
+    }
+}
+
 /// Takes a request's validated rows. `Ok` means the rows are as safe as this
 /// implementation promises: buffered in memory, or committed.
 pub trait Ingest: Send + Sync + 'static {
@@ -98,6 +113,29 @@ pub trait Ingest: Send + Sync + 'static {
     /// What waits to reach ClickHouse, for health, readiness, metrics and the status page.
     fn pending(&self) -> Pending {
         Pending::default()
+    }
+
+    /// In a cluster, each shard's hosts and what its lane holds (empty otherwise).
+    fn shards(&self) -> Vec<ShardStatus> {
+        Vec::new()
+    }
+}
+
+/// One shard of a cluster, as health, readiness, metrics and the status page show it.
+#[derive(Debug, Clone)]
+pub struct ShardStatus {
+    /// From 1, in `CLICKHOUSE_HOSTS` order.
+    pub shard: usize,
+    /// Its replicas.
+    pub hosts: Vec<HostStatus>,
+    /// What its lane holds.
+    pub pending: Pending,
+}
+
+impl ShardStatus {
+    /// Whether one of its replicas took its last insert or ping.
+    pub fn has_healthy_replica(&self) -> bool {
+        self.hosts.iter().any(|h| h.up != Some(false))
     }
 }
 
@@ -168,6 +206,126 @@ impl Ingest for Buffered {
                 }
             }),
         }
+    }
+}
+
+/// One lane per shard of a cluster: a request's rows are split by shard
+/// ([`Sharder`]) and each part appended to its shard's lane (its own buffer, flusher,
+/// spool and replica set), so a shard whose replicas are down holds its own rows while the
+/// others flow.
+///
+/// A request is taken whole or refused whole as far as possible: every lane its rows go to
+/// is checked for room first. Two requests racing for the last room can still leave one
+/// partly taken (`503` for the rest, and the client's resend stores the taken part twice);
+/// the check keeps that to the moment a lane fills.
+pub struct Sharded {
+    /// Splits rows by shard.
+    pub sharder: Sharder,
+    /// One per shard, in shard order.
+    pub lanes: Vec<Lane>,
+}
+
+/// One shard's lane.
+pub struct Lane {
+    /// Its buffer (and spool), written by its own flusher.
+    pub buffer: Buffered,
+    /// Its replicas' shared states.
+    pub hosts: Vec<Arc<HostState>>,
+}
+
+impl Lane {
+    /// Whether `part` fits now: in memory, or in `disk` mode in the spool.
+    fn has_room(&self, part: &Rows) -> Result<(), SubmitError> {
+        let buffer = &self.buffer.0;
+        if let Some(spool) = buffer.spool() {
+            if let Some(why) = spool.failure() {
+                return Err(refused(AppendError::Spool(SpoolRefusal::Failed(why))));
+            }
+            let (used, max) = spool.fill();
+            if used + part.mem_size() as u64 > max {
+                return Err(refused(AppendError::Spool(SpoolRefusal::Full {
+                    used,
+                    max,
+                })));
+            }
+            return Ok(());
+        }
+        let (buffered, max) = (buffer.pending_bytes(), buffer.limits().max_bytes);
+        if part.mem_size() > max {
+            return Err(refused(AppendError::TooLarge {
+                bytes: part.mem_size(),
+                max,
+            }));
+        }
+        if buffered + part.mem_size() > max {
+            return Err(refused(AppendError::Full { buffered, max }));
+        }
+        Ok(())
+    }
+}
+
+impl Ingest for Sharded {
+    fn submit(&self, mut rows: Rows) -> BoxFuture<'_, Result<(), SubmitError>> {
+        let parts = self.sharder.split(&mut rows);
+        Box::pin(async move {
+            let taken: Vec<(&Lane, Rows)> = self
+                .lanes
+                .iter()
+                .zip(parts)
+                .filter(|(_, part)| !part.is_empty())
+                .collect();
+            for (lane, part) in &taken {
+                lane.has_room(part)?;
+            }
+            let appends = taken
+                .into_iter()
+                .map(|(lane, part)| lane.buffer.submit(part));
+            for result in futures_util::future::join_all(appends).await {
+                result?;
+            }
+            Ok(())
+        })
+    }
+
+    fn pending_events(&self) -> usize {
+        self.lanes.iter().map(|l| l.buffer.pending_events()).sum()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lanes.iter().any(|l| l.buffer.is_closed())
+    }
+
+    fn pending(&self) -> Pending {
+        let mut total = Pending::default();
+        for lane in &self.lanes {
+            let p = lane.buffer.pending();
+            total.buffer_bytes += p.buffer_bytes;
+            total.buffer_max_bytes += p.buffer_max_bytes;
+            total.oldest = total.oldest.max(p.oldest);
+            if let Some(s) = p.spool {
+                let sum = total.spool.get_or_insert(SpoolFill {
+                    bytes: 0,
+                    max_bytes: 0,
+                    failed: None,
+                });
+                sum.bytes += s.bytes;
+                sum.max_bytes += s.max_bytes;
+                sum.failed = sum.failed.take().or(s.failed);
+            }
+        }
+        total
+    }
+
+    fn shards(&self) -> Vec<ShardStatus> {
+        self.lanes
+            .iter()
+            .enumerate()
+            .map(|(i, lane)| ShardStatus {
+                shard: i + 1,
+                hosts: lane.hosts.iter().map(|h| h.status()).collect(),
+                pending: lane.buffer.pending(),
+            })
+            .collect()
     }
 }
 

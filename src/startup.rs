@@ -14,7 +14,7 @@ use actix_web::web;
 use crate::buffer::{DoubleBuffer, Limits};
 use crate::config::{AppEnv, BufferMode, Config, Durability};
 use crate::flusher::{self, FlusherGuard};
-use crate::ingest::{Buffered, Direct, Discard, Ingest};
+use crate::ingest::{Buffered, Direct, Discard, Ingest, ServerCheck};
 use crate::quarantine::Quarantine;
 use crate::routes::access::Gate;
 use crate::routes::client::ApiKeys;
@@ -42,16 +42,27 @@ pub enum StartupError {
     /// `disk` mode: the spool could not be opened.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// The cluster's hosts disagree with `CLICKHOUSE_HOSTS` (which host, and how).
+    #[error("CLICKHOUSE_HOSTS does not match cluster {cluster}: {problems}")]
+    Cluster {
+        /// `CLICKHOUSE_CLUSTER`.
+        cluster: String,
+        /// Each disagreeing host and what it says.
+        problems: String,
+    },
 }
+
+mod cluster;
 
 /// A bound, ready-to-run service.
 pub struct Application {
     port: u16,
     admin_port: Option<u16>,
     server: Server,
-    flusher: Option<FlusherGuard>,
-    /// `disk` mode: the spool's writer, stopped after the flusher.
-    spool_writer: Option<WriterGuard>,
+    /// `double` mode: the flusher of each lane (one, or one per shard of a cluster).
+    flushers: Vec<FlusherGuard>,
+    /// `disk` mode: each lane's spool writer, stopped after the flushers.
+    spool_writers: Vec<WriterGuard>,
     quarantine_dir: std::path::PathBuf,
     stats: Arc<Stats>,
     /// When SIGTERM/SIGINT arrived; the shutdown budget counts from it.
@@ -61,10 +72,10 @@ pub struct Application {
 /// Where accepted rows go, and the threads that take them there.
 struct Storage {
     ingest: Arc<dyn Ingest>,
-    /// `double` mode: the flusher thread.
-    flusher: Option<FlusherGuard>,
+    /// `double` mode: the flusher threads, one per lane.
+    flushers: Vec<FlusherGuard>,
     /// `disk` mode: the spool's group-commit writer.
-    spool_writer: Option<WriterGuard>,
+    spool_writers: Vec<WriterGuard>,
 }
 
 impl Application {
@@ -86,14 +97,18 @@ impl Application {
         // Handlers and the flusher each get their own client: the flusher's connections
         // live on its own runtime, the handlers' on the actix workers'.
         // Direct mode inserts on the HTTP workers: rows go out as encoded, no block is built.
-        let sink = Arc::new(match config.buffer_mode {
-            BufferMode::Direct => ClickHouseSink::new(&config).row_binary_only(),
-            _ => ClickHouseSink::new(&config),
-        });
-        check_clickhouse(&sink, &config).await;
         let stats = Arc::new(Stats::default());
-        let storage = start_storage(&config, &sink, &stats)?;
-        let state = app_state(&config, storage.ingest.clone(), sink, stats.clone());
+        let (storage, server): (Storage, Arc<dyn ServerCheck>) = if config.is_cluster() {
+            cluster::start(&config, &stats).await?
+        } else {
+            let sink = Arc::new(match config.buffer_mode {
+                BufferMode::Direct => ClickHouseSink::new(&config).row_binary_only(),
+                _ => ClickHouseSink::new(&config),
+            });
+            check_clickhouse(&sink, &config).await;
+            (start_storage(&config, &sink, &stats)?, sink)
+        };
+        let state = app_state(&config, storage.ingest.clone(), server, stats.clone());
         let gate = web::Data::new(Gate {
             admin_port,
             admin_keys: ApiKeys::new(config.admin_keys()),
@@ -132,8 +147,8 @@ impl Application {
             port,
             admin_port,
             server,
-            flusher: storage.flusher,
-            spool_writer: storage.spool_writer,
+            flushers: storage.flushers,
+            spool_writers: storage.spool_writers,
             quarantine_dir: config.quarantine_dir(),
             stats,
             signalled_at,
@@ -169,12 +184,21 @@ impl Application {
             .get()
             .copied()
             .unwrap_or_else(Instant::now);
-        let (flusher, writer) = (self.flusher, self.spool_writer);
+        let (flushers, writers) = (self.flushers, self.spool_writers);
         // The guards block while their threads finish; keep that off the async runtime. The
         // spool's writer stops last: the final flush may wait for its last sync.
         let report = tokio::task::spawn_blocking(move || {
-            let report = flusher.map(|g| g.shutdown(began)).unwrap_or_default();
-            if let Some(writer) = writer {
+            for flusher in &flushers {
+                flusher.begin_shutdown(began);
+            }
+            let mut report = ShutdownReport::default();
+            for flusher in flushers {
+                let lane = flusher.shutdown(began);
+                report.unwritten += lane.unwritten;
+                report.spooled += lane.spooled;
+                report.timed_out |= lane.timed_out;
+            }
+            for writer in writers {
                 writer.stop();
             }
             report
@@ -288,21 +312,21 @@ fn start_storage(
             )?;
             Storage {
                 ingest: Arc::new(Buffered(buffer)),
-                flusher: Some(flusher),
-                spool_writer,
+                flushers: vec![flusher],
+                spool_writers: spool_writer.into_iter().collect(),
             }
         }
         BufferMode::Direct => Storage {
             ingest: Arc::new(Direct(sink.clone())),
-            flusher: None,
-            spool_writer: None,
+            flushers: Vec::new(),
+            spool_writers: Vec::new(),
         },
         BufferMode::Discard => {
             log::warn!("BUFFER_MODE=discard: events are validated and thrown away");
             Storage {
                 ingest: Arc::new(Discard),
-                flusher: None,
-                spool_writer: None,
+                flushers: Vec::new(),
+                spool_writers: Vec::new(),
             }
         }
     };
@@ -313,13 +337,13 @@ fn start_storage(
 fn app_state(
     config: &Config,
     ingest: Arc<dyn Ingest>,
-    sink: Arc<ClickHouseSink>,
+    server: Arc<dyn ServerCheck>,
     stats: Arc<Stats>,
 ) -> web::Data<AppState> {
     web::Data::new(AppState {
         ingest,
-        clickhouse_check: routes::health::ClickHouseCheck::new(sink.clone()),
-        server: sink,
+        clickhouse_check: routes::health::ClickHouseCheck::new(server.clone()),
+        server,
         stats,
         body_max_bytes: config.body_max_bytes,
         max_events: config.max_events_per_request,

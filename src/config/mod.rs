@@ -290,6 +290,12 @@ impl Config {
                 "names several hosts: set CLICKHOUSE_CLUSTER to the cluster they form",
             );
         }
+        if self.is_cluster() && self.buffer_mode == BufferMode::Direct {
+            return invalid(
+                "CLICKHOUSE_CLUSTER",
+                "needs BUFFER_MODE=double (direct mode writes to one server)",
+            );
+        }
         if !self.clickhouse_cluster.is_empty() && !is_identifier(&self.clickhouse_cluster) {
             return invalid("CLICKHOUSE_CLUSTER", "must match [A-Za-z_][A-Za-z0-9_]*");
         }

@@ -4,7 +4,8 @@
 //! oldest unflushed event's age, the last flush error and any local storage operation
 //! failing (spool read, checkpoint, quarantine: also `503`), so an operator sees a backlog
 //! building. `GET /v1/ready` is `503` while saturated (memory, or in `disk` mode the spool).
-//! `GET /v1/live` is `200` while the process serves, whatever ClickHouse does.
+//! `GET /v1/live` is `200` while the process serves, whatever ClickHouse does. In a cluster
+//! both show each shard's hosts, and readiness names a shard whose lane is full.
 //!
 //! Probes are open to anyone (load balancers and kubelets send no keys), so they must be
 //! cheap and say nothing an attacker could use: ClickHouse is asked at most once a second
@@ -22,7 +23,7 @@ use serde_json::json;
 use super::AppState;
 use super::access::Gate;
 use crate::ingest::ServerCheck;
-use crate::ingest::SpoolFill;
+use crate::ingest::{Pending, ShardStatus, SpoolFill};
 
 /// How long one answer from ClickHouse serves every probe.
 const CHECK_MAX_AGE: Duration = Duration::from_secs(1);
@@ -141,6 +142,7 @@ pub async fn get_health(
         "last_flush_error": last_error,
         "storage_error": storage_error,
         "insert_format": state.server.insert_format(),
+        "shards": shards_json(&state.ingest.shards(), privileged),
         "counters": {
             "events_accepted": state.stats.events_accepted.get(),
             "events_written": state.stats.events_written.get(),
@@ -200,6 +202,16 @@ pub async fn get_ready(
         Some(_) => reasons.push("local storage failing".into()),
         None => {}
     }
+    for shard in state.ingest.shards() {
+        if let Some(full) = lane_full(&shard.pending) {
+            let replicas = if shard.has_healthy_replica() {
+                "writing"
+            } else {
+                "no replica answering"
+            };
+            reasons.push(format!("shard {} ({replicas}): {full}", shard.shard));
+        }
+    }
     if state.ingest.is_closed() {
         reasons.push("shutting down".to_string());
     }
@@ -216,6 +228,55 @@ pub async fn get_ready(
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+/// Whether one lane (a cluster's shard) is too full to take more, and how full.
+fn lane_full(pending: &Pending) -> Option<String> {
+    match &pending.spool {
+        Some(s) if s.failed.is_some() => Some("spool unusable".into()),
+        Some(s) if s.bytes as f64 >= s.max_bytes as f64 * READY_MAX_FILL => {
+            Some(format!("spool {} of {} bytes full", s.bytes, s.max_bytes))
+        }
+        Some(_) => None,
+        None => {
+            let (used, max) = (pending.buffer_bytes, pending.buffer_max_bytes);
+            (max > 0 && used as f64 >= max as f64 * READY_MAX_FILL)
+                .then(|| format!("buffer {used} of {max} bytes full"))
+        }
+    }
+}
+
+/// Each shard of a cluster: its replicas (up, last error, inserts, rows, latency) and what
+/// its lane holds. Error texts only for privileged callers.
+fn shards_json(shards: &[ShardStatus], privileged: bool) -> serde_json::Value {
+    let shards: Vec<serde_json::Value> = shards
+        .iter()
+        .map(|shard| {
+            let hosts: Vec<serde_json::Value> = shard
+                .hosts
+                .iter()
+                .map(|h| {
+                    let mut host = serde_json::to_value(h).unwrap_or_default();
+                    if !privileged && h.last_error.is_some() {
+                        host["last_error"] = json!("insert or ping failed");
+                    }
+                    host
+                })
+                .collect();
+            let p = &shard.pending;
+            json!({
+                "shard": shard.shard,
+                "healthy_replica": shard.has_healthy_replica(),
+                "hosts": hosts,
+                "buffer_bytes": p.buffer_bytes,
+                "buffer_max_bytes": p.buffer_max_bytes,
+                "oldest_unflushed_seconds": p.oldest.map(|d| d.as_secs_f64()),
+                "spool_bytes": p.spool.as_ref().map(|s| s.bytes),
+                "spool_max_bytes": p.spool.as_ref().map(|s| s.max_bytes),
+            })
+        })
+        .collect();
+    json!(shards)
 }
 
 /// `GET /v1/live`, for liveness probes: `200` while the process serves requests. It asks

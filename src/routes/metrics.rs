@@ -7,6 +7,8 @@ use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 
 use super::AppState;
+use crate::ingest::ShardStatus;
+use crate::sink::HostStatus;
 
 /// Serves the registry, after setting the gauges that are read rather than counted.
 #[utoipa::path(
@@ -29,9 +31,72 @@ pub async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
     stats
         .oldest_pending_seconds
         .set(pending.oldest.map_or(0, |d| d.as_secs() as i64));
+    let mut body = stats.encode();
+    body.push_str(&host_metrics(&state.ingest.shards()));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(stats.encode())
+        .body(body)
+}
+
+/// A per-host metric: name suffix, Prometheus type, help, and how to read it.
+type Family = (&'static str, &'static str, &'static str, fn(&HostStatus) -> f64);
+
+/// In a cluster, each host's state, labelled by shard and `host:port` (values from
+/// `CLICKHOUSE_HOSTS`, a fixed set): read from the lanes when scraped, so no per-host
+/// metric is registered.
+fn host_metrics(shards: &[ShardStatus]) -> String {
+    use std::fmt::Write;
+    let hosts: Vec<&HostStatus> = shards.iter().flat_map(|s| &s.hosts).collect();
+    let mut out = String::new();
+    if hosts.is_empty() {
+        return out;
+    }
+    let families: [Family; 5] = [
+        (
+            "up",
+            "gauge",
+            "1 if the host's last insert or ping succeeded",
+            |h| f64::from(u8::from(h.up != Some(false))),
+        ),
+        (
+            "inserts_total",
+            "counter",
+            "Successful inserts into the host",
+            |h| h.inserts as f64,
+        ),
+        (
+            "rows_total",
+            "counter",
+            "Rows inserted into the host",
+            |h| h.rows as f64,
+        ),
+        (
+            "insert_seconds_total",
+            "counter",
+            "Seconds its inserts took",
+            |h| h.insert_seconds_total,
+        ),
+        (
+            "last_insert_seconds",
+            "gauge",
+            "Seconds its last insert took",
+            |h| h.last_insert_seconds.unwrap_or(0.0),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let name = format!("event_ingest_clickhouse_host_{name}");
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for h in &hosts {
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{}\",host=\"{}\"}} {}",
+                h.shard,
+                h.host,
+                value(h)
+            );
+        }
+    }
+    out
 }
 
 /// Counts every request by its route's name (the API resources are named after their

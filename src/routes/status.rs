@@ -49,5 +49,13 @@ pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
         "oldest_unflushed_secs": pending.oldest.map(|d| d.as_secs_f64()),
         "recent_flushes": *stats.recent_flushes.lock(),
         "last_error": *stats.last_error.lock(),
+        // In a cluster: each shard's hosts (shard, up/down, last error, inserts, rows,
+        // latency).
+        "shards": state
+            .ingest
+            .shards()
+            .into_iter()
+            .map(|shard| json!({ "shard": shard.shard, "hosts": shard.hosts }))
+            .collect::<Vec<_>>(),
     }))
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use clickhouse::{Client, Compression};
 use parking_lot::Mutex;
 
+use super::cluster_schema::{ClusterTable, create_distributed_sql, create_local_sql};
 use super::error::MISSING_TABLE_CODES;
 use super::format::{FormatInfo, InsertFormat, order_by_of};
 use super::schema::{
@@ -80,6 +81,9 @@ pub struct ClickHouseSink {
     /// What `prepare` learned. A plain mutex around an `Arc`: held only to clone or replace
     /// the pointer, never across a request.
     prepared: Mutex<Option<Arc<Prepared>>>,
+    /// In a cluster: `table` is `<table>_local` on this host, and `prepare` creates it as a
+    /// `ReplicatedMergeTree` and the `Distributed` table beside it.
+    cluster: Option<ClusterTable>,
 }
 
 /// The server's version and a client configured for it.
@@ -128,7 +132,33 @@ impl ClickHouseSink {
             compression: compression_name,
             format_info: Arc::new(Mutex::new(None)),
             prepared: Mutex::new(None),
+            cluster: None,
         }
+    }
+
+    /// A sink writing to `<table>_local` on one host of a cluster (`config` aimed at it,
+    /// see `Config::for_host`), which creates that table as a `ReplicatedMergeTree` and
+    /// `<table>` as the `Distributed` table sharded by `sharding` on this host. Each host
+    /// gets its DDL when its sink first reaches it, rather than `ON CLUSTER`: on 18.16 a
+    /// distributed DDL runs without the query's settings (so the `LowCardinality` columns
+    /// are refused), and it waits out `distributed_ddl_task_timeout` while a host is down.
+    pub fn cluster_replica(config: &Config, sharding: String) -> Self {
+        let local = Config {
+            clickhouse_table: format!("{}_local", config.clickhouse_table),
+            ..config.clone()
+        };
+        let mut sink = Self::new(&local);
+        sink.cluster = Some(ClusterTable {
+            cluster: config.clickhouse_cluster.clone(),
+            distributed: config.clickhouse_table.clone(),
+            sharding,
+        });
+        sink
+    }
+
+    /// The client without a database, for queries about the server.
+    pub(super) fn base(&self) -> &Client {
+        &self.base
     }
 
     /// This sink sends the rows as encoded (RowBinary), never building blocks: for `direct`
@@ -179,10 +209,14 @@ impl ClickHouseSink {
         let version = ServerVersion::parse(&version_text).ok_or_else(|| {
             SinkError::Retryable(format!("unrecognised server version {version_text:?}"))
         })?;
-        let ddl = [
-            format!("CREATE DATABASE IF NOT EXISTS `{}`", self.database),
-            create_table_sql(&self.database, &self.table, version),
-        ];
+        let mut ddl = vec![format!("CREATE DATABASE IF NOT EXISTS `{}`", self.database)];
+        match &self.cluster {
+            None => ddl.push(create_table_sql(&self.database, &self.table, version)),
+            Some(cluster) => {
+                ddl.push(create_local_sql(&self.database, &self.table, version));
+                ddl.push(create_distributed_sql(&self.database, &self.table, cluster));
+            }
+        }
         for sql in ddl {
             let mut query = self.base.query(&sql);
             for (name, value) in version.required_settings() {
@@ -386,7 +420,7 @@ impl ClickHouseSink {
         }
     }
 
-    async fn bounded<T>(
+    pub(super) async fn bounded<T>(
         &self,
         fut: impl Future<Output = clickhouse::error::Result<T>>,
     ) -> Result<T, SinkError> {

@@ -2,17 +2,21 @@
 //! the [`Sink`] trait; ClickHouse is the one real implementation.
 
 mod clickhouse;
+mod cluster_schema;
 mod error;
 mod format;
 mod query_log;
+mod replicas;
 mod schema;
 
 use std::future::Future;
 use std::sync::Arc;
 
 pub use self::clickhouse::ClickHouseSink;
+pub use cluster_schema::{ClusterTable, Membership};
 pub use error::SinkError;
 pub use format::{FormatInfo, InsertFormat};
+pub use replicas::{ClusterCheck, HostState, HostStatus, ReplicaSet};
 pub use schema::{Deduplication, ServerVersion, TABLE, create_table_sql};
 
 use crate::block::RowsRef;

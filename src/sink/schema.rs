@@ -156,6 +156,27 @@ pub const TABLE: [ColumnDef; 11] = [
 /// - On 22.2+, `non_replicated_deduplication_window = 1000`: the last 1000 inserts' tokens
 ///   are remembered, so a retried or replayed batch is stored once.
 pub fn create_table_sql(database: &str, table: &str, version: ServerVersion) -> String {
+    let columns = column_list(version);
+    // Plain MergeTree deduplicates by insert_deduplication_token only with this window.
+    let settings = if version.supports_dedup_token() {
+        " SETTINGS non_replicated_deduplication_window = 1000"
+    } else {
+        ""
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS `{database}`.`{table}` ({columns}) ENGINE = MergeTree \
+         {PARTITION_AND_ORDER}{settings}"
+    )
+}
+
+/// The events table's partitioning and sorting (see [`create_table_sql`]), shared with the
+/// cluster's `ReplicatedMergeTree` table.
+pub(super) const PARTITION_AND_ORDER: &str = "PARTITION BY toYYYYMM(server_time) \
+     ORDER BY (event, toDate(server_time), device_id, server_time)";
+
+/// The events table's columns with their types (and codecs) for `version`, as a `CREATE
+/// TABLE` lists them.
+pub(super) fn column_list(version: ServerVersion) -> String {
     let columns: Vec<String> = TABLE
         .iter()
         .map(|c| match version.is_modern() {
@@ -164,18 +185,7 @@ pub fn create_table_sql(database: &str, table: &str, version: ServerVersion) -> 
             false => format!("{} {}", c.name, c.legacy),
         })
         .collect();
-    // Plain MergeTree deduplicates by insert_deduplication_token only with this window.
-    let settings = if version.supports_dedup_token() {
-        " SETTINGS non_replicated_deduplication_window = 1000"
-    } else {
-        ""
-    };
-    format!(
-        "CREATE TABLE IF NOT EXISTS `{database}`.`{table}` ({}) ENGINE = MergeTree \
-         PARTITION BY toYYYYMM(server_time) \
-         ORDER BY (event, toDate(server_time), device_id, server_time){settings}",
-        columns.join(", ")
-    )
+    columns.join(", ")
 }
 
 /// The `ALTER TABLE` that brings a table created by an earlier version up to date, if it

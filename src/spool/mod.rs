@@ -348,6 +348,12 @@ impl Spool {
         self.failed.get().cloned()
     }
 
+    /// This spool's persistent random id (kept in its checkpoint): part of every insert
+    /// identity from it, so two gateways or two lanes never share one.
+    pub fn id(&self) -> String {
+        self.checkpoint.lock().state.id.clone()
+    }
+
     /// The token prefix of the batch `range`: the spool's identity and the range, stable
     /// across retries and restarts.
     pub fn batch_id(&self, range: &Range<u64>) -> String {
