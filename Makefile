@@ -9,7 +9,7 @@ export CLICKHOUSE_HOST CLICKHOUSE_PORT
 CHDB_PORT ?= 8124
 export CHDB_PORT
 
-.PHONY: run test chdb chdb-stop clickhouse clickhouse-stop lint bench build original-bench
+.PHONY: run test test-cluster chdb chdb-stop clickhouse clickhouse-stop lint bench build original-bench
 
 ## Build the release binary and run it against ClickHouse (starting a local one if needed).
 run: clickhouse
@@ -28,6 +28,16 @@ test: clickhouse chdb
 	@for engine in 18.16 modern; do f="target/test-skips/$$engine.txt"; \
 	  echo "skipped on $$engine: $$(cat "$$f" 2>/dev/null | wc -l) test(s)"; \
 	  [ ! -f "$$f" ] || sed 's/^/  /' "$$f"; done
+
+## The cluster scenarios (tests/cluster): ZooKeeper and three ClickHouse 18.16 servers (shard 1 =
+## a, b; shard 2 = c) brought up by scripts/clickhouse-cluster.sh in a temporary folder on their
+## own ports (CLUSTER_BASE_PORT..+399), the tests one at a time, the cluster taken down after.
+CLUSTER_BASE_PORT ?= 17000
+test-cluster:
+	@dir=$$(mktemp -d /tmp/event-ingest-cluster.XXXXXX); \
+	trap 'scripts/clickhouse-cluster.sh down "$$dir" >/dev/null 2>&1; rm -rf "$$dir"' EXIT; \
+	CLICKHOUSE_CLUSTER_BASE_PORT=$(CLUSTER_BASE_PORT) scripts/clickhouse-cluster.sh up "$$dir" >/dev/null && \
+	CLUSTER_DIR="$$dir" cargo test --test cluster -- --test-threads=1 --nocapture
 
 ## Formatting, lints and the supply-chain policy (deny.toml), as CI runs them.
 lint:

@@ -39,7 +39,12 @@ pub async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// A per-host metric: name suffix, Prometheus type, help, and how to read it.
-type Family = (&'static str, &'static str, &'static str, fn(&HostStatus) -> f64);
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&HostStatus) -> f64,
+);
 
 /// In a cluster, each host's state, labelled by shard and `host:port` (values from
 /// `CLICKHOUSE_HOSTS`, a fixed set): read from the lanes when scraped, so no per-host
