@@ -61,16 +61,25 @@ async fn inserts_into(app: &TestApp, host: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The shard-1 replica that took the most inserts so far (the gateway's preferred one).
+/// The shard-1 replica that took the most inserts so far (the gateway's preferred one),
+/// once one has taken an insert.
 async fn busiest_replica_of_shard_1(cluster: &Cluster, app: &TestApp) -> &'static str {
-    let health: serde_json::Value = app.get("/v1/health").await.json().await.unwrap();
-    let hosts = health["shards"][0]["hosts"]
-        .as_array()
-        .expect("shard 1 hosts");
-    let busiest = hosts
-        .iter()
-        .max_by_key(|h| h["inserts"].as_u64().unwrap_or(0))
-        .expect("a host");
-    assert!(busiest["inserts"].as_u64().unwrap_or(0) > 0, "{health}");
+    let busiest = within(PATIENCE, async {
+        loop {
+            let health: serde_json::Value = app.get("/v1/health").await.json().await.unwrap();
+            let hosts = health["shards"][0]["hosts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let busiest = hosts
+                .into_iter()
+                .max_by_key(|h| h["inserts"].as_u64().unwrap_or(0));
+            match busiest {
+                Some(h) if h["inserts"].as_u64().unwrap_or(0) > 0 => return h,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
     cluster.member_of(busiest["host"].as_str().expect("host"))
 }
