@@ -6,8 +6,8 @@
 //! (the seam; in a cluster [`shard`] picks each row's shard, and so its lane) → [`buffer`]
 //! (double buffer) and, in `disk` mode, [`spool`] (write-ahead log) → [`flusher`] (thread,
 //! retries) → [`sink`] (ClickHouse; each batch sent as a columnar [`block`] in the table's
-//! key order), with rows ClickHouse refuses going to the [`quarantine`]. [`startup`] wires them, [`shutdown`] ends them, [`stats`]
-//! counts, [`memory`] tunes the allocator.
+//! key order), with rows ClickHouse refuses going to the [`quarantine`]. [`startup`] wires
+//! them, [`shutdown`] ends them, [`stats`] counts, [`memory`] tunes the allocator.
 
 // Public: what the binary, the integration tests and the benchmarks use.
 pub mod block;
