@@ -69,7 +69,8 @@ chdb-stop:
 	scripts/chdb.sh stop
 
 ## End-to-end load benchmark with oha: event-ingest vs parse-only, ClickHouse Buffer-table and
-## direct inserts (~7 min; report in target/loadtest/). Driver options: make loadtest ARGS=--quick
+## direct inserts (~7 min), then the cluster run (scripts/loadtest-cluster.sh, ~1 min; LOADTEST_CLUSTER=0
+## skips it); report in target/loadtest/. Driver options: make loadtest ARGS=--quick
 .PHONY: loadtest
 loadtest:
 	scripts/loadtest.sh $(ARGS)

@@ -10,7 +10,8 @@
 # ClickHouse if none answers at CLICKHOUSE_HOST:CLICKHOUSE_PORT, installs the load generator
 # (oha, from crates.io) if missing, and builds both release binaries. The report is printed
 # and written to target/loadtest/report.md, the charts to target/loadtest/events_per_sec.png
-# and target/loadtest/cpu_per_event.png (service and ClickHouse CPU per event).
+# and target/loadtest/cpu_per_event.png (service and ClickHouse CPU per event). Then the cluster
+# run (scripts/loadtest-cluster.sh): per-shard rates and costs in target/loadtest/cluster.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,5 +39,11 @@ say "using $("$OHA" --version) ($OHA)"
 cargo build --release
 cargo build --release -p loadtest
 
-exec target/release/loadtest --oha "$OHA" --server-bin target/release/event-ingest \
+target/release/loadtest --oha "$OHA" --server-bin target/release/event-ingest \
   --out-dir target/loadtest "$@"
+
+# The cluster run: events/s, inserts/s and ClickHouse CPU per shard on the three-server test
+# cluster (target/loadtest/cluster.md; LOADTEST_CLUSTER=0 skips it).
+if [ "${LOADTEST_CLUSTER:-1}" != 0 ]; then
+  scripts/loadtest-cluster.sh --oha "$OHA"
+fi
