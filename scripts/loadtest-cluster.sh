@@ -38,8 +38,9 @@ cleanup() {
 trap cleanup EXIT
 
 CLICKHOUSE_CLUSTER_BASE_PORT="$BASE" scripts/clickhouse-cluster.sh up "$DIR" >/dev/null
-# shellcheck disable=SC1091
-. "$DIR/cluster.env"
+# Not sourced: the host list's `;` would end the assignment.
+CLICKHOUSE_HOSTS="$(sed -n 's/^CLICKHOUSE_HOSTS=//p' "$DIR/cluster.env")"
+CLICKHOUSE_CLUSTER="$(sed -n 's/^CLICKHOUSE_CLUSTER=//p' "$DIR/cluster.env")"
 say "cluster up: $CLICKHOUSE_HOSTS ($CLICKHOUSE_CLUSTER)"
 
 # 200 different bodies (oha picks a line per request): distinct devices and sessions, so no
@@ -61,23 +62,26 @@ for line in range(200):
     } for i in range(n)], separators=(",", ":")))
 PY
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+# Probes and metrics on the admin listener (in `prod` they are closed on HTTP_PORT).
+ADMIN=$(free_port)
 env -u HTTP_WORKERS -u BUFFER_SIZE -u BUFFER_FLUSH_MS -u BUFFER_MAX_BYTES -u RUST_LOG \
-  APP_ENV=prod HTTP_HOST=127.0.0.1 HTTP_PORT="$PORT" CLICKHOUSE_NAME=loadtest_cluster \
+  APP_ENV=prod HTTP_HOST=127.0.0.1 HTTP_PORT="$PORT" ADMIN_PORT="$ADMIN" CLICKHOUSE_NAME=loadtest_cluster \
   CLICKHOUSE_HOSTS="$CLICKHOUSE_HOSTS" CLICKHOUSE_CLUSTER="$CLICKHOUSE_CLUSTER" \
   DURABILITY="$DURABILITY" SPOOL_DIR="$DIR/spool" \
   target/release/event-ingest 2> "$DIR/gateway.log" &
 GATEWAY=$!
 for _ in $(seq 300); do
-  curl -sf "http://127.0.0.1:$PORT/v1/health" >/dev/null && break
+  curl -sf "http://127.0.0.1:$ADMIN/v1/health" >/dev/null && break
   sleep 0.1
 done
-curl -sf "http://127.0.0.1:$PORT/v1/health" >/dev/null || { tail -5 "$DIR/gateway.log"; exit 1; }
+curl -sf "http://127.0.0.1:$ADMIN/v1/health" >/dev/null || { tail -5 "$DIR/gateway.log"; exit 1; }
 
 TICKS=$(getconf CLK_TCK)
 cpu() { awk -v t="$TICKS" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$1/stat"; }
 host_sum() { # host_sum METRIC SHARD: the sum over the shard's hosts
-  curl -s "http://127.0.0.1:$PORT/metrics" |
+  curl -s "http://127.0.0.1:$ADMIN/metrics" |
     awk -v m="event_ingest_clickhouse_host_$1{shard=\"$2\"" 'index($0, m) == 1 { s += $2 } END { printf "%d", s }'
 }
 PIDS=("$GATEWAY" "$(cat "$DIR/a/pid")" "$(cat "$DIR/b/pid")" "$(cat "$DIR/c/pid")")
@@ -89,18 +93,19 @@ say "oha: ${DURATION}s, $CONCURRENCY connections, $EVENTS events per request"
   -m POST -T application/json -Z "$DIR/bodies.ndjson" -t 30s "http://127.0.0.1:$PORT/v1/events"
 # Let the lanes write what the last requests buffered.
 for _ in $(seq 100); do
-  [ "$(curl -s "http://127.0.0.1:$PORT/v1/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["buffered_events"])')" = 0 ] && break
+  [ "$(curl -s "http://127.0.0.1:$ADMIN/v1/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["buffered_events"])')" = 0 ] && break
   sleep 0.1
 done
 declare -A CPU1
 for p in "${PIDS[@]}"; do CPU1[$p]=$(cpu "$p"); done
+STORED=$(curl -s "http://$(echo "$CLICKHOUSE_HOSTS" | cut -d, -f1)/" --data-binary "SELECT count() FROM loadtest_cluster.events")
 OK=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["statusCodeDistribution"].get("200", 0))' "$DIR/oha.json")
 ACCEPTED=$((OK * EVENTS))
 
 {
   echo "## Cluster run ($(date -u +%Y-%m-%d), ${DURATION} s, c=$CONCURRENCY, $EVENTS events per request, DURABILITY=$DURABILITY)"
   echo
-  echo "Gateway: $ACCEPTED events acknowledged, $(awk -v a="$ACCEPTED" -v d="$DURATION" 'BEGIN{printf "%.0f", a/d}') events/s;" \
+  echo "Gateway: $ACCEPTED events acknowledged ($STORED stored through the Distributed table), $(awk -v a="$ACCEPTED" -v d="$DURATION" 'BEGIN{printf "%.0f", a/d}') events/s;" \
     "CPU $(awk -v c0="${CPU0[$GATEWAY]}" -v c1="${CPU1[$GATEWAY]}" -v a="$ACCEPTED" 'BEGIN{printf "%.2f", (c1-c0)*1e6/(a>0?a:1)}') µs per event."
   echo
   echo "| shard | rows | rows/s | inserts | inserts/s | ClickHouse CPU s (its replicas) | CPU µs per row |"
