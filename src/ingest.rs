@@ -373,3 +373,79 @@ impl Ingest for Discard {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::Limits;
+    use crate::event::testing::event;
+
+    /// `n` rows from `n` devices, so both of two shards get some.
+    fn rows(n: u32) -> Rows {
+        let mut rows = Rows::default();
+        for i in 0..n {
+            let mut e = event(i);
+            e.device_id = uuid::Uuid::from_u128(u128::from(i) * 0x9E37_79B9_7F4A_7C15);
+            rows.push(&e);
+        }
+        rows
+    }
+
+    fn sharded(max_bytes: usize) -> Sharded {
+        let lane = || Lane {
+            buffer: Buffered(Arc::new(DoubleBuffer::new(Limits {
+                swap_events: 1_000_000,
+                flush_interval: Duration::from_secs(60),
+                min_interval: Duration::ZERO,
+                max_bytes,
+            }))),
+            hosts: Vec::new(),
+        };
+        Sharded {
+            sharder: Sharder::new("device_id", 2),
+            lanes: vec![lane(), lane()],
+        }
+    }
+
+    #[test]
+    fn rows_go_to_their_shards_lane() {
+        let ingest = sharded(usize::MAX);
+        let sent = rows(100);
+        let expected = Sharder::new("device_id", 2).split(&mut sent.clone());
+        futures_util::FutureExt::now_or_never(ingest.submit(sent))
+            .expect("memory mode answers at once")
+            .unwrap();
+        for (lane, part) in ingest.lanes.iter().zip(&expected) {
+            assert_eq!(lane.buffer.pending_events(), part.len());
+            assert!(!part.is_empty());
+        }
+        assert_eq!(ingest.pending_events(), 100);
+        assert_eq!(ingest.shards().len(), 2);
+    }
+
+    #[test]
+    fn a_full_lane_refuses_the_whole_request() {
+        let one_row = rows(1).mem_size();
+        let ingest = sharded(one_row * 60);
+        // Fill the second lane to the brim with rows of its shard only.
+        let mut fill = rows(400);
+        let mut parts = ingest.sharder.split(&mut fill);
+        let mut second = Rows::default();
+        for i in 0..parts[1].len().min(60) {
+            second.push_encoded(parts[1].row(i));
+        }
+        parts[1].clear();
+        ingest.lanes[1].buffer.0.append(&mut second).unwrap();
+        let before = ingest.lanes[0].buffer.pending_events();
+        let answer = futures_util::FutureExt::now_or_never(ingest.submit(rows(20))).unwrap();
+        assert!(
+            matches!(answer, Err(SubmitError::Unavailable { .. })),
+            "{answer:?}"
+        );
+        assert_eq!(
+            ingest.lanes[0].buffer.pending_events(),
+            before,
+            "the lane with room took nothing of a refused request"
+        );
+    }
+}

@@ -19,4 +19,5 @@ mod lost_answer;
 mod placement;
 mod replica_kill;
 mod shard_outage;
+mod topology;
 mod zookeeper;

@@ -1,0 +1,81 @@
+//! Start-up checks the hosts against the cluster: a list in the wrong shard order stops the
+//! gateway with a line naming each host that disagrees; a host down at start-up does not.
+
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::fixture::Cluster;
+use crate::helpers::{closed_port, test_env, unique_database, within};
+
+#[tokio::test]
+async fn hosts_in_the_wrong_shard_stop_start_up_naming_them() {
+    let Some(cluster) = Cluster::take("cluster::topology").await else {
+        return;
+    };
+    let db = unique_database();
+    let (a, b, c) = (cluster.host("a"), cluster.host("b"), cluster.host("c"));
+    let swapped = format!("{c};{a},{b}");
+    let port = closed_port().to_string();
+    let output = within(
+        Duration::from_secs(60),
+        Command::new(env!("CARGO_BIN_EXE_event-ingest"))
+            .env_clear()
+            .envs(test_env(
+                &db,
+                &[
+                    ("CLICKHOUSE_HOSTS", &swapped),
+                    ("CLICKHOUSE_CLUSTER", &cluster.name),
+                    ("HTTP_PORT", &port),
+                ],
+            ))
+            .output(),
+    )
+    .await
+    .expect("runs");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{log}");
+    assert!(
+        log.contains(&format!(
+            "{c} is shard 2 of {}, but CLICKHOUSE_HOSTS puts it in shard 1",
+            cluster.name
+        )),
+        "{log}"
+    );
+    assert!(log.contains(&format!("{a} is shard 1")), "{log}");
+    cluster.drop_database(&db).await;
+}
+
+#[tokio::test]
+async fn a_host_down_at_start_up_does_not_stop_the_gateway() {
+    let Some(cluster) = Cluster::take("cluster::topology_down").await else {
+        return;
+    };
+    let db = unique_database();
+    cluster.down("c");
+    let env = cluster.env();
+    let overrides: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = crate::helpers::spawn_app_in(&db, &overrides).await;
+    let health: serde_json::Value = app.get("/v1/health").await.json().await.unwrap();
+    assert_eq!(health["shards"][1]["hosts"][0]["up"], false, "{health}");
+    let response = app.post_events(crate::load::request("down", 0, 100)).await;
+    assert_eq!(response.status(), 200);
+    cluster.up("c");
+    cluster.wait_writable("c").await;
+    // c gets its tables when its lane first reaches it, then the rows.
+    within(Duration::from_secs(60), async {
+        while crate::fixture::query(
+            &cluster.url("a"),
+            &format!("SELECT count() FROM `{db}`.events"),
+        )
+        .await
+        .map(|t| t.trim().to_string())
+            != Ok("100".into())
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    app.stop().await;
+    cluster.drop_database(&db).await;
+}
