@@ -185,9 +185,10 @@ impl Sink for ReplicaSet {
                         // The replica may have committed before failing to answer.
                         next.maybe_sent = true;
                     }
-                    if last.is_none() || self.replicas.len() > 1 {
-                        log::debug!("insert into {} failed: {e}", host.host);
-                    }
+                    log::debug!(
+                        "insert into {} failed, trying the next replica: {e}",
+                        host.host
+                    );
                     last = Some(e);
                 }
             }
