@@ -42,6 +42,18 @@ pub enum StartupError {
     /// `disk` mode: the spool could not be opened.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// In a cluster, `SPOOL_DIR` itself holds rows a run without `CLICKHOUSE_CLUSTER`
+    /// acknowledged and did not write: the shard lanes would never read them.
+    #[error(
+        "{dir} holds {bytes} bytes of events a run without CLICKHOUSE_CLUSTER acknowledged and \
+         did not write; start once without CLICKHOUSE_CLUSTER to deliver them, then with it"
+    )]
+    SingleServerBacklog {
+        /// `SPOOL_DIR`.
+        dir: String,
+        /// Unwritten bytes in it.
+        bytes: u64,
+    },
     /// The cluster's hosts disagree with `CLICKHOUSE_HOSTS` (which host, and how).
     #[error("CLICKHOUSE_HOSTS does not match cluster {cluster}: {problems}")]
     Cluster {

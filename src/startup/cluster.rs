@@ -25,6 +25,9 @@ pub(super) async fn start(
     config: &Config,
     stats: &Arc<Stats>,
 ) -> Result<(Storage, Arc<dyn ServerCheck>), StartupError> {
+    if config.durability() == Durability::Disk {
+        refuse_single_server_backlog(config)?;
+    }
     // Validated when the configuration was read.
     let shards = config.clickhouse_shards().unwrap_or_default();
     let sharder = Sharder::new(&config.clickhouse_sharding_key, shards.len());
@@ -140,6 +143,25 @@ pub(super) async fn start(
         spool_writers,
     };
     Ok((storage, check))
+}
+
+/// A spool in `SPOOL_DIR` itself is a single-server run's (the shard lanes use
+/// `SPOOL_DIR/shard-<n>`): if it still holds rows, starting in a cluster would strand them,
+/// so start-up stops and says how to deliver them first.
+fn refuse_single_server_backlog(config: &Config) -> Result<(), StartupError> {
+    let dir = Path::new(&config.spool_dir);
+    if !dir.join("checkpoint").exists() {
+        return Ok(());
+    }
+    let (spool, backlog) = Spool::open(dir, config.spool_max_bytes)?;
+    drop(spool);
+    match backlog {
+        Some(b) if b.bytes > 0 => Err(StartupError::SingleServerBacklog {
+            dir: config.spool_dir.clone(),
+            bytes: b.bytes,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Asks every host how it sees the cluster, and creates the tables on those that answer.

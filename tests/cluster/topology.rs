@@ -20,6 +20,7 @@ async fn hosts_in_the_wrong_shard_stop_start_up_naming_them() {
     let output = within(
         Duration::from_secs(60),
         Command::new(env!("CARGO_BIN_EXE_event-ingest"))
+            .kill_on_drop(true)
             .env_clear()
             .envs(test_env(
                 &db,
@@ -77,5 +78,62 @@ async fn a_host_down_at_start_up_does_not_stop_the_gateway() {
     })
     .await;
     app.stop().await;
+    cluster.drop_database(&db).await;
+}
+
+#[tokio::test]
+async fn rows_left_in_a_single_server_spool_stop_a_cluster_start() {
+    let Some(cluster) = Cluster::take("cluster::single_server_backlog").await else {
+        return;
+    };
+    let db = unique_database();
+    let spool = crate::helpers::SpoolDir::new();
+    let nowhere = closed_port().to_string();
+    let (child, address) = crate::process::start_binary(
+        &db,
+        &[
+            ("DURABILITY", "disk"),
+            ("SPOOL_DIR", spool.path()),
+            ("CLICKHOUSE_PORT", &nowhere),
+            ("SHUTDOWN_TIMEOUT_SECS", "1"),
+        ],
+    )
+    .await;
+    let response = reqwest::Client::new()
+        .post(format!("{address}/v1/events"))
+        .header("content-type", "application/json")
+        .body(crate::load::request("single", 0, 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (status, log) = crate::process::stop_with(child, "TERM").await;
+    assert!(status.success(), "the rows stay in the spool: {log}");
+    let port = closed_port().to_string();
+    let output = within(
+        Duration::from_secs(60),
+        Command::new(env!("CARGO_BIN_EXE_event-ingest"))
+            .kill_on_drop(true)
+            .env_clear()
+            .envs(test_env(
+                &db,
+                &[
+                    ("CLICKHOUSE_HOSTS", &cluster.hosts),
+                    ("CLICKHOUSE_CLUSTER", &cluster.name),
+                    ("DURABILITY", "disk"),
+                    ("SPOOL_DIR", spool.path()),
+                    ("HTTP_PORT", &port),
+                ],
+            ))
+            .output(),
+    )
+    .await
+    .expect("runs");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{log}");
+    assert!(
+        log.contains("acknowledged and did not write; start once without CLICKHOUSE_CLUSTER"),
+        "{log}"
+    );
     cluster.drop_database(&db).await;
 }
