@@ -89,12 +89,25 @@ pub async fn get_health(
     let last_error = state.stats.last_error.lock().clone();
     // A spool read, checkpoint or quarantine write failing: the pipeline waits on it.
     let storage_error = state.stats.local_error();
+    // In a cluster: a shard whose replicas all failed while its lane holds rows (the other
+    // shards' successes clear `last_error`, so it is asked of the lanes).
+    let shards = state.ingest.shards();
+    let shard_down = shards
+        .iter()
+        .find(|s| !s.has_healthy_replica() && s.pending.oldest.is_some())
+        .map(|s| format!("shard {}: no replica answering; its rows are held", s.shard));
     let (mut response, status, version, error) = match state.clickhouse_check.version().await {
         Ok(version) if storage_error.is_some() => (
             HttpResponse::ServiceUnavailable(),
             "failing",
             Some(version),
             storage_error.clone(),
+        ),
+        Ok(version) if shard_down.is_some() => (
+            HttpResponse::ServiceUnavailable(),
+            "failing",
+            Some(version),
+            shard_down,
         ),
         // It answers queries, but inserts fail (permissions, too many parts, ...).
         Ok(version) if last_error.is_some() && buffered_events > 0 => (
@@ -142,7 +155,7 @@ pub async fn get_health(
         "last_flush_error": last_error,
         "storage_error": storage_error,
         "insert_format": state.server.insert_format(),
-        "shards": shards_json(&state.ingest.shards(), privileged),
+        "shards": shards_json(&shards, privileged),
         "counters": {
             "events_accepted": state.stats.events_accepted.get(),
             "events_written": state.stats.events_written.get(),

@@ -1,7 +1,8 @@
 //! Scenario 3: shard 2 (its only replica, c) stopped for 15 s under load in `disk` mode.
 //! Shard 1 keeps receiving (the longest pause between its inserts is measured and printed,
 //! not asserted: the team's tests assert no timings), `/v1/ready` stays 200 while shard 2's
-//! lane holds its rows, and they arrive after c returns.
+//! lane holds its rows (and `/v1/health` says shard 2 is failing), and they arrive after c
+//! returns.
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,7 @@ async fn a_down_shard_holds_its_rows_while_the_other_flows() {
     let acked_during = load.acked() - acked_before;
     let health: serde_json::Value = app.get("/v1/health").await.json().await.unwrap();
     let held = health["shards"][1]["spool_bytes"].as_u64().unwrap_or(0);
+    let health_error = health["error"].as_str().unwrap_or_default().to_string();
     cluster.up("c");
     load.wait_for(30).await;
     let sent = load.stop().await;
@@ -70,6 +72,10 @@ async fn a_down_shard_holds_its_rows_while_the_other_flows() {
     );
     assert!(acked_during > 0, "requests were taken during the outage");
     assert!(held > 0, "shard 2's spool held its rows");
+    assert!(
+        health_error.contains("shard 2: no replica answering"),
+        "health names the down shard: {health}"
+    );
     assert_eq!(not_ready, 0, "ready while shard 2's lane had room");
     assert_eq!(figures.lost, 0, "{figures:?}");
     assert_eq!(figures.duplicated, 0, "{figures:?}");
