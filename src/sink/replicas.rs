@@ -18,6 +18,7 @@
 //!   health check's pings mark it up or down too).
 //! - Data errors are the rows' fault, the same on every replica: returned at once.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -107,16 +108,28 @@ impl HostState {
     }
 }
 
+/// One replica as the set uses it: a sink that can also be pinged.
+pub trait Replica: Sink {
+    /// Whether the server answers a query now (bounded in time).
+    fn ping(&self) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+impl Replica for ClickHouseSink {
+    async fn ping(&self) -> Result<(), SinkError> {
+        self.server_version().await.map(|_| ())
+    }
+}
+
 /// The replicas of one shard, written as one [`Sink`].
-pub struct ReplicaSet {
-    replicas: Vec<(ClickHouseSink, Arc<HostState>)>,
+pub struct ReplicaSet<R = ClickHouseSink> {
+    replicas: Vec<(R, Arc<HostState>)>,
     /// The replica tried first: the last one that succeeded.
     preferred: AtomicUsize,
 }
 
-impl ReplicaSet {
+impl<R: Replica> ReplicaSet<R> {
     /// A set over `replicas` (at least one), starting at `seed % replicas`.
-    pub fn new(replicas: Vec<(ClickHouseSink, Arc<HostState>)>, seed: u64) -> Self {
+    pub fn new(replicas: Vec<(R, Arc<HostState>)>, seed: u64) -> Self {
         let start = (seed % replicas.len().max(1) as u64) as usize;
         Self {
             replicas,
@@ -130,7 +143,7 @@ impl ReplicaSet {
     }
 
     /// Replica indexes in the order this attempt tries them: the preferred one first.
-    fn order(&self) -> impl Iterator<Item = usize> + use<> {
+    fn order(&self) -> impl Iterator<Item = usize> + use<R> {
         let n = self.replicas.len();
         let start = self.preferred.load(Ordering::Relaxed) % n.max(1);
         (0..n).map(move |k| (start + k) % n)
@@ -142,8 +155,8 @@ impl ReplicaSet {
         if !host.is_down() {
             return Ok(());
         }
-        match sink.server_version().await {
-            Ok(_) => Ok(()),
+        match sink.ping().await {
+            Ok(()) => Ok(()),
             Err(e) => {
                 host.failed(&e);
                 Err(e)
@@ -158,7 +171,7 @@ fn no_replica() -> SinkError {
     SinkError::Retryable("no replica configured for this shard".into())
 }
 
-impl Sink for ReplicaSet {
+impl<R: Replica> Sink for ReplicaSet<R> {
     async fn write(&self, rows: RowsRef<'_>, id: Option<InsertId<'_>>) -> Result<(), SinkError> {
         let mut id = id;
         let mut last = None;
@@ -253,5 +266,145 @@ impl ClusterCheck {
     /// The insert format the flushers decided (they share the first host's view).
     pub fn insert_format(&self) -> Option<super::FormatInfo> {
         self.hosts.first().and_then(|(sink, _)| sink.format_info())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::testing::rows;
+
+    /// A replica that answers from a script (`Ok`, or an error per attempt; `Ok` once the
+    /// script is used up) and records what it was sent.
+    #[derive(Default)]
+    struct Scripted {
+        answers: Mutex<Vec<Result<(), SinkError>>>,
+        ping_ok: bool,
+        writes: Mutex<Vec<(String, bool)>>,
+        pings: AtomicUsize,
+    }
+
+    impl Scripted {
+        fn new(answers: Vec<Result<(), SinkError>>, ping_ok: bool) -> Self {
+            Self {
+                answers: Mutex::new(answers),
+                ping_ok,
+                ..Self::default()
+            }
+        }
+    }
+
+    impl Sink for Scripted {
+        async fn write(&self, _: RowsRef<'_>, id: Option<InsertId<'_>>) -> Result<(), SinkError> {
+            let id = id.expect("an identity");
+            self.writes
+                .lock()
+                .push((id.token.to_string(), id.maybe_sent));
+            let mut answers = self.answers.lock();
+            if answers.is_empty() {
+                Ok(())
+            } else {
+                answers.remove(0)
+            }
+        }
+    }
+
+    impl Replica for Scripted {
+        async fn ping(&self) -> Result<(), SinkError> {
+            self.pings.fetch_add(1, Ordering::Relaxed);
+            match self.ping_ok {
+                true => Ok(()),
+                false => Err(down()),
+            }
+        }
+    }
+
+    fn down() -> SinkError {
+        SinkError::Retryable("connection refused".into())
+    }
+
+    fn set(replicas: Vec<Scripted>, seed: u64) -> ReplicaSet<Scripted> {
+        let replicas = replicas
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (r, Arc::new(HostState::new(format!("h{i}:1"), 1))))
+            .collect();
+        ReplicaSet::new(replicas, seed)
+    }
+
+    fn write(set: &ReplicaSet<Scripted>, token: &str) -> Result<(), SinkError> {
+        let rows = rows(0..3);
+        let id = InsertId {
+            token,
+            maybe_sent: false,
+        };
+        futures_util::FutureExt::now_or_never(set.write(rows.view(), Some(id))).expect("ready")
+    }
+
+    fn writes(set: &ReplicaSet<Scripted>, i: usize) -> Vec<(String, bool)> {
+        set.replicas[i].0.writes.lock().clone()
+    }
+
+    #[test]
+    fn the_seed_picks_the_first_replica_and_success_keeps_it() {
+        let s = set(vec![Scripted::default(), Scripted::default()], 3);
+        write(&s, "t1").unwrap();
+        write(&s, "t2").unwrap();
+        assert!(writes(&s, 0).is_empty());
+        assert_eq!(writes(&s, 1).len(), 2);
+        let status = s.hosts()[1].status();
+        assert_eq!((status.up, status.inserts, status.rows), (Some(true), 2, 6));
+    }
+
+    #[test]
+    fn a_retryable_failure_goes_to_the_next_replica_with_the_same_identity() {
+        let s = set(
+            vec![Scripted::new(vec![Err(down())], true), Scripted::default()],
+            0,
+        );
+        write(&s, "batch:0-3:abc").unwrap();
+        assert_eq!(writes(&s, 0), [("batch:0-3:abc".to_string(), false)]);
+        // The first replica may have committed: the next attempt says so.
+        assert_eq!(writes(&s, 1), [("batch:0-3:abc".to_string(), true)]);
+        assert_eq!(s.hosts()[0].status().up, Some(false));
+        assert!(s.hosts()[0].status().last_error.is_some());
+        // The one that succeeded is preferred from now on.
+        write(&s, "next").unwrap();
+        assert_eq!(writes(&s, 0).len(), 1);
+        assert_eq!(writes(&s, 1).len(), 2);
+    }
+
+    #[test]
+    fn a_data_error_is_the_rows_fault_and_not_tried_elsewhere() {
+        let s = set(
+            vec![
+                Scripted::new(vec![Err(SinkError::Data("bad row".into()))], true),
+                Scripted::default(),
+            ],
+            0,
+        );
+        assert!(matches!(write(&s, "t"), Err(SinkError::Data(_))));
+        assert!(writes(&s, 1).is_empty());
+        assert_eq!(s.hosts()[0].status().up, Some(true));
+    }
+
+    #[test]
+    fn a_down_replica_is_pinged_before_it_gets_inserts_again() {
+        let s = set(
+            vec![Scripted::new(vec![Err(down())], false), Scripted::default()],
+            0,
+        );
+        write(&s, "t1").unwrap();
+        assert_eq!(s.replicas[0].0.pings.load(Ordering::Relaxed), 0);
+        // Preferred is now the second; make it fail so the first is tried again.
+        s.replicas[1].0.answers.lock().push(Err(down()));
+        let answer = write(&s, "t2");
+        assert!(answer.is_err(), "both failed: the flusher backs off");
+        assert_eq!(s.replicas[0].0.pings.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            writes(&s, 0).len(),
+            1,
+            "not sent to a replica that did not answer"
+        );
     }
 }
