@@ -1,7 +1,13 @@
-//! Cutting RowBinary rows into cells: where each column's value of each row starts, found
-//! once by walking the rows with the columns' types. Nothing is copied here; sorting reads
-//! the cells and the Native writer copies them column by column.
+//! Cutting RowBinary rows into columns: each value found once by walking the rows with the
+//! columns' types, and kept in the form the Native writer copies from and the sort reads
+//! ([`Columns`]). [`Cells`] is the older, copy-free view of the same cut (where each cell
+//! starts), kept for callers that want a row's cells without building a block.
 
+use std::collections::HashMap;
+
+use foldhash::fast::FixedState;
+
+use super::types::{ColumnType, leb128};
 use super::{BlockError, Schema};
 
 /// The rows of a batch cut into cells, borrowing the batch's bytes.
@@ -58,4 +64,219 @@ impl<'a> Cells<'a> {
         let i = row * self.columns + column;
         &self.data[self.starts[i]..self.starts[i + 1]]
     }
+}
+
+/// A batch transposed: each column's values in arrival order. Built in one pass over the
+/// rows; writing the block then copies from here in the sorted order, column by column,
+/// without cutting the rows again or reordering them whole.
+pub(super) struct Columns<'a> {
+    /// Number of rows.
+    pub rows: usize,
+    /// One entry per schema column, in its order.
+    pub columns: Vec<Values<'a>>,
+}
+
+/// One column's values, per type. Adding a type: a variant here only if no existing form
+/// fits (a fixed-width type is `Fixed`, a length-prefixed one `Var`).
+pub(super) enum Values<'a> {
+    /// Fixed-width values back to back, `width` bytes each: RowBinary and Native alike.
+    Fixed {
+        /// Bytes per value.
+        width: usize,
+        /// `rows * width` bytes.
+        bytes: Vec<u8>,
+    },
+    /// Variable-length values (`String`: LEB128 length, then bytes), each borrowed from
+    /// the batch, length included: Native writes them as they are.
+    Var(Vec<&'a [u8]>),
+    /// `Nullable(T)`: 1 per NULL row (Native's null map), and `T`'s values with `T`'s
+    /// default under each NULL.
+    Nullable {
+        /// One byte per row.
+        nulls: Vec<u8>,
+        /// `T`'s values.
+        inner: Box<Values<'a>>,
+    },
+    /// `LowCardinality(T)`: the batch's distinct values and each row's id among them.
+    Dictionary(Dictionary<'a>),
+}
+
+/// A column's distinct values, numbered in order of first appearance, and each row's id.
+/// Built once per batch: the Native writer renumbers it for the sorted order and the
+/// sort ranks its few values instead of comparing a string per row.
+pub(super) struct Dictionary<'a> {
+    /// `T`'s width for a fixed-width `T`; `None` for `String`.
+    width: Option<usize>,
+    /// Each row's id.
+    pub ids: Vec<u32>,
+    /// The distinct values (RowBinary bytes of `T`), by id.
+    pub keys: Vec<&'a [u8]>,
+    lookup: HashMap<&'a [u8], u32, FixedState>,
+    /// The previous row's value and id: runs of one value skip the hash.
+    last: Option<(&'a [u8], u32)>,
+}
+
+/// `T`'s default under a NULL of `Nullable(String)`: the empty string.
+const EMPTY_STRING: &[u8] = &[0];
+
+impl<'a> Columns<'a> {
+    /// Transposes `count` rows of `data` (RowBinary, `schema`'s columns in order). Fails if
+    /// the bytes are not exactly that many rows of those types.
+    pub fn transpose(schema: &Schema, data: &'a [u8], count: usize) -> Result<Self, BlockError> {
+        let mut columns: Vec<Values<'a>> = schema
+            .columns
+            .iter()
+            .map(|c| Values::new(&c.ty, count))
+            .collect();
+        let mut at = 0;
+        for row in 0..count {
+            for values in &mut columns {
+                at = values.push(data, at).ok_or(BlockError::Malformed { row })?;
+            }
+        }
+        if at != data.len() {
+            return Err(BlockError::Malformed { row: count });
+        }
+        Ok(Self {
+            rows: count,
+            columns,
+        })
+    }
+}
+
+impl<'a> Values<'a> {
+    /// Empty values of `ty`, with room for `rows`.
+    fn new(ty: &ColumnType, rows: usize) -> Self {
+        match ty {
+            ColumnType::Fixed { width, .. } => Self::Fixed {
+                width: *width,
+                bytes: Vec::with_capacity(rows * width),
+            },
+            ColumnType::String => Self::Var(Vec::with_capacity(rows)),
+            ColumnType::Nullable(inner) => Self::Nullable {
+                nulls: Vec::with_capacity(rows),
+                inner: Box::new(Self::new(inner, rows)),
+            },
+            ColumnType::LowCardinality(inner) => Self::Dictionary(Dictionary {
+                width: match inner.as_ref() {
+                    ColumnType::Fixed { width, .. } => Some(*width),
+                    _ => None,
+                },
+                ids: Vec::with_capacity(rows),
+                keys: Vec::new(),
+                lookup: HashMap::default(),
+                last: None,
+            }),
+        }
+    }
+
+    /// Takes the value at `data[at..]`; returns where the next one starts, or `None` if
+    /// the bytes there are not a value of this type.
+    #[inline]
+    fn push(&mut self, data: &'a [u8], at: usize) -> Option<usize> {
+        match self {
+            Self::Fixed { width, bytes } => match *width {
+                1 => take_fixed::<1>(bytes, data, at),
+                2 => take_fixed::<2>(bytes, data, at),
+                4 => take_fixed::<4>(bytes, data, at),
+                8 => take_fixed::<8>(bytes, data, at),
+                16 => take_fixed::<16>(bytes, data, at),
+                width => {
+                    let value = fixed_value(data, at, width)?;
+                    bytes.extend_from_slice(value);
+                    Some(at + width)
+                }
+            },
+            Self::Var(values) => {
+                let value = string_value(data, at)?;
+                values.push(value);
+                Some(at + value.len())
+            }
+            Self::Nullable { nulls, inner } => match *data.get(at)? {
+                0 => {
+                    nulls.push(0);
+                    inner.push(data, at + 1)
+                }
+                1 => {
+                    nulls.push(1);
+                    inner.push_default();
+                    Some(at + 1)
+                }
+                _ => None,
+            },
+            Self::Dictionary(dictionary) => {
+                let value = match dictionary.width {
+                    Some(width) => fixed_value(data, at, width)?,
+                    None => string_value(data, at)?,
+                };
+                dictionary.push(value);
+                Some(at + value.len())
+            }
+        }
+    }
+
+    /// The type's default value, under a NULL.
+    fn push_default(&mut self) {
+        match self {
+            Self::Fixed { width, bytes } => bytes.resize(bytes.len() + *width, 0),
+            Self::Var(values) => values.push(EMPTY_STRING),
+            // Not built: `Nullable` holds neither (see `ColumnType::parse`).
+            Self::Nullable { .. } | Self::Dictionary(_) => {}
+        }
+    }
+
+    /// Row `row`'s value as RowBinary bytes of the column's type (for `Nullable`, of `T`).
+    pub fn value(&self, row: usize) -> &[u8] {
+        match self {
+            Self::Fixed { width, bytes } => &bytes[row * width..(row + 1) * width],
+            Self::Var(values) => values[row],
+            Self::Nullable { inner, .. } => inner.value(row),
+            Self::Dictionary(dictionary) => dictionary.keys[dictionary.ids[row] as usize],
+        }
+    }
+}
+
+impl<'a> Dictionary<'a> {
+    fn push(&mut self, value: &'a [u8]) {
+        if let Some((last, id)) = self.last
+            && last == value
+        {
+            self.ids.push(id);
+            return;
+        }
+        let next = self.keys.len() as u32;
+        let keys = &mut self.keys;
+        let id = *self.lookup.entry(value).or_insert_with(|| {
+            keys.push(value);
+            next
+        });
+        self.last = Some((value, id));
+        self.ids.push(id);
+    }
+}
+
+/// Appends the `N` bytes at `data[at..]` to `bytes` (a constant-size copy, not a call);
+/// returns where the next value starts.
+#[inline(always)]
+fn take_fixed<const N: usize>(bytes: &mut Vec<u8>, data: &[u8], at: usize) -> Option<usize> {
+    let value: &[u8; N] = data.get(at..at.checked_add(N)?)?.try_into().ok()?;
+    bytes.extend_from_slice(value);
+    Some(at + N)
+}
+
+/// The `width` bytes at `data[at..]`.
+#[inline]
+fn fixed_value(data: &[u8], at: usize, width: usize) -> Option<&[u8]> {
+    data.get(at..at.checked_add(width)?)
+}
+
+/// The RowBinary `String` at `data[at..]`, its length prefix included.
+#[inline]
+fn string_value(data: &[u8], at: usize) -> Option<&[u8]> {
+    let rest = data.get(at..)?;
+    let (len, prefix) = match rest.first() {
+        Some(&b) if b < 0x80 => (usize::from(b), 1),
+        _ => leb128(rest)?,
+    };
+    rest.get(..prefix.checked_add(len)?)
 }
