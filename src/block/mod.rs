@@ -118,13 +118,24 @@ impl BlockBuilder {
     /// One pass cuts the rows into columns; the sort yields a permutation; each column is
     /// then copied out in that order. Nothing is cut twice and no row is copied whole.
     pub fn build(&self, data: &[u8], count: usize) -> Result<Vec<u8>, BlockError> {
-        let columns = Columns::transpose(&self.schema, data, count)?;
-        let order = self.key.order(&columns);
-        // Native is about RowBinary's size (smaller for LowCardinality columns).
-        let mut out = Vec::with_capacity(data.len() + 64 * self.schema.columns.len());
-        native::write_block(&self.schema, &columns, order.as_deref(), &mut out);
-        Ok(out)
+        SCRATCH.with_borrow_mut(|scratch| {
+            let columns = Columns::transpose(&self.schema, data, count, scratch)?;
+            let order = self.key.order(&columns, scratch);
+            // Native is about RowBinary's size (smaller for LowCardinality columns).
+            let mut out = Vec::with_capacity(data.len() + 64 * self.schema.columns.len());
+            native::write_block(&self.schema, &columns, order.as_deref(), &mut out);
+            if let Some(order) = order {
+                transpose::give(&mut scratch.order, order);
+            }
+            columns.recycle(scratch);
+            Ok(out)
+        })
     }
+}
+
+thread_local! {
+    /// The building thread's reusable buffers (the flusher's, in the service).
+    static SCRATCH: std::cell::RefCell<transpose::Scratch> = Default::default();
 }
 
 #[cfg(test)]

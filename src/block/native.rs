@@ -15,7 +15,7 @@
 //!   distinct values in order of first appearance in the block, so the same rows give the same
 //!   bytes.
 
-use super::transpose::{Columns, Dictionary, Values};
+use super::transpose::{Columns, Dictionary, Values, span};
 use super::types::put_leb128;
 use super::{Column, Schema};
 
@@ -38,7 +38,7 @@ pub fn write_block(
     put_leb128(out, columns.rows);
     for (column, values) in schema.columns.iter().zip(&columns.columns) {
         write_header(column, out);
-        write_values(values, order, out);
+        write_values(values, columns.data, order, out);
     }
 }
 
@@ -50,17 +50,19 @@ fn write_header(column: &Column, out: &mut Vec<u8>) {
 }
 
 /// Writes one column's values in Native form, in `order`.
-fn write_values(values: &Values<'_>, order: Option<&[u32]>, out: &mut Vec<u8>) {
+fn write_values(values: &Values<'_>, data: &[u8], order: Option<&[u32]>, out: &mut Vec<u8>) {
     match values {
         Values::Fixed { width, bytes } => match order {
             None => out.extend_from_slice(bytes),
             Some(order) => gather_fixed(bytes, *width, order, out),
         },
-        Values::Var(values) => match order {
-            None => values.iter().for_each(|v| out.extend_from_slice(v)),
+        Values::Var(spans) => match order {
+            None => spans
+                .iter()
+                .for_each(|&s| out.extend_from_slice(span(data, s))),
             Some(order) => {
                 for &row in order {
-                    out.extend_from_slice(values[row as usize]);
+                    out.extend_from_slice(span(data, spans[row as usize]));
                 }
             }
         },
@@ -70,7 +72,7 @@ fn write_values(values: &Values<'_>, order: Option<&[u32]>, out: &mut Vec<u8>) {
                 None => out.extend_from_slice(nulls),
                 Some(order) => gather_fixed(nulls, 1, order, out),
             }
-            write_values(inner, order, out);
+            write_values(inner, data, order, out);
         }
         Values::Dictionary(dictionary) => write_low_cardinality(dictionary, order, out),
     }

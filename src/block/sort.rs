@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use foldhash::fast::FixedState;
 
 use super::Schema;
-use super::transpose::{Cells, Columns, Values};
+use super::transpose::{Cells, Columns, Scratch, Values, give, take};
 use super::types::{ColumnType, Order, Zone, leb128};
 
 const DAY: u64 = 86_400;
@@ -185,7 +185,7 @@ impl SortKey {
     /// The rows' order in the block: arrival positions sorted by the key, ties in arrival
     /// order, so the same rows always give the same order.
     pub fn permutation(&self, cells: &Cells<'_>) -> Vec<u32> {
-        self.order(cells)
+        self.order(cells, &mut Scratch::default())
             .unwrap_or_else(|| (0..cells.rows() as u32).collect())
     }
 
@@ -200,7 +200,8 @@ impl SortKey {
     /// keeps arrival order), and each bucket of more than one row is sorted by the whole
     /// string (a stable sort: ties keep arrival order). With distinct devices the buckets
     /// hold a row or two: the sort is linear, and no string is compared in it.
-    pub(super) fn order(&self, source: &impl KeySource) -> Option<Vec<u32>> {
+    /// Buffers come from `scratch`; the caller gives the order back to `scratch.order`.
+    pub(super) fn order(&self, source: &impl KeySource, scratch: &mut Scratch) -> Option<Vec<u32>> {
         let rows = source.rows();
         if self.parts.is_empty() || rows < 2 {
             return None;
@@ -226,7 +227,8 @@ impl SortKey {
             return None;
         }
         let words = bits.div_ceil(64) as usize;
-        let mut keys = vec![0u64; rows * words];
+        let mut keys = take(&mut scratch.keys, rows * words);
+        keys.resize(rows * words, 0);
         let mut offset = 0;
         for (part, &(min, bits)) in parts.iter().zip(&ranges) {
             if bits == 0 {
@@ -237,7 +239,9 @@ impl SortKey {
             }
             offset += bits;
         }
-        Some(sort_keys(&keys, words, bits))
+        let order = sort_keys(&keys, words, bits, scratch);
+        give(&mut scratch.keys, keys);
+        Some(order)
     }
 }
 
@@ -274,7 +278,7 @@ impl KeySource for Columns<'_> {
     }
 
     fn value(&self, row: usize, column: usize) -> &[u8] {
-        self.columns[column].value(row)
+        Columns::value(self, row, column)
     }
 
     fn dictionary(&self, column: usize) -> Option<(&[u32], &[&[u8]])> {
@@ -309,35 +313,41 @@ fn put_bits(key: &mut [u64], mut offset: u32, bits: u32, value: u128) {
 
 /// The order of rows whose keys are `words`-word bit strings of which the first `bits` bits
 /// are used: a counting sort by the top bits, then a stable sort of each bucket.
-fn sort_keys(keys: &[u64], words: usize, bits: u32) -> Vec<u32> {
+fn sort_keys(keys: &[u64], words: usize, bits: u32, scratch: &mut Scratch) -> Vec<u32> {
     let rows = keys.len() / words;
     // About one bucket per row, at most 2^16 (the counts stay in the cache).
     let radix = bits.min(16).min(usize::BITS - rows.leading_zeros());
     let bucket = |row: usize| (keys[row * words] >> (64 - radix)) as usize;
-    let mut starts = vec![0u32; (1 << radix) + 1];
+    let buckets = 1 << radix;
+    let mut starts = take(&mut scratch.buckets, buckets + 1);
+    starts.resize(buckets + 1, 0);
     for row in 0..rows {
         starts[bucket(row) + 1] += 1;
     }
     for i in 1..starts.len() {
         starts[i] += starts[i - 1];
     }
-    let mut order = vec![0u32; rows];
-    let mut next = starts.clone();
+    let mut order = take(&mut scratch.order, rows);
+    order.resize(rows, 0);
+    let mut next = take(&mut scratch.buckets, buckets);
+    next.extend_from_slice(&starts[..buckets]);
     for row in 0..rows {
         let b = bucket(row);
         order[next[b] as usize] = row as u32;
         next[b] += 1;
     }
-    if bits == radix {
-        return order; // the buckets are the whole key
-    }
-    let key = |row: u32| &keys[row as usize * words..(row as usize + 1) * words];
-    for window in starts.windows(2) {
-        let bucket = &mut order[window[0] as usize..window[1] as usize];
-        if bucket.len() > 1 {
-            bucket.sort_by(|&a, &b| key(a).cmp(key(b)));
+    give(&mut scratch.buckets, next);
+    if bits > radix {
+        // Within a bucket rows are in arrival order: a stable sort keeps ties so.
+        let key = |row: u32| &keys[row as usize * words..(row as usize + 1) * words];
+        for window in starts.windows(2) {
+            let bucket = &mut order[window[0] as usize..window[1] as usize];
+            if bucket.len() > 1 {
+                bucket.sort_by(|&a, &b| key(a).cmp(key(b)));
+            }
         }
-    }
+    } // else the buckets are the whole key
+    give(&mut scratch.buckets, starts);
     order
 }
 
