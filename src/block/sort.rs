@@ -211,33 +211,46 @@ impl SortKey {
             .iter()
             .map(|part| Evaluated::new(part, source))
             .collect();
-        // Each part's range in this batch: its values are packed minus the minimum, in as
-        // many bits as the range needs.
-        let ranges: Vec<(u128, u32)> = parts
+        // Each part's values, computed once in a loop of its own kind.
+        let values: Vec<Vec<u128>> = parts
             .iter()
             .map(|part| {
-                let (min, max) = (0..rows)
-                    .map(|row| part.value(row))
-                    .fold((u128::MAX, 0), |(lo, hi), v| (lo.min(v), hi.max(v)));
+                let mut values = take(&mut scratch.parts, rows);
+                part.fill(rows, &mut values);
+                values
+            })
+            .collect();
+        // Each part's range in this batch: its values are packed minus the minimum, in as
+        // many bits as the range needs.
+        let ranges: Vec<(u128, u32)> = values
+            .iter()
+            .map(|values| {
+                let (min, max) = values
+                    .iter()
+                    .fold((u128::MAX, 0), |(lo, hi), &v| (lo.min(v), hi.max(v)));
                 (min, 128 - (max - min).leading_zeros())
             })
             .collect();
         let bits: u32 = ranges.iter().map(|(_, bits)| bits).sum();
-        if bits == 0 {
-            return None;
-        }
-        let words = bits.div_ceil(64) as usize;
-        let mut keys = take(&mut scratch.keys, rows * words);
+        let mut keys = take(&mut scratch.keys, rows * words_for(bits));
+        let words = words_for(bits);
         keys.resize(rows * words, 0);
         let mut offset = 0;
-        for (part, &(min, bits)) in parts.iter().zip(&ranges) {
+        for (values, &(min, bits)) in values.iter().zip(&ranges) {
             if bits == 0 {
                 continue;
             }
-            for (row, key) in keys.chunks_exact_mut(words).enumerate() {
-                put_bits(key, offset, bits, part.value(row) - min);
+            for (key, value) in keys.chunks_exact_mut(words).zip(values) {
+                put_bits(key, offset, bits, value - min);
             }
             offset += bits;
+        }
+        for values in values.into_iter().rev() {
+            give(&mut scratch.parts, values);
+        }
+        if bits == 0 {
+            give(&mut scratch.keys, keys);
+            return None;
         }
         let order = sort_keys(&keys, words, bits, scratch);
         give(&mut scratch.keys, keys);
@@ -294,6 +307,11 @@ impl KeySource for Columns<'_> {
             _ => None,
         }
     }
+}
+
+/// 64-bit words for a key of `bits` bits (at least one, so an empty key still has rows).
+fn words_for(bits: u32) -> usize {
+    bits.div_ceil(64).max(1) as usize
 }
 
 /// Writes the low `bits` bits of `value` into the bit string `key` (64-bit words, most
@@ -400,6 +418,44 @@ impl<'s, S: KeySource> Evaluated<'s, S> {
                     ranks: ranks_of_distinct(distinct.into_iter()),
                 }
             }
+        }
+    }
+
+    /// Appends every row's value to `out`: one loop per kind of part, the decoding chosen
+    /// once rather than per row.
+    fn fill(&self, rows: usize, out: &mut Vec<u128>) {
+        match self {
+            Self::Ranked { ids, ranks } => {
+                out.extend(ids.iter().map(|&id| u128::from(ranks[id as usize])));
+            }
+            Self::Number {
+                part,
+                bytes: Some(bytes),
+                ..
+            } => match part.kind {
+                Kind::Fixed {
+                    order: Order::Uuid, ..
+                } => out.extend(bytes.chunks_exact(16).map(|v| {
+                    // Both little-endian halves, the second the more significant: how
+                    // ClickHouse compares UUIDs.
+                    let mut buf = [0u8; 16];
+                    buf.copy_from_slice(v);
+                    u128::from_le_bytes(buf)
+                })),
+                Kind::Fixed {
+                    width,
+                    order,
+                    is_date,
+                } => {
+                    let func = part.func;
+                    out.extend(bytes.chunks_exact(width).map(|v| {
+                        let n = ordered_number(v, order);
+                        u128::from(func.apply(n, is_date).unwrap_or(n))
+                    }));
+                }
+                Kind::String => out.extend((0..rows).map(|row| self.value(row))),
+            },
+            Self::Number { .. } => out.extend((0..rows).map(|row| self.value(row))),
         }
     }
 

@@ -315,7 +315,8 @@ pub(super) struct Scratch {
     pub ids: Vec<Vec<u32>>,
     /// Strings' spans.
     pub spans: Vec<Vec<(usize, usize)>>,
-    /// The sort's keys.
+    /// The sort's part values and keys.
+    pub parts: Vec<Vec<u128>>,
     pub keys: Vec<Vec<u64>>,
     /// The sort's bucket bounds (two) and the order.
     pub buckets: Vec<Vec<u32>>,
