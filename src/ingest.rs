@@ -105,6 +105,13 @@ pub trait Ingest: Send + Sync + 'static {
     /// Events accepted but not yet confirmed by storage.
     fn pending_events(&self) -> usize;
 
+    /// Why a request whose body is `body_bytes` long would be refused, if that is already
+    /// certain enough to say before the body is decoded (a cheap `503` instead of decoding,
+    /// validating and encoding events only to refuse them). `None`: decode and submit.
+    fn refuses_before_decoding(&self, _body_bytes: usize) -> Option<SubmitError> {
+        None
+    }
+
     /// Whether shutdown has begun (nothing new is taken).
     fn is_closed(&self) -> bool {
         false
@@ -186,6 +193,21 @@ impl Ingest for Buffered {
 
     fn pending_events(&self) -> usize {
         self.0.pending_events()
+    }
+
+    /// `memory` mode, when the buffer already holds something and has less room left than
+    /// the body's size: an event encodes to about half its JSON, so such a body would (all
+    /// but) certainly be refused at the append too. An empty buffer always decodes (a
+    /// request alone gets `413` or fits), and `disk` mode never refuses for memory (it
+    /// spills to the spool).
+    fn refuses_before_decoding(&self, body_bytes: usize) -> Option<SubmitError> {
+        if self.0.spool().is_some() {
+            return None;
+        }
+        let max = self.0.limits().max_bytes;
+        let buffered = self.0.pending_bytes();
+        (buffered > 0 && buffered.saturating_add(body_bytes) > max)
+            .then(|| refused(AppendError::Full { buffered, max }))
     }
 
     fn is_closed(&self) -> bool {
@@ -447,5 +469,25 @@ mod tests {
             before,
             "the lane with room took nothing of a refused request"
         );
+    }
+
+    #[test]
+    fn only_a_body_larger_than_the_room_left_is_refused_before_decoding() {
+        let buffer = Arc::new(DoubleBuffer::new(Limits {
+            swap_events: 1000,
+            flush_interval: Duration::from_secs(60),
+            min_interval: Duration::ZERO,
+            max_bytes: 4096,
+        }));
+        let ingest = Buffered(buffer.clone());
+        // Empty: even a body over the cap is decoded (it may encode small enough, or get 413).
+        assert!(ingest.refuses_before_decoding(10_000).is_none());
+        buffer.append(&mut crate::event::testing::rows(0..10)).unwrap();
+        let room = 4096 - buffer.pending_bytes();
+        assert!(ingest.refuses_before_decoding(room).is_none());
+        assert!(matches!(
+            ingest.refuses_before_decoding(room + 1),
+            Some(SubmitError::Unavailable { .. })
+        ));
     }
 }

@@ -10,8 +10,8 @@
 //!
 //! The column types are data ([`ColumnType`], parsed from `system.columns`), so every
 //! table and every shard's block go through this one builder:
-//! [`types`] (what a type is) → [`transpose`] (rows cut into cells) → [`sort`] (the key's
-//! order) → [`native`] (the bytes).
+//! [`types`] (what a type is) → [`transpose`] (rows cut into columns, once) → [`sort`] (the
+//! key's order) → [`native`] (the columns' bytes, copied in that order).
 
 mod columns;
 mod rows;
@@ -25,6 +25,7 @@ pub use columns::COLUMNS;
 pub use rows::{Rows, RowsRef};
 pub use sort::SortKey;
 pub use transpose::Cells;
+use transpose::Columns;
 pub use types::{ColumnType, Order, Zone};
 
 /// Why a block could not be built.
@@ -113,25 +114,28 @@ impl BlockBuilder {
 
     /// The Native block of `count` RowBinary rows in `data`, sorted by the key (ties in
     /// arrival order): the same rows always give the same bytes.
+    ///
+    /// One pass cuts the rows into columns; the sort yields a permutation; each column is
+    /// then copied out in that order. Nothing is cut twice and no row is copied whole.
     pub fn build(&self, data: &[u8], count: usize) -> Result<Vec<u8>, BlockError> {
-        let cells = Cells::split(&self.schema, data, count)?;
-        let order = self.key.permutation(&cells);
-        // Native is about RowBinary's size (smaller for LowCardinality columns).
-        let mut out = Vec::with_capacity(data.len() + 64 * self.schema.columns.len());
-        if order.iter().enumerate().all(|(i, &row)| i == row as usize) {
-            native::write_block(&self.schema, &cells, &mut out);
-            return Ok(out);
-        }
-        // Rows are put in order once, whole (one scattered read per row), so that writing
-        // each column reads the batch front to back instead of jumping per cell.
-        let mut sorted = Vec::with_capacity(data.len());
-        for &row in &order {
-            sorted.extend_from_slice(cells.row(row as usize));
-        }
-        let cells = Cells::split(&self.schema, &sorted, count)?;
-        native::write_block(&self.schema, &cells, &mut out);
-        Ok(out)
+        SCRATCH.with_borrow_mut(|scratch| {
+            let columns = Columns::transpose(&self.schema, data, count, scratch)?;
+            let order = self.key.order(&columns, scratch);
+            // Native is about RowBinary's size (smaller for LowCardinality columns).
+            let mut out = Vec::with_capacity(data.len() + 64 * self.schema.columns.len());
+            native::write_block(&self.schema, &columns, order.as_deref(), &mut out);
+            if let Some(order) = order {
+                transpose::give(&mut scratch.order, order);
+            }
+            columns.recycle(scratch);
+            Ok(out)
+        })
     }
+}
+
+thread_local! {
+    /// The building thread's reusable buffers (the flusher's, in the service).
+    static SCRATCH: std::cell::RefCell<transpose::Scratch> = Default::default();
 }
 
 #[cfg(test)]

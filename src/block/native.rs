@@ -1,5 +1,6 @@
 //! Writing a ClickHouse Native block: the column count and row count, then each column
-//! whole (name, type name, values), rows in the order of the cells (already sorted).
+//! whole (name, type name, values), rows in the sort's order (copied from the transposed
+//! columns by the permutation).
 //!
 //! Over HTTP (`INSERT ... FORMAT Native`, no `client_protocol_version`) a block has no
 //! block-info header. Per type, the values are:
@@ -11,12 +12,11 @@
 //!   with additional keys"), then `UInt64` flags (index width 0–3 for `UInt8`–`UInt64`,
 //!   bit 9 "has additional keys", bit 10 "update dictionary"), `UInt64` key count, the keys
 //!   as a `T` column, `UInt64` row count and one index per row. The keys are the block's
-//!   distinct values in order of first appearance, so the same rows give the same bytes.
+//!   distinct values in order of first appearance in the block, so the same rows give the same
+//!   bytes.
 
-use std::collections::HashMap;
-
-use super::transpose::Cells;
-use super::types::{ColumnType, put_leb128};
+use super::transpose::{Columns, Dictionary, Values, span};
+use super::types::put_leb128;
 use super::{Column, Schema};
 
 /// LowCardinality serialization version: shared dictionaries with additional keys.
@@ -26,73 +26,89 @@ const HAS_ADDITIONAL_KEYS: u64 = 1 << 9;
 /// Forget any dictionary of an earlier block.
 const UPDATE_DICTIONARY: u64 = 1 << 10;
 
-/// Appends the Native block of `cells`, rows in their order, to `out`.
-pub fn write_block(schema: &Schema, cells: &Cells<'_>, out: &mut Vec<u8>) {
+/// Appends the Native block of `columns` to `out`, rows in `order` (arrival positions), or
+/// in arrival order for `None`.
+pub fn write_block(
+    schema: &Schema,
+    columns: &Columns<'_>,
+    order: Option<&[u32]>,
+    out: &mut Vec<u8>,
+) {
     put_leb128(out, schema.columns.len());
-    put_leb128(out, cells.rows());
-    for (index, column) in schema.columns.iter().enumerate() {
-        write_column(column, index, cells, out);
+    put_leb128(out, columns.rows);
+    for (column, values) in schema.columns.iter().zip(&columns.columns) {
+        write_header(column, out);
+        write_values(values, columns.data, order, out);
     }
 }
 
-fn write_column(column: &Column, index: usize, cells: &Cells<'_>, out: &mut Vec<u8>) {
+fn write_header(column: &Column, out: &mut Vec<u8>) {
     put_leb128(out, column.name.len());
     out.extend_from_slice(column.name.as_bytes());
     put_leb128(out, column.type_name.len());
     out.extend_from_slice(column.type_name.as_bytes());
-    let values = (0..cells.rows()).map(|row| cells.cell(row, index));
-    write_values(&column.ty, values, out);
 }
 
-/// Writes one column of `values` (each a RowBinary value of `ty`) in Native form.
-fn write_values<'a>(
-    ty: &ColumnType,
-    values: impl Iterator<Item = &'a [u8]> + Clone,
-    out: &mut Vec<u8>,
-) {
-    match ty {
-        ColumnType::Fixed { .. } | ColumnType::String => {
-            for value in values {
-                out.extend_from_slice(value);
-            }
-        }
-        ColumnType::Nullable(inner) => {
-            // RowBinary's flag byte is Native's null map entry.
-            out.extend(values.clone().map(|value| value[0]));
-            let default = inner.default_value();
-            for value in values {
-                match value[0] {
-                    0 => out.extend_from_slice(&value[1..]),
-                    _ => out.extend_from_slice(&default),
+/// Writes one column's values in Native form, in `order`.
+fn write_values(values: &Values<'_>, data: &[u8], order: Option<&[u32]>, out: &mut Vec<u8>) {
+    match values {
+        Values::Fixed { width, bytes } => match order {
+            None => out.extend_from_slice(bytes),
+            Some(order) => gather_fixed(bytes, *width, order, out),
+        },
+        Values::Var(spans) => match order {
+            None => spans
+                .iter()
+                .for_each(|&s| out.extend_from_slice(span(data, s))),
+            Some(order) => {
+                for &row in order {
+                    out.extend_from_slice(span(data, spans[row as usize]));
                 }
             }
+        },
+        Values::Nullable { nulls, inner } => {
+            // RowBinary's flag byte is Native's null map entry.
+            match order {
+                None => out.extend_from_slice(nulls),
+                Some(order) => gather_fixed(nulls, 1, order, out),
+            }
+            write_values(inner, data, order, out);
         }
-        ColumnType::LowCardinality(_) => write_low_cardinality(values, out),
+        Values::Dictionary(dictionary) => write_low_cardinality(dictionary, order, out),
     }
 }
 
-fn write_low_cardinality<'a>(values: impl Iterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
-    let mut keys: Vec<&[u8]> = Vec::new();
-    let mut positions: HashMap<&[u8], u64> = HashMap::new();
-    let mut indexes: Vec<u64> = Vec::new();
-    // Rows sorted by a key often repeat the previous value: skip the hash for those.
-    let mut last: Option<(&[u8], u64)> = None;
-    for value in values {
-        if let Some((previous, index)) = last
-            && previous == value
-        {
-            indexes.push(index);
-            continue;
+/// Appends the `width`-byte values of `bytes` in `order`: one constant-size copy each for
+/// the common widths.
+fn gather_fixed(bytes: &[u8], width: usize, order: &[u32], out: &mut Vec<u8>) {
+    fn gather<const N: usize>(bytes: &[u8], order: &[u32], out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + order.len() * N, 0);
+        for (slot, &row) in out[start..].chunks_exact_mut(N).zip(order) {
+            let at = row as usize * N;
+            slot.copy_from_slice(&bytes[at..at + N]);
         }
-        let next = keys.len() as u64;
-        let index = *positions.entry(value).or_insert_with(|| {
-            keys.push(value);
-            next
-        });
-        last = Some((value, index));
-        indexes.push(index);
     }
-    let (width_code, width) = match keys.len() {
+    match width {
+        1 => gather::<1>(bytes, order, out),
+        2 => gather::<2>(bytes, order, out),
+        4 => gather::<4>(bytes, order, out),
+        8 => gather::<8>(bytes, order, out),
+        16 => gather::<16>(bytes, order, out),
+        _ => {
+            for &row in order {
+                let at = row as usize * width;
+                out.extend_from_slice(&bytes[at..at + width]);
+            }
+        }
+    }
+}
+
+/// The dictionary renumbered in order of first appearance in the block's row order (so the
+/// same rows give the same bytes), then the indexes, as narrow as the key count allows.
+fn write_low_cardinality(dictionary: &Dictionary<'_>, order: Option<&[u32]>, out: &mut Vec<u8>) {
+    let keys_count = dictionary.keys.len();
+    let (width_code, width) = match keys_count {
         n if n <= 1 << 8 => (0u64, 1usize),
         n if n <= 1 << 16 => (1, 2),
         n if n as u64 <= 1 << 32 => (2, 4),
@@ -100,13 +116,39 @@ fn write_low_cardinality<'a>(values: impl Iterator<Item = &'a [u8]>, out: &mut V
     };
     out.extend_from_slice(&KEYS_VERSION.to_le_bytes());
     out.extend_from_slice(&(width_code | HAS_ADDITIONAL_KEYS | UPDATE_DICTIONARY).to_le_bytes());
-    out.extend_from_slice(&(keys.len() as u64).to_le_bytes());
-    for key in &keys {
-        out.extend_from_slice(key);
+    out.extend_from_slice(&(keys_count as u64).to_le_bytes());
+    let ids = &dictionary.ids;
+    let Some(order) = order else {
+        // Arrival order: the ids are already numbered by first appearance.
+        for key in &dictionary.keys {
+            out.extend_from_slice(key);
+        }
+        out.extend_from_slice(&(ids.len() as u64).to_le_bytes());
+        write_indexes(ids.iter().copied(), width, out);
+        return;
+    };
+    let mut renumbered = vec![u32::MAX; keys_count];
+    let mut next = 0u32;
+    for &row in order {
+        let id = ids[row as usize] as usize;
+        if renumbered[id] == u32::MAX {
+            renumbered[id] = next;
+            next += 1;
+            out.extend_from_slice(dictionary.keys[id]);
+        }
     }
-    out.extend_from_slice(&(indexes.len() as u64).to_le_bytes());
-    out.reserve(indexes.len() * width);
-    for index in indexes {
-        out.extend_from_slice(&index.to_le_bytes()[..width]);
+    out.extend_from_slice(&(order.len() as u64).to_le_bytes());
+    let indexes = order
+        .iter()
+        .map(|&row| renumbered[ids[row as usize] as usize]);
+    write_indexes(indexes, width, out);
+}
+
+fn write_indexes(indexes: impl Iterator<Item = u32>, width: usize, out: &mut Vec<u8>) {
+    match width {
+        1 => out.extend(indexes.map(|i| i as u8)),
+        2 => indexes.for_each(|i| out.extend_from_slice(&(i as u16).to_le_bytes())),
+        4 => indexes.for_each(|i| out.extend_from_slice(&i.to_le_bytes())),
+        _ => indexes.for_each(|i| out.extend_from_slice(&u64::from(i).to_le_bytes())),
     }
 }

@@ -12,8 +12,10 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::FixedState;
+
 use super::Schema;
-use super::transpose::Cells;
+use super::transpose::{Cells, Columns, Scratch, Values, give, take};
 use super::types::{ColumnType, Order, Zone, leb128};
 
 const DAY: u64 = 86_400;
@@ -182,129 +184,322 @@ impl SortKey {
 
     /// The rows' order in the block: arrival positions sorted by the key, ties in arrival
     /// order, so the same rows always give the same order.
+    pub fn permutation(&self, cells: &Cells<'_>) -> Vec<u32> {
+        self.order(cells, &mut Scratch::default())
+            .unwrap_or_else(|| (0..cells.rows() as u32).collect())
+    }
+
+    /// The rows' order, or `None` when it is the arrival order (no key, fewer than two
+    /// rows, or every row's key equal).
     ///
     /// Each part's values become unsigned numbers that order as the values do (strings by
-    /// their rank among the batch's distinct strings), offset by the batch's minimum and
-    /// packed into as few bits as the batch's range needs; rows then sort as one or two
-    /// 128-bit words with their arrival position last: cache-friendly, and no string is
-    /// compared in the sort itself.
-    pub fn permutation(&self, cells: &Cells<'_>) -> Vec<u32> {
-        let rows = cells.rows();
+    /// their rank among the batch's distinct strings, from the column's dictionary when it
+    /// has one), offset by the batch's minimum and packed, most significant part first, into
+    /// as few bits as the batch's ranges need: one bit string of whole 64-bit words per row.
+    /// Rows are then distributed by the top bits of that string (a counting sort, which
+    /// keeps arrival order), and each bucket of more than one row is sorted by the whole
+    /// string (a stable sort: ties keep arrival order). With distinct devices the buckets
+    /// hold a row or two: the sort is linear, and no string is compared in it.
+    /// Buffers come from `scratch`; the caller gives the order back to `scratch.order`.
+    pub(super) fn order(&self, source: &impl KeySource, scratch: &mut Scratch) -> Option<Vec<u32>> {
+        let rows = source.rows();
         if self.parts.is_empty() || rows < 2 {
-            return (0..rows as u32).collect();
+            return None;
         }
-        let columns: Vec<(Vec<u128>, u32)> = self
+        let parts: Vec<Evaluated<'_, _>> = self
             .parts
             .iter()
-            .map(|part| narrowed(part_values(part, cells)))
+            .map(|part| Evaluated::new(part, source))
             .collect();
-        let bits: u32 = columns.iter().map(|(_, bits)| bits).sum();
-        if bits <= 128 {
-            let mut keys: Vec<(u128, u32)> = (0..rows)
-                .map(|row| {
-                    let key = columns.iter().fold(0u128, |key, (values, bits)| {
-                        shift_in(key, *bits) | values[row]
-                    });
-                    (key, row as u32)
-                })
-                .collect();
-            keys.sort_unstable();
-            return keys.into_iter().map(|(_, row)| row).collect();
+        // Each part's values, computed once in a loop of its own kind.
+        let values: Vec<Vec<u128>> = parts
+            .iter()
+            .map(|part| {
+                let mut values = take(&mut scratch.parts, rows);
+                part.fill(rows, &mut values);
+                values
+            })
+            .collect();
+        // Each part's range in this batch: its values are packed minus the minimum, in as
+        // many bits as the range needs.
+        let ranges: Vec<(u128, u32)> = values
+            .iter()
+            .map(|values| {
+                let (min, max) = values
+                    .iter()
+                    .fold((u128::MAX, 0), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                (min, 128 - (max - min).leading_zeros())
+            })
+            .collect();
+        let bits: u32 = ranges.iter().map(|(_, bits)| bits).sum();
+        let mut keys = take(&mut scratch.keys, rows * words_for(bits));
+        let words = words_for(bits);
+        keys.resize(rows * words, 0);
+        let mut offset = 0;
+        for (values, &(min, bits)) in values.iter().zip(&ranges) {
+            if bits == 0 {
+                continue;
+            }
+            for (key, value) in keys.chunks_exact_mut(words).zip(values) {
+                put_bits(key, offset, bits, value - min);
+            }
+            offset += bits;
         }
-        if bits <= 256 {
-            let mut keys: Vec<(u128, u128, u32)> = (0..rows)
-                .map(|row| {
-                    let (high, low) =
-                        columns
-                            .iter()
-                            .fold((0u128, 0u128), |(high, low), (values, bits)| {
-                                let carried = match *bits {
-                                    0 => 0,
-                                    128 => low,
-                                    b => low >> (128 - b),
-                                };
-                                (
-                                    shift_in(high, *bits) | carried,
-                                    shift_in(low, *bits) | values[row],
-                                )
-                            });
-                    (high, low, row as u32)
-                })
-                .collect();
-            keys.sort_unstable();
-            return keys.into_iter().map(|(_, _, row)| row).collect();
+        for values in values.into_iter().rev() {
+            give(&mut scratch.parts, values);
         }
-        // Wider keys: one word per part, compared part by part (stable: ties keep arrival).
-        let parts = columns.len();
-        let mut flat = vec![0u128; rows * parts];
-        for (p, (values, _)) in columns.iter().enumerate() {
-            for (row, value) in values.iter().enumerate() {
-                flat[row * parts + p] = *value;
+        if bits == 0 {
+            give(&mut scratch.keys, keys);
+            return None;
+        }
+        let order = sort_keys(&keys, words, bits, scratch);
+        give(&mut scratch.keys, keys);
+        Some(order)
+    }
+}
+
+/// Where the sort reads a column's values: the transposed batch the block builder makes, or
+/// the cells of [`SortKey::permutation`].
+pub(super) trait KeySource {
+    /// Number of rows.
+    fn rows(&self) -> usize;
+    /// Row `row`'s value of column `column`, as RowBinary bytes.
+    fn value(&self, row: usize, column: usize) -> &[u8];
+    /// Column `column`'s dictionary, if it has one: each row's id, and the values by id.
+    fn dictionary(&self, _column: usize) -> Option<(&[u32], &[&[u8]])> {
+        None
+    }
+    /// Column `column`'s values back to back, if it is fixed-width and stored so.
+    fn fixed(&self, _column: usize) -> Option<&[u8]> {
+        None
+    }
+}
+
+impl KeySource for Cells<'_> {
+    fn rows(&self) -> usize {
+        Cells::rows(self)
+    }
+
+    fn value(&self, row: usize, column: usize) -> &[u8] {
+        self.cell(row, column)
+    }
+}
+
+impl KeySource for Columns<'_> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn value(&self, row: usize, column: usize) -> &[u8] {
+        Columns::value(self, row, column)
+    }
+
+    fn dictionary(&self, column: usize) -> Option<(&[u32], &[&[u8]])> {
+        match &self.columns[column] {
+            Values::Dictionary(d) => Some((&d.ids, &d.keys)),
+            _ => None,
+        }
+    }
+
+    fn fixed(&self, column: usize) -> Option<&[u8]> {
+        match &self.columns[column] {
+            Values::Fixed { bytes, .. } => Some(bytes),
+            _ => None,
+        }
+    }
+}
+
+/// 64-bit words for a key of `bits` bits (at least one, so an empty key still has rows).
+fn words_for(bits: u32) -> usize {
+    bits.div_ceil(64).max(1) as usize
+}
+
+/// Writes the low `bits` bits of `value` into the bit string `key` (64-bit words, most
+/// significant first) at `offset` bits from its start.
+fn put_bits(key: &mut [u64], mut offset: u32, bits: u32, value: u128) {
+    let mut left = bits;
+    while left > 0 {
+        let word = (offset / 64) as usize;
+        let used = offset % 64;
+        let take = left.min(64 - used);
+        let chunk = (value >> (left - take)) as u64 & (u64::MAX >> (64 - take));
+        key[word] |= chunk << (64 - used - take);
+        offset += take;
+        left -= take;
+    }
+}
+
+/// The order of rows whose keys are `words`-word bit strings of which the first `bits` bits
+/// are used: a counting sort by the top bits, then a stable sort of each bucket.
+fn sort_keys(keys: &[u64], words: usize, bits: u32, scratch: &mut Scratch) -> Vec<u32> {
+    let rows = keys.len() / words;
+    // About one bucket per row, at most 2^16 (the counts stay in the cache).
+    let radix = bits.min(16).min(usize::BITS - rows.leading_zeros());
+    let bucket = |row: usize| (keys[row * words] >> (64 - radix)) as usize;
+    let buckets = 1 << radix;
+    let mut starts = take(&mut scratch.buckets, buckets + 1);
+    starts.resize(buckets + 1, 0);
+    for row in 0..rows {
+        starts[bucket(row) + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut order = take(&mut scratch.order, rows);
+    order.resize(rows, 0);
+    let mut next = take(&mut scratch.buckets, buckets);
+    next.extend_from_slice(&starts[..buckets]);
+    for row in 0..rows {
+        let b = bucket(row);
+        order[next[b] as usize] = row as u32;
+        next[b] += 1;
+    }
+    give(&mut scratch.buckets, next);
+    if bits > radix {
+        // Within a bucket rows are in arrival order: a stable sort keeps ties so.
+        let key = |row: u32| &keys[row as usize * words..(row as usize + 1) * words];
+        for window in starts.windows(2) {
+            let bucket = &mut order[window[0] as usize..window[1] as usize];
+            if bucket.len() > 1 {
+                bucket.sort_by(|&a, &b| key(a).cmp(key(b)));
             }
         }
-        let mut order: Vec<u32> = (0..rows as u32).collect();
-        order.sort_by(|&a, &b| {
-            let (a, b) = (a as usize * parts, b as usize * parts);
-            flat[a..a + parts].cmp(&flat[b..b + parts])
-        });
-        order
+    } // else the buckets are the whole key
+    give(&mut scratch.buckets, starts);
+    order
+}
+
+/// One key part, evaluated per row as an unsigned number that orders as the part does.
+enum Evaluated<'s, S: KeySource> {
+    /// Strings (and `FixedString`s): each row's id among the batch's distinct values, and
+    /// each id's rank in their order.
+    Ranked {
+        ids: std::borrow::Cow<'s, [u32]>,
+        ranks: Vec<u32>,
+    },
+    /// A UUID or a number (through the part's function), read in place when the column is
+    /// stored back to back.
+    Number {
+        part: &'s Part,
+        bytes: Option<&'s [u8]>,
+        source: &'s S,
+    },
+}
+
+impl<'s, S: KeySource> Evaluated<'s, S> {
+    fn new(part: &'s Part, source: &'s S) -> Self {
+        let ranked = match part.kind {
+            Kind::String => Some(true),
+            Kind::Fixed {
+                order: Order::Bytes,
+                ..
+            } => Some(false),
+            Kind::Fixed { .. } => None,
+        };
+        let Some(is_string) = ranked else {
+            return Self::Number {
+                part,
+                bytes: source.fixed(part.column),
+                source,
+            };
+        };
+        let payload = |v: &'s [u8]| if is_string { string_payload(v) } else { v };
+        match source.dictionary(part.column) {
+            Some((ids, keys)) => Self::Ranked {
+                ids: std::borrow::Cow::Borrowed(ids),
+                ranks: ranks_of_distinct(keys.iter().map(|k| payload(k))),
+            },
+            None => {
+                let (ids, distinct) = dictionary(
+                    (0..source.rows()).map(|row| payload(source.value(row, part.column))),
+                );
+                Self::Ranked {
+                    ids: std::borrow::Cow::Owned(ids),
+                    ranks: ranks_of_distinct(distinct.into_iter()),
+                }
+            }
+        }
     }
-}
 
-/// `key << bits`, where 128 bits shift everything out.
-fn shift_in(key: u128, bits: u32) -> u128 {
-    key.checked_shl(bits).unwrap_or(0)
-}
-
-/// The values minus their minimum, and the bits their range needs.
-fn narrowed(mut values: Vec<u128>) -> (Vec<u128>, u32) {
-    let min = values.iter().copied().min().unwrap_or(0);
-    let max = values.iter().copied().max().unwrap_or(0);
-    for value in &mut values {
-        *value -= min;
+    /// Appends every row's value to `out`: one loop per kind of part, the decoding chosen
+    /// once rather than per row.
+    fn fill(&self, rows: usize, out: &mut Vec<u128>) {
+        match self {
+            Self::Ranked { ids, ranks } => {
+                out.extend(ids.iter().map(|&id| u128::from(ranks[id as usize])));
+            }
+            Self::Number {
+                part,
+                bytes: Some(bytes),
+                ..
+            } => match part.kind {
+                Kind::Fixed {
+                    order: Order::Uuid, ..
+                } => out.extend(bytes.chunks_exact(16).map(|v| {
+                    // Both little-endian halves, the second the more significant: how
+                    // ClickHouse compares UUIDs.
+                    let mut buf = [0u8; 16];
+                    buf.copy_from_slice(v);
+                    u128::from_le_bytes(buf)
+                })),
+                Kind::Fixed {
+                    width,
+                    order,
+                    is_date,
+                } => {
+                    let func = part.func;
+                    out.extend(bytes.chunks_exact(width).map(|v| {
+                        let n = ordered_number(v, order);
+                        u128::from(func.apply(n, is_date).unwrap_or(n))
+                    }));
+                }
+                Kind::String => out.extend((0..rows).map(|row| self.value(row))),
+            },
+            Self::Number { .. } => out.extend((0..rows).map(|row| self.value(row))),
+        }
     }
-    (values, 128 - (max - min).leading_zeros())
-}
 
-/// One key part's value for every row, as unsigned numbers that order as the values do.
-fn part_values(part: &Part, cells: &Cells<'_>) -> Vec<u128> {
-    let values = (0..cells.rows()).map(|row| cells.cell(row, part.column));
-    match part.kind {
-        Kind::String => ranks(values.map(string_payload)),
-        Kind::Fixed {
-            order: Order::Bytes,
-            ..
-        } => ranks(values),
-        Kind::Fixed {
-            order: Order::Uuid, ..
-        } => values
-            .map(|v| {
-                let half = |i: usize| {
-                    let mut buf = [0u8; 8];
-                    buf.copy_from_slice(&v[i..i + 8]);
-                    u64::from_le_bytes(buf)
+    #[inline]
+    fn value(&self, row: usize) -> u128 {
+        match self {
+            Self::Ranked { ids, ranks } => u128::from(ranks[ids[row] as usize]),
+            Self::Number {
+                part,
+                bytes,
+                source,
+            } => {
+                let Kind::Fixed {
+                    width,
+                    order,
+                    is_date,
+                } = part.kind
+                else {
+                    return 0; // Strings are ranked (see `new`).
                 };
-                // Second half first: how ClickHouse compares UUIDs.
-                (u128::from(half(8)) << 64) | u128::from(half(0))
-            })
-            .collect(),
-        Kind::Fixed {
-            width,
-            order,
-            is_date,
-        } => values
-            .map(|v| {
+                let v = match bytes {
+                    Some(bytes) => &bytes[row * width..(row + 1) * width],
+                    None => source.value(row, part.column),
+                };
+                if order == Order::Uuid {
+                    let half = |i: usize| {
+                        let mut buf = [0u8; 8];
+                        buf.copy_from_slice(&v[i..i + 8]);
+                        u64::from_le_bytes(buf)
+                    };
+                    // Second half first: how ClickHouse compares UUIDs.
+                    return (u128::from(half(8)) << 64) | u128::from(half(0));
+                }
                 let n = ordered_number(&v[..width], order);
                 u128::from(part.func.apply(n, is_date).unwrap_or(n))
-            })
-            .collect(),
+            }
+        }
     }
 }
 
-/// Each value's rank among the distinct values (byte-wise order, as ClickHouse compares
-/// strings).
-fn ranks<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<u128> {
-    let mut ids: HashMap<&[u8], u32> = HashMap::new();
+/// Each value's id among the distinct values, numbered in order of first appearance, and
+/// the distinct values by id.
+fn dictionary<'a>(values: impl Iterator<Item = &'a [u8]>) -> (Vec<u32>, Vec<&'a [u8]>) {
+    let mut ids: HashMap<&[u8], u32, FixedState> = HashMap::default();
     let mut distinct: Vec<&[u8]> = Vec::new();
     let mut last: Option<(&[u8], u32)> = None;
     let row_ids: Vec<u32> = values
@@ -323,13 +518,20 @@ fn ranks<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<u128> {
             id
         })
         .collect();
+    (row_ids, distinct)
+}
+
+/// The rank of each of `distinct` values (all different, compared byte-wise as ClickHouse
+/// compares strings), in their order.
+fn ranks_of_distinct<'a>(distinct: impl Iterator<Item = &'a [u8]>) -> Vec<u32> {
+    let distinct: Vec<&[u8]> = distinct.collect();
     let mut by_value: Vec<u32> = (0..distinct.len() as u32).collect();
     by_value.sort_unstable_by_key(|&id| distinct[id as usize]);
-    let mut rank = vec![0u128; distinct.len()];
+    let mut rank = vec![0u32; distinct.len()];
     for (r, id) in by_value.into_iter().enumerate() {
-        rank[id as usize] = r as u128;
+        rank[id as usize] = r as u32;
     }
-    row_ids.into_iter().map(|id| rank[id as usize]).collect()
+    rank
 }
 
 /// A fixed-width little-endian value as a `u64` that orders as the value does.

@@ -1,7 +1,13 @@
-//! Cutting RowBinary rows into cells: where each column's value of each row starts, found
-//! once by walking the rows with the columns' types. Nothing is copied here; sorting reads
-//! the cells and the Native writer copies them column by column.
+//! Cutting RowBinary rows into columns: each value found once by walking the rows with the
+//! columns' types, and kept in the form the Native writer copies from and the sort reads
+//! ([`Columns`]). [`Cells`] is the older, copy-free view of the same cut (where each cell
+//! starts), kept for callers that want a row's cells without building a block.
 
+use std::collections::HashMap;
+
+use foldhash::fast::FixedState;
+
+use super::types::{ColumnType, leb128};
 use super::{BlockError, Schema};
 
 /// The rows of a batch cut into cells, borrowing the batch's bytes.
@@ -58,4 +64,328 @@ impl<'a> Cells<'a> {
         let i = row * self.columns + column;
         &self.data[self.starts[i]..self.starts[i + 1]]
     }
+}
+
+/// A batch transposed: each column's values in arrival order. Built in one pass over the
+/// rows; writing the block then copies from here in the sorted order, column by column,
+/// without cutting the rows again or reordering them whole.
+pub(super) struct Columns<'a> {
+    /// The batch's bytes.
+    pub data: &'a [u8],
+    /// Number of rows.
+    pub rows: usize,
+    /// One entry per schema column, in its order.
+    pub columns: Vec<Values<'a>>,
+}
+
+/// One column's values, per type. Adding a type: a variant here only if no existing form
+/// fits (a fixed-width type is `Fixed`, a length-prefixed one `Var`).
+pub(super) enum Values<'a> {
+    /// Fixed-width values back to back, `width` bytes each: RowBinary and Native alike.
+    Fixed {
+        /// Bytes per value.
+        width: usize,
+        /// `rows * width` bytes.
+        bytes: Vec<u8>,
+    },
+    /// Variable-length values (`String`: LEB128 length, then bytes), each as where it
+    /// starts and ends in the batch, length included: Native writes them as they are.
+    Var(Vec<(usize, usize)>),
+    /// `Nullable(T)`: 1 per NULL row (Native's null map), and `T`'s values with `T`'s
+    /// default under each NULL.
+    Nullable {
+        /// One byte per row.
+        nulls: Vec<u8>,
+        /// `T`'s values.
+        inner: Box<Values<'a>>,
+    },
+    /// `LowCardinality(T)`: the batch's distinct values and each row's id among them.
+    Dictionary(Dictionary<'a>),
+}
+
+/// A column's distinct values, numbered in order of first appearance, and each row's id.
+/// Built once per batch: the Native writer renumbers it for the sorted order and the
+/// sort ranks its few values instead of comparing a string per row.
+pub(super) struct Dictionary<'a> {
+    /// `T`'s width for a fixed-width `T`; `None` for `String`.
+    width: Option<usize>,
+    /// Each row's id.
+    pub ids: Vec<u32>,
+    /// The distinct values (RowBinary bytes of `T`), by id.
+    pub keys: Vec<&'a [u8]>,
+    lookup: HashMap<&'a [u8], u32, FixedState>,
+    /// The previous row's value and id: runs of one value skip the hash.
+    last: Option<(&'a [u8], u32)>,
+}
+
+/// `T`'s default under a NULL of `Nullable(String)`: the empty string.
+const EMPTY_STRING: &[u8] = &[0];
+
+impl<'a> Columns<'a> {
+    /// Transposes `count` rows of `data` (RowBinary, `schema`'s columns in order) into
+    /// buffers from `scratch`. Fails if the bytes are not exactly that many rows of those
+    /// types.
+    pub fn transpose(
+        schema: &Schema,
+        data: &'a [u8],
+        count: usize,
+        scratch: &mut Scratch,
+    ) -> Result<Self, BlockError> {
+        let mut columns: Vec<Values<'a>> = schema
+            .columns
+            .iter()
+            .map(|c| Values::new(&c.ty, count, scratch))
+            .collect();
+        let mut at = 0;
+        let mut result = Ok(());
+        'rows: for row in 0..count {
+            for values in &mut columns {
+                match values.push(data, at, row) {
+                    Some(next) => at = next,
+                    None => {
+                        result = Err(BlockError::Malformed { row });
+                        break 'rows;
+                    }
+                }
+            }
+        }
+        if result.is_ok() && at != data.len() {
+            result = Err(BlockError::Malformed { row: count });
+        }
+        let columns = Self {
+            data,
+            rows: count,
+            columns,
+        };
+        match result {
+            Ok(()) => Ok(columns),
+            Err(e) => {
+                columns.recycle(scratch);
+                Err(e)
+            }
+        }
+    }
+
+    /// Row `row`'s value of column `column`, as RowBinary bytes of its type (for
+    /// `Nullable`, of `T`).
+    pub fn value(&self, row: usize, column: usize) -> &[u8] {
+        self.columns[column].value(self.data, row)
+    }
+
+    /// Gives the buffers back to `scratch`, for the next batch.
+    pub fn recycle(self, scratch: &mut Scratch) {
+        // In reverse, so the next batch takes each column's buffer back in order.
+        for values in self.columns.into_iter().rev() {
+            values.recycle(scratch);
+        }
+    }
+}
+
+impl<'a> Values<'a> {
+    /// Empty values of `ty`, with room for `rows`.
+    fn new(ty: &ColumnType, rows: usize, scratch: &mut Scratch) -> Self {
+        match ty {
+            ColumnType::Fixed { width, .. } => {
+                // Zeroed and sized up front: each row's value is written into its slot.
+                let mut bytes = take(&mut scratch.bytes, rows * width);
+                bytes.resize(rows * width, 0);
+                Self::Fixed {
+                    width: *width,
+                    bytes,
+                }
+            }
+            ColumnType::String => Self::Var(take(&mut scratch.spans, rows)),
+            ColumnType::Nullable(inner) => Self::Nullable {
+                nulls: take(&mut scratch.bytes, rows),
+                inner: Box::new(Self::new(inner, rows, scratch)),
+            },
+            ColumnType::LowCardinality(inner) => Self::Dictionary(Dictionary {
+                width: match inner.as_ref() {
+                    ColumnType::Fixed { width, .. } => Some(*width),
+                    _ => None,
+                },
+                ids: take(&mut scratch.ids, rows),
+                keys: Vec::new(),
+                lookup: HashMap::default(),
+                last: None,
+            }),
+        }
+    }
+
+    fn recycle(self, scratch: &mut Scratch) {
+        match self {
+            Self::Fixed { bytes, .. } => give(&mut scratch.bytes, bytes),
+            Self::Var(spans) => give(&mut scratch.spans, spans),
+            Self::Nullable { nulls, inner } => {
+                inner.recycle(scratch);
+                give(&mut scratch.bytes, nulls);
+            }
+            Self::Dictionary(dictionary) => give(&mut scratch.ids, dictionary.ids),
+        }
+    }
+
+    /// Takes the value at `data[at..]`; returns where the next one starts, or `None` if
+    /// the bytes there are not a value of this type.
+    #[inline]
+    fn push(&mut self, data: &'a [u8], at: usize, row: usize) -> Option<usize> {
+        match self {
+            Self::Fixed { width, bytes } => match *width {
+                1 => take_fixed::<1>(bytes, data, at, row),
+                2 => take_fixed::<2>(bytes, data, at, row),
+                4 => take_fixed::<4>(bytes, data, at, row),
+                8 => take_fixed::<8>(bytes, data, at, row),
+                16 => take_fixed::<16>(bytes, data, at, row),
+                width => {
+                    let value = fixed_value(data, at, width)?;
+                    bytes[row * width..(row + 1) * width].copy_from_slice(value);
+                    Some(at + width)
+                }
+            },
+            Self::Var(spans) => {
+                let end = at + string_value(data, at)?.len();
+                spans.push((at, end));
+                Some(end)
+            }
+            Self::Nullable { nulls, inner } => match *data.get(at)? {
+                0 => {
+                    nulls.push(0);
+                    inner.push(data, at + 1, row)
+                }
+                1 => {
+                    nulls.push(1);
+                    inner.push_default();
+                    Some(at + 1)
+                }
+                _ => None,
+            },
+            Self::Dictionary(dictionary) => {
+                let value = match dictionary.width {
+                    Some(width) => fixed_value(data, at, width)?,
+                    None => string_value(data, at)?,
+                };
+                dictionary.push(value);
+                Some(at + value.len())
+            }
+        }
+    }
+
+    /// The type's default value, under a NULL.
+    fn push_default(&mut self) {
+        match self {
+            // The column starts zeroed: zeros are every fixed-width type's default.
+            Self::Fixed { .. } => {}
+            // An empty span: the empty string's one length byte is written for it.
+            Self::Var(spans) => spans.push((0, 0)),
+            // Not built: `Nullable` holds neither (see `ColumnType::parse`).
+            Self::Nullable { .. } | Self::Dictionary(_) => {}
+        }
+    }
+
+    /// Row `row`'s value as RowBinary bytes of the column's type (for `Nullable`, of `T`),
+    /// `data` being the batch's bytes.
+    pub fn value<'v>(&'v self, data: &'v [u8], row: usize) -> &'v [u8] {
+        match self {
+            Self::Fixed { width, bytes } => &bytes[row * width..(row + 1) * width],
+            Self::Var(spans) => span(data, spans[row]),
+            Self::Nullable { inner, .. } => inner.value(data, row),
+            Self::Dictionary(dictionary) => dictionary.keys[dictionary.ids[row] as usize],
+        }
+    }
+}
+
+/// A `Var` value's bytes: an empty span is a NULL's default, the empty string.
+#[inline]
+pub(super) fn span(data: &[u8], (start, end): (usize, usize)) -> &[u8] {
+    match end {
+        0 => EMPTY_STRING,
+        _ => &data[start..end],
+    }
+}
+
+/// Buffers a build takes and gives back, so that the flusher, building one block after
+/// another, reuses their memory: a buffer this large is otherwise a fresh mapping each
+/// time (see `memory`), every page of it faulted in and zeroed again (measured: a fifth
+/// of the build's CPU). What a build gives back is trimmed to twice what it used, so
+/// memory follows the batches' size down after a burst.
+#[derive(Default)]
+pub(super) struct Scratch {
+    /// Fixed-width columns and null maps.
+    pub bytes: Vec<Vec<u8>>,
+    /// Dictionaries' ids.
+    pub ids: Vec<Vec<u32>>,
+    /// Strings' spans.
+    pub spans: Vec<Vec<(usize, usize)>>,
+    /// The sort's part values and keys.
+    pub parts: Vec<Vec<u128>>,
+    pub keys: Vec<Vec<u64>>,
+    /// The sort's bucket bounds (two) and the order.
+    pub buckets: Vec<Vec<u32>>,
+    pub order: Vec<Vec<u32>>,
+}
+
+/// An empty buffer from `pool` with room for `capacity`.
+pub(super) fn take<T>(pool: &mut Vec<Vec<T>>, capacity: usize) -> Vec<T> {
+    let mut buffer = pool.pop().unwrap_or_default();
+    buffer.reserve(capacity);
+    buffer
+}
+
+/// Returns `buffer` to `pool`, emptied, keeping at most twice the room it used.
+pub(super) fn give<T>(pool: &mut Vec<Vec<T>>, mut buffer: Vec<T>) {
+    let used = buffer.len();
+    buffer.clear();
+    buffer.shrink_to(used * 2);
+    pool.push(buffer);
+}
+
+impl<'a> Dictionary<'a> {
+    fn push(&mut self, value: &'a [u8]) {
+        if let Some((last, id)) = self.last
+            && last == value
+        {
+            self.ids.push(id);
+            return;
+        }
+        let next = self.keys.len() as u32;
+        let keys = &mut self.keys;
+        let id = *self.lookup.entry(value).or_insert_with(|| {
+            keys.push(value);
+            next
+        });
+        self.last = Some((value, id));
+        self.ids.push(id);
+    }
+}
+
+/// Copies the `N` bytes at `data[at..]` into row `row`'s slot of `bytes` (a constant-size
+/// copy, not a call);
+/// returns where the next value starts.
+#[inline(always)]
+fn take_fixed<const N: usize>(
+    bytes: &mut [u8],
+    data: &[u8],
+    at: usize,
+    row: usize,
+) -> Option<usize> {
+    let value: &[u8; N] = data.get(at..at.checked_add(N)?)?.try_into().ok()?;
+    let slot: &mut [u8; N] = (&mut bytes[row * N..(row + 1) * N]).try_into().ok()?;
+    *slot = *value;
+    Some(at + N)
+}
+
+/// The `width` bytes at `data[at..]`.
+#[inline]
+fn fixed_value(data: &[u8], at: usize, width: usize) -> Option<&[u8]> {
+    data.get(at..at.checked_add(width)?)
+}
+
+/// The RowBinary `String` at `data[at..]`, its length prefix included.
+#[inline]
+fn string_value(data: &[u8], at: usize) -> Option<&[u8]> {
+    let rest = data.get(at..)?;
+    let (len, prefix) = match rest.first() {
+        Some(&b) if b < 0x80 => (usize::from(b), 1),
+        _ => leb128(rest)?,
+    };
+    rest.get(..prefix.checked_add(len)?)
 }

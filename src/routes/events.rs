@@ -69,6 +69,11 @@ pub async fn post_events(
         &mut reservation,
     )
     .await?;
+    // The buffer cannot take this much now: refuse before the costly part (decoding,
+    // validating, encoding), as the append would after it.
+    if let Some(refusal) = state.ingest.refuses_before_decoding(raw.len()) {
+        return Err(refusal.into());
+    }
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)

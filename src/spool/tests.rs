@@ -270,3 +270,44 @@ fn headroom_is_a_share_of_the_volume_within_bounds() {
     assert_eq!(headroom(10 << 30), 512 << 20, "5 % of 10 GiB");
     assert_eq!(headroom(250 << 30), HEADROOM_MAX, "a large shared volume");
 }
+
+#[test]
+fn a_batch_read_back_from_spool_records_builds_the_same_native_block() {
+    use crate::block::{BlockBuilder, Schema, SortKey};
+    // Varied load rows, framed request by request as handlers frame them, then decoded
+    // back as a replay reads them: the block (what ClickHouse and its block-hash
+    // deduplication see) must be the one the batch made before the crash.
+    let columns: Vec<(String, String)> = crate::sink::TABLE
+        .iter()
+        .map(|c| (c.name.to_string(), c.modern.to_string()))
+        .collect();
+    let schema = Schema::new(&columns, true).unwrap();
+    let key = SortKey::plan(
+        "event, toDate(server_time), device_id, server_time",
+        &schema,
+    );
+    let builder = BlockBuilder::new(schema, key);
+    let whole = crate::event::testing::load_rows(2_000);
+    let mut records = Vec::new();
+    let mut at = 0;
+    for size in [1, 30, 700, 269, 1_000] {
+        let mut request = Rows::default();
+        for i in at..at + size {
+            request.push_encoded(whole.row(i));
+        }
+        records.extend_from_slice(&super::frame(&request));
+        at += size;
+    }
+    let mut replayed = Rows::default();
+    let mut offset = 0;
+    while offset < records.len() {
+        offset += record::decode(&records[offset..], &mut replayed)
+            .expect("a whole record")
+            .len;
+    }
+    assert_eq!(replayed, whole);
+    assert_eq!(
+        builder.build(replayed.data(), replayed.len()).unwrap(),
+        builder.build(whole.data(), whole.len()).unwrap()
+    );
+}

@@ -117,6 +117,10 @@ async fn a_full_buffer_answers_503_with_retry_after() {
     let body: serde_json::Value = refused.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("buffer full"));
     assert!(accepted > 0);
+    // While it is that full, a body is refused before it is decoded (cheaply): even one
+    // that is not events at all gets the 503, not a 400.
+    let garbage = app.post_events("x".repeat(4096)).await;
+    assert_eq!(garbage.status(), 503);
     // Still serving, and what it holds stays within the cap.
     assert_eq!(app.get("/nope").await.status(), 404);
     let health: serde_json::Value = app.get("/v1/health").await.json().await.unwrap();

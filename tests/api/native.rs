@@ -371,3 +371,38 @@ async fn a_key_the_gateway_cannot_evaluate_is_left_to_the_server_and_said() {
     app.stop().await;
     drop_database(&database).await;
 }
+
+#[tokio::test]
+async fn a_column_retyped_between_inserts_is_read_again_and_later_batches_are_stored() {
+    let (_, settings) = server().await;
+    let database = unique_database();
+    let app = spawn_app_in(&database, &[]).await;
+    assert_eq!(
+        app.post_events(crate::helpers::batch(0, 5)).await.status(),
+        200
+    );
+    wait_for_rows(&database, 5).await;
+    // An operator makes `session` a dictionary column. The block the gateway planned says
+    // `String` for it: 18.16 refuses that for a `LowCardinality(String)` column (BAD_CAST),
+    // newer servers convert it. Either way the next batch must be stored, as the new type.
+    post(
+        &format!("ALTER TABLE `{database}`.events MODIFY COLUMN session LowCardinality(String)"),
+        &settings,
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        app.post_events(crate::helpers::batch(5, 5)).await.status(),
+        200
+    );
+    wait_for_rows(&database, 10).await;
+    let sessions = clickhouse(&format!(
+        "SELECT toTypeName(session), count() FROM `{database}`.events \
+         WHERE session = 'ybuRi8mAUypxjbxQ' GROUP BY toTypeName(session) FORMAT TSV"
+    ))
+    .await;
+    assert_eq!(sessions.trim(), "LowCardinality(String)\t10");
+    assert_eq!(app.stats.events_quarantined.get(), 0);
+    assert!(app.stop().await.is_clean());
+    drop_database(&database).await;
+}
