@@ -2,7 +2,8 @@
 //! batch inserts.
 //!
 //! The stages, one module each, in the order an event passes them:
-//! [`config`] → [`routes`] (HTTP) → [`event`] (decode, validate, the row) → [`ingest`]
+//! [`config`] → [`routes`] (HTTP) → [`event`] (decode, validate, the row; [`schema`] does
+//! the same for any other table from its own columns) → [`ingest`]
 //! (the seam) → [`buffer`] (double buffer) and, in `disk` mode, [`spool`] (write-ahead log)
 //! → [`flusher`] (thread, retries) → [`sink`] (ClickHouse; each batch sent as a columnar
 //! [`block`] in the table's key order), with rows ClickHouse refuses
@@ -15,6 +16,7 @@ pub mod buffer;
 pub mod config;
 pub mod event;
 pub mod logging;
+pub mod schema;
 pub mod shutdown;
 pub mod sink;
 pub mod startup;

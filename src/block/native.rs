@@ -15,16 +15,17 @@
 
 use std::collections::HashMap;
 
+use super::nested;
 use super::transpose::Cells;
 use super::types::{ColumnType, put_leb128};
 use super::{Column, Schema};
 
 /// LowCardinality serialization version: shared dictionaries with additional keys.
-const KEYS_VERSION: u64 = 1;
+pub(super) const KEYS_VERSION: u64 = 1;
 /// The block's keys follow (no global dictionary).
-const HAS_ADDITIONAL_KEYS: u64 = 1 << 9;
+pub(super) const HAS_ADDITIONAL_KEYS: u64 = 1 << 9;
 /// Forget any dictionary of an earlier block.
-const UPDATE_DICTIONARY: u64 = 1 << 10;
+pub(super) const UPDATE_DICTIONARY: u64 = 1 << 10;
 
 /// Appends the Native block of `cells`, rows in their order, to `out`.
 pub fn write_block(schema: &Schema, cells: &Cells<'_>, out: &mut Vec<u8>) {
@@ -45,7 +46,7 @@ fn write_column(column: &Column, index: usize, cells: &Cells<'_>, out: &mut Vec<
 }
 
 /// Writes one column of `values` (each a RowBinary value of `ty`) in Native form.
-fn write_values<'a>(
+pub(super) fn write_values<'a>(
     ty: &ColumnType,
     values: impl Iterator<Item = &'a [u8]> + Clone,
     out: &mut Vec<u8>,
@@ -67,11 +68,23 @@ fn write_values<'a>(
                 }
             }
         }
-        ColumnType::LowCardinality(_) => write_low_cardinality(values, out),
+        ColumnType::LowCardinality(inner) if matches!(**inner, ColumnType::Nullable(_)) => {
+            out.extend_from_slice(&KEYS_VERSION.to_le_bytes());
+            nested::write_low_cardinality_nullable(inner, values, out);
+        }
+        ColumnType::LowCardinality(_) => {
+            out.extend_from_slice(&KEYS_VERSION.to_le_bytes());
+            write_low_cardinality(values, out);
+        }
+        ColumnType::Array(_) | ColumnType::Map(..) | ColumnType::Tuple(_) => {
+            nested::write_prefix(ty, out);
+            nested::write_data(ty, values, out);
+        }
     }
 }
 
-fn write_low_cardinality<'a>(values: impl Iterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
+/// A `LowCardinality` column's data after its state prefix (the keys version).
+pub(super) fn write_low_cardinality<'a>(values: impl Iterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
     let mut keys: Vec<&[u8]> = Vec::new();
     let mut positions: HashMap<&[u8], u64> = HashMap::new();
     let mut indexes: Vec<u64> = Vec::new();
@@ -98,7 +111,6 @@ fn write_low_cardinality<'a>(values: impl Iterator<Item = &'a [u8]>, out: &mut V
         n if n as u64 <= 1 << 32 => (2, 4),
         _ => (3, 8),
     };
-    out.extend_from_slice(&KEYS_VERSION.to_le_bytes());
     out.extend_from_slice(&(width_code | HAS_ADDITIONAL_KEYS | UPDATE_DICTIONARY).to_le_bytes());
     out.extend_from_slice(&(keys.len() as u64).to_le_bytes());
     for key in &keys {
