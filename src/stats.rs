@@ -24,6 +24,9 @@ pub struct Stats {
     pub events_accepted: IntCounter,
     /// Events rejected by validation, by the first field at fault (`object`: unreadable).
     pub events_rejected: IntCounterVec,
+    /// Other tables' events (issue 12) by table and outcome: `accepted`, `rejected`, and
+    /// `ignored_fields` (fields the table has no column for).
+    pub table_events: IntCounterVec,
     /// Events ClickHouse confirmed.
     pub events_written: IntCounter,
     /// Events ClickHouse refused as bad data, isolated and put in the quarantine file.
@@ -143,6 +146,12 @@ impl Stats {
                 "Events rejected by validation",
                 &["reason"],
             ),
+            table_events: counter_vec(
+                &r,
+                "table_events_total",
+                "Events for tables of INGEST_TABLES other than the events table",
+                &["table", "outcome"],
+            ),
             events_written: counter(&r, "events_written_total", "Events ClickHouse confirmed"),
             events_quarantined: counter(
                 &r,
@@ -207,6 +216,27 @@ impl Stats {
                 self.events_rejected
                     .with_label_values(&[reason])
                     .inc_by(*n as u64);
+            }
+        }
+    }
+
+    /// Records one request to another table: events kept, rejected, and unknown fields.
+    pub fn record_table_request(
+        &self,
+        table: &str,
+        accepted: usize,
+        rejected: usize,
+        ignored: usize,
+    ) {
+        for (outcome, n) in [
+            ("accepted", accepted),
+            ("rejected", rejected),
+            ("ignored_fields", ignored),
+        ] {
+            if n > 0 {
+                self.table_events
+                    .with_label_values(&[table, outcome])
+                    .inc_by(n as u64);
             }
         }
     }

@@ -129,9 +129,28 @@ pub async fn get_health(
             storage_error,
         )
     };
+    // Other tables (issue 12): each one's state and what waits to reach it.
+    let tables: serde_json::Map<String, serde_json::Value> = state
+        .tables
+        .lanes
+        .iter()
+        .map(|(name, lane)| {
+            let pending = lane.ingest.pending();
+            let problem = lane.state.current().err();
+            let entry = json!({
+                "status": if problem.is_some() { "unavailable" } else { "ok" },
+                "error": problem.filter(|_| privileged),
+                "buffered_events": lane.ingest.pending_events(),
+                "buffer_bytes": pending.buffer_bytes,
+                "spool_bytes": pending.spool.as_ref().map(|s| s.bytes),
+            });
+            (name.clone(), entry)
+        })
+        .collect();
     response.json(json!({
         "status": status,
         "error": error,
+        "tables": tables,
         "clickhouse_version": version,
         "buffered_events": buffered_events,
         "buffer_bytes": pending.buffer_bytes,
@@ -199,6 +218,14 @@ pub async fn get_ready(
         Some(e) if privileged => reasons.push(format!("local storage failing: {e}")),
         Some(_) => reasons.push("local storage failing".into()),
         None => {}
+    }
+    for (name, lane) in &state.tables.lanes {
+        if let Err(why) = lane.state.current() {
+            reasons.push(match privileged {
+                true => why,
+                false => format!("table {name} unavailable"),
+            });
+        }
     }
     if state.ingest.is_closed() {
         reasons.push("shutting down".to_string());

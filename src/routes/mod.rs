@@ -13,6 +13,7 @@ mod metrics;
 mod openapi;
 pub mod server;
 mod status;
+pub mod tables;
 
 use std::sync::Arc;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `BUFFER_MODE`, for the status page.
     pub mode: &'static str,
+    /// The tables of `INGEST_TABLES` and their lanes.
+    pub tables: Arc<tables::Tables>,
     /// When the process started, for the status page's uptime.
     pub started: std::time::Instant,
 }
@@ -65,6 +68,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/events")
             .name("/v1/events")
             .route(web::post().to(events::post_events))
+            .default_service(web::to(|| async { ApiError::method_not_allowed("POST") })),
+    )
+    .service(
+        web::resource("/v1/tables/{table}")
+            .name("/v1/tables/{table}")
+            .route(web::post().to(tables::post_table))
             .default_service(web::to(|| async { ApiError::method_not_allowed("POST") })),
     )
     .service(get_only("/", status::get_page))

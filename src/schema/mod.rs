@@ -258,11 +258,13 @@ impl TableSchema {
         column.fill == Fill::Client
     }
 
-    /// Validates and encodes every event of a request.
+    /// Validates and encodes every event of a request; each row starts with `tag` (the
+    /// sink's mark of the column list it was encoded under).
     pub fn validate(
         &self,
         objects: Vec<Result<json::Fields<'_>, String>>,
         facts: RequestFacts,
+        tag: &[u8],
     ) -> TableValidated {
         let mut out = TableValidated {
             rows: Rows::with_capacity(objects.len(), 64 * self.columns.len()),
@@ -292,6 +294,7 @@ impl TableSchema {
                     }
                     if problems.is_empty() {
                         scratch.clear();
+                        scratch.extend_from_slice(tag);
                         self.encode_row(&slots, &facts, &mut scratch, &mut problems);
                         if problems.is_empty() {
                             out.rows.push_encoded(&scratch);

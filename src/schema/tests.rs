@@ -28,7 +28,7 @@ fn schema(columns: &[(&str, &str)]) -> TableSchema {
 
 fn run(schema: &TableSchema, body: &str) -> TableValidated {
     let objects = json::decode(body.as_bytes(), Format::Json, 1000).unwrap();
-    schema.validate(objects.events, facts())
+    schema.validate(objects.events, facts(), &[])
 }
 
 /// The single column's RowBinary for `value`, or its error.
@@ -283,7 +283,7 @@ fn server_filled_columns_ignore_the_client() {
     // Sent one minute after the event, by a clock ten minutes behind: corrected to the
     // server's time minus that minute.
     f.sent_at = Some(1_606_867_140);
-    let out = s.validate(objects.events, f);
+    let out = s.validate(objects.events, f, &[]);
     let row = out.rows.row(0);
     assert_eq!(row[..8], 1_606_867_200_000i64.to_le_bytes());
     assert_eq!(row[8..12], 0x0a01_0203u32.to_le_bytes());
@@ -388,7 +388,7 @@ proptest! {
             .collect();
         let text = serde_json::to_string(&body).unwrap();
         let objects = json::decode(text.as_bytes(), Format::Json, 100).unwrap();
-        let out = schema.validate(objects.events, facts());
+        let out = schema.validate(objects.events, facts(), &[]);
         prop_assert_eq!(out.rows.len() + out.rejected, events.len());
         let block_schema = Schema::new(&schema.column_list(), true).unwrap();
         let cells = Cells::split(&block_schema, out.rows.data(), out.rows.len());

@@ -6,6 +6,7 @@ mod error;
 mod format;
 mod query_log;
 mod schema;
+mod table;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ pub use self::clickhouse::ClickHouseSink;
 pub use error::SinkError;
 pub use format::{FormatInfo, InsertFormat};
 pub use schema::{Deduplication, ServerVersion, TABLE, create_table_sql};
+pub use table::{Loaded, TAG_BYTES, TableSink, TableState, quote};
 
 use crate::block::RowsRef;
 
