@@ -380,7 +380,7 @@ async fn start_tables(
                 let buffer = Arc::new(buffer);
                 let flusher = flusher::spawn(
                     buffer.clone(),
-                    sink.clone(),
+                    TableSink::sharing(config, &sink),
                     Arc::new(Quarantine::for_table(config.quarantine_dir(), &name)),
                     stats.clone(),
                     config.shutdown_timeout(),
@@ -392,7 +392,7 @@ async fn start_tables(
                 }
             }
             BufferMode::Direct => Storage {
-                ingest: Arc::new(Direct(Arc::new(sink.clone()))),
+                ingest: Arc::new(Direct(Arc::new(TableSink::sharing(config, &sink)))),
                 flusher: None,
                 spool_writer: None,
             },
@@ -410,7 +410,8 @@ async fn start_tables(
             },
         );
         storages.push(storage);
-        sinks.push(sink);
+        // The refresher runs on its own thread and runtime.
+        sinks.push(TableSink::sharing(config, &sink));
     }
     Ok((tables, storages, sinks))
 }

@@ -57,8 +57,8 @@ impl TableState {
     }
 }
 
-/// Writes one allowed table. Cheap to clone (the flusher and the refresher each hold one).
-#[derive(Clone)]
+/// Writes one allowed table. Each thread gets its own (see [`TableSink::sharing`]): a
+/// client's pooled connections belong to the runtime that opened them.
 pub struct TableSink {
     base: Client,
     database: String,
@@ -101,6 +101,17 @@ impl TableSink {
                 known: Mutex::new(HashMap::new()),
                 target,
             }),
+        }
+    }
+
+    /// Another sink for the same table, with its own client (for another thread's runtime)
+    /// and the same shared state.
+    pub fn sharing(config: &Config, other: &TableSink) -> Self {
+        let name = format!("{}.{}", other.database, other.table);
+        Self {
+            version: other.version.clone(),
+            state: other.state.clone(),
+            ..Self::new(config, &name)
         }
     }
 

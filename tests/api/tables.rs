@@ -296,3 +296,159 @@ async fn an_added_column_is_stored_without_a_restart() {
     assert_eq!(first.trim(), "");
     app.stop().await;
 }
+
+/// Posts `[{n, t}]` for `n` in `range` to `table` at `address`, one event a request;
+/// returns the `n` acknowledged with `200`.
+async fn post_each(address: &str, table: &str, range: std::ops::Range<u32>) -> Vec<u32> {
+    let http = reqwest::Client::new();
+    let mut acked = Vec::new();
+    for n in range {
+        let response = http
+            .post(format!("{address}/v1/tables/{table}"))
+            .json(&json!([{"n": n, "t": table}]))
+            .send()
+            .await;
+        if response.is_ok_and(|r| r.status() == 200) {
+            acked.push(n);
+        }
+    }
+    acked
+}
+
+/// The `n` stored in `table`, sorted, and whether every row names its own table.
+async fn stored_in(database: &str, table: &str) -> (Vec<u32>, bool) {
+    let rows = clickhouse_json(&format!(
+        "SELECT n, t FROM `{database}`.`{table}` ORDER BY n"
+    ))
+    .await;
+    let own = rows.iter().all(|r| r["t"] == table);
+    (
+        rows.iter()
+            .map(|r| r["n"].as_u64().unwrap() as u32)
+            .collect(),
+        own,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_disk_mode_with_three_tables_buffered_stores_each_row_once_in_its_table() {
+    let database = unique_database();
+    for table in ["a", "b", "c"] {
+        table_with(&database, table, "n UInt32, t String").await;
+    }
+    let spool = crate::helpers::SpoolDir::new();
+    let env = [
+        ("DURABILITY", "disk"),
+        ("SPOOL_DIR", spool.path()),
+        ("INGEST_TABLES", "a,b,c"),
+        // Nothing is flushed before the kill: every row is in a buffer and its spool.
+        ("BUFFER_FLUSH_MS", "600000"),
+        ("BUFFER_MIN_INTERVAL_MS", "0"),
+    ];
+    let (mut child, address) = crate::process::start_binary(&database, &env).await;
+    let mut acked = Vec::new();
+    for (i, table) in ["a", "b", "c"].into_iter().enumerate() {
+        let first = 100 * i as u32;
+        acked.push(post_each(&address, table, first..first + 20).await);
+    }
+    crate::process::signal(&child, "KILL");
+    within(PATIENCE, child.wait()).await.unwrap();
+    for table in ["a", "b", "c"] {
+        assert_eq!(
+            stored_in(&database, table).await.0,
+            Vec::<u32>::new(),
+            "{table}"
+        );
+    }
+    let (child, _) = crate::process::start_binary(
+        &database,
+        &[
+            ("DURABILITY", "disk"),
+            ("SPOOL_DIR", spool.path()),
+            ("INGEST_TABLES", "a,b,c"),
+            ("BUFFER_FLUSH_MS", "200"),
+        ],
+    )
+    .await;
+    for (table, acked) in ["a", "b", "c"].into_iter().zip(&acked) {
+        assert_eq!(acked.len(), 20, "{table}");
+        within(PATIENCE, async {
+            while stored_in(&database, table).await.0.len() < acked.len() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+    }
+    let (status, log) = crate::process::stop_with(child, "TERM").await;
+    assert!(status.success(), "{log}");
+    for (table, acked) in ["a", "b", "c"].into_iter().zip(&acked) {
+        let (stored, own) = stored_in(&database, table).await;
+        assert_eq!(&stored, acked, "{table}: each acknowledged row once");
+        assert!(own, "{table}: only its own rows");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_table_answers_503_and_recovers_while_the_other_keeps_flowing() {
+    let database = unique_database();
+    for table in ["steady", "flaky"] {
+        table_with(&database, table, "n UInt32, t String").await;
+    }
+    let app = spawn_app_in(
+        &database,
+        &[
+            ("INGEST_TABLES", "steady,flaky"),
+            ("SCHEMA_REFRESH_SECS", "1"),
+            ("BUFFER_FLUSH_MS", "200"),
+        ],
+    )
+    .await;
+    let address = app.address.clone();
+    let steady = tokio::spawn({
+        let address = address.clone();
+        async move {
+            let mut acked = Vec::new();
+            for round in 0..15u32 {
+                acked.extend(post_each(&address, "steady", round * 20..round * 20 + 20).await);
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+            }
+            acked
+        }
+    });
+    clickhouse(&format!("DROP TABLE `{database}`.flaky")).await;
+    // Its requests are refused once the service notices, not before the table is back.
+    within(PATIENCE, async {
+        while post_each(&address, "flaky", 0..1).await.len() == 1 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        post_each(&address, "flaky", 1..2).await.is_empty(),
+        "still 503"
+    );
+    table_with(&database, "flaky", "n UInt32, t String").await;
+    within(PATIENCE, async {
+        while post_each(&address, "flaky", 1000..1001).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let acked = steady.await.unwrap();
+    assert_eq!(acked.len(), 300, "the steady table never refused");
+    within(PATIENCE, async {
+        while stored_in(&database, "steady").await.0.len() < acked.len() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(stored_in(&database, "steady").await.0, acked);
+    within(PATIENCE, async {
+        while !stored_in(&database, "flaky").await.0.contains(&1000) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    app.stop().await;
+}
