@@ -59,11 +59,12 @@ pub struct AppState {
 
 /// Registers every route on an actix `App`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use utoipa::OpenApi;
+    // The document is built per request (each allowed table's columns may change).
     cfg.service(
         utoipa_swagger_ui::SwaggerUi::new("/swagger/{_:.*}")
-            .url("/openapi.json", openapi::ApiDoc::openapi()),
+            .config(utoipa_swagger_ui::Config::from("/openapi.json")),
     )
+    .service(get_only("/openapi.json", openapi::get_openapi))
     .service(
         web::resource("/v1/events")
             .name("/v1/events")

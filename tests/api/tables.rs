@@ -452,3 +452,26 @@ async fn a_dropped_table_answers_503_and_recovers_while_the_other_keeps_flowing(
     .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn openapi_describes_each_allowed_tables_event_from_its_columns() {
+    let database = unique_database();
+    table_with(
+        &database,
+        "clicks",
+        "kind Enum8('a' = 1, 'b' = 2), note Nullable(String), tags Array(String), \
+         server_time DateTime",
+    )
+    .await;
+    let app = spawn_app_in(&database, &[("INGEST_TABLES", "clicks")]).await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert!(doc["paths"]["/v1/tables/{table}"]["post"].is_object());
+    let body = &doc["paths"]["/v1/tables/clicks"]["post"]["requestBody"]["content"];
+    assert!(body["application/json"].is_object(), "{body}");
+    let event = &doc["components"]["schemas"]["TableEvent_clicks"]["properties"];
+    assert_eq!(event["kind"]["enum"], json!(["a", "b"]));
+    assert_eq!(event["note"]["nullable"], true);
+    assert_eq!(event["tags"]["type"], "array");
+    assert_eq!(event["server_time"]["readOnly"], true);
+    app.stop().await;
+}
