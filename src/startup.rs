@@ -381,7 +381,10 @@ async fn start_tables(
                 let flusher = flusher::spawn(
                     buffer.clone(),
                     TableSink::sharing(config, &sink),
-                    Arc::new(Quarantine::for_table(config.quarantine_dir(), &name)),
+                    Arc::new(Quarantine::for_table(config.quarantine_dir(), &name, {
+                        let state = sink.state();
+                        Arc::new(move |row: &[u8]| state.decode_row(row))
+                    })),
                     stats.clone(),
                     config.shutdown_timeout(),
                 )?;

@@ -258,6 +258,11 @@ fn scalar_value(scalar: &Scalar, value: &Value<'_>, out: &mut Vec<u8>) -> Result
                     out.extend_from_slice(&seconds.to_le_bytes());
                 }
                 Scalar::DateTime64 { precision } => {
+                    // The type's documented range: 1900-01-01 ..= 2299-12-31 23:59:59.
+                    let seconds = nanos.div_euclid(1_000_000_000);
+                    if !(-2_208_988_800..=10_413_791_999).contains(&seconds) {
+                        return Err(out_of_range());
+                    }
                     let ticks = i64::try_from(time::ticks(nanos, *precision))
                         .map_err(|_| out_of_range())?;
                     out.extend_from_slice(&ticks.to_le_bytes());

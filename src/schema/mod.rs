@@ -11,6 +11,7 @@
 //! `CLIENT_IP_COLUMN`, and `client_time_corrected` beside `client_time`) are filled as
 //! `/v1/events` fills them, and a client's value for them is ignored.
 
+mod decode;
 mod encode;
 pub mod json;
 pub mod number;

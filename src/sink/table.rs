@@ -55,6 +55,14 @@ impl TableState {
     pub fn current(&self) -> Result<Arc<Loaded>, String> {
         self.current.lock().clone()
     }
+
+    /// One encoded row (tag first) as JSON with its column names, if its list is known.
+    pub fn decode_row(&self, row: &[u8]) -> Option<serde_json::Value> {
+        let (tag, body) = row.split_at_checked(TAG_BYTES)?;
+        let tag: [u8; TAG_BYTES] = tag.try_into().ok()?;
+        let loaded = self.known.lock().get(&tag).cloned()?;
+        loaded.schema.decode_row(body)
+    }
 }
 
 /// Writes one allowed table. Each thread gets its own (see [`TableSink::sharing`]): a

@@ -475,3 +475,54 @@ async fn openapi_describes_each_allowed_tables_event_from_its_columns() {
     assert_eq!(event["server_time"]["readOnly"], true);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn rows_buffered_under_a_dropped_column_are_quarantined_with_the_reason_and_later_rows_flow()
+{
+    let database = unique_database();
+    table_with(&database, "shrinks", "n UInt32, gone String").await;
+    let spool = crate::helpers::SpoolDir::new();
+    let app = spawn_app_in(
+        &database,
+        &[
+            ("INGEST_TABLES", "shrinks"),
+            ("SCHEMA_REFRESH_SECS", "1"),
+            ("SPOOL_DIR", spool.path()),
+            // Held in the buffer while the column goes away.
+            ("BUFFER_FLUSH_MS", "4000"),
+            ("BUFFER_MIN_INTERVAL_MS", "0"),
+        ],
+    )
+    .await;
+    let old = json!([{"n": 1, "gone": "x"}, {"n": 2, "gone": "y"}]);
+    assert_eq!(post_table(&app, "shrinks", &old).await.status(), 200);
+    clickhouse(&format!(
+        "ALTER TABLE `{database}`.shrinks DROP COLUMN gone"
+    ))
+    .await;
+    let lines = spool.quarantined(2).await;
+    for line in &lines {
+        assert_eq!(line["table"], "shrinks", "{line}");
+        let error = line["error"].as_str().unwrap();
+        assert!(error.contains("gone"), "{error}");
+        assert!(
+            line["event"]["n"].is_number(),
+            "read back by its own columns: {line}"
+        );
+    }
+    // Rows encoded after the change are stored.
+    within(PATIENCE, async {
+        let mut n = 10;
+        loop {
+            post_table(&app, "shrinks", &json!([{"n": n, "gone": "z"}])).await;
+            let count = clickhouse(&format!("SELECT count() FROM `{database}`.shrinks")).await;
+            if count.trim() != "0" {
+                return;
+            }
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    app.stop().await;
+}
