@@ -115,6 +115,9 @@ pub struct TableColumn {
     /// Whether the column has a `DEFAULT` the gateway cannot compute (its zero value is
     /// written instead), for the README's and the OpenAPI's notes.
     pub default_expression: String,
+    /// A `DEFAULT` column: with [`TableSchema::server_defaults`], a missing field is left to
+    /// the server's expression.
+    has_default: bool,
     fill: Fill,
     missing: Missing,
 }
@@ -128,6 +131,9 @@ pub struct TableSchema {
     by_name: HashMap<String, usize>,
     /// The `client_time` column, when `client_time_corrected` is filled from it.
     client_time: Option<usize>,
+    /// Rows are `RowBinaryWithDefaults`: a flag byte before each column (1: the server
+    /// computes the column's `DEFAULT`, no value follows; 0: the value follows).
+    server_defaults: bool,
 }
 
 /// Server-side facts about one request, shared by its events.
@@ -216,6 +222,7 @@ impl TableSchema {
                 type_name: info.type_name.clone(),
                 shape,
                 default_expression: info.default_expression.clone(),
+                has_default: info.default_kind == "DEFAULT",
                 fill,
                 missing,
             });
@@ -237,7 +244,21 @@ impl TableSchema {
             columns: out,
             by_name,
             client_time,
+            server_defaults: false,
         })
+    }
+
+    /// The same columns encoded as `RowBinaryWithDefaults` (for a server that reads it, 23.x
+    /// and later), when some column has a `DEFAULT`: a missing field then takes the column's
+    /// own expression, computed by the server per row.
+    pub fn server_defaults(mut self) -> Self {
+        self.server_defaults = self.columns.iter().any(|c| c.has_default);
+        self
+    }
+
+    /// Whether rows are `RowBinaryWithDefaults` (see [`TableSchema::server_defaults`]).
+    pub fn uses_server_defaults(&self) -> bool {
+        self.server_defaults
     }
 
     /// The columns, in encoding order.
@@ -328,6 +349,19 @@ impl TableSchema {
         problems: &mut Vec<(Cow<'static, str>, Problem)>,
     ) {
         for (column, slot) in self.columns.iter().zip(slots) {
+            if self.server_defaults {
+                let absent = match slot {
+                    None => true,
+                    Some(raw) => {
+                        raw.get() == "null" && !matches!(column.shape.plain(), Shape::Nullable(_))
+                    }
+                };
+                if column.fill == Fill::Client && column.has_default && absent {
+                    buf.push(1);
+                    continue;
+                }
+                buf.push(0);
+            }
             match column.fill {
                 Fill::ServerTime => put_time(&column.shape, facts.server_time_nanos, buf),
                 Fill::ClientIp => put_ip(&column.shape, facts.ip, buf),

@@ -418,3 +418,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn with_server_defaults_a_missing_field_is_flagged_for_the_servers_expression() {
+    let infos = vec![
+        ColumnInfo::plain("n", "UInt32"),
+        ColumnInfo {
+            default_kind: "DEFAULT".into(),
+            default_expression: "toDate(t)".into(),
+            ..ColumnInfo::plain("d", "Date")
+        },
+        ColumnInfo::plain("s", "Nullable(String)"),
+    ];
+    let s = TableSchema::new("db.t", &infos, "server_time", "ip")
+        .unwrap()
+        .server_defaults();
+    assert!(s.uses_server_defaults());
+    let out = run(&s, r#"[{"n": 1}, {"n": 2, "d": "1970-01-03", "s": null}]"#);
+    assert_eq!(out.rows.row(0), [0, 1, 0, 0, 0, 1, 0, 1]);
+    assert_eq!(out.rows.row(1), [0, 2, 0, 0, 0, 0, 2, 0, 0, 1]);
+    assert_eq!(
+        s.decode_row(out.rows.row(0)),
+        Some(serde_json::json!({"n": 1, "s": null}))
+    );
+    // Without a DEFAULT column there is nothing to flag: plain RowBinary.
+    let plain = schema(&[("n", "UInt32")]).server_defaults();
+    assert!(!plain.uses_server_defaults());
+}

@@ -75,6 +75,8 @@ pub struct TableSink {
     server_time_column: String,
     client_ip_column: String,
     version: Arc<Mutex<Option<ServerVersion>>>,
+    /// Whether the server reads `RowBinaryWithDefaults` (asked with the version).
+    server_defaults: Arc<Mutex<bool>>,
     state: Arc<TableState>,
 }
 
@@ -104,6 +106,7 @@ impl TableSink {
             server_time_column: config.server_time_column.clone(),
             client_ip_column: config.client_ip_column.clone(),
             version: Arc::new(Mutex::new(None)),
+            server_defaults: Arc::new(Mutex::new(false)),
             state: Arc::new(TableState {
                 current: Mutex::new(Err(format!("{target}: columns not read yet"))),
                 known: Mutex::new(HashMap::new()),
@@ -118,6 +121,7 @@ impl TableSink {
         let name = format!("{}.{}", other.database, other.table);
         Self {
             version: other.version.clone(),
+            server_defaults: other.server_defaults.clone(),
             state: other.state.clone(),
             ..Self::new(config, &name)
         }
@@ -186,6 +190,18 @@ impl TableSink {
                 .bounded(self.base.query("SELECT version()").fetch_one::<String>())
                 .await
                 .map_err(unreachable)?;
+            let formats = self
+                .bounded(
+                    self.base
+                        .query(
+                            "SELECT count() FROM system.formats \
+                             WHERE name = 'RowBinaryWithDefaults' AND is_input",
+                        )
+                        .fetch_one::<u64>(),
+                )
+                .await
+                .map_err(unreachable)?;
+            *self.server_defaults.lock() = formats > 0;
             *self.version.lock() = ServerVersion::parse(&text);
         }
         let infos = self
@@ -207,6 +223,10 @@ impl TableSink {
             &self.server_time_column,
             &self.client_ip_column,
         )
+        .map(|schema| match *self.server_defaults.lock() {
+            true => schema.server_defaults(),
+            false => schema,
+        })
         .map_err(|e| match e {
             SchemaError::Missing(t) => {
                 format!(
@@ -239,14 +259,20 @@ impl TableSink {
         let key = SortKey::plan(&order_by_of(&definition), &block_schema);
         let layouts = block_schema.columns.iter().map(|c| c.ty.clone()).collect();
         let quoted: Vec<String> = columns.iter().map(|(n, _)| quote(n)).collect();
+        let format = match schema.uses_server_defaults() {
+            true => "RowBinaryWithDefaults",
+            false => "Native",
+        };
         let insert_sql = format!(
-            "INSERT INTO {}.{} ({}) FORMAT Native",
+            "INSERT INTO {}.{} ({}) FORMAT {format}",
             quote(&self.database),
             quote(&self.table),
             quoted.join(", ")
         );
+        let mut tagged = columns.clone();
+        tagged.push((String::new(), format.to_string()));
         Ok(Loaded {
-            tag: tag_of(&columns),
+            tag: tag_of(&tagged),
             schema,
             builder: BlockBuilder::new(block_schema, key),
             layouts,
@@ -316,7 +342,7 @@ impl Sink for TableSink {
                 )));
             };
             let body = &rows.data[at + TAG_BYTES..];
-            let len = row_len(&loaded.layouts, body)
+            let len = row_len(&loaded.layouts, body, loaded.schema.uses_server_defaults())
                 .ok_or_else(|| SinkError::Data("a row that does not fit its columns".into()))?;
             match runs.last_mut() {
                 Some((l, data, n)) if l.tag == tag => {
@@ -345,10 +371,14 @@ impl Sink for TableSink {
                     )));
                 }
             }
-            let block = loaded
-                .builder
-                .build(data, *count)
-                .map_err(|e| SinkError::Data(e.to_string()))?;
+            let block = match loaded.schema.uses_server_defaults() {
+                // Sent as encoded: a Native block has no per-row "use the default".
+                true => data.clone(),
+                false => loaded
+                    .builder
+                    .build(data, *count)
+                    .map_err(|e| SinkError::Data(e.to_string()))?,
+            };
             let token = id.map(|id| match runs.len() {
                 1 => (id.token.to_string(), id.maybe_sent),
                 _ => (format!("{}-{i}", id.token), id.maybe_sent),
@@ -388,9 +418,18 @@ pub fn tag_of(columns: &[(String, String)]) -> [u8; TAG_BYTES] {
     (hasher.finish() as u32).to_le_bytes()
 }
 
-/// Length of one RowBinary row of `layouts` at the start of `data`.
-fn row_len(layouts: &[ColumnType], data: &[u8]) -> Option<usize> {
+/// Length of one RowBinary row of `layouts` at the start of `data` (`with_defaults`:
+/// `RowBinaryWithDefaults`, a flag byte before each value, 1 meaning no value follows).
+fn row_len(layouts: &[ColumnType], data: &[u8], with_defaults: bool) -> Option<usize> {
     layouts.iter().try_fold(0usize, |at, ty| {
+        let mut at = at;
+        if with_defaults {
+            let flag = *data.get(at)?;
+            at += 1;
+            if flag == 1 {
+                return Some(at);
+            }
+        }
         at.checked_add(ty.value_len(data.get(at..)?)?)
     })
 }

@@ -526,3 +526,30 @@ async fn rows_buffered_under_a_dropped_column_are_quarantined_with_the_reason_an
     .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_missing_field_takes_the_columns_default_expression_where_the_server_can_apply_it() {
+    let database = unique_database();
+    table_with(
+        &database,
+        "defaults",
+        "n UInt32, t DateTime('UTC'), d Date DEFAULT toDate(t), label String DEFAULT 'web'",
+    )
+    .await;
+    let app = spawn_app_in(&database, &[("INGEST_TABLES", "defaults")]).await;
+    let body = json!([{"n": 1, "t": "2020-12-01 23:59:00"}]);
+    assert_eq!(post_table(&app, "defaults", &body).await.status(), 200);
+    wait_for(&database, "defaults", 1).await;
+    let row = clickhouse(&format!(
+        "SELECT toString(d), label FROM `{database}`.defaults"
+    ))
+    .await;
+    // A literal DEFAULT is applied on every server; an expression only where the server
+    // reads RowBinaryWithDefaults (not 18.16: the type's zero value there).
+    let expected = match modern_engine() {
+        true => "2020-12-01\tweb",
+        false => "0000-00-00\tweb", // 18.16 shows the zero Date so
+    };
+    assert_eq!(row.trim(), expected);
+    app.stop().await;
+}
