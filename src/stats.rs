@@ -45,6 +45,8 @@ pub struct Stats {
     pub flush_rows: Histogram,
     /// Events held in the buffer (both halves); set when scraped.
     pub buffer_events: IntGauge,
+    /// Other tables' events held in their buffers, by table; set when scraped.
+    pub table_buffer_events: prometheus::IntGaugeVec,
     /// Bytes held in the buffer (both halves); set when scraped.
     pub buffer_bytes: IntGauge,
     /// `BUFFER_MAX_BYTES`.
@@ -180,6 +182,18 @@ impl Stats {
                 prometheus::exponential_buckets(1.0, 4.0, 12).expect("valid buckets"),
             ),
             buffer_events: gauge(&r, "buffer_events", "Events held in the buffer"),
+            table_buffer_events: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "table_buffer_events",
+                        "Events held in another table's buffer (INGEST_TABLES)",
+                    ),
+                    &["table"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             buffer_bytes: gauge(&r, "buffer_bytes", "Bytes held in the buffer"),
             buffer_max_bytes: gauge(&r, "buffer_max_bytes", "BUFFER_MAX_BYTES"),
             spool_bytes: gauge(&r, "spool_bytes", "Unconfirmed bytes in the disk spool"),

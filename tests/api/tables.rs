@@ -209,6 +209,20 @@ async fn every_type_the_engine_has_round_trips_and_bad_fields_reject_their_event
         metrics.contains(r#"table_events_total{outcome="ignored_fields",table="every type"} 1"#),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(r#"table_buffer_events{table="every type"}"#),
+        "{metrics}"
+    );
+    let status: Value = app.get("/v1/status").await.json().await.unwrap();
+    let entry = &status["tables"][0];
+    assert_eq!(entry["table"], "every type");
+    assert_eq!(
+        (entry["accepted"].as_u64(), entry["rejected"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(entry["state"], "ok");
+    let health: Value = app.get("/v1/health").await.json().await.unwrap();
+    assert_eq!(health["tables"]["every type"]["status"], "ok", "{health}");
     app.stop().await;
 }
 
