@@ -334,7 +334,13 @@ impl Sink for TableSink {
                 .get(at..at + TAG_BYTES)
                 .and_then(|t| t.try_into().ok())
                 .ok_or_else(|| SinkError::Data("a row shorter than its tag".into()))?;
-            let Some(loaded) = self.loaded(tag).await? else {
+            // Consecutive rows nearly always share their list: no lookup for those.
+            let same = runs.last().filter(|(l, _, _)| l.tag == tag).map(|(l, _, _)| l.clone());
+            let loaded = match same {
+                Some(loaded) => Some(loaded),
+                None => self.loaded(tag).await?,
+            };
+            let Some(loaded) = loaded else {
                 return Err(SinkError::Data(format!(
                     "row encoded under a column list of {} this process does not know (the \
                      table changed before a restart)",
