@@ -95,12 +95,24 @@ fn element(shape: &Shape, raw: &RawValue, out: &mut Vec<u8>) -> Result<(), Probl
     encode(shape, &value, out)
 }
 
-/// The type's zero value (what ClickHouse stores for a missing field without a default).
+/// The type's default value (what ClickHouse stores for a missing field without a
+/// `DEFAULT`): zero, empty, NULL, and for an `Enum` its smallest value (0 may not be one).
 pub fn zero(shape: &Shape) -> Vec<u8> {
-    shape
-        .layout()
-        .map(|l| l.default_value())
-        .unwrap_or_default()
+    match shape {
+        Shape::Scalar(Scalar::Enum { bits, values }) => {
+            let least = values.iter().map(|(_, n)| *n).min().unwrap_or(0);
+            match bits {
+                8 => vec![least as i8 as u8],
+                _ => least.to_le_bytes().to_vec(),
+            }
+        }
+        Shape::LowCardinality(inner) => zero(inner),
+        Shape::Tuple(elements) => elements.iter().flat_map(|(_, s)| zero(s)).collect(),
+        other => other
+            .layout()
+            .map(|l| l.default_value())
+            .unwrap_or_default(),
+    }
 }
 
 fn expected(what: &str, value: &Value<'_>) -> Problem {

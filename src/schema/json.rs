@@ -185,9 +185,58 @@ pub fn decode(body: &[u8], format: Format, max_events: usize) -> Result<Objects<
     }
 }
 
-/// A JSON array of event objects.
+/// An array element: an object's fields, read in the same pass as the array, or not an
+/// object at all.
+struct Element<'a>(Option<Fields<'a>>);
+
+impl<'de> Deserialize<'de> for Element<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Element<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(Key(key)) = map.next_key()? {
+                    fields.push((key, map.next_value::<&RawValue>()?));
+                }
+                Ok(Element(Some(fields)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Element(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Element(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Element(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Element(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Element(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Element(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Element(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A JSON array of event objects, each object's fields read in the same pass.
 fn array(text: &str, max: usize) -> Result<Vec<Result<Fields<'_>, String>>, DecodeError> {
-    let elements: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
+    let elements: Vec<Element<'_>> = serde_json::from_str(text).map_err(|e| {
         let text = shorten(&e.to_string());
         match e.classify() {
             serde_json::error::Category::Data => DecodeError::WrongShape(text),
@@ -200,9 +249,9 @@ fn array(text: &str, max: usize) -> Result<Vec<Result<Fields<'_>, String>>, Deco
     elements
         .into_iter()
         .enumerate()
-        .map(|(index, raw)| match raw.get().starts_with('{') {
-            true => Ok(object(raw.get())),
-            false => Err(DecodeError::NotAnObject { index }),
+        .map(|(index, element)| match element.0 {
+            Some(fields) => Ok(Ok(fields)),
+            None => Err(DecodeError::NotAnObject { index }),
         })
         .collect()
 }

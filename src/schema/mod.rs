@@ -303,14 +303,14 @@ impl TableSchema {
                 Err(error) => problems.push(("".into(), error.into())),
                 Ok(fields) => {
                     for (name, raw) in &fields {
-                        match self.by_name.get(name.as_ref()) {
-                            Some(&i) if slots[i].is_some() => {
+                        match self.index_of(name) {
+                            Some(i) if slots[i].is_some() => {
                                 problems.push((
                                     self.columns[i].name.clone().into(),
                                     format!("duplicate field `{}`", self.columns[i].name).into(),
                                 ));
                             }
-                            Some(&i) => slots[i] = Some(raw),
+                            Some(i) => slots[i] = Some(raw),
                             None => out.unknown_fields += 1,
                         }
                     }
@@ -338,6 +338,15 @@ impl TableSchema {
             }
         }
         out
+    }
+
+    /// The column a field fills: compared in place for a table of a few dozen columns
+    /// (cheaper than hashing the name), looked up beyond.
+    fn index_of(&self, name: &str) -> Option<usize> {
+        if self.columns.len() <= 32 {
+            return self.columns.iter().position(|c| c.name == name);
+        }
+        self.by_name.get(name).copied()
     }
 
     /// Encodes one event's columns into `buf`; problems are pushed, per field.

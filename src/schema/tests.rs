@@ -141,6 +141,12 @@ fn each_type_encodes_as_rowbinary() {
             r#"{"b": "x"}"#,
             vec![0, 1, b'x'],
         ),
+        // A missing element takes its type's default: an Enum's smallest value.
+        (
+            "Tuple(a Enum8('x' = 5, 'y' = 3), b UInt8)",
+            r#"{"b": 1}"#,
+            vec![3, 1],
+        ),
     ];
     for (ty, value, bytes) in cases {
         assert_eq!(one(ty, value), Ok(bytes), "{ty} {value}");

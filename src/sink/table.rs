@@ -335,7 +335,10 @@ impl Sink for TableSink {
                 .and_then(|t| t.try_into().ok())
                 .ok_or_else(|| SinkError::Data("a row shorter than its tag".into()))?;
             // Consecutive rows nearly always share their list: no lookup for those.
-            let same = runs.last().filter(|(l, _, _)| l.tag == tag).map(|(l, _, _)| l.clone());
+            let same = runs
+                .last()
+                .filter(|(l, _, _)| l.tag == tag)
+                .map(|(l, _, _)| l.clone());
             let loaded = match same {
                 Some(loaded) => Some(loaded),
                 None => self.loaded(tag).await?,
