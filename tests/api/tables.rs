@@ -80,6 +80,19 @@ fn common_columns() -> Vec<(&'static str, &'static str, Value, &'static str)> {
         ),
         ("empty", "Array(UInt8)", json!([]), "[]"),
         ("tup", "Tuple(UInt8, String)", json!([7, "z"]), "(7,'z')"),
+        ("lc", "LowCardinality(String)", json!("w"), "w"),
+        (
+            "alc",
+            "Array(LowCardinality(String))",
+            json!(["p", "q", "p"]),
+            "['p','q','p']",
+        ),
+        (
+            "lcn",
+            "LowCardinality(Nullable(String))",
+            json!(null),
+            "\\N",
+        ),
     ]
 }
 
@@ -110,7 +123,7 @@ fn modern_columns() -> Vec<(&'static str, &'static str, Value, &'static str)> {
         ("v4", "IPv4", json!("1.2.3.4"), "1.2.3.4"),
         ("v6", "IPv6", json!("2001:db8::1"), "2001:db8::1"),
         ("m", "Map(String, UInt8)", json!({"k": 1}), "{'k':1}"),
-        ("lcn", "LowCardinality(Nullable(String))", json!("w"), "w"),
+        ("lcn2", "LowCardinality(Nullable(String))", json!("w"), "w"),
         (
             "named",
             "Tuple(a UInt8, b String)",
@@ -122,9 +135,20 @@ fn modern_columns() -> Vec<(&'static str, &'static str, Value, &'static str)> {
 
 async fn table_with(database: &str, table: &str, columns: &str) {
     clickhouse(&format!("CREATE DATABASE IF NOT EXISTS `{database}`")).await;
-    clickhouse(&format!(
-        "CREATE TABLE `{database}`.`{table}` ({columns}) ENGINE = MergeTree ORDER BY tuple()"
-    ))
+    // 18.16 has LowCardinality behind a setting (ignored by later servers).
+    let url = match modern_engine() {
+        true => crate::helpers::clickhouse_url(),
+        false => format!(
+            "{}/?allow_experimental_low_cardinality_type=1",
+            crate::helpers::clickhouse_url()
+        ),
+    };
+    crate::helpers::clickhouse_at(
+        &url,
+        &format!(
+            "CREATE TABLE `{database}`.`{table}` ({columns}) ENGINE = MergeTree ORDER BY tuple()"
+        ),
+    )
     .await;
 }
 
