@@ -53,6 +53,16 @@ impl<'a> Value<'a> {
             Some(b'n') => Value::Null,
             Some(b't') => Value::Bool(true),
             Some(b'f') => Value::Bool(false),
+            // Without escapes the text between the quotes is the string (the raw value was
+            // checked as JSON when it was cut out): no second parse.
+            Some(b'"')
+                if text.len() >= 2
+                    && !text[1..text.len() - 1]
+                        .bytes()
+                        .any(|b| b == b'\\' || b < 0x20) =>
+            {
+                Value::Str(Cow::Borrowed(&text[1..text.len() - 1]))
+            }
             Some(b'"') => Value::Str(match serde_json::from_str::<&str>(text) {
                 Ok(s) => Cow::Borrowed(s),
                 Err(_) => Cow::Owned(serde_json::from_str::<String>(text).map_err(bad)?),

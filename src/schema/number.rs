@@ -146,6 +146,19 @@ fn to_bytes(negative: bool, digits: &[u8], bits: u32, signed: bool) -> Option<Ve
 /// An integer type's value from JSON number text (or the same in a string); `5.0` and
 /// `1e3` are integers, `5.5` is not.
 pub fn integer(text: &str, bits: u16, signed: bool) -> Result<Vec<u8>, NumberError> {
+    // Plain integers of up to 64 bits, the usual case, without the digit-by-digit path.
+    if bits <= 64
+        && let Ok(value) = text.trim().parse::<i128>()
+    {
+        let (min, max) = match signed {
+            true => (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1),
+            false => (0, (1i128 << bits) - 1),
+        };
+        if !(min..=max).contains(&value) {
+            return Err(NumberError::OutOfRange);
+        }
+        return Ok(value.to_le_bytes()[..usize::from(bits) / 8].to_vec());
+    }
     let (negative, digits) = scaled(text, 0)?;
     to_bytes(negative, &digits, u32::from(bits), signed).ok_or(NumberError::OutOfRange)
 }
