@@ -482,7 +482,9 @@ mod tests {
         let ingest = Buffered(buffer.clone());
         // Empty: even a body over the cap is decoded (it may encode small enough, or get 413).
         assert!(ingest.refuses_before_decoding(10_000).is_none());
-        buffer.append(&mut crate::event::testing::rows(0..10)).unwrap();
+        buffer
+            .append(&mut crate::event::testing::rows(0..10))
+            .unwrap();
         let room = 4096 - buffer.pending_bytes();
         assert!(ingest.refuses_before_decoding(room).is_none());
         assert!(matches!(

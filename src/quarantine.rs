@@ -19,9 +19,15 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::event::decode_json;
 
+/// Reads one of another table's encoded rows back as JSON (`None` if it cannot).
+pub type RowDecoder = std::sync::Arc<dyn Fn(&[u8]) -> Option<serde_json::Value> + Send + Sync>;
+
 /// Where rejected rows go.
 pub struct Quarantine {
     dir: PathBuf,
+    /// Another table's lane (issue 12): lines name it, and rows are read back with the
+    /// column list they were encoded under.
+    table: Option<(String, RowDecoder)>,
     /// Serialises writers (only the flusher writes; the lock keeps lines whole regardless).
     lock: Mutex<()>,
 }
@@ -39,7 +45,16 @@ impl Quarantine {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
+            table: None,
             lock: Mutex::new(()),
+        }
+    }
+
+    /// The quarantine of another table's lane, in the same folder as the events table's.
+    pub fn for_table(dir: impl Into<PathBuf>, table: &str, decode: RowDecoder) -> Self {
+        Self {
+            table: Some((table.to_string(), decode)),
+            ..Self::new(dir)
         }
     }
 
@@ -50,7 +65,7 @@ impl Quarantine {
 
     /// Appends one line per row of `rejected`, from batch `batch`, and syncs the file.
     pub fn put(&self, batch: &str, rejected: &[Rejected<'_>]) -> io::Result<PathBuf> {
-        let lines = lines(batch, rejected)?;
+        let lines = lines(self.table.as_ref(), batch, rejected)?;
         let _guard = self.lock.lock();
         self.append_to_day(&lines)
     }
@@ -59,7 +74,7 @@ impl Quarantine {
     /// file in the spool's folder `spool_dir` and syncs it, so the batch can be confirmed
     /// (its rows leave the spool) while the quarantine is unwritable, without losing them.
     pub fn park(&self, spool_dir: &Path, batch: &str, rejected: &[Rejected<'_>]) -> io::Result<()> {
-        let lines = lines(batch, rejected)?;
+        let lines = lines(self.table.as_ref(), batch, rejected)?;
         let _guard = self.lock.lock();
         append_synced(spool_dir, &parked_path(spool_dir), &lines)
     }
@@ -105,21 +120,31 @@ pub fn parked_path(spool_dir: &Path) -> PathBuf {
 const PARKED: &str = "quarantine-parked.jsonl";
 
 /// One JSON line per row of `rejected`, from batch `batch`.
-fn lines(batch: &str, rejected: &[Rejected<'_>]) -> io::Result<Vec<u8>> {
+fn lines(
+    table: Option<&(String, RowDecoder)>,
+    batch: &str,
+    rejected: &[Rejected<'_>],
+) -> io::Result<Vec<u8>> {
     let at = OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default();
     let mut lines = Vec::new();
     for r in rejected {
-        let event = decode_json(r.row).unwrap_or_else(|| {
-            json!({ "undecodable_row_hex": r.row.iter().map(|b| format!("{b:02x}")).collect::<String>() })
-        });
-        let line = json!({
+        let hex = || r.row.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let event = match table {
+            Some((_, decode)) => decode(r.row),
+            None => decode_json(r.row),
+        }
+        .unwrap_or_else(|| json!({ "undecodable_row_hex": hex() }));
+        let mut line = json!({
             "quarantined_at": at,
             "error": r.error,
             "batch": batch,
             "event": event,
         });
+        if let (Some((table, _)), Some(object)) = (table, line.as_object_mut()) {
+            object.insert("table".into(), json!(table));
+        }
         serde_json::to_writer(&mut lines, &line)?;
         lines.push(b'\n');
     }

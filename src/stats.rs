@@ -24,6 +24,9 @@ pub struct Stats {
     pub events_accepted: IntCounter,
     /// Events rejected by validation, by the first field at fault (`object`: unreadable).
     pub events_rejected: IntCounterVec,
+    /// Other tables' events (issue 12) by table and outcome: `accepted`, `rejected`, and
+    /// `ignored_fields` (fields the table has no column for).
+    pub table_events: IntCounterVec,
     /// Events ClickHouse confirmed.
     pub events_written: IntCounter,
     /// Events ClickHouse refused as bad data, isolated and put in the quarantine file.
@@ -42,6 +45,8 @@ pub struct Stats {
     pub flush_rows: Histogram,
     /// Events held in the buffer (both halves); set when scraped.
     pub buffer_events: IntGauge,
+    /// Other tables' events held in their buffers, by table; set when scraped.
+    pub table_buffer_events: prometheus::IntGaugeVec,
     /// Bytes held in the buffer (both halves); set when scraped.
     pub buffer_bytes: IntGauge,
     /// `BUFFER_MAX_BYTES`.
@@ -143,6 +148,12 @@ impl Stats {
                 "Events rejected by validation",
                 &["reason"],
             ),
+            table_events: counter_vec(
+                &r,
+                "table_events_total",
+                "Events for tables of INGEST_TABLES other than the events table",
+                &["table", "outcome"],
+            ),
             events_written: counter(&r, "events_written_total", "Events ClickHouse confirmed"),
             events_quarantined: counter(
                 &r,
@@ -171,6 +182,18 @@ impl Stats {
                 prometheus::exponential_buckets(1.0, 4.0, 12).expect("valid buckets"),
             ),
             buffer_events: gauge(&r, "buffer_events", "Events held in the buffer"),
+            table_buffer_events: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "table_buffer_events",
+                        "Events held in another table's buffer (INGEST_TABLES)",
+                    ),
+                    &["table"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             buffer_bytes: gauge(&r, "buffer_bytes", "Bytes held in the buffer"),
             buffer_max_bytes: gauge(&r, "buffer_max_bytes", "BUFFER_MAX_BYTES"),
             spool_bytes: gauge(&r, "spool_bytes", "Unconfirmed bytes in the disk spool"),
@@ -207,6 +230,27 @@ impl Stats {
                 self.events_rejected
                     .with_label_values(&[reason])
                     .inc_by(*n as u64);
+            }
+        }
+    }
+
+    /// Records one request to another table: events kept, rejected, and unknown fields.
+    pub fn record_table_request(
+        &self,
+        table: &str,
+        accepted: usize,
+        rejected: usize,
+        ignored: usize,
+    ) {
+        for (outcome, n) in [
+            ("accepted", accepted),
+            ("rejected", rejected),
+            ("ignored_fields", ignored),
+        ] {
+            if n > 0 {
+                self.table_events
+                    .with_label_values(&[table, outcome])
+                    .inc_by(n as u64);
             }
         }
     }

@@ -17,16 +17,19 @@ mod columns;
 mod rows;
 
 mod native;
+mod nested;
+mod shape;
 mod sort;
 mod transpose;
 mod types;
 
 pub use columns::COLUMNS;
 pub use rows::{Rows, RowsRef};
+pub use shape::{Scalar, Shape};
 pub use sort::SortKey;
 pub use transpose::Cells;
 use transpose::Columns;
-pub use types::{ColumnType, Order, Zone};
+pub use types::{ColumnType, Order, Zone, leb128, put_leb128};
 
 /// Why a block could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

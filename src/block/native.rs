@@ -15,16 +15,17 @@
 //!   distinct values in order of first appearance in the block, so the same rows give the same
 //!   bytes.
 
+use super::nested;
 use super::transpose::{Columns, Dictionary, Values, span};
 use super::types::put_leb128;
 use super::{Column, Schema};
 
 /// LowCardinality serialization version: shared dictionaries with additional keys.
-const KEYS_VERSION: u64 = 1;
+pub(super) const KEYS_VERSION: u64 = 1;
 /// The block's keys follow (no global dictionary).
-const HAS_ADDITIONAL_KEYS: u64 = 1 << 9;
+pub(super) const HAS_ADDITIONAL_KEYS: u64 = 1 << 9;
 /// Forget any dictionary of an earlier block.
-const UPDATE_DICTIONARY: u64 = 1 << 10;
+pub(super) const UPDATE_DICTIONARY: u64 = 1 << 10;
 
 /// Appends the Native block of `columns` to `out`, rows in `order` (arrival positions), or
 /// in arrival order for `None`.
@@ -74,7 +75,19 @@ fn write_values(values: &Values<'_>, data: &[u8], order: Option<&[u32]>, out: &m
             }
             write_values(inner, data, order, out);
         }
-        Values::Dictionary(dictionary) => write_low_cardinality(dictionary, order, out),
+        Values::Dictionary(dictionary) => {
+            out.extend_from_slice(&KEYS_VERSION.to_le_bytes());
+            write_low_cardinality(dictionary, order, out)
+        }
+        Values::Nested { ty, spans } => {
+            let value = |row: usize| &data[spans[row].0..spans[row].1];
+            match order {
+                None => nested::write_values(ty, (0..spans.len()).map(value), out),
+                Some(order) => {
+                    nested::write_values(ty, order.iter().map(|&row| value(row as usize)), out)
+                }
+            }
+        }
     }
 }
 
@@ -114,7 +127,6 @@ fn write_low_cardinality(dictionary: &Dictionary<'_>, order: Option<&[u32]>, out
         n if n as u64 <= 1 << 32 => (2, 4),
         _ => (3, 8),
     };
-    out.extend_from_slice(&KEYS_VERSION.to_le_bytes());
     out.extend_from_slice(&(width_code | HAS_ADDITIONAL_KEYS | UPDATE_DICTIONARY).to_le_bytes());
     out.extend_from_slice(&(keys_count as u64).to_le_bytes());
     let ids = &dictionary.ids;

@@ -101,6 +101,15 @@ pub(super) enum Values<'a> {
     },
     /// `LowCardinality(T)`: the batch's distinct values and each row's id among them.
     Dictionary(Dictionary<'a>),
+    /// Composite types (`Array`, `Map`, `Tuple`) and `LowCardinality(Nullable(T))`: each
+    /// value's span in the batch (RowBinary bytes of `ty`), written by `nested` in the
+    /// block's order. They are never sort keys, so nothing else reads inside them.
+    Nested {
+        /// The column's type.
+        ty: ColumnType,
+        /// Where each row's value starts and ends in the batch.
+        spans: Vec<(usize, usize)>,
+    },
 }
 
 /// A column's distinct values, numbered in order of first appearance, and each row's id.
@@ -195,6 +204,16 @@ impl<'a> Values<'a> {
                 }
             }
             ColumnType::String => Self::Var(take(&mut scratch.spans, rows)),
+            ColumnType::LowCardinality(inner) if matches!(**inner, ColumnType::Nullable(_)) => {
+                Self::Nested {
+                    ty: ty.clone(),
+                    spans: take(&mut scratch.spans, rows),
+                }
+            }
+            ColumnType::Array(_) | ColumnType::Map(..) | ColumnType::Tuple(_) => Self::Nested {
+                ty: ty.clone(),
+                spans: take(&mut scratch.spans, rows),
+            },
             ColumnType::Nullable(inner) => Self::Nullable {
                 nulls: take(&mut scratch.bytes, rows),
                 inner: Box::new(Self::new(inner, rows, scratch)),
@@ -221,6 +240,7 @@ impl<'a> Values<'a> {
                 give(&mut scratch.bytes, nulls);
             }
             Self::Dictionary(dictionary) => give(&mut scratch.ids, dictionary.ids),
+            Self::Nested { spans, .. } => give(&mut scratch.spans, spans),
         }
     }
 
@@ -266,6 +286,11 @@ impl<'a> Values<'a> {
                 dictionary.push(value);
                 Some(at + value.len())
             }
+            Self::Nested { ty, spans } => {
+                let end = at + ty.value_len(data.get(at..)?)?;
+                spans.push((at, end));
+                Some(end)
+            }
         }
     }
 
@@ -276,8 +301,8 @@ impl<'a> Values<'a> {
             Self::Fixed { .. } => {}
             // An empty span: the empty string's one length byte is written for it.
             Self::Var(spans) => spans.push((0, 0)),
-            // Not built: `Nullable` holds neither (see `ColumnType::parse`).
-            Self::Nullable { .. } | Self::Dictionary(_) => {}
+            // Not built: `Nullable` holds none of these (see `ColumnType::parse`).
+            Self::Nullable { .. } | Self::Dictionary(_) | Self::Nested { .. } => {}
         }
     }
 
@@ -289,6 +314,7 @@ impl<'a> Values<'a> {
             Self::Var(spans) => span(data, spans[row]),
             Self::Nullable { inner, .. } => inner.value(data, row),
             Self::Dictionary(dictionary) => dictionary.keys[dictionary.ids[row] as usize],
+            Self::Nested { spans, .. } => &data[spans[row].0..spans[row].1],
         }
     }
 }

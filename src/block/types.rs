@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::BlockError;
+use super::shape::Shape;
 
 /// A column type the block builder can transpose from RowBinary into Native.
 ///
@@ -31,6 +32,14 @@ pub enum ColumnType {
     /// dictionary of the block's distinct values and an index per row. 18.16 refuses a
     /// plain column for a `LowCardinality` one, so the block must carry this form.
     LowCardinality(Box<ColumnType>),
+    /// `Array(T)`: RowBinary is a LEB128 count then the elements; Native is the running
+    /// offsets (`UInt64`) then all rows' elements as one `T` column.
+    Array(Box<ColumnType>),
+    /// `Map(K, V)`: RowBinary is a LEB128 count then key, value pairs; Native is that of
+    /// `Array(Tuple(K, V))`.
+    Map(Box<ColumnType>, Box<ColumnType>),
+    /// `Tuple(...)`: RowBinary is the elements back to back; Native is one column per element.
+    Tuple(Vec<ColumnType>),
 }
 
 /// How values of a fixed-width type compare, as ClickHouse compares them in `ORDER BY`.
@@ -64,50 +73,13 @@ pub enum Zone {
 }
 
 impl ColumnType {
-    /// Parses a type name as `system.columns.type` spells it.
+    /// Parses a type name as `system.columns.type` spells it (through [`Shape`], the one
+    /// reading of type names).
     pub fn parse(name: &str) -> Result<Self, BlockError> {
         let name = name.trim();
-        let unsupported = || BlockError::UnsupportedType(name.to_string());
-        let fixed = |width, order| Ok(Self::Fixed { width, order });
-        if let Some(inner) = wrapped(name, "Nullable") {
-            let inner = Self::parse(inner)?;
-            return match inner {
-                Self::Nullable(_) | Self::LowCardinality(_) => Err(unsupported()),
-                inner => Ok(Self::Nullable(Box::new(inner))),
-            };
-        }
-        if let Some(inner) = wrapped(name, "LowCardinality") {
-            // LowCardinality(Nullable(T)) keeps NULL in the dictionary: not built here.
-            return match Self::parse(inner)? {
-                inner @ (Self::String | Self::Fixed { .. }) => {
-                    Ok(Self::LowCardinality(Box::new(inner)))
-                }
-                _ => Err(unsupported()),
-            };
-        }
-        if let Some(n) = wrapped(name, "FixedString") {
-            let width = n.trim().parse().map_err(|_| unsupported())?;
-            return fixed(width, Order::Bytes);
-        }
-        if name == "DateTime" || wrapped(name, "DateTime").is_some() {
-            return fixed(4, Order::Unsigned);
-        }
-        match name {
-            "UInt8" | "Bool" => fixed(1, Order::Unsigned),
-            "UInt16" | "Date" => fixed(2, Order::Unsigned),
-            "UInt32" | "IPv4" => fixed(4, Order::Unsigned),
-            "UInt64" => fixed(8, Order::Unsigned),
-            "Int8" => fixed(1, Order::Signed),
-            "Int16" => fixed(2, Order::Signed),
-            "Int32" => fixed(4, Order::Signed),
-            "Int64" => fixed(8, Order::Signed),
-            "Float32" => fixed(4, Order::Float),
-            "Float64" => fixed(8, Order::Float),
-            "UUID" => fixed(16, Order::Uuid),
-            "IPv6" => fixed(16, Order::Unknown),
-            "String" => Ok(Self::String),
-            _ => Err(unsupported()),
-        }
+        Shape::parse(name)
+            .and_then(|shape| shape.layout())
+            .ok_or_else(|| BlockError::UnsupportedType(name.to_string()))
     }
 
     /// Length of the RowBinary value at the start of `data`, or `None` if `data` is too
@@ -126,6 +98,24 @@ impl ColumnType {
                 _ => None,
             },
             Self::LowCardinality(inner) => inner.value_len(data),
+            Self::Array(inner) => {
+                let (count, mut at) = leb128(data)?;
+                for _ in 0..count {
+                    at = at.checked_add(inner.value_len(data.get(at..)?)?)?;
+                }
+                Some(at)
+            }
+            Self::Map(key, value) => {
+                let (count, mut at) = leb128(data)?;
+                for _ in 0..count {
+                    at = at.checked_add(key.value_len(data.get(at..)?)?)?;
+                    at = at.checked_add(value.value_len(data.get(at..)?)?)?;
+                }
+                Some(at)
+            }
+            Self::Tuple(elements) => elements.iter().try_fold(0usize, |at, element| {
+                at.checked_add(element.value_len(data.get(at..)?)?)
+            }),
         }
     }
 
@@ -137,6 +127,8 @@ impl ColumnType {
             Self::String => vec![0],
             Self::Nullable(_) => vec![1],
             Self::LowCardinality(inner) => inner.default_value(),
+            Self::Array(_) | Self::Map(..) => vec![0],
+            Self::Tuple(elements) => elements.iter().flat_map(Self::default_value).collect(),
         }
     }
 }
@@ -167,6 +159,18 @@ impl fmt::Display for ColumnType {
             Self::String => write!(f, "String"),
             Self::Nullable(inner) => write!(f, "Nullable({inner})"),
             Self::LowCardinality(inner) => write!(f, "LowCardinality({inner})"),
+            Self::Array(inner) => write!(f, "Array({inner})"),
+            Self::Map(key, value) => write!(f, "Map({key}, {value})"),
+            Self::Tuple(elements) => {
+                write!(f, "Tuple(")?;
+                for (i, element) in elements.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{element}")?;
+                }
+                write!(f, ")")
+            }
         }
     }
 }
@@ -232,10 +236,10 @@ mod tests {
             assert_eq!(ColumnType::parse(name).unwrap(), ty, "{name}");
         }
         for name in [
-            "Array(String)",
-            "LowCardinality(Nullable(String))",
-            "Decimal(9, 2)",
-            "DateTime64(3)",
+            "JSON",
+            "Nullable(LowCardinality(String))",
+            "Nullable(Array(String))",
+            "AggregateFunction(sum, UInt64)",
             "FixedString(x)",
         ] {
             assert!(

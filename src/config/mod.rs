@@ -163,6 +163,19 @@ settings! {
     /// Comma-separated CIDRs or addresses (e.g. `10.0.0.0/8,::1`) whose `X-Forwarded-For`
     /// and `Forwarded` headers are believed; empty: the client is the TCP peer.
     trusted_proxies: String = String::new(), "empty";
+    /// Comma-separated tables clients may write to with `POST /v1/tables/{table}` (names in
+    /// `CLICKHOUSE_NAME`, or `db.table`); each has its own buffer, flush and spool
+    /// (`SPOOL_DIR/table-<name>`). The events table is always allowed; the others must exist.
+    ingest_tables: String = String::new(), "the events table alone";
+    /// Column the service fills with the request's arrival time in other tables
+    /// (`DateTime`/`DateTime64`); a client's value for it is ignored.
+    server_time_column: String = "server_time".into(), "server_time";
+    /// Column the service fills with the client's address in other tables (`IPv6`, `IPv4`,
+    /// `FixedString(16)` or `String`); a client's value for it is ignored.
+    client_ip_column: String = "ip".into(), "ip";
+    /// Longest time in seconds before another table's columns are read again (an added
+    /// column is accepted within it); also how often a missing table is looked for.
+    schema_refresh_secs: u64 = 30, "30";
     /// Budget in seconds from SIGTERM/SIGINT to exit, for in-flight requests and the final
     /// flush together; past it the process says what it could not write and exits non-zero.
     shutdown_timeout_secs: u64 = 30, "30";
@@ -185,6 +198,25 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The tables of `INGEST_TABLES` other than the events table, as configured (`name` or
+    /// `db.name`), without duplicates.
+    pub fn extra_tables(&self) -> Vec<String> {
+        let mut tables: Vec<String> = Vec::new();
+        for name in self.ingest_tables.split(',').map(str::trim) {
+            let events = [
+                self.clickhouse_table.clone(),
+                format!("{}.{}", self.clickhouse_name, self.clickhouse_table),
+            ];
+            if !name.is_empty()
+                && !events.contains(&name.to_string())
+                && !tables.iter().any(|t| t == name)
+            {
+                tables.push(name.to_string());
+            }
+        }
+        tables
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(std::env::vars())
@@ -586,6 +618,10 @@ mod tests {
         ("ADMIN_API_KEYS", "a"),
         ("TRUSTED_PROXIES", "10.0.0.0/8"),
         ("SHUTDOWN_TIMEOUT_SECS", "9"),
+        ("INGEST_TABLES", "pageviews"),
+        ("SERVER_TIME_COLUMN", "arrived"),
+        ("CLIENT_IP_COLUMN", "addr"),
+        ("SCHEMA_REFRESH_SECS", "5"),
     ];
 
     /// Settings as `--print-config` shows them (secrets redacted), by field.

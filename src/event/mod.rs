@@ -11,7 +11,9 @@ mod validate;
 pub use decode::{DecodeError, Decoded, Format, Loose, decode_batch};
 pub use excerpt::{excerpt, shorten};
 pub use row::{Event, decode_json, key_text};
-pub use validate::{FieldError, Validated, parse_time, validate_batch};
+pub use validate::{
+    FieldError, MAX_DEVICE_QUEUE_SECS, MAX_REPORTED_ERRORS, Validated, parse_time, validate_batch,
+};
 
 /// Events for tests and benchmarks: valid, distinct, deterministic.
 #[doc(hidden)]

@@ -34,7 +34,8 @@ pub struct FieldError {
     /// The event's position in the request's array.
     pub index: usize,
     /// The offending field, or `""` when the object as a whole could not be read.
-    pub field: &'static str,
+    #[schema(value_type = String)]
+    pub field: Cow<'static, str>,
     /// What is wrong, in words a client developer can act on.
     #[schema(value_type = String)]
     pub error: Cow<'static, str>,
@@ -94,7 +95,7 @@ pub fn validate_batch(
                     if out.errors.len() < MAX_REPORTED_ERRORS {
                         out.errors.push(FieldError {
                             index,
-                            field,
+                            field: Cow::Borrowed(field),
                             error,
                         });
                     }

@@ -61,6 +61,9 @@ pub enum ApiError {
     /// No such path (`404`).
     #[error("not found")]
     NotFound,
+    /// `POST /v1/tables/{table}` for a table not in `INGEST_TABLES`.
+    #[error("table {0:?} is not one clients may write to (INGEST_TABLES)")]
+    UnknownTable(String),
     /// The path exists, the method does not (`405`).
     #[error("method not allowed; allowed: {allow}")]
     MethodNotAllowed {
@@ -118,7 +121,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::UnknownTable(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }

@@ -24,6 +24,17 @@ pub struct Accepted {
     errors: Vec<FieldError>,
 }
 
+impl Accepted {
+    /// The answer for `accepted` rows kept and `rejected` events with `errors`.
+    pub(super) fn new(accepted: usize, rejected: usize, errors: Vec<FieldError>) -> Self {
+        Self {
+            accepted,
+            rejected,
+            errors,
+        }
+    }
+}
+
 /// Accepts events as a JSON array, one JSON object, or NDJSON (by `Content-Type`),
 /// optionally gzip- or zstd-compressed (by `Content-Encoding`). Valid events are kept even
 /// when others are rejected; `200` means buffered (`double` mode) or committed (`direct`).
@@ -112,7 +123,7 @@ pub async fn post_events(
 
 /// Bodies up to this size, uncompressed, are decoded on the worker: the hop to the CPU
 /// pool would cost more than the work (a typical request is a few kilobytes).
-const INLINE_MAX_BYTES: usize = 64 * 1024;
+pub(super) const INLINE_MAX_BYTES: usize = 64 * 1024;
 
 /// Everything between receiving a body and handing its rows over, owned, so it can run on
 /// the CPU pool.
@@ -146,7 +157,10 @@ impl Work {
 /// When the client says it sent the request: the envelope's `sent_at`, else the
 /// `X-Sent-At` header. A value that is there but unreadable refuses the request (`400`),
 /// since every event's corrected time would depend on it.
-fn sent_at(header: Option<String>, envelope: Option<Loose<'_>>) -> Result<Option<i64>, ApiError> {
+pub(super) fn sent_at(
+    header: Option<String>,
+    envelope: Option<Loose<'_>>,
+) -> Result<Option<i64>, ApiError> {
     let text = match envelope {
         Some(Loose::Str(s)) => Some(s),
         Some(_) => return Err(ApiError::BadSentAt("expected a string".into())),
@@ -166,7 +180,9 @@ pub fn precheck(
     path: &str,
     headers: &header::HeaderMap,
 ) -> Result<(), ApiError> {
-    if path != "/v1/events" || method != actix_web::http::Method::POST {
+    if !(path == "/v1/events" || path.starts_with("/v1/tables/"))
+        || method != actix_web::http::Method::POST
+    {
         return Ok(());
     }
     if !state.api_keys.allows_headers(headers) {

@@ -143,9 +143,28 @@ pub async fn get_health(
             storage_error,
         )
     };
+    // Other tables (issue 12): each one's state and what waits to reach it.
+    let tables: serde_json::Map<String, serde_json::Value> = state
+        .tables
+        .lanes
+        .iter()
+        .map(|(name, lane)| {
+            let pending = lane.ingest.pending();
+            let problem = lane.state.current().err();
+            let entry = json!({
+                "status": if problem.is_some() { "unavailable" } else { "ok" },
+                "error": problem.filter(|_| privileged),
+                "buffered_events": lane.ingest.pending_events(),
+                "buffer_bytes": pending.buffer_bytes,
+                "spool_bytes": pending.spool.as_ref().map(|s| s.bytes),
+            });
+            (name.clone(), entry)
+        })
+        .collect();
     response.json(json!({
         "status": status,
         "error": error,
+        "tables": tables,
         "clickhouse_version": version,
         "buffered_events": buffered_events,
         "buffer_bytes": pending.buffer_bytes,
@@ -223,6 +242,14 @@ pub async fn get_ready(
                 "no replica answering"
             };
             reasons.push(format!("shard {} ({replicas}): {full}", shard.shard));
+        }
+    }
+    for (name, lane) in &state.tables.lanes {
+        if let Err(why) = lane.state.current() {
+            reasons.push(match privileged {
+                true => why,
+                false => format!("table {name} unavailable"),
+            });
         }
     }
     if state.ingest.is_closed() {

@@ -31,6 +31,12 @@ pub async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
     stats
         .oldest_pending_seconds
         .set(pending.oldest.map_or(0, |d| d.as_secs() as i64));
+    for (name, lane) in &state.tables.lanes {
+        stats
+            .table_buffer_events
+            .with_label_values(&[name.as_str()])
+            .set(lane.ingest.pending_events() as i64);
+    }
     let mut body = stats.encode();
     body.push_str(&host_metrics(&state.ingest.shards()));
     HttpResponse::Ok()

@@ -13,6 +13,7 @@ mod metrics;
 mod openapi;
 pub mod server;
 mod status;
+pub mod tables;
 
 use std::sync::Arc;
 
@@ -50,21 +51,30 @@ pub struct AppState {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `BUFFER_MODE`, for the status page.
     pub mode: &'static str,
+    /// The tables of `INGEST_TABLES` and their lanes.
+    pub tables: Arc<tables::Tables>,
     /// When the process started, for the status page's uptime.
     pub started: std::time::Instant,
 }
 
 /// Registers every route on an actix `App`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use utoipa::OpenApi;
+    // The document is built per request (each allowed table's columns may change).
     cfg.service(
         utoipa_swagger_ui::SwaggerUi::new("/swagger/{_:.*}")
-            .url("/openapi.json", openapi::ApiDoc::openapi()),
+            .config(utoipa_swagger_ui::Config::from("/openapi.json")),
     )
+    .service(get_only("/openapi.json", openapi::get_openapi))
     .service(
         web::resource("/v1/events")
             .name("/v1/events")
             .route(web::post().to(events::post_events))
+            .default_service(web::to(|| async { ApiError::method_not_allowed("POST") })),
+    )
+    .service(
+        web::resource("/v1/tables/{table}")
+            .name("/v1/tables/{table}")
+            .route(web::post().to(tables::post_table))
             .default_service(web::to(|| async { ApiError::method_not_allowed("POST") })),
     )
     .service(get_only("/", status::get_page))

@@ -5,7 +5,10 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{events, health, metrics, status};
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::{AppState, events, health, metrics, status, tables};
 use crate::event::FieldError;
 
 /// One event as clients send it (documentation of what validation accepts).
@@ -60,6 +63,7 @@ pub struct ErrorBody {
     ),
     paths(
         events::post_events,
+        tables::post_table,
         health::get_health,
         health::get_ready,
         health::get_live,
@@ -89,4 +93,37 @@ impl Modify for Security {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
         );
     }
+}
+
+/// `/openapi.json`: the annotated description, plus one path per allowed table
+/// (`/v1/tables/<name>`) whose body is that table's event as a JSON Schema generated from its
+/// columns (`TableEvent_<name>` in the components). A table not readable yet is listed
+/// without a body schema.
+pub async fn get_openapi(state: web::Data<AppState>) -> HttpResponse {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let template = doc["paths"]["/v1/tables/{table}"]["post"].clone();
+    let mut names: Vec<&String> = state.tables.lanes.keys().collect();
+    names.sort();
+    for name in names {
+        let lane = &state.tables.lanes[name];
+        let mut operation = template.clone();
+        if let Some(op) = operation.as_object_mut() {
+            op.remove("parameters");
+            op.insert("summary".into(), json!(format!("Events for table {name}")));
+            op.insert("operationId".into(), json!(format!("post_table_{name}")));
+        }
+        if let Ok(loaded) = lane.state.current() {
+            let component = format!("TableEvent_{name}");
+            doc["components"]["schemas"][&component] = crate::schema::json_schema(&loaded.schema);
+            let one = json!({ "$ref": format!("#/components/schemas/{component}") });
+            operation["requestBody"]["content"] = json!({
+                "application/json": { "schema": { "oneOf": [{"type": "array", "items": one}, one] } },
+                "application/x-ndjson": { "schema": one },
+            });
+        }
+        if let Some(paths) = doc["paths"].as_object_mut() {
+            paths.insert(format!("/v1/tables/{name}"), json!({ "post": operation }));
+        }
+    }
+    HttpResponse::Ok().json(doc)
 }

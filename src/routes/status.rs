@@ -27,7 +27,33 @@ pub async fn get_page() -> HttpResponse {
 pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
     let stats = &state.stats;
     let pending = state.ingest.pending();
+    let mut tables: Vec<serde_json::Value> = state
+        .tables
+        .lanes
+        .iter()
+        .map(|(name, lane)| {
+            let count = |outcome: &str| {
+                stats
+                    .table_events
+                    .with_label_values(&[name.as_str(), outcome])
+                    .get()
+            };
+            json!({
+                "table": name,
+                "state": match lane.state.current() {
+                    Ok(_) => "ok".to_string(),
+                    Err(why) => why,
+                },
+                "accepted": count("accepted"),
+                "rejected": count("rejected"),
+                "ignored_fields": count("ignored_fields"),
+                "buffered_events": lane.ingest.pending_events(),
+            })
+        })
+        .collect();
+    tables.sort_by(|a, b| a["table"].as_str().cmp(&b["table"].as_str()));
     HttpResponse::Ok().json(json!({
+        "tables": tables,
         "clickhouse_version": state.server.version_text(),
         "mode": state.mode,
         "uptime_secs": state.started.elapsed().as_secs(),

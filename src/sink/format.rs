@@ -118,12 +118,16 @@ mod tests {
     fn a_type_the_builder_lacks_falls_back_to_rowbinary_and_says_why() {
         let columns = vec![
             ("a".to_string(), "String".to_string()),
-            ("b".to_string(), "Array(UInt8)".to_string()),
+            ("b".to_string(), "AggregateFunction(sum, UInt8)".to_string()),
         ];
         let format = InsertFormat::plan(&columns, "a", true);
         let info = format.info("a", "lz4");
         assert_eq!(info.format, "RowBinary");
-        assert!(info.fallback_reason.unwrap().contains("Array(UInt8)"));
+        assert!(
+            info.fallback_reason
+                .unwrap()
+                .contains("AggregateFunction(sum, UInt8)")
+        );
         assert_eq!(info.server_sorts_by, ["a"]);
     }
 }

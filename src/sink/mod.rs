@@ -8,6 +8,7 @@ mod format;
 mod query_log;
 mod replicas;
 mod schema;
+mod table;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub use error::SinkError;
 pub use format::{FormatInfo, InsertFormat};
 pub use replicas::{ClusterCheck, HostState, HostStatus, ReplicaSet};
 pub use schema::{Deduplication, ServerVersion, TABLE, create_table_sql};
+pub use table::{Loaded, TAG_BYTES, TableSink, TableState, quote};
 
 use crate::block::RowsRef;
 

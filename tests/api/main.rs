@@ -27,3 +27,4 @@ mod shutdown_budget;
 mod skew;
 mod spool_faults;
 mod status_page;
+mod tables;

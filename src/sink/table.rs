@@ -1,0 +1,450 @@
+//! The sink of another table's lane (issue 12): the table's columns read from the server
+//! (never created here), shared with the handlers that encode rows against them
+//! ([`TableState`]), and inserts of Native blocks built with the one block builder.
+//!
+//! Each row carries the 4-byte tag of the column list it was encoded under (a hash of the
+//! columns' names and types, so it means the same after a restart). A batch is written as
+//! one insert per run of rows with the same tag, each with its own column list: rows
+//! encoded before an `ADD COLUMN` are written as they are (the new column takes its
+//! default), and rows whose columns the table no longer has (dropped or retyped) are
+//! refused as data, so the flusher quarantines them with that reason, never drops them.
+
+use std::collections::HashMap;
+use std::hash::Hasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clickhouse::{Client, Compression};
+use parking_lot::Mutex;
+
+use super::format::order_by_of;
+use super::schema::ServerVersion;
+use super::{InsertId, Sink, SinkError, query_log};
+use crate::block::{BlockBuilder, ColumnType, RowsRef, Schema, SortKey};
+use crate::config::{self, Config};
+use crate::schema::{ColumnInfo, SchemaError, TableSchema};
+
+/// Bytes of the column-list tag before each row.
+pub const TAG_BYTES: usize = 4;
+
+/// A column list as loaded: the schema the handlers encode with and the block builder the
+/// sink writes with.
+pub struct Loaded {
+    /// The writable columns.
+    pub schema: TableSchema,
+    /// What each row of this list starts with.
+    pub tag: [u8; TAG_BYTES],
+    builder: BlockBuilder,
+    layouts: Vec<ColumnType>,
+    insert_sql: String,
+}
+
+/// What a table's handlers and its sink share.
+pub struct TableState {
+    /// `db.table`.
+    pub target: String,
+    /// The list rows are encoded with now, or why the table cannot take rows.
+    current: Mutex<Result<Arc<Loaded>, String>>,
+    /// Every list rows may have been encoded with in this process, by tag.
+    known: Mutex<HashMap<[u8; TAG_BYTES], Arc<Loaded>>>,
+}
+
+impl TableState {
+    /// The current column list, or why there is none.
+    pub fn current(&self) -> Result<Arc<Loaded>, String> {
+        self.current.lock().clone()
+    }
+
+    /// One encoded row (tag first) as JSON with its column names, if its list is known.
+    pub fn decode_row(&self, row: &[u8]) -> Option<serde_json::Value> {
+        let (tag, body) = row.split_at_checked(TAG_BYTES)?;
+        let tag: [u8; TAG_BYTES] = tag.try_into().ok()?;
+        let loaded = self.known.lock().get(&tag).cloned()?;
+        loaded.schema.decode_row(body)
+    }
+}
+
+/// Writes one allowed table. Each thread gets its own (see [`TableSink::sharing`]): a
+/// client's pooled connections belong to the runtime that opened them.
+pub struct TableSink {
+    base: Client,
+    database: String,
+    table: String,
+    timeout: Duration,
+    server_time_column: String,
+    client_ip_column: String,
+    version: Arc<Mutex<Option<ServerVersion>>>,
+    /// Whether the server reads `RowBinaryWithDefaults` (asked with the version).
+    server_defaults: Arc<Mutex<bool>>,
+    state: Arc<TableState>,
+}
+
+impl TableSink {
+    /// A sink for `name` (`table` in `CLICKHOUSE_NAME`, or `db.table`). Does no I/O.
+    pub fn new(config: &Config, name: &str) -> Self {
+        let compression = match config.clickhouse_compression {
+            config::Compression::Lz4 => Compression::Lz4,
+            config::Compression::None => Compression::None,
+        };
+        let base = Client::default()
+            .with_url(config.clickhouse_url())
+            .with_user(&config.clickhouse_user)
+            .with_password(config.clickhouse_password.expose())
+            .with_compression(compression)
+            .with_validation(false);
+        let (database, table) = match name.split_once('.') {
+            Some((db, table)) => (db.to_string(), table.to_string()),
+            None => (config.clickhouse_name.clone(), name.to_string()),
+        };
+        let target = format!("{database}.{table}");
+        Self {
+            base,
+            database,
+            table,
+            timeout: config.clickhouse_timeout(),
+            server_time_column: config.server_time_column.clone(),
+            client_ip_column: config.client_ip_column.clone(),
+            version: Arc::new(Mutex::new(None)),
+            server_defaults: Arc::new(Mutex::new(false)),
+            state: Arc::new(TableState {
+                current: Mutex::new(Err(format!("{target}: columns not read yet"))),
+                known: Mutex::new(HashMap::new()),
+                target,
+            }),
+        }
+    }
+
+    /// Another sink for the same table, with its own client (for another thread's runtime)
+    /// and the same shared state.
+    pub fn sharing(config: &Config, other: &TableSink) -> Self {
+        let name = format!("{}.{}", other.database, other.table);
+        Self {
+            version: other.version.clone(),
+            server_defaults: other.server_defaults.clone(),
+            state: other.state.clone(),
+            ..Self::new(config, &name)
+        }
+    }
+
+    /// The state the handlers encode with.
+    pub fn state(&self) -> Arc<TableState> {
+        self.state.clone()
+    }
+
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = clickhouse::error::Result<T>>,
+    ) -> Result<T, SinkError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(SinkError::Retryable(format!(
+                "no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Reads the table's columns again; a changed list becomes the one new rows are encoded
+    /// with (rows already encoded keep theirs). Returns the problem if the table cannot take
+    /// rows (missing, or a column of a type this service cannot write).
+    pub async fn refresh(&self) -> Result<(), String> {
+        let result = self.load().await;
+        let mut current = self.state.current.lock();
+        match result {
+            Ok(loaded) => {
+                let changed = current.as_ref().map_or(true, |c| c.tag != loaded.tag);
+                if changed {
+                    let known = &mut *self.state.known.lock();
+                    let loaded = known.entry(loaded.tag).or_insert_with(|| Arc::new(loaded));
+                    log::info!(
+                        "{}: writing columns {}",
+                        self.state.target,
+                        loaded
+                            .schema
+                            .columns()
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    *current = Ok(loaded.clone());
+                }
+                Ok(())
+            }
+            Err(problem) => {
+                if current.as_ref().err() != Some(&problem) {
+                    log::warn!("{problem}");
+                }
+                *current = Err(problem.clone());
+                Err(problem)
+            }
+        }
+    }
+
+    async fn load(&self) -> Result<Loaded, String> {
+        let target = &self.state.target;
+        let unreachable = |e: SinkError| format!("{target}: columns not readable ({e})");
+        if self.version.lock().is_none() {
+            let text = self
+                .bounded(self.base.query("SELECT version()").fetch_one::<String>())
+                .await
+                .map_err(unreachable)?;
+            let formats = self
+                .bounded(
+                    self.base
+                        .query(
+                            "SELECT count() FROM system.formats \
+                             WHERE name = 'RowBinaryWithDefaults' AND is_input",
+                        )
+                        .fetch_one::<u64>(),
+                )
+                .await
+                .map_err(unreachable)?;
+            *self.server_defaults.lock() = formats > 0;
+            *self.version.lock() = ServerVersion::parse(&text);
+        }
+        let infos = self
+            .bounded(
+                self.base
+                    .query(
+                        "SELECT name, type, default_kind, default_expression FROM system.columns \
+                         WHERE database = ? AND table = ?",
+                    )
+                    .bind(&self.database)
+                    .bind(&self.table)
+                    .fetch_all::<ColumnInfo>(),
+            )
+            .await
+            .map_err(unreachable)?;
+        let schema = TableSchema::new(
+            target,
+            &infos,
+            &self.server_time_column,
+            &self.client_ip_column,
+        )
+        .map(|schema| match *self.server_defaults.lock() {
+            true => schema.server_defaults(),
+            false => schema,
+        })
+        .map_err(|e| match e {
+            SchemaError::Missing(t) => {
+                format!(
+                    "table {t} does not exist (INGEST_TABLES); its requests get 503 until it does"
+                )
+            }
+            e => e.to_string(),
+        })?;
+        let definition = self
+            .bounded(
+                self.base
+                    .query(
+                        "SELECT create_table_query FROM system.tables \
+                         WHERE database = ? AND name = ?",
+                    )
+                    .bind(&self.database)
+                    .bind(&self.table)
+                    .fetch_optional::<String>(),
+            )
+            .await
+            .map_err(unreachable)?
+            .unwrap_or_default();
+        let zone = self
+            .bounded(self.base.query("SELECT timezone()").fetch_one::<String>())
+            .await
+            .map_err(unreachable)?;
+        let columns = schema.column_list();
+        let block_schema = Schema::new(&columns, matches!(zone.as_str(), "UTC" | "Etc/UTC"))
+            .map_err(|e| format!("{target}: {e}"))?;
+        let key = SortKey::plan(&order_by_of(&definition), &block_schema);
+        let layouts = block_schema.columns.iter().map(|c| c.ty.clone()).collect();
+        let quoted: Vec<String> = columns.iter().map(|(n, _)| quote(n)).collect();
+        let format = match schema.uses_server_defaults() {
+            true => "RowBinaryWithDefaults",
+            false => "Native",
+        };
+        let insert_sql = format!(
+            "INSERT INTO {}.{} ({}) FORMAT {format}",
+            quote(&self.database),
+            quote(&self.table),
+            quoted.join(", ")
+        );
+        let mut tagged = columns.clone();
+        tagged.push((String::new(), format.to_string()));
+        Ok(Loaded {
+            tag: tag_of(&tagged),
+            schema,
+            builder: BlockBuilder::new(block_schema, key),
+            layouts,
+            insert_sql,
+        })
+    }
+
+    /// The list `tag` names, reading the table first if this process has not yet.
+    async fn loaded(&self, tag: [u8; TAG_BYTES]) -> Result<Option<Arc<Loaded>>, SinkError> {
+        if self.state.known.lock().is_empty() {
+            self.refresh().await.map_err(SinkError::Retryable)?;
+        }
+        Ok(self.state.known.lock().get(&tag).cloned())
+    }
+
+    async fn send(
+        &self,
+        sql: &str,
+        body: Vec<u8>,
+        token: Option<(&str, bool)>,
+    ) -> Result<(), SinkError> {
+        let version = *self.version.lock();
+        let dedup = version.is_some_and(|v| v.supports_dedup_token());
+        let mut client = self.base.clone().with_database(&self.database);
+        let settings = version.map(|v| [v.required_settings(), v.insert_settings()].concat());
+        for (name, value) in settings.iter().flatten() {
+            client = client.with_setting(*name, *value);
+        }
+        if let Some((token, maybe_sent)) = token {
+            if dedup {
+                client = client.with_setting("insert_deduplication_token", token);
+            } else {
+                if maybe_sent
+                    && query_log::finished(&self.base, token, self.timeout).await? == Some(true)
+                {
+                    return Ok(());
+                }
+                client = client
+                    .with_setting("query_id", token)
+                    .with_setting("log_queries", "1");
+            }
+        }
+        let mut insert = client
+            .insert_formatted_with(sql.to_string())
+            .with_timeouts(Some(self.timeout), Some(self.timeout));
+        insert.send(Bytes::from(body)).await?;
+        Ok(insert.end().await?)
+    }
+}
+
+impl Sink for TableSink {
+    async fn write(&self, rows: RowsRef<'_>, id: Option<InsertId<'_>>) -> Result<(), SinkError> {
+        // Runs of rows under one column list: (list, rows' bytes without tags, count).
+        let mut runs: Vec<(Arc<Loaded>, Vec<u8>, usize)> = Vec::new();
+        let mut at = 0;
+        for _ in 0..rows.count {
+            let tag: [u8; TAG_BYTES] = rows
+                .data
+                .get(at..at + TAG_BYTES)
+                .and_then(|t| t.try_into().ok())
+                .ok_or_else(|| SinkError::Data("a row shorter than its tag".into()))?;
+            // Consecutive rows nearly always share their list: no lookup for those.
+            let same = runs
+                .last()
+                .filter(|(l, _, _)| l.tag == tag)
+                .map(|(l, _, _)| l.clone());
+            let loaded = match same {
+                Some(loaded) => Some(loaded),
+                None => self.loaded(tag).await?,
+            };
+            let Some(loaded) = loaded else {
+                return Err(SinkError::Data(format!(
+                    "row encoded under a column list of {} this process does not know (the \
+                     table changed before a restart)",
+                    self.state.target
+                )));
+            };
+            let body = &rows.data[at + TAG_BYTES..];
+            let len = row_len(&loaded.layouts, body, loaded.schema.uses_server_defaults())
+                .ok_or_else(|| SinkError::Data("a row that does not fit its columns".into()))?;
+            match runs.last_mut() {
+                Some((l, data, n)) if l.tag == tag => {
+                    data.extend_from_slice(&body[..len]);
+                    *n += 1;
+                }
+                _ => runs.push((loaded, body[..len].to_vec(), 1)),
+            }
+            at += TAG_BYTES + len;
+        }
+        let current = self.state.current();
+        for (i, (loaded, data, count)) in runs.iter().enumerate() {
+            if let Ok(current) = &current
+                && current.tag != loaded.tag
+            {
+                let now = current.schema.column_list();
+                if let Some((name, ty)) = loaded
+                    .schema
+                    .column_list()
+                    .into_iter()
+                    .find(|c| !now.contains(c))
+                {
+                    return Err(SinkError::Data(format!(
+                        "row encoded when {} had column {name} {ty}, which it no longer has",
+                        self.state.target
+                    )));
+                }
+            }
+            let block = match loaded.schema.uses_server_defaults() {
+                // Sent as encoded: a Native block has no per-row "use the default".
+                true => data.clone(),
+                false => loaded
+                    .builder
+                    .build(data, *count)
+                    .map_err(|e| SinkError::Data(e.to_string()))?,
+            };
+            let token = id.map(|id| match runs.len() {
+                1 => (id.token.to_string(), id.maybe_sent),
+                _ => (format!("{}-{i}", id.token), id.maybe_sent),
+            });
+            let result = self
+                .send(
+                    &loaded.insert_sql,
+                    block,
+                    token.as_ref().map(|(t, m)| (t.as_str(), *m)),
+                )
+                .await;
+            if let Err(e) = &result
+                && e.code().is_some_and(|c| SCHEMA_CODES.contains(&c))
+            {
+                // The table changed underneath: read it again before the retry.
+                let _ = self.refresh().await;
+            }
+            result?;
+        }
+        Ok(())
+    }
+}
+
+/// Codes after which the table is read again: a missing table or database, a column
+/// missing or of another type.
+const SCHEMA_CODES: &[u32] = &[8, 10, 16, 53, 60, 81, 368];
+
+/// The tag of a column list.
+pub fn tag_of(columns: &[(String, String)]) -> [u8; TAG_BYTES] {
+    let mut hasher = twox_hash::XxHash32::with_seed(0);
+    for (name, ty) in columns {
+        hasher.write(name.as_bytes());
+        hasher.write(&[0]);
+        hasher.write(ty.as_bytes());
+        hasher.write(&[0]);
+    }
+    (hasher.finish() as u32).to_le_bytes()
+}
+
+/// Length of one RowBinary row of `layouts` at the start of `data` (`with_defaults`:
+/// `RowBinaryWithDefaults`, a flag byte before each value, 1 meaning no value follows).
+fn row_len(layouts: &[ColumnType], data: &[u8], with_defaults: bool) -> Option<usize> {
+    layouts.iter().try_fold(0usize, |at, ty| {
+        let mut at = at;
+        if with_defaults {
+            let flag = *data.get(at)?;
+            at += 1;
+            if flag == 1 {
+                return Some(at);
+            }
+        }
+        at.checked_add(ty.value_len(data.get(at..)?)?)
+    })
+}
+
+/// An identifier in backquotes, backquotes and backslashes escaped: no client input is
+/// spliced into SQL, and names from configuration or the server are quoted whole.
+pub fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
+}
