@@ -181,6 +181,7 @@ fn mixed(n: usize, seed: u64) -> (Schema, Vec<u8>) {
         ("d", "Date"),
         ("lf", "LowCardinality(UInt16)"),
         ("u", "UUID"),
+        ("ns", "Nullable(String)"),
     ]
     .iter()
     .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -214,6 +215,15 @@ fn mixed(n: usize, seed: u64) -> (Schema, Vec<u8>) {
         data.extend_from_slice(&(next(5) as u16).to_le_bytes());
         data.extend_from_slice(&next(4).to_le_bytes());
         data.extend_from_slice(&next(3).to_le_bytes());
+        // NULL, or a string of 0 to 60 bytes (short and long copies alike).
+        match next(3) {
+            0 => data.push(1),
+            _ => {
+                let len = next(61) as usize;
+                data.extend_from_slice(&[0, len as u8]);
+                data.extend((0..len).map(|i| b'a' + (i % 26) as u8));
+            }
+        }
     }
     (Schema::new(&columns, true).unwrap(), data)
 }
