@@ -11,7 +11,6 @@ use std::time::Instant;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
 
-use crate::buffer::{DoubleBuffer, Limits};
 use crate::config::{AppEnv, BufferMode, Config, Durability};
 use crate::flusher::{self, FlusherGuard};
 use crate::ingest::{Buffered, Direct, Discard, Ingest, ServerCheck};
@@ -19,11 +18,11 @@ use crate::quarantine::Quarantine;
 use crate::routes::access::Gate;
 use crate::routes::client::ApiKeys;
 use crate::routes::server::{ServerSettings, serve};
-use crate::routes::tables::{TableLane, Tables};
+use crate::routes::tables::Tables;
 use crate::routes::{self, AppState};
 use crate::shutdown::{self, ShutdownReport};
-use crate::sink::{ClickHouseSink, TableSink};
-use crate::spool::{Spool, SpoolError, WriterGuard};
+use crate::sink::ClickHouseSink;
+use crate::spool::{SpoolError, WriterGuard};
 use crate::stats::Stats;
 
 /// Why the application could not start.
@@ -66,6 +65,10 @@ pub enum StartupError {
 }
 
 mod cluster;
+mod lane;
+mod tables;
+
+use tables::{Refresher, start_tables};
 
 /// A bound, ready-to-run service.
 pub struct Application {
@@ -316,31 +319,14 @@ fn start_storage(
     }
     let storage = match config.buffer_mode {
         BufferMode::Double => {
-            let limits = Limits {
-                swap_events: config.buffer_size,
-                flush_interval: config.flush_interval(),
-                min_interval: config.min_insert_interval(),
-                max_bytes: config.buffer_max_bytes,
-            };
-            let (buffer, spool_writer) = match config.durability() {
-                Durability::Memory => (DoubleBuffer::new(limits), None),
-                Durability::Disk => {
-                    let (spool, backlog) =
-                        Spool::open(config.spool_dir.as_ref(), config.spool_max_bytes)?;
-                    let spool = Arc::new(spool);
-                    if let Some(b) = backlog {
-                        log::info!(
-                            "spool {}: replaying {} bytes left by the previous run first",
-                            config.spool_dir,
-                            b.bytes
-                        );
-                    }
-                    let writer = WriterGuard::spawn(spool.clone())?;
-                    let from = backlog.map(|b| b.from);
-                    (DoubleBuffer::with_spool(limits, spool, from), Some(writer))
-                }
-            };
-            let buffer = Arc::new(buffer);
+            let lane = lane::open(
+                config,
+                lane::limits(config, config.buffer_max_bytes),
+                config.spool_dir.as_ref(),
+                config.spool_max_bytes,
+            )?;
+            let buffer = lane.buffer;
+            let spool_writer = lane.writer;
             let flusher = flusher::spawn(
                 buffer.clone(),
                 // Shares the handlers' sink's view of the insert format, for `/v1/health`.
@@ -370,139 +356,6 @@ fn start_storage(
         }
     };
     Ok(storage)
-}
-
-/// One lane per table of `INGEST_TABLES` other than the events table (arch.md): its own
-/// buffer and flusher, in `disk` mode its own spool (`SPOOL_DIR/table-<name>`), and a sink
-/// sharing the table's columns with the handlers. Each table's columns are read once here;
-/// a missing table is a warning, and its requests get `503` until the refresher finds it.
-async fn start_tables(
-    config: &Config,
-    stats: &Arc<Stats>,
-) -> Result<(Tables, Vec<Storage>, Vec<TableSink>), StartupError> {
-    let mut tables = Tables {
-        lanes: Default::default(),
-        events: vec![
-            config.clickhouse_table.clone(),
-            format!("{}.{}", config.clickhouse_name, config.clickhouse_table),
-        ],
-    };
-    let mut storages = Vec::new();
-    let mut sinks = Vec::new();
-    for name in config.extra_tables() {
-        let sink = TableSink::new(config, &name);
-        if let Err(problem) = sink.refresh().await {
-            log::warn!("INGEST_TABLES: {problem}");
-        }
-        let storage = match config.buffer_mode {
-            BufferMode::Double => {
-                let limits = Limits {
-                    swap_events: config.buffer_size,
-                    flush_interval: config.flush_interval(),
-                    min_interval: config.min_insert_interval(),
-                    max_bytes: config.buffer_max_bytes,
-                };
-                let (buffer, spool_writer) = match config.durability() {
-                    Durability::Memory => (DoubleBuffer::new(limits), None),
-                    Durability::Disk => {
-                        let dir =
-                            std::path::Path::new(&config.spool_dir).join(format!("table-{name}"));
-                        let (spool, backlog) = Spool::open(&dir, config.spool_max_bytes)?;
-                        let spool = Arc::new(spool);
-                        let writer = WriterGuard::spawn(spool.clone())?;
-                        let from = backlog.map(|b| b.from);
-                        (DoubleBuffer::with_spool(limits, spool, from), Some(writer))
-                    }
-                };
-                let buffer = Arc::new(buffer);
-                let flusher = flusher::spawn(
-                    buffer.clone(),
-                    TableSink::sharing(config, &sink),
-                    Arc::new(Quarantine::for_table(config.quarantine_dir(), &name, {
-                        let state = sink.state();
-                        Arc::new(move |row: &[u8]| state.decode_row(row))
-                    })),
-                    stats.clone(),
-                    config.shutdown_timeout(),
-                )?;
-                Storage {
-                    ingest: Arc::new(Buffered(buffer)),
-                    flushers: vec![flusher],
-                    spool_writers: spool_writer.into_iter().collect(),
-                }
-            }
-            BufferMode::Direct => Storage {
-                ingest: Arc::new(Direct(Arc::new(TableSink::sharing(config, &sink)))),
-                flushers: Vec::new(),
-                spool_writers: Vec::new(),
-            },
-            BufferMode::Discard => Storage {
-                ingest: Arc::new(Discard),
-                flushers: Vec::new(),
-                spool_writers: Vec::new(),
-            },
-        };
-        tables.lanes.insert(
-            name,
-            TableLane {
-                state: sink.state(),
-                ingest: storage.ingest.clone(),
-            },
-        );
-        storages.push(storage);
-        // The refresher runs on its own thread and runtime.
-        sinks.push(TableSink::sharing(config, &sink));
-    }
-    Ok((tables, storages, sinks))
-}
-
-/// The thread that reads other tables' columns again every `SCHEMA_REFRESH_SECS` (every
-/// 2 s while one is missing or unreadable), so an added column or a created table is
-/// picked up without a restart.
-struct Refresher {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Refresher {
-    fn spawn(sinks: Vec<TableSink>, every_secs: u64) -> std::io::Result<Self> {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let stop = Arc::new(AtomicBool::new(false));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("schema-refresh".into())
-            .spawn(move || {
-                let every = std::time::Duration::from_secs(every_secs.max(1));
-                let missing_wait = every.min(std::time::Duration::from_secs(2));
-                let wait = |sinks: &[TableSink]| match sinks
-                    .iter()
-                    .any(|s| s.state().current().is_err())
-                {
-                    true => missing_wait,
-                    false => every,
-                };
-                let mut next = Instant::now() + wait(&sinks);
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                    if Instant::now() < next {
-                        continue;
-                    }
-                    for sink in &sinks {
-                        let _ = runtime.block_on(sink.refresh());
-                    }
-                    next = Instant::now() + wait(&sinks);
-                }
-            })?;
-        Ok(Self { stop, thread })
-    }
-
-    fn stop(self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.thread.join();
-    }
 }
 
 /// What every handler can reach.

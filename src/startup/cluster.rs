@@ -6,15 +6,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{StartupError, Storage};
-use crate::buffer::{DoubleBuffer, Limits};
+use super::{StartupError, Storage, lane};
 use crate::config::{BufferMode, Config, Durability, HostPort};
 use crate::flusher;
 use crate::ingest::{Buffered, Discard, Lane, ServerCheck, Sharded};
 use crate::quarantine::Quarantine;
 use crate::shard::Sharder;
 use crate::sink::{ClickHouseSink, ClusterCheck, HostState, ReplicaSet};
-use crate::spool::{Spool, WriterGuard};
+use crate::spool::Spool;
 use crate::stats::Stats;
 
 /// Checks the cluster, creates its tables where it can, and starts the lanes. A host down
@@ -80,38 +79,21 @@ pub(super) async fn start(
         return Ok((storage, check));
     }
     let n = shards.len();
-    let limits = Limits {
-        swap_events: config.buffer_size,
-        flush_interval: config.flush_interval(),
-        min_interval: config.min_insert_interval(),
-        max_bytes: config.buffer_max_bytes / n,
-    };
+    let limits = lane::limits(config, config.buffer_max_bytes / n);
     let quarantine = Arc::new(Quarantine::new(config.quarantine_dir()));
     let mut lanes = Vec::new();
     let mut flushers = Vec::new();
     let mut spool_writers = Vec::new();
     for (i, replicas) in shards.iter().enumerate() {
-        let (buffer, seed) = match config.durability() {
-            Durability::Memory => (DoubleBuffer::new(limits), rand::random::<u64>()),
-            Durability::Disk => {
-                let dir = Path::new(&config.spool_dir).join(format!("shard-{}", i + 1));
-                let (spool, backlog) = Spool::open(&dir, config.spool_max_bytes / n as u64)?;
-                let spool = Arc::new(spool);
-                if let Some(b) = backlog {
-                    log::info!(
-                        "spool {}: replaying {} bytes left by the previous run first",
-                        dir.display(),
-                        b.bytes
-                    );
-                }
-                spool_writers.push(WriterGuard::spawn(spool.clone())?);
-                // Gateways spread over replicas by their spools' ids, stable across restarts.
-                let seed = twox_hash::XxHash3_64::oneshot(spool.id().as_bytes());
-                let from = backlog.map(|b| b.from);
-                (DoubleBuffer::with_spool(limits, spool, from), seed)
-            }
+        let dir = Path::new(&config.spool_dir).join(format!("shard-{}", i + 1));
+        let lane = lane::open(config, limits, &dir, config.spool_max_bytes / n as u64)?;
+        // Gateways spread over replicas by their spools' ids, stable across restarts.
+        let seed = match &lane.spool {
+            Some(spool) => twox_hash::XxHash3_64::oneshot(spool.id().as_bytes()),
+            None => rand::random::<u64>(),
         };
-        let buffer = Arc::new(buffer);
+        spool_writers.extend(lane.writer);
+        let buffer = lane.buffer;
         let set = ReplicaSet::new(
             replicas
                 .iter()

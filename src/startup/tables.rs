@@ -1,0 +1,136 @@
+//! Start-up of the other tables of `INGEST_TABLES` (issue 12): one lane per table, and the
+//! thread that reads their columns again so schema changes are picked up without a restart.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{StartupError, Storage, lane};
+use crate::config::{BufferMode, Config};
+use crate::flusher;
+use crate::ingest::{Buffered, Direct, Discard};
+use crate::quarantine::Quarantine;
+use crate::routes::tables::{TableLane, Tables};
+use crate::sink::TableSink;
+use crate::stats::Stats;
+
+/// One lane per table of `INGEST_TABLES` other than the events table (arch.md): its own
+/// buffer and flusher, in `disk` mode its own spool (`SPOOL_DIR/table-<name>`), and a sink
+/// sharing the table's columns with the handlers. Each table's columns are read once here;
+/// a missing table is a warning, and its requests get `503` until the refresher finds it.
+pub(super) async fn start_tables(
+    config: &Config,
+    stats: &Arc<Stats>,
+) -> Result<(Tables, Vec<Storage>, Vec<TableSink>), StartupError> {
+    let mut tables = Tables {
+        lanes: Default::default(),
+        events: vec![
+            config.clickhouse_table.clone(),
+            format!("{}.{}", config.clickhouse_name, config.clickhouse_table),
+        ],
+    };
+    let mut storages = Vec::new();
+    let mut sinks = Vec::new();
+    for name in config.extra_tables() {
+        let sink = TableSink::new(config, &name);
+        if let Err(problem) = sink.refresh().await {
+            log::warn!("INGEST_TABLES: {problem}");
+        }
+        let storage = match config.buffer_mode {
+            BufferMode::Double => {
+                let lane = lane::open(
+                    config,
+                    lane::limits(config, config.buffer_max_bytes),
+                    &Path::new(&config.spool_dir).join(format!("table-{name}")),
+                    config.spool_max_bytes,
+                )?;
+                let (buffer, spool_writer) = (lane.buffer, lane.writer);
+                let flusher = flusher::spawn(
+                    buffer.clone(),
+                    TableSink::sharing(config, &sink),
+                    Arc::new(Quarantine::for_table(config.quarantine_dir(), &name, {
+                        let state = sink.state();
+                        Arc::new(move |row: &[u8]| state.decode_row(row))
+                    })),
+                    stats.clone(),
+                    config.shutdown_timeout(),
+                )?;
+                Storage {
+                    ingest: Arc::new(Buffered(buffer)),
+                    flushers: vec![flusher],
+                    spool_writers: spool_writer.into_iter().collect(),
+                }
+            }
+            BufferMode::Direct => Storage {
+                ingest: Arc::new(Direct(Arc::new(TableSink::sharing(config, &sink)))),
+                flushers: Vec::new(),
+                spool_writers: Vec::new(),
+            },
+            BufferMode::Discard => Storage {
+                ingest: Arc::new(Discard),
+                flushers: Vec::new(),
+                spool_writers: Vec::new(),
+            },
+        };
+        tables.lanes.insert(
+            name,
+            TableLane {
+                state: sink.state(),
+                ingest: storage.ingest.clone(),
+            },
+        );
+        storages.push(storage);
+        // The refresher runs on its own thread and runtime.
+        sinks.push(TableSink::sharing(config, &sink));
+    }
+    Ok((tables, storages, sinks))
+}
+
+/// The thread that reads other tables' columns again every `SCHEMA_REFRESH_SECS` (every
+/// 2 s while one is missing or unreadable), so an added column or a created table is
+/// picked up without a restart.
+pub(super) struct Refresher {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Refresher {
+    pub(super) fn spawn(sinks: Vec<TableSink>, every_secs: u64) -> std::io::Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("schema-refresh".into())
+            .spawn(move || {
+                let every = std::time::Duration::from_secs(every_secs.max(1));
+                let missing_wait = every.min(std::time::Duration::from_secs(2));
+                let wait = |sinks: &[TableSink]| match sinks
+                    .iter()
+                    .any(|s| s.state().current().is_err())
+                {
+                    true => missing_wait,
+                    false => every,
+                };
+                let mut next = Instant::now() + wait(&sinks);
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    if Instant::now() < next {
+                        continue;
+                    }
+                    for sink in &sinks {
+                        let _ = runtime.block_on(sink.refresh());
+                    }
+                    next = Instant::now() + wait(&sinks);
+                }
+            })?;
+        Ok(Self { stop, thread })
+    }
+
+    pub(super) fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
