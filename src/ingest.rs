@@ -236,15 +236,18 @@ impl Ingest for Buffered {
 /// spool and replica set), so a shard whose replicas are down holds its own rows while the
 /// others flow.
 ///
-/// A request is taken whole or refused whole as far as possible: every lane its rows go to
-/// is checked for room first. Two requests racing for the last room can still leave one
-/// partly taken (`503` for the rest, and the client's resend stores the taken part twice);
-/// the check keeps that to the moment a lane fills.
+/// A request is taken whole or refused whole: every lane its rows go to is checked for room
+/// and appended to under one lock, so two requests racing for a lane's last room cannot
+/// leave one partly taken (a `503` for the rest would make the client's resend store the
+/// taken part twice). The lock covers only the checks and the memcpys; spool syncs are
+/// awaited after it.
 pub struct Sharded {
     /// Splits rows by shard.
     pub sharder: Sharder,
     /// One per shard, in shard order.
     pub lanes: Vec<Lane>,
+    /// Held to check every lane's room and append, never across a wait.
+    pub route: parking_lot::Mutex<()>,
 }
 
 /// One shard's lane.
@@ -296,14 +299,33 @@ impl Ingest for Sharded {
                 .zip(parts)
                 .filter(|(_, part)| !part.is_empty())
                 .collect();
-            for (lane, part) in &taken {
-                lane.has_room(part)?;
+            // Framed and checksummed outside the lock (disk mode).
+            let framed: Vec<Option<Vec<u8>>> = taken
+                .iter()
+                .map(|(lane, part)| lane.buffer.0.spool().map(|_| spool::frame(part)))
+                .collect();
+            let mut durable = Vec::new();
+            {
+                let _route = self.route.lock();
+                for (lane, part) in &taken {
+                    lane.has_room(part)?;
+                }
+                for ((lane, mut part), framed) in taken.into_iter().zip(framed) {
+                    let buffer = &lane.buffer.0;
+                    match (framed, buffer.spool()) {
+                        (Some(framed), Some(spool)) => {
+                            let end = buffer.append_spooled(&mut part, &framed).map_err(refused)?;
+                            durable.push((spool, end));
+                        }
+                        _ => buffer.append(&mut part).map_err(refused)?,
+                    }
+                }
             }
-            let appends = taken
-                .into_iter()
-                .map(|(lane, part)| lane.buffer.submit(part));
-            for result in futures_util::future::join_all(appends).await {
-                result?;
+            for (spool, end) in durable {
+                spool
+                    .wait_durable(end)
+                    .await
+                    .map_err(|e| refused(AppendError::Spool(e)))?;
             }
             Ok(())
         })
@@ -426,6 +448,7 @@ mod tests {
         Sharded {
             sharder: Sharder::new("device_id", 2),
             lanes: vec![lane(), lane()],
+            route: Default::default(),
         }
     }
 

@@ -208,7 +208,13 @@ pub async fn get_ready(
     let pending = state.ingest.pending();
     let (used, max) = (pending.buffer_bytes, pending.buffer_max_bytes);
     let mut reasons = Vec::new();
-    if let Err(e) = state.clickhouse_check.version().await {
+    let shards = state.ingest.shards();
+    // In a cluster a shard with no replica answering holds its rows while its lane has room
+    // (per-shard reasons below), so the gateway stays in the load balancer even when every
+    // host is down; one server's outage keeps its own rule.
+    if shards.is_empty()
+        && let Err(e) = state.clickhouse_check.version().await
+    {
         reasons.push(if privileged { e } else { UNAVAILABLE.into() });
     }
     let spool = pending.spool;
@@ -234,7 +240,7 @@ pub async fn get_ready(
         Some(_) => reasons.push("local storage failing".into()),
         None => {}
     }
-    for shard in state.ingest.shards() {
+    for shard in shards {
         if let Some(full) = lane_full(&shard.pending) {
             let replicas = if shard.has_healthy_replica() {
                 "writing"

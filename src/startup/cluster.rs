@@ -120,7 +120,11 @@ pub(super) async fn start(
         });
     }
     let storage = Storage {
-        ingest: Arc::new(Sharded { sharder, lanes }),
+        ingest: Arc::new(Sharded {
+            sharder,
+            lanes,
+            route: Default::default(),
+        }),
         flushers,
         spool_writers,
     };

@@ -61,6 +61,8 @@ async fn a_host_down_at_start_up_does_not_stop_the_gateway() {
     assert_eq!(health["shards"][1]["hosts"][0]["up"], false, "{health}");
     let response = app.post_events(crate::load::request("down", 0, 100)).await;
     assert_eq!(response.status(), 200);
+    let ready = app.get("/v1/ready").await;
+    assert_eq!(ready.status(), 200, "shard 2 is down but its lane has room");
     cluster.up("c");
     cluster.wait_writable("c").await;
     // c gets its tables when its lane first reaches it, then the rows.
@@ -136,4 +138,34 @@ async fn rows_left_in_a_single_server_spool_stop_a_cluster_start() {
         "{log}"
     );
     cluster.drop_database(&db).await;
+}
+
+#[tokio::test]
+async fn every_host_down_keeps_the_gateway_ready_while_its_lanes_have_room() {
+    let db = unique_database();
+    let hosts = format!(
+        "127.0.0.1:{},127.0.0.1:{};127.0.0.1:{}",
+        closed_port(),
+        closed_port(),
+        closed_port()
+    );
+    let app = crate::helpers::spawn_app_in(
+        &db,
+        &[
+            ("CLICKHOUSE_HOSTS", &hosts),
+            ("CLICKHOUSE_CLUSTER", "events_cluster"),
+            ("SHUTDOWN_TIMEOUT_SECS", "1"),
+        ],
+    )
+    .await;
+    let response = app
+        .post_events(crate::load::request("nowhere", 0, 100))
+        .await;
+    assert_eq!(response.status(), 200);
+    let ready = app.get("/v1/ready").await;
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["ready"], true, "{body}");
+    let health: serde_json::Value = app.get("/v1/health").await.json().await.unwrap();
+    assert_eq!(health["shards"][0]["hosts"][0]["up"], false, "{health}");
+    app.stop().await;
 }
