@@ -75,7 +75,7 @@ fn mixed_rows(schema: &TableSchema, n: usize) -> Rows {
                     (h >> 8) % 60,
                     ["a", "b", "c"][(h % 3) as usize],
                     countries[(h % 8) as usize],
-                    if h % 4 == 0 {
+                    if h.is_multiple_of(4) {
                         "null".to_string()
                     } else {
                         format!("\"note {}\"", h % 97)
