@@ -132,21 +132,7 @@ pub(super) fn write_low_cardinality_nullable<'a>(
         };
         indexes.push(index);
     }
-    let (width_code, width) = match keys.len() {
-        n if n <= 1 << 8 => (0u64, 1usize),
-        n if n <= 1 << 16 => (1, 2),
-        n if n as u64 <= 1 << 32 => (2, 4),
-        _ => (3, 8),
-    };
-    out.extend_from_slice(&(width_code | HAS_ADDITIONAL_KEYS | UPDATE_DICTIONARY).to_le_bytes());
-    out.extend_from_slice(&(keys.len() as u64).to_le_bytes());
-    for key in &keys {
-        out.extend_from_slice(key);
-    }
-    out.extend_from_slice(&(indexes.len() as u64).to_le_bytes());
-    for index in indexes {
-        out.extend_from_slice(&index.to_le_bytes()[..width]);
-    }
+    write_dictionary(&keys, &indexes, out);
 }
 
 /// Writes one whole column of `values` (each a RowBinary value of `ty`) in Native form,
@@ -210,6 +196,13 @@ fn write_low_cardinality<'a>(values: impl Iterator<Item = &'a [u8]>, out: &mut V
         last = Some((value, index));
         indexes.push(index);
     }
+    write_dictionary(&keys, &indexes, out);
+}
+
+/// A `LowCardinality` dictionary after its state prefix: the flags (index width, the keys
+/// follow, forget earlier dictionaries), the keys, then one index per row, as narrow as the
+/// key count allows.
+fn write_dictionary(keys: &[&[u8]], indexes: &[u64], out: &mut Vec<u8>) {
     let (width_code, width) = match keys.len() {
         n if n <= 1 << 8 => (0u64, 1usize),
         n if n <= 1 << 16 => (1, 2),
@@ -218,7 +211,7 @@ fn write_low_cardinality<'a>(values: impl Iterator<Item = &'a [u8]>, out: &mut V
     };
     out.extend_from_slice(&(width_code | HAS_ADDITIONAL_KEYS | UPDATE_DICTIONARY).to_le_bytes());
     out.extend_from_slice(&(keys.len() as u64).to_le_bytes());
-    for key in &keys {
+    for key in keys {
         out.extend_from_slice(key);
     }
     out.extend_from_slice(&(indexes.len() as u64).to_le_bytes());

@@ -16,26 +16,14 @@ async fn hosts_in_the_wrong_shard_stop_start_up_naming_them() {
     let db = unique_database();
     let (a, b, c) = (cluster.host("a"), cluster.host("b"), cluster.host("c"));
     let swapped = format!("{c};{a},{b}");
-    let port = closed_port().to_string();
-    let output = within(
-        Duration::from_secs(60),
-        Command::new(env!("CARGO_BIN_EXE_event-ingest"))
-            .kill_on_drop(true)
-            .env_clear()
-            .envs(test_env(
-                &db,
-                &[
-                    ("CLICKHOUSE_HOSTS", &swapped),
-                    ("CLICKHOUSE_CLUSTER", &cluster.name),
-                    ("HTTP_PORT", &port),
-                ],
-            ))
-            .output(),
+    let log = start_up_fails(
+        &db,
+        &[
+            ("CLICKHOUSE_HOSTS", &swapped),
+            ("CLICKHOUSE_CLUSTER", &cluster.name),
+        ],
     )
-    .await
-    .expect("runs");
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{log}");
+    .await;
     assert!(
         log.contains(&format!(
             "{c} is shard 2 of {}, but CLICKHOUSE_HOSTS puts it in shard 1",
@@ -111,28 +99,16 @@ async fn rows_left_in_a_single_server_spool_stop_a_cluster_start() {
     assert_eq!(response.status(), 200);
     let (status, log) = crate::process::stop_with(child, "TERM").await;
     assert!(status.success(), "the rows stay in the spool: {log}");
-    let port = closed_port().to_string();
-    let output = within(
-        Duration::from_secs(60),
-        Command::new(env!("CARGO_BIN_EXE_event-ingest"))
-            .kill_on_drop(true)
-            .env_clear()
-            .envs(test_env(
-                &db,
-                &[
-                    ("CLICKHOUSE_HOSTS", &cluster.hosts),
-                    ("CLICKHOUSE_CLUSTER", &cluster.name),
-                    ("DURABILITY", "disk"),
-                    ("SPOOL_DIR", spool.path()),
-                    ("HTTP_PORT", &port),
-                ],
-            ))
-            .output(),
+    let log = start_up_fails(
+        &db,
+        &[
+            ("CLICKHOUSE_HOSTS", &cluster.hosts),
+            ("CLICKHOUSE_CLUSTER", &cluster.name),
+            ("DURABILITY", "disk"),
+            ("SPOOL_DIR", spool.path()),
+        ],
     )
-    .await
-    .expect("runs");
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{log}");
+    .await;
     assert!(
         log.contains("acknowledged and did not write; start once without CLICKHOUSE_CLUSTER"),
         "{log}"
@@ -168,4 +144,25 @@ async fn every_host_down_keeps_the_gateway_ready_while_its_lanes_have_room() {
     let health: serde_json::Value = app.get("/v1/health").await.json().await.unwrap();
     assert_eq!(health["shards"][0]["hosts"][0]["up"], false, "{health}");
     app.stop().await;
+}
+
+/// Runs the binary with `vars` (and a free port) to its exit, which must be a failure;
+/// returns its log.
+async fn start_up_fails(db: &str, vars: &[(&str, &str)]) -> String {
+    let port = closed_port().to_string();
+    let mut vars = vars.to_vec();
+    vars.push(("HTTP_PORT", &port));
+    let output = within(
+        Duration::from_secs(60),
+        Command::new(env!("CARGO_BIN_EXE_event-ingest"))
+            .kill_on_drop(true)
+            .env_clear()
+            .envs(test_env(db, &vars))
+            .output(),
+    )
+    .await
+    .expect("runs");
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{log}");
+    log
 }
