@@ -142,4 +142,4 @@ thread_local! {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -6,7 +6,8 @@ use crate::block::{COLUMNS, Rows};
 use crate::event::testing::{event, rows};
 use crate::sink::TABLE;
 
-fn builder() -> BlockBuilder {
+/// The events table's builder, sorting by the table's key (shared with other stages' tests).
+pub(crate) fn builder() -> BlockBuilder {
     let columns: Vec<(String, String)> = TABLE
         .iter()
         .map(|c| (c.name.to_string(), c.modern.to_string()))

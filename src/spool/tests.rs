@@ -273,20 +273,10 @@ fn headroom_is_a_share_of_the_volume_within_bounds() {
 
 #[test]
 fn a_batch_read_back_from_spool_records_builds_the_same_native_block() {
-    use crate::block::{BlockBuilder, Schema, SortKey};
     // Varied load rows, framed request by request as handlers frame them, then decoded
     // back as a replay reads them: the block (what ClickHouse and its block-hash
     // deduplication see) must be the one the batch made before the crash.
-    let columns: Vec<(String, String)> = crate::sink::TABLE
-        .iter()
-        .map(|c| (c.name.to_string(), c.modern.to_string()))
-        .collect();
-    let schema = Schema::new(&columns, true).unwrap();
-    let key = SortKey::plan(
-        "event, toDate(server_time), device_id, server_time",
-        &schema,
-    );
-    let builder = BlockBuilder::new(schema, key);
+    let builder = crate::block::tests::builder();
     let whole = crate::event::testing::load_rows(2_000);
     let mut records = Vec::new();
     let mut at = 0;
