@@ -32,7 +32,7 @@ use crate::block::{Rows, Scalar, Shape};
 use crate::event::{FieldError, MAX_DEVICE_QUEUE_SECS, MAX_REPORTED_ERRORS};
 
 /// One column as `system.columns` describes it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, clickhouse::Row)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, clickhouse::Row)]
 pub struct ColumnInfo {
     /// Column name.
     pub name: String,

@@ -34,6 +34,8 @@ pub(super) async fn start_tables(
     for name in config.extra_tables() {
         let sink = TableSink::new(config, &name);
         let table_stats = Arc::new(TableStats::new(stats, &name));
+        // `disk` mode: the lists earlier runs' spooled rows were encoded under.
+        sink.restore();
         if let Err(problem) = sink.refresh().await {
             log::warn!("INGEST_TABLES: {problem}");
         }

@@ -27,4 +27,5 @@ mod shutdown_budget;
 mod skew;
 mod spool_faults;
 mod status_page;
+mod table_restart;
 mod tables;

@@ -133,7 +133,7 @@ fn modern_columns() -> Vec<(&'static str, &'static str, Value, &'static str)> {
     ]
 }
 
-async fn table_with(database: &str, table: &str, columns: &str) {
+pub(crate) async fn table_with(database: &str, table: &str, columns: &str) {
     clickhouse(&format!("CREATE DATABASE IF NOT EXISTS `{database}`")).await;
     // 18.16 has LowCardinality behind a setting (ignored by later servers).
     let url = match modern_engine() {
@@ -367,7 +367,7 @@ async fn stored_n(database: &str) -> Vec<u32> {
 
 /// Posts `[{n, t}]` for `n` in `range` to `table` at `address`, one event a request;
 /// returns the `n` acknowledged with `200`.
-async fn post_each(address: &str, table: &str, range: std::ops::Range<u32>) -> Vec<u32> {
+pub(crate) async fn post_each(address: &str, table: &str, range: std::ops::Range<u32>) -> Vec<u32> {
     let http = reqwest::Client::new();
     let mut acked = Vec::new();
     for n in range {
@@ -384,7 +384,7 @@ async fn post_each(address: &str, table: &str, range: std::ops::Range<u32>) -> V
 }
 
 /// The `n` stored in `table`, sorted, and whether every row names its own table.
-async fn stored_in(database: &str, table: &str) -> (Vec<u32>, bool) {
+pub(crate) async fn stored_in(database: &str, table: &str) -> (Vec<u32>, bool) {
     let rows = clickhouse_json(&format!(
         "SELECT n, t FROM `{database}`.`{table}` ORDER BY n"
     ))
@@ -623,7 +623,7 @@ async fn a_missing_field_takes_the_columns_default_expression_where_the_server_c
 }
 
 /// The value of the metric line `name{labels}` in a Prometheus text exposition.
-fn metric(metrics: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
