@@ -29,6 +29,14 @@ pub(super) async fn start_tables(
             format!("{}.{}", config.clickhouse_name, config.clickhouse_table),
         ],
     };
+    for name in config.events_namesakes() {
+        log::warn!(
+            "INGEST_TABLES: {name} is a table of its own (written at /v1/tables/{name}), not \
+             the events table {}.{} (written at /v1/events)",
+            config.clickhouse_name,
+            config.clickhouse_table
+        );
+    }
     let mut storages = Vec::new();
     let mut sinks = Vec::new();
     for name in config.extra_tables() {
