@@ -195,7 +195,7 @@ impl TableSchema {
             };
             let is_time = matches!(
                 shape.plain(),
-                Shape::Scalar(Scalar::DateTime | Scalar::DateTime64 { .. })
+                Shape::Scalar(Scalar::DateTime { .. } | Scalar::DateTime64 { .. })
             );
             let fill = if info.name == server_time_column && is_time {
                 Fill::ServerTime
@@ -443,7 +443,7 @@ fn put_time(shape: &Shape, nanos: i128, buf: &mut Vec<u8>) {
             put_time(inner, nanos, buf)
         }
         Shape::LowCardinality(inner) => put_time(inner, nanos, buf),
-        Shape::Scalar(Scalar::DateTime64 { precision }) => {
+        Shape::Scalar(Scalar::DateTime64 { precision, .. }) => {
             let ticks = i64::try_from(time::ticks(nanos, *precision)).unwrap_or(i64::MAX);
             buf.extend_from_slice(&ticks.to_le_bytes());
         }
@@ -485,7 +485,7 @@ fn literal_default(shape: &Shape, expression: &str) -> Missing {
     if now
         && matches!(
             shape.plain(),
-            Shape::Scalar(Scalar::DateTime | Scalar::DateTime64 { .. })
+            Shape::Scalar(Scalar::DateTime { .. } | Scalar::DateTime64 { .. })
         )
     {
         return Missing::Now;

@@ -28,4 +28,5 @@ mod skew;
 mod spool_faults;
 mod status_page;
 mod table_restart;
+mod table_times;
 mod tables;

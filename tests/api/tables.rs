@@ -10,7 +10,7 @@ use crate::helpers::{
     within,
 };
 
-async fn post_table(app: &TestApp, table: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn post_table(app: &TestApp, table: &str, body: &Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{}/v1/tables/{table}", app.address))
         .json(body)
@@ -19,7 +19,7 @@ async fn post_table(app: &TestApp, table: &str, body: &Value) -> reqwest::Respon
         .expect("request sent")
 }
 
-async fn wait_for(database: &str, table: &str, n: u64) {
+pub(crate) async fn wait_for(database: &str, table: &str, n: u64) {
     within(PATIENCE, async {
         loop {
             let count = clickhouse(&format!("SELECT count() FROM `{database}`.`{table}`")).await;
