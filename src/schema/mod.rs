@@ -407,9 +407,10 @@ impl TableSchema {
     /// `client_time` corrected by the request's `sent_at`: `server_time - (sent_at -
     /// client_time)` when plausible, else `client_time` itself (the `/v1/events` rule).
     fn corrected(&self, slots: &[Option<&RawValue>], facts: &RequestFacts) -> Option<i128> {
-        let raw = slots[self.client_time?]?;
+        let column = self.client_time?;
+        let raw = slots[column]?;
         let client = match Value::read(raw).ok()? {
-            Value::Str(s) => time::from_text(&s)?,
+            Value::Str(s) => time::from_text_in(&s, zone_of(&self.columns[column].shape))?,
             Value::Number(n) => time::from_number(n)?,
             _ => return None,
         };
@@ -432,6 +433,16 @@ impl TableColumn {
             Missing::Bytes(bytes) => buf.extend_from_slice(bytes),
             Missing::Now => put_time(&self.shape, facts.server_time_nanos, buf),
         }
+    }
+}
+
+/// The zone of a `DateTime('zone')`/`DateTime64(p, 'zone')` column (wrappers looked
+/// through), in which its times without an offset are read.
+fn zone_of(shape: &Shape) -> Option<&crate::block::ColumnZone> {
+    match shape {
+        Shape::Nullable(inner) | Shape::LowCardinality(inner) => zone_of(inner),
+        Shape::Scalar(Scalar::DateTime { zone } | Scalar::DateTime64 { zone, .. }) => zone.as_ref(),
+        _ => None,
     }
 }
 

@@ -17,11 +17,17 @@ async fn times_without_an_offset_are_read_in_the_columns_time_zone() {
         true => "n UInt32, at DateTime('Europe/Berlin'), at64 DateTime64(3, 'Europe/Berlin')",
         false => "n UInt32, at DateTime('Europe/Berlin')",
     };
-    table_with(&database, "zoned", columns).await;
+    // `client_time_corrected` is filled from `client_time` (no `sent_at`: the same instant).
+    let columns = format!(
+        "{columns}, client_time DateTime('Europe/Berlin'), \
+         client_time_corrected DateTime('Europe/Berlin')"
+    );
+    table_with(&database, "zoned", &columns).await;
     let app = spawn_app_in(&database, &[("INGEST_TABLES", "zoned")]).await;
     let body = json!([
         // Winter (+01:00) and summer (+02:00) wall-clock times in Berlin.
-        {"n": 1, "at": "2020-12-01 12:00:00", "at64": "2020-12-01 12:00:00.250"},
+        {"n": 1, "at": "2020-12-01 12:00:00", "at64": "2020-12-01 12:00:00.250",
+         "client_time": "2020-12-01 12:00:00"},
         {"n": 2, "at": "2020-07-01 12:00:00", "at64": "2020-07-01 12:00:00.250"},
         // An offset says which instant, whatever the column's zone.
         {"n": 3, "at": "2020-12-01T12:00:00Z", "at64": "2020-12-01T12:00:00.250+00:00"},
@@ -32,7 +38,8 @@ async fn times_without_an_offset_are_read_in_the_columns_time_zone() {
     assert_eq!(response.status(), 200);
     wait_for(&database, "zoned", 4).await;
     let rows = clickhouse_json(&format!(
-        "SELECT n, toString(at) AS local, toString(toTimeZone(at, 'UTC')) AS utc{} \
+        "SELECT n, toString(at) AS local, toString(toTimeZone(at, 'UTC')) AS utc, \
+         toString(client_time) AS client, toString(client_time_corrected) AS corrected{} \
          FROM `{database}`.zoned ORDER BY n",
         match modern {
             true => ", toString(at64) AS local64",
@@ -71,6 +78,7 @@ async fn times_without_an_offset_are_read_in_the_columns_time_zone() {
         assert_eq!(row["n"], n, "{row}");
         assert_eq!(row["local"], at, "{row}");
         assert_eq!(row["utc"], utc, "{row}");
+        assert_eq!(row["corrected"], row["client"], "{row}");
         if modern {
             assert_eq!(row["local64"], at64, "{row}");
         }
