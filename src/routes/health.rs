@@ -96,6 +96,16 @@ pub async fn get_health(
         .iter()
         .find(|s| !s.has_healthy_replica() && s.pending.oldest.is_some())
         .map(|s| format!("shard {}: no replica answering; its rows are held", s.shard));
+    // Another table whose rows wait on a failed insert (its own error, kept per table).
+    let table_failing = state
+        .tables
+        .lanes
+        .iter()
+        .filter(|(_, lane)| lane.ingest.pending_events() > 0)
+        .find_map(|(name, lane)| {
+            let error = lane.stats.last_error.lock().clone()?;
+            Some(format!("table {name}: {error}"))
+        });
     let (mut response, status, version, error) = match state.clickhouse_check.version().await {
         Ok(version) if storage_error.is_some() => (
             HttpResponse::ServiceUnavailable(),
@@ -108,6 +118,12 @@ pub async fn get_health(
             "failing",
             Some(version),
             shard_down,
+        ),
+        Ok(version) if table_failing.is_some() => (
+            HttpResponse::ServiceUnavailable(),
+            "failing",
+            Some(version),
+            table_failing,
         ),
         // It answers queries, but inserts fail (permissions, too many parts, ...).
         Ok(version) if last_error.is_some() && buffered_events > 0 => (
