@@ -247,7 +247,7 @@ impl Application {
         })
         .await
         .map_err(std::io::Error::other)?;
-        let quarantined = self.stats.events_quarantined.get();
+        let quarantined = self.stats.events_quarantined_all();
         if quarantined > 0 {
             log::error!(
                 "{quarantined} events ClickHouse rejected as bad data were quarantined during \

@@ -13,6 +13,9 @@ use prometheus::{
 };
 use serde::Serialize;
 
+mod lane;
+pub use lane::{LaneStats, LastInsert, TableStats};
+
 /// All metrics of one process.
 pub struct Stats {
     registry: Registry,
@@ -27,7 +30,17 @@ pub struct Stats {
     /// Other tables' events (issue 12) by table and outcome: `accepted`, `rejected`, and
     /// `ignored_fields` (fields the table has no column for).
     pub table_events: IntCounterVec,
-    /// Events ClickHouse confirmed.
+    /// Other tables' flushes, by table (the events table's are `flushes`).
+    pub table_flushes: IntCounterVec,
+    /// Other tables' successful inserts, by table.
+    pub table_inserts: IntCounterVec,
+    /// Other tables' events ClickHouse confirmed, by table.
+    pub table_events_written: IntCounterVec,
+    /// Other tables' events quarantined, by table.
+    pub table_events_quarantined: IntCounterVec,
+    /// Other tables' failed inserts, by table and kind (`retryable`, `data`).
+    pub table_insert_errors: IntCounterVec,
+    /// The events table's events ClickHouse confirmed (other tables': `table_*`).
     pub events_written: IntCounter,
     /// Events ClickHouse refused as bad data, isolated and put in the quarantine file.
     pub events_quarantined: IntCounter,
@@ -69,6 +82,26 @@ pub struct Stats {
     local_errors: Mutex<BTreeMap<&'static str, String>>,
     /// The latest flushes, newest last, for the status page.
     pub recent_flushes: Mutex<VecDeque<FlushRecord>>,
+}
+
+/// Now, to the second, in RFC 3339 (as the status page shows times).
+fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(0)
+        .unwrap_or(now)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A counter family's total over all its labels.
+fn sum(family: &IntCounterVec) -> u64 {
+    use prometheus::core::Collector;
+    family
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
 }
 
 /// How many flushes the status page lists.
@@ -153,6 +186,36 @@ impl Stats {
                 "table_events_total",
                 "Events for tables of INGEST_TABLES other than the events table",
                 &["table", "outcome"],
+            ),
+            table_flushes: counter_vec(
+                &r,
+                "table_flushes_total",
+                "Flushes of another table's buffer (INGEST_TABLES)",
+                &["table"],
+            ),
+            table_inserts: counter_vec(
+                &r,
+                "table_inserts_total",
+                "Successful inserts into another table (INGEST_TABLES)",
+                &["table"],
+            ),
+            table_events_written: counter_vec(
+                &r,
+                "table_events_written_total",
+                "Another table's events ClickHouse confirmed (INGEST_TABLES)",
+                &["table"],
+            ),
+            table_events_quarantined: counter_vec(
+                &r,
+                "table_events_quarantined_total",
+                "Another table's events refused as bad data, put in the quarantine",
+                &["table"],
+            ),
+            table_insert_errors: counter_vec(
+                &r,
+                "table_insert_errors_total",
+                "Failed inserts into another table, by kind (retryable, data)",
+                &["table", "kind"],
             ),
             events_written: counter(&r, "events_written_total", "Events ClickHouse confirmed"),
             events_quarantined: counter(
@@ -266,12 +329,7 @@ impl Stats {
         self.flushes.with_label_values(&[trigger]).inc();
         self.flush_rows.observe(events as f64);
         self.flush_duration.observe(took.as_secs_f64());
-        let now = time::OffsetDateTime::now_utc();
-        let at = now
-            .replace_nanosecond(0)
-            .unwrap_or(now)
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let at = now_rfc3339();
         let mut recent = self.recent_flushes.lock();
         if recent.len() == RECENT_FLUSHES {
             recent.pop_front();
@@ -338,13 +396,12 @@ impl Stats {
 
     /// Rejected events over all reasons.
     pub fn events_rejected_total(&self) -> u64 {
-        use prometheus::core::Collector;
-        self.events_rejected
-            .collect()
-            .iter()
-            .flat_map(|family| family.get_metric())
-            .map(|m| m.get_counter().get_value() as u64)
-            .sum()
+        sum(&self.events_rejected)
+    }
+
+    /// Events quarantined during this run, in every table.
+    pub fn events_quarantined_all(&self) -> u64 {
+        self.events_quarantined.get() + sum(&self.table_events_quarantined)
     }
 
     /// The Prometheus text exposition of every metric.

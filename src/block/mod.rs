@@ -13,6 +13,7 @@
 //! [`types`] (what a type is) → [`transpose`] (rows cut into columns, once) → [`sort`] (the
 //! key's order) → [`native`] (the columns' bytes, copied in that order).
 
+mod column_zone;
 mod columns;
 mod rows;
 
@@ -23,6 +24,7 @@ mod sort;
 mod transpose;
 mod types;
 
+pub use column_zone::ColumnZone;
 pub use columns::COLUMNS;
 pub use rows::{Rows, RowsRef};
 pub use shape::{Scalar, Shape};

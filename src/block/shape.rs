@@ -3,6 +3,7 @@
 //! and written as Native columns) and the JSON side (`crate::schema`, how a JSON value
 //! becomes that RowBinary value). One parser, so the two can never disagree on a type.
 
+use super::column_zone::ColumnZone;
 use super::types::{ColumnType, Order};
 
 /// A type with one value per row and no inner type.
@@ -36,11 +37,16 @@ pub enum Scalar {
     /// `Date32`: days since 1970 as `Int32`.
     Date32,
     /// `DateTime[(zone)]`: seconds since 1970 as `UInt32`.
-    DateTime,
+    DateTime {
+        /// The column's zone, if one other than UTC: zone-less times are read in it.
+        zone: Option<ColumnZone>,
+    },
     /// `DateTime64(p[, zone])`: ticks of `10^-p` seconds since 1970 as `Int64`.
     DateTime64 {
         /// Digits after the second, 0–9.
         precision: u8,
+        /// As for `DateTime`.
+        zone: Option<ColumnZone>,
     },
     /// `IPv4`: `UInt32`.
     Ipv4,
@@ -77,7 +83,7 @@ impl Scalar {
     pub fn width(&self) -> Option<usize> {
         Some(match self {
             Self::UInt(bits) | Self::Int(bits) => usize::from(*bits) / 8,
-            Self::Float32 | Self::Date32 | Self::DateTime | Self::Ipv4 => 4,
+            Self::Float32 | Self::Date32 | Self::DateTime { .. } | Self::Ipv4 => 4,
             Self::Float64 | Self::DateTime64 { .. } => 8,
             Self::Bool => 1,
             Self::Decimal { precision, .. } => decimal_width(*precision),
@@ -96,7 +102,7 @@ impl Scalar {
             Self::UInt(_) if narrow => Order::Unsigned,
             Self::Int(_) | Self::Decimal { .. } if narrow => Order::Signed,
             Self::Float32 | Self::Float64 => Order::Float,
-            Self::Bool | Self::Date | Self::DateTime | Self::Ipv4 => Order::Unsigned,
+            Self::Bool | Self::Date | Self::DateTime { .. } | Self::Ipv4 => Order::Unsigned,
             Self::Date32 | Self::DateTime64 { .. } | Self::Enum { .. } => Order::Signed,
             Self::FixedString(_) => Order::Bytes,
             Self::Uuid => Order::Uuid,
@@ -108,12 +114,22 @@ impl Scalar {
         if let Some(n) = wrapped(name, "FixedString") {
             return Some(Self::FixedString(n.trim().parse().ok()?));
         }
-        if name == "DateTime" || wrapped(name, "DateTime").is_some() {
-            return Some(Self::DateTime);
+        if name == "DateTime" {
+            return Some(Self::DateTime { zone: None });
+        }
+        if let Some(zone) = wrapped(name, "DateTime") {
+            return Some(Self::DateTime {
+                zone: ColumnZone::parse(zone).ok()?,
+            });
         }
         if let Some(args) = wrapped(name, "DateTime64") {
-            let precision: u8 = split_args(args).first()?.trim().parse().ok()?;
-            return (precision <= 9).then_some(Self::DateTime64 { precision });
+            let args = split_args(args);
+            let precision: u8 = args.first()?.trim().parse().ok()?;
+            let zone = match args.get(1) {
+                Some(zone) => ColumnZone::parse(zone).ok()?,
+                None => None,
+            };
+            return (precision <= 9).then_some(Self::DateTime64 { precision, zone });
         }
         if let Some(args) = wrapped(name, "Decimal") {
             let args = split_args(args);
@@ -365,9 +381,17 @@ mod tests {
             ),
             (
                 "DateTime64(3, 'UTC')",
-                Shape::Scalar(Scalar::DateTime64 { precision: 3 }),
+                Shape::Scalar(Scalar::DateTime64 {
+                    precision: 3,
+                    zone: None,
+                }),
             ),
-            ("DateTime('Europe/Berlin')", Shape::Scalar(Scalar::DateTime)),
+            (
+                "DateTime('Europe/Berlin')",
+                Shape::Scalar(Scalar::DateTime {
+                    zone: ColumnZone::parse("'Europe/Berlin'").unwrap(),
+                }),
+            ),
             (
                 "Enum8('a' = 1, 'b\\'c' = -2)",
                 Shape::Scalar(Scalar::Enum {
@@ -395,7 +419,13 @@ mod tests {
                 "Tuple(String, DateTime64(6))",
                 Shape::Tuple(vec![
                     (None, Shape::Scalar(Scalar::String)),
-                    (None, Shape::Scalar(Scalar::DateTime64 { precision: 6 })),
+                    (
+                        None,
+                        Shape::Scalar(Scalar::DateTime64 {
+                            precision: 6,
+                            zone: None,
+                        }),
+                    ),
                 ]),
             ),
         ];

@@ -217,6 +217,21 @@ impl Config {
         tables
     }
 
+    /// Tables of `INGEST_TABLES` named like the events table but in another database
+    /// (`other.events`): each is a table of its own, written through
+    /// `/v1/tables/other.events`, not the events table; said at start-up because an
+    /// operator writing it most likely meant the events table.
+    pub fn events_namesakes(&self) -> Vec<String> {
+        self.extra_tables()
+            .into_iter()
+            .filter(|name| {
+                name.split_once('.').is_some_and(|(db, table)| {
+                    table == self.clickhouse_table && db != self.clickhouse_name
+                })
+            })
+            .collect()
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(std::env::vars())
@@ -531,6 +546,20 @@ mod tests {
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn the_events_tables_namesake_in_another_database_is_told_apart() {
+        let c = config(&[
+            ("CLICKHOUSE_NAME", "analytics"),
+            (
+                "INGEST_TABLES",
+                "events,analytics.events,other.events,other.clicks",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.extra_tables(), vec!["other.events", "other.clicks"]);
+        assert_eq!(c.events_namesakes(), vec!["other.events"]);
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::quarantine::Quarantine;
 use crate::shutdown::ShutdownReport;
 use crate::sink::Sink;
 use crate::spool::Spool;
-use crate::stats::Stats;
+use crate::stats::LaneStats;
 
 pub use backoff::Backoff;
 pub use guard::FlusherGuard;
@@ -51,7 +51,7 @@ pub fn spawn<S: Sink>(
     buffer: Arc<DoubleBuffer>,
     sink: S,
     quarantine: Arc<Quarantine>,
-    stats: Arc<Stats>,
+    stats: impl Into<LaneStats>,
     shutdown_timeout: Duration,
 ) -> std::io::Result<FlusherGuard> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -63,7 +63,7 @@ pub fn spawn<S: Sink>(
         buffer: buffer.clone(),
         sink,
         quarantine,
-        stats,
+        stats: stats.into(),
         runtime,
         instance: uuid::Uuid::new_v4().simple().to_string(),
         batches: 0,
@@ -83,7 +83,7 @@ struct Flusher<S> {
     spool: Option<Arc<Spool>>,
     sink: S,
     quarantine: Arc<Quarantine>,
-    stats: Arc<Stats>,
+    stats: LaneStats,
     runtime: tokio::runtime::Runtime,
     /// `memory` mode's batch identity: this process, and a batch counter.
     instance: String,

@@ -214,7 +214,7 @@ impl<S: Sink> Flusher<S> {
     /// One attempt at writing `rejected` (from batch `id`) to the quarantine.
     fn put_quarantine(&self, id: &str, rejected: &[Rejected<'_>]) -> std::io::Result<()> {
         let path = self.quarantine.put(id, rejected)?;
-        self.stats.events_quarantined.inc_by(rejected.len() as u64);
+        self.stats.record_quarantined(rejected.len());
         log::error!(
             "{} events ClickHouse rejects as bad data are quarantined in {}; first error: {}",
             rejected.len(),
@@ -290,7 +290,7 @@ impl<S: Sink> Flusher<S> {
         match self.quarantine.unpark(spool_dir) {
             Ok(0) => {}
             Ok(moved) => {
-                self.stats.events_quarantined.inc_by(moved as u64);
+                self.stats.record_quarantined(moved);
                 self.stats.clear_local_error("quarantine");
                 log::error!(
                     "{moved} parked events ClickHouse rejects as bad data are now quarantined \

@@ -96,6 +96,16 @@ pub async fn get_health(
         .iter()
         .find(|s| !s.has_healthy_replica() && s.pending.oldest.is_some())
         .map(|s| format!("shard {}: no replica answering; its rows are held", s.shard));
+    // Another table whose rows wait on a failed insert (its own error, kept per table).
+    let table_failing = state
+        .tables
+        .lanes
+        .iter()
+        .filter(|(_, lane)| lane.ingest.pending_events() > 0)
+        .find_map(|(name, lane)| {
+            let error = lane.stats.last_error.lock().clone()?;
+            Some(format!("table {name}: {error}"))
+        });
     let (mut response, status, version, error) = match state.clickhouse_check.version().await {
         Ok(version) if storage_error.is_some() => (
             HttpResponse::ServiceUnavailable(),
@@ -108,6 +118,12 @@ pub async fn get_health(
             "failing",
             Some(version),
             shard_down,
+        ),
+        Ok(version) if table_failing.is_some() => (
+            HttpResponse::ServiceUnavailable(),
+            "failing",
+            Some(version),
+            table_failing,
         ),
         // It answers queries, but inserts fail (permissions, too many parts, ...).
         Ok(version) if last_error.is_some() && buffered_events > 0 => (
@@ -150,13 +166,32 @@ pub async fn get_health(
         .iter()
         .map(|(name, lane)| {
             let pending = lane.ingest.pending();
+            let buffered = lane.ingest.pending_events();
             let problem = lane.state.current().err();
+            let last_error = lane.stats.last_error.lock().clone();
+            // As for the events table: failing while its rows wait on a failed insert.
+            let status = match (&problem, &last_error) {
+                (Some(_), _) => "unavailable",
+                (None, Some(_)) if buffered > 0 => "failing",
+                _ => "ok",
+            };
             let entry = json!({
-                "status": if problem.is_some() { "unavailable" } else { "ok" },
+                "status": status,
                 "error": problem.filter(|_| privileged),
-                "buffered_events": lane.ingest.pending_events(),
+                "buffered_events": buffered,
                 "buffer_bytes": pending.buffer_bytes,
                 "spool_bytes": pending.spool.as_ref().map(|s| s.bytes),
+                "last_flush_error": last_error.map(|e| match privileged {
+                    true => e,
+                    false => "insert failed".into(),
+                }),
+                "last_insert": *lane.stats.last_insert.lock(),
+                "counters": {
+                    "flushes": lane.stats.flushes.get(),
+                    "inserts": lane.stats.inserts.get(),
+                    "events_written": lane.stats.events_written.get(),
+                    "events_quarantined": lane.stats.events_quarantined.get(),
+                },
             });
             (name.clone(), entry)
         })

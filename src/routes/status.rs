@@ -48,6 +48,12 @@ pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
                 "rejected": count("rejected"),
                 "ignored_fields": count("ignored_fields"),
                 "buffered_events": lane.ingest.pending_events(),
+                "events_written": lane.stats.events_written.get(),
+                "inserts": lane.stats.inserts.get(),
+                "flushes": lane.stats.flushes.get(),
+                "events_quarantined": lane.stats.events_quarantined.get(),
+                "last_insert": *lane.stats.last_insert.lock(),
+                "last_error": *lane.stats.last_error.lock(),
             })
         })
         .collect();

@@ -24,6 +24,8 @@ pub struct TableLane {
     pub state: Arc<TableState>,
     /// The table's buffer (or direct insert).
     pub ingest: Arc<dyn Ingest>,
+    /// The table's own figures (flushes, inserts, errors), for metrics, health and status.
+    pub stats: Arc<crate::stats::TableStats>,
 }
 
 /// Every allowed table by the name clients use (as written in `INGEST_TABLES`).

@@ -132,8 +132,8 @@ fn scalar_value(scalar: &Scalar, data: &mut &[u8]) -> Option<Json> {
             let days = i64::from(i32::from_le_bytes(bytes.try_into().ok()?));
             Json::String(time(days * 86_400, 0)?.as_str()?[..10].to_string())
         }
-        Scalar::DateTime => time(i64::from(u32::from_le_bytes(bytes.try_into().ok()?)), 0)?,
-        Scalar::DateTime64 { precision } => {
+        Scalar::DateTime { .. } => time(i64::from(u32::from_le_bytes(bytes.try_into().ok()?)), 0)?,
+        Scalar::DateTime64 { precision, .. } => {
             let ticks = i64::from_le_bytes(bytes.try_into().ok()?);
             let per_second = 10i64.pow(u32::from(*precision));
             let nanos = ticks.rem_euclid(per_second) * 10i64.pow(9 - u32::from(*precision));

@@ -133,8 +133,16 @@ pub fn type_name(scalar: &Scalar) -> String {
         Scalar::Uuid => "UUID".into(),
         Scalar::Date => "Date".into(),
         Scalar::Date32 => "Date32".into(),
-        Scalar::DateTime => "DateTime".into(),
-        Scalar::DateTime64 { precision } => format!("DateTime64({precision})"),
+        Scalar::DateTime { zone: None } => "DateTime".into(),
+        Scalar::DateTime { zone: Some(z) } => format!("DateTime('{}')", z.name()),
+        Scalar::DateTime64 {
+            precision,
+            zone: None,
+        } => format!("DateTime64({precision})"),
+        Scalar::DateTime64 {
+            precision,
+            zone: Some(z),
+        } => format!("DateTime64({precision}, '{}')", z.name()),
         Scalar::Ipv4 => "IPv4".into(),
         Scalar::Ipv6 => "IPv6".into(),
         Scalar::Enum { bits, .. } => format!("Enum{bits}"),
@@ -244,9 +252,13 @@ fn scalar_value(scalar: &Scalar, value: &Value<'_>, out: &mut Vec<u8>) -> Result
             out.extend_from_slice(&high.to_le_bytes());
             out.extend_from_slice(&low.to_le_bytes());
         }
-        Scalar::Date | Scalar::Date32 | Scalar::DateTime | Scalar::DateTime64 { .. } => {
+        Scalar::Date | Scalar::Date32 | Scalar::DateTime { .. } | Scalar::DateTime64 { .. } => {
+            let zone = match scalar {
+                Scalar::DateTime { zone } | Scalar::DateTime64 { zone, .. } => zone.as_ref(),
+                _ => None,
+            };
             let nanos = match value {
-                Value::Str(s) => time::from_text(s),
+                Value::Str(s) => time::from_text_in(s, zone),
                 Value::Number(n) => time::from_number(n),
                 _ => None,
             }
@@ -264,12 +276,12 @@ fn scalar_value(scalar: &Scalar, value: &Value<'_>, out: &mut Vec<u8>) -> Result
                     }
                     out.extend_from_slice(&(days as i32).to_le_bytes());
                 }
-                Scalar::DateTime => {
+                Scalar::DateTime { .. } => {
                     let seconds = u32::try_from(nanos.div_euclid(1_000_000_000))
                         .map_err(|_| out_of_range())?;
                     out.extend_from_slice(&seconds.to_le_bytes());
                 }
-                Scalar::DateTime64 { precision } => {
+                Scalar::DateTime64 { precision, .. } => {
                     // The type's documented range: 1900-01-01 ..= 2299-12-31 23:59:59.
                     let seconds = nanos.div_euclid(1_000_000_000);
                     if !(-2_208_988_800..=10_413_791_999).contains(&seconds) {

@@ -32,7 +32,7 @@ use crate::block::{Rows, Scalar, Shape};
 use crate::event::{FieldError, MAX_DEVICE_QUEUE_SECS, MAX_REPORTED_ERRORS};
 
 /// One column as `system.columns` describes it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, clickhouse::Row)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, clickhouse::Row)]
 pub struct ColumnInfo {
     /// Column name.
     pub name: String,
@@ -195,7 +195,7 @@ impl TableSchema {
             };
             let is_time = matches!(
                 shape.plain(),
-                Shape::Scalar(Scalar::DateTime | Scalar::DateTime64 { .. })
+                Shape::Scalar(Scalar::DateTime { .. } | Scalar::DateTime64 { .. })
             );
             let fill = if info.name == server_time_column && is_time {
                 Fill::ServerTime
@@ -407,9 +407,10 @@ impl TableSchema {
     /// `client_time` corrected by the request's `sent_at`: `server_time - (sent_at -
     /// client_time)` when plausible, else `client_time` itself (the `/v1/events` rule).
     fn corrected(&self, slots: &[Option<&RawValue>], facts: &RequestFacts) -> Option<i128> {
-        let raw = slots[self.client_time?]?;
+        let column = self.client_time?;
+        let raw = slots[column]?;
         let client = match Value::read(raw).ok()? {
-            Value::Str(s) => time::from_text(&s)?,
+            Value::Str(s) => time::from_text_in(&s, zone_of(&self.columns[column].shape))?,
             Value::Number(n) => time::from_number(n)?,
             _ => return None,
         };
@@ -435,6 +436,16 @@ impl TableColumn {
     }
 }
 
+/// The zone of a `DateTime('zone')`/`DateTime64(p, 'zone')` column (wrappers looked
+/// through), in which its times without an offset are read.
+fn zone_of(shape: &Shape) -> Option<&crate::block::ColumnZone> {
+    match shape {
+        Shape::Nullable(inner) | Shape::LowCardinality(inner) => zone_of(inner),
+        Shape::Scalar(Scalar::DateTime { zone } | Scalar::DateTime64 { zone, .. }) => zone.as_ref(),
+        _ => None,
+    }
+}
+
 /// A time into a `DateTime`/`DateTime64` column (wrappers looked through).
 fn put_time(shape: &Shape, nanos: i128, buf: &mut Vec<u8>) {
     match shape {
@@ -443,7 +454,7 @@ fn put_time(shape: &Shape, nanos: i128, buf: &mut Vec<u8>) {
             put_time(inner, nanos, buf)
         }
         Shape::LowCardinality(inner) => put_time(inner, nanos, buf),
-        Shape::Scalar(Scalar::DateTime64 { precision }) => {
+        Shape::Scalar(Scalar::DateTime64 { precision, .. }) => {
             let ticks = i64::try_from(time::ticks(nanos, *precision)).unwrap_or(i64::MAX);
             buf.extend_from_slice(&ticks.to_le_bytes());
         }
@@ -485,7 +496,7 @@ fn literal_default(shape: &Shape, expression: &str) -> Missing {
     if now
         && matches!(
             shape.plain(),
-            Shape::Scalar(Scalar::DateTime | Scalar::DateTime64 { .. })
+            Shape::Scalar(Scalar::DateTime { .. } | Scalar::DateTime64 { .. })
         )
     {
         return Missing::Now;

@@ -96,10 +96,13 @@ fn scalar_schema(scalar: &Scalar) -> Json {
             "oneOf": [{"type": "string", "format": "date"}, {"type": "number"}],
             "format": name,
         }),
-        Scalar::DateTime | Scalar::DateTime64 { .. } => json!({
+        Scalar::DateTime { zone } | Scalar::DateTime64 { zone, .. } => json!({
             "oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
             "format": name,
-            "description": "'YYYY-MM-DD hh:mm:ss[.fff]' (UTC), RFC 3339, or epoch seconds/milliseconds",
+            "description": format!(
+                "'YYYY-MM-DD hh:mm:ss[.fff]' ({}), RFC 3339, or epoch seconds/milliseconds",
+                zone.as_ref().map_or("UTC", |z| z.name())
+            ),
         }),
         Scalar::Enum { values, .. } => {
             let names: Vec<&str> = values.iter().map(|(n, _)| n.as_str()).collect();

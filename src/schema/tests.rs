@@ -101,6 +101,22 @@ fn each_type_encodes_as_rowbinary() {
         ("Date32", r#""1969-12-31""#, le(-1, 4)),
         ("DateTime", r#""2020-12-01 23:59:00""#, le(1_606_867_140, 4)),
         ("DateTime('UTC')", "1606867140000", le(1_606_867_140, 4)),
+        // Without an offset: the column zone's wall-clock time (Berlin: +01:00 in winter).
+        (
+            "DateTime('Europe/Berlin')",
+            r#""2020-12-01 12:00:00""#,
+            le(1_606_820_400, 4),
+        ),
+        (
+            "DateTime('Europe/Berlin')",
+            r#""2020-12-01T12:00:00Z""#,
+            le(1_606_824_000, 4),
+        ),
+        (
+            "DateTime64(3, 'Europe/Berlin')",
+            r#""2020-07-01 12:00:00.250""#,
+            le(1_593_597_600_250, 8),
+        ),
         (
             "DateTime64(3)",
             r#""2020-12-01T23:59:00.123Z""#,

@@ -7,6 +7,7 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, PrimitiveDateTime};
 
+use crate::block::ColumnZone;
 use crate::event::parse_time;
 
 const NANOS: i128 = 1_000_000_000;
@@ -39,6 +40,24 @@ pub fn from_text(s: &str) -> Option<i128> {
         return Some(d.midnight().assume_utc().unix_timestamp_nanos());
     }
     None
+}
+
+/// [`from_text`] for a column in `zone`: a time written without an offset (`YYYY-MM-DD
+/// hh:mm:ss[.fff]`, a bare date) is that zone's wall-clock time, as ClickHouse reads it;
+/// one with an offset or `Z` is that instant whatever the zone.
+pub fn from_text_in(s: &str, zone: Option<&ColumnZone>) -> Option<i128> {
+    let nanos = from_text(s)?;
+    match zone {
+        // After the date (`YYYY-MM-DD`), only an offset has `Z`, `+` or `-`.
+        Some(zone)
+            if !s
+                .get(10..)
+                .is_some_and(|t| t.contains(['Z', 'z', '+', '-'])) =>
+        {
+            zone.local_to_utc(nanos)
+        }
+        _ => Some(nanos),
+    }
 }
 
 /// Nanoseconds since 1970 of an epoch number's text: seconds (a fraction allowed), or

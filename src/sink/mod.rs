@@ -9,6 +9,7 @@ mod query_log;
 mod replicas;
 mod schema;
 mod table;
+mod table_columns;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hasher;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +21,10 @@ use parking_lot::Mutex;
 
 use super::format::order_by_of;
 use super::schema::ServerVersion;
+use super::table_columns::{self, Definition};
 use super::{InsertId, Sink, SinkError, query_log};
 use crate::block::{BlockBuilder, ColumnType, RowsRef, Schema, SortKey};
-use crate::config::{self, Config};
+use crate::config::{self, Config, Durability};
 use crate::schema::{ColumnInfo, SchemaError, TableSchema};
 
 /// Bytes of the column-list tag before each row.
@@ -46,8 +48,11 @@ pub struct TableState {
     pub target: String,
     /// The list rows are encoded with now, or why the table cannot take rows.
     current: Mutex<Result<Arc<Loaded>, String>>,
-    /// Every list rows may have been encoded with in this process, by tag.
+    /// Every list rows may have been encoded with, by tag: this process's, and (`disk`
+    /// mode) those saved by earlier runs whose rows may still be in the spool.
     known: Mutex<HashMap<[u8; TAG_BYTES], Arc<Loaded>>>,
+    /// `disk` mode: where the lists are saved (the table's spool directory).
+    columns_dir: Option<PathBuf>,
 }
 
 impl TableState {
@@ -110,6 +115,8 @@ impl TableSink {
             state: Arc::new(TableState {
                 current: Mutex::new(Err(format!("{target}: columns not read yet"))),
                 known: Mutex::new(HashMap::new()),
+                columns_dir: (config.durability() == Durability::Disk)
+                    .then(|| Path::new(&config.spool_dir).join(format!("table-{name}"))),
                 target,
             }),
         }
@@ -148,8 +155,17 @@ impl TableSink {
     /// Reads the table's columns again; a changed list becomes the one new rows are encoded
     /// with (rows already encoded keep theirs). Returns the problem if the table cannot take
     /// rows (missing, or a column of a type this service cannot write).
+    ///
+    /// `disk` mode: a new list is saved in the spool directory (see [`table_columns`])
+    /// before any row is encoded with it; if it cannot be, the list in use stays (or, with
+    /// none yet, the table answers `503`), so no row is acknowledged under a list a restart
+    /// could not read back.
     pub async fn refresh(&self) -> Result<(), String> {
         let result = self.load().await;
+        let result = match result {
+            Ok((loaded, definition)) => self.save(&loaded, &definition).map(|()| loaded),
+            Err(problem) => Err(problem),
+        };
         let mut current = self.state.current.lock();
         match result {
             Ok(loaded) => {
@@ -176,13 +192,67 @@ impl TableSink {
                 if current.as_ref().err() != Some(&problem) {
                     log::warn!("{problem}");
                 }
-                *current = Err(problem.clone());
+                // A table that is gone or unreadable takes no rows; a list that could not
+                // be saved leaves the one in use (saved earlier) in place.
+                if !problem.starts_with(UNSAVED) || current.is_err() {
+                    *current = Err(problem.clone());
+                }
                 Err(problem)
             }
         }
     }
 
-    async fn load(&self) -> Result<Loaded, String> {
+    /// `disk` mode: saves `loaded`'s definition unless this process knows it already.
+    fn save(&self, loaded: &Loaded, definition: &Definition) -> Result<(), String> {
+        let Some(dir) = &self.state.columns_dir else {
+            return Ok(());
+        };
+        if self.state.known.lock().contains_key(&loaded.tag) {
+            return Ok(());
+        }
+        table_columns::save(dir, loaded.tag, definition).map_err(|e| {
+            format!(
+                "{UNSAVED} {}: {e}; rows keep the columns in use",
+                self.state.target
+            )
+        })
+    }
+
+    /// `disk` mode: the column lists saved by earlier runs, so rows spooled under them are
+    /// written with them. Call before the first [`TableSink::refresh`]. A list that no
+    /// longer builds (a type this version cannot write) is skipped with a warning; rows
+    /// encoded under it are quarantined when replayed.
+    pub fn restore(&self) {
+        let Some(dir) = &self.state.columns_dir else {
+            return;
+        };
+        let saved = match table_columns::load_all(dir) {
+            Ok(saved) => saved,
+            Err(e) => {
+                log::warn!("{}: saved column lists not readable: {e}", dir.display());
+                return;
+            }
+        };
+        let mut known = self.state.known.lock();
+        for (tag, definition) in saved {
+            match self.build(&definition) {
+                Ok(loaded) if loaded.tag == tag => {
+                    known.insert(tag, Arc::new(loaded));
+                }
+                Ok(_) => log::warn!(
+                    "{}: saved column list {tag:02x?} builds to another tag; skipped",
+                    self.state.target
+                ),
+                Err(e) => log::warn!(
+                    "{}: saved column list {tag:02x?} skipped: {e}",
+                    self.state.target
+                ),
+            }
+        }
+    }
+
+    /// Reads the table's definition from the server and builds its column list.
+    async fn load(&self) -> Result<(Loaded, Definition), String> {
         let target = &self.state.target;
         let unreachable = |e: SinkError| format!("{target}: columns not readable ({e})");
         if self.version.lock().is_none() {
@@ -217,25 +287,11 @@ impl TableSink {
             )
             .await
             .map_err(unreachable)?;
-        let schema = TableSchema::new(
-            target,
-            &infos,
-            &self.server_time_column,
-            &self.client_ip_column,
-        )
-        .map(|schema| match *self.server_defaults.lock() {
-            true => schema.server_defaults(),
-            false => schema,
-        })
-        .map_err(|e| match e {
-            SchemaError::Missing(t) => {
-                format!(
-                    "table {t} does not exist (INGEST_TABLES); its requests get 503 until it does"
-                )
-            }
-            e => e.to_string(),
-        })?;
-        let definition = self
+        // A missing table says so before anything else is asked.
+        if infos.is_empty() {
+            return Err(missing(target));
+        }
+        let create_table = self
             .bounded(
                 self.base
                     .query(
@@ -253,10 +309,40 @@ impl TableSink {
             .bounded(self.base.query("SELECT timezone()").fetch_one::<String>())
             .await
             .map_err(unreachable)?;
+        let definition = Definition {
+            columns: infos,
+            create_table,
+            zone,
+            server_defaults: *self.server_defaults.lock(),
+            server_time_column: self.server_time_column.clone(),
+            client_ip_column: self.client_ip_column.clone(),
+        };
+        Ok((self.build(&definition)?, definition))
+    }
+
+    /// The column list of `definition`: no I/O, so a list saved by an earlier run is built
+    /// again exactly as it was (same columns, same tag).
+    fn build(&self, definition: &Definition) -> Result<Loaded, String> {
+        let target = &self.state.target;
+        let schema = TableSchema::new(
+            target,
+            &definition.columns,
+            &definition.server_time_column,
+            &definition.client_ip_column,
+        )
+        .map(|schema| match definition.server_defaults {
+            true => schema.server_defaults(),
+            false => schema,
+        })
+        .map_err(|e| match e {
+            SchemaError::Missing(_) => missing(target),
+            e => e.to_string(),
+        })?;
+        let zone = definition.zone.as_str();
         let columns = schema.column_list();
-        let block_schema = Schema::new(&columns, matches!(zone.as_str(), "UTC" | "Etc/UTC"))
+        let block_schema = Schema::new(&columns, matches!(zone, "UTC" | "Etc/UTC"))
             .map_err(|e| format!("{target}: {e}"))?;
-        let key = SortKey::plan(&order_by_of(&definition), &block_schema);
+        let key = SortKey::plan(&order_by_of(&definition.create_table), &block_schema);
         let layouts = block_schema.columns.iter().map(|c| c.ty.clone()).collect();
         let quoted: Vec<String> = columns.iter().map(|(n, _)| quote(n)).collect();
         let format = match schema.uses_server_defaults() {
@@ -409,6 +495,14 @@ impl Sink for TableSink {
         }
         Ok(())
     }
+}
+
+/// How a problem saving a column list starts (it leaves the list in use in place).
+const UNSAVED: &str = "column list not saved for";
+
+/// The problem of a table that does not exist.
+fn missing(target: &str) -> String {
+    format!("table {target} does not exist (INGEST_TABLES); its requests get 503 until it does")
 }
 
 /// Codes after which the table is read again: a missing table or database, a column

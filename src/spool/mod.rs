@@ -489,7 +489,7 @@ impl Spool {
 
 /// Creates `dir` (and missing parents) and makes the new entries durable: a power loss soon
 /// after the first start must not lose the folder with the records acknowledged in it.
-fn create_dir_durably(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_dir_durably(dir: &Path) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut at = Some(dir);
     while let Some(path) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {

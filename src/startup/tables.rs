@@ -12,7 +12,7 @@ use crate::ingest::{Buffered, Direct, Discard};
 use crate::quarantine::Quarantine;
 use crate::routes::tables::{TableLane, Tables};
 use crate::sink::TableSink;
-use crate::stats::Stats;
+use crate::stats::{LaneStats, Stats, TableStats};
 
 /// One lane per table of `INGEST_TABLES` other than the events table (arch.md): its own
 /// buffer and flusher, in `disk` mode its own spool (`SPOOL_DIR/table-<name>`), and a sink
@@ -29,10 +29,21 @@ pub(super) async fn start_tables(
             format!("{}.{}", config.clickhouse_name, config.clickhouse_table),
         ],
     };
+    for name in config.events_namesakes() {
+        log::warn!(
+            "INGEST_TABLES: {name} is a table of its own (written at /v1/tables/{name}), not \
+             the events table {}.{} (written at /v1/events)",
+            config.clickhouse_name,
+            config.clickhouse_table
+        );
+    }
     let mut storages = Vec::new();
     let mut sinks = Vec::new();
     for name in config.extra_tables() {
         let sink = TableSink::new(config, &name);
+        let table_stats = Arc::new(TableStats::new(stats, &name));
+        // `disk` mode: the lists earlier runs' spooled rows were encoded under.
+        sink.restore();
         if let Err(problem) = sink.refresh().await {
             log::warn!("INGEST_TABLES: {problem}");
         }
@@ -52,7 +63,7 @@ pub(super) async fn start_tables(
                         let state = sink.state();
                         Arc::new(move |row: &[u8]| state.decode_row(row))
                     })),
-                    stats.clone(),
+                    LaneStats::for_table(stats.clone(), table_stats.clone()),
                     config.shutdown_timeout(),
                 )?;
                 Storage {
@@ -77,6 +88,7 @@ pub(super) async fn start_tables(
             TableLane {
                 state: sink.state(),
                 ingest: storage.ingest.clone(),
+                stats: table_stats,
             },
         );
         storages.push(storage);

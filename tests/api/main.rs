@@ -27,4 +27,7 @@ mod shutdown_budget;
 mod skew;
 mod spool_faults;
 mod status_page;
+mod table_health;
+mod table_restart;
+mod table_times;
 mod tables;

@@ -10,7 +10,7 @@ use crate::helpers::{
     within,
 };
 
-async fn post_table(app: &TestApp, table: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn post_table(app: &TestApp, table: &str, body: &Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{}/v1/tables/{table}", app.address))
         .json(body)
@@ -19,7 +19,7 @@ async fn post_table(app: &TestApp, table: &str, body: &Value) -> reqwest::Respon
         .expect("request sent")
 }
 
-async fn wait_for(database: &str, table: &str, n: u64) {
+pub(crate) async fn wait_for(database: &str, table: &str, n: u64) {
     within(PATIENCE, async {
         loop {
             let count = clickhouse(&format!("SELECT count() FROM `{database}`.`{table}`")).await;
@@ -133,7 +133,7 @@ fn modern_columns() -> Vec<(&'static str, &'static str, Value, &'static str)> {
     ]
 }
 
-async fn table_with(database: &str, table: &str, columns: &str) {
+pub(crate) async fn table_with(database: &str, table: &str, columns: &str) {
     clickhouse(&format!("CREATE DATABASE IF NOT EXISTS `{database}`")).await;
     // 18.16 has LowCardinality behind a setting (ignored by later servers).
     let url = match modern_engine() {
@@ -367,7 +367,7 @@ async fn stored_n(database: &str) -> Vec<u32> {
 
 /// Posts `[{n, t}]` for `n` in `range` to `table` at `address`, one event a request;
 /// returns the `n` acknowledged with `200`.
-async fn post_each(address: &str, table: &str, range: std::ops::Range<u32>) -> Vec<u32> {
+pub(crate) async fn post_each(address: &str, table: &str, range: std::ops::Range<u32>) -> Vec<u32> {
     let http = reqwest::Client::new();
     let mut acked = Vec::new();
     for n in range {
@@ -384,7 +384,7 @@ async fn post_each(address: &str, table: &str, range: std::ops::Range<u32>) -> V
 }
 
 /// The `n` stored in `table`, sorted, and whether every row names its own table.
-async fn stored_in(database: &str, table: &str) -> (Vec<u32>, bool) {
+pub(crate) async fn stored_in(database: &str, table: &str) -> (Vec<u32>, bool) {
     let rows = clickhouse_json(&format!(
         "SELECT n, t FROM `{database}`.`{table}` ORDER BY n"
     ))
@@ -619,5 +619,82 @@ async fn a_missing_field_takes_the_columns_default_expression_where_the_server_c
         false => "0000-00-00\tweb", // 18.16 shows the zero Date so
     };
     assert_eq!(row.trim(), expected);
+    app.stop().await;
+}
+
+/// The value of the metric line `name{labels}` in a Prometheus text exposition.
+pub(crate) fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn each_tables_flushes_inserts_and_written_events_are_its_own_in_metrics_health_and_status() {
+    let database = unique_database();
+    for table in ["left", "right"] {
+        table_with(&database, table, "n UInt32, t String").await;
+    }
+    let app = spawn_app_in(
+        &database,
+        &[("INGEST_TABLES", "left,right"), ("BUFFER_FLUSH_MS", "100")],
+    )
+    .await;
+    let rows = |n: u32| {
+        json!(
+            (0..n)
+                .map(|i| json!({"n": i, "t": "x"}))
+                .collect::<Vec<_>>()
+        )
+    };
+    assert_eq!(post_table(&app, "left", &rows(3)).await.status(), 200);
+    assert_eq!(post_table(&app, "right", &rows(5)).await.status(), 200);
+    wait_for(&database, "left", 3).await;
+    wait_for(&database, "right", 5).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let of = |name: &str, table: &str| {
+        metric(
+            &metrics,
+            &format!("event_ingest_table_{name}{{table=\"{table}\"}}"),
+        )
+    };
+    assert_eq!(of("events_written_total", "left"), Some(3.0), "{metrics}");
+    assert_eq!(of("events_written_total", "right"), Some(5.0), "{metrics}");
+    for table in ["left", "right"] {
+        assert!(of("inserts_total", table) >= Some(1.0), "{metrics}");
+        assert!(of("flushes_total", table) >= Some(1.0), "{metrics}");
+        assert_eq!(
+            of("events_quarantined_total", table),
+            Some(0.0),
+            "{metrics}"
+        );
+    }
+    // The events table's figures keep their names and count the events table only.
+    assert_eq!(
+        metric(&metrics, "event_ingest_events_written_total"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "event_ingest_inserts_total"),
+        Some(0.0),
+        "{metrics}"
+    );
+    let health: Value = app.get("/v1/health").await.json().await.unwrap();
+    for (table, n) in [("left", 3), ("right", 5)] {
+        let entry = &health["tables"][table];
+        assert_eq!(entry["status"], "ok", "{health}");
+        assert_eq!(entry["counters"]["events_written"], n, "{health}");
+        assert_eq!(entry["last_insert"]["rows"], n, "{health}");
+        assert_eq!(entry["last_flush_error"], Value::Null, "{health}");
+    }
+    assert_eq!(health["counters"]["events_written"], 0, "{health}");
+    let status: Value = app.get("/v1/status").await.json().await.unwrap();
+    for (i, (table, n)) in [("left", 3), ("right", 5)].into_iter().enumerate() {
+        let entry = &status["tables"][i];
+        assert_eq!(entry["table"], table, "{status}");
+        assert_eq!(entry["events_written"], n, "{status}");
+        assert!(entry["last_insert"]["at"].is_string(), "{status}");
+    }
     app.stop().await;
 }

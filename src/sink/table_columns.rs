@@ -1,0 +1,121 @@
+//! The column lists a table's rows were encoded under, kept on disk (`disk` mode) in the
+//! table's spool directory, one file per list (`columns-<tag>.json`): a row spooled before
+//! a restart is replayed with the list it was encoded under, even if the table changed
+//! (an `ADD COLUMN`) while the service was down. Each file is written and fsynced before
+//! its list becomes the one requests encode with, so no row is acknowledged under a list
+//! that a restart could not read back.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::table::TAG_BYTES;
+use crate::schema::ColumnInfo;
+
+/// Everything a column list is built from, as read from the server and the configuration:
+/// built again from this, it is the same list with the same tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Definition {
+    /// The table's columns from `system.columns`.
+    pub columns: Vec<ColumnInfo>,
+    /// The table's `CREATE TABLE` statement (its sort key).
+    pub create_table: String,
+    /// The server's time zone.
+    pub zone: String,
+    /// Whether the server reads `RowBinaryWithDefaults`.
+    pub server_defaults: bool,
+    /// `SERVER_TIME_COLUMN` and `CLIENT_IP_COLUMN` when the list was read.
+    pub server_time_column: String,
+    /// See `server_time_column`.
+    pub client_ip_column: String,
+}
+
+/// `columns-<tag in hex>.json`.
+fn file_name(tag: [u8; TAG_BYTES], suffix: &str) -> String {
+    format!("columns-{:08x}.json{suffix}", u32::from_be_bytes(tag))
+}
+
+/// Writes the definition of the list tagged `tag` into `dir` (created if missing) and makes
+/// it durable: written to a temporary file, fsynced, renamed, and the directory fsynced. A
+/// list already on disk is not written again.
+pub fn save(dir: &Path, tag: [u8; TAG_BYTES], definition: &Definition) -> io::Result<()> {
+    let target = dir.join(file_name(tag, ""));
+    if target.exists() {
+        return Ok(());
+    }
+    crate::spool::create_dir_durably(dir)?;
+    let json = serde_json::to_vec_pretty(definition).map_err(io::Error::other)?;
+    let temporary = dir.join(file_name(tag, ".tmp"));
+    let mut file = File::create(&temporary)?;
+    file.write_all(&json)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temporary, &target)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Every list saved in `dir`, with its tag (none if `dir` does not exist). A file that
+/// cannot be read is reported, not fatal: only the rows encoded under it are affected
+/// (they are quarantined with the reason, as before these files existed).
+pub fn load_all(dir: &Path) -> io::Result<Vec<([u8; TAG_BYTES], Definition)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(tag) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("columns-")?.strip_suffix(".json"))
+            .filter(|hex| hex.len() == 2 * TAG_BYTES)
+            .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+            .map(u32::to_be_bytes)
+        else {
+            continue;
+        };
+        match fs::read(entry.path()).map(|bytes| serde_json::from_slice::<Definition>(&bytes)) {
+            Ok(Ok(definition)) => out.push((tag, definition)),
+            Ok(Err(e)) => log::warn!("{}: unreadable ({e})", entry.path().display()),
+            Err(e) => log::warn!("{}: unreadable ({e})", entry.path().display()),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition() -> Definition {
+        Definition {
+            columns: vec![ColumnInfo {
+                name: "n".into(),
+                type_name: "UInt32".into(),
+                default_kind: String::new(),
+                default_expression: String::new(),
+            }],
+            create_table: "CREATE TABLE t (n UInt32) ENGINE = MergeTree ORDER BY n".into(),
+            zone: "UTC".into(),
+            server_defaults: false,
+            server_time_column: "server_time".into(),
+            client_ip_column: "ip".into(),
+        }
+    }
+
+    #[test]
+    fn a_saved_list_loads_back_with_its_tag_and_other_files_are_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("table-t");
+        assert!(load_all(&dir).unwrap().is_empty(), "no directory yet");
+        save(&dir, [1, 2, 3, 4], &definition()).unwrap();
+        save(&dir, [1, 2, 3, 4], &definition()).unwrap();
+        fs::write(dir.join("00000000000000000000.seg"), b"x").unwrap();
+        fs::write(dir.join("columns-zz.json"), b"{}").unwrap();
+        assert_eq!(load_all(&dir).unwrap(), vec![([1, 2, 3, 4], definition())]);
+    }
+}
