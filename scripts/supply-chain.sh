@@ -14,6 +14,9 @@ if ! command -v cargo-deny >/dev/null 2>&1; then
   cargo install --locked --quiet cargo-deny
 fi
 
+# Every crate in Cargo.lock, other platforms' included, must be on disk for the offline
+# check (a build fetches only this platform's): from the crates.io registry, once.
+cargo fetch --locked --quiet
 cargo deny --offline check licenses bans sources
 
 if timeout 60 cargo deny fetch db >/dev/null 2>&1; then
