@@ -98,9 +98,26 @@ impl Sink for FakeSink {
 
 /// A flusher over a fresh buffer; the temporary folder (its quarantine's parent) is removed
 /// when the caller drops it.
+/// Starts a flusher over a memory buffer of `size`-event swaps, with a shutdown budget long
+/// enough for any test's work on a loaded machine (a short one made a probe-and-split test
+/// flaky under the full suite).
 fn start(
     sink: Arc<FakeSink>,
     size: usize,
+) -> (
+    Arc<DoubleBuffer>,
+    Arc<Stats>,
+    FlusherGuard,
+    tempfile::TempDir,
+) {
+    start_with_budget(sink, size, Duration::from_secs(10))
+}
+
+/// [`start`] with a shutdown budget of `budget`.
+fn start_with_budget(
+    sink: Arc<FakeSink>,
+    size: usize,
+    budget: Duration,
 ) -> (
     Arc<DoubleBuffer>,
     Arc<Stats>,
@@ -121,7 +138,7 @@ fn start(
         sink,
         Arc::new(Quarantine::new(quarantine)),
         stats.clone(),
-        Duration::from_millis(300),
+        budget,
     )
     .unwrap();
     (buffer, stats, guard, quarantine_tmp)
@@ -227,7 +244,7 @@ fn a_sink_that_never_answers_cannot_hold_shutdown_past_its_deadline() {
         hang: true,
         ..FakeSink::default()
     });
-    let (buffer, _, guard, _tmp) = start(sink, 1_000_000);
+    let (buffer, _, guard, _tmp) = start_with_budget(sink, 1_000_000, Duration::from_millis(300));
     append(&buffer, 0..5);
     let report = guard.shutdown(Instant::now());
     // The deadline is 300 ms; it returns (rather than hanging) and owns up to the loss.
