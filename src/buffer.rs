@@ -134,9 +134,6 @@ struct State {
     spill: Option<Spill>,
     /// When the oldest row the flusher holds arrived (health's oldest-event age).
     inflight_since: Option<Instant>,
-    /// Rows of the half released before the last one: what [`DoubleBuffer::release`]
-    /// compares against to tell a sustained rate from a one-off backlog.
-    last_released: usize,
 }
 
 /// Rows preallocated per half: a steady load at the default `BUFFER_SIZE` never grows a
@@ -174,7 +171,6 @@ impl DoubleBuffer {
                 active_span: None,
                 spill: None,
                 inflight_since: None,
-                last_released: 0,
             }),
             wake: Condvar::new(),
             limits,
@@ -368,15 +364,8 @@ impl DoubleBuffer {
     }
 
     /// The flusher is done with `half` (written, or given up on): its memory is free again.
-    ///
-    /// The half keeps its capacity up to twice what the last two swaps needed (at least
-    /// `BUFFER_SIZE`): under a sustained rate above `BUFFER_SIZE` per `BUFFER_MIN_INTERVAL_MS`
-    /// both halves hold the same ~second of rows each time, and shrinking them made request
-    /// handlers fault in the same pages again every swap (~45 MB/s at 500k events/s), partly
-    /// under the buffer lock. A one-off backlog (after an outage) is bigger than the swap
-    /// before it, so it gives the excess back at once, and when the rate drops the next
-    /// smaller swap does: one outage or peak does not pin memory for the life of the
-    /// process. Either way a half never holds more than `BUFFER_MAX_BYTES`.
+    /// A half that grew far past `BUFFER_SIZE` (a backlog after an outage) gives the excess
+    /// back, so one outage does not pin its peak memory for the life of the process.
     pub fn release(&self, half: &mut Rows) {
         let mut st = self.state.lock();
         st.inflight_bytes -= half.mem_size();
@@ -384,11 +373,9 @@ impl DoubleBuffer {
             .fetch_sub(half.mem_size(), Ordering::Relaxed);
         st.inflight_rows -= half.len();
         st.inflight_since = None;
-        let sustained = half.len().min(st.last_released);
-        st.last_released = half.len();
         drop(st);
         half.clear();
-        let keep = self.limits.swap_events.max(sustained);
+        let keep = self.limits.swap_events;
         if half.capacity() > 2 * keep {
             half.shrink_to(keep);
         }
@@ -616,28 +603,6 @@ mod tests {
         let mut spare = buf.new_half();
         buf.swap_when_due(&mut spare).unwrap();
         assert!(spare.capacity() >= 5_000);
-        buf.release(&mut spare);
-        assert!(spare.capacity() <= 64, "{}", spare.capacity());
-    }
-
-    #[test]
-    fn halves_keep_their_capacity_under_a_sustained_rate_above_the_size() {
-        // Every swap carries ~50 × BUFFER_SIZE (a high rate held back by the min
-        // interval): once two swaps in a row needed it, released halves keep it, so the
-        // appends under the lock stop faulting in fresh pages; a smaller swap gives it back.
-        let buf = buffer(16, 60_000, usize::MAX);
-        let mut spare = buf.new_half();
-        let mut kept = Vec::new();
-        for _ in 0..4 {
-            buf.append(&mut rows(800)).unwrap();
-            buf.swap_when_due(&mut spare).unwrap();
-            buf.release(&mut spare);
-            kept.push(spare.capacity());
-        }
-        assert!(kept[0] <= 64, "{kept:?}");
-        assert!(kept[1..].iter().all(|&c| c >= 800), "{kept:?}");
-        buf.append(&mut rows(16)).unwrap();
-        buf.swap_when_due(&mut spare).unwrap();
         buf.release(&mut spare);
         assert!(spare.capacity() <= 64, "{}", spare.capacity());
     }
