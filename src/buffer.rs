@@ -26,6 +26,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -150,6 +151,10 @@ pub struct DoubleBuffer {
     limits: Limits,
     /// `disk` mode's spool.
     spool: Option<Arc<Spool>>,
+    /// Bytes in memory over both halves (the active half plus the flusher's), written only
+    /// under `state`'s lock, read without it: the early-`503` check and health read it
+    /// once per request, and that must not take the lock the appends queue on.
+    pending_bytes: AtomicUsize,
 }
 
 impl DoubleBuffer {
@@ -170,6 +175,7 @@ impl DoubleBuffer {
             wake: Condvar::new(),
             limits,
             spool: None,
+            pending_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -267,6 +273,7 @@ impl DoubleBuffer {
         }
         let before = st.active.len();
         st.active.append(rows);
+        self.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
         let first = st.first_at.is_none();
         if first {
             st.first_at = Some(Instant::now());
@@ -362,6 +369,8 @@ impl DoubleBuffer {
     pub fn release(&self, half: &mut Rows) {
         let mut st = self.state.lock();
         st.inflight_bytes -= half.mem_size();
+        self.pending_bytes
+            .fetch_sub(half.mem_size(), Ordering::Relaxed);
         st.inflight_rows -= half.len();
         st.inflight_since = None;
         drop(st);
@@ -417,8 +426,7 @@ impl DoubleBuffer {
 
     /// Bytes held in both halves, counted against `BUFFER_MAX_BYTES`.
     pub fn pending_bytes(&self) -> usize {
-        let st = self.state.lock();
-        st.active.mem_size() + st.inflight_bytes
+        self.pending_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -597,5 +605,24 @@ mod tests {
         assert!(spare.capacity() >= 5_000);
         buf.release(&mut spare);
         assert!(spare.capacity() <= 64, "{}", spare.capacity());
+    }
+
+    #[test]
+    fn pending_bytes_read_without_the_lock_follow_appends_swaps_and_releases() {
+        let buf = buffer(10, 60_000, usize::MAX);
+        let locked = |buf: &DoubleBuffer| {
+            let st = buf.state.lock();
+            st.active.mem_size() + st.inflight_bytes
+        };
+        let mut spare = buf.new_half();
+        buf.append(&mut rows(12)).unwrap();
+        assert_eq!(buf.pending_bytes(), 12 * row_size());
+        buf.swap_when_due(&mut spare).unwrap();
+        buf.append(&mut rows(3)).unwrap();
+        assert_eq!(buf.pending_bytes(), 15 * row_size());
+        assert_eq!(buf.pending_bytes(), locked(&buf));
+        buf.release(&mut spare);
+        assert_eq!(buf.pending_bytes(), 3 * row_size());
+        assert_eq!(buf.pending_bytes(), locked(&buf));
     }
 }

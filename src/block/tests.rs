@@ -157,6 +157,32 @@ fn the_same_rows_give_the_same_bytes_however_they_arrived() {
 }
 
 #[test]
+fn a_recycled_block_is_written_into_again_with_the_same_bytes() {
+    // Tests run on their own threads, so this one's scratch is its own.
+    let b = builder();
+    let rows = varied(1000);
+    let first = b.build(rows.data(), rows.len()).unwrap();
+    let expected = first.clone();
+    let at = first.as_ptr();
+    b.recycle(first);
+    // Without the recycle, this would likely take the freed block's memory.
+    let elsewhere = Vec::<u8>::with_capacity(expected.capacity());
+    let again = b.build(rows.data(), rows.len()).unwrap();
+    assert_eq!(
+        again.as_ptr(),
+        at,
+        "the next block reuses the recycled buffer"
+    );
+    assert_eq!(again, expected);
+    // A smaller batch into the same (larger) buffer writes only its own bytes.
+    let small = varied(10);
+    let fresh = b.build(small.data(), small.len()).unwrap();
+    b.recycle(again);
+    assert_eq!(b.build(small.data(), small.len()).unwrap(), fresh);
+    drop(elsewhere);
+}
+
+#[test]
 fn rows_that_do_not_fit_the_columns_are_refused() {
     let b = builder();
     let good = rows(0..3);

@@ -347,6 +347,8 @@ pub(super) struct Scratch {
     /// The sort's bucket bounds (two) and the order.
     pub buckets: Vec<Vec<u32>>,
     pub order: Vec<Vec<u32>>,
+    /// Finished blocks' buffers handed back after their insert ([`super::BlockBuilder::recycle`]).
+    pub outputs: Vec<Vec<u8>>,
 }
 
 /// An empty buffer from `pool` with room for `capacity`.

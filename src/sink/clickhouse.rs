@@ -455,8 +455,14 @@ impl ClickHouseSink {
             InsertFormat::RowBinary(_) => (Bytes::copy_from_slice(rows.data), "RowBinary"),
         };
         let result = self
-            .send(prepared, format!("{sql}{format}"), body, id)
+            .send(prepared, format!("{sql}{format}"), &body, id)
             .await;
+        if let (InsertFormat::Native(builder), "Native") = (&prepared.format, format) {
+            // The request has let go of its chunks: the block's memory serves the next one.
+            if let Ok(block) = body.try_into_mut() {
+                builder.recycle(block.into());
+            }
+        }
         if let Err(e) = &result
             && format == "Native"
             && e.code().is_some_and(|c| SCHEMA_CHANGED_CODES.contains(&c))
@@ -475,7 +481,7 @@ impl ClickHouseSink {
         &self,
         prepared: &Prepared,
         sql: String,
-        body: Bytes,
+        body: &Bytes,
         id: Option<InsertId<'_>>,
     ) -> Result<(), SinkError> {
         // Settings of this insert alone: the client is cloned once per insert.
