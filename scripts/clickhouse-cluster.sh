@@ -111,7 +111,10 @@ wait_until() { # seconds member predicate...
   local deadline=$((SECONDS + seconds))
   while [ "$SECONDS" -lt "$deadline" ]; do
     "$@" && return 0
-    alive "$member" || return 1
+    # Just after the launch the pid is still the forked shell, not yet the server (whose
+    # command line `alive` checks): on a loaded machine that lasts a moment, so a member
+    # counts as dead only when it is still not alive a second later.
+    alive "$member" || { sleep 1; alive "$member"; } || return 1
     sleep 0.2
   done
   return 1
