@@ -12,6 +12,7 @@ use super::{ApiError, AppState, body, client};
 use crate::event::{
     FieldError, Format, Loose, Validated, decode_batch, parse_time, validate_batch,
 };
+use crate::ingest::Ingest;
 
 /// The `200` answer: how many events were taken and why the others were not.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -69,22 +70,8 @@ pub async fn post_events(
     if !state.api_keys.allows(&req) {
         return Err(ApiError::Unauthorized);
     }
-    let encoding = Encoding::of(&req)?;
-    let mut reservation = state.inflight.reservation();
-    let raw = body::read(
-        &req,
-        payload,
-        state.body_max_bytes,
-        state.client_timeout,
-        &state.stats.bytes_received,
-        &mut reservation,
-    )
-    .await?;
-    // The buffer cannot take this much now: refuse before the costly part (decoding,
-    // validating, encoding), as the append would after it.
-    if let Some(refusal) = state.ingest.refuses_before_decoding(raw.len()) {
-        return Err(refusal.into());
-    }
+    let (encoding, mut reservation, raw) =
+        read_body(&req, payload, &state, state.ingest.as_ref()).await?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -124,6 +111,33 @@ pub async fn post_events(
 /// Bodies up to this size, uncompressed, are decoded on the worker: the hop to the CPU
 /// pool would cost more than the work (a typical request is a few kilobytes).
 pub(super) const INLINE_MAX_BYTES: usize = 64 * 1024;
+
+/// Reads a request's body (within the in-flight budget and the client timeout) for
+/// `ingest`, and refuses it before the costly part (decoding, validating, encoding) when
+/// `ingest` cannot take that much now, as its append would after it. What every ingest
+/// route does first, once the client is allowed in.
+pub(super) async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    ingest: &dyn Ingest,
+) -> Result<(Encoding, Reservation, Vec<u8>), ApiError> {
+    let encoding = Encoding::of(req)?;
+    let mut reservation = state.inflight.reservation();
+    let raw = body::read(
+        req,
+        payload,
+        state.body_max_bytes,
+        state.client_timeout,
+        &state.stats.bytes_received,
+        &mut reservation,
+    )
+    .await?;
+    if let Some(refusal) = ingest.refuses_before_decoding(raw.len()) {
+        return Err(refusal.into());
+    }
+    Ok((encoding, reservation, raw))
+}
 
 /// Everything between receiving a body and handing its rows over, owned, so it can run on
 /// the CPU pool.

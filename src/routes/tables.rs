@@ -80,17 +80,8 @@ pub async fn post_table(
             reason,
             retry_after: Duration::from_secs(5),
         })?;
-    let encoding = Encoding::of(&req)?;
-    let mut reservation = state.inflight.reservation();
-    let raw = body::read(
-        &req,
-        payload,
-        state.body_max_bytes,
-        state.client_timeout,
-        &state.stats.bytes_received,
-        &mut reservation,
-    )
-    .await?;
+    let (encoding, mut reservation, raw) =
+        super::events::read_body(&req, payload, &state, lane.ingest.as_ref()).await?;
     let format = Format::from_content_type(
         req.headers()
             .get(header::CONTENT_TYPE)

@@ -412,25 +412,14 @@ impl ClickHouseSink {
     /// `SELECT version()`; also the health check: it proves the server answers queries.
     pub async fn server_version(&self) -> Result<String, SinkError> {
         let query = self.base.query("SELECT version()").fetch_one::<String>();
-        match tokio::time::timeout(PING_TIMEOUT, query).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(SinkError::Retryable(format!(
-                "no answer within {PING_TIMEOUT:?}"
-            ))),
-        }
+        super::bounded(PING_TIMEOUT, query).await
     }
 
     pub(super) async fn bounded<T>(
         &self,
         fut: impl Future<Output = clickhouse::error::Result<T>>,
     ) -> Result<T, SinkError> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(SinkError::Retryable(format!(
-                "no answer within {:?}",
-                self.timeout
-            ))),
-        }
+        super::bounded(self.timeout, fut).await
     }
 
     /// One insert of `rows` into the table `sql` names (`INSERT ... FORMAT `): a Native block

@@ -24,6 +24,18 @@ pub use table::{Loaded, TAG_BYTES, TableSink, TableState, quote};
 
 use crate::block::RowsRef;
 
+/// Awaits one ClickHouse call for at most `limit`: a server that does not answer is a
+/// retryable failure, like one that refuses the connection. Every sink's calls go through it.
+async fn bounded<T>(
+    limit: std::time::Duration,
+    fut: impl Future<Output = ::clickhouse::error::Result<T>>,
+) -> Result<T, SinkError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(SinkError::Retryable(format!("no answer within {limit:?}"))),
+    }
+}
+
 /// How the flusher names an insert, so a sink can avoid storing it twice.
 #[derive(Debug, Clone, Copy)]
 pub struct InsertId<'a> {

@@ -143,13 +143,7 @@ impl TableSink {
         &self,
         fut: impl Future<Output = clickhouse::error::Result<T>>,
     ) -> Result<T, SinkError> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(SinkError::Retryable(format!(
-                "no answer within {:?}",
-                self.timeout
-            ))),
-        }
+        super::bounded(self.timeout, fut).await
     }
 
     /// Reads the table's columns again; a changed list becomes the one new rows are encoded
