@@ -54,6 +54,10 @@ pub enum StartupError {
         /// Unwritten bytes in it.
         bytes: u64,
     },
+    /// In a cluster, another table's `Distributed` sharding expression cannot be evaluated
+    /// by the gateway (the table and the expression named).
+    #[error("INGEST_TABLES: {0}")]
+    TableSharding(String),
     /// The cluster's hosts disagree with `CLICKHOUSE_HOSTS` (which host, and how).
     #[error("CLICKHOUSE_HOSTS does not match cluster {cluster}: {problems}")]
     Cluster {

@@ -343,14 +343,6 @@ impl Config {
                 "needs BUFFER_MODE=double (direct mode writes to one server)",
             );
         }
-        if self.is_cluster() && !self.extra_tables().is_empty() {
-            // Other tables' lanes write to one server; sharding them needs each table's own
-            // `_local`/`Distributed` pair and sharding key, which is not built yet.
-            return invalid(
-                "INGEST_TABLES",
-                "other tables than the events table are not supported with CLICKHOUSE_CLUSTER yet",
-            );
-        }
         if !self.clickhouse_cluster.is_empty() && !is_identifier(&self.clickhouse_cluster) {
             return invalid("CLICKHOUSE_CLUSTER", "must match [A-Za-z_][A-Za-z0-9_]*");
         }
@@ -812,18 +804,18 @@ mod tests {
                 &[("CLICKHOUSE_SHARDING_KEY", "ip")][..],
                 "CLICKHOUSE_SHARDING_KEY",
             ),
-            (
-                &[
-                    ("CLICKHOUSE_HOSTS", "a:1;b:2"),
-                    ("CLICKHOUSE_CLUSTER", "c"),
-                    ("INGEST_TABLES", "events,pageviews"),
-                ][..],
-                "INGEST_TABLES",
-            ),
         ] {
             let err = config(vars).unwrap_err().to_string();
             assert!(err.contains(var), "{vars:?}: {err}");
         }
+        // Other tables are sharded by their own Distributed tables (read at start-up).
+        let tables = config(&[
+            ("CLICKHOUSE_HOSTS", "a:1;b:2"),
+            ("CLICKHOUSE_CLUSTER", "c"),
+            ("INGEST_TABLES", "events,pageviews"),
+        ])
+        .unwrap();
+        assert_eq!(tables.extra_tables(), vec!["pageviews"]);
     }
 
     #[test]

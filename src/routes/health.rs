@@ -96,13 +96,25 @@ pub async fn get_health(
         .iter()
         .find(|s| !s.has_healthy_replica() && s.pending.oldest.is_some())
         .map(|s| format!("shard {}: no replica answering; its rows are held", s.shard));
-    // Another table whose rows wait on a failed insert (its own error, kept per table).
+    // Another table whose rows wait on a failed insert (its own error, kept per table), or
+    // in a cluster one of its shards with rows held and no replica answering.
     let table_failing = state
         .tables
         .lanes
         .iter()
         .filter(|(_, lane)| lane.ingest.pending_events() > 0)
         .find_map(|(name, lane)| {
+            let down = lane
+                .ingest
+                .shards()
+                .into_iter()
+                .find(|s| !s.has_healthy_replica() && s.pending.oldest.is_some());
+            if let Some(shard) = down {
+                return Some(format!(
+                    "table {name}, shard {}: no replica answering; its rows are held",
+                    shard.shard
+                ));
+            }
             let error = lane.stats.last_error.lock().clone()?;
             Some(format!("table {name}: {error}"))
         });
@@ -186,6 +198,8 @@ pub async fn get_health(
                     false => "insert failed".into(),
                 }),
                 "last_insert": *lane.stats.last_insert.lock(),
+                // In a cluster: its lane per shard and their replicas (as `shards` below).
+                "shards": shards_json(&lane.ingest.shards(), privileged),
                 "counters": {
                     "flushes": lane.stats.flushes.get(),
                     "inserts": lane.stats.inserts.get(),
@@ -291,6 +305,11 @@ pub async fn get_ready(
                 true => why,
                 false => format!("table {name} unavailable"),
             });
+        }
+        for shard in lane.ingest.shards() {
+            if let Some(full) = lane_full(&shard.pending) {
+                reasons.push(format!("table {name}, shard {}: {full}", shard.shard));
+            }
         }
     }
     if state.ingest.is_closed() {

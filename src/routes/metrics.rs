@@ -38,7 +38,13 @@ pub async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
             .set(lane.ingest.pending_events() as i64);
     }
     let mut body = stats.encode();
-    body.push_str(&host_metrics(&state.ingest.shards()));
+    let tables: Vec<(&str, Vec<ShardStatus>)> = state
+        .tables
+        .lanes
+        .iter()
+        .map(|(name, lane)| (name.as_str(), lane.ingest.shards()))
+        .collect();
+    body.push_str(&host_metrics(&state.ingest.shards(), &tables));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(body)
@@ -54,12 +60,17 @@ type Family = (
 
 /// In a cluster, each host's state, labelled by shard and `host:port` (values from
 /// `CLICKHOUSE_HOSTS`, a fixed set): read from the lanes when scraped, so no per-host
-/// metric is registered.
-fn host_metrics(shards: &[ShardStatus]) -> String {
+/// metric is registered. Other tables' lanes are their own hosts' figures, in
+/// `event_ingest_table_host_*` with a `table` label (operator configuration).
+fn host_metrics(shards: &[ShardStatus], tables: &[(&str, Vec<ShardStatus>)]) -> String {
     use std::fmt::Write;
     let hosts: Vec<&HostStatus> = shards.iter().flat_map(|s| &s.hosts).collect();
+    let table_hosts: Vec<(&str, &HostStatus)> = tables
+        .iter()
+        .flat_map(|(table, shards)| shards.iter().flat_map(|s| &s.hosts).map(|h| (*table, h)))
+        .collect();
     let mut out = String::new();
-    if hosts.is_empty() {
+    if hosts.is_empty() && table_hosts.is_empty() {
         return out;
     }
     let families: [Family; 5] = [
@@ -94,17 +105,35 @@ fn host_metrics(shards: &[ShardStatus]) -> String {
             |h| h.last_insert_seconds.unwrap_or(0.0),
         ),
     ];
-    for (name, kind, help, value) in families {
-        let name = format!("event_ingest_clickhouse_host_{name}");
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for h in &hosts {
+    for (suffix, kind, help, value) in families {
+        if !hosts.is_empty() {
+            let name = format!("event_ingest_clickhouse_host_{suffix}");
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for h in &hosts {
+                let _ = writeln!(
+                    out,
+                    "{name}{{shard=\"{}\",host=\"{}\"}} {}",
+                    h.shard,
+                    h.host,
+                    value(h)
+                );
+            }
+        }
+        if !table_hosts.is_empty() {
+            let name = format!("event_ingest_table_host_{suffix}");
             let _ = writeln!(
                 out,
-                "{name}{{shard=\"{}\",host=\"{}\"}} {}",
-                h.shard,
-                h.host,
-                value(h)
+                "# HELP {name} {help} (another table's lane)\n# TYPE {name} {kind}"
             );
+            for (table, h) in &table_hosts {
+                let _ = writeln!(
+                    out,
+                    "{name}{{table=\"{table}\",shard=\"{}\",host=\"{}\"}} {}",
+                    h.shard,
+                    h.host,
+                    value(h)
+                );
+            }
         }
     }
     out

@@ -10,6 +10,7 @@ mod replicas;
 mod schema;
 mod table;
 mod table_columns;
+mod table_shard;
 
 use std::future::Future;
 use std::sync::Arc;

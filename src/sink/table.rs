@@ -8,6 +8,11 @@
 //! encoded before an `ADD COLUMN` are written as they are (the new column takes its
 //! default), and rows whose columns the table no longer has (dropped or retyped) are
 //! refused as data, so the flusher quarantines them with that reason, never drops them.
+//!
+//! In a cluster (`CLICKHOUSE_CLUSTER`) the operator's `<table>_local` is written on one
+//! replica of each row's shard ([`TableSink::for_replica`]), and its columns, with the
+//! `Distributed` table's sharding expression, are read from the first host that answers
+//! (see `table_shard.rs`).
 
 use std::collections::HashMap;
 use std::hash::Hasher;
@@ -26,6 +31,7 @@ use super::{InsertId, Sink, SinkError, query_log};
 use crate::block::{BlockBuilder, ColumnType, RowsRef, Schema, SortKey};
 use crate::config::{self, Config, Durability};
 use crate::schema::{ColumnInfo, SchemaError, TableSchema};
+use crate::shard::{KeyPlan, ShardingKey};
 
 /// Bytes of the column-list tag before each row.
 pub const TAG_BYTES: usize = 4;
@@ -39,6 +45,7 @@ pub struct Loaded {
     pub tag: [u8; TAG_BYTES],
     builder: BlockBuilder,
     layouts: Vec<ColumnType>,
+    /// `(columns) FORMAT ...`: the insert after its table's name.
     insert_sql: String,
 }
 
@@ -50,9 +57,16 @@ pub struct TableState {
     current: Mutex<Result<Arc<Loaded>, String>>,
     /// Every list rows may have been encoded with, by tag: this process's, and (`disk`
     /// mode) those saved by earlier runs whose rows may still be in the spool.
-    known: Mutex<HashMap<[u8; TAG_BYTES], Arc<Loaded>>>,
+    pub(super) known: Mutex<HashMap<[u8; TAG_BYTES], Arc<Loaded>>>,
     /// `disk` mode: where the lists are saved (the table's spool directory).
     columns_dir: Option<PathBuf>,
+    /// In a cluster: the `Distributed` table's sharding expression, once read.
+    pub(super) sharding: Mutex<Option<ShardingKey>>,
+    /// In a cluster: where the key sits in rows of each list, under the current expression.
+    pub(super) key_plans: parking_lot::RwLock<HashMap<[u8; TAG_BYTES], Arc<KeyPlan>>>,
+    /// In a cluster: why the `Distributed` table's sharding expression cannot be evaluated
+    /// here, if it was read and cannot (start-up stops on it).
+    pub(super) unevaluable: Mutex<Option<String>>,
 }
 
 impl TableState {
@@ -73,9 +87,17 @@ impl TableState {
 /// Writes one allowed table. Each thread gets its own (see [`TableSink::sharing`]): a
 /// client's pooled connections belong to the runtime that opened them.
 pub struct TableSink {
+    /// Where inserts (and, on old servers, the check of a lost answer) go.
     base: Client,
+    /// Where the table's definition is read, tried in order: `base`, or in a cluster every
+    /// host of `CLICKHOUSE_HOSTS` (so every shard's sinks agree on one list).
+    readers: Vec<Client>,
     database: String,
     table: String,
+    /// The table inserts name: `table`, or in a cluster `<table>_local`.
+    insert_table: String,
+    /// `CLICKHOUSE_CLUSTER`, if set: the sharding expression is read from `table`.
+    cluster: Option<String>,
     timeout: Duration,
     server_time_column: String,
     client_ip_column: String,
@@ -88,16 +110,17 @@ pub struct TableSink {
 impl TableSink {
     /// A sink for `name` (`table` in `CLICKHOUSE_NAME`, or `db.table`). Does no I/O.
     pub fn new(config: &Config, name: &str) -> Self {
-        let compression = match config.clickhouse_compression {
-            config::Compression::Lz4 => Compression::Lz4,
-            config::Compression::None => Compression::None,
+        let base = client(config);
+        let readers = match config.is_cluster() {
+            true => config
+                .clickhouse_shards()
+                .unwrap_or_default()
+                .iter()
+                .flatten()
+                .map(|host| client(&config.for_host(host)))
+                .collect(),
+            false => vec![base.clone()],
         };
-        let base = Client::default()
-            .with_url(config.clickhouse_url())
-            .with_user(&config.clickhouse_user)
-            .with_password(config.clickhouse_password.expose())
-            .with_compression(compression)
-            .with_validation(false);
         let (database, table) = match name.split_once('.') {
             Some((db, table)) => (db.to_string(), table.to_string()),
             None => (config.clickhouse_name.clone(), name.to_string()),
@@ -105,6 +128,14 @@ impl TableSink {
         let target = format!("{database}.{table}");
         Self {
             base,
+            readers,
+            insert_table: match config.is_cluster() {
+                true => format!("{table}_local"),
+                false => table.clone(),
+            },
+            cluster: config
+                .is_cluster()
+                .then(|| config.clickhouse_cluster.clone()),
             database,
             table,
             timeout: config.clickhouse_timeout(),
@@ -118,6 +149,9 @@ impl TableSink {
                 columns_dir: (config.durability() == Durability::Disk)
                     .then(|| Path::new(&config.spool_dir).join(format!("table-{name}"))),
                 target,
+                sharding: Mutex::new(None),
+                key_plans: Default::default(),
+                unevaluable: Mutex::new(None),
             }),
         }
     }
@@ -131,6 +165,15 @@ impl TableSink {
             server_defaults: other.server_defaults.clone(),
             state: other.state.clone(),
             ..Self::new(config, &name)
+        }
+    }
+
+    /// In a cluster: another sink for the same table that inserts into `<table>_local` on
+    /// `host` (one replica of a shard), reading the definition as every sink does.
+    pub fn for_replica(config: &Config, other: &TableSink, host: &config::HostPort) -> Self {
+        Self {
+            base: client(&config.for_host(host)),
+            ..Self::sharing(config, other)
         }
     }
 
@@ -245,18 +288,32 @@ impl TableSink {
         }
     }
 
-    /// Reads the table's definition from the server and builds its column list.
+    /// Reads the table's definition from the first reader that answers and builds its
+    /// column list (in a cluster, with the sharding expression).
     async fn load(&self) -> Result<(Loaded, Definition), String> {
+        let mut unreachable = Vec::new();
+        for client in &self.readers {
+            match self.load_from(client).await {
+                Err(Load::Unreachable(problem)) => unreachable.push(problem),
+                Err(Load::Problem(problem)) => return Err(problem),
+                Ok(loaded) => return Ok(loaded),
+            }
+        }
+        Err(unreachable.join("; "))
+    }
+
+    async fn load_from(&self, client: &Client) -> Result<(Loaded, Definition), Load> {
         let target = &self.state.target;
-        let unreachable = |e: SinkError| format!("{target}: columns not readable ({e})");
+        let unreachable =
+            |e: SinkError| Load::Unreachable(format!("{target}: columns not readable ({e})"));
         if self.version.lock().is_none() {
             let text = self
-                .bounded(self.base.query("SELECT version()").fetch_one::<String>())
+                .bounded(client.query("SELECT version()").fetch_one::<String>())
                 .await
                 .map_err(unreachable)?;
             let formats = self
                 .bounded(
-                    self.base
+                    client
                         .query(
                             "SELECT count() FROM system.formats \
                              WHERE name = 'RowBinaryWithDefaults' AND is_input",
@@ -270,39 +327,46 @@ impl TableSink {
         }
         let infos = self
             .bounded(
-                self.base
+                client
                     .query(
                         "SELECT name, type, default_kind, default_expression FROM system.columns \
                          WHERE database = ? AND table = ?",
                     )
                     .bind(&self.database)
-                    .bind(&self.table)
+                    .bind(&self.insert_table)
                     .fetch_all::<ColumnInfo>(),
             )
             .await
             .map_err(unreachable)?;
         // A missing table says so before anything else is asked.
         if infos.is_empty() {
-            return Err(missing(target));
+            return Err(Load::Problem(match &self.cluster {
+                Some(_) => missing_local(target, &self.insert_table),
+                None => missing(target),
+            }));
         }
         let create_table = self
             .bounded(
-                self.base
+                client
                     .query(
                         "SELECT create_table_query FROM system.tables \
                          WHERE database = ? AND name = ?",
                     )
                     .bind(&self.database)
-                    .bind(&self.table)
+                    .bind(&self.insert_table)
                     .fetch_optional::<String>(),
             )
             .await
             .map_err(unreachable)?
             .unwrap_or_default();
         let zone = self
-            .bounded(self.base.query("SELECT timezone()").fetch_one::<String>())
+            .bounded(client.query("SELECT timezone()").fetch_one::<String>())
             .await
             .map_err(unreachable)?;
+        let sharding = match &self.cluster {
+            Some(cluster) => Some(self.sharding_key(client, cluster).await?),
+            None => None,
+        };
         let definition = Definition {
             columns: infos,
             create_table,
@@ -311,7 +375,11 @@ impl TableSink {
             server_time_column: self.server_time_column.clone(),
             client_ip_column: self.client_ip_column.clone(),
         };
-        Ok((self.build(&definition)?, definition))
+        let loaded = self.build(&definition).map_err(Load::Problem)?;
+        if let Some(key) = sharding {
+            self.use_sharding(key, &loaded)?;
+        }
+        Ok((loaded, definition))
     }
 
     /// The column list of `definition`: no I/O, so a list saved by an earlier run is built
@@ -343,12 +411,8 @@ impl TableSink {
             true => "RowBinaryWithDefaults",
             false => "Native",
         };
-        let insert_sql = format!(
-            "INSERT INTO {}.{} ({}) FORMAT {format}",
-            quote(&self.database),
-            quote(&self.table),
-            quoted.join(", ")
-        );
+        // `INSERT INTO` and the table are each sink's own (a cluster's `<table>_local`).
+        let insert_sql = format!("({}) FORMAT {format}", quoted.join(", "));
         let mut tagged = columns.clone();
         tagged.push((String::new(), format.to_string()));
         Ok(Loaded {
@@ -366,6 +430,28 @@ impl TableSink {
             self.refresh().await.map_err(SinkError::Retryable)?;
         }
         Ok(self.state.known.lock().get(&tag).cloned())
+    }
+
+    /// `(database, table, insert table)`.
+    pub(super) fn names(&self) -> (&str, &str, &str) {
+        (&self.database, &self.table, &self.insert_table)
+    }
+
+    /// How long one ClickHouse call may take.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether the host inserts go to answers now (a replica's re-probe).
+    pub(super) async fn ping_insert_host(&self) -> Result<(), SinkError> {
+        self.bounded(self.base.query("SELECT 1").fetch_one::<u8>())
+            .await
+            .map(|_| ())
+    }
+
+    /// The table's name in SQL, as the insert names it.
+    fn insert_target(&self) -> String {
+        format!("{}.{}", quote(&self.database), quote(&self.insert_table))
     }
 
     async fn send(
@@ -472,12 +558,9 @@ impl Sink for TableSink {
                 1 => (id.token.to_string(), id.maybe_sent),
                 _ => (format!("{}-{i}", id.token), id.maybe_sent),
             });
+            let sql = format!("INSERT INTO {} {}", self.insert_target(), loaded.insert_sql);
             let result = self
-                .send(
-                    &loaded.insert_sql,
-                    block,
-                    token.as_ref().map(|(t, m)| (t.as_str(), *m)),
-                )
+                .send(&sql, block, token.as_ref().map(|(t, m)| (t.as_str(), *m)))
                 .await;
             if let Err(e) = &result
                 && e.code().is_some_and(|c| SCHEMA_CODES.contains(&c))
@@ -493,6 +576,35 @@ impl Sink for TableSink {
 
 /// How a problem saving a column list starts (it leaves the list in use in place).
 const UNSAVED: &str = "column list not saved for";
+
+/// How reading a definition from one host failed: that host did not answer (the next one
+/// is asked), or it answered with a problem of the table's.
+pub(super) enum Load {
+    Unreachable(String),
+    Problem(String),
+}
+
+/// One client of the service's settings for `config`'s host.
+fn client(config: &Config) -> Client {
+    let compression = match config.clickhouse_compression {
+        config::Compression::Lz4 => Compression::Lz4,
+        config::Compression::None => Compression::None,
+    };
+    Client::default()
+        .with_url(config.clickhouse_url())
+        .with_user(&config.clickhouse_user)
+        .with_password(config.clickhouse_password.expose())
+        .with_compression(compression)
+        .with_validation(false)
+}
+
+/// The problem of a cluster table whose `<table>_local` does not exist.
+fn missing_local(target: &str, local: &str) -> String {
+    format!(
+        "table {local} (what {target} is written through in a cluster) does not exist on the \
+         host asked (INGEST_TABLES); its requests get 503 until it does"
+    )
+}
 
 /// The problem of a table that does not exist.
 fn missing(target: &str) -> String {

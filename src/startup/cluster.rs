@@ -25,7 +25,7 @@ pub(super) async fn start(
     stats: &Arc<Stats>,
 ) -> Result<(Storage, Arc<dyn ServerCheck>), StartupError> {
     if config.durability() == Durability::Disk {
-        refuse_single_server_backlog(config)?;
+        refuse_single_server_backlog(config, Path::new(&config.spool_dir))?;
     }
     // Validated when the configuration was read.
     let shards = config.clickhouse_shards().unwrap_or_default();
@@ -87,11 +87,7 @@ pub(super) async fn start(
     for (i, replicas) in shards.iter().enumerate() {
         let dir = Path::new(&config.spool_dir).join(format!("shard-{}", i + 1));
         let lane = lane::open(config, limits, &dir, config.spool_max_bytes / n as u64)?;
-        // Gateways spread over replicas by their spools' ids, stable across restarts.
-        let seed = match &lane.spool {
-            Some(spool) => twox_hash::XxHash3_64::oneshot(spool.id().as_bytes()),
-            None => rand::random::<u64>(),
-        };
+        let seed = replica_seed(&lane);
         spool_writers.extend(lane.writer);
         let buffer = lane.buffer;
         let set = ReplicaSet::new(
@@ -131,11 +127,23 @@ pub(super) async fn start(
     Ok((storage, check))
 }
 
-/// A spool in `SPOOL_DIR` itself is a single-server run's (the shard lanes use
-/// `SPOOL_DIR/shard-<n>`): if it still holds rows, starting in a cluster would strand them,
-/// so start-up stops and says how to deliver them first.
-fn refuse_single_server_backlog(config: &Config) -> Result<(), StartupError> {
-    let dir = Path::new(&config.spool_dir);
+/// Where a lane's replica set starts: gateways spread over replicas by their spools' ids,
+/// stable across restarts (a random one per process in memory mode).
+pub(super) fn replica_seed(lane: &lane::LaneBuffer) -> u64 {
+    match &lane.spool {
+        Some(spool) => twox_hash::XxHash3_64::oneshot(spool.id().as_bytes()),
+        None => rand::random::<u64>(),
+    }
+}
+
+/// A spool in `dir` itself (`SPOOL_DIR`, or another table's `SPOOL_DIR/table-<name>`) is a
+/// single-server run's (the shard lanes use `<dir>/shard-<n>`): if it still holds rows,
+/// starting in a cluster would strand them, so start-up stops and says how to deliver them
+/// first.
+pub(super) fn refuse_single_server_backlog(
+    config: &Config,
+    dir: &Path,
+) -> Result<(), StartupError> {
     if !dir.join("checkpoint").exists() {
         return Ok(());
     }
@@ -143,7 +151,7 @@ fn refuse_single_server_backlog(config: &Config) -> Result<(), StartupError> {
     drop(spool);
     match backlog {
         Some(b) if b.bytes > 0 => Err(StartupError::SingleServerBacklog {
-            dir: config.spool_dir.clone(),
+            dir: dir.display().to_string(),
             bytes: b.bytes,
         }),
         _ => Ok(()),

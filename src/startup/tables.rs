@@ -1,17 +1,19 @@
-//! Start-up of the other tables of `INGEST_TABLES` (issue 12): one lane per table, and the
-//! thread that reads their columns again so schema changes are picked up without a restart.
+//! Start-up of the other tables of `INGEST_TABLES` (issue 12): one lane per table (in a
+//! cluster, one per table and shard), and the thread that reads their columns again so
+//! schema changes are picked up without a restart.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{StartupError, Storage, lane};
-use crate::config::{BufferMode, Config};
+use super::{StartupError, Storage, cluster, lane};
+use crate::config::{BufferMode, Config, Durability};
 use crate::flusher;
-use crate::ingest::{Buffered, Direct, Discard};
+use crate::ingest::{Buffered, Direct, Discard, Lane, Sharded};
 use crate::quarantine::Quarantine;
 use crate::routes::tables::{TableLane, Tables};
-use crate::sink::TableSink;
+use crate::shard::{RowKeys, Sharder};
+use crate::sink::{HostState, ReplicaSet, TableSink};
 use crate::stats::{LaneStats, Stats, TableStats};
 
 /// One lane per table of `INGEST_TABLES` other than the events table (arch.md): its own
@@ -47,7 +49,19 @@ pub(super) async fn start_tables(
         if let Err(problem) = sink.refresh().await {
             log::warn!("INGEST_TABLES: {problem}");
         }
+        if let Some(why) = sink.state().unevaluable_sharding() {
+            return Err(StartupError::TableSharding(why));
+        }
+        let quarantine = || {
+            Arc::new(Quarantine::for_table(config.quarantine_dir(), &name, {
+                let state = sink.state();
+                Arc::new(move |row: &[u8]| state.decode_row(row))
+            }))
+        };
         let storage = match config.buffer_mode {
+            BufferMode::Double if config.is_cluster() => {
+                start_shards(config, stats, &name, &sink, quarantine(), &table_stats)?
+            }
             BufferMode::Double => {
                 let lane = lane::open(
                     config,
@@ -59,10 +73,7 @@ pub(super) async fn start_tables(
                 let flusher = flusher::spawn(
                     buffer.clone(),
                     TableSink::sharing(config, &sink),
-                    Arc::new(Quarantine::for_table(config.quarantine_dir(), &name, {
-                        let state = sink.state();
-                        Arc::new(move |row: &[u8]| state.decode_row(row))
-                    })),
+                    quarantine(),
                     LaneStats::for_table(stats.clone(), table_stats.clone()),
                     config.shutdown_timeout(),
                 )?;
@@ -96,6 +107,72 @@ pub(super) async fn start_tables(
         sinks.push(TableSink::sharing(config, &sink));
     }
     Ok((tables, storages, sinks))
+}
+
+/// In a cluster: one lane per shard for table `name` (its share of `BUFFER_MAX_BYTES` and
+/// `SPOOL_MAX_BYTES`, its spool in `SPOOL_DIR/table-<name>/shard-<n>`), each writing
+/// `<table>_local` on one replica of its shard through a [`ReplicaSet`], exactly as the
+/// events table's shards do; rows are split by the table's own `Distributed` sharding
+/// expression, read with its columns.
+fn start_shards(
+    config: &Config,
+    stats: &Arc<Stats>,
+    name: &str,
+    sink: &TableSink,
+    quarantine: Arc<Quarantine>,
+    table_stats: &Arc<TableStats>,
+) -> Result<Storage, StartupError> {
+    let shards = config.clickhouse_shards().unwrap_or_default();
+    let n = shards.len().max(1);
+    let table_dir = Path::new(&config.spool_dir).join(format!("table-{name}"));
+    if config.durability() == Durability::Disk {
+        cluster::refuse_single_server_backlog(config, &table_dir)?;
+    }
+    let limits = lane::limits(config, config.buffer_max_bytes / n);
+    let (mut lanes, mut flushers, mut spool_writers) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, replicas) in shards.iter().enumerate() {
+        let dir = table_dir.join(format!("shard-{}", i + 1));
+        let lane = lane::open(config, limits, &dir, config.spool_max_bytes / n as u64)?;
+        let seed = cluster::replica_seed(&lane);
+        spool_writers.extend(lane.writer);
+        let hosts: Vec<Arc<HostState>> = replicas
+            .iter()
+            .map(|h| Arc::new(HostState::new(h.to_string(), i + 1)))
+            .collect();
+        let set = ReplicaSet::new(
+            replicas
+                .iter()
+                .zip(&hosts)
+                .map(|(h, state)| (TableSink::for_replica(config, sink, h), state.clone()))
+                .collect(),
+            seed,
+        );
+        flushers.push(flusher::spawn(
+            lane.buffer.clone(),
+            set,
+            quarantine.clone(),
+            LaneStats::for_table(stats.clone(), table_stats.clone()),
+            config.shutdown_timeout(),
+        )?);
+        lanes.push(Lane {
+            buffer: Buffered(lane.buffer),
+            hosts,
+        });
+    }
+    let state = sink.state();
+    let expression = state
+        .sharding_expression()
+        .unwrap_or_else(|| "its Distributed table's sharding expression".into());
+    let keys: Arc<dyn RowKeys> = state;
+    Ok(Storage {
+        ingest: Arc::new(Sharded {
+            sharder: Sharder::with_keys(keys, &expression, n),
+            lanes,
+            route: Default::default(),
+        }),
+        flushers,
+        spool_writers,
+    })
 }
 
 /// The thread that reads other tables' columns again every `SCHEMA_REFRESH_SECS` (every

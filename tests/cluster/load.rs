@@ -57,8 +57,20 @@ pub struct Sent {
 }
 
 impl Load {
-    /// Sends requests to `gateways` in turn until stopped.
+    /// Sends requests of events to `gateways` in turn until stopped.
     pub fn start(tag: &str, gateways: Vec<String>) -> Load {
+        Self::start_on(tag, gateways, "/v1/events", request)
+    }
+
+    /// Sends requests built by `body` (tag, request number, rows) to `path` of `gateways`
+    /// in turn until stopped; each request's rows carry `session` `{tag}-{request}` and
+    /// `sequence` 0..n, as [`figures_of`] counts them.
+    pub fn start_on(
+        tag: &str,
+        gateways: Vec<String>,
+        path: &'static str,
+        body: fn(&str, u64, u32) -> String,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
         let tag = tag.to_string();
@@ -78,9 +90,9 @@ impl Load {
                         list[n as usize % list.len()].clone()
                     };
                     let response = http
-                        .post(format!("{gateway}/v1/events"))
+                        .post(format!("{gateway}{path}"))
                         .header("content-type", "application/json")
-                        .body(request(&tag, n, PER_REQUEST))
+                        .body(body(&tag, n, PER_REQUEST))
                         .send()
                         .await;
                     match response {
@@ -149,12 +161,13 @@ pub struct Figures {
     pub duplicated: u64,
 }
 
-/// Counts what `db.events` (the `Distributed` table, read on `url`) holds against `sent`.
-pub async fn figures(url: &str, db: &str, sent: &Sent) -> Result<Figures, String> {
+/// Counts what `db.table` (a `Distributed` table with `session` and `sequence` columns,
+/// read on `url`) holds against `sent`.
+pub async fn figures_of(url: &str, db: &str, table: &str, sent: &Sent) -> Result<Figures, String> {
     let text = query(
         url,
         &format!(
-            "SELECT session, count(), uniqExact(sequence) FROM `{db}`.events \
+            "SELECT session, count(), uniqExact(sequence) FROM `{db}`.`{table}` \
              GROUP BY session FORMAT TSV"
         ),
     )
@@ -191,9 +204,20 @@ pub async fn figures(url: &str, db: &str, sent: &Sent) -> Result<Figures, String
 /// Polls until every acknowledged event is stored (or `limit` passes: then the last
 /// figures, with what is lost), and returns the figures.
 pub async fn settle(url: &str, db: &str, sent: &Sent, limit: Duration) -> Figures {
+    settle_table(url, db, "events", sent, limit).await
+}
+
+/// [`settle`] for `db.table`.
+pub async fn settle_table(
+    url: &str,
+    db: &str,
+    table: &str,
+    sent: &Sent,
+    limit: Duration,
+) -> Figures {
     let started = Instant::now();
     loop {
-        let current = figures(url, db, sent).await;
+        let current = figures_of(url, db, table, sent).await;
         match current {
             Ok(f) if f.lost == 0 => return f,
             Ok(f) if started.elapsed() > limit => return f,

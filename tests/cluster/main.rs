@@ -19,5 +19,6 @@ mod lost_answer;
 mod placement;
 mod replica_kill;
 mod shard_outage;
+mod tables;
 mod topology;
 mod zookeeper;
