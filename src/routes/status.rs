@@ -54,6 +54,13 @@ pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
                 "events_quarantined": lane.stats.events_quarantined.get(),
                 "last_insert": *lane.stats.last_insert.lock(),
                 "last_error": *lane.stats.last_error.lock(),
+                // In a cluster: its shards' hosts, as `shards` below.
+                "shards": lane
+                    .ingest
+                    .shards()
+                    .into_iter()
+                    .map(|shard| json!({ "shard": shard.shard, "hosts": shard.hosts }))
+                    .collect::<Vec<_>>(),
             })
         })
         .collect();

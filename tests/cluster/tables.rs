@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::fixture::{Cluster, MEMBERS, number, query};
 use crate::helpers::{
-    PATIENCE, TestApp, clickhouse_at, spawn_app_in, test_env, unique_database, within,
+    PATIENCE, SpoolDir, TestApp, clickhouse_at, spawn_app_in, test_env, unique_database, within,
 };
 use crate::load::{Load, PER_REQUEST, settle_table};
 
@@ -197,7 +197,18 @@ async fn another_tables_killed_replica_loses_nothing() {
     let db = unique_database();
     let (name, columns, expression) = TABLES[1];
     create_table(&cluster, &db, name, columns, expression).await;
-    let app = spawn(&db, &app_env(&cluster, name)).await;
+    // `disk` mode: each shard of the table has its own spool.
+    let spool = SpoolDir::new();
+    let mut env = app_env(&cluster, name);
+    env.push(("DURABILITY", "disk".into()));
+    env.push(("SPOOL_DIR", spool.path().to_string()));
+    let app = spawn(&db, &env).await;
+    for shard in ["shard-1", "shard-2"] {
+        let dir = std::path::Path::new(spool.path())
+            .join("table-views")
+            .join(shard);
+        assert!(dir.join("checkpoint").exists(), "{}", dir.display());
+    }
     let load = Load::start_on(
         "tkill",
         vec![app.address.clone()],
