@@ -14,7 +14,7 @@
 //! `Distributed` table's sharding expression, are read from the first host that answers
 //! (see `table_shard.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -285,6 +285,43 @@ impl TableSink {
                     self.state.target
                 ),
             }
+        }
+    }
+
+    /// `disk` mode, at start-up before any row is accepted or replayed: deletes the saved
+    /// column lists that neither the rows an earlier run left in the table's spools
+    /// (`backlogs`: each spool and where its backlog begins) nor the list in use need. They
+    /// are forgotten too, so a list read again later is saved again before rows use it. A
+    /// spool that cannot be read keeps every list.
+    pub fn prune_columns(&self, backlogs: &[(&crate::spool::Spool, u64)]) {
+        let Some(dir) = &self.state.columns_dir else {
+            return;
+        };
+        let mut keep = HashSet::new();
+        for (spool, from) in backlogs {
+            match table_columns::spooled_tags(spool, *from) {
+                Ok(tags) => keep.extend(tags),
+                Err(e) => {
+                    log::warn!(
+                        "{}: spool not readable ({e}); saved column lists all kept",
+                        spool.dir().display()
+                    );
+                    return;
+                }
+            }
+        }
+        if let Ok(current) = self.state.current() {
+            keep.insert(current.tag);
+        }
+        self.state.known.lock().retain(|tag, _| keep.contains(tag));
+        match table_columns::prune(dir, &keep) {
+            Ok(deleted) if !deleted.is_empty() => log::info!(
+                "{}: {} column lists no spooled row needs deleted",
+                self.state.target,
+                deleted.len()
+            ),
+            Ok(_) => {}
+            Err(e) => log::warn!("{}: column lists not pruned: {e}", dir.display()),
         }
     }
 

@@ -4,7 +4,13 @@
 //! (an `ADD COLUMN`) while the service was down. Each file is written and fsynced before
 //! its list becomes the one requests encode with, so no row is acknowledged under a list
 //! that a restart could not read back.
+//!
+//! Files no spooled row needs any more are deleted at start-up ([`prune`]), before any row
+//! is accepted or replayed: the rows an earlier run left in the table's spools are read for
+//! the tags they carry ([`spooled_tags`]), and only those lists and the one in use are kept.
+//! A crash during or after pruning loses nothing a record needs: no other row exists yet.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
@@ -12,7 +18,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::table::TAG_BYTES;
+use crate::block::Rows;
 use crate::schema::ColumnInfo;
+use crate::spool::{ReadLimits, Spool};
 
 /// Everything a column list is built from, as read from the server and the configuration:
 /// built again from this, it is the same list with the same tag.
@@ -56,6 +64,72 @@ pub fn save(dir: &Path, tag: [u8; TAG_BYTES], definition: &Definition) -> io::Re
     File::open(dir)?.sync_all()
 }
 
+/// The tags of the rows in `spool` from `from` (an earlier run's backlog) to its end: the
+/// lists those rows still need. Reads the backlog once, a few MiB at a time.
+pub fn spooled_tags(spool: &Spool, from: u64) -> io::Result<HashSet<[u8; TAG_BYTES]>> {
+    let mut tags = HashSet::new();
+    let mut at = from;
+    let mut rows = Rows::default();
+    loop {
+        rows.clear();
+        let limits = ReadLimits {
+            until: u64::MAX,
+            max_rows: 100_000,
+            max_bytes: 8 << 20,
+        };
+        let chunk = spool.read(at, limits, &mut rows)?;
+        for i in 0..rows.len() {
+            if let Some(tag) = rows.row(i).get(..TAG_BYTES).and_then(|t| t.try_into().ok()) {
+                tags.insert(tag);
+            }
+        }
+        if chunk.end <= at {
+            return Ok(tags);
+        }
+        at = chunk.end;
+    }
+}
+
+/// Deletes the lists in `dir` whose tag is not in `keep` (and any temporary file a crash
+/// left mid-save), then makes the deletions durable; returns the tags deleted.
+pub fn prune(dir: &Path, keep: &HashSet<[u8; TAG_BYTES]>) -> io::Result<Vec<[u8; TAG_BYTES]>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut deleted = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if name.starts_with("columns-") && name.ends_with(".json.tmp") {
+            fs::remove_file(entry.path())?;
+            continue;
+        }
+        let Some(tag) = tag_of_file(name) else {
+            continue;
+        };
+        if !keep.contains(&tag) {
+            fs::remove_file(entry.path())?;
+            deleted.push(tag);
+        }
+    }
+    File::open(dir)?.sync_all()?;
+    Ok(deleted)
+}
+
+/// The tag a `columns-<tag>.json` file holds.
+fn tag_of_file(name: &str) -> Option<[u8; TAG_BYTES]> {
+    name.strip_prefix("columns-")?
+        .strip_suffix(".json")
+        .filter(|hex| hex.len() == 2 * TAG_BYTES)
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+        .map(u32::to_be_bytes)
+}
+
 /// Every list saved in `dir`, with its tag (none if `dir` does not exist). A file that
 /// cannot be read is reported, not fatal: only the rows encoded under it are affected
 /// (they are quarantined with the reason, as before these files existed).
@@ -69,13 +143,7 @@ pub fn load_all(dir: &Path) -> io::Result<Vec<([u8; TAG_BYTES], Definition)>> {
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
-        let Some(tag) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("columns-")?.strip_suffix(".json"))
-            .filter(|hex| hex.len() == 2 * TAG_BYTES)
-            .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-            .map(u32::to_be_bytes)
-        else {
+        let Some(tag) = name.to_str().and_then(tag_of_file) else {
             continue;
         };
         match fs::read(entry.path()).map(|bytes| serde_json::from_slice::<Definition>(&bytes)) {
@@ -117,5 +185,65 @@ mod tests {
         fs::write(dir.join("00000000000000000000.seg"), b"x").unwrap();
         fs::write(dir.join("columns-zz.json"), b"{}").unwrap();
         assert_eq!(load_all(&dir).unwrap(), vec![([1, 2, 3, 4], definition())]);
+    }
+
+    #[test]
+    fn pruning_keeps_the_lists_asked_for_and_nothing_else_of_its_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("table-t");
+        for tag in [[1, 1, 1, 1], [2, 2, 2, 2], [3, 3, 3, 3]] {
+            save(&dir, tag, &definition()).unwrap();
+        }
+        fs::write(dir.join("columns-04040404.json.tmp"), b"{").unwrap();
+        fs::write(dir.join("00000000000000000000.seg"), b"x").unwrap();
+        let keep = HashSet::from([[1, 1, 1, 1], [3, 3, 3, 3]]);
+        assert_eq!(prune(&dir, &keep).unwrap(), vec![[2, 2, 2, 2]]);
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "00000000000000000000.seg",
+                "columns-01010101.json",
+                "columns-03030303.json"
+            ]
+        );
+        assert!(prune(&tmp.path().join("none"), &keep).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_tags_of_a_spools_backlog_are_read_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(tmp.path(), 1 << 30).unwrap();
+        let spool = std::sync::Arc::new(spool);
+        let writer = crate::spool::WriterGuard::spawn(spool.clone()).unwrap();
+        let mut start = None;
+        let mut end = 0;
+        // Two records, so reading goes on past the first.
+        for tags in [[[1u8, 0, 0, 0], [2, 0, 0, 0]], [[1, 0, 0, 0], [3, 0, 0, 0]]] {
+            let mut rows = Rows::default();
+            for tag in tags {
+                let mut row = tag.to_vec();
+                row.extend_from_slice(b"body");
+                rows.push_encoded(&row);
+            }
+            let range = spool.reserve(&crate::spool::frame(&rows)).unwrap();
+            start.get_or_insert(range.start);
+            end = range.end;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(spool.wait_durable(end)).unwrap();
+        let tags = spooled_tags(&spool, start.unwrap()).unwrap();
+        assert_eq!(
+            tags,
+            HashSet::from([[1, 0, 0, 0], [2, 0, 0, 0], [3, 0, 0, 0]])
+        );
+        assert!(spooled_tags(&spool, end).unwrap().is_empty());
+        writer.stop();
     }
 }

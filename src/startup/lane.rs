@@ -18,6 +18,8 @@ pub(super) struct LaneBuffer {
     pub writer: Option<WriterGuard>,
     /// `disk` mode: the spool (its id seeds a cluster lane's replica choice).
     pub spool: Option<Arc<Spool>>,
+    /// `disk` mode: where the rows an earlier run left in the spool begin, if it left any.
+    pub backlog_from: Option<u64>,
 }
 
 /// The buffer's triggers from the configuration, with `max_bytes` as this lane's share of
@@ -44,6 +46,7 @@ pub(super) fn open(
             buffer: Arc::new(DoubleBuffer::new(limits)),
             writer: None,
             spool: None,
+            backlog_from: None,
         });
     }
     let (spool, backlog) = Spool::open(spool_dir, spool_max_bytes)?;
@@ -61,5 +64,6 @@ pub(super) fn open(
         buffer: Arc::new(DoubleBuffer::with_spool(limits, spool.clone(), from)),
         writer: Some(writer),
         spool: Some(spool),
+        backlog_from: from,
     })
 }

@@ -69,6 +69,7 @@ pub(super) async fn start_tables(
                     &Path::new(&config.spool_dir).join(format!("table-{name}")),
                     config.spool_max_bytes,
                 )?;
+                prune_columns(&sink, &[&lane]);
                 let (buffer, spool_writer) = (lane.buffer, lane.writer);
                 let flusher = flusher::spawn(
                     buffer.clone(),
@@ -129,10 +130,15 @@ fn start_shards(
         cluster::refuse_single_server_backlog(config, &table_dir)?;
     }
     let limits = lane::limits(config, config.buffer_max_bytes / n);
+    let opened = (0..shards.len())
+        .map(|i| {
+            let dir = table_dir.join(format!("shard-{}", i + 1));
+            lane::open(config, limits, &dir, config.spool_max_bytes / n as u64)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    prune_columns(sink, &opened.iter().collect::<Vec<_>>());
     let (mut lanes, mut flushers, mut spool_writers) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, replicas) in shards.iter().enumerate() {
-        let dir = table_dir.join(format!("shard-{}", i + 1));
-        let lane = lane::open(config, limits, &dir, config.spool_max_bytes / n as u64)?;
+    for ((i, replicas), lane) in shards.iter().enumerate().zip(opened) {
         let seed = cluster::replica_seed(&lane);
         spool_writers.extend(lane.writer);
         let hosts: Vec<Arc<HostState>> = replicas
@@ -173,6 +179,16 @@ fn start_shards(
         flushers,
         spool_writers,
     })
+}
+
+/// `disk` mode: the table's saved column lists pruned to those its lanes' spooled rows and
+/// its current list need, before any flusher or request can use a list.
+fn prune_columns(sink: &TableSink, lanes: &[&lane::LaneBuffer]) {
+    let backlogs: Vec<(&crate::spool::Spool, u64)> = lanes
+        .iter()
+        .filter_map(|lane| Some((lane.spool.as_deref()?, lane.backlog_from?)))
+        .collect();
+    sink.prune_columns(&backlogs);
 }
 
 /// The thread that reads other tables' columns again every `SCHEMA_REFRESH_SECS` (every

@@ -1,6 +1,6 @@
 //! Another table's spooled rows across a restart during which the table changed (issue
 //! 12): they are written with the column list they were encoded under, saved in the
-//! table's spool directory.
+//! table's spool directory, and pruned at a start once no spooled row needs them.
 
 use std::time::Duration;
 
@@ -82,4 +82,29 @@ async fn rows_spooled_before_an_add_column_made_while_down_are_all_stored_once_a
     // Written with their own list: the added column took its default.
     let extras = clickhouse_json(&format!("SELECT DISTINCT extra FROM `{database}`.widens")).await;
     assert_eq!(extras, vec![serde_json::json!({"extra": "later"})]);
+    // Both lists were kept while rows needed the old one.
+    let table_dir = spool.dir().join("table-widens");
+    assert_eq!(column_lists(&table_dir).len(), 2, "{log}");
+    // Every row written: the next start keeps only the list in use.
+    let (child, _) = crate::process::start_binary(
+        &database,
+        &[
+            ("DURABILITY", "disk"),
+            ("SPOOL_DIR", spool.path()),
+            ("INGEST_TABLES", "widens"),
+        ],
+    )
+    .await;
+    let (status, log) = crate::process::stop_with(child, "TERM").await;
+    assert!(status.success(), "{log}");
+    assert_eq!(column_lists(&table_dir).len(), 1, "{log}");
+}
+
+/// The `columns-*.json` files in a table's spool directory.
+fn column_lists(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("columns-") && n.ends_with(".json"))
+        .collect()
 }
