@@ -199,6 +199,11 @@ impl TableSink {
     /// could not read back.
     pub async fn refresh(&self) -> Result<(), String> {
         let result = self.load().await;
+        self.adopt(result)
+    }
+
+    /// What [`TableSink::refresh`] does with what it read (no server I/O).
+    fn adopt(&self, result: Result<(Loaded, Definition), String>) -> Result<(), String> {
         let result = match result {
             Ok((loaded, definition)) => self.save(&loaded, &definition).map(|()| loaded),
             Err(problem) => Err(problem),
@@ -684,4 +689,92 @@ fn row_len(layouts: &[ColumnType], data: &[u8], with_defaults: bool) -> Option<u
 /// spliced into SQL, and names from configuration or the server are quoted whole.
 pub fn quote(name: &str) -> String {
     format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(columns: &[(&str, &str)]) -> Definition {
+        Definition {
+            columns: columns
+                .iter()
+                .map(|(name, ty)| ColumnInfo {
+                    name: name.to_string(),
+                    type_name: ty.to_string(),
+                    default_kind: String::new(),
+                    default_expression: String::new(),
+                })
+                .collect(),
+            create_table: "CREATE TABLE db.t (n UInt32) ENGINE = MergeTree ORDER BY n".into(),
+            zone: "UTC".into(),
+            server_defaults: false,
+            server_time_column: "server_time".into(),
+            client_ip_column: "ip".into(),
+        }
+    }
+
+    fn sink(spool_dir: &Path) -> TableSink {
+        let config = Config::from_vars([
+            ("DURABILITY".to_string(), "disk".to_string()),
+            ("SPOOL_DIR".to_string(), spool_dir.display().to_string()),
+        ])
+        .unwrap();
+        TableSink::new(&config, "db.t")
+    }
+
+    fn read(sink: &TableSink, columns: &[(&str, &str)]) -> Result<(Loaded, Definition), String> {
+        let definition = definition(columns);
+        Ok((sink.build(&definition)?, definition))
+    }
+
+    /// A list that cannot be saved is never the one rows are encoded with: the list in use
+    /// stays, or with none yet the table takes no rows; once it can be saved, it is used.
+    #[test]
+    fn a_list_that_cannot_be_saved_is_not_used() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sink = sink(tmp.path());
+        let dir = tmp.path().join("table-db.t");
+        let one = [("n", "UInt32")];
+        let two = [("n", "UInt32"), ("extra", "String")];
+        let tag = |columns: &[(&str, &str)]| read(&sink, columns).unwrap().0.tag;
+        let blocker = |columns: &[(&str, &str)]| {
+            let hex = u32::from_be_bytes(tag(columns));
+            dir.join(format!("columns-{hex:08x}.json.tmp"))
+        };
+        // No list yet and it cannot be saved: no rows taken.
+        std::fs::create_dir_all(blocker(&one)).unwrap();
+        let problem = sink.adopt(read(&sink, &one)).unwrap_err();
+        assert!(problem.starts_with(UNSAVED), "{problem}");
+        assert!(sink.state().current().is_err());
+        std::fs::remove_dir(blocker(&one)).unwrap();
+        sink.adopt(read(&sink, &one)).unwrap();
+        assert_eq!(sink.state().current().unwrap().tag, tag(&one));
+        // A column added, its list not savable: rows keep the list in use.
+        std::fs::create_dir_all(blocker(&two)).unwrap();
+        let problem = sink.adopt(read(&sink, &two)).unwrap_err();
+        assert!(problem.starts_with(UNSAVED), "{problem}");
+        assert_eq!(sink.state().current().unwrap().tag, tag(&one));
+        assert!(
+            !dir.join(format!(
+                "columns-{:08x}.json",
+                u32::from_be_bytes(tag(&two))
+            ))
+            .exists()
+        );
+        // Saved on the next read: used from then on, and found again after a restart.
+        std::fs::remove_dir(blocker(&two)).unwrap();
+        sink.adopt(read(&sink, &two)).unwrap();
+        assert_eq!(sink.state().current().unwrap().tag, tag(&two));
+        let restarted = self::sink(tmp.path());
+        restarted.restore();
+        let known = restarted
+            .state()
+            .known
+            .lock()
+            .keys()
+            .copied()
+            .collect::<HashSet<_>>();
+        assert_eq!(known, HashSet::from([tag(&one), tag(&two)]));
+    }
 }
