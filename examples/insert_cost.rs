@@ -2,7 +2,10 @@
 //! order or the table's key order, LZ4 or plain. Each body is inserted into a fresh copy of
 //! the table, with a `query_id`; the server's own figures are then read from
 //! `system.query_log` (`UserTimeMicroseconds + SystemTimeMicroseconds` of the insert,
-//! divided by `written_rows`).
+//! divided by `written_rows`). `ProfileEvents` is read in either form: `Names`/`Values`
+//! arrays (18.16) or a `Map` (21.8 and later). A server without `system.query_log` (chDB,
+//! the tests' modern engine, keeps none) gets its bytes printed and "no query log" for the
+//! cost.
 //!
 //! Two tables: `events` (the events table as the service creates it, rows from
 //! `event::testing::load_rows`) and `mixed` (20 columns of mixed types, [`MIXED_DDL`], rows
@@ -93,6 +96,43 @@ fn mixed_rows(schema: &TableSchema, n: usize) -> Rows {
         i += 10_000;
     }
     rows
+}
+
+/// A profile event of a `system.query_log` row, as `ProfileEvents` is kept: `Map` or the
+/// `Names`/`Values` arrays.
+fn profile_event(map: bool, name: &str) -> String {
+    match map {
+        true => format!("ProfileEvents['{name}']"),
+        false => format!("ProfileEvents.Values[indexOf(ProfileEvents.Names, '{name}')]"),
+    }
+}
+
+/// The query reading one insert's CPU (user + system microseconds) and `written_rows` by its
+/// `query_id`, for the form this server keeps `ProfileEvents` in; `None` without a query
+/// log (after a flush, the table exists on a server that keeps one).
+async fn cpu_sql(base: &Client) -> Option<String> {
+    let _ = base.query("SYSTEM FLUSH LOGS").execute().await;
+    // 18.16: `ProfileEvents.Names` and `ProfileEvents.Values`; later: `ProfileEvents Map(...)`.
+    let columns: Vec<(String, String)> = base
+        .query(
+            "SELECT name, type FROM system.columns WHERE database = 'system' \
+             AND table = 'query_log' AND name LIKE 'ProfileEvents%'",
+        )
+        .fetch_all()
+        .await
+        .unwrap_or_default();
+    if columns.is_empty() {
+        return None;
+    }
+    let map = columns
+        .iter()
+        .any(|(name, ty)| name == "ProfileEvents" && ty.starts_with("Map"));
+    Some(format!(
+        "SELECT toUInt64({} + {}), toUInt64(written_rows) FROM system.query_log \
+         WHERE query_id = ? AND type = 2",
+        profile_event(map, "UserTimeMicroseconds"),
+        profile_event(map, "SystemTimeMicroseconds")
+    ))
 }
 
 /// Bytes on the wire: LZ4 in ClickHouse's framing (1 MiB chunks, as the sink sends them,
@@ -220,22 +260,25 @@ async fn main() {
                 ids.push(id);
             }
             let mut costs = Vec::new();
+            let Some(cpu_sql) = cpu_sql(&base).await else {
+                println!(
+                    "| {format} | {order} | {} | {} | no query log on this server |",
+                    if lz4 { "lz4" } else { "none" },
+                    wire_bytes(body, lz4)
+                );
+                continue;
+            };
             for id in &ids {
                 // The query log is written asynchronously: flush it until the insert is there.
                 let mut tries = 0;
                 let (cpu, written): (u64, u64) = loop {
                     base.query("SYSTEM FLUSH LOGS").execute().await.unwrap();
                     let found = base
-                    .query(
-                        "SELECT toUInt64(ProfileEvents.Values[indexOf(ProfileEvents.Names, 'UserTimeMicroseconds')] \
-                         + ProfileEvents.Values[indexOf(ProfileEvents.Names, 'SystemTimeMicroseconds')]), \
-                         toUInt64(written_rows) FROM system.query_log \
-                         WHERE query_id = ? AND type = 2",
-                    )
-                    .bind(id)
-                    .fetch_optional()
-                    .await
-                    .unwrap();
+                        .query(&cpu_sql)
+                        .bind(id)
+                        .fetch_optional()
+                        .await
+                        .unwrap();
                     match found {
                         Some(found) => break found,
                         None if tries < 20 => tries += 1,
