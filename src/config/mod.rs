@@ -127,6 +127,11 @@ settings! {
     /// Cap in bytes on buffered data, both halves together; past it requests get `503`
     /// (`memory`) or go to the spool only (`disk`).
     buffer_max_bytes: usize = 256 * 1024 * 1024, "268435456 (256 MiB)";
+    /// Longest time in milliseconds a request waits for room when the buffer (`disk`: the
+    /// spool) is full, before its `503`; `0` refuses at once. Waiting requests hold at most
+    /// a quarter of `BUFFER_MAX_BYTES` per lane; past it, and after the shutdown signal,
+    /// they are refused at once.
+    buffer_full_wait_ms: u64 = 5_000, "5000";
     /// What `200` promises: `memory` (buffered in the process) or `disk` (synced to the
     /// spool first).
     durability: Option<Durability> = None, "disk in prod, else memory";
@@ -474,6 +479,11 @@ impl Config {
         Duration::from_millis(self.buffer_min_interval_ms.min(self.buffer_flush_ms))
     }
 
+    /// `BUFFER_FULL_WAIT_MS` as a duration.
+    pub fn full_wait(&self) -> Duration {
+        Duration::from_millis(self.buffer_full_wait_ms)
+    }
+
     /// `SHUTDOWN_TIMEOUT_SECS` as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
@@ -642,6 +652,7 @@ mod tests {
         ("BUFFER_FLUSH_MS", "5"),
         ("BUFFER_MIN_INTERVAL_MS", "0"),
         ("BUFFER_MAX_BYTES", "4096"),
+        ("BUFFER_FULL_WAIT_MS", "0"),
         ("DURABILITY", "disk"),
         ("SPOOL_DIR", "/var/spool/x"),
         ("SPOOL_MAX_BYTES", "2097152"),
