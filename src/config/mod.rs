@@ -128,7 +128,8 @@ settings! {
     /// (`memory`) or go to the spool only (`disk`).
     buffer_max_bytes: usize = 256 * 1024 * 1024, "268435456 (256 MiB)";
     /// Longest time in milliseconds a request waits for room when the buffer (`disk`: the
-    /// spool) is full, before its `503`; `0` refuses at once. Waiting requests hold at most
+    /// spool) is full, before its `503` (before its body is decoded, and again at the append
+    /// if other requests took the room meanwhile); `0` refuses at once. Waiting requests hold at most
     /// a quarter of `BUFFER_MAX_BYTES` per lane; past it, and after the shutdown signal,
     /// they are refused at once.
     buffer_full_wait_ms: u64 = 5_000, "5000";
