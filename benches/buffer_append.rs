@@ -144,6 +144,7 @@ fn buffer_append(c: &mut Criterion) {
                         flush_interval: Duration::from_millis(1),
                         min_interval: Duration::ZERO,
                         max_bytes: usize::MAX,
+                        full_wait: Duration::ZERO,
                     });
                     run(Arc::new(Double(buffer, Mutex::default())), n, iters)
                 })

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::block::Rows;
+use crate::room::RoomWait;
 use crate::spool::{Spool, SpoolRefusal};
 
 /// The thresholds the flusher swaps on and the memory cap.
@@ -46,6 +47,9 @@ pub struct Limits {
     pub min_interval: Duration,
     /// Cap on both halves' bytes together (`BUFFER_MAX_BYTES`).
     pub max_bytes: usize,
+    /// Longest a request waits for room when the buffer is full (`BUFFER_FULL_WAIT_MS`;
+    /// zero: refused at once). See [`crate::room`].
+    pub full_wait: Duration,
 }
 
 /// Why an append was refused.
@@ -155,6 +159,8 @@ pub struct DoubleBuffer {
     /// under `state`'s lock, read without it: the early-`503` check and health read it
     /// once per request, and that must not take the lock the appends queue on.
     pending_bytes: AtomicUsize,
+    /// Where requests wait for room when the buffer is full; fired on release and close.
+    room: RoomWait,
 }
 
 impl DoubleBuffer {
@@ -176,6 +182,9 @@ impl DoubleBuffer {
             limits,
             spool: None,
             pending_bytes: AtomicUsize::new(0),
+            // Waiting requests may hold a quarter of the cap, like the in-flight budget's
+            // default share: together with it, at most 1.5 × BUFFER_MAX_BYTES per lane.
+            room: RoomWait::new(limits.full_wait, limits.max_bytes / 4),
         }
     }
 
@@ -345,7 +354,10 @@ impl DoubleBuffer {
     pub fn end_spill(&self) -> u64 {
         let mut st = self.state.lock();
         st.spill = None;
-        self.spool.as_ref().map_or(0, |s| s.next_position())
+        let position = self.spool.as_ref().map_or(0, |s| s.next_position());
+        drop(st);
+        self.room.freed();
+        position
     }
 
     /// Records when the oldest row the flusher holds arrived (for a batch read back from
@@ -374,6 +386,7 @@ impl DoubleBuffer {
         st.inflight_rows -= half.len();
         st.inflight_since = None;
         drop(st);
+        self.room.freed();
         half.clear();
         let keep = self.limits.swap_events;
         if half.capacity() > 2 * keep {
@@ -386,6 +399,7 @@ impl DoubleBuffer {
     pub fn close(&self, deadline: Instant) {
         self.state.lock().deadline.get_or_insert(deadline);
         self.wake.notify_all();
+        self.room.stop(); // waiting requests are answered now
     }
 
     /// Whether shutdown's deadline has passed: nothing more may be attempted.
@@ -418,6 +432,11 @@ impl DoubleBuffer {
         }
     }
 
+    /// Where requests wait for room while the buffer (or its spool) is full.
+    pub fn room(&self) -> &RoomWait {
+        &self.room
+    }
+
     /// Events held in both halves: what would be lost if the process ended now.
     pub fn pending_events(&self) -> usize {
         let st = self.state.lock();
@@ -442,6 +461,7 @@ mod tests {
             flush_interval: Duration::from_millis(flush_ms),
             min_interval: Duration::ZERO,
             max_bytes,
+            full_wait: Duration::ZERO,
         }))
     }
 
@@ -477,6 +497,7 @@ mod tests {
             flush_interval: Duration::from_secs(60),
             min_interval: Duration::from_millis(200),
             max_bytes: usize::MAX,
+            full_wait: Duration::ZERO,
         }));
         let mut spare = Rows::default();
         buf.append(&mut rows(10)).unwrap();

@@ -12,6 +12,7 @@ use futures_util::future::BoxFuture;
 
 use crate::block::Rows;
 use crate::buffer::{AppendError, DoubleBuffer};
+use crate::room::{Attempt, take_or_wait};
 use crate::shard::Sharder;
 use crate::sink::{ClickHouseSink, ClusterCheck, HostState, HostStatus, Sink, SinkError};
 use crate::spool::{self, SpoolRefusal};
@@ -105,11 +106,12 @@ pub trait Ingest: Send + Sync + 'static {
     /// Events accepted but not yet confirmed by storage.
     fn pending_events(&self) -> usize;
 
-    /// Why a request whose body is `body_bytes` long would be refused, if that is already
-    /// certain enough to say before the body is decoded (a cheap `503` instead of decoding,
-    /// validating and encoding events only to refuse them). `None`: decode and submit.
-    fn refuses_before_decoding(&self, _body_bytes: usize) -> Option<SubmitError> {
-        None
+    /// Before a body of `body_bytes` is decoded: `Err` when it would (all but) certainly be
+    /// refused at the append too, after waiting up to `BUFFER_FULL_WAIT_MS` for room (a cheap
+    /// `503` instead of decoding, validating and encoding events only to refuse them).
+    /// `Ok`: decode and submit.
+    fn room_before_decoding(&self, _body_bytes: usize) -> BoxFuture<'_, Result<(), SubmitError>> {
+        Box::pin(std::future::ready(Ok(())))
     }
 
     /// Whether shutdown has begun (nothing new is taken).
@@ -153,6 +155,8 @@ pub struct Pending {
     pub buffer_bytes: usize,
     /// `BUFFER_MAX_BYTES` (0: no buffer).
     pub buffer_max_bytes: usize,
+    /// Bytes held by requests waiting for room (`BUFFER_FULL_WAIT_MS`, see [`crate::room`]).
+    pub waiting_bytes: usize,
     /// Age of the oldest accepted event not yet confirmed.
     pub oldest: Option<Duration>,
     /// `disk` mode's spool.
@@ -175,15 +179,33 @@ pub struct SpoolFill {
 pub struct Buffered(pub Arc<DoubleBuffer>);
 
 impl Ingest for Buffered {
+    /// Appends at once when there is room; when the buffer (`disk`: the spool) is full,
+    /// waits for room up to `BUFFER_FULL_WAIT_MS` (see [`crate::room`]).
     fn submit(&self, mut rows: Rows) -> BoxFuture<'_, Result<(), SubmitError>> {
-        let Some(spool) = self.0.spool() else {
-            let result = self.0.append(&mut rows).map_err(refused);
-            return Box::pin(std::future::ready(result));
+        let buffer = &*self.0;
+        let Some(spool) = buffer.spool() else {
+            match buffer.append(&mut rows) {
+                Err(e) if is_full(&e) => {}
+                result => return Box::pin(std::future::ready(result.map_err(refused))),
+            }
+            return Box::pin(async move {
+                take_or_wait(rows.mem_size(), || match buffer.append(&mut rows) {
+                    Err(e) if is_full(&e) => Attempt::Full(refused(e), buffer.room()),
+                    result => Attempt::Done(result.map_err(refused)),
+                })
+                .await
+            });
         };
         // Framed and checksummed here, outside the buffer's lock.
         let framed = spool::frame(&rows);
         Box::pin(async move {
-            let end = self.0.append_spooled(&mut rows, &framed).map_err(refused)?;
+            let end = take_or_wait(rows.mem_size(), || {
+                match buffer.append_spooled(&mut rows, &framed) {
+                    Err(e) if is_full(&e) => Attempt::Full(refused(e), buffer.room()),
+                    result => Attempt::Done(result.map_err(refused)),
+                }
+            })
+            .await?;
             spool
                 .wait_durable(end)
                 .await
@@ -195,19 +217,22 @@ impl Ingest for Buffered {
         self.0.pending_events()
     }
 
-    /// `memory` mode, when the buffer already holds something and has less room left than
-    /// the body's size: an event encodes to about half its JSON, so such a body would (all
-    /// but) certainly be refused at the append too. An empty buffer always decodes (a
-    /// request alone gets `413` or fits), and `disk` mode never refuses for memory (it
-    /// spills to the spool).
-    fn refuses_before_decoding(&self, body_bytes: usize) -> Option<SubmitError> {
-        if self.0.spool().is_some() {
-            return None;
+    /// When the buffer already holds something and has less room left than the body's size
+    /// (`disk` mode: the spool, since a full memory buffer spills there): an event encodes
+    /// to about half its JSON, so such a body would (all but) certainly be refused at the
+    /// append too. It waits for room like the append would. An empty buffer always decodes
+    /// (a request alone gets `413` or fits).
+    fn room_before_decoding(&self, body_bytes: usize) -> BoxFuture<'_, Result<(), SubmitError>> {
+        let buffer = &*self.0;
+        let attempt = move || match early_refusal(buffer, body_bytes) {
+            None => Attempt::Done(Ok(())),
+            Some(e) if is_full(&e) => Attempt::Full(refused(e), buffer.room()),
+            Some(e) => Attempt::Done(Err(refused(e))),
+        };
+        match attempt() {
+            Attempt::Done(result) => Box::pin(std::future::ready(result)),
+            Attempt::Full(..) => Box::pin(take_or_wait(body_bytes, attempt)),
         }
-        let max = self.0.limits().max_bytes;
-        let buffered = self.0.pending_bytes();
-        (buffered > 0 && buffered.saturating_add(body_bytes) > max)
-            .then(|| refused(AppendError::Full { buffered, max }))
     }
 
     fn is_closed(&self) -> bool {
@@ -218,6 +243,7 @@ impl Ingest for Buffered {
         Pending {
             buffer_bytes: self.0.pending_bytes(),
             buffer_max_bytes: self.0.limits().max_bytes,
+            waiting_bytes: self.0.room().waiting_bytes(),
             oldest: self.0.oldest_pending().map(|t| t.elapsed()),
             spool: self.0.spool().map(|spool| {
                 let (bytes, max_bytes) = spool.fill();
@@ -260,30 +286,27 @@ pub struct Lane {
 
 impl Lane {
     /// Whether `part` fits now: in memory, or in `disk` mode in the spool.
-    fn has_room(&self, part: &Rows) -> Result<(), SubmitError> {
+    fn has_room(&self, part: &Rows) -> Result<(), AppendError> {
         let buffer = &self.buffer.0;
         if let Some(spool) = buffer.spool() {
             if let Some(why) = spool.failure() {
-                return Err(refused(AppendError::Spool(SpoolRefusal::Failed(why))));
+                return Err(AppendError::Spool(SpoolRefusal::Failed(why)));
             }
             let (used, max) = spool.fill();
             if used + part.mem_size() as u64 > max {
-                return Err(refused(AppendError::Spool(SpoolRefusal::Full {
-                    used,
-                    max,
-                })));
+                return Err(AppendError::Spool(SpoolRefusal::Full { used, max }));
             }
             return Ok(());
         }
         let (buffered, max) = (buffer.pending_bytes(), buffer.limits().max_bytes);
         if part.mem_size() > max {
-            return Err(refused(AppendError::TooLarge {
+            return Err(AppendError::TooLarge {
                 bytes: part.mem_size(),
                 max,
-            }));
+            });
         }
         if buffered + part.mem_size() > max {
-            return Err(refused(AppendError::Full { buffered, max }));
+            return Err(AppendError::Full { buffered, max });
         }
         Ok(())
     }
@@ -304,23 +327,29 @@ impl Ingest for Sharded {
                 .iter()
                 .map(|(lane, part)| lane.buffer.0.spool().map(|_| spool::frame(part)))
                 .collect();
-            let mut durable = Vec::new();
-            {
+            let bytes = taken.iter().map(|(_, part)| part.mem_size()).sum();
+            let mut taken = Some((taken, framed));
+            // Waits on the lane that was full (see `crate::room`), then checks every lane again.
+            let durable = take_or_wait(bytes, || {
                 let _route = self.route.lock();
-                for (lane, part) in &taken {
-                    lane.has_room(part)?;
-                }
-                for ((lane, mut part), framed) in taken.into_iter().zip(framed) {
-                    let buffer = &lane.buffer.0;
-                    match (framed, buffer.spool()) {
-                        (Some(framed), Some(spool)) => {
-                            let end = buffer.append_spooled(&mut part, &framed).map_err(refused)?;
-                            durable.push((spool, end));
+                let Some((lanes, _)) = &taken else {
+                    return Attempt::Done(Ok(Vec::new())); // unreachable: taken once, then done
+                };
+                for (lane, part) in lanes {
+                    match lane.has_room(part) {
+                        Ok(()) => {}
+                        Err(e) if is_full(&e) => {
+                            return Attempt::Full(refused(e), lane.buffer.0.room());
                         }
-                        _ => buffer.append(&mut part).map_err(refused)?,
+                        Err(e) => return Attempt::Done(Err(refused(e))),
                     }
                 }
-            }
+                let Some((lanes, framed)) = taken.take() else {
+                    return Attempt::Done(Ok(Vec::new()));
+                };
+                Attempt::Done(append_all(lanes, framed))
+            })
+            .await?;
             for (spool, end) in durable {
                 spool
                     .wait_durable(end)
@@ -345,6 +374,7 @@ impl Ingest for Sharded {
             let p = lane.buffer.pending();
             total.buffer_bytes += p.buffer_bytes;
             total.buffer_max_bytes += p.buffer_max_bytes;
+            total.waiting_bytes += p.waiting_bytes;
             total.oldest = total.oldest.max(p.oldest);
             if let Some(s) = p.spool {
                 let sum = total.spool.get_or_insert(SpoolFill {
@@ -371,6 +401,51 @@ impl Ingest for Sharded {
             })
             .collect()
     }
+}
+
+/// Appends each part to its lane (the caller holds the route lock and checked the room).
+/// Returns the spool positions to wait for (`disk` mode).
+fn append_all(
+    lanes: Vec<(&Lane, Rows)>,
+    framed: Vec<Option<Vec<u8>>>,
+) -> Result<Vec<(&Arc<spool::Spool>, u64)>, SubmitError> {
+    let mut durable = Vec::new();
+    for ((lane, mut part), framed) in lanes.into_iter().zip(framed) {
+        let buffer = &lane.buffer.0;
+        match (framed, buffer.spool()) {
+            (Some(framed), Some(spool)) => {
+                let end = buffer.append_spooled(&mut part, &framed).map_err(refused)?;
+                durable.push((spool, end));
+            }
+            _ => buffer.append(&mut part).map_err(refused)?,
+        }
+    }
+    Ok(durable)
+}
+
+/// Why a body of `body_bytes` would be refused before it is decoded, if that is certain
+/// enough to say (see [`Ingest::room_before_decoding`]). Lock-free in `memory` mode.
+fn early_refusal(buffer: &DoubleBuffer, body_bytes: usize) -> Option<AppendError> {
+    if let Some(spool) = buffer.spool() {
+        if let Some(why) = spool.failure() {
+            return Some(AppendError::Spool(SpoolRefusal::Failed(why)));
+        }
+        let (used, max) = spool.fill();
+        return (used > 0 && used.saturating_add(body_bytes as u64) > max)
+            .then_some(AppendError::Spool(SpoolRefusal::Full { used, max }));
+    }
+    let max = buffer.limits().max_bytes;
+    let buffered = buffer.pending_bytes();
+    (buffered > 0 && buffered.saturating_add(body_bytes) > max)
+        .then_some(AppendError::Full { buffered, max })
+}
+
+/// Whether waiting can cure the refusal: room comes back as the flusher writes.
+fn is_full(e: &AppendError) -> bool {
+    matches!(
+        e,
+        AppendError::Full { .. } | AppendError::Spool(SpoolRefusal::Full { .. })
+    )
 }
 
 /// What a refused append means for the client.
@@ -436,12 +511,18 @@ mod tests {
     }
 
     fn sharded(max_bytes: usize) -> Sharded {
+        sharded_waiting(max_bytes, Duration::ZERO)
+    }
+
+    /// Two lanes that swap on every append and wait up to `full_wait` for room.
+    fn sharded_waiting(max_bytes: usize, full_wait: Duration) -> Sharded {
         let lane = || Lane {
             buffer: Buffered(Arc::new(DoubleBuffer::new(Limits {
-                swap_events: 1_000_000,
+                swap_events: 1,
                 flush_interval: Duration::from_secs(60),
                 min_interval: Duration::ZERO,
                 max_bytes,
+                full_wait,
             }))),
             hosts: Vec::new(),
         };
@@ -494,6 +575,39 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_full_lane_makes_the_request_wait_until_its_flusher_frees_room() {
+        let one_row = rows(1).mem_size();
+        // Waiting requests may hold a quarter of the cap: 100 rows, more than the 20 sent.
+        let ingest = sharded_waiting(one_row * 400, Duration::from_secs(600));
+        let mut fill = rows(1200);
+        let parts = ingest.sharder.split(&mut fill);
+        assert!(parts[1].len() >= 400);
+        let mut second = Rows::default();
+        for i in 0..400 {
+            second.push_encoded(parts[1].row(i));
+        }
+        let full = ingest.lanes[1].buffer.0.clone();
+        full.append(&mut second).unwrap();
+        // The flusher takes the full half and writes it for as long as the test wants.
+        let mut half = full.new_half();
+        full.swap_when_due(&mut half).unwrap();
+        let flusher = std::thread::spawn(move || {
+            while full.room().waiting_bytes() == 0 {
+                std::thread::yield_now();
+            }
+            full.release(&mut half);
+        });
+        let sent = rows(20);
+        let expected = Sharder::new("device_id", 2).split(&mut sent.clone());
+        ingest.submit(sent).await.unwrap();
+        flusher.join().unwrap();
+        for (lane, part) in ingest.lanes.iter().zip(&expected) {
+            assert_eq!(lane.buffer.pending_events(), part.len(), "taken whole");
+        }
+        assert_eq!(ingest.lanes[1].buffer.0.room().waiting_bytes(), 0);
+    }
+
     #[test]
     fn only_a_body_larger_than_the_room_left_is_refused_before_decoding() {
         let buffer = Arc::new(DoubleBuffer::new(Limits {
@@ -501,18 +615,21 @@ mod tests {
             flush_interval: Duration::from_secs(60),
             min_interval: Duration::ZERO,
             max_bytes: 4096,
+            full_wait: Duration::ZERO,
         }));
         let ingest = Buffered(buffer.clone());
         // Empty: even a body over the cap is decoded (it may encode small enough, or get 413).
-        assert!(ingest.refuses_before_decoding(10_000).is_none());
+        let early =
+            |bytes| futures_util::FutureExt::now_or_never(ingest.room_before_decoding(bytes));
+        assert!(matches!(early(10_000), Some(Ok(()))));
         buffer
             .append(&mut crate::event::testing::rows(0..10))
             .unwrap();
         let room = 4096 - buffer.pending_bytes();
-        assert!(ingest.refuses_before_decoding(room).is_none());
+        assert!(matches!(early(room), Some(Ok(()))));
         assert!(matches!(
-            ingest.refuses_before_decoding(room + 1),
-            Some(SubmitError::Unavailable { .. })
+            early(room + 1),
+            Some(Err(SubmitError::Unavailable { .. }))
         ));
     }
 }

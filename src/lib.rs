@@ -28,6 +28,7 @@ pub(crate) mod flusher;
 pub(crate) mod ingest;
 pub(crate) mod memory;
 pub(crate) mod quarantine;
+pub(crate) mod room;
 pub(crate) mod routes;
 pub(crate) mod spool;
 

@@ -151,11 +151,20 @@ impl Application {
         });
         warn_about_open_endpoints(&state, &gate);
         let signalled_at = Arc::new(OnceLock::new());
+        // Every lane's buffer: at the signal, requests waiting for room are answered at once
+        // (`BUFFER_FULL_WAIT_MS` must not hold up the drain of in-flight requests).
+        let buffers: Vec<_> = (storage.flushers.iter())
+            .chain(table_storage.iter().flat_map(|s| &s.flushers))
+            .map(|f| f.buffer().clone())
+            .collect();
         let on_signal = {
             let signalled_at = signalled_at.clone();
             async move {
                 shutdown::signal().await;
                 let _ = signalled_at.set(Instant::now());
+                for buffer in &buffers {
+                    buffer.room().stop();
+                }
             }
         };
         let settings = ServerSettings {

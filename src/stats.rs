@@ -64,6 +64,8 @@ pub struct Stats {
     pub buffer_bytes: IntGauge,
     /// `BUFFER_MAX_BYTES`.
     pub buffer_max_bytes: IntGauge,
+    /// Bytes held by requests waiting for room in a full buffer; set when scraped.
+    pub buffer_waiting_bytes: IntGauge,
     /// `disk` mode: unconfirmed bytes in the spool; set when scraped.
     pub spool_bytes: IntGauge,
     /// `SPOOL_MAX_BYTES` (0 in `memory` mode).
@@ -259,6 +261,11 @@ impl Stats {
             },
             buffer_bytes: gauge(&r, "buffer_bytes", "Bytes held in the buffer"),
             buffer_max_bytes: gauge(&r, "buffer_max_bytes", "BUFFER_MAX_BYTES"),
+            buffer_waiting_bytes: gauge(
+                &r,
+                "buffer_waiting_bytes",
+                "Bytes held by requests waiting for room in a full buffer",
+            ),
             spool_bytes: gauge(&r, "spool_bytes", "Unconfirmed bytes in the disk spool"),
             spool_max_bytes: gauge(&r, "spool_max_bytes", "SPOOL_MAX_BYTES"),
             oldest_pending_seconds: gauge(

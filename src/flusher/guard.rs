@@ -41,15 +41,20 @@ impl FlusherGuard {
         }
     }
 
-    /// Closes the buffer, waits for the final flush, and reports. The deadline is the
-    /// shutdown timeout counted from `began` (when the signal arrived: draining in-flight
-    /// requests came out of the same budget); blocks at most until then plus a short grace.
+    /// The lane's buffer (the shutdown signal stops its waiting requests).
+    pub fn buffer(&self) -> &Arc<DoubleBuffer> {
+        &self.buffer
+    }
+
     /// Stops the buffer taking appends and starts the final flush, without waiting: with
     /// several lanes, every lane's flush then runs within the same budget.
     pub fn begin_shutdown(&self, began: Instant) {
         self.buffer.close(began + self.timeout);
     }
 
+    /// Closes the buffer, waits for the final flush, and reports. The deadline is the
+    /// shutdown timeout counted from `began` (when the signal arrived: draining in-flight
+    /// requests came out of the same budget); blocks at most until then plus a short grace.
     pub fn shutdown(mut self, began: Instant) -> ShutdownReport {
         self.stop(began)
     }

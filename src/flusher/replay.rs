@@ -72,6 +72,8 @@ impl<S: Sink> Flusher<S> {
                 .set_inflight_since(since_unix_ms(chunk.oldest_ms));
             let unwritten = self.flush(rows, "spool", Some(cursor..chunk.end));
             self.buffer.set_inflight_since(None);
+            // The batch's spool range is confirmed: room for requests waiting on a full spool.
+            self.buffer.room().freed();
             rows.clear();
             if unwritten > 0 {
                 return Err(unwritten);

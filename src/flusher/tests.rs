@@ -129,6 +129,7 @@ fn start_with_budget(
         flush_interval: Duration::from_secs(3600),
         min_interval: Duration::ZERO,
         max_bytes: usize::MAX,
+        full_wait: Duration::ZERO,
     }));
     let stats = Arc::new(Stats::default());
     let quarantine_tmp = tempfile::tempdir().expect("temp dir");
@@ -153,6 +154,7 @@ fn spilled_buffer(spool: Arc<crate::spool::Spool>, from: Option<u64>) -> Arc<Dou
             flush_interval: Duration::from_millis(50),
             min_interval: Duration::ZERO,
             max_bytes: 1 << 26,
+            full_wait: Duration::ZERO,
         },
         spool,
         from,
@@ -342,6 +344,7 @@ fn replay_skips_done_rows(probing: bool) {
         flush_interval: Duration::from_millis(50),
         min_interval: Duration::ZERO,
         max_bytes: 1 << 26,
+        full_wait: Duration::ZERO,
     };
     // A first run sent rows 0..32 as one batch: ClickHouse refused it (row 20 is bad), the
     // first half went in, and the process died.
@@ -491,6 +494,7 @@ fn an_unwritable_quarantine_shows_at_once_and_holds_back_no_good_rows() {
         flush_interval: Duration::from_secs(3600),
         min_interval: Duration::ZERO,
         max_bytes: usize::MAX,
+        full_wait: Duration::ZERO,
     }));
     let stats = Arc::new(Stats::default());
     let guard = spawn(

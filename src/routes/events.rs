@@ -133,9 +133,7 @@ pub(super) async fn read_body(
         &mut reservation,
     )
     .await?;
-    if let Some(refusal) = ingest.refuses_before_decoding(raw.len()) {
-        return Err(refusal.into());
-    }
+    ingest.room_before_decoding(raw.len()).await?;
     Ok((encoding, reservation, raw))
 }
 

@@ -218,6 +218,7 @@ pub async fn get_health(
         "buffered_events": buffered_events,
         "buffer_bytes": pending.buffer_bytes,
         "buffer_max_bytes": pending.buffer_max_bytes,
+        "buffer_waiting_bytes": pending.waiting_bytes,
         "oldest_unflushed_seconds": pending.oldest.map(|d| d.as_secs_f64()),
         "spool": spool,
         "last_flush_error": last_error,

@@ -25,6 +25,7 @@ pub async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
         .set(state.ingest.pending_events() as i64);
     stats.buffer_bytes.set(pending.buffer_bytes as i64);
     stats.buffer_max_bytes.set(pending.buffer_max_bytes as i64);
+    stats.buffer_waiting_bytes.set(pending.waiting_bytes as i64);
     let (spool_bytes, spool_max) = pending.spool.map_or((0, 0), |s| (s.bytes, s.max_bytes));
     stats.spool_bytes.set(spool_bytes as i64);
     stats.spool_max_bytes.set(spool_max as i64);

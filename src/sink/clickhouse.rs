@@ -1,7 +1,7 @@
 //! The ClickHouse sink: version detection, database and table creation, a schema check,
 //! batch inserts over HTTP through the official `clickhouse` crate (Native blocks in the
 //! table's key order built from the pre-encoded rows, or the RowBinary rows themselves;
-//! LZ4-compressed unless `CLICKHOUSE_COMPRESSION=none`), and the health ping.
+//! LZ4-compressed with `CLICKHOUSE_COMPRESSION=lz4`), and the health ping.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -30,6 +30,7 @@ pub(super) fn limits(config: &Config, max_bytes: usize) -> Limits {
         flush_interval: config.flush_interval(),
         min_interval: config.min_insert_interval(),
         max_bytes,
+        full_wait: config.full_wait(),
     }
 }
 

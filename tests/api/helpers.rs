@@ -94,6 +94,8 @@ pub fn test_env(database: &str, overrides: &[(&str, &str)]) -> Vec<(String, Stri
         ("CLICKHOUSE_PORT", &port),
         ("CLICKHOUSE_NAME", database),
         ("BUFFER_FLUSH_MS", "100"),
+        // Refusals at once, as the tests of a full buffer expect; `full_wait.rs` tests the wait.
+        ("BUFFER_FULL_WAIT_MS", "0"),
         ("HTTP_WORKERS", "2"),
     ]
     .iter()

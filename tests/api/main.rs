@@ -14,6 +14,7 @@ mod docs;
 mod durability;
 mod engines;
 mod events;
+mod full_wait;
 mod health;
 mod hostile;
 mod hostile_memory;

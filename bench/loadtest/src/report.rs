@@ -168,8 +168,9 @@ pub fn markdown(meta: &Meta, runs: &[Run]) -> (String, bool) {
          table (event-ingest: last flush and exit after SIGTERM; ch-buffer: the flush on DROP; \
          ch-direct: 0, an acknowledged insert is committed). Work a Buffer table defers lands \
          here, outside the measured events/s.\n\
-         - non-2xx: event-ingest answers 503 when its buffer holds `BUFFER_MAX_BYTES` (ClickHouse \
-         writes slower than requests arrive: back-pressure, nothing stored from that request); \
+         - non-2xx: event-ingest answers 503 when its buffer holds `BUFFER_MAX_BYTES` and no room \
+         came within `BUFFER_FULL_WAIT_MS` (ClickHouse writes slower than requests arrive: \
+         back-pressure, a request waits for room first; nothing stored from a refused one); \
          ClickHouse answers 500 e.g. for `Too many parts` (code 252) under many small inserts.\n\
          - CPU, in µs per event (oha's own CPU is in none of them): **svc** = user + system CPU \
          time of the server process (all threads, flusher included; `/proc/<pid>/stat`) from the \
