@@ -17,6 +17,12 @@
 //! once, so a flood cannot park unbounded bodies in memory; and once the shutdown signal
 //! arrives ([`RoomWait::stop`]) nobody waits any more, so draining in-flight requests is not
 //! held up by them.
+//!
+//! Waiting only makes sense while the flusher is delivering, merely slower than the load:
+//! while the lane's inserts fail (ClickHouse down, every replica of a shard down) no room
+//! comes until it is back, so a full lane refuses at once ([`RoomWait::set_failing`]), as
+//! with the wait off: a client is told `503` now, not after `BUFFER_FULL_WAIT_MS` of an
+//! outage.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,6 +44,8 @@ pub struct RoomWait {
     max_wait: Duration,
     /// Set at the shutdown signal: no more waiting.
     stopped: AtomicBool,
+    /// Set while the lane's inserts fail: no room is coming, so no waiting.
+    failing: AtomicBool,
 }
 
 impl RoomWait {
@@ -49,6 +57,7 @@ impl RoomWait {
             cap,
             max_wait,
             stopped: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
         }
     }
 
@@ -63,6 +72,20 @@ impl RoomWait {
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.freed.notify_waiters();
+    }
+
+    /// The flusher's last insert failed (`true`, retryable: it backs off and retries) or
+    /// went through (`false`). While failing, requests that find the lane full are refused
+    /// at once, and those already waiting are woken to be refused.
+    pub fn set_failing(&self, failing: bool) {
+        let was = self.failing.swap(failing, Ordering::AcqRel);
+        if failing && !was {
+            self.freed.notify_waiters();
+        }
+    }
+
+    fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
     }
 
     /// Bytes the waiting requests hold (metrics and tests).
@@ -123,7 +146,7 @@ pub async fn take_or_wait<'a, T, E>(
             Attempt::Done(result) => return result,
             Attempt::Full(refusal, room) => (refusal, room),
         };
-        if room.max_wait.is_zero() || room.is_stopped() {
+        if room.max_wait.is_zero() || room.is_stopped() || room.is_failing() {
             return Err(refusal);
         }
         let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + room.max_wait);
@@ -182,6 +205,33 @@ mod tests {
         freer.join().unwrap();
         assert!(result.is_ok(), "{result:?}");
         assert_eq!(room.waiting_bytes(), 0, "the seat is given back");
+    }
+
+    #[tokio::test]
+    async fn a_failing_lane_refuses_at_once_and_wakes_its_waiters() {
+        let room = Arc::new(RoomWait::new(Duration::from_secs(3600), 100));
+        room.set_failing(true);
+        // Would wait an hour otherwise.
+        let limit = Duration::from_secs(30);
+        let at_once = take_or_wait(10, || Attempt::Full("full", &room));
+        let result: Result<(), _> = tokio::time::timeout(limit, at_once).await.expect("at once");
+        assert_eq!(result, Err("full"));
+
+        room.set_failing(false);
+        let failer = {
+            let room = room.clone();
+            std::thread::spawn(move || {
+                while room.waiting_bytes() == 0 {
+                    std::thread::yield_now();
+                }
+                room.set_failing(true);
+            })
+        };
+        let woken = take_or_wait(10, || Attempt::Full("full", &room));
+        let result: Result<(), _> = tokio::time::timeout(limit, woken).await.expect("woken");
+        failer.join().unwrap();
+        assert_eq!(result, Err("full"));
+        assert_eq!(room.waiting_bytes(), 0);
     }
 
     #[tokio::test]

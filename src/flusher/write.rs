@@ -319,7 +319,11 @@ impl<S: Sink> Flusher<S> {
                 token,
                 maybe_sent: replay || attempt > 1,
             };
-            let error = match self.attempt(rows, id).ok_or(Failure::Deadline)? {
+            let outcome = self.attempt(rows, id).ok_or(Failure::Deadline)?;
+            // Requests wait for room only while inserts go through (see `crate::room`).
+            let failing = matches!(&outcome, Err(e) if e.is_retryable());
+            self.buffer.room().set_failing(failing);
+            let error = match outcome {
                 Ok(()) => {
                     self.stats.record_insert(rows.count);
                     if attempt > 1 {

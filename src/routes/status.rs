@@ -83,6 +83,8 @@ pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
             "events": state.ingest.pending_events(),
             "bytes": pending.buffer_bytes,
             "max_bytes": pending.buffer_max_bytes,
+            // Bodies and rows of requests waiting for room (`BUFFER_FULL_WAIT_MS`).
+            "waiting_bytes": pending.waiting_bytes,
         },
         "spool": pending.spool,
         "oldest_unflushed_secs": pending.oldest.map(|d| d.as_secs_f64()),

@@ -1,24 +1,25 @@
 //! `BUFFER_FULL_WAIT_MS`: a request that finds the buffer (in `disk` mode, the spool) full
 //! waits for the flusher to free room instead of being refused at once; it gets `503` only
-//! when no room came within the bound, and at once when shutdown begins.
+//! when no room came within the bound, at once when shutdown begins, and at once while the
+//! lane's inserts fail (no room is coming then).
 //!
-//! ClickHouse is unreachable while the buffer fills (so nothing frees room), then "comes
-//! back" through a forwarder: the test decides when room comes, no timing is assumed.
-
-use std::time::Duration;
+//! ClickHouse is held (it takes the inserts and answers nothing, [`HeldClickHouse`]) while
+//! the buffer fills, so nothing frees room and nothing fails; then it is released: the test
+//! decides when room comes, no timing is assumed.
 
 use serde_json::Value;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    PATIENCE, SpoolDir, batch, closed_port, count_rows, forward_to_clickhouse, spawn_app,
-    wait_for_rows, within,
+    HeldClickHouse, PATIENCE, SpoolDir, batch, closed_port, count_rows, spawn_app, wait_for_rows,
+    within,
 };
 use crate::process::{collect_stderr, signal, start_binary};
 
 const MAX_BYTES: u64 = 65_536;
 const PER_REQUEST: u32 = 30;
+/// Longer than any hold in these tests: a held insert is slow, never failed.
+const INSERT_TIMEOUT_MS: &str = "600000";
 
 /// What fills up: the memory buffer, or (`disk` mode) the spool.
 #[derive(Clone, Copy)]
@@ -27,13 +28,18 @@ enum Fills {
     Spool,
 }
 
-async fn health(address: &str) -> Value {
-    reqwest::get(format!("{address}/v1/health"))
+/// `/v1/status`: the buffer's figures without pinging ClickHouse (which may be held).
+async fn status(address: &str) -> Value {
+    reqwest::get(format!("{address}/v1/status"))
         .await
         .unwrap()
         .json()
         .await
         .unwrap()
+}
+
+fn waiting_bytes(status: &Value) -> u64 {
+    status["buffer"]["waiting_bytes"].as_u64().unwrap()
 }
 
 /// Posts bodies while the room left takes one more, so that the next one finds the buffer
@@ -42,10 +48,10 @@ async fn fill(address: &str, what: Fills, max: u64) -> u32 {
     let http = reqwest::Client::new();
     let mut sent = 0;
     loop {
-        let health = health(address).await;
+        let status = status(address).await;
         let used = match what {
-            Fills::Buffer => health["buffer_bytes"].as_u64().unwrap(),
-            Fills::Spool => health["spool"]["bytes"].as_u64().unwrap(),
+            Fills::Buffer => status["buffer"]["bytes"].as_u64().unwrap(),
+            Fills::Spool => status["spool"]["bytes"].as_u64().unwrap(),
         };
         if used + batch(sent, PER_REQUEST).len() as u64 > max {
             return sent;
@@ -65,8 +71,8 @@ async fn post(http: &reqwest::Client, address: &str, first: u32) -> reqwest::Res
         .expect("an answer, not a cut connection")
 }
 
-/// Sends the next body in the background and returns once it is seen waiting for room
-/// (`buffer_waiting_bytes` in `/v1/health`), or once it was answered without waiting.
+/// Sends the next body in the background and returns once it is seen waiting for room,
+/// or once it was answered without waiting.
 async fn send_while_full(address: &str, first: u32) -> (JoinHandle<reqwest::Response>, bool) {
     let request = {
         let address = address.to_string();
@@ -74,33 +80,36 @@ async fn send_while_full(address: &str, first: u32) -> (JoinHandle<reqwest::Resp
     };
     let waited = within(PATIENCE, async {
         loop {
-            if health(address).await["buffer_waiting_bytes"].as_u64() > Some(0) {
+            if waiting_bytes(&status(address).await) > 0 {
                 return true;
             }
             if request.is_finished() {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     })
     .await;
     (request, waited)
 }
 
-/// Fills, sends one more, lets ClickHouse come back: the waiting request is taken.
+/// Fills while ClickHouse is held, sends one more, releases ClickHouse: the waiting request
+/// is taken.
 async fn a_request_waits_for_room_and_is_taken(what: Fills, overrides: &[(&str, &str)]) {
-    let port = closed_port();
+    let clickhouse = HeldClickHouse::start().await;
     let mut env = vec![
-        ("CLICKHOUSE_PORT", port.to_string()),
+        ("CLICKHOUSE_PORT", clickhouse.port.to_string()),
+        ("CLICKHOUSE_TIMEOUT_MS", INSERT_TIMEOUT_MS.to_string()),
         ("BUFFER_MAX_BYTES", MAX_BYTES.to_string()),
         ("BUFFER_FULL_WAIT_MS", "600000".to_string()),
     ];
     env.extend(overrides.iter().map(|(k, v)| (*k, v.to_string())));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let app = spawn_app(&env).await;
+    clickhouse.hold();
     let max = match what {
         Fills::Buffer => MAX_BYTES,
-        Fills::Spool => health(&app.address).await["spool"]["max_bytes"]
+        Fills::Spool => status(&app.address).await["spool"]["max_bytes"]
             .as_u64()
             .unwrap(),
     };
@@ -108,13 +117,12 @@ async fn a_request_waits_for_room_and_is_taken(what: Fills, overrides: &[(&str, 
     let (request, waited) = send_while_full(&app.address, sent).await;
     assert!(waited, "answered {:?} without waiting", request.await);
 
-    let forwarder = forward_to_clickhouse(TcpListener::bind(("127.0.0.1", port)).await.unwrap());
+    clickhouse.release();
     let response = within(PATIENCE, request).await.unwrap();
     assert_eq!(response.status(), 200, "{:?}", response.text().await);
     wait_for_rows(&app.database, u64::from(sent + PER_REQUEST)).await;
-    assert_eq!(health(&app.address).await["buffer_waiting_bytes"], 0);
+    assert_eq!(waiting_bytes(&status(&app.address).await), 0);
     assert!(app.stop().await.is_clean());
-    forwarder.abort();
 }
 
 #[tokio::test]
@@ -138,15 +146,17 @@ async fn in_disk_mode_a_request_that_finds_the_spool_full_waits_for_room_and_is_
 
 #[tokio::test]
 async fn no_room_within_the_bound_is_a_503_with_retry_after() {
-    let port = closed_port().to_string();
+    let clickhouse = HeldClickHouse::start().await;
+    let port = clickhouse.port.to_string();
     let max = MAX_BYTES.to_string();
     let app = spawn_app(&[
         ("CLICKHOUSE_PORT", &port),
+        ("CLICKHOUSE_TIMEOUT_MS", INSERT_TIMEOUT_MS),
         ("BUFFER_MAX_BYTES", &max),
         ("BUFFER_FULL_WAIT_MS", "1000"),
-        ("SHUTDOWN_TIMEOUT_SECS", "1"),
     ])
     .await;
+    clickhouse.hold();
     let sent = fill(&app.address, Fills::Buffer, MAX_BYTES).await;
     let (request, waited) = send_while_full(&app.address, sent).await;
     let response = within(PATIENCE, request).await.unwrap();
@@ -158,27 +168,49 @@ async fn no_room_within_the_bound_is_a_503_with_retry_after() {
         body["error"].as_str().unwrap().contains("buffer full"),
         "{body}"
     );
-    let health = health(&app.address).await;
+    let status = status(&app.address).await;
+    assert_eq!(waiting_bytes(&status), 0, "the wait's seat is given back");
     assert_eq!(
-        health["buffer_waiting_bytes"], 0,
-        "the wait's seat is given back"
-    );
-    assert_eq!(
-        health["buffered_events"], sent,
+        status["buffer"]["events"], sent,
         "nothing of the refused request"
     );
+    clickhouse.release();
+    app.stop().await;
+}
+
+/// While inserts fail no room is coming: a full buffer refuses at once, as with the wait
+/// off, instead of holding every request for `BUFFER_FULL_WAIT_MS` of an outage.
+#[tokio::test]
+async fn while_inserts_fail_a_full_buffer_refuses_at_once() {
+    let port = closed_port().to_string();
+    let max = MAX_BYTES.to_string();
+    let app = spawn_app(&[
+        ("CLICKHOUSE_PORT", &port),
+        ("BUFFER_MAX_BYTES", &max),
+        ("BUFFER_FULL_WAIT_MS", "3600000"),
+        ("SHUTDOWN_TIMEOUT_SECS", "1"),
+    ])
+    .await;
+    let sent = fill(&app.address, Fills::Buffer, MAX_BYTES).await;
+    // Found full: answered once the flusher's first insert has failed (if it had not yet),
+    // not an hour later.
+    let response = within(PATIENCE, post(&reqwest::Client::new(), &app.address, sent)).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(waiting_bytes(&status(&app.address).await), 0);
     app.stop().await;
 }
 
 #[tokio::test]
 async fn the_shutdown_signal_answers_a_waiting_request_at_once() {
     let database = crate::helpers::unique_database();
-    let port = closed_port();
+    let clickhouse = HeldClickHouse::start().await;
     // An hour's wait, and a drain budget of 30 s that a waiting request would use up.
     let (mut child, address) = start_binary(
         &database,
         &[
-            ("CLICKHOUSE_PORT", &port.to_string()),
+            ("CLICKHOUSE_PORT", &clickhouse.port.to_string()),
+            ("CLICKHOUSE_TIMEOUT_MS", INSERT_TIMEOUT_MS),
             ("BUFFER_MAX_BYTES", &MAX_BYTES.to_string()),
             ("BUFFER_FULL_WAIT_MS", "3600000"),
             ("SHUTDOWN_TIMEOUT_SECS", "60"),
@@ -186,6 +218,7 @@ async fn the_shutdown_signal_answers_a_waiting_request_at_once() {
     )
     .await;
     let stderr = collect_stderr(&mut child);
+    clickhouse.hold();
     let sent = fill(&address, Fills::Buffer, MAX_BYTES).await;
     let (request, waited) = send_while_full(&address, sent).await;
     assert!(waited, "answered {:?} without waiting", request.await);
@@ -196,13 +229,12 @@ async fn the_shutdown_signal_answers_a_waiting_request_at_once() {
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
 
-    // ClickHouse comes back for the final flush: what was accepted is written, and nothing
-    // of the refused request.
-    let forwarder = forward_to_clickhouse(TcpListener::bind(("127.0.0.1", port)).await.unwrap());
+    // ClickHouse answers again for the final flush: what was accepted is written, and
+    // nothing of the refused request.
+    clickhouse.release();
     let status = within(PATIENCE, child.wait()).await.unwrap();
     let log = stderr.await.unwrap();
     assert!(status.success(), "{status}: {log}");
     assert_eq!(count_rows(&database).await, u64::from(sent), "{log}");
-    forwarder.abort();
     crate::helpers::drop_database(&database).await;
 }

@@ -316,17 +316,81 @@ pub async fn post_until_refused(app: &TestApp, per_request: u32) -> (u32, reqwes
 /// Forwards every connection `listener` accepts to the shared ClickHouse: it "comes back"
 /// on a port the app was given while nothing listened there.
 pub fn forward_to_clickhouse(listener: tokio::net::TcpListener) -> JoinHandle<()> {
+    forward(listener, tokio::sync::watch::channel(true).1)
+}
+
+/// Forwards each connection to the shared ClickHouse, passing what the app sends only while
+/// `open` is `true` (held meanwhile, on connections old and new): a request sent while
+/// closed is taken and stays unanswered, not refused.
+fn forward(
+    listener: tokio::net::TcpListener,
+    open: tokio::sync::watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let upstream = clickhouse_url().trim_start_matches("http://").to_string();
     tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
+        while let Ok((client, _)) = listener.accept().await {
             let upstream = upstream.clone();
+            let mut open = open.clone();
             tokio::spawn(async move {
-                if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                }
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut from_app, mut to_app) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let up = async move {
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = from_app.read(&mut chunk).await?;
+                        if n == 0 || open.wait_for(|open| *open).await.is_err() {
+                            return to_server.shutdown().await;
+                        }
+                        to_server.write_all(&chunk[..n]).await?;
+                    }
+                };
+                let down = tokio::io::copy(&mut from_server, &mut to_app);
+                let _ = tokio::join!(up, down);
             });
         }
     })
+}
+
+/// A ClickHouse that can turn slower than any load: while held ([`HeldClickHouse::hold`])
+/// it takes what the app sends and answers nothing; released, it passes everything, the held
+/// requests first, to the shared server. The app sees inserts that take long, not inserts
+/// that fail (give it a `CLICKHOUSE_TIMEOUT_MS` longer than the hold).
+pub struct HeldClickHouse {
+    /// The port to give the app as `CLICKHOUSE_PORT`.
+    pub port: u16,
+    open: tokio::sync::watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl HeldClickHouse {
+    /// Listening and passing everything through (so the app starts as usual).
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (open, gate) = tokio::sync::watch::channel(true);
+        let task = forward(listener, gate);
+        Self { port, open, task }
+    }
+
+    /// From now on nothing the app sends reaches ClickHouse.
+    pub fn hold(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Everything held reaches ClickHouse, and what follows too.
+    pub fn release(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+impl Drop for HeldClickHouse {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A spool folder (and its quarantine) of a test's own, inside a temporary folder that is
