@@ -506,7 +506,7 @@ impl TableSchema {
         // `client_time` as read for its own column, for `client_time_corrected`.
         let mut client_nanos = None;
         for (i, (column, slot)) in self.columns.iter().zip(slots).enumerate() {
-            let nullable = matches!(column.shape.plain(), Shape::Nullable(_));
+            let nullable = column.direct.nullable;
             if self.server_defaults {
                 let absent = match slot {
                     Slot::Absent => true,
