@@ -103,7 +103,8 @@ impl TableSchema {
             Events::Array(text) | Events::Object(text) | Events::Lines(text) => text.len(),
             Events::None => return None,
         };
-        // Real events are a few hundred bytes; 64 leaves room and bounds the guess.
+        // Real events are a few hundred bytes; 64 leaves room and bounds the guess. An
+        // event's row is smaller than its JSON: the body's size holds the rows.
         let expected = (size / 64).clamp(1, max_events.max(1));
         let mut pass = Pass {
             schema: self,
@@ -112,7 +113,7 @@ impl TableSchema {
             tag,
             max: max_events,
             out: TableValidated {
-                rows: Rows::with_capacity(expected, 16 * self.columns.len()),
+                rows: Rows::with_capacity(expected, 64),
                 ..TableValidated::default()
             },
             slots: vec![Slot::Absent; self.columns.len()],

@@ -27,7 +27,8 @@ pub const EXPECTED: &str = "expected 'YYYY-MM-DD hh:mm:ss[.fff]' (UTC), RFC 3339
 /// [`from_text`] may still read).
 pub fn plain_seconds(s: &str) -> Option<i64> {
     match parse_time(s) {
-        Ok(seconds) if !s.contains('.') => Some(seconds),
+        // 20 bytes and less (`YYYY-MM-DD hh:mm:ss`, `...Z`) leave no room for a fraction.
+        Ok(seconds) if s.len() <= 20 || !s.contains('.') => Some(seconds),
         _ => None,
     }
 }
