@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::net::Ipv6Addr;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use event_ingest::event::{Format, decode_batch, validate_batch};
-use event_ingest::schema::{ColumnInfo, RequestFacts, TableSchema, json};
+use event_ingest::event::{DecodeError, Format, decode_batch, validate_batch};
+use event_ingest::schema::{ColumnInfo, RequestFacts, TableSchema};
 use event_ingest::sink::TABLE;
 use time::OffsetDateTime;
 
@@ -61,8 +61,16 @@ fn parse(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_with_input(BenchmarkId::new("generic", n), &body, |b, body| {
             b.iter(|| {
-                let objects = json::decode(black_box(body), Format::Json, 10_000).expect("valid");
-                let out = schema.validate(objects.events, facts, &[0; 4]);
+                let out = schema
+                    .validate_body(
+                        black_box(body),
+                        Format::Json,
+                        10_000,
+                        facts,
+                        &[0; 4],
+                        |_| Ok::<_, DecodeError>(None),
+                    )
+                    .expect("valid");
                 assert_eq!(out.rejected, 0);
                 black_box(out.rows)
             })

@@ -15,7 +15,7 @@ use super::events::{Accepted, INLINE_MAX_BYTES, post_events, sent_at};
 use super::{ApiError, AppState, body, client};
 use crate::event::Format;
 use crate::ingest::Ingest;
-use crate::schema::{RequestFacts, TableValidated, json};
+use crate::schema::RequestFacts;
 use crate::sink::TableState;
 
 /// One allowed table: the columns its rows are encoded with, and where they go.
@@ -100,12 +100,11 @@ pub async fn post_table(
     let inline = encoding == Encoding::Identity && raw.len() <= INLINE_MAX_BYTES;
     let work = move |reservation: &mut super::inflight::Reservation| {
         let body = body::decode(raw, encoding, body_max, reservation)?;
-        let objects = json::decode(&body, format, max_events)?;
-        let facts = RequestFacts {
-            sent_at: sent_at(sent_at_header, objects.sent_at)?,
-            ..facts
-        };
-        Ok::<TableValidated, ApiError>(loaded.schema.validate(objects.events, facts, &loaded.tag))
+        loaded
+            .schema
+            .validate_body(&body, format, max_events, facts, &loaded.tag, |envelope| {
+                sent_at(sent_at_header.clone(), envelope)
+            })
     };
     let validated = if inline {
         work(&mut reservation)?

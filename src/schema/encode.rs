@@ -277,13 +277,13 @@ fn scalar_value(scalar: &Scalar, value: &Value<'_>, out: &mut Vec<u8>) -> Result
                     out.extend_from_slice(&(days as i32).to_le_bytes());
                 }
                 Scalar::DateTime { .. } => {
-                    let seconds = u32::try_from(nanos.div_euclid(1_000_000_000))
-                        .map_err(|_| out_of_range())?;
+                    let seconds =
+                        u32::try_from(time::seconds(nanos)).map_err(|_| out_of_range())?;
                     out.extend_from_slice(&seconds.to_le_bytes());
                 }
                 Scalar::DateTime64 { precision, .. } => {
                     // The type's documented range: 1900-01-01 ..= 2299-12-31 23:59:59.
-                    let seconds = nanos.div_euclid(1_000_000_000);
+                    let seconds = time::seconds(nanos);
                     if !(-2_208_988_800..=10_413_791_999).contains(&seconds) {
                         return Err(out_of_range());
                     }

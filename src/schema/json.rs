@@ -114,7 +114,7 @@ pub fn object(text: &str) -> Result<Fields<'_>, String> {
 }
 
 /// An object key, borrowed when it has no escapes.
-struct Key<'a>(Cow<'a, str>);
+pub(super) struct Key<'a>(pub(super) Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -132,6 +132,36 @@ impl<'de> Deserialize<'de> for Key<'de> {
             }
         }
         d.deserialize_str(V)
+    }
+}
+
+/// What a JSON object body is, decided as [`decode`] decides it.
+pub(super) enum ObjectBody<'a> {
+    /// An envelope: its `events` array's text, and its `sent_at`.
+    Envelope(&'a str, Option<Loose<'a>>),
+    /// One event object (no `events` field).
+    Event,
+    /// Anything else (unreadable, `events` not an array): [`decode`] says what is wrong.
+    Other,
+}
+
+/// Reads a body that starts with `{` the way [`decode`] does (the first `events` and
+/// `sent_at` count), without judging the events themselves.
+pub(super) fn object_body(text: &str) -> ObjectBody<'_> {
+    let Ok(fields) = object(text) else {
+        return ObjectBody::Other;
+    };
+    let first = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    match first("events") {
+        None => ObjectBody::Event,
+        Some(events) if events.get().starts_with('[') => {
+            match first("sent_at").map(|v| serde_json::from_str::<Option<Loose<'_>>>(v.get())) {
+                None => ObjectBody::Envelope(events.get(), None),
+                Some(Ok(sent_at)) => ObjectBody::Envelope(events.get(), sent_at),
+                Some(Err(_)) => ObjectBody::Other,
+            }
+        }
+        Some(_) => ObjectBody::Other,
     }
 }
 

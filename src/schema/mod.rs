@@ -16,20 +16,24 @@ mod encode;
 pub mod json;
 pub mod number;
 mod openapi;
+mod pass;
 mod time;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
 use std::net::Ipv6Addr;
-
-use serde_json::value::RawValue;
 
 pub use encode::{Problem, encode, type_name, zero};
 pub use json::{Objects, Value};
 pub use openapi::json_schema;
+use pass::{Composite, Events, Read, Slot};
 
 use crate::block::{Rows, Scalar, Shape};
-use crate::event::{FieldError, MAX_DEVICE_QUEUE_SECS, MAX_REPORTED_ERRORS};
+use crate::event::{
+    DecodeError, FieldError, Format, Loose, MAX_DEVICE_QUEUE_SECS, MAX_REPORTED_ERRORS,
+};
 
 /// One column as `system.columns` describes it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, clickhouse::Row)]
@@ -120,6 +124,89 @@ pub struct TableColumn {
     has_default: bool,
     fill: Fill,
     missing: Missing,
+    /// The common scalar this column is, for the direct encoding of its usual values.
+    direct: Direct,
+}
+
+/// A column type whose usual value is encoded straight from the pass's [`Slot`], without
+/// going through [`Value`] and [`encode`]: the events table's types, which most tables
+/// share. Any other value (a number in a `String` column, a time in another format, a
+/// value out of range) goes through [`encode`], whose rules and messages are the reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Direct {
+    /// `Nullable(T)`: a 0 flag byte before the value.
+    nullable: bool,
+    kind: DirectKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DirectKind {
+    /// `String` from a string.
+    String,
+    /// `DateTime` (UTC) from `YYYY-MM-DD hh:mm:ss` or RFC 3339 without a fraction.
+    DateTime,
+    /// `UUID` from a string.
+    Uuid,
+    /// Anything else: [`encode`].
+    None,
+}
+
+impl Direct {
+    fn of(shape: &Shape) -> Self {
+        let (nullable, inner) = match shape.plain() {
+            Shape::Nullable(inner) => (true, inner.plain()),
+            other => (false, other),
+        };
+        let kind = match inner {
+            Shape::Scalar(Scalar::String) => DirectKind::String,
+            Shape::Scalar(Scalar::DateTime { zone: None }) => DirectKind::DateTime,
+            Shape::Scalar(Scalar::Uuid) => DirectKind::Uuid,
+            _ => DirectKind::None,
+        };
+        Self { nullable, kind }
+    }
+
+    /// Encodes `s` when it is this kind's usual value; `false` leaves `buf` as it was.
+    fn put_str(self, s: &str, buf: &mut Vec<u8>) -> bool {
+        let flag = |buf: &mut Vec<u8>| {
+            if self.nullable {
+                buf.push(0);
+            }
+        };
+        match self.kind {
+            DirectKind::String => {
+                flag(buf);
+                crate::block::put_leb128(buf, s.len());
+                buf.extend_from_slice(s.as_bytes());
+            }
+            DirectKind::DateTime => {
+                return time::plain_seconds(s).is_some_and(|t| self.put_seconds(t, buf));
+            }
+            DirectKind::Uuid => match uuid::Uuid::try_parse(s) {
+                Ok(id) => {
+                    flag(buf);
+                    let (high, low) = id.as_u64_pair();
+                    buf.extend_from_slice(&high.to_le_bytes());
+                    buf.extend_from_slice(&low.to_le_bytes());
+                }
+                Err(_) => return false,
+            },
+            DirectKind::None => return false,
+        }
+        true
+    }
+
+    /// A `DateTime`'s seconds, when in its range; `false` leaves `buf` as it was.
+    fn put_seconds(self, seconds: i64, buf: &mut Vec<u8>) -> bool {
+        let Ok(seconds) = u32::try_from(seconds) else {
+            return false;
+        };
+        if self.nullable {
+            buf.push(0);
+        }
+        buf.extend_from_slice(&seconds.to_le_bytes());
+        true
+    }
 }
 
 /// A table's writable columns, in the order rows are encoded.
@@ -129,6 +216,8 @@ pub struct TableSchema {
     pub table: String,
     columns: Vec<TableColumn>,
     by_name: HashMap<String, usize>,
+    /// How the one-pass reading takes each column's value (see `pass`), by column.
+    reads: Vec<Read>,
     /// The `client_time` column, when `client_time_corrected` is filled from it.
     client_time: Option<usize>,
     /// Rows are `RowBinaryWithDefaults`: a flag byte before each column (1: the server
@@ -217,6 +306,7 @@ impl TableSchema {
                 "DEFAULT" => literal_default(&shape, &info.default_expression),
                 _ => Missing::Bytes(zero(&shape)),
             };
+            let direct = Direct::of(&shape);
             out.push(TableColumn {
                 name: info.name.clone(),
                 type_name: info.type_name.clone(),
@@ -225,6 +315,7 @@ impl TableSchema {
                 has_default: info.default_kind == "DEFAULT",
                 fill,
                 missing,
+                direct,
             });
         }
         if out.is_empty() {
@@ -239,10 +330,19 @@ impl TableSchema {
             true => out.iter().position(|c| c.name == "client_time"),
             false => None,
         };
+        let reads = out
+            .iter()
+            .map(|c| match c.fill {
+                Fill::Client if reads_raw(&c.shape) => Read::Raw,
+                Fill::Client => Read::Typed,
+                _ => Read::Ignore,
+            })
+            .collect();
         Ok(Self {
             table: table.to_string(),
             columns: out,
             by_name,
+            reads,
             client_time,
             server_defaults: false,
         })
@@ -280,6 +380,50 @@ impl TableSchema {
         column.fill == Fill::Client
     }
 
+    /// Reads a request body (any of the `/v1/events` shapes, see [`json::decode`]) and
+    /// validates and encodes its events; each row starts with `tag` (the sink's mark of the
+    /// column list it was encoded under). `sent_at` turns the envelope's `sent_at` (if the
+    /// body is one) into the request's; its error refuses the request, as a body error does.
+    ///
+    /// A JSON array, bare or in an envelope, is read in one pass (see `pass`); other shapes
+    /// and bodies that pass cannot decide exactly go field by field ([`json::decode`], then
+    /// [`TableSchema::validate`]), with the same result.
+    pub fn validate_body<'b, E: From<DecodeError>>(
+        &self,
+        body: &'b [u8],
+        format: Format,
+        max_events: usize,
+        facts: RequestFacts,
+        tag: &[u8],
+        sent_at: impl Fn(Option<Loose<'b>>) -> Result<Option<i64>, E>,
+    ) -> Result<TableValidated, E> {
+        let text = std::str::from_utf8(body).map_err(|_| DecodeError::NotText)?;
+        let (events, envelope_sent_at) = match format {
+            Format::Ndjson => (Events::Lines(text), None),
+            Format::Json => match text.trim_start().as_bytes().first() {
+                Some(b'[') => (Events::Array(text), None),
+                Some(b'{') => match json::object_body(text) {
+                    json::ObjectBody::Envelope(array, sent_at) => (Events::Array(array), sent_at),
+                    json::ObjectBody::Event => (Events::Object(text), None),
+                    json::ObjectBody::Other => (Events::None, None),
+                },
+                _ => (Events::None, None),
+            },
+        };
+        if let Ok(sent_at) = sent_at(envelope_sent_at)
+            && let Some(out) =
+                self.one_pass(events, max_events, &RequestFacts { sent_at, ..facts }, tag)
+        {
+            return Ok(out);
+        }
+        let objects = json::decode(body, format, max_events)?;
+        let facts = RequestFacts {
+            sent_at: sent_at(objects.sent_at)?,
+            ..facts
+        };
+        Ok(self.validate(objects.events, facts, tag))
+    }
+
     /// Validates and encodes every event of a request; each row starts with `tag` (the
     /// sink's mark of the column list it was encoded under).
     pub fn validate(
@@ -292,32 +436,33 @@ impl TableSchema {
             rows: Rows::with_capacity(objects.len(), 64 * self.columns.len()),
             ..TableValidated::default()
         };
-        let mut slots: Vec<Option<&RawValue>> = vec![None; self.columns.len()];
+        let mut slots: Vec<Slot<'_>> = vec![Slot::Absent; self.columns.len()];
+        let stamp = self.stamp(&facts);
         let mut problems: Vec<(Cow<'static, str>, Problem)> = Vec::new();
         // One row at a time, copied into the rows once whole (a rejected row leaves nothing).
         let mut scratch = Vec::new();
         for (index, object) in objects.into_iter().enumerate() {
             problems.clear();
-            slots.iter_mut().for_each(|s| *s = None);
+            slots.fill(Slot::Absent);
             match object {
                 Err(error) => problems.push(("".into(), error.into())),
                 Ok(fields) => {
                     for (name, raw) in &fields {
                         match self.index_of(name) {
-                            Some(i) if slots[i].is_some() => {
+                            Some(i) if !matches!(slots[i], Slot::Absent) => {
                                 problems.push((
                                     self.columns[i].name.clone().into(),
                                     format!("duplicate field `{}`", self.columns[i].name).into(),
                                 ));
                             }
-                            Some(i) => slots[i] = Some(raw),
+                            Some(i) => slots[i] = Slot::Raw(raw),
                             None => out.unknown_fields += 1,
                         }
                     }
                     if problems.is_empty() {
                         scratch.clear();
                         scratch.extend_from_slice(tag);
-                        self.encode_row(&slots, &facts, &mut scratch, &mut problems);
+                        self.encode_row(&slots, &facts, &stamp, &mut scratch, &mut problems);
                         if problems.is_empty() {
                             out.rows.push_encoded(&scratch);
                         }
@@ -352,18 +497,22 @@ impl TableSchema {
     /// Encodes one event's columns into `buf`; problems are pushed, per field.
     fn encode_row(
         &self,
-        slots: &[Option<&RawValue>],
+        slots: &[Slot<'_>],
         facts: &RequestFacts,
+        stamp: &Stamp,
         buf: &mut Vec<u8>,
         problems: &mut Vec<(Cow<'static, str>, Problem)>,
     ) {
-        for (column, slot) in self.columns.iter().zip(slots) {
+        // `client_time` as read for its own column, for `client_time_corrected`.
+        let mut client_nanos = None;
+        for (i, (column, slot)) in self.columns.iter().zip(slots).enumerate() {
+            let nullable = column.direct.nullable;
             if self.server_defaults {
                 let absent = match slot {
-                    None => true,
-                    Some(raw) => {
-                        raw.get() == "null" && !matches!(column.shape.plain(), Shape::Nullable(_))
-                    }
+                    Slot::Absent => true,
+                    Slot::Null => !nullable,
+                    Slot::Raw(raw) => raw.get() == "null" && !nullable,
+                    _ => false,
                 };
                 if column.fill == Fill::Client && column.has_default && absent {
                     buf.push(1);
@@ -372,21 +521,45 @@ impl TableSchema {
                 buf.push(0);
             }
             match column.fill {
-                Fill::ServerTime => put_time(&column.shape, facts.server_time_nanos, buf),
-                Fill::ClientIp => put_ip(&column.shape, facts.ip, buf),
-                Fill::Corrected => match self.corrected(slots, facts) {
+                Fill::ServerTime => buf.extend_from_slice(&stamp.server_time),
+                Fill::ClientIp => buf.extend_from_slice(&stamp.ip),
+                Fill::Corrected => match self.corrected(slots, facts, client_nanos) {
+                    Some(nanos) if column.direct.kind == DirectKind::DateTime => {
+                        let seconds = u32::try_from(time::seconds(nanos)).unwrap_or(u32::MAX);
+                        column.direct.put_seconds(i64::from(seconds), buf);
+                    }
                     Some(nanos) => put_time(&column.shape, nanos, buf),
                     None => column.put_missing(facts, buf),
                 },
                 Fill::Client => {
-                    let value = match slot.map(Value::read) {
-                        None | Some(Ok(Value::Null))
-                            if !matches!(column.shape.plain(), Shape::Nullable(_)) =>
+                    // The usual values straight into their columns (see `Direct`).
+                    if let Slot::Str(s) = slot {
+                        if Some(i) == self.client_time && column.direct.kind == DirectKind::DateTime
                         {
+                            if let Some(seconds) = time::plain_seconds(s)
+                                && column.direct.put_seconds(seconds, buf)
+                            {
+                                client_nanos = Some(i128::from(seconds) * 1_000_000_000);
+                                continue;
+                            }
+                        } else if column.direct.put_str(s, buf) {
+                            continue;
+                        }
+                    }
+                    if let Slot::UInt(_) | Slot::Int(_) = slot {
+                        let start = buf.len();
+                        if put_integer(&column.shape, slot, buf) {
+                            continue;
+                        }
+                        buf.truncate(start);
+                    }
+                    let mut digits = Digits::default();
+                    let value = match slot_value(slot, &mut digits) {
+                        None => {
                             column.put_missing(facts, buf);
                             continue;
                         }
-                        None => {
+                        Some(Ok(Value::Null)) if !nullable => {
                             column.put_missing(facts, buf);
                             continue;
                         }
@@ -406,24 +579,128 @@ impl TableSchema {
 
     /// `client_time` corrected by the request's `sent_at`: `server_time - (sent_at -
     /// client_time)` when plausible, else `client_time` itself (the `/v1/events` rule).
-    fn corrected(&self, slots: &[Option<&RawValue>], facts: &RequestFacts) -> Option<i128> {
+    /// The server-filled columns' bytes for one request (the same for all its events).
+    fn stamp(&self, facts: &RequestFacts) -> Stamp {
+        let mut stamp = Stamp::default();
+        for column in &self.columns {
+            match column.fill {
+                Fill::ServerTime => put_time(
+                    &column.shape,
+                    facts.server_time_nanos,
+                    &mut stamp.server_time,
+                ),
+                Fill::ClientIp => put_ip(&column.shape, facts.ip, &mut stamp.ip),
+                _ => {}
+            }
+        }
+        stamp
+    }
+
+    /// `known`: `client_time` already read (the same reading).
+    fn corrected(
+        &self,
+        slots: &[Slot<'_>],
+        facts: &RequestFacts,
+        known: Option<i128>,
+    ) -> Option<i128> {
         let column = self.client_time?;
-        let raw = slots[column]?;
-        let client = match Value::read(raw).ok()? {
-            Value::Str(s) => time::from_text_in(&s, zone_of(&self.columns[column].shape))?,
-            Value::Number(n) => time::from_number(n)?,
-            _ => return None,
+        let mut digits = Digits::default();
+        let client = match known {
+            Some(nanos) => nanos,
+            None => match slot_value(&slots[column], &mut digits)?.ok()? {
+                Value::Str(s) => time::from_text_in(&s, zone_of(&self.columns[column].shape))?,
+                Value::Number(n) => time::from_number(n)?,
+                _ => return None,
+            },
         };
         let Some(sent_at) = facts.sent_at else {
             return Some(client);
         };
-        let client_seconds = client.div_euclid(1_000_000_000) as i64;
+        let client_seconds = time::seconds(client) as i64;
         let waited = sent_at - client_seconds;
         if !(0..=MAX_DEVICE_QUEUE_SECS).contains(&waited) {
             return Some(client);
         }
-        let server_seconds = facts.server_time_nanos.div_euclid(1_000_000_000);
+        let server_seconds = time::seconds(facts.server_time_nanos);
         Some((server_seconds - i128::from(waited)) * 1_000_000_000)
+    }
+}
+
+/// The server-filled columns' RowBinary values for one request.
+#[derive(Debug, Default)]
+struct Stamp {
+    server_time: Vec<u8>,
+    ip: Vec<u8>,
+}
+
+/// Room for an integer's decimal text (`-9223372036854775808` is 20 bytes).
+#[derive(Default)]
+struct Digits([u8; 24]);
+
+/// A slot as the encoder reads it (`None`: absent); an integer is given as its decimal
+/// text, written into `digits`, which is the JSON text it came from.
+fn slot_value<'v>(slot: &'v Slot<'_>, digits: &'v mut Digits) -> Option<Result<Value<'v>, String>> {
+    Some(Ok(match slot {
+        Slot::Absent => return None,
+        Slot::Null => Value::Null,
+        Slot::Bool(b) => Value::Bool(*b),
+        Slot::UInt(n) => Value::Number(digits.write(n)),
+        Slot::Int(n) => Value::Number(digits.write(n)),
+        Slot::Str(s) => Value::Str(Cow::Borrowed(s.as_ref())),
+        Slot::Composite(Composite::Array) => Value::Array(Vec::new()),
+        Slot::Composite(Composite::Object) => Value::Object(Vec::new()),
+        Slot::Raw(raw) => return Some(Value::read(raw)),
+    }))
+}
+
+impl Digits {
+    /// `n`'s decimal text.
+    fn write(&mut self, n: &dyn fmt::Display) -> &str {
+        let mut cursor = std::io::Cursor::new(&mut self.0[..]);
+        // 24 bytes hold any i64 or u64: the write cannot fall short.
+        let _ = write!(cursor, "{n}");
+        let len = cursor.position() as usize;
+        std::str::from_utf8(&self.0[..len]).unwrap_or("0")
+    }
+}
+
+/// An integer into an `Int`/`UInt` column of up to 64 bits when it fits (wrappers looked
+/// through); `false` leaves it to [`encode`], whose rules and messages are the reference.
+fn put_integer(shape: &Shape, slot: &Slot<'_>, buf: &mut Vec<u8>) -> bool {
+    let value = match slot {
+        Slot::UInt(n) => i128::from(*n),
+        Slot::Int(n) => i128::from(*n),
+        _ => return false,
+    };
+    match shape {
+        Shape::Nullable(inner) => {
+            buf.push(0);
+            put_integer(inner, slot, buf)
+        }
+        Shape::LowCardinality(inner) => put_integer(inner, slot, buf),
+        Shape::Scalar(Scalar::UInt(bits)) if *bits <= 64 && value >= 0 && value < 1i128 << bits => {
+            buf.extend_from_slice(&value.to_le_bytes()[..usize::from(*bits) / 8]);
+            true
+        }
+        Shape::Scalar(Scalar::Int(bits))
+            if *bits <= 64 && (-(1i128 << (bits - 1))..1i128 << (bits - 1)).contains(&value) =>
+        {
+            buf.extend_from_slice(&value.to_le_bytes()[..usize::from(*bits) / 8]);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Whether the one pass keeps a column's value as raw JSON text: where the digits as
+/// written matter (floats, `Decimal`, 128/256-bit integers) or the structure does.
+fn reads_raw(shape: &Shape) -> bool {
+    match shape {
+        Shape::Nullable(inner) | Shape::LowCardinality(inner) => reads_raw(inner),
+        Shape::Array(_) | Shape::Map(..) | Shape::Tuple(_) => true,
+        Shape::Scalar(Scalar::Decimal { .. } | Scalar::Float32 | Scalar::Float64) => true,
+        Shape::Scalar(Scalar::Int(bits) | Scalar::UInt(bits)) => *bits > 64,
+        Shape::Scalar(_) => false,
     }
 }
 
@@ -459,7 +736,7 @@ fn put_time(shape: &Shape, nanos: i128, buf: &mut Vec<u8>) {
             buf.extend_from_slice(&ticks.to_le_bytes());
         }
         _ => {
-            let seconds = u32::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(u32::MAX);
+            let seconds = u32::try_from(time::seconds(nanos)).unwrap_or(u32::MAX);
             buf.extend_from_slice(&seconds.to_le_bytes());
         }
     }

@@ -22,6 +22,17 @@ const DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]
 /// What a time field may be given as, in words for errors.
 pub const EXPECTED: &str = "expected 'YYYY-MM-DD hh:mm:ss[.fff]' (UTC), RFC 3339, 'YYYY-MM-DD' or epoch seconds/milliseconds";
 
+/// Seconds since 1970 of a time string in the formats without a fraction (`YYYY-MM-DD
+/// hh:mm:ss`, RFC 3339), read as [`from_text`] reads them; `None` for any other (which
+/// [`from_text`] may still read).
+pub fn plain_seconds(s: &str) -> Option<i64> {
+    match parse_time(s) {
+        // 20 bytes and less (`YYYY-MM-DD hh:mm:ss`, `...Z`) leave no room for a fraction.
+        Ok(seconds) if s.len() <= 20 || !s.contains('.') => Some(seconds),
+        _ => None,
+    }
+}
+
 /// Nanoseconds since 1970 of a time string.
 pub fn from_text(s: &str) -> Option<i128> {
     if let Ok(seconds) = parse_time(s) {
@@ -87,14 +98,28 @@ pub fn from_number(text: &str) -> Option<i128> {
     Some(whole * NANOS + sign * nanos)
 }
 
+/// Whole seconds of a time in nanoseconds (rounded down). Through `i64` when it fits, as
+/// every plausible time does: an `i128` division is a library call, several per event.
+pub fn seconds(nanos: i128) -> i128 {
+    div_floor(nanos, NANOS)
+}
+
+/// `n.div_euclid(d)` for a positive `d`, through `i64` when both fit.
+fn div_floor(n: i128, d: i128) -> i128 {
+    match (i64::try_from(n), i64::try_from(d)) {
+        (Ok(n), Ok(d)) => i128::from(n.div_euclid(d)),
+        _ => n.div_euclid(d),
+    }
+}
+
 /// Days since 1970 of nanoseconds since 1970 (rounded down).
 pub fn days(nanos: i128) -> i128 {
-    nanos.div_euclid(86_400 * NANOS)
+    div_floor(nanos, 86_400 * NANOS)
 }
 
 /// Ticks of 10^-`precision` seconds (rounded down, as ClickHouse truncates).
 pub fn ticks(nanos: i128, precision: u8) -> i128 {
-    nanos.div_euclid(10i128.pow(9 - u32::from(precision.min(9))))
+    div_floor(nanos, 10i128.pow(9 - u32::from(precision.min(9))))
 }
 
 #[cfg(test)]
