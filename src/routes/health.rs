@@ -84,6 +84,9 @@ pub async fn get_health(
     gate: web::Data<Gate>,
 ) -> HttpResponse {
     let privileged = gate.privileged(&req);
+    // Asked first: the ping may take a while, and everything below is then read at one
+    // moment, so the overall status and each table's agree.
+    let version_check = state.clickhouse_check.version().await;
     let buffered_events = state.ingest.pending_events();
     let pending = state.ingest.pending();
     let last_error = state.stats.last_error.lock().clone();
@@ -118,7 +121,7 @@ pub async fn get_health(
             let error = lane.stats.last_error.lock().clone()?;
             Some(format!("table {name}: {error}"))
         });
-    let (mut response, status, version, error) = match state.clickhouse_check.version().await {
+    let (mut response, status, version, error) = match version_check {
         Ok(version) if storage_error.is_some() => (
             HttpResponse::ServiceUnavailable(),
             "failing",
