@@ -321,11 +321,14 @@ pub fn forward_to_clickhouse(listener: tokio::net::TcpListener) -> JoinHandle<()
 
 /// Forwards each connection to the shared ClickHouse, passing what the app sends only while
 /// `open` is `true` (held meanwhile, on connections old and new): a request sent while
-/// closed is taken and stays unanswered, not refused.
+/// closed is taken and stays unanswered, not refused. ClickHouse closes a keep-alive
+/// connection that stays idle for a few seconds (as during a hold): the next request on the
+/// app's connection then goes to ClickHouse on a new one, as a client reconnecting would.
 fn forward(
     listener: tokio::net::TcpListener,
     open: tokio::sync::watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let upstream = clickhouse_url().trim_start_matches("http://").to_string();
     tokio::spawn(async move {
@@ -333,23 +336,47 @@ fn forward(
             let upstream = upstream.clone();
             let mut open = open.clone();
             tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let (mut from_app, mut to_app) = client.into_split();
-                let (mut from_server, mut to_server) = server.into_split();
-                let up = async move {
-                    let mut chunk = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = from_app.read(&mut chunk).await?;
-                        if n == 0 || open.wait_for(|open| *open).await.is_err() {
-                            return to_server.shutdown().await;
-                        }
-                        to_server.write_all(&chunk[..n]).await?;
+                let (mut from_app, to_app) = client.into_split();
+                // Answers go back by one upstream connection at a time.
+                let to_app = Arc::new(tokio::sync::Mutex::new(to_app));
+                let mut server: Option<(tokio::net::tcp::OwnedWriteHalf, JoinHandle<()>)> = None;
+                let mut chunk = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match from_app.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if open.wait_for(|open| *open).await.is_err() {
+                        break;
                     }
-                };
-                let down = tokio::io::copy(&mut from_server, &mut to_app);
-                let _ = tokio::join!(up, down);
+                    if server
+                        .as_ref()
+                        .is_none_or(|(_, answers)| answers.is_finished())
+                    {
+                        let Ok(stream) = tokio::net::TcpStream::connect(upstream.as_str()).await
+                        else {
+                            break;
+                        };
+                        let (mut from_server, to_server) = stream.into_split();
+                        let to_app = to_app.clone();
+                        let answers = tokio::spawn(async move {
+                            let mut to_app = to_app.lock().await;
+                            let _ = tokio::io::copy(&mut from_server, &mut *to_app).await;
+                        });
+                        server = Some((to_server, answers));
+                    }
+                    let Some((to_server, _)) = server.as_mut() else {
+                        break;
+                    };
+                    if to_server.write_all(&chunk[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                if let Some((mut to_server, answers)) = server {
+                    let _ = to_server.shutdown().await;
+                    let _ = answers.await;
+                }
+                let _ = to_app.lock().await.shutdown().await;
             });
         }
     })
