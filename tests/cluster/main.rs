@@ -11,6 +11,7 @@ mod helpers;
 #[allow(dead_code)]
 mod process;
 
+mod failover;
 mod fixture;
 mod load;
 

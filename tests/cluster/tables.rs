@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::failover::{Lanes, kill_busiest_replica};
 use crate::fixture::{Cluster, MEMBERS, number, query};
 use crate::helpers::{
     PATIENCE, SpoolDir, TestApp, clickhouse_at, spawn_app_in, test_env, unique_database, within,
@@ -215,20 +216,8 @@ async fn another_tables_killed_replica_loses_nothing() {
         "/v1/tables/views",
         views_request,
     );
-    load.wait_for(30).await;
-    let victim = busiest_replica_of_shard_1(&cluster, &app).await;
-    cluster.kill(victim);
-    let survivor = if victim == "a" { "b" } else { "a" };
-    let before = inserts_into(&app, &cluster.host(survivor)).await;
-    load.wait_for(300).await;
-    within(PATIENCE, async {
-        while inserts_into(&app, &cluster.host(survivor)).await <= before {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    cluster.up(victim);
-    load.wait_for(30).await;
+    let (victim, survivor) =
+        kill_busiest_replica(&cluster, &app, &load, Lanes::Table("views")).await;
     let sent = load.stop().await;
     let figures = settle_table(
         &cluster.url(survivor),
@@ -278,41 +267,6 @@ async fn an_expression_the_gateway_cannot_evaluate_stops_start_up() {
         "{error}"
     );
     cluster.drop_database(&db).await;
-}
-
-/// Successful inserts into `host` for the `views` table, as the gateway's health shows them.
-async fn inserts_into(app: &TestApp, host: &str) -> u64 {
-    let health: Value = app.get("/v1/health").await.json().await.unwrap();
-    health["tables"]["views"]["shards"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s["hosts"].as_array().into_iter().flatten())
-        .find(|h| h["host"] == host)
-        .and_then(|h| h["inserts"].as_u64())
-        .unwrap_or(0)
-}
-
-/// The shard-1 replica that took the most `views` inserts so far.
-async fn busiest_replica_of_shard_1(cluster: &Cluster, app: &TestApp) -> &'static str {
-    let busiest = within(PATIENCE, async {
-        loop {
-            let health: Value = app.get("/v1/health").await.json().await.unwrap();
-            let hosts = health["tables"]["views"]["shards"][0]["hosts"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let busiest = hosts
-                .into_iter()
-                .max_by_key(|h| h["inserts"].as_u64().unwrap_or(0));
-            match busiest {
-                Some(h) if h["inserts"].as_u64().unwrap_or(0) > 0 => return h,
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    })
-    .await;
-    cluster.member_of(busiest["host"].as_str().expect("host"))
 }
 
 #[tokio::test]
