@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either, Ready, ready};
 
 use crate::block::Rows;
 use crate::buffer::{AppendError, DoubleBuffer};
@@ -16,6 +16,11 @@ use crate::room::{Attempt, take_or_wait};
 use crate::shard::Sharder;
 use crate::sink::{ClickHouseSink, ClusterCheck, HostState, HostStatus, Sink, SinkError};
 use crate::spool::{self, SpoolRefusal};
+
+/// What [`Ingest::room_before_decoding`] gives: an answer at once (every request while
+/// there is room: no allocation), or a wait for room.
+pub type RoomCheck<'a> =
+    Either<Ready<Result<(), SubmitError>>, BoxFuture<'a, Result<(), SubmitError>>>;
 
 /// Why accepted rows could not be taken. Nothing was stored, except possibly after a
 /// direct-mode insert that timed out after ClickHouse committed, so a resend is
@@ -110,8 +115,8 @@ pub trait Ingest: Send + Sync + 'static {
     /// refused at the append too, after waiting up to `BUFFER_FULL_WAIT_MS` for room (a cheap
     /// `503` instead of decoding, validating and encoding events only to refuse them).
     /// `Ok`: decode and submit.
-    fn room_before_decoding(&self, _body_bytes: usize) -> BoxFuture<'_, Result<(), SubmitError>> {
-        Box::pin(std::future::ready(Ok(())))
+    fn room_before_decoding(&self, _body_bytes: usize) -> RoomCheck<'_> {
+        Either::Left(ready(Ok(())))
     }
 
     /// Whether shutdown has begun (nothing new is taken).
@@ -222,7 +227,7 @@ impl Ingest for Buffered {
     /// to about half its JSON, so such a body would (all but) certainly be refused at the
     /// append too. It waits for room like the append would. An empty buffer always decodes
     /// (a request alone gets `413` or fits).
-    fn room_before_decoding(&self, body_bytes: usize) -> BoxFuture<'_, Result<(), SubmitError>> {
+    fn room_before_decoding(&self, body_bytes: usize) -> RoomCheck<'_> {
         let buffer = &*self.0;
         let attempt = move || match early_refusal(buffer, body_bytes) {
             None => Attempt::Done(Ok(())),
@@ -230,8 +235,8 @@ impl Ingest for Buffered {
             Some(e) => Attempt::Done(Err(refused(e))),
         };
         match attempt() {
-            Attempt::Done(result) => Box::pin(std::future::ready(result)),
-            Attempt::Full(..) => Box::pin(take_or_wait(body_bytes, attempt)),
+            Attempt::Done(result) => Either::Left(ready(result)),
+            Attempt::Full(..) => Either::Right(Box::pin(take_or_wait(body_bytes, attempt))),
         }
     }
 

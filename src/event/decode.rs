@@ -327,7 +327,7 @@ fn single_pass(text: &str, max: usize) -> Result<Vec<Candidate<'_>>, DecodeError
     result.map_err(|e| match stop.get() {
         Some(EarlyEnd::TooMany) => DecodeError::TooManyEvents { max },
         Some(EarlyEnd::NotObject(index)) => DecodeError::NotAnObject { index },
-        None => unreadable(e),
+        None => DecodeError::of_body(e),
     })
 }
 
@@ -361,7 +361,7 @@ fn element_by_element(text: &str, max: usize) -> Result<Vec<Candidate<'_>>, Deco
         .and_then(|raws| de.end().map(|()| raws))
         .map_err(|e| match too_many.get() {
             true => DecodeError::TooManyEvents { max },
-            false => unreadable(e),
+            false => DecodeError::of_body(e),
         })?;
     raws.into_iter()
         .enumerate()
@@ -373,12 +373,41 @@ fn element_by_element(text: &str, max: usize) -> Result<Vec<Candidate<'_>>, Deco
 }
 
 /// A body serde_json could not read as events: bad JSON, or JSON of another shape.
-fn unreadable(e: serde_json::Error) -> DecodeError {
-    let text = shorten(&e.to_string());
-    match e.classify() {
-        serde_json::error::Category::Data => DecodeError::WrongShape(text),
-        _ => DecodeError::NotJson(text),
+impl DecodeError {
+    /// A serde_json error about the body as a whole: JSON of the wrong shape, or not JSON.
+    pub fn of_body(e: serde_json::Error) -> Self {
+        let text = shorten(&e.to_string());
+        match e.classify() {
+            serde_json::error::Category::Data => DecodeError::WrongShape(text),
+            _ => DecodeError::NotJson(text),
+        }
     }
+}
+
+/// The events of an NDJSON body, at most `max`: each non-empty line read by `read` if it
+/// is an object, else `not_object()` for that line alone. Shared by every table's decoder.
+pub fn ndjson_events<'a, T>(
+    text: &'a str,
+    max: usize,
+    mut read: impl FnMut(&'a str) -> T,
+    not_object: impl Fn() -> T,
+) -> Result<Vec<T>, DecodeError> {
+    let mut events = Vec::new();
+    for line in ndjson_lines(text) {
+        if events.len() == max {
+            return Err(DecodeError::TooManyEvents { max });
+        }
+        events.push(match line.starts_with('{') {
+            true => read(line),
+            false => not_object(),
+        });
+    }
+    Ok(events)
+}
+
+/// The non-empty lines of an NDJSON body, trimmed.
+pub fn ndjson_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty())
 }
 
 /// Splits `body` into candidates, at most `max_events` of them. Fails only when the body as
@@ -395,7 +424,8 @@ pub fn decode_batch(
     let text = std::str::from_utf8(body).map_err(|_| DecodeError::NotText)?;
     match format {
         Format::Json if text.trim_start().starts_with('{') => {
-            let envelope: Envelope<'_> = serde_json::from_str(text).map_err(unreadable)?;
+            let envelope: Envelope<'_> =
+                serde_json::from_str(text).map_err(DecodeError::of_body)?;
             match envelope.events {
                 Some(events) if !events.get().starts_with('[') => Err(DecodeError::WrongShape(
                     "`events` must be an array of event objects".into(),
@@ -415,23 +445,12 @@ pub fn decode_batch(
             events: event_array(text, max_events)?,
             sent_at: None,
         }),
-        Format::Ndjson => {
-            let mut events = Vec::new();
-            for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                if events.len() == max_events {
-                    return Err(DecodeError::TooManyEvents { max: max_events });
-                }
-                events.push(if line.starts_with('{') {
-                    read_event(line)
-                } else {
-                    Err(Unreadable::whole("line is not a JSON object"))
-                });
-            }
-            Ok(Decoded {
-                events,
-                sent_at: None,
-            })
-        }
+        Format::Ndjson => Ok(Decoded {
+            events: ndjson_events(text, max_events, read_event, || {
+                Err(Unreadable::whole("line is not a JSON object"))
+            })?,
+            sent_at: None,
+        }),
     }
 }
 

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::event::{DecodeError, Format, Loose, shorten};
+use crate::event::{DecodeError, Format, Loose, ndjson_events, shorten};
 
 /// One event object: its fields in body order, values unparsed.
 pub type Fields<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
@@ -168,13 +168,7 @@ pub(super) fn object_body(text: &str) -> ObjectBody<'_> {
 /// Splits `body` into event objects, at most `max_events` (see the module docs).
 pub fn decode(body: &[u8], format: Format, max_events: usize) -> Result<Objects<'_>, DecodeError> {
     let text = std::str::from_utf8(body).map_err(|_| DecodeError::NotText)?;
-    let whole = |e: serde_json::Error| {
-        let text = shorten(&e.to_string());
-        match e.classify() {
-            serde_json::error::Category::Data => DecodeError::WrongShape(text),
-            _ => DecodeError::NotJson(text),
-        }
-    };
+    let whole = DecodeError::of_body;
     match format {
         Format::Json if text.trim_start().starts_with('{') => {
             let raw: &RawValue = serde_json::from_str(text).map_err(whole)?;
@@ -206,22 +200,12 @@ pub fn decode(body: &[u8], format: Format, max_events: usize) -> Result<Objects<
             events: array(text, max_events)?,
             sent_at: None,
         }),
-        Format::Ndjson => {
-            let mut events = Vec::new();
-            for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                if events.len() == max_events {
-                    return Err(DecodeError::TooManyEvents { max: max_events });
-                }
-                events.push(match line.starts_with('{') {
-                    true => object(line),
-                    false => Err("line is not a JSON object".to_string()),
-                });
-            }
-            Ok(Objects {
-                events,
-                sent_at: None,
-            })
-        }
+        Format::Ndjson => Ok(Objects {
+            events: ndjson_events(text, max_events, object, || {
+                Err("line is not a JSON object".to_string())
+            })?,
+            sent_at: None,
+        }),
     }
 }
 
@@ -276,13 +260,7 @@ impl<'de> Deserialize<'de> for Element<'de> {
 
 /// A JSON array of event objects, each object's fields read in the same pass.
 fn array(text: &str, max: usize) -> Result<Vec<Result<Fields<'_>, String>>, DecodeError> {
-    let elements: Vec<Element<'_>> = serde_json::from_str(text).map_err(|e| {
-        let text = shorten(&e.to_string());
-        match e.classify() {
-            serde_json::error::Category::Data => DecodeError::WrongShape(text),
-            _ => DecodeError::NotJson(text),
-        }
-    })?;
+    let elements: Vec<Element<'_>> = serde_json::from_str(text).map_err(DecodeError::of_body)?;
     if elements.len() > max {
         return Err(DecodeError::TooManyEvents { max });
     }

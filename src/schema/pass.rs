@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use super::json::Key;
 use super::{Problem, RequestFacts, TableSchema, TableValidated};
 use crate::block::Rows;
-use crate::event::{FieldError, MAX_REPORTED_ERRORS};
+use crate::event::{FieldError, MAX_REPORTED_ERRORS, ndjson_lines};
 
 /// One field's value as the pass kept it for its column.
 #[derive(Debug, Clone, Default)]
@@ -134,7 +134,7 @@ impl TableSchema {
                 de.end().ok()?;
             }
             Events::Lines(text) => {
-                for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                for line in ndjson_lines(text) {
                     if pass.index == pass.max || !line.starts_with('{') {
                         return None;
                     }
