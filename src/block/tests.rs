@@ -72,6 +72,42 @@ fn low_cardinality_is_a_dictionary_of_first_appearances_and_indexes() {
 }
 
 #[test]
+fn dictionary_values_short_and_long_at_any_position_keep_their_identity() {
+    // Values of 0..40 bytes (with the length byte: 1..41, across the 16-byte packed form),
+    // prefixes of each other, zero bytes inside, and the batch's last values shorter
+    // than 16 bytes from its end: each distinct value gets one key, in first appearance.
+    let schema = Schema::new(
+        &[("s".to_string(), "LowCardinality(String)".to_string())],
+        true,
+    )
+    .unwrap();
+    let mut values: Vec<Vec<u8>> = (0..40).map(|n| vec![b'a'; n]).collect();
+    values.extend((1..20).map(|n| vec![0; n]));
+    let order: Vec<usize> = (0..values.len()).chain((0..values.len()).rev()).collect();
+    let mut data = Vec::new();
+    for &i in &order {
+        data.push(values[i].len() as u8);
+        data.extend_from_slice(&values[i]);
+    }
+    let block = BlockBuilder::new(schema, SortKey::none())
+        .build(&data, order.len())
+        .unwrap();
+    let mut expected_keys = Vec::new();
+    for v in &values {
+        expected_keys.push(v.len() as u8);
+        expected_keys.extend_from_slice(v);
+    }
+    let mut tail = (values.len() as u64).to_le_bytes().to_vec();
+    tail.extend_from_slice(&expected_keys);
+    tail.extend_from_slice(&(order.len() as u64).to_le_bytes());
+    tail.extend(order.iter().map(|&i| i as u8));
+    assert!(
+        block.ends_with(&tail),
+        "each distinct value once, ids by first appearance"
+    );
+}
+
+#[test]
 fn nullable_columns_carry_a_null_map_then_defaults_under_nulls() {
     let schema = Schema::new(&[("n".to_string(), "Nullable(UInt16)".to_string())], true).unwrap();
     let data = [0, 7, 0, 1, 0, 9, 0];
