@@ -223,6 +223,18 @@ impl Config {
         tables
     }
 
+    /// How many spools `disk` mode keeps under `SPOOL_DIR` (one per lane: the events
+    /// table's and each other table's, one per shard each in a cluster). They share the
+    /// volume's free space evenly.
+    pub fn spool_lanes(&self) -> u64 {
+        let tables = 1 + self.extra_tables().len();
+        let shards = match self.is_cluster() {
+            true => self.clickhouse_shards().map_or(1, |s| s.len().max(1)),
+            false => 1,
+        };
+        (tables * shards) as u64
+    }
+
     /// Tables of `INGEST_TABLES` named like the events table but in another database
     /// (`other.events`): each is a table of its own, written through
     /// `/v1/tables/other.events`, not the events table; said at start-up because an
@@ -828,6 +840,20 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(tables.extra_tables(), vec!["pageviews"]);
+    }
+
+    #[test]
+    fn every_lane_has_a_spool_sharing_the_volume() {
+        assert_eq!(config(&[]).unwrap().spool_lanes(), 1);
+        let tables = [("INGEST_TABLES", "events,pageviews,clicks")];
+        assert_eq!(config(&tables).unwrap().spool_lanes(), 3);
+        let cluster = config(&[
+            tables[0],
+            ("CLICKHOUSE_HOSTS", "a:1,b:1;c:1"),
+            ("CLICKHOUSE_CLUSTER", "c"),
+        ])
+        .unwrap();
+        assert_eq!(cluster.spool_lanes(), 6, "three tables of two shards");
     }
 
     #[test]

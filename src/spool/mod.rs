@@ -18,10 +18,10 @@
 //!
 //! Bounds: `SPOOL_MAX_BYTES` (default 10 GiB) over unconfirmed bytes, beyond which appends
 //! are refused (`503`); at most [`PENDING_MAX`] bytes queued for the writer. At open the
-//! volume's free space is checked (`statvfs`): when it cannot hold `SPOOL_MAX_BYTES` plus
-//! headroom ([`HEADROOM_SHARE`] of the volume, between [`HEADROOM_MIN`] and
-//! [`HEADROOM_MAX`]), the effective limit is lowered to what it can (with a
-//! warning), so a small or shared volume refuses appends with `503` before it is full
+//! volume's free space is checked (`statvfs`): when this spool's share of it (the lanes'
+//! spools split the free space evenly) cannot hold `SPOOL_MAX_BYTES` plus headroom
+//! ([`HEADROOM_SHARE`] of the volume, between [`HEADROOM_MIN`] and [`HEADROOM_MAX`]), the
+//! effective limit is lowered to what it can (with a warning), so a small or shared volume refuses appends with `503` before it is full
 //! rather than failing a write; segments are then cut smaller so that trimming frees space
 //! steadily. The checkpoint is updated in place, so a full volume never stops delivery.
 
@@ -180,6 +180,18 @@ impl Spool {
     /// what the volume can hold. Returns the backlog the previous run left, to replay before
     /// anything new.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<(Self, Option<Backlog>), SpoolError> {
+        Self::open_sharing(dir, max_bytes, 1)
+    }
+
+    /// [`Spool::open`] for one of `sharers` spools on the same volume (one per lane: the
+    /// events table's and each other table's, per shard in a cluster): each may take its
+    /// share of the volume's free space, not all of it, so together they stop before the
+    /// volume is full instead of each counting on the same free bytes.
+    pub fn open_sharing(
+        dir: &Path,
+        max_bytes: u64,
+        sharers: u64,
+    ) -> Result<(Self, Option<Backlog>), SpoolError> {
         let io_err = |source| SpoolError::Io {
             dir: dir.to_path_buf(),
             source,
@@ -238,7 +250,7 @@ impl Spool {
             }
         });
         let on_disk: u64 = old.iter().map(|&(_, len)| len).sum();
-        let disk_max = disk_cap(dir, on_disk, max_bytes).map_err(io_err)?;
+        let disk_max = disk_cap(dir, on_disk, max_bytes, sharers).map_err(io_err)?;
         let segment_bytes = (disk_max / 8).clamp(SEGMENT_MIN, SEGMENT_BYTES);
         let mut starts: Vec<u64> = old.iter().map(|&(s, _)| s).collect();
         starts.push(start);
@@ -523,11 +535,12 @@ fn headroom(volume: u64) -> u64 {
     (volume / HEADROOM_SHARE).clamp(HEADROOM_MIN, HEADROOM_MAX)
 }
 
-/// Most bytes the spool's files may take in `dir`'s volume: what is free plus what the
-/// spool holds already (`on_disk`), less the headroom; `u64::MAX` when that is more than
-/// `max_bytes` (the configured limit binds). Logs a warning when the volume is the limit,
-/// or when it cannot be asked (then only `max_bytes` applies).
-fn disk_cap(dir: &Path, on_disk: u64, max_bytes: u64) -> io::Result<u64> {
+/// Most bytes the spool's files may take in `dir`'s volume: its share (one of `sharers`) of
+/// the free space less the headroom, plus what the spool holds already (`on_disk`);
+/// `u64::MAX` when that is more than `max_bytes` (the configured limit binds). Logs a
+/// warning when the volume is the limit, or when it cannot be asked (then only `max_bytes`
+/// applies).
+fn disk_cap(dir: &Path, on_disk: u64, max_bytes: u64, sharers: u64) -> io::Result<u64> {
     let vfs = match rustix::fs::statvfs(dir) {
         Ok(vfs) => vfs,
         Err(e) => {
@@ -542,18 +555,28 @@ fn disk_cap(dir: &Path, on_disk: u64, max_bytes: u64) -> io::Result<u64> {
     let block = vfs.f_frsize.max(1);
     let volume = vfs.f_blocks.saturating_mul(block);
     let free = vfs.f_bavail.saturating_mul(block);
-    let headroom = headroom(volume);
-    let holdable = (free + on_disk).saturating_sub(headroom);
-    if holdable >= max_bytes {
+    let Some(holdable) = volume_cap(volume, free, on_disk, max_bytes, sharers) else {
         return Ok(u64::MAX);
-    }
+    };
+    let share = match sharers {
+        0 | 1 => String::new(),
+        n => format!(" (its share: 1/{n} of the free space, one per spool on it)"),
+    };
     log::warn!(
-        "spool {}: its volume can hold {holdable} bytes of spool ({free} free, {on_disk} in \
-         the spool, {headroom} kept free), less than SPOOL_MAX_BYTES ({max_bytes}); events \
-         are refused with 503 beyond that",
-        dir.display()
+        "spool {}: its volume can hold {holdable} bytes of spool{share} ({free} free, \
+         {on_disk} in the spool, {} kept free), less than SPOOL_MAX_BYTES ({max_bytes}); \
+         events are refused with 503 beyond that",
+        dir.display(),
+        headroom(volume)
     );
     Ok(holdable)
+}
+
+/// What one of `sharers` spools may hold on a volume of `volume` bytes with `free` bytes
+/// free, when it holds `on_disk` already: `None` when that is at least `max_bytes`.
+fn volume_cap(volume: u64, free: u64, on_disk: u64, max_bytes: u64, sharers: u64) -> Option<u64> {
+    let holdable = free.saturating_sub(headroom(volume)) / sharers.max(1) + on_disk;
+    (holdable < max_bytes).then_some(holdable)
 }
 
 #[cfg(test)]

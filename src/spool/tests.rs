@@ -264,6 +264,32 @@ fn a_segment_that_cannot_be_created_yet_does_not_stop_the_writer() {
 }
 
 #[test]
+fn spools_sharing_a_volume_split_its_free_space() {
+    use super::{HEADROOM_MIN, volume_cap};
+    const GIB: u64 = 1 << 30;
+    // 100 GiB free of 250 GiB (1 GiB headroom): one spool may fill 99 GiB, each of six
+    // 16.5 GiB, plus what it holds already; a limit below that binds instead.
+    assert_eq!(
+        volume_cap(250 * GIB, 100 * GIB, 0, 200 * GIB, 1),
+        Some(99 * GIB)
+    );
+    assert_eq!(
+        volume_cap(250 * GIB, 100 * GIB, 0, 200 * GIB, 6),
+        Some(99 * GIB / 6)
+    );
+    assert_eq!(
+        volume_cap(250 * GIB, 100 * GIB, 3 * GIB, 200 * GIB, 6),
+        Some(99 * GIB / 6 + 3 * GIB)
+    );
+    assert_eq!(volume_cap(250 * GIB, 100 * GIB, 0, 10 * GIB, 6), None);
+    // A full volume: only what the spool holds.
+    assert_eq!(
+        volume_cap(4 << 20, HEADROOM_MIN / 2, 1 << 10, GIB, 3),
+        Some(1 << 10)
+    );
+}
+
+#[test]
 fn headroom_is_a_share_of_the_volume_within_bounds() {
     use super::{HEADROOM_MAX, HEADROOM_MIN, headroom};
     assert_eq!(headroom(4 << 20), HEADROOM_MIN, "a tiny tmpfs");

@@ -50,7 +50,7 @@ pub(super) fn open(
             backlog_from: None,
         });
     }
-    let (spool, backlog) = Spool::open(spool_dir, spool_max_bytes)?;
+    let (spool, backlog) = Spool::open_sharing(spool_dir, spool_max_bytes, config.spool_lanes())?;
     let spool = Arc::new(spool);
     if let Some(b) = &backlog {
         log::info!(
