@@ -348,6 +348,16 @@ impl TableSchema {
         })
     }
 
+    /// The events table ([`crate::sink::TABLE`]) as `/v1/events` validates it: its columns
+    /// as the modern servers spell them (the bytes are the same on every server).
+    pub fn events() -> Result<Self, SchemaError> {
+        let columns: Vec<ColumnInfo> = crate::sink::TABLE
+            .iter()
+            .map(|c| ColumnInfo::plain(c.name, c.modern))
+            .collect();
+        Self::new("events", &columns, "server_time", "ip")
+    }
+
     /// The same columns encoded as `RowBinaryWithDefaults` (for a server that reads it, 23.x
     /// and later), when some column has a `DEFAULT`: a missing field then takes the column's
     /// own expression, computed by the server per row.
