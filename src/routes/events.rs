@@ -155,15 +155,31 @@ impl Work {
     /// Decompresses, decodes and validates.
     fn run(self, reservation: &mut Reservation) -> Result<Validated, ApiError> {
         let body = body::decode(self.raw, self.encoding, self.body_max_bytes, reservation)?;
-        let decoded = decode_batch(&body, self.format, self.max_events)?;
-        let sent_at = sent_at(self.sent_at_header, decoded.sent_at)?;
-        Ok(validate_batch(
-            decoded.events,
+        read_events(
+            &body,
+            self.format,
+            self.max_events,
+            self.sent_at_header,
             self.server_time,
             self.ip,
-            sent_at,
-        ))
+        )
     }
+}
+
+/// What `/v1/events` makes of a body once it is decompressed: the rows of its valid events
+/// and why the others were rejected, or why the body as a whole was refused. The whole
+/// contract of the route's answer, pinned by the oracle test (`routes::oracle`).
+pub(super) fn read_events(
+    body: &[u8],
+    format: Format,
+    max_events: usize,
+    sent_at_header: Option<String>,
+    server_time: OffsetDateTime,
+    ip: std::net::Ipv6Addr,
+) -> Result<Validated, ApiError> {
+    let decoded = decode_batch(body, format, max_events)?;
+    let sent_at = sent_at(sent_at_header, decoded.sent_at)?;
+    Ok(validate_batch(decoded.events, server_time, ip, sent_at))
 }
 
 /// When the client says it sent the request: the envelope's `sent_at`, else the
