@@ -252,13 +252,16 @@ pub struct Decoded<'a> {
     pub sent_at: Option<Loose<'a>>,
 }
 
-/// An object that may be an envelope: it is one if it has `events`.
+/// An object that may be an envelope: it is one if it has `events` (a duplicate `events`
+/// or `sent_at` refuses the body).
 #[derive(Deserialize)]
-struct Envelope<'a> {
+pub struct Envelope<'a> {
+    /// `sent_at`, if given and not `null`.
     #[serde(borrow, default)]
-    sent_at: Option<Loose<'a>>,
+    pub sent_at: Option<Loose<'a>>,
+    /// `events`' JSON text, if given and not `null`.
     #[serde(borrow, default)]
-    events: Option<&'a RawValue>,
+    pub events: Option<&'a RawValue>,
 }
 
 /// Why the bounded array visitor stopped early; kept beside the deserializer, whose own
@@ -335,6 +338,16 @@ fn single_pass(text: &str, max: usize) -> Result<Vec<Candidate<'_>>, DecodeError
 /// as raw text (which checks the JSON grammar but not what strings and numbers hold), then
 /// read on its own, so a lexical error costs its event only.
 fn element_by_element(text: &str, max: usize) -> Result<Vec<Candidate<'_>>, DecodeError> {
+    Ok(array_elements(text, max)?
+        .into_iter()
+        .map(|raw| read_event(raw.get()))
+        .collect())
+}
+
+/// The elements of a JSON array as raw text, each an object, at most `max`: the grammar is
+/// checked, the values are not (see [`element_by_element`]). Shared by every table's
+/// field-by-field reading.
+pub fn array_elements(text: &str, max: usize) -> Result<Vec<&RawValue>, DecodeError> {
     /// Elements as raw text; more than `.0` of them sets `.1` and stops.
     struct Raws<'s>(usize, &'s std::cell::Cell<bool>);
     impl<'de> Visitor<'de> for Raws<'_> {
@@ -363,13 +376,10 @@ fn element_by_element(text: &str, max: usize) -> Result<Vec<Candidate<'_>>, Deco
             true => DecodeError::TooManyEvents { max },
             false => DecodeError::of_body(e),
         })?;
-    raws.into_iter()
-        .enumerate()
-        .map(|(index, raw)| match raw.get().starts_with('{') {
-            true => Ok(read_event(raw.get())),
-            false => Err(DecodeError::NotAnObject { index }),
-        })
-        .collect()
+    if let Some(index) = raws.iter().position(|raw| !raw.get().starts_with('{')) {
+        return Err(DecodeError::NotAnObject { index });
+    }
+    Ok(raws)
 }
 
 /// A body serde_json could not read as events: bad JSON, or JSON of another shape.
@@ -522,21 +532,26 @@ fn field_by_field(json: &str) -> Option<Candidate<'_>> {
             }));
         }
         seen.push(field);
-        let text = raw.get();
-        *slot = match serde_json::from_str::<Option<Loose<'_>>>(text) {
+        *slot = match loose_field(raw.get()) {
             Ok(value) => value,
-            Err(_) if text.starts_with('"') => Some(Loose::Str(Cow::Owned(unescape_lossy(text)))),
-            Err(e) => {
-                let error = if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-                    "number out of range".to_string()
-                } else {
-                    shorten(&e.to_string())
-                };
-                return Some(Err(Unreadable { field: name, error }));
-            }
+            Err(error) => return Some(Err(Unreadable { field: name, error })),
         };
     }
     Some(Ok(event))
+}
+
+/// A field's value from its raw JSON text, read leniently: a string with a lone surrogate
+/// escape is kept with U+FFFD in its place; a number no type can hold (`1e400`) is the
+/// field's error, `number out of range`. `null` is `None`.
+pub fn loose_field(text: &str) -> Result<Option<Loose<'_>>, String> {
+    match serde_json::from_str::<Option<Loose<'_>>>(text) {
+        Ok(value) => Ok(value),
+        Err(_) if text.starts_with('"') => Ok(Some(Loose::Str(Cow::Owned(unescape_lossy(text))))),
+        Err(_) if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
+            Err("number out of range".to_string())
+        }
+        Err(e) => Err(shorten(&e.to_string())),
+    }
 }
 
 /// A JSON string literal (quotes included, grammar already checked) unescaped with lone

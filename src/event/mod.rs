@@ -8,7 +8,10 @@ mod excerpt;
 mod row;
 mod validate;
 
-pub use decode::{DecodeError, Decoded, Format, Loose, decode_batch, ndjson_events, ndjson_lines};
+pub use decode::{
+    DecodeError, Decoded, Envelope, Format, Loose, array_elements, decode_batch, loose_field,
+    ndjson_events, ndjson_lines,
+};
 pub use excerpt::{excerpt, shorten};
 pub use row::{Event, decode_json, key_text};
 pub use validate::{

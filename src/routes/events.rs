@@ -182,6 +182,26 @@ pub(super) fn read_events(
     Ok(validate_batch(decoded.events, server_time, ip, sent_at))
 }
 
+/// [`read_events`] through the generic path: the events table's schema with its rules.
+pub(super) fn read_events_generic(
+    schema: &crate::schema::TableSchema,
+    body: &[u8],
+    format: Format,
+    max_events: usize,
+    sent_at_header: Option<String>,
+    server_time: OffsetDateTime,
+    ip: std::net::Ipv6Addr,
+) -> Result<crate::schema::TableValidated, ApiError> {
+    let facts = crate::schema::RequestFacts {
+        server_time_nanos: server_time.unix_timestamp_nanos(),
+        ip,
+        sent_at: None,
+    };
+    schema.validate_body(body, format, max_events, facts, &[], |envelope| {
+        sent_at(sent_at_header.clone(), envelope)
+    })
+}
+
 /// When the client says it sent the request: the envelope's `sent_at`, else the
 /// `X-Sent-At` header. A value that is there but unreadable refuses the request (`400`),
 /// since every event's corrected time would depend on it.

@@ -17,6 +17,7 @@ pub mod json;
 pub mod number;
 mod openapi;
 mod pass;
+pub mod rules;
 mod time;
 
 use std::borrow::Cow;
@@ -29,10 +30,11 @@ pub use encode::{Problem, encode, type_name, zero};
 pub use json::{Objects, Value};
 pub use openapi::json_schema;
 use pass::{Composite, Events, Read, Slot};
+use rules::{Refused, Rule, Strict};
 
 use crate::block::{Rows, Scalar, Shape};
 use crate::event::{
-    DecodeError, FieldError, Format, Loose, MAX_DEVICE_QUEUE_SECS, MAX_REPORTED_ERRORS,
+    DecodeError, FieldError, Format, Loose, MAX_DEVICE_QUEUE_SECS, MAX_REPORTED_ERRORS, loose_field,
 };
 
 /// One column as `system.columns` describes it.
@@ -126,6 +128,10 @@ pub struct TableColumn {
     missing: Missing,
     /// The common scalar this column is, for the direct encoding of its usual values.
     direct: Direct,
+    /// A missing or `null` field rejects the event (see [`Rule::required`]).
+    required: bool,
+    /// The strict reading of the column's rule, if it has one (see [`Rule::strict`]).
+    strict: Option<Strict>,
 }
 
 /// A column type whose usual value is encoded straight from the pass's [`Slot`], without
@@ -247,6 +253,32 @@ pub struct TableValidated {
     pub errors: Vec<FieldError>,
     /// Fields the table has no column for (ignored).
     pub unknown_fields: usize,
+    /// Rejected events counted by the first field at fault (`""`: unreadable object).
+    pub reasons: Vec<(Cow<'static, str>, usize)>,
+}
+
+impl TableValidated {
+    /// Counts event `index` as rejected for `problems` (drained, the first
+    /// [`MAX_REPORTED_ERRORS`] of the request kept); its first problem's field is the reason.
+    fn reject(&mut self, index: usize, problems: &mut Vec<(Cow<'static, str>, Problem)>) {
+        self.rejected += 1;
+        let reason = problems
+            .first()
+            .map_or(Cow::Borrowed(""), |(f, _)| f.clone());
+        match self.reasons.iter_mut().find(|(f, _)| *f == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.reasons.push((reason, 1)),
+        }
+        for (field, error) in problems.drain(..) {
+            if self.errors.len() < MAX_REPORTED_ERRORS {
+                self.errors.push(FieldError {
+                    index,
+                    field,
+                    error,
+                });
+            }
+        }
+    }
 }
 
 impl TableSchema {
@@ -316,6 +348,8 @@ impl TableSchema {
                 fill,
                 missing,
                 direct,
+                required: false,
+                strict: None,
             });
         }
         if out.is_empty() {
@@ -355,7 +389,24 @@ impl TableSchema {
             .iter()
             .map(|c| ColumnInfo::plain(c.name, c.modern))
             .collect();
-        Self::new("events", &columns, "server_time", "ip")
+        Ok(Self::new("events", &columns, "server_time", "ip")?.with_rules(&rules::events()))
+    }
+
+    /// The same columns with `rules` (by column name; see [`rules`]) for the client's fields.
+    pub fn with_rules(mut self, rules: &[(&str, Rule)]) -> Self {
+        for (name, rule) in rules {
+            if let Some(i) = self.columns.iter().position(|c| c.name == *name)
+                && self.columns[i].fill == Fill::Client
+            {
+                let column = &mut self.columns[i];
+                column.required = rule.required;
+                column.strict = Strict::of(rule, &column.shape);
+                if column.strict.is_some() {
+                    self.reads[i] = Read::Strict;
+                }
+            }
+        }
+        self
     }
 
     /// The same columns encoded as `RowBinaryWithDefaults` (for a server that reads it, 23.x
@@ -420,11 +471,12 @@ impl TableSchema {
                 _ => (Events::None, None),
             },
         };
-        if let Ok(sent_at) = sent_at(envelope_sent_at)
-            && let Some(out) =
-                self.one_pass(events, max_events, &RequestFacts { sent_at, ..facts }, tag)
-        {
-            return Ok(out);
+        if let Ok(sent_at) = sent_at(envelope_sent_at) {
+            match self.one_pass(events, max_events, &RequestFacts { sent_at, ..facts }, tag) {
+                Ok(Some(out)) => return Ok(out),
+                Ok(None) => {}
+                Err(refused) => return Err(refused.into()),
+            }
         }
         let objects = json::decode(body, format, max_events)?;
         let facts = RequestFacts {
@@ -457,16 +509,24 @@ impl TableSchema {
             match object {
                 Err(error) => problems.push(("".into(), error.into())),
                 Ok(fields) => {
+                    // In body order; the first duplicate or unreadable value is the event's
+                    // only problem, as in the one pass.
                     for (name, raw) in &fields {
                         match self.index_of(name) {
+                            None => out.unknown_fields += 1,
+                            Some(_) if !problems.is_empty() => {}
+                            Some(i) if self.reads[i] == Read::Ignore => {}
                             Some(i) if !matches!(slots[i], Slot::Absent) => {
-                                problems.push((
-                                    self.columns[i].name.clone().into(),
-                                    format!("duplicate field `{}`", self.columns[i].name).into(),
-                                ));
+                                problems.push(self.duplicate(i));
+                            }
+                            Some(i) if self.reads[i] == Read::Strict => {
+                                match loose_field(raw.get()) {
+                                    Ok(value) => slots[i] = Slot::from(value),
+                                    Err(e) => problems
+                                        .push((self.columns[i].name.clone().into(), e.into())),
+                                }
                             }
                             Some(i) => slots[i] = Slot::Raw(raw),
-                            None => out.unknown_fields += 1,
                         }
                     }
                     if problems.is_empty() {
@@ -480,19 +540,19 @@ impl TableSchema {
                 }
             }
             if !problems.is_empty() {
-                out.rejected += 1;
-                for (field, error) in problems.drain(..) {
-                    if out.errors.len() < MAX_REPORTED_ERRORS {
-                        out.errors.push(FieldError {
-                            index,
-                            field,
-                            error,
-                        });
-                    }
-                }
+                out.reject(index, &mut problems);
             }
         }
         out
+    }
+
+    /// The problem of a second value for column `i`.
+    fn duplicate(&self, i: usize) -> (Cow<'static, str>, Problem) {
+        let name = &self.columns[i].name;
+        (
+            name.clone().into(),
+            format!("duplicate field `{name}`").into(),
+        )
     }
 
     /// The column a field fills: compared in place for a table of a few dozen columns
@@ -541,6 +601,22 @@ impl TableSchema {
                     Some(nanos) => put_time(&column.shape, nanos, buf),
                     None => column.put_missing(facts, buf),
                 },
+                Fill::Client if column.strict.is_some() => {
+                    let Some(strict) = column.strict else {
+                        continue;
+                    };
+                    match strict.put(slot, buf) {
+                        Ok(Some(seconds)) if Some(i) == self.client_time => {
+                            client_nanos = Some(i128::from(seconds) * 1_000_000_000);
+                        }
+                        Ok(_) => {}
+                        Err(Refused::Absent) if column.required => {
+                            problems.push((column.name.clone().into(), "missing".into()));
+                        }
+                        Err(Refused::Absent) => column.put_missing(facts, buf),
+                        Err(Refused::Wrong(e)) => problems.push((column.name.clone().into(), e)),
+                    }
+                }
                 Fill::Client => {
                     // The usual values straight into their columns (see `Direct`).
                     if let Slot::Str(s) = slot {
@@ -565,6 +641,10 @@ impl TableSchema {
                     }
                     let mut digits = Digits::default();
                     let value = match slot_value(slot, &mut digits) {
+                        None | Some(Ok(Value::Null)) if column.required => {
+                            problems.push((column.name.clone().into(), "missing".into()));
+                            continue;
+                        }
                         None => {
                             column.put_missing(facts, buf);
                             continue;
@@ -660,6 +740,8 @@ fn slot_value<'v>(slot: &'v Slot<'_>, digits: &'v mut Digits) -> Option<Result<V
         Slot::Composite(Composite::Array) => Value::Array(Vec::new()),
         Slot::Composite(Composite::Object) => Value::Object(Vec::new()),
         Slot::Raw(raw) => return Some(Value::read(raw)),
+        // Only a strictly read column keeps a float this way, and it never comes here.
+        Slot::Float => return Some(Err("expected an integer".into())),
     }))
 }
 
