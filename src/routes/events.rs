@@ -183,6 +183,7 @@ pub(super) fn read_events(
 }
 
 /// [`read_events`] through the generic path: the events table's schema with its rules.
+#[cfg(test)]
 pub(super) fn read_events_generic(
     schema: &crate::schema::TableSchema,
     body: &[u8],

@@ -559,7 +559,10 @@ impl TableSchema {
     /// (cheaper than hashing the name), looked up beyond.
     fn index_of(&self, name: &str) -> Option<usize> {
         if self.columns.len() <= 32 {
-            return self.columns.iter().position(|c| c.name == name);
+            return self
+                .columns
+                .iter()
+                .position(|c| pass::same_key(&c.name, name));
         }
         self.by_name.get(name).copied()
     }
@@ -574,7 +577,8 @@ impl TableSchema {
         problems: &mut Vec<(Cow<'static, str>, Problem)>,
     ) {
         // `client_time` as read for its own column, for `client_time_corrected`.
-        let mut client_nanos = None;
+        // `client_time` in whole seconds as read for its own column.
+        let mut client_seconds: Option<i64> = None;
         for (i, (column, slot)) in self.columns.iter().zip(slots).enumerate() {
             let nullable = column.direct.nullable;
             if self.server_defaults {
@@ -593,7 +597,20 @@ impl TableSchema {
             match column.fill {
                 Fill::ServerTime => buf.extend_from_slice(&stamp.server_time),
                 Fill::ClientIp => buf.extend_from_slice(&stamp.ip),
-                Fill::Corrected => match self.corrected(slots, facts, client_nanos) {
+                // The usual case, in whole seconds: no 128-bit arithmetic per event.
+                Fill::Corrected
+                    if column.direct.kind == DirectKind::DateTime && client_seconds.is_some() =>
+                {
+                    let client = client_seconds.unwrap_or_default();
+                    let seconds = corrected_seconds(client, facts.sent_at, stamp.server_seconds);
+                    let seconds = u32::try_from(seconds).unwrap_or(u32::MAX);
+                    column.direct.put_seconds(i64::from(seconds), buf);
+                }
+                Fill::Corrected => match self.corrected(
+                    slots,
+                    facts,
+                    client_seconds.map(|s| i128::from(s) * 1_000_000_000),
+                ) {
                     Some(nanos) if column.direct.kind == DirectKind::DateTime => {
                         let seconds = u32::try_from(time::seconds(nanos)).unwrap_or(u32::MAX);
                         column.direct.put_seconds(i64::from(seconds), buf);
@@ -607,7 +624,7 @@ impl TableSchema {
                     };
                     match strict.put(slot, buf) {
                         Ok(Some(seconds)) if Some(i) == self.client_time => {
-                            client_nanos = Some(i128::from(seconds) * 1_000_000_000);
+                            client_seconds = Some(i64::from(seconds));
                         }
                         Ok(_) => {}
                         Err(Refused::Absent) if column.required => {
@@ -625,7 +642,7 @@ impl TableSchema {
                             if let Some(seconds) = time::plain_seconds(s)
                                 && column.direct.put_seconds(seconds, buf)
                             {
-                                client_nanos = Some(i128::from(seconds) * 1_000_000_000);
+                                client_seconds = Some(seconds);
                                 continue;
                             }
                         } else if column.direct.put_str(s, buf) {
@@ -671,7 +688,10 @@ impl TableSchema {
     /// client_time)` when plausible, else `client_time` itself (the `/v1/events` rule).
     /// The server-filled columns' bytes for one request (the same for all its events).
     fn stamp(&self, facts: &RequestFacts) -> Stamp {
-        let mut stamp = Stamp::default();
+        let mut stamp = Stamp {
+            server_seconds: i64::try_from(time::seconds(facts.server_time_nanos)).unwrap_or(0),
+            ..Stamp::default()
+        };
         for column in &self.columns {
             match column.fill {
                 Fill::ServerTime => put_time(
@@ -721,6 +741,19 @@ impl TableSchema {
 struct Stamp {
     server_time: Vec<u8>,
     ip: Vec<u8>,
+    /// The request's time in whole seconds.
+    server_seconds: i64,
+}
+
+/// [`TableSchema::corrected`] in whole seconds: `server - (sent_at - client)` when the
+/// client says when it sent the request and that is plausible, else `client`.
+fn corrected_seconds(client: i64, sent_at: Option<i64>, server: i64) -> i64 {
+    match sent_at {
+        Some(sent_at) if (0..=MAX_DEVICE_QUEUE_SECS).contains(&(sent_at - client)) => {
+            server - (sent_at - client)
+        }
+        _ => client,
+    }
 }
 
 /// Room for an integer's decimal text (`-9223372036854775808` is 20 bytes).

@@ -87,7 +87,6 @@ struct Pass<'s, 'de> {
     /// name first and looked up only when that guess fails.
     order: Vec<Option<usize>>,
     problems: Vec<(Cow<'static, str>, Problem)>,
-    scratch: Vec<u8>,
     index: usize,
     /// Set when the body is refused as a whole (an element that is not an object), as the
     /// field-by-field reading would refuse it.
@@ -140,7 +139,6 @@ impl TableSchema {
             slots: vec![Slot::Absent; self.columns.len()],
             order: Vec::with_capacity(self.columns.len()),
             problems: Vec::new(),
-            scratch: Vec::new(),
             index: 0,
             refused: None,
         };
@@ -264,7 +262,7 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
         let mut position = 0;
         while let Some(Key(key)) = map.next_key()? {
             let column = match pass.order.get(position) {
-                Some(&Some(i)) if schema.columns[i].name == key => Some(i),
+                Some(&Some(i)) if same_key(&schema.columns[i].name, &key) => Some(i),
                 guess => {
                     let found = schema.index_of(&key);
                     match guess {
@@ -300,24 +298,47 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
             }
         }
         if pass.problems.is_empty() {
-            pass.scratch.clear();
-            pass.scratch.extend_from_slice(pass.tag);
-            schema.encode_row(
-                &pass.slots,
-                pass.facts,
-                &pass.stamp,
-                &mut pass.scratch,
-                &mut pass.problems,
-            );
-            if pass.problems.is_empty() {
-                pass.out.rows.push_encoded(&pass.scratch);
-            }
+            let (slots, facts, stamp, tag) = (&pass.slots, pass.facts, &pass.stamp, pass.tag);
+            let problems = &mut pass.problems;
+            pass.out.rows.push_encoded_if(|buf| {
+                buf.extend_from_slice(tag);
+                schema.encode_row(slots, facts, stamp, buf, problems);
+                problems.is_empty()
+            });
         }
         if !pass.problems.is_empty() {
             pass.out.reject(pass.index, &mut pass.problems);
         }
         pass.index += 1;
         Ok(())
+    }
+}
+
+/// `a == b` for the short keys of event objects, eight bytes at a time: the guessed key is
+/// compared once per field, and a call to `memcmp` cost more than the comparison.
+pub(super) fn same_key(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_ne_bytes(w)
+    };
+    match a.len() {
+        0..8 => a == b,
+        n => {
+            let mut at = 0;
+            while at + 8 <= n {
+                if word(a, at) != word(b, at) {
+                    return false;
+                }
+                at += 8;
+            }
+            // The last eight bytes (overlapping what was compared) cover any tail.
+            at == n || word(a, n - 8) == word(b, n - 8)
+        }
     }
 }
 

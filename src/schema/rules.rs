@@ -126,7 +126,7 @@ impl Strict {
                 },
                 Slot::Str(s),
             ) => {
-                if non_empty && s.trim().is_empty() {
+                if non_empty && is_blank(s) {
                     return wrong("must not be empty");
                 }
                 if let Some(max) = max_bytes
@@ -166,5 +166,14 @@ impl Strict {
             (Strict::U32, Slot::Int(_)) => wrong("must not be negative"),
             (Strict::U32, _) => wrong("expected an unsigned 32-bit integer"),
         }
+    }
+}
+
+/// Whether `s` is empty or only whitespace (`str::trim`'s Unicode whitespace). A name that
+/// starts with a visible ASCII character, as nearly all do, is answered without trimming.
+fn is_blank(s: &str) -> bool {
+    match s.as_bytes().first() {
+        Some(&b) if b.is_ascii_graphic() => false,
+        _ => s.trim().is_empty(),
     }
 }
