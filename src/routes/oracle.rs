@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::events::read_events;
-use crate::event::{Format, Validated};
+use crate::event::Format;
+use crate::schema::{TableSchema, TableValidated};
 
 /// The request's time and address for every case.
 fn server_time() -> time::OffsetDateTime {
@@ -26,26 +27,7 @@ fn ip() -> Ipv6Addr {
 }
 
 /// One case's answer as the fixture records it.
-fn answer(result: Result<Validated, ApiError>) -> Value {
-    match result {
-        Err(e) => json!({"status": e.status_code().as_u16(), "error": e.to_string()}),
-        Ok(out) => {
-            let reasons: Vec<Value> = out.reasons.iter().map(|(f, n)| json!([f, n])).collect();
-            let rows: String = out.rows.data().iter().map(|b| format!("{b:02x}")).collect();
-            json!({
-                "status": 200,
-                "accepted": out.rows.len(),
-                "rejected": out.rejected,
-                "errors": out.errors,
-                "reasons": reasons,
-                "rows": rows,
-            })
-        }
-    }
-}
-
-/// The generic path's answer, recorded the same way.
-fn answer_generic(result: Result<crate::schema::TableValidated, ApiError>) -> Value {
+fn answer(result: Result<TableValidated, ApiError>) -> Value {
     match result {
         Err(e) => json!({"status": e.status_code().as_u16(), "error": e.to_string()}),
         Ok(out) => {
@@ -64,22 +46,9 @@ fn answer_generic(result: Result<crate::schema::TableValidated, ApiError>) -> Va
 }
 
 /// A case's body, format, limit and header through [`read_events`].
-fn run(case: &Value) -> Value {
+fn run(schema: &TableSchema, case: &Value) -> Value {
     let (body, format, max_events, header) = inputs(case);
     answer(read_events(
-        &body,
-        format,
-        max_events,
-        header,
-        server_time(),
-        ip(),
-    ))
-}
-
-/// A case through the generic path.
-fn run_generic(schema: &crate::schema::TableSchema, case: &Value) -> Value {
-    let (body, format, max_events, header) = inputs(case);
-    answer_generic(super::events::read_events_generic(
         schema,
         &body,
         format,
@@ -115,21 +84,12 @@ fn cases() -> Vec<Value> {
 
 #[test]
 fn every_case_gets_the_answer_the_hand_written_path_gave() {
-    check(run);
-}
-
-#[test]
-fn the_generic_path_gives_every_case_the_same_answer() {
-    let schema = crate::schema::TableSchema::events().expect("the events schema");
-    check(|case| run_generic(&schema, case));
-}
-
-fn check(run: impl Fn(&Value) -> Value) {
+    let schema = TableSchema::events().expect("the events schema");
     let cases = cases();
     assert!(cases.len() > 400, "{} cases", cases.len());
     let mut wrong = Vec::new();
     for case in &cases {
-        let got = run(case);
+        let got = run(&schema, case);
         if got != case["answer"] {
             wrong.push(format!(
                 "{}:\n  expected {}\n  got      {}",

@@ -926,4 +926,6 @@ fn literal_default(shape: &Shape, expression: &str) -> Missing {
 }
 
 #[cfg(test)]
+mod events_tests;
+#[cfg(test)]
 mod tests;
