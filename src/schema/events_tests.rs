@@ -167,9 +167,15 @@ proptest! {
             let out = fast.unwrap();
             prop_assert_eq!((out.rows.len(), out.rejected), (n, 0));
         }
-        // The one pass and the field-by-field reading agree, whatever the damage.
+        // The one pass and the field-by-field reading agree, whatever the damage; except
+        // that an element that is not an object refuses the body as soon as the one pass
+        // meets it, before any later grammar error (as `/v1/events` always answered: the
+        // oracle pins it), where the field-by-field reading checks the grammar first.
         let slow = super::json::decode(&body, format, 10_000)
             .map(|objects| schema.validate(objects.events, facts, &[]));
+        if let Err(DecodeError::NotAnObject { .. }) = fast {
+            return Ok(());
+        }
         match (fast, slow) {
             (Ok(a), Ok(b)) => {
                 prop_assert_eq!(a.rows.data(), b.rows.data());

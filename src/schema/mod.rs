@@ -706,7 +706,11 @@ impl TableSchema {
         stamp
     }
 
-    /// `known`: `client_time` already read (the same reading).
+    /// `known`: `client_time` already read (the same reading). Out of line: the usual
+    /// case is [`corrected_seconds`], and inlined, this one's 128-bit division was hoisted
+    /// into every row's encoding.
+    #[cold]
+    #[inline(never)]
     fn corrected(
         &self,
         slots: &[Slot<'_>],
