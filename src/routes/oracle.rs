@@ -1,4 +1,4 @@
-//! The `/v1/events` contract as an oracle: ~480 bodies (good events, every field wrong in
+//! The `/v1/events` contract as an oracle: ~500 bodies (good events, every field wrong in
 //! every way, missing, null, duplicate and extra fields, escapes and lone surrogates,
 //! envelopes and `X-Sent-At`, NDJSON, single objects, bodies the one-pass reading gives up
 //! on, event limits, whole-body errors) with the answers the hand-written path gave before
