@@ -1,6 +1,8 @@
-//! Any table's events (issue 12): a table's columns as ClickHouse describes them
-//! ([`TableSchema`]), and each request's JSON events validated against them and encoded at
-//! once into RowBinary [`Rows`], field by field, the way `/v1/events` does for its own table.
+//! Every table's events (issue 12), the events table's included: a table's columns as
+//! ClickHouse describes them ([`TableSchema`]), and each request's JSON events validated
+//! against them and encoded at once into RowBinary [`Rows`], field by field. `/v1/events` is
+//! the events table's schema with per-column rules ([`rules`]) that keep its contract word
+//! for word; other tables have none.
 //!
 //! A JSON field fills the column of the same name; fields the table lacks are counted and
 //! ignored. A missing field or a `null` for a non-`Nullable` column takes the column's
@@ -618,6 +620,7 @@ impl TableSchema {
                     Some(nanos) => put_time(&column.shape, nanos, buf),
                     None => column.put_missing(facts, buf),
                 },
+                // A strictly read column (see `rules`): one check and write.
                 Fill::Client if column.strict.is_some() => {
                     let Some(strict) = column.strict else {
                         continue;

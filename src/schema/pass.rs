@@ -8,11 +8,13 @@
 //!
 //! Exactness before speed: whatever this pass cannot decide exactly as the field-by-field
 //! reading ([`super::json::decode`] then [`TableSchema::validate`]) would, it does not try
-//! to. A number with a fraction or exponent where the column is not a float (its digits
-//! matter: `1.0` fits a `UInt8`, `1.5` does not), a lexical error (`1e400`, a lone
-//! surrogate), an element that is not an object, more events than allowed: the pass stops
-//! and the body is read again the field-by-field way, which gives the same rows and the
-//! same errors as before, only slower. Well-formed bodies never take that way.
+//! to. A number with a fraction or exponent where the column is not a float and not read
+//! strictly (its digits matter: `1.0` fits a `UInt8`, `1.5` does not), a lexical error
+//! (`1e400`, a lone surrogate), more events than allowed: the pass stops and the body is
+//! read again the field-by-field way, which gives the same rows and the same errors as
+//! before, only slower. Well-formed bodies never take that way. An element that is not an
+//! object refuses the body where the pass meets it (as `/v1/events` always answered; the
+//! field-by-field reading checks the whole array's grammar first).
 
 use std::borrow::Cow;
 use std::fmt;
