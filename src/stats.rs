@@ -292,7 +292,11 @@ impl Stats {
     }
 
     /// Records a request's validation outcome; `reasons` counts rejected events by field.
-    pub fn record_request(&self, accepted: usize, reasons: &[(&'static str, usize)]) {
+    pub fn record_request(
+        &self,
+        accepted: usize,
+        reasons: &[(std::borrow::Cow<'static, str>, usize)],
+    ) {
         self.events_accepted.inc_by(accepted as u64);
         for (field, n) in reasons {
             if *n > 0 {

@@ -51,6 +51,19 @@ impl Rows {
         self.ends.push(self.data.len());
     }
 
+    /// Appends one row encoded by `encode` straight into the rows' bytes; when `encode`
+    /// returns `false` (the event was rejected half-way) its bytes are cut off again and no
+    /// row is added. No scratch buffer and no copy per row.
+    pub fn push_encoded_if(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+        let start = self.data.len();
+        let kept = encode(&mut self.data);
+        match kept {
+            true => self.ends.push(self.data.len()),
+            false => self.data.truncate(start),
+        }
+        kept
+    }
+
     /// Row `i`'s encoded bytes.
     pub fn row(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };

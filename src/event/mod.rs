@@ -1,19 +1,44 @@
-//! Events: how a request body is decoded into candidate events, how each candidate is
-//! validated into an [`Event`], and how events are encoded into [`Rows`](crate::block::Rows)
-//! for the table.
-//! Everything a request does before it touches the buffer.
+//! Events as every table's requests carry them: the body shapes (`body`), the times
+//! clients send (`time`), what a rejected event's answer says ([`FieldError`]), and the
+//! events table's row layout read back (`row`: for the quarantine and the sharder; rows
+//! for tests and benchmarks in [`testing`]). Validating and encoding is the generic path's
+//! (`crate::schema`), for the events table too.
 
-mod decode;
+mod body;
 mod excerpt;
 mod row;
-mod validate;
+mod time;
 
-pub use decode::{DecodeError, Decoded, Format, Loose, decode_batch, ndjson_events, ndjson_lines};
+use std::borrow::Cow;
+
+use serde::Serialize;
+
+pub use body::{
+    DecodeError, Envelope, Format, Loose, array_elements, loose_field, ndjson_events, ndjson_lines,
+};
 pub use excerpt::{excerpt, shorten};
 pub use row::{Event, decode_json, key_text};
-pub use validate::{
-    FieldError, MAX_DEVICE_QUEUE_SECS, MAX_REPORTED_ERRORS, Validated, parse_time, validate_batch,
-};
+pub use time::parse_time;
+
+/// At most this many field errors are listed in a response; `rejected` still counts all.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// Longest an event may plausibly wait on a device before being sent: a year offline.
+/// `sent_at - client_time` beyond it means one of the two is wrong.
+pub const MAX_DEVICE_QUEUE_SECS: i64 = 365 * 24 * 3600;
+
+/// Why one event was rejected, as reported to the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The event's position in the request's array.
+    pub index: usize,
+    /// The offending field, or `""` when the object as a whole could not be read.
+    #[schema(value_type = String)]
+    pub field: Cow<'static, str>,
+    /// What is wrong, in words a client developer can act on.
+    #[schema(value_type = String)]
+    pub error: Cow<'static, str>,
+}
 
 /// Events for tests and benchmarks: valid, distinct, deterministic.
 #[doc(hidden)]

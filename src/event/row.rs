@@ -1,8 +1,9 @@
-//! The row as stored in ClickHouse, and its RowBinary encoding.
+//! The events table's row as stored in ClickHouse, and its RowBinary layout: read back
+//! for the quarantine ([`decode_json`]) and the sharder ([`key_text`]), and written from an
+//! [`Event`] for tests and benchmarks only. Requests are encoded by the generic path
+//! (`crate::schema`), which writes these same bytes (pinned by `schema/fixtures`).
 //!
-//! Rows are encoded once, on the request's thread, straight after validation: the buffer
-//! then holds compact bytes (no per-event allocations, about the size ClickHouse receives),
-//! and the flusher only ships them. RowBinary is ClickHouse's plain binary row format; for
+//! RowBinary is ClickHouse's plain binary row format; for
 //! the column types used here it is: `UInt32` little-endian, `DateTime` as `UInt32` seconds,
 //! `String` as a LEB128 length then the bytes (`LowCardinality(String)` the same), `UUID`
 //! as its high then low 64-bit halves, each little-endian, and `IPv6`/`FixedString(16)` as

@@ -1,4 +1,6 @@
-//! `POST /v1/events`: read the body, decode, validate, hand the valid rows to ingest.
+//! `POST /v1/events`: read the body, decode, validate, hand the valid rows to ingest. The
+//! events table is one instance of the generic path (`crate::schema`): its schema with the
+//! rules `/v1/events` has always applied (`schema::rules::events`).
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -9,10 +11,14 @@ use super::body::Encoding;
 use super::inflight::Reservation;
 use super::openapi::{ErrorBody, EventIn};
 use super::{ApiError, AppState, body, client};
-use crate::event::{
-    FieldError, Format, Loose, Validated, decode_batch, parse_time, validate_batch,
-};
+use std::sync::LazyLock;
+
+use crate::event::{FieldError, Format, Loose, parse_time};
 use crate::ingest::Ingest;
+use crate::schema::{RequestFacts, SchemaError, TableSchema, TableValidated};
+
+/// The events table's schema with its rules: fixed in the code, built once.
+static EVENTS: LazyLock<Result<TableSchema, SchemaError>> = LazyLock::new(TableSchema::events);
 
 /// The `200` answer: how many events were taken and why the others were not.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -153,17 +159,43 @@ struct Work {
 
 impl Work {
     /// Decompresses, decodes and validates.
-    fn run(self, reservation: &mut Reservation) -> Result<Validated, ApiError> {
+    fn run(self, reservation: &mut Reservation) -> Result<TableValidated, ApiError> {
         let body = body::decode(self.raw, self.encoding, self.body_max_bytes, reservation)?;
-        let decoded = decode_batch(&body, self.format, self.max_events)?;
-        let sent_at = sent_at(self.sent_at_header, decoded.sent_at)?;
-        Ok(validate_batch(
-            decoded.events,
+        let schema = EVENTS
+            .as_ref()
+            .map_err(|_| ApiError::Internal("the events table's schema"))?;
+        read_events(
+            schema,
+            &body,
+            self.format,
+            self.max_events,
+            self.sent_at_header,
             self.server_time,
             self.ip,
-            sent_at,
-        ))
+        )
     }
+}
+
+/// What `/v1/events` makes of a body once it is decompressed: the rows of its valid events
+/// and why the others were rejected, or why the body as a whole was refused. The whole
+/// contract of the route's answer, pinned by the oracle test (`routes::oracle`).
+pub(super) fn read_events(
+    schema: &TableSchema,
+    body: &[u8],
+    format: Format,
+    max_events: usize,
+    sent_at_header: Option<String>,
+    server_time: OffsetDateTime,
+    ip: std::net::Ipv6Addr,
+) -> Result<TableValidated, ApiError> {
+    let facts = RequestFacts {
+        server_time_nanos: server_time.unix_timestamp_nanos(),
+        ip,
+        sent_at: None,
+    };
+    schema.validate_body(body, format, max_events, facts, &[], |envelope| {
+        sent_at(sent_at_header.clone(), envelope)
+    })
 }
 
 /// When the client says it sent the request: the envelope's `sent_at`, else the

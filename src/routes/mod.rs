@@ -11,6 +11,8 @@ pub mod health;
 pub mod inflight;
 mod metrics;
 mod openapi;
+#[cfg(test)]
+mod oracle;
 pub mod server;
 mod status;
 pub mod tables;

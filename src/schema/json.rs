@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::event::{DecodeError, Format, Loose, ndjson_events, shorten};
+use crate::event::{DecodeError, Envelope, Format, Loose, array_elements, ndjson_events, shorten};
 
 /// One event object: its fields in body order, values unparsed.
 pub type Fields<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
@@ -145,53 +145,40 @@ pub(super) enum ObjectBody<'a> {
     Other,
 }
 
-/// Reads a body that starts with `{` the way [`decode`] does (the first `events` and
-/// `sent_at` count), without judging the events themselves.
+/// Reads a body that starts with `{` the way [`decode`] does, without judging the events
+/// themselves.
 pub(super) fn object_body(text: &str) -> ObjectBody<'_> {
-    let Ok(fields) = object(text) else {
-        return ObjectBody::Other;
-    };
-    let first = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
-    match first("events") {
-        None => ObjectBody::Event,
-        Some(events) if events.get().starts_with('[') => {
-            match first("sent_at").map(|v| serde_json::from_str::<Option<Loose<'_>>>(v.get())) {
-                None => ObjectBody::Envelope(events.get(), None),
-                Some(Ok(sent_at)) => ObjectBody::Envelope(events.get(), sent_at),
-                Some(Err(_)) => ObjectBody::Other,
-            }
-        }
-        Some(_) => ObjectBody::Other,
+    match serde_json::from_str::<Envelope<'_>>(text) {
+        Ok(Envelope { events: None, .. }) => ObjectBody::Event,
+        Ok(Envelope {
+            events: Some(events),
+            sent_at,
+        }) if events.get().starts_with('[') => ObjectBody::Envelope(events.get(), sent_at),
+        _ => ObjectBody::Other,
     }
 }
 
-/// Splits `body` into event objects, at most `max_events` (see the module docs).
+/// Splits `body` into event objects, at most `max_events`: a JSON array, one object, an
+/// envelope `{"sent_at": ..., "events": [...]}` (a duplicate `events` or `sent_at` refuses
+/// it), or NDJSON. The array's elements are cut out as raw text first, so a lexical error
+/// inside one (`1e400`, a lone surrogate) costs that event alone.
 pub fn decode(body: &[u8], format: Format, max_events: usize) -> Result<Objects<'_>, DecodeError> {
     let text = std::str::from_utf8(body).map_err(|_| DecodeError::NotText)?;
-    let whole = DecodeError::of_body;
     match format {
         Format::Json if text.trim_start().starts_with('{') => {
-            let raw: &RawValue = serde_json::from_str(text).map_err(whole)?;
-            let fields = object(raw.get()).map_err(DecodeError::NotJson)?;
-            let events = fields.iter().find(|(k, _)| k == "events").map(|(_, v)| *v);
-            match events {
+            let envelope: Envelope<'_> =
+                serde_json::from_str(text).map_err(DecodeError::of_body)?;
+            match envelope.events {
                 Some(events) if !events.get().starts_with('[') => Err(DecodeError::WrongShape(
                     "`events` must be an array of event objects".into(),
                 )),
-                Some(events) => {
-                    let sent_at = match fields.iter().find(|(k, _)| k == "sent_at") {
-                        Some((_, v)) => {
-                            serde_json::from_str::<Option<Loose<'_>>>(v.get()).map_err(whole)?
-                        }
-                        None => None,
-                    };
-                    Ok(Objects {
-                        events: array(events.get(), max_events)?,
-                        sent_at,
-                    })
-                }
+                Some(events) => Ok(Objects {
+                    events: array(events.get(), max_events)?,
+                    sent_at: envelope.sent_at,
+                }),
+                // No `events`: the object is one event.
                 None => Ok(Objects {
-                    events: vec![Ok(fields)],
+                    events: vec![object(text)],
                     sent_at: None,
                 }),
             }
@@ -209,69 +196,12 @@ pub fn decode(body: &[u8], format: Format, max_events: usize) -> Result<Objects<
     }
 }
 
-/// An array element: an object's fields, read in the same pass as the array, or not an
-/// object at all.
-struct Element<'a>(Option<Fields<'a>>);
-
-impl<'de> Deserialize<'de> for Element<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Element<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an event object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut fields = Vec::new();
-                while let Some(Key(key)) = map.next_key()? {
-                    fields.push((key, map.next_value::<&RawValue>()?));
-                }
-                Ok(Element(Some(fields)))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Element(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Element(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Element(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Element(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Element(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Element(None))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Element(None))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A JSON array of event objects, each object's fields read in the same pass.
+/// A JSON array of event objects, each object's fields cut out as raw text.
 fn array(text: &str, max: usize) -> Result<Vec<Result<Fields<'_>, String>>, DecodeError> {
-    let elements: Vec<Element<'_>> = serde_json::from_str(text).map_err(DecodeError::of_body)?;
-    if elements.len() > max {
-        return Err(DecodeError::TooManyEvents { max });
-    }
-    elements
+    Ok(array_elements(text, max)?
         .into_iter()
-        .enumerate()
-        .map(|(index, element)| match element.0 {
-            Some(fields) => Ok(Ok(fields)),
-            None => Err(DecodeError::NotAnObject { index }),
-        })
-        .collect()
+        .map(|raw| object(raw.get()))
+        .collect())
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! Any table's events (issue 12): a table's columns as ClickHouse describes them
-//! ([`TableSchema`]), and each request's JSON events validated against them and encoded at
-//! once into RowBinary [`Rows`], field by field, the way `/v1/events` does for its own table.
+//! Every table's events (issue 12), the events table's included: a table's columns as
+//! ClickHouse describes them ([`TableSchema`]), and each request's JSON events validated
+//! against them and encoded at once into RowBinary [`Rows`], field by field. `/v1/events` is
+//! the events table's schema with per-column rules ([`rules`]) that keep its contract word
+//! for word; other tables have none.
 //!
 //! A JSON field fills the column of the same name; fields the table lacks are counted and
 //! ignored. A missing field or a `null` for a non-`Nullable` column takes the column's
@@ -17,6 +19,7 @@ pub mod json;
 pub mod number;
 mod openapi;
 mod pass;
+pub mod rules;
 mod time;
 
 use std::borrow::Cow;
@@ -29,10 +32,11 @@ pub use encode::{Problem, encode, type_name, zero};
 pub use json::{Objects, Value};
 pub use openapi::json_schema;
 use pass::{Composite, Events, Read, Slot};
+use rules::{Refused, Rule, Strict};
 
 use crate::block::{Rows, Scalar, Shape};
 use crate::event::{
-    DecodeError, FieldError, Format, Loose, MAX_DEVICE_QUEUE_SECS, MAX_REPORTED_ERRORS,
+    DecodeError, FieldError, Format, Loose, MAX_DEVICE_QUEUE_SECS, MAX_REPORTED_ERRORS, loose_field,
 };
 
 /// One column as `system.columns` describes it.
@@ -126,6 +130,10 @@ pub struct TableColumn {
     missing: Missing,
     /// The common scalar this column is, for the direct encoding of its usual values.
     direct: Direct,
+    /// A missing or `null` field rejects the event (see [`Rule::required`]).
+    required: bool,
+    /// The strict reading of the column's rule, if it has one (see [`Rule::strict`]).
+    strict: Option<Strict>,
 }
 
 /// A column type whose usual value is encoded straight from the pass's [`Slot`], without
@@ -247,6 +255,32 @@ pub struct TableValidated {
     pub errors: Vec<FieldError>,
     /// Fields the table has no column for (ignored).
     pub unknown_fields: usize,
+    /// Rejected events counted by the first field at fault (`""`: unreadable object).
+    pub reasons: Vec<(Cow<'static, str>, usize)>,
+}
+
+impl TableValidated {
+    /// Counts event `index` as rejected for `problems` (drained, the first
+    /// [`MAX_REPORTED_ERRORS`] of the request kept); its first problem's field is the reason.
+    fn reject(&mut self, index: usize, problems: &mut Vec<(Cow<'static, str>, Problem)>) {
+        self.rejected += 1;
+        let reason = problems
+            .first()
+            .map_or(Cow::Borrowed(""), |(f, _)| f.clone());
+        match self.reasons.iter_mut().find(|(f, _)| *f == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.reasons.push((reason, 1)),
+        }
+        for (field, error) in problems.drain(..) {
+            if self.errors.len() < MAX_REPORTED_ERRORS {
+                self.errors.push(FieldError {
+                    index,
+                    field,
+                    error,
+                });
+            }
+        }
+    }
 }
 
 impl TableSchema {
@@ -316,6 +350,8 @@ impl TableSchema {
                 fill,
                 missing,
                 direct,
+                required: false,
+                strict: None,
             });
         }
         if out.is_empty() {
@@ -346,6 +382,33 @@ impl TableSchema {
             client_time,
             server_defaults: false,
         })
+    }
+
+    /// The events table ([`crate::sink::TABLE`]) as `/v1/events` validates it: its columns
+    /// as the modern servers spell them (the bytes are the same on every server).
+    pub fn events() -> Result<Self, SchemaError> {
+        let columns: Vec<ColumnInfo> = crate::sink::TABLE
+            .iter()
+            .map(|c| ColumnInfo::plain(c.name, c.modern))
+            .collect();
+        Ok(Self::new("events", &columns, "server_time", "ip")?.with_rules(&rules::events()))
+    }
+
+    /// The same columns with `rules` (by column name; see [`rules`]) for the client's fields.
+    pub fn with_rules(mut self, rules: &[(&str, Rule)]) -> Self {
+        for (name, rule) in rules {
+            if let Some(i) = self.columns.iter().position(|c| c.name == *name)
+                && self.columns[i].fill == Fill::Client
+            {
+                let column = &mut self.columns[i];
+                column.required = rule.required;
+                column.strict = Strict::of(rule, &column.shape);
+                if column.strict.is_some() {
+                    self.reads[i] = Read::Strict;
+                }
+            }
+        }
+        self
     }
 
     /// The same columns encoded as `RowBinaryWithDefaults` (for a server that reads it, 23.x
@@ -410,11 +473,12 @@ impl TableSchema {
                 _ => (Events::None, None),
             },
         };
-        if let Ok(sent_at) = sent_at(envelope_sent_at)
-            && let Some(out) =
-                self.one_pass(events, max_events, &RequestFacts { sent_at, ..facts }, tag)
-        {
-            return Ok(out);
+        if let Ok(sent_at) = sent_at(envelope_sent_at) {
+            match self.one_pass(events, max_events, &RequestFacts { sent_at, ..facts }, tag) {
+                Ok(Some(out)) => return Ok(out),
+                Ok(None) => {}
+                Err(refused) => return Err(refused.into()),
+            }
         }
         let objects = json::decode(body, format, max_events)?;
         let facts = RequestFacts {
@@ -447,16 +511,24 @@ impl TableSchema {
             match object {
                 Err(error) => problems.push(("".into(), error.into())),
                 Ok(fields) => {
+                    // In body order; the first duplicate or unreadable value is the event's
+                    // only problem, as in the one pass.
                     for (name, raw) in &fields {
                         match self.index_of(name) {
+                            None => out.unknown_fields += 1,
+                            Some(_) if !problems.is_empty() => {}
+                            Some(i) if self.reads[i] == Read::Ignore => {}
                             Some(i) if !matches!(slots[i], Slot::Absent) => {
-                                problems.push((
-                                    self.columns[i].name.clone().into(),
-                                    format!("duplicate field `{}`", self.columns[i].name).into(),
-                                ));
+                                problems.push(self.duplicate(i));
+                            }
+                            Some(i) if self.reads[i] == Read::Strict => {
+                                match loose_field(raw.get()) {
+                                    Ok(value) => slots[i] = Slot::from(value),
+                                    Err(e) => problems
+                                        .push((self.columns[i].name.clone().into(), e.into())),
+                                }
                             }
                             Some(i) => slots[i] = Slot::Raw(raw),
-                            None => out.unknown_fields += 1,
                         }
                     }
                     if problems.is_empty() {
@@ -470,26 +542,29 @@ impl TableSchema {
                 }
             }
             if !problems.is_empty() {
-                out.rejected += 1;
-                for (field, error) in problems.drain(..) {
-                    if out.errors.len() < MAX_REPORTED_ERRORS {
-                        out.errors.push(FieldError {
-                            index,
-                            field,
-                            error,
-                        });
-                    }
-                }
+                out.reject(index, &mut problems);
             }
         }
         out
+    }
+
+    /// The problem of a second value for column `i`.
+    fn duplicate(&self, i: usize) -> (Cow<'static, str>, Problem) {
+        let name = &self.columns[i].name;
+        (
+            name.clone().into(),
+            format!("duplicate field `{name}`").into(),
+        )
     }
 
     /// The column a field fills: compared in place for a table of a few dozen columns
     /// (cheaper than hashing the name), looked up beyond.
     fn index_of(&self, name: &str) -> Option<usize> {
         if self.columns.len() <= 32 {
-            return self.columns.iter().position(|c| c.name == name);
+            return self
+                .columns
+                .iter()
+                .position(|c| pass::same_key(&c.name, name));
         }
         self.by_name.get(name).copied()
     }
@@ -504,7 +579,8 @@ impl TableSchema {
         problems: &mut Vec<(Cow<'static, str>, Problem)>,
     ) {
         // `client_time` as read for its own column, for `client_time_corrected`.
-        let mut client_nanos = None;
+        // `client_time` in whole seconds as read for its own column.
+        let mut client_seconds: Option<i64> = None;
         for (i, (column, slot)) in self.columns.iter().zip(slots).enumerate() {
             let nullable = column.direct.nullable;
             if self.server_defaults {
@@ -523,7 +599,20 @@ impl TableSchema {
             match column.fill {
                 Fill::ServerTime => buf.extend_from_slice(&stamp.server_time),
                 Fill::ClientIp => buf.extend_from_slice(&stamp.ip),
-                Fill::Corrected => match self.corrected(slots, facts, client_nanos) {
+                // The usual case, in whole seconds: no 128-bit arithmetic per event.
+                Fill::Corrected
+                    if column.direct.kind == DirectKind::DateTime && client_seconds.is_some() =>
+                {
+                    let client = client_seconds.unwrap_or_default();
+                    let seconds = corrected_seconds(client, facts.sent_at, stamp.server_seconds);
+                    let seconds = u32::try_from(seconds).unwrap_or(u32::MAX);
+                    column.direct.put_seconds(i64::from(seconds), buf);
+                }
+                Fill::Corrected => match self.corrected(
+                    slots,
+                    facts,
+                    client_seconds.map(|s| i128::from(s) * 1_000_000_000),
+                ) {
                     Some(nanos) if column.direct.kind == DirectKind::DateTime => {
                         let seconds = u32::try_from(time::seconds(nanos)).unwrap_or(u32::MAX);
                         column.direct.put_seconds(i64::from(seconds), buf);
@@ -531,6 +620,23 @@ impl TableSchema {
                     Some(nanos) => put_time(&column.shape, nanos, buf),
                     None => column.put_missing(facts, buf),
                 },
+                // A strictly read column (see `rules`): one check and write.
+                Fill::Client if column.strict.is_some() => {
+                    let Some(strict) = column.strict else {
+                        continue;
+                    };
+                    match strict.put(slot, buf) {
+                        Ok(Some(seconds)) if Some(i) == self.client_time => {
+                            client_seconds = Some(i64::from(seconds));
+                        }
+                        Ok(_) => {}
+                        Err(Refused::Absent) if column.required => {
+                            problems.push((column.name.clone().into(), "missing".into()));
+                        }
+                        Err(Refused::Absent) => column.put_missing(facts, buf),
+                        Err(Refused::Wrong(e)) => problems.push((column.name.clone().into(), e)),
+                    }
+                }
                 Fill::Client => {
                     // The usual values straight into their columns (see `Direct`).
                     if let Slot::Str(s) = slot {
@@ -539,7 +645,7 @@ impl TableSchema {
                             if let Some(seconds) = time::plain_seconds(s)
                                 && column.direct.put_seconds(seconds, buf)
                             {
-                                client_nanos = Some(i128::from(seconds) * 1_000_000_000);
+                                client_seconds = Some(seconds);
                                 continue;
                             }
                         } else if column.direct.put_str(s, buf) {
@@ -555,6 +661,10 @@ impl TableSchema {
                     }
                     let mut digits = Digits::default();
                     let value = match slot_value(slot, &mut digits) {
+                        None | Some(Ok(Value::Null)) if column.required => {
+                            problems.push((column.name.clone().into(), "missing".into()));
+                            continue;
+                        }
                         None => {
                             column.put_missing(facts, buf);
                             continue;
@@ -581,7 +691,10 @@ impl TableSchema {
     /// client_time)` when plausible, else `client_time` itself (the `/v1/events` rule).
     /// The server-filled columns' bytes for one request (the same for all its events).
     fn stamp(&self, facts: &RequestFacts) -> Stamp {
-        let mut stamp = Stamp::default();
+        let mut stamp = Stamp {
+            server_seconds: i64::try_from(time::seconds(facts.server_time_nanos)).unwrap_or(0),
+            ..Stamp::default()
+        };
         for column in &self.columns {
             match column.fill {
                 Fill::ServerTime => put_time(
@@ -596,7 +709,11 @@ impl TableSchema {
         stamp
     }
 
-    /// `known`: `client_time` already read (the same reading).
+    /// `known`: `client_time` already read (the same reading). Out of line: the usual
+    /// case is [`corrected_seconds`], and inlined, this one's 128-bit division was hoisted
+    /// into every row's encoding.
+    #[cold]
+    #[inline(never)]
     fn corrected(
         &self,
         slots: &[Slot<'_>],
@@ -631,6 +748,19 @@ impl TableSchema {
 struct Stamp {
     server_time: Vec<u8>,
     ip: Vec<u8>,
+    /// The request's time in whole seconds.
+    server_seconds: i64,
+}
+
+/// [`TableSchema::corrected`] in whole seconds: `server - (sent_at - client)` when the
+/// client says when it sent the request and that is plausible, else `client`.
+fn corrected_seconds(client: i64, sent_at: Option<i64>, server: i64) -> i64 {
+    match sent_at {
+        Some(sent_at) if (0..=MAX_DEVICE_QUEUE_SECS).contains(&(sent_at - client)) => {
+            server - (sent_at - client)
+        }
+        _ => client,
+    }
 }
 
 /// Room for an integer's decimal text (`-9223372036854775808` is 20 bytes).
@@ -650,6 +780,8 @@ fn slot_value<'v>(slot: &'v Slot<'_>, digits: &'v mut Digits) -> Option<Result<V
         Slot::Composite(Composite::Array) => Value::Array(Vec::new()),
         Slot::Composite(Composite::Object) => Value::Object(Vec::new()),
         Slot::Raw(raw) => return Some(Value::read(raw)),
+        // Only a strictly read column keeps a float this way, and it never comes here.
+        Slot::Float => return Some(Err("expected an integer".into())),
     }))
 }
 
@@ -800,5 +932,7 @@ fn literal_default(shape: &Shape, expression: &str) -> Missing {
     }
 }
 
+#[cfg(test)]
+mod events_tests;
 #[cfg(test)]
 mod tests;

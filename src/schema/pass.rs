@@ -8,11 +8,13 @@
 //!
 //! Exactness before speed: whatever this pass cannot decide exactly as the field-by-field
 //! reading ([`super::json::decode`] then [`TableSchema::validate`]) would, it does not try
-//! to. A number with a fraction or exponent where the column is not a float (its digits
-//! matter: `1.0` fits a `UInt8`, `1.5` does not), a lexical error (`1e400`, a lone
-//! surrogate), an element that is not an object, more events than allowed: the pass stops
-//! and the body is read again the field-by-field way, which gives the same rows and the
-//! same errors as before, only slower. Well-formed bodies never take that way.
+//! to. A number with a fraction or exponent where the column is not a float and not read
+//! strictly (its digits matter: `1.0` fits a `UInt8`, `1.5` does not), a lexical error
+//! (`1e400`, a lone surrogate), more events than allowed: the pass stops and the body is
+//! read again the field-by-field way, which gives the same rows and the same errors as
+//! before, only slower. Well-formed bodies never take that way. An element that is not an
+//! object refuses the body where the pass meets it (as `/v1/events` always answered; the
+//! field-by-field reading checks the whole array's grammar first).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -23,7 +25,7 @@ use serde_json::value::RawValue;
 use super::json::Key;
 use super::{Problem, RequestFacts, TableSchema, TableValidated};
 use crate::block::Rows;
-use crate::event::{FieldError, MAX_REPORTED_ERRORS, ndjson_lines};
+use crate::event::{DecodeError, Loose, ndjson_lines};
 
 /// One field's value as the pass kept it for its column.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +48,24 @@ pub(super) enum Slot<'a> {
     Composite(Composite),
     /// The value's JSON text, for columns that read it themselves.
     Raw(&'a RawValue),
+    /// A number with a fraction or exponent, for a strictly read column (which refuses it
+    /// whatever its digits).
+    Float,
+}
+
+impl<'a> From<Option<Loose<'a>>> for Slot<'a> {
+    fn from(value: Option<Loose<'a>>) -> Self {
+        match value {
+            None => Slot::Null,
+            Some(Loose::Str(s)) => Slot::Str(s),
+            Some(Loose::UInt(n)) => Slot::UInt(n),
+            Some(Loose::Int(n)) => Slot::Int(n),
+            Some(Loose::Float(_)) => Slot::Float,
+            Some(Loose::Bool(b)) => Slot::Bool(b),
+            // Its kind matters only to a column that is not read strictly.
+            Some(Loose::Composite) => Slot::Composite(Composite::Object),
+        }
+    }
 }
 
 /// Which composite a skipped value was.
@@ -69,8 +89,10 @@ struct Pass<'s, 'de> {
     /// name first and looked up only when that guess fails.
     order: Vec<Option<usize>>,
     problems: Vec<(Cow<'static, str>, Problem)>,
-    scratch: Vec<u8>,
     index: usize,
+    /// Set when the body is refused as a whole (an element that is not an object), as the
+    /// field-by-field reading would refuse it.
+    refused: Option<DecodeError>,
 }
 
 /// Why the pass stopped: the body goes the field-by-field way instead.
@@ -90,18 +112,18 @@ pub(super) enum Events<'a> {
 }
 
 impl TableSchema {
-    /// Validates and encodes a body's events in one pass; `None` when the body needs the
-    /// field-by-field reading (see the module docs).
+    /// Validates and encodes a body's events in one pass; `Ok(None)` when the body needs the
+    /// field-by-field reading (see the module docs), `Err` when the body is refused.
     pub(super) fn one_pass(
         &self,
         events: Events<'_>,
         max_events: usize,
         facts: &RequestFacts,
         tag: &[u8],
-    ) -> Option<TableValidated> {
+    ) -> Result<Option<TableValidated>, DecodeError> {
         let size = match events {
             Events::Array(text) | Events::Object(text) | Events::Lines(text) => text.len(),
-            Events::None => return None,
+            Events::None => return Ok(None),
         };
         // Real events are a few hundred bytes; 64 leaves room and bounds the guess. An
         // event's row is smaller than its JSON: the body's size holds the rows.
@@ -119,33 +141,50 @@ impl TableSchema {
             slots: vec![Slot::Absent; self.columns.len()],
             order: Vec::with_capacity(self.columns.len()),
             problems: Vec::new(),
-            scratch: Vec::new(),
             index: 0,
+            refused: None,
         };
-        match events {
+        let read = match events {
             Events::Array(text) => {
                 let mut de = serde_json::Deserializer::from_str(text);
-                de.deserialize_seq(&mut pass).ok()?;
-                de.end().ok()?;
+                de.deserialize_seq(&mut pass).and_then(|()| de.end())
             }
             Events::Object(text) => {
                 let mut de = serde_json::Deserializer::from_str(text);
-                Event(&mut pass).deserialize(&mut de).ok()?;
-                de.end().ok()?;
+                Event(&mut pass)
+                    .deserialize(&mut de)
+                    .and_then(|()| de.end())
             }
             Events::Lines(text) => {
                 for line in ndjson_lines(text) {
-                    if pass.index == pass.max || !line.starts_with('{') {
-                        return None;
+                    if pass.index == pass.max {
+                        return Err(DecodeError::TooManyEvents { max: pass.max });
+                    }
+                    if !line.starts_with('{') {
+                        pass.problems
+                            .push(("".into(), "line is not a JSON object".into()));
+                        pass.out.reject(pass.index, &mut pass.problems);
+                        pass.index += 1;
+                        continue;
                     }
                     let mut de = serde_json::Deserializer::from_str(line);
-                    Event(&mut pass).deserialize(&mut de).ok()?;
-                    de.end().ok()?;
+                    if Event(&mut pass)
+                        .deserialize(&mut de)
+                        .and_then(|()| de.end())
+                        .is_err()
+                    {
+                        return Ok(None);
+                    }
                 }
+                Ok(())
             }
-            Events::None => return None,
+            Events::None => return Ok(None),
+        };
+        match (read, pass.refused) {
+            (_, Some(refused)) => Err(refused),
+            (Ok(()), None) => Ok(Some(pass.out)),
+            (Err(_), None) => Ok(None),
         }
-        Some(pass.out)
     }
 }
 
@@ -173,7 +212,17 @@ impl<'de> DeserializeSeed<'de> for Event<'_, '_, 'de> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_any(self)
+    }
+}
+
+impl Event<'_, '_, '_> {
+    /// An element that is not an object refuses the body, as it would be refused anyway.
+    fn not_object<E: de::Error>(self) -> Result<(), E> {
+        self.0.refused = Some(DecodeError::NotAnObject {
+            index: self.0.index,
+        });
+        Err(E::custom(GIVE_UP))
     }
 }
 
@@ -182,6 +231,27 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an event object")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.not_object()
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.not_object()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.not_object()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.not_object()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.not_object()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.not_object()
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        self.not_object()
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
@@ -194,7 +264,7 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
         let mut position = 0;
         while let Some(Key(key)) = map.next_key()? {
             let column = match pass.order.get(position) {
-                Some(&Some(i)) if schema.columns[i].name == key => Some(i),
+                Some(&Some(i)) if same_key(&schema.columns[i].name, &key) => Some(i),
                 guess => {
                     let found = schema.index_of(&key);
                     match guess {
@@ -206,25 +276,23 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
             };
             position += 1;
             match column {
+                // A server-filled column ignores the client's value.
+                Some(i) if schema.reads[i] == Read::Ignore => {
+                    map.next_value::<IgnoredAny>()?;
+                }
                 Some(i) if !matches!(pass.slots[i], Slot::Absent) => {
                     map.next_value::<IgnoredAny>()?;
-                    let name = &schema.columns[i].name;
-                    pass.problems.push((
-                        name.clone().into(),
-                        format!("duplicate field `{name}`").into(),
-                    ));
-                }
-                Some(i) => {
-                    match schema.reads[i] {
-                        Read::Ignore => {
-                            map.next_value::<IgnoredAny>()?;
-                            // Marks the field as seen; a server-filled column ignores it.
-                            pass.slots[i] = Slot::Null;
-                        }
-                        Read::Raw => pass.slots[i] = Slot::Raw(map.next_value()?),
-                        Read::Typed => pass.slots[i] = map.next_value_seed(Typed)?,
+                    // The first duplicate is the event's only problem.
+                    if pass.problems.is_empty() {
+                        pass.problems.push(schema.duplicate(i));
                     }
                 }
+                Some(i) => match schema.reads[i] {
+                    Read::Ignore => {}
+                    Read::Raw => pass.slots[i] = Slot::Raw(map.next_value()?),
+                    Read::Typed => pass.slots[i] = map.next_value_seed(Typed)?,
+                    Read::Strict => pass.slots[i] = map.next_value_seed(StrictValue)?,
+                },
                 None => {
                     map.next_value::<IgnoredAny>()?;
                     pass.out.unknown_fields += 1;
@@ -232,33 +300,47 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
             }
         }
         if pass.problems.is_empty() {
-            pass.scratch.clear();
-            pass.scratch.extend_from_slice(pass.tag);
-            schema.encode_row(
-                &pass.slots,
-                pass.facts,
-                &pass.stamp,
-                &mut pass.scratch,
-                &mut pass.problems,
-            );
-            if pass.problems.is_empty() {
-                pass.out.rows.push_encoded(&pass.scratch);
-            }
+            let (slots, facts, stamp, tag) = (&pass.slots, pass.facts, &pass.stamp, pass.tag);
+            let problems = &mut pass.problems;
+            pass.out.rows.push_encoded_if(|buf| {
+                buf.extend_from_slice(tag);
+                schema.encode_row(slots, facts, stamp, buf, problems);
+                problems.is_empty()
+            });
         }
         if !pass.problems.is_empty() {
-            pass.out.rejected += 1;
-            for (field, error) in pass.problems.drain(..) {
-                if pass.out.errors.len() < MAX_REPORTED_ERRORS {
-                    pass.out.errors.push(FieldError {
-                        index: pass.index,
-                        field,
-                        error,
-                    });
-                }
-            }
+            pass.out.reject(pass.index, &mut pass.problems);
         }
         pass.index += 1;
         Ok(())
+    }
+}
+
+/// `a == b` for the short keys of event objects, eight bytes at a time: the guessed key is
+/// compared once per field, and a call to `memcmp` cost more than the comparison.
+pub(super) fn same_key(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_ne_bytes(w)
+    };
+    match a.len() {
+        0..8 => a == b,
+        n => {
+            let mut at = 0;
+            while at + 8 <= n {
+                if word(a, at) != word(b, at) {
+                    return false;
+                }
+                at += 8;
+            }
+            // The last eight bytes (overlapping what was compared) cover any tail.
+            at == n || word(a, n - 8) == word(b, n - 8)
+        }
     }
 }
 
@@ -271,6 +353,63 @@ pub(super) enum Read {
     Raw,
     /// Deserialized by [`Typed`].
     Typed,
+    /// Deserialized by [`StrictValue`], for a column with a strict rule.
+    Strict,
+}
+
+/// Any value, kept as a strictly read column judges it (see `rules::Strict`): a float is
+/// refused whatever its digits, so the pass need not give way for one.
+struct StrictValue;
+
+impl<'de> DeserializeSeed<'de> for StrictValue {
+    type Value = Slot<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Slot<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue {
+    type Value = Slot<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Slot<'de>, E> {
+        Ok(Slot::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Slot<'de>, E> {
+        Ok(Slot::Bool(b))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Slot<'de>, E> {
+        Ok(Slot::UInt(n))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Slot<'de>, E> {
+        Ok(match u64::try_from(n) {
+            Ok(n) => Slot::UInt(n),
+            Err(_) => Slot::Int(n),
+        })
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Slot<'de>, E> {
+        Ok(Slot::Float)
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Slot<'de>, E> {
+        Ok(Slot::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Slot<'de>, E> {
+        Ok(Slot::Str(Cow::Owned(s.to_string())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Slot<'de>, E> {
+        Ok(Slot::Str(Cow::Owned(s)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Slot<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Slot::Composite(Composite::Array))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Slot<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Slot::Composite(Composite::Object))
+    }
 }
 
 /// A scalar value, kept as the column needs it (see [`Slot`]).
