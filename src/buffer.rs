@@ -381,16 +381,19 @@ impl DoubleBuffer {
 
     /// The flusher is done with `half` (written, or given up on): its memory is free again.
     ///
-    /// The half keeps room for twice the rows of the halves released lately (at least
-    /// `BUFFER_SIZE`), so under a steady load above `BUFFER_SIZE` per swap (a high rate
-    /// fills a half past it while the previous insert runs) appends never grow a half again:
-    /// growing one faulted in fresh pages inside the append, under the lock (measured: 2.7 %
-    /// of the service's CPU at a million events a second). A half that grew far past that
-    /// (a backlog after an outage, a burst) gives the excess back within a few releases, as
-    /// the remembered size halves with each smaller half, so one outage does not pin its
-    /// peak memory for the life of the process.
+    /// The half keeps room for the rows of the halves released lately and a quarter more
+    /// (at least `BUFFER_SIZE`), so under a steady load above `BUFFER_SIZE` per swap (a
+    /// high rate fills a half past it while the previous insert runs) appends do not grow a
+    /// half again: growing one faulted in fresh pages inside the append, under the lock
+    /// (measured: 2.7 % of the service's CPU at a million events a second). The room kept
+    /// is at most half of `BUFFER_MAX_BYTES`, so the two halves' idle room stays within the
+    /// cap. A half that grew past that (a backlog after an outage, a
+    /// burst) gives the excess back within a few releases, as the remembered size halves
+    /// with each smaller half: one outage does not pin its peak memory for the life of the
+    /// process.
     pub fn release(&self, half: &mut Rows) {
         let used = half.len();
+        let row_bytes = half.mem_size().checked_div(used).unwrap_or(1).max(1);
         let mut st = self.state.lock();
         st.inflight_bytes -= half.mem_size();
         self.pending_bytes
@@ -398,11 +401,13 @@ impl DoubleBuffer {
         st.inflight_rows -= half.len();
         st.inflight_since = None;
         st.recent_rows = used.max(st.recent_rows / 2);
-        let keep = self.limits.swap_events.max(2 * st.recent_rows);
+        let wanted = st.recent_rows + st.recent_rows / 4;
         drop(st);
         self.room.freed();
         half.clear();
-        if half.capacity() > 2 * keep {
+        let bound = self.limits.max_bytes / 2 / row_bytes;
+        let keep = wanted.min(bound).max(self.limits.swap_events);
+        if half.capacity() > keep + keep / 2 {
             half.shrink_to(keep);
         }
     }
@@ -666,6 +671,20 @@ mod tests {
             capacities[4..].iter().all(|&c| c >= 3_000),
             "{capacities:?}"
         );
+    }
+
+    #[test]
+    fn the_room_a_half_keeps_is_within_half_the_cap() {
+        // 3,000-row halves under a cap of 3,200 rows' bytes: each keeps room for at most
+        // 1,600 rows (half the cap), not the 3,750 its recent size asks for.
+        let buf = buffer(1_000, 60_000, 3_200 * row_size());
+        let mut spare = buf.new_half();
+        for _ in 0..4 {
+            buf.append(&mut rows(3_000)).unwrap();
+            buf.swap_when_due(&mut spare).unwrap();
+            buf.release(&mut spare);
+            assert!(spare.capacity() <= 2_400, "{}", spare.capacity());
+        }
     }
 
     #[test]
