@@ -290,8 +290,8 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
                 Some(i) => match schema.reads[i] {
                     Read::Ignore => {}
                     Read::Raw => pass.slots[i] = Slot::Raw(map.next_value()?),
-                    Read::Typed => pass.slots[i] = map.next_value_seed(Typed)?,
-                    Read::Strict => pass.slots[i] = map.next_value_seed(StrictValue)?,
+                    Read::Typed => pass.slots[i] = map.next_value_seed(TYPED)?,
+                    Read::Strict => pass.slots[i] = map.next_value_seed(STRICT)?,
                 },
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -351,17 +351,24 @@ pub(super) enum Read {
     Ignore,
     /// Kept as raw JSON text: the column reads digits or structure itself.
     Raw,
-    /// Deserialized by [`Typed`].
+    /// Deserialized by [`TYPED`].
     Typed,
-    /// Deserialized by [`StrictValue`], for a column with a strict rule.
+    /// Deserialized by [`STRICT`], for a column with a strict rule.
     Strict,
 }
 
-/// Any value, kept as a strictly read column judges it (see `rules::Strict`): a float is
-/// refused whatever its digits, so the pass need not give way for one.
-struct StrictValue;
+/// A scalar value, kept as the column needs it (see [`Slot`]). `STRICT`: as a strictly read
+/// column judges it (see `rules::Strict`): a float is refused whatever its digits, so the
+/// pass need not give way for one, and a non-negative integer is read as one whatever
+/// serde_json called it.
+struct Scalar<const STRICT: bool>;
 
-impl<'de> DeserializeSeed<'de> for StrictValue {
+/// How an ordinary column's value is read.
+const TYPED: Scalar<false> = Scalar;
+/// How a strictly read column's value is read.
+const STRICT: Scalar<true> = Scalar;
+
+impl<'de, const S: bool> DeserializeSeed<'de> for Scalar<S> {
     type Value = Slot<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Slot<'de>, D::Error> {
@@ -369,61 +376,7 @@ impl<'de> DeserializeSeed<'de> for StrictValue {
     }
 }
 
-impl<'de> Visitor<'de> for StrictValue {
-    type Value = Slot<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<Slot<'de>, E> {
-        Ok(Slot::Null)
-    }
-    fn visit_bool<E>(self, b: bool) -> Result<Slot<'de>, E> {
-        Ok(Slot::Bool(b))
-    }
-    fn visit_u64<E>(self, n: u64) -> Result<Slot<'de>, E> {
-        Ok(Slot::UInt(n))
-    }
-    fn visit_i64<E>(self, n: i64) -> Result<Slot<'de>, E> {
-        Ok(match u64::try_from(n) {
-            Ok(n) => Slot::UInt(n),
-            Err(_) => Slot::Int(n),
-        })
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Slot<'de>, E> {
-        Ok(Slot::Float)
-    }
-    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Slot<'de>, E> {
-        Ok(Slot::Str(Cow::Borrowed(s)))
-    }
-    fn visit_str<E>(self, s: &str) -> Result<Slot<'de>, E> {
-        Ok(Slot::Str(Cow::Owned(s.to_string())))
-    }
-    fn visit_string<E>(self, s: String) -> Result<Slot<'de>, E> {
-        Ok(Slot::Str(Cow::Owned(s)))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Slot<'de>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Slot::Composite(Composite::Array))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Slot<'de>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Slot::Composite(Composite::Object))
-    }
-}
-
-/// A scalar value, kept as the column needs it (see [`Slot`]).
-struct Typed;
-
-impl<'de> DeserializeSeed<'de> for Typed {
-    type Value = Slot<'de>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Slot<'de>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Typed {
+impl<'de, const S: bool> Visitor<'de> for Scalar<S> {
     type Value = Slot<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -441,11 +394,18 @@ impl<'de> Visitor<'de> for Typed {
     // serde_json gives a negative integer here, never `-0` (that comes as a float), so the
     // number's text is exactly its decimal form.
     fn visit_i64<E>(self, n: i64) -> Result<Slot<'de>, E> {
-        Ok(Slot::Int(n))
+        Ok(match u64::try_from(n) {
+            Ok(n) if S => Slot::UInt(n),
+            _ => Slot::Int(n),
+        })
     }
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Slot<'de>, E> {
-        // The float lost the digits the column's rule reads: read the body field by field.
-        Err(E::custom(GIVE_UP))
+        match S {
+            true => Ok(Slot::Float),
+            // The float lost the digits the column's rule reads: read the body field by
+            // field.
+            false => Err(E::custom(GIVE_UP)),
+        }
     }
     fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Slot<'de>, E> {
         Ok(Slot::Str(Cow::Borrowed(s)))
