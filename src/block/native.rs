@@ -16,7 +16,7 @@
 //!   bytes.
 
 use super::nested;
-use super::transpose::{Columns, Dictionary, Values, span};
+use super::transpose::{Columns, Dictionary, Values};
 use super::types::put_leb128;
 use super::{Column, Schema};
 
@@ -57,11 +57,9 @@ fn write_values(values: &Values<'_>, data: &[u8], order: Option<&[u32]>, out: &m
             None => out.extend_from_slice(bytes),
             Some(order) => gather_fixed(bytes, *width, order, out),
         },
-        Values::Var(spans) => match order {
-            None => spans
-                .iter()
-                .for_each(|&s| out.extend_from_slice(span(data, s))),
-            Some(order) => gather_var(spans, data, order, out),
+        Values::Var { bytes, ends } => match order {
+            None => out.extend_from_slice(bytes),
+            Some(order) => gather_var(bytes, ends, order, out),
         },
         Values::Nullable { nulls, inner } => {
             // RowBinary's flag byte is Native's null map entry.
@@ -113,31 +111,26 @@ fn gather_fixed(bytes: &[u8], width: usize, order: &[u32], out: &mut Vec<u8>) {
     }
 }
 
-/// Appends the strings of `spans` in `order`. Most are short: each is copied as a fixed
-/// 32-byte move from the batch (the bytes past its end are overwritten by the next one),
-/// rather than a copy of its own length, which is a call per value.
-fn gather_var(spans: &[(usize, usize)], data: &[u8], order: &[u32], out: &mut Vec<u8>) {
+/// Appends the strings of a `Var` column (`bytes`, `ends`) in `order`. Most are short: each
+/// is copied as a fixed 32-byte move (the bytes past its end are overwritten by the next
+/// one), rather than a copy of its own length, which is a call per value.
+fn gather_var(bytes: &[u8], ends: &[usize], order: &[u32], out: &mut Vec<u8>) {
     const WIDE: usize = 32;
-    let total: usize = spans.iter().map(|&s| span(data, s).len()).sum();
     let base = out.len();
-    out.resize(base + total + WIDE, 0);
+    out.resize(base + bytes.len() + WIDE, 0);
     let mut at = base;
     for &row in order {
-        let (start, end) = spans[row as usize];
-        if end == 0 {
-            out[at] = 0; // a NULL's default, the empty string (the byte may hold a spill)
-            at += 1;
-            continue;
-        }
-        let len = end - start;
-        if len <= WIDE && start + WIDE <= data.len() {
-            out[at..at + WIDE].copy_from_slice(&data[start..start + WIDE]);
+        let row = row as usize;
+        let start = row.checked_sub(1).map_or(0, |previous| ends[previous]);
+        let len = ends[row] - start;
+        if len <= WIDE && start + WIDE <= bytes.len() {
+            out[at..at + WIDE].copy_from_slice(&bytes[start..start + WIDE]);
         } else {
-            out[at..at + len].copy_from_slice(&data[start..end]);
+            out[at..at + len].copy_from_slice(&bytes[start..start + len]);
         }
         at += len;
     }
-    out.truncate(base + total);
+    out.truncate(base + bytes.len());
 }
 
 /// The dictionary renumbered in order of first appearance in the block's row order (so the

@@ -88,9 +88,18 @@ pub(super) enum Values<'a> {
         /// `rows * width` bytes.
         bytes: Vec<u8>,
     },
-    /// Variable-length values (`String`: LEB128 length, then bytes), each as where it
-    /// starts and ends in the batch, length included: Native writes them as they are.
-    Var(Vec<(usize, usize)>),
+    /// Variable-length values (`String`: LEB128 length, then bytes), copied back to back
+    /// as Native writes them, length included, while the rows are cut. Why a copy: the
+    /// block writes them in key order, i.e. at random, and a batch under load is tens of
+    /// megabytes written by other threads; read in place, every value was a cache miss
+    /// (measured: most of the writer's time, on one load). The column alone is a few
+    /// bytes a row, and its copy is a sequential write.
+    Var {
+        /// The values, back to back.
+        bytes: Vec<u8>,
+        /// Where each row's value ends in `bytes` (it starts where the previous one ends).
+        ends: Vec<usize>,
+    },
     /// `Nullable(T)`: 1 per NULL row (Native's null map), and `T`'s values with `T`'s
     /// default under each NULL.
     Nullable {
@@ -139,9 +148,6 @@ pub(super) struct Dictionary<'a> {
 /// Slots of [`Dictionary::recent`]: room for the distinct values of a typical
 /// `LowCardinality` column (names, codes, versions) with few collisions.
 const RECENT_SLOTS: usize = 64;
-
-/// `T`'s default under a NULL of `Nullable(String)`: the empty string.
-const EMPTY_STRING: &[u8] = &[0];
 
 impl<'a> Columns<'a> {
     /// Transposes `count` rows of `data` (RowBinary, `schema`'s columns in order) into
@@ -217,7 +223,10 @@ impl<'a> Values<'a> {
                     bytes,
                 }
             }
-            ColumnType::String => Self::Var(take(&mut scratch.spans, rows)),
+            ColumnType::String => Self::Var {
+                bytes: take(&mut scratch.bytes, rows * 16),
+                ends: take(&mut scratch.ends, rows),
+            },
             ColumnType::LowCardinality(inner) if matches!(**inner, ColumnType::Nullable(_)) => {
                 Self::Nested {
                     ty: ty.clone(),
@@ -249,7 +258,10 @@ impl<'a> Values<'a> {
     fn recycle(self, scratch: &mut Scratch) {
         match self {
             Self::Fixed { bytes, .. } => give(&mut scratch.bytes, bytes),
-            Self::Var(spans) => give(&mut scratch.spans, spans),
+            Self::Var { bytes, ends } => {
+                give(&mut scratch.ends, ends);
+                give(&mut scratch.bytes, bytes);
+            }
             Self::Nullable { nulls, inner } => {
                 inner.recycle(scratch);
                 give(&mut scratch.bytes, nulls);
@@ -276,10 +288,11 @@ impl<'a> Values<'a> {
                     Some(at + width)
                 }
             },
-            Self::Var(spans) => {
-                let end = at + string_value(data, at)?.len();
-                spans.push((at, end));
-                Some(end)
+            Self::Var { bytes, ends } => {
+                let value = string_value(data, at)?;
+                bytes.extend_from_slice(value);
+                ends.push(bytes.len());
+                Some(at + value.len())
             }
             Self::Nullable { nulls, inner } => Self::push_nullable(nulls, inner, data, at, row),
             Self::Dictionary(dictionary) => {
@@ -327,8 +340,11 @@ impl<'a> Values<'a> {
         match self {
             // The column starts zeroed: zeros are every fixed-width type's default.
             Self::Fixed { .. } => {}
-            // An empty span: the empty string's one length byte is written for it.
-            Self::Var(spans) => spans.push((0, 0)),
+            // The empty string: its one length byte.
+            Self::Var { bytes, ends } => {
+                bytes.push(0);
+                ends.push(bytes.len());
+            }
             // Not built: `Nullable` holds none of these (see `ColumnType::parse`).
             Self::Nullable { .. } | Self::Dictionary(_) | Self::Nested { .. } => {}
         }
@@ -339,7 +355,7 @@ impl<'a> Values<'a> {
     pub fn value<'v>(&'v self, data: &'v [u8], row: usize) -> &'v [u8] {
         match self {
             Self::Fixed { width, bytes } => &bytes[row * width..(row + 1) * width],
-            Self::Var(spans) => span(data, spans[row]),
+            Self::Var { bytes, ends } => var_value(bytes, ends, row),
             Self::Nullable { inner, .. } => inner.value(data, row),
             Self::Dictionary(dictionary) => dictionary.keys[dictionary.ids[row] as usize],
             Self::Nested { spans, .. } => &data[spans[row].0..spans[row].1],
@@ -347,13 +363,11 @@ impl<'a> Values<'a> {
     }
 }
 
-/// A `Var` value's bytes: an empty span is a NULL's default, the empty string.
+/// Row `row`'s value of a `Var` column (its `bytes` and `ends`).
 #[inline]
-pub(super) fn span(data: &[u8], (start, end): (usize, usize)) -> &[u8] {
-    match end {
-        0 => EMPTY_STRING,
-        _ => &data[start..end],
-    }
+pub(super) fn var_value<'v>(bytes: &'v [u8], ends: &[usize], row: usize) -> &'v [u8] {
+    let start = row.checked_sub(1).map_or(0, |previous| ends[previous]);
+    &bytes[start..ends[row]]
 }
 
 /// Buffers a build takes and gives back, so that the flusher, building one block after
@@ -367,8 +381,10 @@ pub(super) struct Scratch {
     pub bytes: Vec<Vec<u8>>,
     /// Dictionaries' ids.
     pub ids: Vec<Vec<u32>>,
-    /// Strings' spans.
+    /// Composite values' spans.
     pub spans: Vec<Vec<(usize, usize)>>,
+    /// Strings' ends.
+    pub ends: Vec<Vec<usize>>,
     /// The sort's part values and keys.
     pub parts: Vec<Vec<u128>>,
     pub keys: Vec<Vec<u64>>,
