@@ -194,7 +194,7 @@ pub(super) fn read_events(
         sent_at: None,
     };
     schema.validate_body(body, format, max_events, facts, &[], |envelope| {
-        sent_at(sent_at_header.clone(), envelope)
+        sent_at(sent_at_header.as_deref(), envelope)
     })
 }
 
@@ -202,7 +202,7 @@ pub(super) fn read_events(
 /// `X-Sent-At` header. A value that is there but unreadable refuses the request (`400`),
 /// since every event's corrected time would depend on it.
 pub(super) fn sent_at(
-    header: Option<String>,
+    header: Option<&str>,
     envelope: Option<Loose<'_>>,
 ) -> Result<Option<i64>, ApiError> {
     let text = match envelope {

@@ -103,7 +103,7 @@ pub async fn post_table(
         loaded
             .schema
             .validate_body(&body, format, max_events, facts, &loaded.tag, |envelope| {
-                sent_at(sent_at_header.clone(), envelope)
+                sent_at(sent_at_header.as_deref(), envelope)
             })
     };
     let validated = if inline {
