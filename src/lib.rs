@@ -16,6 +16,7 @@ pub mod buffer;
 pub mod config;
 pub mod event;
 pub mod logging;
+pub mod routes;
 pub mod schema;
 pub mod shard;
 pub mod shutdown;
@@ -29,7 +30,6 @@ pub(crate) mod ingest;
 pub(crate) mod memory;
 pub(crate) mod quarantine;
 pub(crate) mod room;
-pub(crate) mod routes;
 pub(crate) mod spool;
 
 pub use config::Config;

@@ -3,17 +3,17 @@
 //! for operators: on the admin listener (`ADMIN_HOST`/`ADMIN_PORT`) and/or with a key from
 //! `ADMIN_API_KEYS`.
 //!
-//! One middleware decides by path, before routing, so that every route, present or
-//! future, falls in a class: anything that is neither an ingest route nor a probe is an
-//! operations route.
+//! One middleware decides by path, before routing, from the class each route has in the
+//! route table ([`super::ROUTES`]): a route cannot be added without one, and a path no route
+//! serves is treated as an operations route.
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, ResponseError, web};
 
-use super::ApiError;
 use super::client::ApiKeys;
+use super::{ApiError, Class, class_of};
 
 /// Where operations routes are served and what they need.
 pub struct Gate {
@@ -31,22 +31,6 @@ pub struct Gate {
 /// Marks the application served on the admin listener (its own app data).
 #[derive(Debug, Clone, Copy)]
 pub struct AdminListener;
-
-/// The classes of routes, by path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
-    Ingest,
-    Probe,
-    Operations,
-}
-
-fn class(path: &str) -> Class {
-    match path {
-        "/v1/events" => Class::Ingest,
-        "/v1/health" | "/v1/ready" | "/v1/live" => Class::Probe,
-        _ => Class::Operations,
-    }
-}
 
 impl Gate {
     fn on_admin_listener(&self, req: &HttpRequest) -> bool {
@@ -66,7 +50,7 @@ impl Gate {
     /// What to answer instead of serving `req`, if anything.
     fn refusal(&self, req: &HttpRequest) -> Option<ApiError> {
         let on_admin = self.on_admin_listener(req);
-        match class(req.path()) {
+        match class_of(req.path()) {
             Class::Ingest if on_admin => Some(ApiError::NotFound),
             Class::Ingest | Class::Probe => None,
             Class::Operations if self.admin_port.is_some() && !on_admin => Some(ApiError::NotFound),

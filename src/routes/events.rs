@@ -224,9 +224,7 @@ pub fn precheck(
     path: &str,
     headers: &header::HeaderMap,
 ) -> Result<(), ApiError> {
-    if !(path == "/v1/events" || path.starts_with("/v1/tables/"))
-        || method != actix_web::http::Method::POST
-    {
+    if super::class_of(path) != super::Class::Ingest || method != actix_web::http::Method::POST {
         return Ok(());
     }
     if !state.api_keys.allows_headers(headers) {

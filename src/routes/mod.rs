@@ -59,33 +59,118 @@ pub struct AppState {
     pub started: std::time::Instant,
 }
 
+/// What a route is for, which decides who may use it (see [`access`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Clients' writes: `INGEST_API_KEYS`, the public listener only.
+    Ingest,
+    /// Health probes: open to anyone, details for operators only.
+    Probe,
+    /// Metrics, status, docs: operators only.
+    Operations,
+}
+
+/// One route: its path (an actix pattern), its class, and how it is served.
+pub struct Route {
+    /// The path pattern, as actix matches it (`{table}` is one path segment).
+    pub path: &'static str,
+    /// Who may use it.
+    pub class: Class,
+    /// The actix resource serving `path`.
+    resource: fn(&'static str) -> actix_web::Resource,
+}
+
+/// Every route the service serves, with its class. The access gate and the `Expect` hook
+/// read the class from here, so a route cannot be served without one. The Swagger UI's
+/// files (`/swagger/...`) are not listed: like every unlisted path, they are operations.
+pub const ROUTES: &[Route] = &[
+    Route {
+        path: "/v1/events",
+        class: Class::Ingest,
+        resource: |path| post_only(path, events::post_events),
+    },
+    Route {
+        path: "/v1/tables/{table}",
+        class: Class::Ingest,
+        resource: |path| post_only(path, tables::post_table),
+    },
+    Route {
+        path: "/v1/health",
+        class: Class::Probe,
+        resource: |path| get_only(path, health::get_health),
+    },
+    Route {
+        path: "/v1/ready",
+        class: Class::Probe,
+        resource: |path| get_only(path, health::get_ready),
+    },
+    Route {
+        path: "/v1/live",
+        class: Class::Probe,
+        resource: |path| get_only(path, health::get_live),
+    },
+    Route {
+        path: "/openapi.json",
+        class: Class::Operations,
+        resource: |path| get_only(path, openapi::get_openapi),
+    },
+    Route {
+        path: "/",
+        class: Class::Operations,
+        resource: |path| get_only(path, status::get_page),
+    },
+    Route {
+        path: "/v1/status",
+        class: Class::Operations,
+        resource: |path| get_only(path, status::get_status),
+    },
+    Route {
+        path: "/metrics",
+        class: Class::Operations,
+        resource: |path| get_only(path, metrics::get_metrics),
+    },
+];
+
+/// The class of the route `path` goes to; paths no route serves are operations (their
+/// `404` is then given only to whoever may see operations routes).
+pub fn class_of(path: &str) -> Class {
+    static PATTERNS: std::sync::LazyLock<Vec<(actix_web::dev::ResourceDef, Class)>> =
+        std::sync::LazyLock::new(|| {
+            ROUTES
+                .iter()
+                .map(|r| (actix_web::dev::ResourceDef::new(r.path), r.class))
+                .collect()
+        });
+    PATTERNS
+        .iter()
+        .find(|(pattern, _)| pattern.is_match(path))
+        .map_or(Class::Operations, |(_, class)| *class)
+}
+
 /// Registers every route on an actix `App`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // The document is built per request (each allowed table's columns may change).
     cfg.service(
         utoipa_swagger_ui::SwaggerUi::new("/swagger/{_:.*}")
             .config(utoipa_swagger_ui::Config::from("/openapi.json")),
-    )
-    .service(get_only("/openapi.json", openapi::get_openapi))
-    .service(
-        web::resource("/v1/events")
-            .name("/v1/events")
-            .route(web::post().to(events::post_events))
-            .default_service(web::to(|| async { ApiError::method_not_allowed("POST") })),
-    )
-    .service(
-        web::resource("/v1/tables/{table}")
-            .name("/v1/tables/{table}")
-            .route(web::post().to(tables::post_table))
-            .default_service(web::to(|| async { ApiError::method_not_allowed("POST") })),
-    )
-    .service(get_only("/", status::get_page))
-    .service(get_only("/v1/health", health::get_health))
-    .service(get_only("/v1/ready", health::get_ready))
-    .service(get_only("/v1/live", health::get_live))
-    .service(get_only("/v1/status", status::get_status))
-    .service(get_only("/metrics", metrics::get_metrics))
-    .default_service(web::to(|| async { Err::<(), _>(ApiError::NotFound) }));
+    );
+    for route in ROUTES {
+        cfg.service((route.resource)(route.path));
+    }
+    cfg.default_service(web::to(|| async { Err::<(), _>(ApiError::NotFound) }));
+}
+
+/// A path served by `POST` alone; other methods get a JSON `405` naming it.
+fn post_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .name(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(|| async { ApiError::method_not_allowed("POST") }))
 }
 
 /// A path served by `GET` alone; other methods get a JSON `405` naming it.

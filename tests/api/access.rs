@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 
-use crate::helpers::{batch, spawn_app};
+use event_ingest::{Application, Config, config::AppEnv, logging};
+
+use crate::helpers::{batch, drop_database, spawn_app, test_env, unique_database, within};
 
 #[tokio::test]
 async fn api_keys_guard_the_events_endpoint_only() {
@@ -99,4 +101,99 @@ async fn ready_reflects_clickhouse_and_buffer_room() {
         "{reasons}"
     );
     app.stop().await;
+}
+
+/// Every ingest route of the route table, with `{table}` standing for the events table
+/// (served by every route that takes a table).
+fn ingest_paths() -> Vec<String> {
+    use event_ingest::routes::{Class, ROUTES};
+    let paths: Vec<String> = ROUTES
+        .iter()
+        .filter(|r| r.class == Class::Ingest)
+        .map(|r| r.path.replace("{table}", "events"))
+        .collect();
+    assert!(paths.len() >= 2, "{paths:?}");
+    paths
+}
+
+/// `POST` one event to `url`, with `key` as a bearer token if given; the status.
+async fn post_one(http: &reqwest::Client, url: String, key: Option<&str>, n: u32) -> u16 {
+    let mut request = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(batch(n, 1));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn every_ingest_route_is_open_to_clients_under_every_access_setting() {
+    let paths = ingest_paths();
+    let configurations: [&[(&str, &str)]; 3] = [
+        &[],
+        &[("APP_ENV", "prod"), ("DURABILITY", "memory")],
+        &[("ADMIN_API_KEYS", "adm"), ("INGEST_API_KEYS", "ing")],
+    ];
+    for vars in configurations {
+        let keyed = vars.iter().any(|(k, _)| *k == "INGEST_API_KEYS");
+        let app = spawn_app(vars).await;
+        let mut stored = 0;
+        for path in &paths {
+            let url = format!("{}{path}", app.address);
+            let key = keyed.then_some("ing");
+            assert_eq!(
+                post_one(&app.http, url.clone(), key, stored).await,
+                200,
+                "{path} {vars:?}"
+            );
+            stored += 1;
+            if keyed {
+                assert_eq!(
+                    post_one(&app.http, url.clone(), None, 99).await,
+                    401,
+                    "{path}"
+                );
+                assert_eq!(
+                    post_one(&app.http, url, Some("adm"), 99).await,
+                    401,
+                    "{path}"
+                );
+            }
+        }
+        app.wait_for_rows(stored.into()).await;
+        app.stop().await;
+    }
+
+    // With an admin listener: served on the public listener, not on the admin one.
+    logging::init(AppEnv::Test);
+    let database = unique_database();
+    let config = Config::from_vars(test_env(&database, &[("ADMIN_PORT", "0")])).unwrap();
+    let app = Application::build(config).await.unwrap();
+    let public = format!("http://127.0.0.1:{}", app.port());
+    let admin = format!("http://127.0.0.1:{}", app.admin_port().expect("admin port"));
+    let handle = app.handle();
+    let server = tokio::spawn(app.run_until_stopped());
+    let http = reqwest::Client::new();
+    for (i, path) in paths.iter().enumerate() {
+        let n = u32::try_from(i).unwrap();
+        assert_eq!(
+            post_one(&http, format!("{public}{path}"), None, n).await,
+            200,
+            "{path}"
+        );
+        assert_eq!(
+            post_one(&http, format!("{admin}{path}"), None, 99).await,
+            404,
+            "{path}"
+        );
+    }
+    crate::helpers::wait_for_rows(&database, paths.len() as u64).await;
+    handle.stop(true).await;
+    within(std::time::Duration::from_secs(30), server)
+        .await
+        .unwrap()
+        .unwrap();
+    drop_database(&database).await;
 }
