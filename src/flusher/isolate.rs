@@ -32,6 +32,27 @@ impl<S: Sink> Flusher<S> {
         range: Range<usize>,
         done: &[Range<usize>],
     ) -> Option<Isolated> {
+        let searched = self.search(rows, range);
+        if let Some(Err(e)) = self.bounded(self.sink.end_probe()) {
+            log::warn!("could not drop the probe table: {e}");
+        }
+        let (good, bad) = searched?;
+        let mut kept = Rows::default();
+        for i in good.into_iter().flatten() {
+            if !done.iter().any(|d| d.contains(&i)) {
+                kept.push_encoded(rows.row(i));
+            }
+        }
+        Some(Isolated { kept, bad })
+    }
+
+    /// The search itself: the good ranges and the single bad rows, or `None` as above.
+    #[allow(clippy::type_complexity)]
+    fn search(
+        &self,
+        rows: &Rows,
+        range: Range<usize>,
+    ) -> Option<(Vec<Range<usize>>, Vec<(usize, SinkError)>)> {
         let mut stack = vec![range];
         let mut good: Vec<Range<usize>> = Vec::new();
         let mut bad = Vec::new();
@@ -53,12 +74,6 @@ impl<S: Sink> Flusher<S> {
                 }
             }
         }
-        let mut kept = Rows::default();
-        for i in good.into_iter().flatten() {
-            if !done.iter().any(|d| d.contains(&i)) {
-                kept.push_encoded(rows.row(i));
-            }
-        }
-        Some(Isolated { kept, bad })
+        Some((good, bad))
     }
 }

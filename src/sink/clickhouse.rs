@@ -67,8 +67,9 @@ pub struct ClickHouseSink {
     table: String,
     /// `INSERT INTO table (columns) FORMAT `, built once; the format's name follows.
     insert_sql: String,
-    /// The same into the probe table (`{table}_probe`, `ENGINE = Null`).
-    probe_sql: String,
+    /// The probe table this sink created and has not dropped yet (see `create_probe`):
+    /// the only table it ever drops.
+    probe_table: Mutex<Option<String>>,
     timeout: Duration,
     /// Whether inserts may be Native blocks (built on the caller's thread): the flusher's
     /// sink, not `direct` mode's, whose inserts run on request threads.
@@ -122,11 +123,7 @@ impl ClickHouseSink {
                 config.clickhouse_table,
                 COLUMNS.join(", ")
             ),
-            probe_sql: format!(
-                "INSERT INTO `{}_probe` ({}) FORMAT ",
-                config.clickhouse_table,
-                COLUMNS.join(", ")
-            ),
+            probe_table: Mutex::new(None),
             timeout: config.clickhouse_timeout(),
             columnar: true,
             compression: compression_name,
@@ -500,21 +497,36 @@ impl ClickHouseSink {
 }
 
 impl ClickHouseSink {
-    /// (Re)creates the probe table: the target's columns, defaults and `MATERIALIZED`
-    /// expressions, `ENGINE = Null`, so an insert into it fails exactly where the target's
-    /// would and stores nothing (no parts, no merges).
-    async fn recreate_probe(&self, prepared: &Prepared) -> Result<(), SinkError> {
+    /// Creates a probe table for one search: the target's columns, defaults and
+    /// `MATERIALIZED` expressions, `ENGINE = Null`, so an insert into it fails exactly where
+    /// the target's would and stores nothing (no parts, no merges). Its name is the target's
+    /// with `_probe_` and 64 random bits, created without `IF NOT EXISTS`: it can never be a
+    /// table someone else made (a clash is refused by the server, and the caller splits real
+    /// inserts instead). Only the name recorded here is ever dropped.
+    async fn create_probe(&self, prepared: &Prepared) -> Result<String, SinkError> {
+        self.drop_probe().await?;
         let (db, table) = (&self.database, &self.table);
-        let ddl = [
-            format!("DROP TABLE IF EXISTS `{db}`.`{table}_probe`"),
-            format!("CREATE TABLE `{db}`.`{table}_probe` AS `{db}`.`{table}` ENGINE = Null"),
-        ];
-        for sql in ddl {
-            let mut query = self.base.query(&sql);
-            for (name, value) in prepared.version.required_settings() {
-                query = query.with_setting(*name, *value);
-            }
-            self.bounded(query.execute()).await?;
+        let name = format!("{table}_probe_{:016x}", rand::random::<u64>());
+        let sql = format!("CREATE TABLE `{db}`.`{name}` AS `{db}`.`{table}` ENGINE = Null");
+        let mut query = self.base.query(&sql);
+        for (setting, value) in prepared.version.required_settings() {
+            query = query.with_setting(*setting, *value);
+        }
+        self.bounded(query.execute()).await?;
+        *self.probe_table.lock() = Some(name.clone());
+        Ok(name)
+    }
+
+    /// Drops the probe table this sink created, if any.
+    async fn drop_probe(&self) -> Result<(), SinkError> {
+        let Some(name) = self.probe_table.lock().clone() else {
+            return Ok(());
+        };
+        let sql = format!("DROP TABLE IF EXISTS `{}`.`{name}`", self.database);
+        self.bounded(self.base.query(&sql).execute()).await?;
+        let mut recorded = self.probe_table.lock();
+        if recorded.as_deref() == Some(name.as_str()) {
+            *recorded = None;
         }
         Ok(())
     }
@@ -523,10 +535,17 @@ impl ClickHouseSink {
 impl Sink for ClickHouseSink {
     async fn probe(&self, rows: RowsRef<'_>, fresh: bool) -> Result<(), SinkError> {
         let prepared = self.prepare().await?;
-        if fresh {
-            self.recreate_probe(&prepared).await?;
-        }
-        self.insert(&prepared, &self.probe_sql, rows, None).await
+        let existing = self.probe_table.lock().clone();
+        let name = match existing {
+            Some(name) if !fresh => name,
+            _ => self.create_probe(&prepared).await?,
+        };
+        let sql = format!("INSERT INTO `{name}` ({}) FORMAT ", COLUMNS.join(", "));
+        self.insert(&prepared, &sql, rows, None).await
+    }
+
+    async fn end_probe(&self) -> Result<(), SinkError> {
+        self.drop_probe().await
     }
 
     async fn write(&self, rows: RowsRef<'_>, id: Option<InsertId<'_>>) -> Result<(), SinkError> {

@@ -73,6 +73,12 @@ pub trait Sink: Send + Sync + 'static {
         let _ = (rows, fresh);
         std::future::ready(Err(SinkError::Retryable("this sink cannot probe".into())))
     }
+
+    /// Ends a search begun by `probe`: drops whatever the probes needed (for ClickHouse the
+    /// probe table the sink created).
+    fn end_probe(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// A shared sink is a sink (lets a caller keep a handle on the one it hands to the flusher).
@@ -91,5 +97,9 @@ impl<T: Sink> Sink for Arc<T> {
         fresh: bool,
     ) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).probe(rows, fresh)
+    }
+
+    fn end_probe(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).end_probe()
     }
 }

@@ -223,6 +223,16 @@ impl<R: Replica> Sink for ReplicaSet<R> {
         }
         Err(last.unwrap_or_else(no_replica))
     }
+
+    async fn end_probe(&self) -> Result<(), SinkError> {
+        let mut result = Ok(());
+        for (replica, _) in &self.replicas {
+            if let Err(e) = replica.end_probe().await {
+                result = Err(e);
+            }
+        }
+        result
+    }
 }
 
 /// The health check's view of the cluster: every host, pinged together.

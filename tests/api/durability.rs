@@ -254,6 +254,52 @@ async fn rows_clickhouse_rejects_are_quarantined_and_the_rest_flows() {
     assert_eq!(stats.inserts.get(), 2, "one insert per request");
 }
 
+#[tokio::test]
+async fn finding_rejected_rows_never_touches_a_table_the_service_did_not_create() {
+    let spool = SpoolDir::new();
+    let app = spawn_app(&[("DURABILITY", "disk"), ("SPOOL_DIR", spool.path())]).await;
+    let db = app.database.clone();
+    // A user's own table under the name a scratch table would most likely take.
+    clickhouse(&format!(
+        "CREATE TABLE `{db}`.events_probe (id UInt32) ENGINE = MergeTree ORDER BY id"
+    ))
+    .await;
+    clickhouse(&format!(
+        "INSERT INTO `{db}`.events_probe VALUES (1), (2), (3)"
+    ))
+    .await;
+    clickhouse(&format!(
+        "ALTER TABLE `{db}`.events ADD COLUMN param_num UInt8 MATERIALIZED toUInt8(param_str)"
+    ))
+    .await;
+    let events: Vec<Value> = (0..10)
+        .map(|s| {
+            let mut e = event(s);
+            e["param_str"] = if s == 4 { "abc" } else { "1" }.into();
+            e
+        })
+        .collect();
+    let response = app.post_events(Value::Array(events).to_string()).await;
+    assert_eq!(response.status(), 200);
+    wait_for_rows(&db, 9).await;
+    spool.quarantined(1).await;
+
+    let user_table = clickhouse(&format!(
+        "SELECT engine, (SELECT count() FROM `{db}`.events_probe) FROM system.tables \
+         WHERE database = '{db}' AND name = 'events_probe'"
+    ))
+    .await;
+    assert_eq!(user_table.trim(), "MergeTree\t3");
+    // The scratch table the search used is gone with the search.
+    let others = clickhouse(&format!(
+        "SELECT groupArray(name) FROM system.tables WHERE database = '{db}' \
+         AND name NOT IN ('events', 'events_probe')"
+    ))
+    .await;
+    assert_eq!(others.trim(), "[]");
+    assert!(app.stop().await.is_clean());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_answers_503_and_recovers_without_restart() {
     let spool = SpoolDir::new();
