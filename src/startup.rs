@@ -173,6 +173,7 @@ impl Application {
             // deadline is counted from the signal, so it keeps the rest (see `shutdown`).
             request_budget_secs: shutdown::request_budget_secs(config.shutdown_timeout_secs),
             workers: config.http_workers,
+            connections: crate::routes::connection::Connections::new(config.http_max_connections),
         };
         let server = serve(public, admin, state, gate, &settings, on_signal)?;
         if let Some(admin_port) = admin_port {

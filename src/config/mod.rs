@@ -150,6 +150,10 @@ settings! {
     /// Time in milliseconds a client has to send a request's head, then its body (`408`
     /// past it); at least 1000. Slow-drip clients cannot hold connections and buffers.
     client_timeout_ms: u64 = 10_000, "10000";
+    /// Most client connections open at once, every listener together; past it a new
+    /// connection is answered `503` and closed. Each connection holds at most 64 KiB of
+    /// answers its client has not read: past that its requests are not read.
+    http_max_connections: usize = 10_000, "10000";
     /// Most events in one request (`413` past it).
     max_events_per_request: usize = 10_000, "10000";
     /// Comma-separated keys, one of which `POST /v1/events` must carry
@@ -309,6 +313,9 @@ impl Config {
         }
         if self.max_events_per_request == 0 {
             return invalid("MAX_EVENTS_PER_REQUEST", "must be at least 1");
+        }
+        if self.http_max_connections == 0 {
+            return invalid("HTTP_MAX_CONNECTIONS", "must be at least 1");
         }
         if self.http_workers == Some(0) {
             return invalid("HTTP_WORKERS", "must be at least 1");
@@ -641,6 +648,7 @@ mod tests {
         ("HTTP_HOST", "127.0.0.2"),
         ("HTTP_PORT", "8081"),
         ("HTTP_WORKERS", "3"),
+        ("HTTP_MAX_CONNECTIONS", "500"),
         ("CLICKHOUSE_HOST", "ch.internal"),
         ("CLICKHOUSE_PORT", "8124"),
         ("CLICKHOUSE_HOSTS", "ch-1:8123"),

@@ -31,8 +31,9 @@ impl<S: Sink> Flusher<S> {
         rows: &Rows,
         range: Range<usize>,
         done: &[Range<usize>],
+        refused: &SinkError,
     ) -> Option<Isolated> {
-        let searched = self.search(rows, range);
+        let searched = self.search(rows, range, refused);
         if let Some(Err(e)) = self.bounded(self.sink.end_probe()) {
             log::warn!("could not drop the probe table: {e}");
         }
@@ -46,12 +47,14 @@ impl<S: Sink> Flusher<S> {
         Some(Isolated { kept, bad })
     }
 
-    /// The search itself: the good ranges and the single bad rows, or `None` as above.
+    /// The search itself: the good ranges and the single bad rows, or `None` as above. A
+    /// probe refused with `refused`'s code is a refusal of its rows, whatever the code.
     #[allow(clippy::type_complexity)]
     fn search(
         &self,
         rows: &Rows,
         range: Range<usize>,
+        refused: &SinkError,
     ) -> Option<(Vec<Range<usize>>, Vec<(usize, SinkError)>)> {
         let mut stack = vec![range];
         let mut good: Vec<Range<usize>> = Vec::new();
@@ -60,6 +63,10 @@ impl<S: Sink> Flusher<S> {
         while let Some(r) = stack.pop() {
             let result = self.bounded(self.sink.probe(rows.slice(r.clone()), fresh))?;
             fresh = false;
+            let result = match result {
+                Err(e) if e.code().is_some() && e.code() == refused.code() => Err(e.into_data()),
+                other => other,
+            };
             match result {
                 Ok(()) => good.push(r),
                 Err(e) if e.is_retryable() => {

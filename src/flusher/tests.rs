@@ -40,6 +40,8 @@ struct FakeSink {
     dedup: bool,
     /// Tokens stored.
     stored_tokens: Mutex<std::collections::HashSet<String>>,
+    /// Refuse inserts of more rows than this as over the server's memory limit.
+    max_rows: Option<usize>,
 }
 
 impl FakeSink {
@@ -81,6 +83,11 @@ impl Sink for FakeSink {
         if self.rejects(rows) {
             return Err(SinkError::Data(
                 "Code: 53. DB::Exception: type mismatch".into(),
+            ));
+        }
+        if self.max_rows.is_some_and(|max| rows.count > max) {
+            return Err(SinkError::Retryable(
+                "Code: 241. DB::Exception: Memory limit (for query) exceeded".into(),
             ));
         }
         if self.dedup
@@ -205,6 +212,20 @@ fn a_poison_row_is_isolated_and_the_rest_written() {
     // Chunks are written in order, so the bytes are the batch less the poison row.
     assert_eq!(*sink.written.lock(), encoded((0..32).filter(|&n| n != 13)));
     assert_eq!(stats.events_quarantined.get(), 1);
+}
+
+#[test]
+fn an_insert_refused_as_too_large_is_split_not_resent_whole() {
+    let sink = Arc::new(FakeSink {
+        max_rows: Some(5),
+        ..FakeSink::default()
+    });
+    let (buffer, stats, guard, _tmp) = start(sink.clone(), 1_000);
+    append(&buffer, 0..32);
+    assert!(guard.shutdown(Instant::now()).is_clean());
+    assert_eq!(*sink.written.lock(), encoded(0..32));
+    assert!(sink.inserts.load(Relaxed) >= 7);
+    assert_eq!(stats.events_quarantined.get(), 0);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::{Backoff, Flusher};
 use crate::block::{Rows, RowsRef};
 use crate::quarantine::Rejected;
-use crate::sink::{InsertId, Sink, SinkError};
+use crate::sink::{InsertId, Refusal, Sink, SinkError};
 use crate::spool::Spool;
 
 /// Back-off between insert attempts: from 100 ms, doubling, ±25%; at most 10 s, long
@@ -50,10 +50,19 @@ pub(super) struct Held {
     rows: Vec<(Vec<u8>, String)>,
 }
 
+/// Attempts refused the same way in a row, while the server answers other queries, after
+/// which the refusal is taken to be about the chunk's rows (see [`Refusal::Rows`]).
+const SAME_REFUSALS: u32 = 3;
+/// Attempts refused for size in a row before the chunk is split (see [`Refusal::Size`]):
+/// one more than the first, as a busy server's memory limit may pass.
+const SIZE_REFUSALS: u32 = 2;
+
 /// How writing one chunk ended, short of success.
 pub(super) enum Failure {
     /// The sink refused the rows as data: do not retry them.
     Data(SinkError),
+    /// The sink refused the chunk as too large: write it in smaller inserts.
+    TooLarge(SinkError),
     /// Shutdown's deadline passed first.
     Deadline,
 }
@@ -98,7 +107,12 @@ impl<S: Sink> Flusher<S> {
                     });
                     continue;
                 }
-                Err(Failure::Data(_)) => self.write_around_rejected(rows, &range, id, done, replay),
+                Err(Failure::Data(error)) => {
+                    self.write_around_rejected(rows, &range, id, done, replay, &error)
+                }
+                Err(Failure::TooLarge(error)) if range.len() == 1 => {
+                    Err(Failure::Data(error.into_data()))
+                }
                 other => other.map(|()| Some(Vec::new())),
             };
             match outcome {
@@ -128,8 +142,15 @@ impl<S: Sink> Flusher<S> {
                     self.quarantine(id, &rejected, spool.is_some());
                     return range.len() + pending.iter().map(Range::len).sum::<usize>();
                 }
-                // No probe, or the probe and the table disagree: split real inserts instead.
-                Ok(None) | Err(Failure::Data(_)) => {
+                Err(Failure::Data(error)) if range.len() == 1 => {
+                    rejected.push(Rejected {
+                        row: rows.row(range.start),
+                        error: error.to_string(),
+                    });
+                }
+                // No probe, or the probe and the table disagree, or too large: split real
+                // inserts instead.
+                Ok(None) | Err(Failure::Data(_) | Failure::TooLarge(_)) => {
                     let mid = range.start + range.len() / 2;
                     pending.push(mid..range.end);
                     pending.push(range.start..mid);
@@ -154,17 +175,23 @@ impl<S: Sink> Flusher<S> {
         id: &str,
         done: &[Range<usize>],
         replay: bool,
+        refused: &SinkError,
     ) -> Result<Option<Vec<(usize, SinkError)>>, Failure> {
         if self.buffer.past_deadline() {
             return Err(Failure::Deadline);
         }
-        let Some(isolated) = self.isolate(rows, range.clone(), done) else {
+        let Some(isolated) = self.isolate(rows, range.clone(), done, refused) else {
             return Ok(None);
         };
         if !isolated.kept.is_empty() {
             let kept = isolated.kept.view();
             let token = format!("{id}:{}-{}:kept:{}", range.start, range.end, digest(kept));
-            self.write_with_retry(kept, &token, replay)?;
+            match self.write_with_retry(kept, &token, replay) {
+                Ok(()) => {}
+                // The rest refused too, or too large: real inserts of the halves instead.
+                Err(Failure::Data(_) | Failure::TooLarge(_)) => return Ok(None),
+                Err(Failure::Deadline) => return Err(Failure::Deadline),
+            }
         }
         Ok(Some(isolated.bad))
     }
@@ -313,6 +340,9 @@ impl<S: Sink> Flusher<S> {
         let started = Instant::now();
         let mut last_log: Option<Instant> = None;
         let mut attempt = 0u32;
+        // The last refusal and how many attempts in a row were refused that way.
+        let mut last: Option<(Refusal, Option<u32>)> = None;
+        let mut streak = 0u32;
         loop {
             attempt += 1;
             let id = InsertId {
@@ -342,6 +372,31 @@ impl<S: Sink> Flusher<S> {
                 Err(e) => e,
             };
             self.stats.record_error(&error);
+            let refusal = (error.refusal(), error.code());
+            streak = if last == Some(refusal) { streak + 1 } else { 1 };
+            last = Some(refusal);
+            match refusal.0 {
+                Refusal::Size if streak >= SIZE_REFUSALS && rows.count > 1 => {
+                    log::warn!(
+                        "insert of {} events refused as too large {streak} times; splitting it: \
+                         {error}",
+                        rows.count
+                    );
+                    return Err(Failure::TooLarge(error));
+                }
+                Refusal::Rows | Refusal::Size
+                    if streak >= SAME_REFUSALS && self.server_answers() =>
+                {
+                    log::warn!(
+                        "insert of {} events refused the same way {streak} times while \
+                         ClickHouse answers other queries; looking for the rows it refuses: \
+                         {error}",
+                        rows.count
+                    );
+                    return Err(Failure::Data(error.into_data()));
+                }
+                _ => {}
+            }
             if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                 log::warn!(
                     "insert of {} events failed (attempt {attempt}, failing for {:?}); \
@@ -359,6 +414,11 @@ impl<S: Sink> Flusher<S> {
                 backoff.reset();
             }
         }
+    }
+
+    /// Whether the sink's server answers a query now (the deadline passed counts as no).
+    fn server_answers(&self) -> bool {
+        matches!(self.bounded(self.sink.answers_queries()), Some(Ok(())))
     }
 
     /// One insert. After shutdown has begun it is cut off at the deadline; `None` means the

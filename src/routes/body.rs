@@ -68,6 +68,10 @@ pub async fn read(
     received: &prometheus::IntCounter,
     reservation: &mut Reservation,
 ) -> Result<Vec<u8>, ApiError> {
+    // Its bytes are read as they are taken, not held back as pipelined requests are.
+    let _reading = req
+        .conn_data::<std::sync::Arc<super::connection::Pacing>>()
+        .map(|pacing| pacing.reading_body());
     let raw = tokio::time::timeout(timeout, read_raw(req, payload, limit, reservation))
         .await
         .map_err(|_| ApiError::Timeout(timeout))??;

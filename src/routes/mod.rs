@@ -4,6 +4,7 @@
 pub mod access;
 mod body;
 pub mod client;
+pub mod connection;
 pub mod cpu;
 mod error;
 pub mod events;

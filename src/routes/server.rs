@@ -14,7 +14,7 @@ use actix_web::dev::{AppConfig, Server};
 use actix_web::{App, HttpMessage, ResponseError, web};
 
 use super::access::{AdminListener, Gate};
-use super::{AppState, access, count_requests, events, head_as_get};
+use super::{AppState, access, connection, count_requests, events, head_as_get};
 
 /// Idle keep-alive connections are closed after this long.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -28,6 +28,8 @@ pub struct ServerSettings {
     pub request_budget_secs: u64,
     /// actix worker threads (`HTTP_WORKERS`; `None`: one per core).
     pub workers: Option<usize>,
+    /// Open connections, all listeners together, against `HTTP_MAX_CONNECTIONS`.
+    pub connections: std::sync::Arc<connection::Connections>,
 }
 
 /// Serves the routes on `public` (ingest, plus operations unless an admin listener exists)
@@ -54,10 +56,12 @@ pub fn serve(
         let (state, gate) = (state.clone(), gate.clone());
         let client_timeout = settings.client_timeout;
         let shutdown = builder.graceful_shutdown_signal();
+        let connections = settings.connections.clone();
         builder = builder.listen(format!("event-ingest-{addr}"), listener, move || {
             let (state, gate) = (state.clone(), gate.clone());
             let expect_state = state.clone();
             let shutdown = shutdown.clone();
+            let connections = connections.clone();
             let app = move || {
                 let app = App::new().app_data(state.clone()).app_data(gate.clone());
                 let app = if is_admin {
@@ -70,7 +74,10 @@ pub fn serve(
                     .wrap(actix_web::middleware::from_fn(count_requests))
                     .configure(super::configure)
             };
-            HttpService::build()
+            let h1 = HttpService::build()
+                .on_connect_ext(|io: &connection::Paced, data| {
+                    data.insert(io.pacing());
+                })
                 .graceful_shutdown_signal(move || {
                     let shutdown = shutdown.clone();
                     async move { shutdown.notified().await }
@@ -102,8 +109,19 @@ pub fn serve(
                     // actix-web's own constructor for it is crate-private, this public one
                     // builds the same value. Pinned by actix-web's version in Cargo.lock.
                     move |_| AppConfig::__priv_test_new(false, addr.to_string(), addr),
-                ))
-                .tcp()
+                ));
+            let connections = connections.clone();
+            fn_service(move |io: tokio::net::TcpStream| {
+                let connections = connections.clone();
+                async move {
+                    let io = connection::admit(io, &connections)
+                        .await
+                        .map_err(actix_http::error::DispatchError::Io)?;
+                    let peer = io.socket().peer_addr().ok();
+                    Ok((io, peer))
+                }
+            })
+            .and_then(h1)
         })?;
     }
     Ok(builder.run())

@@ -148,6 +148,11 @@ pub struct TableSchema {
     /// Rows are `RowBinaryWithDefaults`: a flag byte before each column (1: the server
     /// computes the column's `DEFAULT`, no value follows; 0: the value follows).
     server_defaults: bool,
+    /// The `Array` columns of each `Nested` structure (`n.a`, `n.b`: the part of the name
+    /// before the first dot), by index, where it has two or more: ClickHouse refuses a
+    /// whole insert whose row has arrays of different lengths in one group, so an event
+    /// that has them is refused here, per field.
+    nested: Vec<Vec<usize>>,
 }
 
 /// Server-side facts about one request, shared by its events.
@@ -198,6 +203,30 @@ impl TableValidated {
             }
         }
     }
+}
+
+/// The groups of `Array` columns whose arrays ClickHouse requires to be of one length in
+/// each row: those whose names share the part before the first dot (its `Nested`
+/// structures, as `system.columns` lists them), where a group has two or more.
+fn nested_groups(columns: &[TableColumn]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, column) in columns.iter().enumerate() {
+        let Some((prefix, _)) = column.name.split_once('.') else {
+            continue;
+        };
+        if !matches!(column.shape, Shape::Array(_)) || column.fill != Fill::Client {
+            continue;
+        }
+        match groups.iter_mut().find(|(p, _)| *p == prefix) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((prefix, vec![i])),
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|(_, members)| members.len() > 1)
+        .map(|(_, members)| members)
+        .collect()
 }
 
 impl TableSchema {
@@ -291,6 +320,7 @@ impl TableSchema {
                 _ => Read::Ignore,
             })
             .collect();
+        let nested = nested_groups(&out);
         Ok(Self {
             table: table.to_string(),
             columns: out,
@@ -298,6 +328,7 @@ impl TableSchema {
             reads,
             client_time,
             server_defaults: false,
+            nested,
         })
     }
 

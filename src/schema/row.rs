@@ -108,8 +108,14 @@ impl TableSchema {
         // `client_time` as read for its own column, for `client_time_corrected`.
         // `client_time` in whole seconds as read for its own column.
         let mut client_seconds: Option<i64> = None;
+        // Where each column's value starts, for the `Nested` check (its tables only).
+        let mut starts: Vec<Option<usize>> = Vec::new();
         for (i, (column, slot)) in self.columns.iter().zip(slots).enumerate() {
             let nullable = column.direct.nullable;
+            if !self.nested.is_empty() {
+                let flag = usize::from(self.server_defaults);
+                starts.push(Some(buf.len() + flag));
+            }
             if self.server_defaults {
                 let absent = match slot {
                     Slot::Absent => true,
@@ -119,6 +125,9 @@ impl TableSchema {
                 };
                 if column.fill == Fill::Client && column.has_default && absent {
                     buf.push(1);
+                    if let Some(start) = starts.last_mut() {
+                        *start = None; // the server's default: not checked here
+                    }
                     continue;
                 }
                 buf.push(0);
@@ -209,6 +218,43 @@ impl TableSchema {
                     if let Err(e) = encode(&column.shape, &value, buf) {
                         problems.push((column.name.clone().into(), e));
                     }
+                }
+            }
+        }
+        if !self.nested.is_empty() && problems.is_empty() {
+            self.check_nested(&starts, buf, problems);
+        }
+    }
+
+    /// Refuses a row whose arrays in one `Nested` structure differ in length (ClickHouse
+    /// would refuse the whole insert for it): a problem on each array whose length is not
+    /// the first one's. `starts`: where each column's value begins in `buf`.
+    #[cold]
+    fn check_nested(
+        &self,
+        starts: &[Option<usize>],
+        buf: &[u8],
+        problems: &mut Vec<(Cow<'static, str>, Problem)>,
+    ) {
+        for group in &self.nested {
+            let lengths: Vec<(usize, u64)> = group
+                .iter()
+                .filter_map(|&i| Some((i, array_length(&buf[(*starts.get(i)?)?..])?)))
+                .collect();
+            let Some(&(first, expected)) = lengths.first() else {
+                continue;
+            };
+            for &(i, length) in &lengths[1..] {
+                if length != expected {
+                    problems.push((
+                        self.columns[i].name.clone().into(),
+                        format!(
+                            "has {length} elements but {} has {expected}: the arrays of one \
+                             Nested structure must be of one length",
+                            self.columns[first].name
+                        )
+                        .into(),
+                    ));
                 }
             }
         }
@@ -409,4 +455,16 @@ fn put_ip(shape: &Shape, ip: Ipv6Addr, buf: &mut Vec<u8>) {
         }
         _ => buf.extend_from_slice(&ip.octets()),
     }
+}
+
+/// The element count a RowBinary `Array` value starts with (an unsigned LEB128).
+fn array_length(bytes: &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().take(10).enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
 }

@@ -548,6 +548,10 @@ impl Sink for ClickHouseSink {
         self.drop_probe().await
     }
 
+    async fn answers_queries(&self) -> Result<(), SinkError> {
+        self.server_version().await.map(|_| ())
+    }
+
     async fn write(&self, rows: RowsRef<'_>, id: Option<InsertId<'_>>) -> Result<(), SinkError> {
         if rows.count == 0 {
             return Ok(());

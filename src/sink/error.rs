@@ -45,6 +45,49 @@ const DATA_ERROR_CODES: &[u32] = &[
     676, // CANNOT_PARSE_IPV6
 ];
 
+/// Codes that describe the server's or the table's state rather than the rows: a retry of
+/// the same rows succeeds once that state passes (or an operator fixes it), so they are
+/// never taken to be about the rows however often they repeat. A hint, read together with
+/// what retries show (see [`SinkError::refusal`]).
+const SERVER_STATE_CODES: &[u32] = &[
+    8, 10, 16, 368, // the table's columns changed underneath: described again
+    60, 81,  // UNKNOWN_TABLE, UNKNOWN_DATABASE: recreated
+    159, // TIMEOUT_EXCEEDED
+    164, // READONLY
+    192, 193, 194, 195, 497, 516, // the user, its password or its rights
+    202, 203, // TOO_MANY_SIMULTANEOUS_QUERIES, NO_FREE_CONNECTION
+    209, 210, 279, // SOCKET_TIMEOUT, NETWORK_ERROR, ALL_CONNECTION_TRIES_FAILED
+    225, 999, // NO_ZOOKEEPER, KEEPER_EXCEPTION
+    236, 394, // ABORTED, QUERY_WAS_CANCELLED
+    242, // TABLE_IS_READ_ONLY
+    243, // NOT_ENOUGH_SPACE
+    252, // TOO_MANY_PARTS (merges behind), but see `Refusal::Size`
+    285, 286, // TOO_FEW_LIVE_REPLICAS, UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE
+    319, // UNKNOWN_STATUS_OF_INSERT
+    425, 1000, // SYSTEM_ERROR, POCO_EXCEPTION (the server's own files)
+];
+
+/// Codes that say the insert is too large for the server as sent.
+const SIZE_CODES: &[u32] = &[
+    173, // CANNOT_ALLOCATE_MEMORY
+    241, // MEMORY_LIMIT_EXCEEDED
+];
+
+/// What a retryable refusal says a retry may do, by what the server answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No answer, or an answer about the server's or the table's state (down, overloaded,
+    /// read-only, ZooKeeper away, a table missing): the same rows go in later.
+    Server,
+    /// The insert is too large for the server (its memory limit, too many partitions in one
+    /// block): smaller inserts of the same rows go in.
+    Size,
+    /// Any other exception: retried, and taken to be about the rows if it repeats while the
+    /// server answers other queries (a derived column that throws for one row's value, a
+    /// check of a newer server this service does not know).
+    Rows,
+}
+
 /// Codes that mean the database or table vanished; the sink recreates them and retries.
 pub(crate) const MISSING_TABLE_CODES: &[u32] = &[60, 81]; // UNKNOWN_TABLE, UNKNOWN_DATABASE
 
@@ -58,6 +101,28 @@ impl SinkError {
     pub fn code(&self) -> Option<u32> {
         let (SinkError::Retryable(m) | SinkError::Data(m)) = self;
         exception_code(m)
+    }
+
+    /// What a retry of the rows refused with this error may do (`Data` errors: `Rows`).
+    pub fn refusal(&self) -> Refusal {
+        let message = match self {
+            SinkError::Data(_) => return Refusal::Rows,
+            SinkError::Retryable(m) => m,
+        };
+        match exception_code(message) {
+            None => Refusal::Server,
+            Some(252) if message.contains("partitions for single INSERT block") => Refusal::Size,
+            Some(code) if SIZE_CODES.contains(&code) => Refusal::Size,
+            Some(code) if SERVER_STATE_CODES.contains(&code) => Refusal::Server,
+            Some(_) => Refusal::Rows,
+        }
+    }
+
+    /// The same error, as a refusal of the rows (not to be retried).
+    pub fn into_data(self) -> SinkError {
+        match self {
+            SinkError::Retryable(m) | SinkError::Data(m) => SinkError::Data(m),
+        }
     }
 
     /// How long a client should wait before retrying a request refused because of this.
@@ -117,6 +182,43 @@ mod tests {
             let e: SinkError = Error::BadResponse(text.into()).into();
             assert!(!e.is_retryable(), "{text}");
         }
+    }
+
+    #[test]
+    fn refusals_are_read_for_what_a_retry_may_do() {
+        let refusal = |text: &str| SinkError::from(Error::BadResponse(text.into())).refusal();
+        assert_eq!(
+            refusal("Code: 241. DB::Exception: Memory limit (for query) exceeded"),
+            Refusal::Size
+        );
+        assert_eq!(
+            refusal(
+                "Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100)"
+            ),
+            Refusal::Size
+        );
+        assert_eq!(
+            refusal("Code: 252. DB::Exception: Too many parts (300)"),
+            Refusal::Server
+        );
+        assert_eq!(
+            refusal("Code: 242. DB::Exception: Table is in readonly mode"),
+            Refusal::Server
+        );
+        assert_eq!(refusal("502 Bad Gateway"), Refusal::Server);
+        assert_eq!(
+            refusal(
+                "Code: 131, e.displayText() = DB::Exception: String too long for type FixedString(2)"
+            ),
+            Refusal::Rows
+        );
+        assert_eq!(
+            refusal(
+                "Code: 190. DB::Exception: Elements 'n.a' and 'n.b' of Nested data structure 'n' (Array columns) have different array sizes."
+            ),
+            Refusal::Rows
+        );
+        assert_eq!(SinkError::from(Error::TimedOut).refusal(), Refusal::Server);
     }
 
     #[test]

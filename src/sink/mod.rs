@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 pub use self::clickhouse::ClickHouseSink;
 pub use cluster_schema::{ClusterTable, Membership};
-pub use error::SinkError;
+pub use error::{Refusal, SinkError};
 pub use format::{FormatInfo, InsertFormat};
 pub use replicas::{ClusterCheck, HostState, HostStatus, ReplicaSet};
 pub use schema::{Deduplication, ServerVersion, TABLE, create_table_sql};
@@ -74,6 +74,15 @@ pub trait Sink: Send + Sync + 'static {
         std::future::ready(Err(SinkError::Retryable("this sink cannot probe".into())))
     }
 
+    /// Whether the server answers a query now (bounded in time): an insert refused the same
+    /// way again and again while it does is refused for its rows, not for the server's state.
+    /// A sink that cannot tell answers with an error.
+    fn answers_queries(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        std::future::ready(Err(SinkError::Retryable(
+            "this sink cannot be asked".into(),
+        )))
+    }
+
     /// Ends a search begun by `probe`: drops whatever the probes needed (for ClickHouse the
     /// probe table the sink created).
     fn end_probe(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
@@ -101,5 +110,9 @@ impl<T: Sink> Sink for Arc<T> {
 
     fn end_probe(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).end_probe()
+    }
+
+    fn answers_queries(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).answers_queries()
     }
 }

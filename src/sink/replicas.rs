@@ -224,6 +224,17 @@ impl<R: Replica> Sink for ReplicaSet<R> {
         Err(last.unwrap_or_else(no_replica))
     }
 
+    async fn answers_queries(&self) -> Result<(), SinkError> {
+        let mut last = None;
+        for i in self.order() {
+            match self.replicas[i].0.ping().await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(no_replica))
+    }
+
     async fn end_probe(&self) -> Result<(), SinkError> {
         let mut result = Ok(());
         for (replica, _) in &self.replicas {

@@ -532,6 +532,10 @@ impl TableSink {
 }
 
 impl Sink for TableSink {
+    async fn answers_queries(&self) -> Result<(), SinkError> {
+        self.ping_insert_host().await
+    }
+
     async fn write(&self, rows: RowsRef<'_>, id: Option<InsertId<'_>>) -> Result<(), SinkError> {
         // Runs of rows under one column list: (list, rows' bytes without tags, count).
         let mut runs: Vec<(Arc<Loaded>, Vec<u8>, usize)> = Vec::new();

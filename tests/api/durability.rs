@@ -255,6 +255,52 @@ async fn rows_clickhouse_rejects_are_quarantined_and_the_rest_flows() {
 }
 
 #[tokio::test]
+async fn a_row_refused_with_a_retryable_looking_code_is_quarantined_and_the_lane_flows() {
+    let spool = SpoolDir::new();
+    let app = spawn_app(&[("DURABILITY", "disk"), ("SPOOL_DIR", spool.path())]).await;
+    // A derived column that throws for one row's value with a code that does not say
+    // "bad data" (131, TOO_LARGE_STRING_SIZE): the whole insert is refused each time.
+    clickhouse(&format!(
+        "ALTER TABLE `{}`.events ADD COLUMN short String \
+         MATERIALIZED toString(toFixedString(param_str, 2))",
+        app.database
+    ))
+    .await;
+    let events: Vec<Value> = (0..10)
+        .map(|s| {
+            let mut e = event(s);
+            e["param_str"] = if s == 6 { "too long" } else { "ok" }.into();
+            e
+        })
+        .collect();
+    let response = app.post_events(Value::Array(events).to_string()).await;
+    assert_eq!(response.status(), 200);
+    wait_for_rows(&app.database, 9).await;
+    let lines = spool.quarantined(1).await;
+    assert_eq!(lines[0]["event"]["sequence"], 6);
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains("Code: 131"),
+        "{}",
+        lines[0]
+    );
+
+    // Rows posted later are stored too.
+    let later: Vec<Value> = (100..105)
+        .map(|s| {
+            let mut e = event(s);
+            e["param_str"] = "ok".into();
+            e
+        })
+        .collect();
+    let response = app.post_events(Value::Array(later).to_string()).await;
+    assert_eq!(response.status(), 200);
+    wait_for_rows(&app.database, 14).await;
+    let stats = app.stats.clone();
+    assert!(app.stop().await.is_clean());
+    assert_eq!(stats.events_quarantined.get(), 1);
+}
+
+#[tokio::test]
 async fn finding_rejected_rows_never_touches_a_table_the_service_did_not_create() {
     let spool = SpoolDir::new();
     let app = spawn_app(&[("DURABILITY", "disk"), ("SPOOL_DIR", spool.path())]).await;

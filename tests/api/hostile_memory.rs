@@ -102,3 +102,140 @@ async fn memory_returns_after_abusive_clients_leave() {
     drop(child);
     drop_database(&database).await;
 }
+
+/// Connections that pipeline probes and read no answer.
+const FLOOD_CONNECTIONS: usize = 48;
+/// Probes each of them sends.
+const FLOOD_REQUESTS: usize = 5_000;
+/// RSS may exceed its starting point by this much while they do: at most 64 KiB of
+/// unsent answers a connection, plus what one read of pipelined requests answers.
+const FLOOD_MIB: u64 = 48;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_answers_do_not_grow_memory() {
+    let database = unique_database();
+    let (child, address) = start_binary(&database, &[]).await;
+    let pid = child.id().unwrap();
+    let target: std::net::SocketAddr = address.trim_start_matches("http://").parse().unwrap();
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{address}/v1/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let before = rss_mib(pid);
+
+    let pipelined = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n".repeat(FLOOD_REQUESTS);
+    let mut floods = Vec::new();
+    for _ in 0..FLOOD_CONNECTIONS {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(target).await.unwrap();
+        let pipelined = pipelined.clone();
+        floods.push(tokio::spawn(async move {
+            // Stops when the server stops reading: the requests then wait in the sockets.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                stream.write_all(pipelined.as_bytes()),
+            )
+            .await;
+            stream
+        }));
+    }
+    // Liveness throughout: each probe on a fresh connection, answered.
+    let mut slowest = Duration::ZERO;
+    let mut peak = before;
+    let flooding = std::time::Instant::now();
+    while flooding.elapsed() < Duration::from_secs(6) {
+        let asked = std::time::Instant::now();
+        // Liveness, not speed: a bound only to end a failing wait (the latency is measured
+        // with the release binary, see docs).
+        let live = crate::helpers::within(
+            PATIENCE,
+            reqwest::Client::new()
+                .get(format!("{address}/v1/live"))
+                .send(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(live.status(), 200);
+        slowest = slowest.max(asked.elapsed());
+        peak = peak.max(rss_mib(pid));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut held = Vec::new();
+    for flood in floods {
+        held.push(flood.await.unwrap());
+    }
+    peak = peak.max(rss_mib(pid));
+    eprintln!(
+        "RSS {before} MiB before, at most {peak} MiB under {FLOOD_CONNECTIONS} unread \
+         connections; slowest /v1/live {slowest:?}"
+    );
+    assert!(
+        peak <= before + FLOOD_MIB,
+        "RSS {before} MiB before, {peak} MiB with unread answers"
+    );
+    drop(held);
+    // And the memory goes back once they have left (polled; PATIENCE ends a failing wait).
+    let left = std::time::Instant::now();
+    let mut settled = rss_mib(pid);
+    while settled > before + AFTER_MIB && left.elapsed() < PATIENCE {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        settled = rss_mib(pid);
+    }
+    assert!(
+        settled <= before + AFTER_MIB,
+        "RSS {before} MiB before, {settled} MiB after"
+    );
+    drop(child);
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_are_refused() {
+    let database = unique_database();
+    let (child, address) = start_binary(&database, &[("HTTP_MAX_CONNECTIONS", "3")]).await;
+    let target: std::net::SocketAddr = address.trim_start_matches("http://").parse().unwrap();
+    // start_binary's own client may still hold a connection for a moment: fill the rest.
+    let mut held = Vec::new();
+    let refused = loop {
+        let mut stream = tokio::net::TcpStream::connect(target).await.unwrap();
+        stream
+            .write_all(b"GET /v1/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = vec![0; 1024];
+        let n = crate::helpers::within(Duration::from_secs(5), async {
+            use tokio::io::AsyncReadExt;
+            stream.read(&mut answer).await.unwrap()
+        })
+        .await;
+        let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+        if !answer.starts_with("HTTP/1.1 200") {
+            break answer;
+        }
+        held.push(stream);
+        assert!(held.len() <= 3, "{} connections served", held.len());
+    };
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("too many connections"), "{refused}");
+    // A connection that ends gives its place back.
+    held.clear();
+    let http = reqwest::Client::new();
+    let again = crate::helpers::within(Duration::from_secs(10), async {
+        loop {
+            match http.get(format!("{address}/v1/live")).send().await {
+                Ok(r) if r.status() == 200 => break r.status(),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(again, 200);
+    drop(child);
+    drop_database(&database).await;
+}

@@ -698,3 +698,50 @@ async fn each_tables_flushes_inserts_and_written_events_are_its_own_in_metrics_h
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn arrays_of_one_nested_structure_must_be_of_one_length() {
+    let database = unique_database();
+    table_with(
+        &database,
+        "nested",
+        "id UInt32, n Nested(a UInt8, b String)",
+    )
+    .await;
+    let app = spawn_app_in(&database, &[("INGEST_TABLES", "nested")]).await;
+    let body = json!([
+        {"id": 1, "n.a": [1, 2], "n.b": ["x", "y"]},
+        {"id": 2, "n.a": [1, 2], "n.b": ["x"]},
+        {"id": 3, "n.a": [1]},
+        {"id": 4},
+    ]);
+    let response = post_table(&app, "nested", &body).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    let errors: Vec<(u64, String, String)> = answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let text = e["error"].as_str().unwrap().to_string();
+            (
+                e["index"].as_u64().unwrap(),
+                e["field"].as_str().unwrap().into(),
+                text,
+            )
+        })
+        .collect();
+    assert_eq!(errors.len(), 2, "{answer}");
+    assert_eq!((errors[0].0, errors[0].1.as_str()), (1, "n.b"), "{answer}");
+    assert!(errors[0].2.contains("n.a has 2"), "{answer}");
+    assert_eq!((errors[1].0, errors[1].1.as_str()), (2, "n.b"), "{answer}");
+    // The good rows are stored: the table was never refused a whole insert.
+    wait_for(&database, "nested", 2).await;
+    let stored = clickhouse(&format!(
+        "SELECT id, n.a, n.b FROM `{database}`.nested ORDER BY id"
+    ))
+    .await;
+    assert_eq!(stored, "1\t[1,2]\t['x','y']\n4\t[]\t[]\n");
+    app.stop().await;
+}
