@@ -2,9 +2,7 @@
 
 use serde_json::Value;
 
-use event_ingest::{Application, Config, config::AppEnv, logging};
-
-use crate::helpers::{batch, drop_database, spawn_app, test_env, unique_database, within};
+use crate::helpers::{batch, spawn_app};
 
 #[tokio::test]
 async fn api_keys_guard_the_events_endpoint_only() {
@@ -167,33 +165,15 @@ async fn every_ingest_route_is_open_to_clients_under_every_access_setting() {
     }
 
     // With an admin listener: served on the public listener, not on the admin one.
-    logging::init(AppEnv::Test);
-    let database = unique_database();
-    let config = Config::from_vars(test_env(&database, &[("ADMIN_PORT", "0")])).unwrap();
-    let app = Application::build(config).await.unwrap();
-    let public = format!("http://127.0.0.1:{}", app.port());
-    let admin = format!("http://127.0.0.1:{}", app.admin_port().expect("admin port"));
-    let handle = app.handle();
-    let server = tokio::spawn(app.run_until_stopped());
-    let http = reqwest::Client::new();
+    let app = spawn_app(&[("ADMIN_PORT", "0")]).await;
+    let admin = app.admin_address.clone().expect("admin port");
     for (i, path) in paths.iter().enumerate() {
         let n = u32::try_from(i).unwrap();
-        assert_eq!(
-            post_one(&http, format!("{public}{path}"), None, n).await,
-            200,
-            "{path}"
-        );
-        assert_eq!(
-            post_one(&http, format!("{admin}{path}"), None, 99).await,
-            404,
-            "{path}"
-        );
+        let public = format!("{}{path}", app.address);
+        assert_eq!(post_one(&app.http, public, None, n).await, 200, "{path}");
+        let admin = format!("{admin}{path}");
+        assert_eq!(post_one(&app.http, admin, None, 99).await, 404, "{path}");
     }
-    crate::helpers::wait_for_rows(&database, paths.len() as u64).await;
-    handle.stop(true).await;
-    within(std::time::Duration::from_secs(30), server)
-        .await
-        .unwrap()
-        .unwrap();
-    drop_database(&database).await;
+    app.wait_for_rows(paths.len() as u64).await;
+    app.stop().await;
 }

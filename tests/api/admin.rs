@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use event_ingest::{Application, Config, config::AppEnv, logging};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{clickhouse_url, drop_database, spawn_app, test_env, unique_database, within};
+use crate::helpers::{clickhouse_url, spawn_app, within};
 
 /// Forwards connections to ClickHouse, counting `SELECT version()` queries on the way.
 async fn counting_forwarder() -> (u16, Arc<AtomicUsize>) {
@@ -188,14 +187,9 @@ async fn in_prod_operations_routes_are_closed_without_admin_settings() {
 
 #[tokio::test]
 async fn an_admin_listener_takes_the_operations_routes() {
-    logging::init(AppEnv::Test);
-    let database = unique_database();
-    let config = Config::from_vars(test_env(&database, &[("ADMIN_PORT", "0")])).unwrap();
-    let app = Application::build(config).await.unwrap();
-    let public = format!("http://127.0.0.1:{}", app.port());
-    let admin = format!("http://127.0.0.1:{}", app.admin_port().expect("admin port"));
-    let handle = app.handle();
-    let server = tokio::spawn(app.run_until_stopped());
+    let app = spawn_app(&[("ADMIN_PORT", "0")]).await;
+    let public = app.address.clone();
+    let admin = app.admin_address.clone().expect("admin port");
     let http = reqwest::Client::new();
     let status = |url: String| {
         let http = http.clone();
@@ -240,10 +234,5 @@ async fn an_admin_listener_takes_the_operations_routes() {
     };
     assert_eq!(post(admin.clone()).await, 404);
     assert_eq!(post(public.clone()).await, 200);
-    handle.stop(true).await;
-    within(Duration::from_secs(30), server)
-        .await
-        .unwrap()
-        .unwrap();
-    drop_database(&database).await;
+    app.stop().await;
 }

@@ -112,6 +112,8 @@ pub fn test_env(database: &str, overrides: &[(&str, &str)]) -> Vec<(String, Stri
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`
     pub address: String,
+    /// The admin listener's address, with `ADMIN_PORT` set.
+    pub admin_address: Option<String>,
     /// The test's database.
     pub database: String,
     /// The app's counters.
@@ -135,11 +137,13 @@ pub async fn spawn_app_in(database: &str, overrides: &[(&str, &str)]) -> TestApp
     let host = config.http_host.clone();
     let app = Application::build(config).await.expect("app builds");
     let address = format!("http://{host}:{}", app.port());
+    let admin_address = app.admin_port().map(|port| format!("http://{host}:{port}"));
     let handle = app.handle();
     let stats = app.stats();
     let server = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        admin_address,
         database,
         stats,
         http: reqwest::Client::new(),
