@@ -17,15 +17,8 @@
 
 use super::nested;
 use super::transpose::{Columns, Dictionary, Values};
-use super::types::put_leb128;
+use super::types::{HAS_ADDITIONAL_KEYS, KEYS_VERSION, UPDATE_DICTIONARY, put_leb128};
 use super::{Column, Schema};
-
-/// LowCardinality serialization version: shared dictionaries with additional keys.
-pub(super) const KEYS_VERSION: u64 = 1;
-/// The block's keys follow (no global dictionary).
-pub(super) const HAS_ADDITIONAL_KEYS: u64 = 1 << 9;
-/// Forget any dictionary of an earlier block.
-pub(super) const UPDATE_DICTIONARY: u64 = 1 << 10;
 
 /// Appends the Native block of `columns` to `out`, rows in `order` (arrival positions), or
 /// in arrival order for `None`.

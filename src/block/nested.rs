@@ -15,8 +15,7 @@
 
 use std::collections::HashMap;
 
-use super::native::{HAS_ADDITIONAL_KEYS, KEYS_VERSION, UPDATE_DICTIONARY};
-use super::types::{ColumnType, leb128};
+use super::types::{ColumnType, HAS_ADDITIONAL_KEYS, KEYS_VERSION, UPDATE_DICTIONARY, leb128};
 
 /// Writes the state prefix of a column of `ty`.
 pub(super) fn write_prefix(ty: &ColumnType, out: &mut Vec<u8>) {

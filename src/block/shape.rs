@@ -3,6 +3,7 @@
 //! and written as Native columns) and the JSON side (`crate::schema`, how a JSON value
 //! becomes that RowBinary value). One parser, so the two can never disagree on a type.
 
+use super::BlockError;
 use super::column_zone::ColumnZone;
 use super::types::{ColumnType, Order};
 
@@ -356,6 +357,17 @@ pub(crate) fn split_args(text: &str) -> Vec<String> {
         parts.push(current.trim().to_string());
     }
     parts
+}
+
+impl ColumnType {
+    /// Parses a type name as `system.columns.type` spells it (through [`Shape`], the one
+    /// reading of type names).
+    pub fn parse(name: &str) -> Result<Self, BlockError> {
+        let name = name.trim();
+        Shape::parse(name)
+            .and_then(|shape| shape.layout())
+            .ok_or_else(|| BlockError::UnsupportedType(name.to_string()))
+    }
 }
 
 #[cfg(test)]

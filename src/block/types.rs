@@ -3,9 +3,6 @@
 
 use std::fmt;
 
-use super::BlockError;
-use super::shape::Shape;
-
 /// A column type the block builder can transpose from RowBinary into Native.
 ///
 /// Parsed from the server's own spelling (`LowCardinality(String)`, `DateTime('UTC')`,
@@ -72,16 +69,14 @@ pub enum Zone {
     Other,
 }
 
-impl ColumnType {
-    /// Parses a type name as `system.columns.type` spells it (through [`Shape`], the one
-    /// reading of type names).
-    pub fn parse(name: &str) -> Result<Self, BlockError> {
-        let name = name.trim();
-        Shape::parse(name)
-            .and_then(|shape| shape.layout())
-            .ok_or_else(|| BlockError::UnsupportedType(name.to_string()))
-    }
+/// LowCardinality serialization version: shared dictionaries with additional keys.
+pub(super) const KEYS_VERSION: u64 = 1;
+/// The block's keys follow (no global dictionary).
+pub(super) const HAS_ADDITIONAL_KEYS: u64 = 1 << 9;
+/// Forget any dictionary of an earlier block.
+pub(super) const UPDATE_DICTIONARY: u64 = 1 << 10;
 
+impl ColumnType {
     /// Length of the RowBinary value at the start of `data`, or `None` if `data` is too
     /// short to hold one.
     pub fn value_len(&self, data: &[u8]) -> Option<usize> {
@@ -210,6 +205,7 @@ pub fn put_leb128(out: &mut Vec<u8>, mut n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block::BlockError;
 
     #[test]
     fn type_names_parse_as_the_server_spells_them() {

@@ -1,6 +1,8 @@
-//! `POST /v1/events`: read the body, decode, validate, hand the valid rows to ingest. The
-//! events table is one instance of the generic path (`crate::schema`): its schema with the
-//! rules `/v1/events` has always applied (`schema::rules::events`).
+//! The one ingest handler: `POST /v1/events` and `POST /v1/tables/{table}` read the body,
+//! decode and validate it against the table's schema, and hand the valid rows to the
+//! table's lane. `/v1/events` is the events table with its rules
+//! (`schema::rules::events`); any other table in `INGEST_TABLES` is read by its own columns
+//! as ClickHouse describes them (`crate::schema`), its rows tagged with that column list.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -9,13 +11,78 @@ use time::OffsetDateTime;
 
 use super::body::Encoding;
 use super::inflight::Reservation;
-use super::openapi::{ErrorBody, EventIn};
 use super::{ApiError, AppState, body, client};
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use crate::event::{FieldError, Format, Loose, parse_time};
 use crate::ingest::Ingest;
 use crate::schema::{RequestFacts, SchemaError, TableSchema, TableValidated};
+use crate::sink::{Loaded, TableState};
+
+/// One allowed table other than the events table: the columns its rows are encoded with,
+/// and where they go.
+pub struct TableLane {
+    /// Shared with the table's sink.
+    pub state: Arc<TableState>,
+    /// The table's buffer (or direct insert).
+    pub ingest: Arc<dyn Ingest>,
+    /// The table's own figures (flushes, inserts, errors), for metrics, health and status.
+    pub stats: Arc<crate::stats::TableStats>,
+}
+
+/// Every allowed table by the name clients use (as written in `INGEST_TABLES`).
+#[derive(Default)]
+pub struct Tables {
+    /// Tables other than the events table.
+    pub lanes: HashMap<String, TableLane>,
+    /// The names that mean the events table (`events`, `db.events`).
+    pub events: Vec<String>,
+}
+
+/// One event as clients send it to `/v1/events` (documentation of what validation accepts).
+#[allow(dead_code)] // Read by the OpenAPI generator only.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({
+    "client_time": "2020-12-01 23:59:00",
+    "device_id": "0287D9AA-4ADF-4B37-A60F-3E9E645C821E",
+    "device_os": "IOS 13.5.1",
+    "session": "ybuRi8mAUypxjbxQ",
+    "sequence": 1,
+    "event": "app_start",
+    "param_int": 0,
+    "param_str": "some text"
+}))]
+pub struct EventIn {
+    /// `YYYY-MM-DD hh:mm:ss` (UTC) or RFC 3339; 1970–2106.
+    client_time: String,
+    /// A UUID.
+    #[schema(format = "uuid")]
+    device_id: String,
+    /// Non-empty, at most 256 bytes.
+    device_os: String,
+    /// Non-empty, at most 256 bytes.
+    session: String,
+    /// Unsigned 32-bit.
+    #[schema(minimum = 0, maximum = 4294967295_u64)]
+    sequence: u32,
+    /// Non-empty, at most 256 bytes.
+    event: String,
+    /// Unsigned 32-bit; default 0.
+    #[schema(minimum = 0, maximum = 4294967295_u64)]
+    param_int: Option<u32>,
+    /// At most 8 KiB; default empty.
+    param_str: Option<String>,
+}
+
+/// Every error answer.
+#[allow(dead_code)] // Read by the OpenAPI generator only.
+#[derive(utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    error: String,
+}
 
 /// The events table's schema with its rules: fixed in the code, built once.
 static EVENTS: LazyLock<Result<TableSchema, SchemaError>> = LazyLock::new(TableSchema::events);
@@ -29,17 +96,6 @@ pub struct Accepted {
     rejected: usize,
     /// Why, for the first 100 rejected fields.
     errors: Vec<FieldError>,
-}
-
-impl Accepted {
-    /// The answer for `accepted` rows kept and `rejected` events with `errors`.
-    pub(super) fn new(accepted: usize, rejected: usize, errors: Vec<FieldError>) -> Self {
-        Self {
-            accepted,
-            rejected,
-            errors,
-        }
-    }
 }
 
 /// Accepts events as a JSON array, one JSON object, or NDJSON (by `Content-Type`),
@@ -72,12 +128,113 @@ pub async fn post_events(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    ingest(req, None, payload, state).await
+}
+
+/// Accepts events for one allowed table: same bodies, answers and status codes as
+/// `/v1/events`; `404` for a table not in `INGEST_TABLES`, `503` while the table is missing.
+#[utoipa::path(
+    post,
+    path = "/v1/tables/{table}",
+    tag = "events",
+    params(("table" = String, Path, description = "A table in INGEST_TABLES")),
+    request_body(
+        content((Object = "application/json"), (Object = "application/x-ndjson")),
+        description = "Events as for /v1/events; fields are the table's columns (see the \
+            `x-tables` schemas of this document)"
+    ),
+    responses(
+        (status = 200, description = "Valid events kept; invalid ones listed", body = Accepted),
+        (status = 400, description = "Body is not events at all; nothing stored"),
+        (status = 404, description = "Table not in INGEST_TABLES"),
+        (status = 503, description = "Table missing or its buffer full; retry after Retry-After"),
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
+)]
+pub async fn post_table(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    ingest(req, Some(path.into_inner()), payload, state).await
+}
+
+/// Which table a request's rows are for, as the handler needs it.
+struct Target {
+    /// The table's name for metrics (`None`: the events table).
+    table: Option<String>,
+    /// The schema the rows are encoded with, and the tag each row starts with.
+    schema: Schema,
+    /// The table's lane.
+    ingest: Arc<dyn Ingest>,
+}
+
+/// The events table's fixed schema, or another table's column list as it is now.
+#[derive(Clone)]
+enum Schema {
+    Events,
+    Table(Arc<Loaded>),
+}
+
+impl Schema {
+    fn get(&self) -> Result<(&TableSchema, &[u8]), ApiError> {
+        match self {
+            Schema::Events => EVENTS
+                .as_ref()
+                .map(|schema| (schema, &[][..]))
+                .map_err(|_| ApiError::Internal("the events table's schema")),
+            Schema::Table(loaded) => Ok((&loaded.schema, &loaded.tag[..])),
+        }
+    }
+}
+
+impl Target {
+    /// The table `name` names (`None`: `/v1/events`): `404` if it is not allowed, `503`
+    /// while it cannot be read.
+    fn of(state: &AppState, name: Option<String>) -> Result<Self, ApiError> {
+        let name = match name {
+            Some(name) if !state.tables.events.contains(&name) => name,
+            _ => {
+                return Ok(Target {
+                    table: None,
+                    schema: Schema::Events,
+                    ingest: state.ingest.clone(),
+                });
+            }
+        };
+        let Some(lane) = state.tables.lanes.get(&name) else {
+            return Err(ApiError::UnknownTable(name));
+        };
+        let loaded = lane
+            .state
+            .current()
+            .map_err(|reason| ApiError::Unavailable {
+                reason,
+                retry_after: Duration::from_secs(5),
+            })?;
+        Ok(Target {
+            table: Some(name),
+            schema: Schema::Table(loaded),
+            ingest: lane.ingest.clone(),
+        })
+    }
+}
+
+/// Both routes: the client's key, the table, the body, its rows into the table's lane.
+async fn ingest(
+    req: HttpRequest,
+    table: Option<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     // Before reading a byte of the body: an unauthenticated client costs nothing more.
     if !state.api_keys.allows(&req) {
         return Err(ApiError::Unauthorized);
     }
+    let target = Target::of(&state, table)?;
     let (encoding, mut reservation, raw) =
-        read_body(&req, payload, &state, state.ingest.as_ref()).await?;
+        read_body(&req, payload, &state, target.ingest.as_ref()).await?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -95,6 +252,7 @@ pub async fn post_events(
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         server_time: OffsetDateTime::now_utc(),
         ip: client::client_ip(&req, &state.trusted_proxies),
+        schema: target.schema.clone(),
     };
     let validated = if work.inline {
         work.run(&mut reservation)?
@@ -104,9 +262,17 @@ pub async fn post_events(
     };
     let accepted = validated.rows.len();
     if accepted > 0 {
-        state.ingest.submit(validated.rows).await?;
+        target.ingest.submit(validated.rows).await?;
     }
-    state.stats.record_request(accepted, &validated.reasons);
+    match &target.table {
+        None => state.stats.record_request(accepted, &validated.reasons),
+        Some(name) => state.stats.record_table_request(
+            name,
+            accepted,
+            validated.rejected,
+            validated.unknown_fields,
+        ),
+    }
     Ok(HttpResponse::Ok().json(Accepted {
         accepted,
         rejected: validated.rejected,
@@ -116,13 +282,13 @@ pub async fn post_events(
 
 /// Bodies up to this size, uncompressed, are decoded on the worker: the hop to the CPU
 /// pool would cost more than the work (a typical request is a few kilobytes).
-pub(super) const INLINE_MAX_BYTES: usize = 64 * 1024;
+const INLINE_MAX_BYTES: usize = 64 * 1024;
 
 /// Reads a request's body (within the in-flight budget and the client timeout) for
 /// `ingest`, and refuses it before the costly part (decoding, validating, encoding) when
 /// `ingest` cannot take that much now, as its append would after it. What every ingest
 /// route does first, once the client is allowed in.
-pub(super) async fn read_body(
+async fn read_body(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
@@ -155,17 +321,17 @@ struct Work {
     sent_at_header: Option<String>,
     server_time: OffsetDateTime,
     ip: std::net::Ipv6Addr,
+    schema: Schema,
 }
 
 impl Work {
     /// Decompresses, decodes and validates.
     fn run(self, reservation: &mut Reservation) -> Result<TableValidated, ApiError> {
         let body = body::decode(self.raw, self.encoding, self.body_max_bytes, reservation)?;
-        let schema = EVENTS
-            .as_ref()
-            .map_err(|_| ApiError::Internal("the events table's schema"))?;
+        let (schema, tag) = self.schema.get()?;
         read_events(
             schema,
+            tag,
             &body,
             self.format,
             self.max_events,
@@ -176,11 +342,14 @@ impl Work {
     }
 }
 
-/// What `/v1/events` makes of a body once it is decompressed: the rows of its valid events
-/// and why the others were rejected, or why the body as a whole was refused. The whole
-/// contract of the route's answer, pinned by the oracle test (`routes::oracle`).
+/// What an ingest route makes of a body once it is decompressed: the rows of its valid
+/// events (each starting with `tag`) and why the others were rejected, or why the body as a
+/// whole was refused. The whole contract of the route's answer, pinned for the events table
+/// by the oracle test (`routes::oracle`).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn read_events(
     schema: &TableSchema,
+    tag: &[u8],
     body: &[u8],
     format: Format,
     max_events: usize,
@@ -193,7 +362,7 @@ pub(super) fn read_events(
         ip,
         sent_at: None,
     };
-    schema.validate_body(body, format, max_events, facts, &[], |envelope| {
+    schema.validate_body(body, format, max_events, facts, tag, |envelope| {
         sent_at(sent_at_header.as_deref(), envelope)
     })
 }
@@ -201,10 +370,7 @@ pub(super) fn read_events(
 /// When the client says it sent the request: the envelope's `sent_at`, else the
 /// `X-Sent-At` header. A value that is there but unreadable refuses the request (`400`),
 /// since every event's corrected time would depend on it.
-pub(super) fn sent_at(
-    header: Option<&str>,
-    envelope: Option<Loose<'_>>,
-) -> Result<Option<i64>, ApiError> {
+fn sent_at(header: Option<&str>, envelope: Option<Loose<'_>>) -> Result<Option<i64>, ApiError> {
     let text = match envelope {
         Some(Loose::Str(s)) => Some(s),
         Some(_) => return Err(ApiError::BadSentAt("expected a string".into())),

@@ -16,7 +16,6 @@ mod openapi;
 mod oracle;
 pub mod server;
 mod status;
-pub mod tables;
 
 use std::sync::Arc;
 
@@ -55,7 +54,7 @@ pub struct AppState {
     /// `BUFFER_MODE`, for the status page.
     pub mode: &'static str,
     /// The tables of `INGEST_TABLES` and their lanes.
-    pub tables: Arc<tables::Tables>,
+    pub tables: Arc<events::Tables>,
     /// When the process started, for the status page's uptime.
     pub started: std::time::Instant,
 }
@@ -93,7 +92,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         path: "/v1/tables/{table}",
         class: Class::Ingest,
-        resource: |path| post_only(path, tables::post_table),
+        resource: |path| post_only(path, events::post_table),
     },
     Route {
         path: "/v1/health",

@@ -3,56 +3,14 @@
 //! is fetched at build or run time).
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use super::{AppState, events, health, metrics, status, tables};
+use super::events::{ErrorBody, EventIn};
+use super::{AppState, events, health, metrics, status};
 use crate::event::FieldError;
-
-/// One event as clients send it (documentation of what validation accepts).
-#[allow(dead_code)] // Read by the OpenAPI generator only.
-#[derive(ToSchema)]
-#[schema(example = json!({
-    "client_time": "2020-12-01 23:59:00",
-    "device_id": "0287D9AA-4ADF-4B37-A60F-3E9E645C821E",
-    "device_os": "IOS 13.5.1",
-    "session": "ybuRi8mAUypxjbxQ",
-    "sequence": 1,
-    "event": "app_start",
-    "param_int": 0,
-    "param_str": "some text"
-}))]
-pub struct EventIn {
-    /// `YYYY-MM-DD hh:mm:ss` (UTC) or RFC 3339; 1970–2106.
-    client_time: String,
-    /// A UUID.
-    #[schema(format = "uuid")]
-    device_id: String,
-    /// Non-empty, at most 256 bytes.
-    device_os: String,
-    /// Non-empty, at most 256 bytes.
-    session: String,
-    /// Unsigned 32-bit.
-    #[schema(minimum = 0, maximum = 4294967295_u64)]
-    sequence: u32,
-    /// Non-empty, at most 256 bytes.
-    event: String,
-    /// Unsigned 32-bit; default 0.
-    #[schema(minimum = 0, maximum = 4294967295_u64)]
-    param_int: Option<u32>,
-    /// At most 8 KiB; default empty.
-    param_str: Option<String>,
-}
-
-/// Every error answer.
-#[allow(dead_code)] // Read by the OpenAPI generator only.
-#[derive(ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong.
-    error: String,
-}
 
 /// The API description.
 #[derive(OpenApi)]
@@ -63,7 +21,7 @@ pub struct ErrorBody {
     ),
     paths(
         events::post_events,
-        tables::post_table,
+        events::post_table,
         health::get_health,
         health::get_ready,
         health::get_live,

@@ -50,6 +50,7 @@ fn run(schema: &TableSchema, case: &Value) -> Value {
     let (body, format, max_events, header) = inputs(case);
     answer(read_events(
         schema,
+        &[],
         &body,
         format,
         max_events,

@@ -33,8 +33,7 @@ use crate::config::{self, Config, Durability};
 use crate::schema::{ColumnInfo, SchemaError, TableSchema};
 use crate::shard::{KeyPlan, ShardingKey};
 
-/// Bytes of the column-list tag before each row.
-pub const TAG_BYTES: usize = 4;
+pub use super::table_columns::TAG_BYTES;
 
 /// A column list as loaded: the schema the handlers encode with and the block builder the
 /// sink writes with.

@@ -17,10 +17,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::table::TAG_BYTES;
 use crate::block::Rows;
 use crate::schema::ColumnInfo;
 use crate::spool::{ReadLimits, Spool};
+
+/// Bytes of the column-list tag before each row.
+pub const TAG_BYTES: usize = 4;
 
 /// Everything a column list is built from, as read from the server and the configuration:
 /// built again from this, it is the same list with the same tag.

@@ -11,7 +11,7 @@ use crate::config::{BufferMode, Config, Durability};
 use crate::flusher;
 use crate::ingest::{Buffered, Direct, Discard, Lane, Sharded};
 use crate::quarantine::Quarantine;
-use crate::routes::tables::{TableLane, Tables};
+use crate::routes::events::{TableLane, Tables};
 use crate::shard::{RowKeys, Sharder};
 use crate::sink::{HostState, ReplicaSet, TableSink};
 use crate::stats::{LaneStats, Stats, TableStats};
