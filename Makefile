@@ -5,7 +5,7 @@
 CLICKHOUSE_HOST ?= 127.0.0.1
 CLICKHOUSE_PORT ?= 8123
 export CLICKHOUSE_HOST CLICKHOUSE_PORT
-# The modern engine for the second test run: ClickHouse 26.x (chDB) behind scripts/chdb-http.py.
+# The modern engine for the second test run: ClickHouse 26.x (chDB) behind tests/support/chdb-http.py.
 CHDB_PORT ?= 8124
 export CHDB_PORT
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Brings up the modern ClickHouse engine for `make test`: scripts/chdb-http.py (a test-only
+# Brings up the modern ClickHouse engine for `make test`: tests/support/chdb-http.py (a test-only
 # HTTP front of ClickHouse over chDB, PyPI's `chdb-core`), on CHDB_HOST:CHDB_PORT.
 #
 #   scripts/chdb.sh ensure   # start it unless something answers /ping there
@@ -38,7 +38,7 @@ install_engine() {
 start() {
   mkdir -p "$DATA_DIR/log"
   say "starting chdb-http on $HOST:$PORT (data in $DATA_DIR)"
-  nohup "$VENV/bin/python" "$ROOT/scripts/chdb-http.py" \
+  nohup "$VENV/bin/python" "$ROOT/tests/support/chdb-http.py" \
     --host "$HOST" --port "$PORT" --path "$DATA_DIR/db" \
     >"$DATA_DIR/log/stdout.log" 2>&1 &
   echo $! >"$DATA_DIR/server.pid"

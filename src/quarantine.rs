@@ -25,7 +25,7 @@ pub type RowDecoder = std::sync::Arc<dyn Fn(&[u8]) -> Option<serde_json::Value> 
 /// Where rejected rows go.
 pub struct Quarantine {
     dir: PathBuf,
-    /// Another table's lane (issue 12): lines name it, and rows are read back with the
+    /// Another table's lane: lines name it, and rows are read back with the
     /// column list they were encoded under.
     table: Option<(String, RowDecoder)>,
     /// Serialises writers (only the flusher writes; the lock keeps lines whole regardless).

@@ -84,7 +84,7 @@ pub struct Application {
     /// `disk` mode: each lane's spool writer, stopped after the flushers.
     spool_writers: Vec<WriterGuard>,
     quarantine_dir: std::path::PathBuf,
-    /// Other tables' flushers and spool writers (issue 12), stopped after the events table's.
+    /// Other tables' flushers and spool writers, stopped after the events table's.
     table_storage: Vec<Storage>,
     /// Reads other tables' columns every `SCHEMA_REFRESH_SECS`; stopped at shutdown.
     refresher: Option<Refresher>,

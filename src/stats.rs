@@ -27,7 +27,7 @@ pub struct Stats {
     pub events_accepted: IntCounter,
     /// Events rejected by validation, by the first field at fault (`object`: unreadable).
     pub events_rejected: IntCounterVec,
-    /// Other tables' events (issue 12) by table and outcome: `accepted`, `rejected`, and
+    /// Other tables' events by table and outcome: `accepted`, `rejected`, and
     /// `ignored_fields` (fields the table has no column for).
     pub table_events: IntCounterVec,
     /// Other tables' flushes, by table (the events table's are `flushes`).

@@ -5,7 +5,7 @@
 //!
 //! Why: ClickHouse's CPU, not the gateway's, is what stores an event. A Native block is read
 //! without converting rows, and a block already in key order skips the server's sort
-//! (measured on 18.16: see the README's benchmarks). The work moves to the flusher's thread,
+//! (measured on 18.16: see docs/performance.md). The work moves to the flusher's thread,
 //! off the request path and never under the buffer's lock.
 //!
 //! The column types are data ([`ColumnType`], parsed from `system.columns`), so every

@@ -40,8 +40,9 @@ pub struct FieldError {
     pub error: Cow<'static, str>,
 }
 
-/// Events for tests and benchmarks: valid, distinct, deterministic.
-#[doc(hidden)]
+/// Events for tests and benchmarks: valid, distinct, deterministic. Not part of the
+/// service: built for the crate's own tests and with the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing {
     use super::Event;
     use crate::block::Rows;

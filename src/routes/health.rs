@@ -174,7 +174,7 @@ pub async fn get_health(
             storage_error,
         )
     };
-    // Other tables (issue 12): each one's state and what waits to reach it.
+    // Other tables: each one's state and what waits to reach it.
     let tables: serde_json::Map<String, serde_json::Value> = state
         .tables
         .lanes

@@ -1,4 +1,4 @@
-//! Every table's events (issue 12), the events table's included: a table's columns as
+//! Every table's events, the events table's included: a table's columns as
 //! ClickHouse describes them ([`TableSchema`]), and each request's JSON events validated
 //! against them and encoded at once into RowBinary [`Rows`], field by field. `/v1/events` is
 //! the events table's schema with per-column rules ([`rules`]) that keep its contract word

@@ -269,7 +269,7 @@ fn int_hash64(x: u64) -> u64 {
 mod tests {
     use super::*;
 
-    /// `cityHash64` values ClickHouse 18.16 gave for these strings (docs/cluster-notes.md).
+    /// `cityHash64` values ClickHouse 18.16 gave for these strings (docs/cluster.md).
     #[test]
     fn the_hash_is_clickhouses_cityhash64() {
         for (text, expected) in [

@@ -1,4 +1,4 @@
-//! The sink of another table's lane (issue 12): the table's columns read from the server
+//! The sink of another table's lane: the table's columns read from the server
 //! (never created here), shared with the handlers that encode rows against them
 //! ([`TableState`]), and inserts of Native blocks built with the one block builder.
 //!

@@ -1,4 +1,4 @@
-//! Another table in a cluster (issue 12): the `Distributed` table's sharding expression,
+//! Another table in a cluster: the `Distributed` table's sharding expression,
 //! read with the table's columns and evaluated per row as [`RowKeys`] over the rows'
 //! column lists, and each replica of a shard as one [`Replica`] of its lane's set.
 

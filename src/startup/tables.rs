@@ -1,4 +1,4 @@
-//! Start-up of the other tables of `INGEST_TABLES` (issue 12): one lane per table (in a
+//! Start-up of the other tables of `INGEST_TABLES`: one lane per table (in a
 //! cluster, one per table and shard), and the thread that reads their columns again so
 //! schema changes are picked up without a restart.
 

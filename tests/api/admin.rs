@@ -1,4 +1,4 @@
-//! Operations endpoints (finding 5 of issue 14): the admin listener, `ADMIN_API_KEYS`,
+//! Operations endpoints: the admin listener, `ADMIN_API_KEYS`,
 //! probes that stay open but say nothing about ClickHouse to strangers, and one ClickHouse
 //! check a second however often they are called.
 

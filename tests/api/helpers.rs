@@ -24,7 +24,7 @@ pub enum Engine {
     /// `TEST_ENGINE` unset or `18.16`: a real server (Debian's ClickHouse 18.16).
     Legacy,
     /// `TEST_ENGINE=modern`: ClickHouse 26.x (chDB) behind the test double of its HTTP
-    /// interface, `scripts/chdb-http.py`.
+    /// interface, `tests/support/chdb-http.py`.
     Modern,
 }
 

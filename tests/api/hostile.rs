@@ -125,7 +125,7 @@ async fn post_raw(
     request.body(body).send().await.expect("request sent")
 }
 
-/// Finding 1: a small gzip body whose `events` is a huge string used to be quoted back
+/// a small gzip body whose `events` is a huge string used to be quoted back
 /// whole in the `400`.
 #[tokio::test]
 async fn errors_quote_client_input_only_in_short_excerpts() {
@@ -153,7 +153,7 @@ async fn errors_quote_client_input_only_in_short_excerpts() {
     app.stop().await;
 }
 
-/// Finding 1: a client that asks for a large response and never reads it is dropped once
+/// a client that asks for a large response and never reads it is dropped once
 /// its window has stayed shut for `CLIENT_TIMEOUT_MS`, instead of holding the response.
 #[tokio::test]
 async fn a_client_that_never_reads_its_response_is_dropped() {
@@ -181,7 +181,7 @@ async fn a_client_that_never_reads_its_response_is_dropped() {
     app.stop().await;
 }
 
-/// Finding 2: a lone surrogate (a string cut mid-emoji) and an unrepresentable number
+/// a lone surrogate (a string cut mid-emoji) and an unrepresentable number
 /// reject at most their own event, naming the field; the good events are stored.
 #[tokio::test]
 async fn lexical_errors_inside_an_array_cost_one_event_only() {
@@ -208,7 +208,7 @@ async fn lexical_errors_inside_an_array_cost_one_event_only() {
     app.stop().await;
 }
 
-/// Finding 3: a body of many empty gzip members is refused after a bounded number of them.
+/// a body of many empty gzip members is refused after a bounded number of them.
 #[tokio::test]
 async fn a_body_of_many_empty_gzip_members_is_refused() {
     let app = spawn_app(&[]).await;
@@ -229,7 +229,7 @@ async fn a_body_of_many_empty_gzip_members_is_refused() {
     app.stop().await;
 }
 
-/// Finding 3: while one worker's only thread would be decoding large bodies, a probe on the
+/// while one worker's only thread would be decoding large bodies, a probe on the
 /// same worker is answered first: the work runs on the CPU pool, not on the worker.
 #[tokio::test]
 async fn probes_are_answered_while_large_bodies_are_decoded() {
@@ -272,7 +272,7 @@ async fn probes_are_answered_while_large_bodies_are_decoded() {
     app.stop().await;
 }
 
-/// Finding 4: past `INFLIGHT_BODY_MAX_BYTES`, a new body gets `503` + `Retry-After`
+/// past `INFLIGHT_BODY_MAX_BYTES`, a new body gets `503` + `Retry-After`
 /// before it is read; once the holder leaves, requests go through again.
 #[tokio::test]
 async fn bodies_in_progress_share_a_budget() {
@@ -331,7 +331,7 @@ async fn bodies_in_progress_share_a_budget() {
     app.stop().await;
 }
 
-/// Finding 6: a `sent_at` in 1970 would have "corrected" a 2020 event to 2077.
+/// a `sent_at` in 1970 would have "corrected" a 2020 event to 2077.
 #[tokio::test]
 async fn an_implausible_correction_keeps_client_time() {
     let app = spawn_app(&[]).await;
@@ -350,7 +350,7 @@ async fn an_implausible_correction_keeps_client_time() {
     app.stop().await;
 }
 
-/// Finding 7: the small ones.
+/// The bearer scheme in any case, and `HEAD` on the probes.
 #[tokio::test]
 async fn bearer_is_case_insensitive_and_probes_answer_head() {
     let app = spawn_app(&[("INGEST_API_KEYS", "k")]).await;
@@ -409,7 +409,7 @@ async fn a_broken_chunked_body_gets_a_readable_answer() {
     app.stop().await;
 }
 
-/// Finding 7: a key list naming no key, and a ClickHouse host that is more than a host, stop
+/// a key list naming no key, and a ClickHouse host that is more than a host, stop
 /// start-up instead of running open or talking to somewhere else.
 #[test]
 fn misconfigurations_stop_start_up() {
@@ -428,7 +428,7 @@ fn misconfigurations_stop_start_up() {
     }
 }
 
-/// Finding 7: `23:59:60` is one rule in both formats: accepted, stored as `23:59:59`.
+/// `23:59:60` is one rule in both formats: accepted, stored as `23:59:59`.
 #[tokio::test]
 async fn a_leap_second_is_accepted_in_both_formats() {
     let app = spawn_app(&[]).await;
@@ -451,7 +451,7 @@ async fn a_leap_second_is_accepted_in_both_formats() {
     app.stop().await;
 }
 
-/// Finding 7: `Expect: 100-continue` gets the final status when the body is refused
+/// `Expect: 100-continue` gets the final status when the body is refused
 /// anyway, and `100 Continue` only when it may be sent.
 #[tokio::test]
 async fn expect_continue_gets_the_refusal_instead_of_continue() {

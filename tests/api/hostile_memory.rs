@@ -1,4 +1,4 @@
-//! Memory after abusive clients (findings 1 and 4 of issue 14), measured on the built binary
+//! Memory after abusive clients, measured on the built binary
 //! as a child process, so the test harness's own allocations do not blur the figure.
 
 use std::io::Write;
@@ -41,11 +41,11 @@ async fn memory_returns_after_abusive_clients_leave() {
     assert_eq!(warm.status(), 200);
     let before = rss_mib(pid);
 
-    // Finding 1: a 9 MB string in 9 KB of gzip, the answer never read.
+    // a 9 MB string in 9 KB of gzip, the answer never read.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     write!(gz, r#"{{"events": "{}"}}"#, "x".repeat(9 << 20)).unwrap();
     let bomb = gz.finish().unwrap();
-    // Finding 4: most of a 9 MB body, the rest never sent.
+    // most of a 9 MB body, the rest never sent.
     let partial = vec![b' '; 8 << 20];
     let mut held = Vec::new();
     for i in 0..64 {

@@ -1,4 +1,4 @@
-//! Another table whose inserts fail (issue 12): its own status, error and counters in
+//! Another table whose inserts fail: its own status, error and counters in
 //! `/v1/health` and `/metrics`, and the service `failing` while its rows wait, without
 //! the other tables' figures moving.
 

@@ -1,4 +1,4 @@
-//! Times for another table's `DateTime('zone')` columns (issue 12): written without an
+//! Times for another table's `DateTime('zone')` columns: written without an
 //! offset they are the column zone's wall-clock time, as ClickHouse reads them; with an
 //! offset they are that instant.
 

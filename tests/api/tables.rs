@@ -1,4 +1,4 @@
-//! `POST /v1/tables/{table}` (issue 12): any table in `INGEST_TABLES`, each event validated
+//! `POST /v1/tables/{table}`: any table in `INGEST_TABLES`, each event validated
 //! against the table's own columns, read back from ClickHouse field for field.
 
 use std::time::Duration;

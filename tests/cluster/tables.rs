@@ -1,4 +1,4 @@
-//! Scenario 7 (issue 12): other tables of `INGEST_TABLES` in the cluster. Each table's rows
+//! Scenario 7: other tables of `INGEST_TABLES` in the cluster. Each table's rows
 //! land on the shard its own `Distributed` table's expression names, exactly where the
 //! server puts the same rows inserted through a twin `Distributed` table (one table per
 //! expression form the gateway evaluates); a replica of shard 1 SIGKILLed under load on one

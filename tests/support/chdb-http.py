@@ -3,8 +3,8 @@
 
 TEST-ONLY. This is not part of event-ingest and never ships with it: no modern
 `clickhouse-server` installs on the test machines, so `make test` runs the integration
-suite a second time against this endpoint (see scripts/chdb.sh and the README's test
-section). Only the HTTP layer is imitated; every query, insert, type, setting, error code
+suite a second time against this endpoint (see scripts/chdb.sh and docs/testing.md).
+Only the HTTP layer is imitated; every query, insert, type, setting, error code
 and MergeTree behaviour (deduplication included) is the real engine's, from PyPI's
 `chdb-core` running in this process on one session with its data under --path.
 
@@ -27,7 +27,7 @@ there is no `system.processes` entry for a running query, no `system.query_log`,
 asynchronous insert queue that outlives a request, no users or passwords (any are
 accepted), no `session_id` sessions, and response bodies are never compressed (a server
 with `enable_http_compression=0` behaves the same). A compressed block's checksum
-(CityHash128 v1.0.2, scripts/cityhash102.py) and sizes are checked as a server checks them.
+(CityHash128 v1.0.2, tests/support/cityhash102.py) and sizes are checked as a server checks them.
 
 Standard library only, plus `chdb`. The data of an insert is written to a file as it arrives and
 read with `INSERT ... FROM INFILE`: chDB's streaming-insert API reports success and stores

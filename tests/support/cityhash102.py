@@ -1,6 +1,6 @@
 """CityHash128 v1.0.2, the checksum of ClickHouse's compressed blocks (test-only).
 
-Used by scripts/chdb-http.py, the test double of ClickHouse's HTTP interface, to check the
+Used by tests/support/chdb-http.py, the test double of ClickHouse's HTTP interface, to check the
 checksum of each block of a `decompress=1` body as a server does. A port of the reference
 implementation (the version ClickHouse froze, as the `clickhouse` crate's `cityhash-rs`
 computes it), checked against its published test vectors (`python3 cityhash102.py`).
