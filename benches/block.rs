@@ -7,7 +7,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use event_ingest::block::{BlockBuilder, Schema, SortKey};
 use event_ingest::event::testing;
-use event_ingest::sink::TABLE;
+use event_ingest::schema::events::TABLE;
 
 const ROWS: usize = 100_000;
 

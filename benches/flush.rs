@@ -12,7 +12,8 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use event_ingest::Config;
 use event_ingest::event::testing::rows;
-use event_ingest::sink::{ClickHouseSink, Sink, TABLE};
+use event_ingest::schema::events::TABLE;
+use event_ingest::sink::{ClickHouseSink, Sink};
 use futures_util::StreamExt;
 
 const ROWS: u32 = 10_000;

@@ -12,7 +12,7 @@
 
 use event_ingest::block::{BlockBuilder, Schema, SortKey};
 use event_ingest::event::testing;
-use event_ingest::sink::TABLE;
+use event_ingest::schema::events::TABLE;
 
 /// This thread's CPU time, in seconds.
 fn thread_cpu() -> f64 {

@@ -22,10 +22,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use clickhouse::{Client, Compression};
-use event_ingest::block::COLUMNS;
 use event_ingest::block::Rows;
 use event_ingest::block::{BlockBuilder, Cells, Schema, SortKey};
 use event_ingest::event::{Format, testing};
+use event_ingest::schema::events::COLUMNS;
 use event_ingest::schema::{ColumnInfo, RequestFacts, TableSchema, json};
 use event_ingest::sink::{ServerVersion, create_table_sql};
 

@@ -25,6 +25,7 @@ pub mod startup;
 pub mod stats;
 
 // Stage internals, reached only through the stages above.
+pub(crate) mod durable;
 pub(crate) mod flusher;
 pub(crate) mod ingest;
 pub(crate) mod memory;

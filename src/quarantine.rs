@@ -95,7 +95,7 @@ impl Quarantine {
             self.append_to_day(&lines)?;
         }
         fs::remove_file(&parked)?;
-        crate::spool::sync_dir(spool_dir)?;
+        crate::durable::sync_dir(spool_dir)?;
         Ok(lines.iter().filter(|&&b| b == b'\n').count())
     }
 
@@ -159,7 +159,7 @@ fn append_synced(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.write_all(bytes)?;
     file.sync_data()?;
     if new {
-        crate::spool::sync_dir(dir)?;
+        crate::durable::sync_dir(dir)?;
     }
     Ok(())
 }

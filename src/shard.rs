@@ -14,28 +14,13 @@
 //! - `<col>` for an unsigned integer column: the value itself.
 //!
 //! The key column's value is read from the encoded row with its column list (any table's,
-//! [`KeyPlan`]); how the list of a row is found is the lane's business ([`RowKeys`]).
-
-mod key;
+//! [`KeyPlan`], in `crate::block`); how the list of a row is found is the lane's business ([`RowKeys`]).
 
 use std::sync::Arc;
 
-pub use key::{KeyPlan, ShardingKey};
+pub use crate::block::{KeyPlan, RowKeys, ShardingKey};
 
 use crate::block::Rows;
-
-/// How a lane's sharder finds the key of one of its rows: the events table's rows have one
-/// column list; another table's rows carry the tag of theirs.
-pub trait RowKeys: Send + Sync {
-    /// The sharding expression's value for `row`, or `None` when it cannot be evaluated.
-    fn value(&self, row: &[u8]) -> Option<u64>;
-}
-
-impl RowKeys for KeyPlan {
-    fn value(&self, row: &[u8]) -> Option<u64> {
-        KeyPlan::value(self, row)
-    }
-}
 
 /// Splits rows by shard.
 #[derive(Clone)]
@@ -59,7 +44,7 @@ impl Sharder {
     /// `config::SHARDING_COLUMNS`, checked at start-up) over `shards` shards (at least 1).
     pub fn new(column: &str, shards: usize) -> Self {
         let key = ShardingKey::text_hash(column);
-        let columns: Vec<(String, String)> = crate::sink::TABLE
+        let columns: Vec<(String, String)> = crate::schema::events::TABLE
             .iter()
             .map(|c| (c.name.to_string(), c.legacy.to_string()))
             .collect();

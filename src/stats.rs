@@ -364,10 +364,9 @@ impl Stats {
         }
     }
 
-    /// Records a failed insert: a retryable one counts as a retry, a data error does not
-    /// (its rows go to the quarantine instead).
-    pub fn record_error(&self, error: &crate::sink::SinkError) {
-        let retrying = error.is_retryable();
+    /// Records a failed insert: a retryable one (`retrying`) counts as a retry, a data error
+    /// does not (its rows go to the quarantine instead).
+    pub fn record_error(&self, retrying: bool, error: &impl std::fmt::Display) {
         if retrying {
             self.insert_retries.inc();
         }

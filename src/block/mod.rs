@@ -14,20 +14,20 @@
 //! key's order) → [`native`] (the columns' bytes, copied in that order).
 
 mod column_zone;
-mod columns;
 mod rows;
 
 mod native;
 mod nested;
 mod shape;
+mod shard_key;
 mod sort;
 mod transpose;
 mod types;
 
 pub use column_zone::ColumnZone;
-pub use columns::COLUMNS;
 pub use rows::{Rows, RowsRef};
 pub use shape::{Scalar, Shape};
+pub use shard_key::{KeyPlan, RowKeys, ShardingKey};
 pub use sort::SortKey;
 pub use transpose::Cells;
 use transpose::Columns;

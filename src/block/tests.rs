@@ -2,9 +2,10 @@
 //! own `ORDER BY`, both engines reading every type back) is in `tests/api/native.rs`.
 
 use super::*;
-use crate::block::{COLUMNS, Rows};
+use crate::block::Rows;
 use crate::event::testing::{event, rows};
-use crate::sink::TABLE;
+use crate::schema::events::COLUMNS;
+use crate::schema::events::TABLE;
 
 /// The events table's builder, sorting by the table's key (shared with other stages' tests).
 pub(crate) fn builder() -> BlockBuilder {

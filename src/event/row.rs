@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::block::Rows;
 
 impl Rows {
-    /// Encodes and appends one event (in [`COLUMNS`](crate::block::COLUMNS) order).
+    /// Encodes and appends one event (in [`COLUMNS`](crate::schema::events::COLUMNS) order).
     pub fn push(&mut self, event: &Event<'_>) {
         self.push_encoded_with(|out| event.encode(out));
     }

@@ -366,12 +366,12 @@ impl<S: Sink> Flusher<S> {
                     return Ok(());
                 }
                 Err(e) if !e.is_retryable() => {
-                    self.stats.record_error(&e);
+                    self.stats.record_error(e.is_retryable(), &e);
                     return Err(Failure::Data(e));
                 }
                 Err(e) => e,
             };
-            self.stats.record_error(&error);
+            self.stats.record_error(error.is_retryable(), &error);
             let refusal = (error.refusal(), error.code());
             streak = if last == Some(refusal) { streak + 1 } else { 1 };
             last = Some(refusal);

@@ -15,6 +15,7 @@
 
 mod decode;
 mod encode;
+pub mod events;
 pub mod json;
 pub mod number;
 mod openapi;
@@ -332,10 +333,10 @@ impl TableSchema {
         })
     }
 
-    /// The events table ([`crate::sink::TABLE`]) as `/v1/events` validates it: its columns
+    /// The events table ([`events::TABLE`]) as `/v1/events` validates it: its columns
     /// as the modern servers spell them (the bytes are the same on every server).
     pub fn events() -> Result<Self, SchemaError> {
-        let columns: Vec<ColumnInfo> = crate::sink::TABLE
+        let columns: Vec<ColumnInfo> = events::TABLE
             .iter()
             .map(|c| ColumnInfo::plain(c.name, c.modern))
             .collect();

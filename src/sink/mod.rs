@@ -20,7 +20,7 @@ pub use cluster_schema::{ClusterTable, Membership};
 pub use error::{Refusal, SinkError};
 pub use format::{FormatInfo, InsertFormat};
 pub use replicas::{ClusterCheck, HostState, HostStatus, ReplicaSet};
-pub use schema::{Deduplication, ServerVersion, TABLE, create_table_sql};
+pub use schema::{Deduplication, ServerVersion, create_table_sql};
 pub use table::{Loaded, TAG_BYTES, TableSink, TableState, quote};
 
 use crate::block::RowsRef;

@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use crate::schema::events::TABLE;
+
 /// A ClickHouse server version, as `SELECT version()` reports it (`24.8.4.13`, `18.16.1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServerVersion {
@@ -76,74 +78,6 @@ impl fmt::Display for ServerVersion {
         write!(f, "{}.{}", self.major, self.minor)
     }
 }
-
-/// One column of the table as this service creates it.
-#[derive(Debug, Clone, Copy)]
-pub struct ColumnDef {
-    /// Column name (also the order rows are encoded in: see `block::COLUMNS`).
-    pub name: &'static str,
-    /// Type on modern servers.
-    pub modern: &'static str,
-    /// Type on servers before 20.1.
-    pub legacy: &'static str,
-    /// Compression codec on modern servers (empty: the default, LZ4).
-    pub codec: &'static str,
-}
-
-const fn col(
-    name: &'static str,
-    modern: &'static str,
-    legacy: &'static str,
-    codec: &'static str,
-) -> ColumnDef {
-    ColumnDef {
-        name,
-        modern,
-        legacy,
-        codec,
-    }
-}
-
-/// The events table. Times compress best as deltas; free-form strings with ZSTD; the
-/// repetitive names are `LowCardinality` (a dictionary per part).
-pub const TABLE: [ColumnDef; 11] = [
-    col(
-        "client_time",
-        "DateTime('UTC')",
-        "DateTime('UTC')",
-        "CODEC(Delta, ZSTD(1))",
-    ),
-    col(
-        "client_time_corrected",
-        "DateTime('UTC')",
-        "DateTime('UTC')",
-        "CODEC(Delta, ZSTD(1))",
-    ),
-    col(
-        "server_time",
-        "DateTime('UTC')",
-        "DateTime('UTC')",
-        "CODEC(Delta, ZSTD(1))",
-    ),
-    col("device_id", "UUID", "UUID", ""),
-    col(
-        "device_os",
-        "LowCardinality(String)",
-        "LowCardinality(String)",
-        "",
-    ),
-    col("session", "String", "String", "CODEC(ZSTD(1))"),
-    col("sequence", "UInt32", "UInt32", ""),
-    col(
-        "event",
-        "LowCardinality(String)",
-        "LowCardinality(String)",
-        "",
-    ),
-    col("param_int", "UInt32", "UInt32", ""),
-    col("param_str", "String", "String", "CODEC(ZSTD(1))"),
-    col("ip", "IPv6", "FixedString(16)", ""),
-];
 
 /// `CREATE TABLE IF NOT EXISTS` for the events table.
 ///
@@ -268,7 +202,7 @@ pub fn deduplication(engine: &str, create_query: &str, server_window: u64) -> De
 /// exists with a type whose RowBinary form is ours. Extra columns are fine (inserts name
 /// their columns; the others take their defaults).
 pub fn check_columns(columns: &[(String, String)]) -> Result<(), String> {
-    for name in crate::block::COLUMNS {
+    for name in crate::schema::events::COLUMNS {
         let Some((_, ty)) = columns.iter().find(|(n, _)| n == name) else {
             return Err(format!("column {name} is missing"));
         };
@@ -334,7 +268,7 @@ mod tests {
     #[test]
     fn the_table_lists_the_encoded_columns_in_order() {
         let names: Vec<&str> = TABLE.iter().map(|c| c.name).collect();
-        assert_eq!(names, crate::block::COLUMNS);
+        assert_eq!(names, crate::schema::events::COLUMNS);
     }
 
     #[test]

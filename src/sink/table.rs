@@ -29,9 +29,9 @@ use super::schema::ServerVersion;
 use super::table_columns::{self, Definition};
 use super::{InsertId, Sink, SinkError, query_log};
 use crate::block::{BlockBuilder, ColumnType, RowsRef, Schema, SortKey};
+use crate::block::{KeyPlan, ShardingKey};
 use crate::config::{self, Config, Durability};
 use crate::schema::{ColumnInfo, SchemaError, TableSchema};
-use crate::shard::{KeyPlan, ShardingKey};
 
 pub use super::table_columns::TAG_BYTES;
 
@@ -294,26 +294,16 @@ impl TableSink {
 
     /// `disk` mode, at start-up before any row is accepted or replayed: deletes the saved
     /// column lists that neither the rows an earlier run left in the table's spools
-    /// (`backlogs`: each spool and where its backlog begins) nor the list in use need. They
-    /// are forgotten too, so a list read again later is saved again before rows use it. A
-    /// spool that cannot be read keeps every list.
-    pub fn prune_columns(&self, backlogs: &[(&crate::spool::Spool, u64)]) {
+    /// (`spooled`: their tags, `None` when they could not be read, which keeps every list)
+    /// nor the list in use need. They are forgotten too, so a list read again later is
+    /// saved again before rows use it.
+    pub fn prune_columns(&self, spooled: Option<HashSet<[u8; TAG_BYTES]>>) {
         let Some(dir) = &self.state.columns_dir else {
             return;
         };
-        let mut keep = HashSet::new();
-        for (spool, from) in backlogs {
-            match table_columns::spooled_tags(spool, *from) {
-                Ok(tags) => keep.extend(tags),
-                Err(e) => {
-                    log::warn!(
-                        "{}: spool not readable ({e}); saved column lists all kept",
-                        spool.dir().display()
-                    );
-                    return;
-                }
-            }
-        }
+        let Some(mut keep) = spooled else {
+            return;
+        };
         if let Ok(current) = self.state.current() {
             keep.insert(current.tag);
         }

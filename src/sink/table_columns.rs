@@ -17,9 +17,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::block::Rows;
 use crate::schema::ColumnInfo;
-use crate::spool::{ReadLimits, Spool};
 
 /// Bytes of the column-list tag before each row.
 pub const TAG_BYTES: usize = 4;
@@ -55,7 +53,7 @@ pub fn save(dir: &Path, tag: [u8; TAG_BYTES], definition: &Definition) -> io::Re
     if target.exists() {
         return Ok(());
     }
-    crate::spool::create_dir_durably(dir)?;
+    crate::durable::create_dir_durably(dir)?;
     let json = serde_json::to_vec_pretty(definition).map_err(io::Error::other)?;
     let temporary = dir.join(file_name(tag, ".tmp"));
     let mut file = File::create(&temporary)?;
@@ -64,32 +62,6 @@ pub fn save(dir: &Path, tag: [u8; TAG_BYTES], definition: &Definition) -> io::Re
     drop(file);
     fs::rename(&temporary, &target)?;
     File::open(dir)?.sync_all()
-}
-
-/// The tags of the rows in `spool` from `from` (an earlier run's backlog) to its end: the
-/// lists those rows still need. Reads the backlog once, a few MiB at a time.
-pub fn spooled_tags(spool: &Spool, from: u64) -> io::Result<HashSet<[u8; TAG_BYTES]>> {
-    let mut tags = HashSet::new();
-    let mut at = from;
-    let mut rows = Rows::default();
-    loop {
-        rows.clear();
-        let limits = ReadLimits {
-            until: u64::MAX,
-            max_rows: 100_000,
-            max_bytes: 8 << 20,
-        };
-        let chunk = spool.read(at, limits, &mut rows)?;
-        for i in 0..rows.len() {
-            if let Some(tag) = rows.row(i).get(..TAG_BYTES).and_then(|t| t.try_into().ok()) {
-                tags.insert(tag);
-            }
-        }
-        if chunk.end <= at {
-            return Ok(tags);
-        }
-        at = chunk.end;
-    }
 }
 
 /// Deletes the lists in `dir` whose tag is not in `keep` (and any temporary file a crash
@@ -214,38 +186,5 @@ mod tests {
             ]
         );
         assert!(prune(&tmp.path().join("none"), &keep).unwrap().is_empty());
-    }
-
-    #[test]
-    fn the_tags_of_a_spools_backlog_are_read_back() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (spool, _) = Spool::open(tmp.path(), 1 << 30).unwrap();
-        let spool = std::sync::Arc::new(spool);
-        let writer = crate::spool::WriterGuard::spawn(spool.clone()).unwrap();
-        let mut start = None;
-        let mut end = 0;
-        // Two records, so reading goes on past the first.
-        for tags in [[[1u8, 0, 0, 0], [2, 0, 0, 0]], [[1, 0, 0, 0], [3, 0, 0, 0]]] {
-            let mut rows = Rows::default();
-            for tag in tags {
-                let mut row = tag.to_vec();
-                row.extend_from_slice(b"body");
-                rows.push_encoded(&row);
-            }
-            let range = spool.reserve(&crate::spool::frame(&rows)).unwrap();
-            start.get_or_insert(range.start);
-            end = range.end;
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(spool.wait_durable(end)).unwrap();
-        let tags = spooled_tags(&spool, start.unwrap()).unwrap();
-        assert_eq!(
-            tags,
-            HashSet::from([[1, 0, 0, 0], [2, 0, 0, 0], [3, 0, 0, 0]])
-        );
-        assert!(spooled_tags(&spool, end).unwrap().is_empty());
-        writer.stop();
     }
 }

@@ -14,6 +14,7 @@
 //! one batch begun after it" (and which of its rows are done) is the whole state; a batch's
 //! stable identity (and `insert_deduplication_token`) is its spool range.
 
+use crate::durable::sync_dir;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::Range;
@@ -235,11 +236,6 @@ fn too_large() -> io::Error {
         io::ErrorKind::InvalidInput,
         "checkpoint state larger than its slot",
     )
-}
-
-/// Makes a folder's entries (a created, renamed or removed file) durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

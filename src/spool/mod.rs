@@ -30,6 +30,7 @@ mod record;
 mod segments;
 mod writer;
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
 use std::ops::Range;
@@ -45,7 +46,7 @@ use self::checkpoint::{Checkpoint, CheckpointFile};
 use self::segments::{Chunk, SEGMENT_BYTES};
 use crate::block::Rows;
 
-pub use checkpoint::sync_dir;
+use crate::durable::{create_dir_durably, sync_dir};
 pub use record::now_ms;
 pub use segments::ReadLimits;
 pub use writer::WriterGuard;
@@ -175,6 +176,33 @@ pub struct Backlog {
 }
 
 impl Spool {
+    /// The first `N` bytes of every row from `from` (an earlier run's backlog) to the end,
+    /// each once (for another table, the tags of the column lists those rows still need).
+    /// Reads the backlog once, a few MiB at a time.
+    pub fn row_prefixes<const N: usize>(&self, from: u64) -> io::Result<HashSet<[u8; N]>> {
+        let mut prefixes = HashSet::new();
+        let mut at = from;
+        let mut rows = Rows::default();
+        loop {
+            rows.clear();
+            let limits = ReadLimits {
+                until: u64::MAX,
+                max_rows: 100_000,
+                max_bytes: 8 << 20,
+            };
+            let chunk = self.read(at, limits, &mut rows)?;
+            for i in 0..rows.len() {
+                if let Some(prefix) = rows.row(i).get(..N).and_then(|t| t.try_into().ok()) {
+                    prefixes.insert(prefix);
+                }
+            }
+            if chunk.end <= at {
+                return Ok(prefixes);
+            }
+            at = chunk.end;
+        }
+    }
+
     /// Opens (or creates) the spool in `dir`: takes its lock, reads the checkpoint, deletes
     /// confirmed segments and starts a new segment after the old ones; caps `max_bytes` to
     /// what the volume can hold. Returns the backlog the previous run left, to replay before
@@ -497,29 +525,6 @@ impl Spool {
         limits.until = limits.until.min(durable);
         segments::read(&self.dir, &spans, from, limits, rows)
     }
-}
-
-/// Creates `dir` (and missing parents) and makes the new entries durable: a power loss soon
-/// after the first start must not lose the folder with the records acknowledged in it.
-pub(crate) fn create_dir_durably(dir: &Path) -> io::Result<()> {
-    let mut missing = Vec::new();
-    let mut at = Some(dir);
-    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
-        missing.push(path);
-        at = path.parent();
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    fs::create_dir_all(dir)?;
-    // Each created folder's entry lives in its parent.
-    for created in missing {
-        match created.parent().filter(|p| !p.as_os_str().is_empty()) {
-            Some(parent) => sync_dir(parent)?,
-            None => sync_dir(Path::new("."))?,
-        }
-    }
-    Ok(())
 }
 
 /// Removes `path`; already gone counts as done.

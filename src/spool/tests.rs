@@ -327,3 +327,36 @@ fn a_batch_read_back_from_spool_records_builds_the_same_native_block() {
         builder.build(whole.data(), whole.len()).unwrap()
     );
 }
+
+#[test]
+fn the_row_prefixes_of_a_backlog_are_read_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(tmp.path(), 1 << 30).unwrap();
+    let spool = std::sync::Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    let mut start = None;
+    let mut end = 0;
+    // Two records, so reading goes on past the first.
+    for tags in [[[1u8, 0, 0, 0], [2, 0, 0, 0]], [[1, 0, 0, 0], [3, 0, 0, 0]]] {
+        let mut rows = Rows::default();
+        for tag in tags {
+            let mut row = tag.to_vec();
+            row.extend_from_slice(b"body");
+            rows.push_encoded(&row);
+        }
+        let range = spool.reserve(&super::frame(&rows)).unwrap();
+        start.get_or_insert(range.start);
+        end = range.end;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(spool.wait_durable(end)).unwrap();
+    let tags = spool.row_prefixes::<4>(start.unwrap()).unwrap();
+    assert_eq!(
+        tags,
+        std::collections::HashSet::from([[1, 0, 0, 0], [2, 0, 0, 0], [3, 0, 0, 0]])
+    );
+    assert!(spool.row_prefixes::<4>(end).unwrap().is_empty());
+    writer.stop();
+}

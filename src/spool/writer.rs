@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::Spool;
-use super::checkpoint::sync_dir;
 use super::segments;
+use crate::durable::sync_dir;
 
 /// Owns the writer thread: stopping it (or dropping the guard) writes what is queued,
 /// syncs, and joins.

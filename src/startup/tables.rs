@@ -13,6 +13,7 @@ use crate::ingest::{Buffered, Direct, Discard, Lane, Sharded};
 use crate::quarantine::Quarantine;
 use crate::routes::events::{TableLane, Tables};
 use crate::shard::{RowKeys, Sharder};
+use crate::sink::TAG_BYTES;
 use crate::sink::{HostState, ReplicaSet, TableSink};
 use crate::stats::{LaneStats, Stats, TableStats};
 
@@ -184,11 +185,23 @@ fn start_shards(
 /// `disk` mode: the table's saved column lists pruned to those its lanes' spooled rows and
 /// its current list need, before any flusher or request can use a list.
 fn prune_columns(sink: &TableSink, lanes: &[&lane::LaneBuffer]) {
-    let backlogs: Vec<(&crate::spool::Spool, u64)> = lanes
-        .iter()
-        .filter_map(|lane| Some((lane.spool.as_deref()?, lane.backlog_from?)))
-        .collect();
-    sink.prune_columns(&backlogs);
+    let mut spooled = std::collections::HashSet::new();
+    for lane in lanes {
+        let (Some(spool), Some(from)) = (lane.spool.as_deref(), lane.backlog_from) else {
+            continue;
+        };
+        match spool.row_prefixes::<TAG_BYTES>(from) {
+            Ok(tags) => spooled.extend(tags),
+            Err(e) => {
+                log::warn!(
+                    "{}: spool not readable ({e}); saved column lists all kept",
+                    spool.dir().display()
+                );
+                return sink.prune_columns(None);
+            }
+        }
+    }
+    sink.prune_columns(Some(spooled));
 }
 
 /// The thread that reads other tables' columns again every `SCHEMA_REFRESH_SECS` (every

@@ -128,11 +128,11 @@ impl LaneStats {
     }
 
     /// A failed insert (see [`Stats::record_error`]).
-    pub fn record_error(&self, error: &crate::sink::SinkError) {
+    pub fn record_error(&self, retrying: bool, error: &impl std::fmt::Display) {
         let Some(t) = &self.table else {
-            return self.all.record_error(error);
+            return self.all.record_error(retrying, error);
         };
-        match error.is_retryable() {
+        match retrying {
             true => t.errors_retryable.inc(),
             false => t.errors_data.inc(),
         }

@@ -4,9 +4,10 @@
 
 use std::net::Ipv6Addr;
 
+use event_ingest::block::Rows;
 use event_ingest::block::{BlockBuilder, Schema, SortKey};
-use event_ingest::block::{COLUMNS, Rows};
 use event_ingest::event::Event;
+use event_ingest::schema::events::COLUMNS;
 use event_ingest::sink::{ServerVersion, create_table_sql};
 use serde_json::Value;
 

@@ -1,7 +1,7 @@
 //! Sharding expressions: which forms of a `Distributed` table's sharding key the gateway
 //! evaluates, and where the key sits in rows of a column list ([`KeyPlan`]).
 
-use crate::block::ColumnType;
+use super::ColumnType;
 
 /// A sharding expression this service can evaluate, as read from a `Distributed` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,7 +221,7 @@ impl KeyPlan {
             (Form::Plain, Kind::UInt(w)) => fixed(w),
             (Form::Plain, _) => None,
             (_, Kind::String) => {
-                let (len, prefix) = crate::block::leb128(value)?;
+                let (len, prefix) = super::leb128(value)?;
                 Some(city(value.get(prefix..prefix.checked_add(len)?)?))
             }
             (Form::Hash, Kind::FixedString(n)) => Some(city(value.get(..n)?)),
@@ -507,5 +507,18 @@ mod tests {
         assert_eq!(plan.value(&row), Some(4_220_206_313_085_259_313));
         // k left to the server's default: unknown here.
         assert_eq!(plan.value(&[1, 1, 1]), None);
+    }
+}
+
+/// How a lane's sharder finds the key of one of its rows: the events table's rows have one
+/// column list; another table's rows carry the tag of theirs.
+pub trait RowKeys: Send + Sync {
+    /// The sharding expression's value for `row`, or `None` when it cannot be evaluated.
+    fn value(&self, row: &[u8]) -> Option<u64>;
+}
+
+impl RowKeys for KeyPlan {
+    fn value(&self, row: &[u8]) -> Option<u64> {
+        KeyPlan::value(self, row)
     }
 }
