@@ -5,9 +5,9 @@
 //! divide the time by 100,000 for µs per row).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use event_ingest::block::{BlockBuilder, Schema, SortKey};
-use event_ingest::event::testing;
-use event_ingest::schema::events::TABLE;
+use event_ingest::format::{BlockBuilder, Schema, SortKey};
+use event_ingest::table::event::testing;
+use event_ingest::table::events::TABLE;
 
 const ROWS: usize = 100_000;
 

@@ -4,7 +4,7 @@
 //! - `mutex_vec_whole`: the original service's design, one `Mutex` around a vector that the
 //!   consumer takes whole under the same lock (so every drain leaves producers an empty
 //!   vector to grow again); its consumer polls the lock.
-//! - `double_buffer`: `event_ingest::buffer::DoubleBuffer`; the consumer sleeps on the
+//! - `double_buffer`: `event_ingest::lane::buffer::DoubleBuffer`; the consumer sleeps on the
 //!   condvar until a half is due, swaps it, and releases it with its capacity.
 //! - `crossbeam_channel`: producers send each batch through a bounded channel to the
 //!   consumer, which appends it to its own batch.
@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_channel::{Receiver, Sender};
-use event_ingest::block::Rows;
-use event_ingest::buffer::{DoubleBuffer, Limits};
-use event_ingest::event::testing::rows;
+use event_ingest::format::Rows;
+use event_ingest::lane::buffer::{DoubleBuffer, Limits};
+use event_ingest::table::event::testing::rows;
 use parking_lot::Mutex;
 
 const BATCH: u32 = 30;

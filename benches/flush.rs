@@ -11,9 +11,9 @@ use std::time::Duration;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use event_ingest::Config;
-use event_ingest::event::testing::rows;
-use event_ingest::schema::events::TABLE;
 use event_ingest::sink::{ClickHouseSink, Sink};
+use event_ingest::table::event::testing::rows;
+use event_ingest::table::events::TABLE;
 use futures_util::StreamExt;
 
 const ROWS: u32 = 10_000;

@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::net::Ipv6Addr;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use event_ingest::event::{DecodeError, Format};
-use event_ingest::schema::{RequestFacts, TableSchema};
+use event_ingest::table::event::{DecodeError, Format};
+use event_ingest::table::{RequestFacts, TableSchema};
 use time::OffsetDateTime;
 
 /// A JSON array of `n` events shaped like the original service's benchmark body

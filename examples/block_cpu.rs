@@ -10,9 +10,9 @@
 //! cargo run --release --example block_cpu -- [ROWS] [RUNS]   # defaults 100000 30
 //! ```
 
-use event_ingest::block::{BlockBuilder, Schema, SortKey};
-use event_ingest::event::testing;
-use event_ingest::schema::events::TABLE;
+use event_ingest::format::{BlockBuilder, Schema, SortKey};
+use event_ingest::table::event::testing;
+use event_ingest::table::events::TABLE;
 
 /// This thread's CPU time, in seconds.
 fn thread_cpu() -> f64 {

@@ -22,12 +22,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use clickhouse::{Client, Compression};
-use event_ingest::block::Rows;
-use event_ingest::block::{BlockBuilder, Cells, Schema, SortKey};
-use event_ingest::event::{Format, testing};
-use event_ingest::schema::events::COLUMNS;
-use event_ingest::schema::{ColumnInfo, RequestFacts, TableSchema, json};
+use event_ingest::format::Rows;
+use event_ingest::format::{BlockBuilder, Cells, Schema, SortKey};
 use event_ingest::sink::{ServerVersion, create_table_sql};
+use event_ingest::table::event::{Format, testing};
+use event_ingest::table::events::COLUMNS;
+use event_ingest::table::{ColumnInfo, RequestFacts, TableSchema, json};
 
 const DB: &str = "insert_cost";
 const KEY: &str = "event, toDate(server_time), device_id, server_time";

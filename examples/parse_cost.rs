@@ -17,8 +17,8 @@
 use std::hint::black_box;
 use std::net::Ipv6Addr;
 
-use event_ingest::event::{DecodeError, Format};
-use event_ingest::schema::{RequestFacts, TableSchema};
+use event_ingest::table::event::{DecodeError, Format};
+use event_ingest::table::{RequestFacts, TableSchema};
 
 fn main() {
     let mut args = std::env::args().skip(1);

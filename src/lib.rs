@@ -10,28 +10,21 @@
 //! ClickHouse refuses going to the [`quarantine`]. [`startup`] wires them, [`shutdown`] ends
 //! them, [`stats`] counts, [`memory`] tunes the allocator.
 
-// Public: what the binary, the integration tests and the benchmarks use.
-pub mod block;
-pub mod buffer;
-pub mod config;
-pub mod event;
-pub mod logging;
-pub mod routes;
-pub mod schema;
-pub mod shard;
-pub mod shutdown;
+// The stages, in the order an event passes them; each imports only the stages after it
+// (and the shared modules below), never one that calls it (see docs/architecture.md).
+pub mod app;
+pub mod format;
+pub mod http;
+pub mod lane;
 pub mod sink;
-pub mod startup;
+pub mod table;
+
+// Shared by the stages: settings (read by `app` alone), counters, logs, files, memory.
+pub mod config;
+pub(crate) mod durable;
+pub mod logging;
+pub(crate) mod memory;
 pub mod stats;
 
-// Stage internals, reached only through the stages above.
-pub(crate) mod durable;
-pub(crate) mod flusher;
-pub(crate) mod ingest;
-pub(crate) mod memory;
-pub(crate) mod quarantine;
-pub(crate) mod room;
-pub(crate) mod spool;
-
+pub use app::Application;
 pub use config::Config;
-pub use startup::Application;

@@ -17,9 +17,9 @@ use super::schema::{
     Deduplication, ServerVersion, check_columns, create_table_sql, deduplication, upgrade_sql,
 };
 use super::{InsertId, Sink, SinkError, query_log};
-use crate::block::RowsRef;
 use crate::config::{self, Config};
-use crate::schema::events::COLUMNS;
+use crate::format::RowsRef;
+use crate::table::events::COLUMNS;
 
 /// How long a health ping may take before ClickHouse counts as unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::block::{BlockBuilder, Schema, SortKey};
+use crate::format::{BlockBuilder, Schema, SortKey};
 
 /// How inserts are encoded, decided once per `prepare` from the table as the server
 /// describes it.

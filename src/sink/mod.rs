@@ -23,7 +23,7 @@ pub use replicas::{ClusterCheck, HostState, HostStatus, ReplicaSet};
 pub use schema::{Deduplication, ServerVersion, create_table_sql};
 pub use table::{Loaded, TAG_BYTES, TableSink, TableState, quote};
 
-use crate::block::RowsRef;
+use crate::format::RowsRef;
 
 /// Awaits one ClickHouse call for at most `limit`: a server that does not answer is a
 /// retryable failure, like one that refuses the connection. Every sink's calls go through it.

@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::{ClickHouseSink, InsertId, Sink, SinkError};
-use crate::block::RowsRef;
+use crate::format::RowsRef;
 
 /// One host's state, shared by its lane's sink (which updates it) and the probes, metrics
 /// and status page (which read it). Locked only to update or copy a few fields.
@@ -293,7 +293,7 @@ impl ClusterCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::testing::rows;
+    use crate::table::event::testing::rows;
 
     /// A replica that answers from a script (`Ok`, or an error per attempt; `Ok` once the
     /// script is used up) and records what it was sent.

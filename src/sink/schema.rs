@@ -1,7 +1,7 @@
 //! The events table's DDL, and the server-version facts that decide it.
 //!
 //! One schema, two dialects. Column names, order and RowBinary layout are identical on every
-//! version, so the same encoded [`Rows`](crate::block::Rows) write to either:
+//! version, so the same encoded [`Rows`](crate::format::Rows) write to either:
 //! - ClickHouse 20.1 and later (users run 24.x–26.x): `LowCardinality(String)` for the
 //!   repetitive names, the `IPv6` type, and compression codecs on the time columns.
 //! - Older servers (the Debian package is 18.16): `LowCardinality` only behind the
@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use crate::schema::events::TABLE;
+use crate::table::events::TABLE;
 
 /// A ClickHouse server version, as `SELECT version()` reports it (`24.8.4.13`, `18.16.1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -202,7 +202,7 @@ pub fn deduplication(engine: &str, create_query: &str, server_window: u64) -> De
 /// exists with a type whose RowBinary form is ours. Extra columns are fine (inserts name
 /// their columns; the others take their defaults).
 pub fn check_columns(columns: &[(String, String)]) -> Result<(), String> {
-    for name in crate::schema::events::COLUMNS {
+    for name in crate::table::events::COLUMNS {
         let Some((_, ty)) = columns.iter().find(|(n, _)| n == name) else {
             return Err(format!("column {name} is missing"));
         };
@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn the_table_lists_the_encoded_columns_in_order() {
         let names: Vec<&str> = TABLE.iter().map(|c| c.name).collect();
-        assert_eq!(names, crate::schema::events::COLUMNS);
+        assert_eq!(names, crate::table::events::COLUMNS);
     }
 
     #[test]

@@ -28,10 +28,10 @@ use super::format::order_by_of;
 use super::schema::ServerVersion;
 use super::table_columns::{self, Definition};
 use super::{InsertId, Sink, SinkError, query_log};
-use crate::block::{BlockBuilder, ColumnType, RowsRef, Schema, SortKey};
-use crate::block::{KeyPlan, ShardingKey};
 use crate::config::{self, Config, Durability};
-use crate::schema::{ColumnInfo, SchemaError, TableSchema};
+use crate::format::{BlockBuilder, ColumnType, RowsRef, Schema, SortKey};
+use crate::format::{KeyPlan, ShardingKey};
+use crate::table::{ColumnInfo, SchemaError, TableSchema};
 
 pub use super::table_columns::TAG_BYTES;
 

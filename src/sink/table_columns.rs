@@ -17,7 +17,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::schema::ColumnInfo;
+use crate::table::ColumnInfo;
 
 /// Bytes of the column-list tag before each row.
 pub const TAG_BYTES: usize = 4;

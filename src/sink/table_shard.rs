@@ -9,7 +9,7 @@ use clickhouse::Client;
 use super::SinkError;
 use super::replicas::Replica;
 use super::table::{Load, Loaded, TAG_BYTES, TableSink, TableState};
-use crate::block::{RowKeys, ShardingKey};
+use crate::format::{RowKeys, ShardingKey};
 
 impl TableSink {
     /// The sharding expression of the `Distributed` table `database.table`, as `client`'s

@@ -104,7 +104,7 @@ async fn ready_reflects_clickhouse_and_buffer_room() {
 /// Every ingest route of the route table, with `{table}` standing for the events table
 /// (served by every route that takes a table).
 fn ingest_paths() -> Vec<String> {
-    use event_ingest::routes::{Class, ROUTES};
+    use event_ingest::http::{Class, ROUTES};
     let paths: Vec<String> = ROUTES
         .iter()
         .filter(|r| r.class == Class::Ingest)

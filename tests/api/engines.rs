@@ -7,10 +7,10 @@
 use std::sync::Arc;
 
 use event_ingest::Config;
-use event_ingest::event::testing::rows;
-use event_ingest::schema::events::TABLE;
 use event_ingest::sink::Deduplication;
 use event_ingest::sink::{ClickHouseSink, InsertId, ServerVersion, Sink};
+use event_ingest::table::event::testing::rows;
+use event_ingest::table::events::TABLE;
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use event_ingest::shutdown::ShutdownReport;
+use event_ingest::lane::ShutdownReport;
 use event_ingest::stats::Stats;
 use event_ingest::{Application, Config, config::AppEnv, logging};
 use serde_json::Value;

@@ -4,11 +4,11 @@
 
 use std::net::Ipv6Addr;
 
-use event_ingest::block::Rows;
-use event_ingest::block::{BlockBuilder, Schema, SortKey};
-use event_ingest::event::Event;
-use event_ingest::schema::events::COLUMNS;
+use event_ingest::format::Rows;
+use event_ingest::format::{BlockBuilder, Schema, SortKey};
 use event_ingest::sink::{ServerVersion, create_table_sql};
+use event_ingest::table::event::Event;
+use event_ingest::table::events::COLUMNS;
 use serde_json::Value;
 
 use crate::helpers::{

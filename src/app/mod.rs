@@ -1,0 +1,421 @@
+//! Start-up and run: bind the listeners, reach ClickHouse, start the storage (buffer, spool,
+//! flusher), serve until a signal, then shut down through the flusher's guard.
+//!
+//! [`Application::build`] is a list of named steps; what each setting means is in the
+//! README and `event-ingest --help`, not in log lines.
+
+use std::net::TcpListener;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::web;
+
+use crate::config::{AppEnv, BufferMode, Config, Durability};
+use crate::http::access::Gate;
+use crate::http::client::ApiKeys;
+use crate::http::events::Tables;
+use crate::http::server::{ServerSettings, serve};
+use crate::http::{self, AppState};
+use crate::lane::ShutdownReport;
+use crate::lane::flusher::{self, FlusherGuard};
+use crate::lane::ingest::{Buffered, Direct, Discard, Ingest, ServerCheck};
+use crate::lane::quarantine::Quarantine;
+use crate::lane::spool::{SpoolError, WriterGuard};
+use crate::sink::ClickHouseSink;
+use crate::stats::Stats;
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// `HTTP_HOST:HTTP_PORT` or `ADMIN_HOST:ADMIN_PORT`.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A thread or runtime could not be created.
+    #[error("cannot start: {0}")]
+    Io(#[from] std::io::Error),
+    /// `disk` mode: the spool could not be opened.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// In a cluster, `SPOOL_DIR` itself holds rows a run without `CLICKHOUSE_CLUSTER`
+    /// acknowledged and did not write: the shard lanes would never read them.
+    #[error(
+        "{dir} holds {bytes} bytes of events a run without CLICKHOUSE_CLUSTER acknowledged and \
+         did not write; start once without CLICKHOUSE_CLUSTER to deliver them, then with it"
+    )]
+    SingleServerBacklog {
+        /// `SPOOL_DIR`.
+        dir: String,
+        /// Unwritten bytes in it.
+        bytes: u64,
+    },
+    /// In a cluster, another table's `Distributed` sharding expression cannot be evaluated
+    /// by the gateway (the table and the expression named).
+    #[error("INGEST_TABLES: {0}")]
+    TableSharding(String),
+    /// The cluster's hosts disagree with `CLICKHOUSE_HOSTS` (which host, and how).
+    #[error("CLICKHOUSE_HOSTS does not match cluster {cluster}: {problems}")]
+    Cluster {
+        /// `CLICKHOUSE_CLUSTER`.
+        cluster: String,
+        /// Each disagreeing host and what it says.
+        problems: String,
+    },
+}
+
+mod cluster;
+mod lane;
+pub mod shutdown;
+mod tables;
+
+use tables::{Refresher, start_tables};
+
+/// A bound, ready-to-run service.
+pub struct Application {
+    port: u16,
+    admin_port: Option<u16>,
+    server: Server,
+    /// `double` mode: the flusher of each lane (one, or one per shard of a cluster).
+    flushers: Vec<FlusherGuard>,
+    /// `disk` mode: each lane's spool writer, stopped after the flushers.
+    spool_writers: Vec<WriterGuard>,
+    quarantine_dir: std::path::PathBuf,
+    /// Other tables' flushers and spool writers, stopped after the events table's.
+    table_storage: Vec<Storage>,
+    /// Reads other tables' columns every `SCHEMA_REFRESH_SECS`; stopped at shutdown.
+    refresher: Option<Refresher>,
+    stats: Arc<Stats>,
+    /// When SIGTERM/SIGINT arrived; the shutdown budget counts from it.
+    signalled_at: Arc<OnceLock<Instant>>,
+}
+
+/// Where accepted rows go, and the threads that take them there.
+struct Storage {
+    ingest: Arc<dyn Ingest>,
+    /// `double` mode: the flusher threads, one per lane.
+    flushers: Vec<FlusherGuard>,
+    /// `disk` mode: the spool's group-commit writer.
+    spool_writers: Vec<WriterGuard>,
+}
+
+impl Application {
+    /// Binds the listeners (port `0` picks a free port, see [`Application::port`]), checks
+    /// ClickHouse (a failure is logged, not fatal: the flusher retries and `/v1/health`
+    /// says why) and starts the flusher thread in `double` mode.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        crate::memory::tune_allocator();
+        let public = bind(&config.http_host, config.http_port)?;
+        let admin = match config.admin_port {
+            Some(port) => Some(bind(&config.admin_host, port)?),
+            None => None,
+        };
+        let port = public.local_addr()?.port();
+        let admin_port = match &admin {
+            Some(l) => Some(l.local_addr()?.port()),
+            None => None,
+        };
+        // Handlers and the flusher each get their own client: the flusher's connections
+        // live on its own runtime, the handlers' on the actix workers'.
+        // Direct mode inserts on the HTTP workers: rows go out as encoded, no block is built.
+        let stats = Arc::new(Stats::default());
+        let (storage, server): (Storage, Arc<dyn ServerCheck>) = if config.is_cluster() {
+            cluster::start(&config, &stats).await?
+        } else {
+            let sink = Arc::new(match config.buffer_mode {
+                BufferMode::Direct => ClickHouseSink::new(&config).row_binary_only(),
+                _ => ClickHouseSink::new(&config),
+            });
+            check_clickhouse(&sink, &config).await;
+            (start_storage(&config, &sink, &stats)?, sink)
+        };
+        let (tables, table_storage, table_sinks) = start_tables(&config, &stats).await?;
+        let refresher = match table_sinks.is_empty() {
+            true => None,
+            false => Some(Refresher::spawn(table_sinks, config.schema_refresh_secs)?),
+        };
+        let state = app_state(
+            &config,
+            storage.ingest.clone(),
+            server,
+            stats.clone(),
+            tables,
+        );
+        let gate = web::Data::new(Gate {
+            admin_port,
+            admin_keys: ApiKeys::new(config.admin_keys()),
+            prod: config.app_env == AppEnv::Prod,
+        });
+        warn_about_open_endpoints(&state, &gate);
+        let signalled_at = Arc::new(OnceLock::new());
+        // Every lane's buffer: at the signal, requests waiting for room are answered at once
+        // (`BUFFER_FULL_WAIT_MS` must not hold up the drain of in-flight requests).
+        let buffers: Vec<_> = (storage.flushers.iter())
+            .chain(table_storage.iter().flat_map(|s| &s.flushers))
+            .map(|f| f.buffer().clone())
+            .collect();
+        let on_signal = {
+            let signalled_at = signalled_at.clone();
+            async move {
+                shutdown::signal().await;
+                let _ = signalled_at.set(Instant::now());
+                for buffer in &buffers {
+                    buffer.room().stop();
+                }
+            }
+        };
+        let settings = ServerSettings {
+            client_timeout: config.client_timeout(),
+            // In-flight requests get part of the budget, then are cut off; the final flush's
+            // deadline is counted from the signal, so it keeps the rest (see `shutdown`).
+            request_budget_secs: shutdown::request_budget_secs(config.shutdown_timeout_secs),
+            workers: config.http_workers,
+            connections: crate::http::connection::Connections::new(config.http_max_connections),
+        };
+        let server = serve(public, admin, state, gate, &settings, on_signal)?;
+        if let Some(admin_port) = admin_port {
+            log::info!(
+                "admin listener on {}:{admin_port} (metrics, status, docs, probes)",
+                config.admin_host
+            );
+        }
+        log::info!(
+            "listening on {}:{port} ({:?} mode, {:?} durability)",
+            config.http_host,
+            config.buffer_mode,
+            config.durability()
+        );
+        Ok(Self {
+            port,
+            admin_port,
+            server,
+            flushers: storage.flushers,
+            spool_writers: storage.spool_writers,
+            quarantine_dir: config.quarantine_dir(),
+            table_storage,
+            refresher,
+            stats,
+            signalled_at,
+        })
+    }
+
+    /// The port actually bound (useful with `HTTP_PORT=0`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The admin listener's port, when `ADMIN_PORT` is set (useful with `ADMIN_PORT=0`).
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin_port
+    }
+
+    /// A handle to stop the server from elsewhere (tests; signals are handled already).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Counters shared with the handlers and flusher.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or [`ServerHandle::stop`]), waits for in-flight
+    /// requests, then flushes everything buffered, bounded by `SHUTDOWN_TIMEOUT_SECS`.
+    pub async fn run_until_stopped(self) -> std::io::Result<ShutdownReport> {
+        self.server.await?;
+        let began = self
+            .signalled_at
+            .get()
+            .copied()
+            .unwrap_or_else(Instant::now);
+        let (mut flushers, mut writers) = (self.flushers, self.spool_writers);
+        // Other tables' lanes stop with the events table's.
+        for storage in self.table_storage {
+            flushers.extend(storage.flushers);
+            writers.extend(storage.spool_writers);
+        }
+        let refresher = self.refresher;
+        // The guards block while their threads finish; keep that off the async runtime. The
+        // spool's writer stops last: the final flush may wait for its last sync.
+        let report = tokio::task::spawn_blocking(move || {
+            if let Some(refresher) = refresher {
+                refresher.stop();
+            }
+            for flusher in &flushers {
+                flusher.begin_shutdown(began);
+            }
+            let mut report = ShutdownReport::default();
+            for flusher in flushers {
+                let lane = flusher.shutdown(began);
+                report.unwritten += lane.unwritten;
+                report.spooled += lane.spooled;
+                report.timed_out |= lane.timed_out;
+            }
+            for writer in writers {
+                writer.stop();
+            }
+            report
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        let quarantined = self.stats.events_quarantined_all();
+        if quarantined > 0 {
+            log::error!(
+                "{quarantined} events ClickHouse rejected as bad data were quarantined during \
+                 this run, in {}",
+                self.quarantine_dir.display()
+            );
+        }
+        if report.spooled > 0 {
+            log::info!(
+                "stopped; {} events stay in the spool and are written at the next start",
+                report.spooled
+            );
+        } else if report.is_clean() {
+            log::info!("stopped; everything buffered was written");
+        }
+        Ok(report)
+    }
+}
+
+/// Binds `host:port`, naming the address in the error.
+fn bind(host: &str, port: u16) -> Result<TcpListener, StartupError> {
+    let addr = format!("{host}:{port}");
+    TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr, source })
+}
+
+/// Reaches ClickHouse once (creating the database and table) and says what delivery it
+/// allows; a failure is logged, not fatal: the flusher retries and `/v1/health` says why.
+async fn check_clickhouse(sink: &ClickHouseSink, config: &Config) {
+    match sink.prepare().await {
+        Ok(p) => {
+            log::info!(
+                "ClickHouse {} at {}, writing to {}",
+                p.version_text,
+                config.clickhouse_url(),
+                sink.target()
+            );
+            if p.version.supports_dedup_token() {
+                log::info!(
+                    "retried and replayed inserts carry insert_deduplication_token ({})",
+                    p.deduplication
+                );
+            } else {
+                log::info!(
+                    "ClickHouse {} has no insert_deduplication_token: at-least-once delivery \
+                     (see the README's delivery guarantees)",
+                    p.version_text
+                );
+            }
+        }
+        Err(e) => log::warn!(
+            "ClickHouse at {} not ready ({e}); serving anyway, will retry",
+            config.clickhouse_url()
+        ),
+    }
+}
+
+/// The `BUFFER_MODE`'s storage: the double buffer with its flusher (and, in `disk` mode, the
+/// spool and its writer), one insert per request, or nothing.
+fn start_storage(
+    config: &Config,
+    sink: &Arc<ClickHouseSink>,
+    stats: &Arc<Stats>,
+) -> Result<Storage, StartupError> {
+    if config.buffer_mode != BufferMode::Double && config.durability == Some(Durability::Disk) {
+        log::warn!(
+            "DURABILITY=disk applies to BUFFER_MODE=double only; {:?} mode has no spool",
+            config.buffer_mode
+        );
+    }
+    let storage = match config.buffer_mode {
+        BufferMode::Double => {
+            let lane = lane::open(
+                config,
+                lane::limits(config, config.buffer_max_bytes),
+                config.spool_dir.as_ref(),
+                config.spool_max_bytes,
+            )?;
+            let buffer = lane.buffer;
+            let spool_writer = lane.writer;
+            let flusher = flusher::spawn(
+                buffer.clone(),
+                // Shares the handlers' sink's view of the insert format, for `/v1/health`.
+                ClickHouseSink::new(config).sharing_format_info(sink),
+                Arc::new(Quarantine::new(config.quarantine_dir())),
+                stats.clone(),
+                config.shutdown_timeout(),
+            )?;
+            Storage {
+                ingest: Arc::new(Buffered(buffer)),
+                flushers: vec![flusher],
+                spool_writers: spool_writer.into_iter().collect(),
+            }
+        }
+        BufferMode::Direct => Storage {
+            ingest: Arc::new(Direct(sink.clone())),
+            flushers: Vec::new(),
+            spool_writers: Vec::new(),
+        },
+        BufferMode::Discard => {
+            log::warn!("BUFFER_MODE=discard: events are validated and thrown away");
+            Storage {
+                ingest: Arc::new(Discard),
+                flushers: Vec::new(),
+                spool_writers: Vec::new(),
+            }
+        }
+    };
+    Ok(storage)
+}
+
+/// What every handler can reach.
+fn app_state(
+    config: &Config,
+    ingest: Arc<dyn Ingest>,
+    server: Arc<dyn ServerCheck>,
+    stats: Arc<Stats>,
+    tables: Tables,
+) -> web::Data<AppState> {
+    web::Data::new(AppState {
+        tables: Arc::new(tables),
+        ingest,
+        clickhouse_check: http::health::ClickHouseCheck::new(server.clone()),
+        server,
+        stats,
+        body_max_bytes: config.body_max_bytes,
+        max_events: config.max_events_per_request,
+        inflight: http::inflight::InflightBudget::new(config.inflight_body_max_bytes()),
+        cpu: http::cpu::CpuPool::new(),
+        client_timeout: config.client_timeout(),
+        api_keys: ApiKeys::new(config.api_keys()),
+        // Validated when the configuration was read.
+        trusted_proxies: config.trusted_proxy_nets().unwrap_or_default(),
+        mode: match config.buffer_mode {
+            BufferMode::Double => "double",
+            BufferMode::Direct => "direct",
+            BufferMode::Discard => "discard",
+        },
+        started: Instant::now(),
+    })
+}
+
+/// In `prod`, says which endpoints anyone who can reach the port may use.
+fn warn_about_open_endpoints(state: &AppState, gate: &Gate) {
+    if !gate.prod {
+        return;
+    }
+    if state.api_keys.is_open() {
+        log::warn!("INGEST_API_KEYS is empty: anyone who can reach this port can post events");
+    }
+    if gate.admin_port.is_none() && gate.admin_keys.is_open() {
+        log::warn!(
+            "neither ADMIN_PORT nor ADMIN_API_KEYS is set: /metrics, /v1/status, / and the \
+             API docs answer 403 (probes stay open, without error details)"
+        );
+    }
+}

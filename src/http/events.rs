@@ -1,0 +1,413 @@
+//! The one ingest handler: `POST /v1/events` and `POST /v1/tables/{table}` read the body,
+//! decode and validate it against the table's schema, and hand the valid rows to the
+//! table's lane. `/v1/events` is the events table with its rules
+//! (`schema::rules::events`); any other table in `INGEST_TABLES` is read by its own columns
+//! as ClickHouse describes them (`crate::table`), its rows tagged with that column list.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::body::Encoding;
+use super::inflight::Reservation;
+use super::{ApiError, AppState, body, client};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use crate::lane::ingest::Ingest;
+use crate::sink::{Loaded, TableState};
+use crate::table::event::{FieldError, Format, Loose, parse_time};
+use crate::table::{RequestFacts, SchemaError, TableSchema, TableValidated};
+
+/// One allowed table other than the events table: the columns its rows are encoded with,
+/// and where they go.
+pub struct TableLane {
+    /// Shared with the table's sink.
+    pub state: Arc<TableState>,
+    /// The table's buffer (or direct insert).
+    pub ingest: Arc<dyn Ingest>,
+    /// The table's own figures (flushes, inserts, errors), for metrics, health and status.
+    pub stats: Arc<crate::stats::TableStats>,
+}
+
+/// Every allowed table by the name clients use (as written in `INGEST_TABLES`).
+#[derive(Default)]
+pub struct Tables {
+    /// Tables other than the events table.
+    pub lanes: HashMap<String, TableLane>,
+    /// The names that mean the events table (`events`, `db.events`).
+    pub events: Vec<String>,
+}
+
+/// One event as clients send it to `/v1/events` (documentation of what validation accepts).
+#[allow(dead_code)] // Read by the OpenAPI generator only.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({
+    "client_time": "2020-12-01 23:59:00",
+    "device_id": "0287D9AA-4ADF-4B37-A60F-3E9E645C821E",
+    "device_os": "IOS 13.5.1",
+    "session": "ybuRi8mAUypxjbxQ",
+    "sequence": 1,
+    "event": "app_start",
+    "param_int": 0,
+    "param_str": "some text"
+}))]
+pub struct EventIn {
+    /// `YYYY-MM-DD hh:mm:ss` (UTC) or RFC 3339; 1970–2106.
+    client_time: String,
+    /// A UUID.
+    #[schema(format = "uuid")]
+    device_id: String,
+    /// Non-empty, at most 256 bytes.
+    device_os: String,
+    /// Non-empty, at most 256 bytes.
+    session: String,
+    /// Unsigned 32-bit.
+    #[schema(minimum = 0, maximum = 4294967295_u64)]
+    sequence: u32,
+    /// Non-empty, at most 256 bytes.
+    event: String,
+    /// Unsigned 32-bit; default 0.
+    #[schema(minimum = 0, maximum = 4294967295_u64)]
+    param_int: Option<u32>,
+    /// At most 8 KiB; default empty.
+    param_str: Option<String>,
+}
+
+/// Every error answer.
+#[allow(dead_code)] // Read by the OpenAPI generator only.
+#[derive(utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    error: String,
+}
+
+/// The events table's schema with its rules: fixed in the code, built once.
+static EVENTS: LazyLock<Result<TableSchema, SchemaError>> = LazyLock::new(TableSchema::events);
+
+/// The `200` answer: how many events were taken and why the others were not.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// Events kept (buffered, or committed in `direct` mode).
+    accepted: usize,
+    /// Events rejected by validation.
+    rejected: usize,
+    /// Why, for the first 100 rejected fields.
+    errors: Vec<FieldError>,
+}
+
+/// Accepts events as a JSON array, one JSON object, or NDJSON (by `Content-Type`),
+/// optionally gzip- or zstd-compressed (by `Content-Encoding`). Valid events are kept even
+/// when others are rejected; `200` means buffered (`double` mode) or committed (`direct`).
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(
+        content(
+            (Vec<EventIn> = "application/json"),
+            (EventIn = "application/x-ndjson"),
+        ),
+        description = "A JSON array of events, one event object, or NDJSON (one object a \
+            line). May be sent with `Content-Encoding: gzip` or `zstd`."
+    ),
+    responses(
+        (status = 200, description = "Valid events kept; invalid ones listed", body = Accepted),
+        (status = 400, description = "Body is not events at all; nothing stored", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key (when INGEST_API_KEYS is set)", body = ErrorBody),
+        (status = 413, description = "Body or event count over the limits", body = ErrorBody),
+        (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
+        (status = 503, description = "Buffer full or shutting down; retry after Retry-After seconds", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
+)]
+pub async fn post_events(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    ingest(req, None, payload, state).await
+}
+
+/// Accepts events for one allowed table: same bodies, answers and status codes as
+/// `/v1/events`; `404` for a table not in `INGEST_TABLES`, `503` while the table is missing.
+#[utoipa::path(
+    post,
+    path = "/v1/tables/{table}",
+    tag = "events",
+    params(("table" = String, Path, description = "A table in INGEST_TABLES")),
+    request_body(
+        content((Object = "application/json"), (Object = "application/x-ndjson")),
+        description = "Events as for /v1/events; fields are the table's columns (see the \
+            `x-tables` schemas of this document)"
+    ),
+    responses(
+        (status = 200, description = "Valid events kept; invalid ones listed", body = Accepted),
+        (status = 400, description = "Body is not events at all; nothing stored"),
+        (status = 404, description = "Table not in INGEST_TABLES"),
+        (status = 503, description = "Table missing or its buffer full; retry after Retry-After"),
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
+)]
+pub async fn post_table(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    ingest(req, Some(path.into_inner()), payload, state).await
+}
+
+/// Which table a request's rows are for, as the handler needs it.
+struct Target {
+    /// The table's name for metrics (`None`: the events table).
+    table: Option<String>,
+    /// The schema the rows are encoded with, and the tag each row starts with.
+    schema: Schema,
+    /// The table's lane.
+    ingest: Arc<dyn Ingest>,
+}
+
+/// The events table's fixed schema, or another table's column list as it is now.
+#[derive(Clone)]
+enum Schema {
+    Events,
+    Table(Arc<Loaded>),
+}
+
+impl Schema {
+    fn get(&self) -> Result<(&TableSchema, &[u8]), ApiError> {
+        match self {
+            Schema::Events => EVENTS
+                .as_ref()
+                .map(|schema| (schema, &[][..]))
+                .map_err(|_| ApiError::Internal("the events table's schema")),
+            Schema::Table(loaded) => Ok((&loaded.schema, &loaded.tag[..])),
+        }
+    }
+}
+
+impl Target {
+    /// The table `name` names (`None`: `/v1/events`): `404` if it is not allowed, `503`
+    /// while it cannot be read.
+    fn of(state: &AppState, name: Option<String>) -> Result<Self, ApiError> {
+        let name = match name {
+            Some(name) if !state.tables.events.contains(&name) => name,
+            _ => {
+                return Ok(Target {
+                    table: None,
+                    schema: Schema::Events,
+                    ingest: state.ingest.clone(),
+                });
+            }
+        };
+        let Some(lane) = state.tables.lanes.get(&name) else {
+            return Err(ApiError::UnknownTable(name));
+        };
+        let loaded = lane
+            .state
+            .current()
+            .map_err(|reason| ApiError::Unavailable {
+                reason,
+                retry_after: Duration::from_secs(5),
+            })?;
+        Ok(Target {
+            table: Some(name),
+            schema: Schema::Table(loaded),
+            ingest: lane.ingest.clone(),
+        })
+    }
+}
+
+/// Both routes: the client's key, the table, the body, its rows into the table's lane.
+async fn ingest(
+    req: HttpRequest,
+    table: Option<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    // Before reading a byte of the body: an unauthenticated client costs nothing more.
+    if !state.api_keys.allows(&req) {
+        return Err(ApiError::Unauthorized);
+    }
+    let target = Target::of(&state, table)?;
+    let (encoding, mut reservation, raw) =
+        read_body(&req, payload, &state, target.ingest.as_ref()).await?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let work = Work {
+        inline: encoding == Encoding::Identity && raw.len() <= INLINE_MAX_BYTES,
+        raw,
+        encoding,
+        format: Format::from_content_type(content_type),
+        body_max_bytes: state.body_max_bytes,
+        max_events: state.max_events,
+        sent_at_header: req
+            .headers()
+            .get("x-sent-at")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        server_time: OffsetDateTime::now_utc(),
+        ip: client::client_ip(&req, &state.trusted_proxies),
+        schema: target.schema.clone(),
+    };
+    let validated = if work.inline {
+        work.run(&mut reservation)?
+    } else {
+        // The reservation ends with the work: what is left are the encoded rows.
+        state.cpu.run(move || work.run(&mut reservation)).await??
+    };
+    let accepted = validated.rows.len();
+    if accepted > 0 {
+        target.ingest.submit(validated.rows).await?;
+    }
+    match &target.table {
+        None => state.stats.record_request(accepted, &validated.reasons),
+        Some(name) => state.stats.record_table_request(
+            name,
+            accepted,
+            validated.rejected,
+            validated.unknown_fields,
+        ),
+    }
+    Ok(HttpResponse::Ok().json(Accepted {
+        accepted,
+        rejected: validated.rejected,
+        errors: validated.errors,
+    }))
+}
+
+/// Bodies up to this size, uncompressed, are decoded on the worker: the hop to the CPU
+/// pool would cost more than the work (a typical request is a few kilobytes).
+const INLINE_MAX_BYTES: usize = 64 * 1024;
+
+/// Reads a request's body (within the in-flight budget and the client timeout) for
+/// `ingest`, and refuses it before the costly part (decoding, validating, encoding) when
+/// `ingest` cannot take that much now, as its append would after it. What every ingest
+/// route does first, once the client is allowed in.
+async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    ingest: &dyn Ingest,
+) -> Result<(Encoding, Reservation, Vec<u8>), ApiError> {
+    let encoding = Encoding::of(req)?;
+    let mut reservation = state.inflight.reservation();
+    let raw = body::read(
+        req,
+        payload,
+        state.body_max_bytes,
+        state.client_timeout,
+        &state.stats.bytes_received,
+        &mut reservation,
+    )
+    .await?;
+    ingest.room_before_decoding(raw.len()).await?;
+    Ok((encoding, reservation, raw))
+}
+
+/// Everything between receiving a body and handing its rows over, owned, so it can run on
+/// the CPU pool.
+struct Work {
+    inline: bool,
+    raw: Vec<u8>,
+    encoding: Encoding,
+    format: Format,
+    body_max_bytes: usize,
+    max_events: usize,
+    sent_at_header: Option<String>,
+    server_time: OffsetDateTime,
+    ip: std::net::Ipv6Addr,
+    schema: Schema,
+}
+
+impl Work {
+    /// Decompresses, decodes and validates.
+    fn run(self, reservation: &mut Reservation) -> Result<TableValidated, ApiError> {
+        let body = body::decode(self.raw, self.encoding, self.body_max_bytes, reservation)?;
+        let (schema, tag) = self.schema.get()?;
+        read_events(
+            schema,
+            tag,
+            &body,
+            self.format,
+            self.max_events,
+            self.sent_at_header,
+            self.server_time,
+            self.ip,
+        )
+    }
+}
+
+/// What an ingest route makes of a body once it is decompressed: the rows of its valid
+/// events (each starting with `tag`) and why the others were rejected, or why the body as a
+/// whole was refused. The whole contract of the route's answer, pinned for the events table
+/// by the oracle test (`routes::oracle`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn read_events(
+    schema: &TableSchema,
+    tag: &[u8],
+    body: &[u8],
+    format: Format,
+    max_events: usize,
+    sent_at_header: Option<String>,
+    server_time: OffsetDateTime,
+    ip: std::net::Ipv6Addr,
+) -> Result<TableValidated, ApiError> {
+    let facts = RequestFacts {
+        server_time_nanos: server_time.unix_timestamp_nanos(),
+        ip,
+        sent_at: None,
+    };
+    schema.validate_body(body, format, max_events, facts, tag, |envelope| {
+        sent_at(sent_at_header.as_deref(), envelope)
+    })
+}
+
+/// When the client says it sent the request: the envelope's `sent_at`, else the
+/// `X-Sent-At` header. A value that is there but unreadable refuses the request (`400`),
+/// since every event's corrected time would depend on it.
+fn sent_at(header: Option<&str>, envelope: Option<Loose<'_>>) -> Result<Option<i64>, ApiError> {
+    let text = match envelope {
+        Some(Loose::Str(s)) => Some(s),
+        Some(_) => return Err(ApiError::BadSentAt("expected a string".into())),
+        None => header.map(Into::into),
+    };
+    text.map(|t| parse_time(&t).map_err(|e| ApiError::BadSentAt(e.into())))
+        .transpose()
+}
+
+/// For a request with `Expect: 100-continue`, before the client is told to send its body:
+/// what [`post_events`] would refuse without reading the body (no key, an unsupported
+/// encoding, a stated length over `BODY_MAX_BYTES`, a spent in-flight budget) is answered
+/// with that status at once, instead of `100 Continue` followed by the refusal.
+pub fn precheck(
+    state: &AppState,
+    method: &actix_web::http::Method,
+    path: &str,
+    headers: &header::HeaderMap,
+) -> Result<(), ApiError> {
+    if super::class_of(path) != super::Class::Ingest || method != actix_web::http::Method::POST {
+        return Ok(());
+    }
+    if !state.api_keys.allows_headers(headers) {
+        return Err(ApiError::Unauthorized);
+    }
+    Encoding::of_headers(headers)?;
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    if length > state.body_max_bytes {
+        return Err(ApiError::TooLarge {
+            limit: state.body_max_bytes,
+        });
+    }
+    if !state.inflight.would_fit(length) {
+        return Err(ApiError::busy());
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! HTTP routes: which path and method go to which handler, and the state handlers share.
+//! Unknown paths answer `404` and wrong methods `405`, both with a JSON body.
+
+pub mod access;
+mod body;
+pub mod client;
+pub mod connection;
+pub mod cpu;
+mod error;
+pub mod events;
+pub mod health;
+pub mod inflight;
+mod metrics;
+mod openapi;
+#[cfg(test)]
+mod oracle;
+pub mod server;
+mod status;
+
+use std::sync::Arc;
+
+use actix_web::web;
+
+pub use error::ApiError;
+pub use metrics::count_requests;
+
+use crate::lane::ingest::{Ingest, ServerCheck};
+use crate::stats::Stats;
+
+/// What every handler can reach. Cloned into each actix worker as `web::Data` (an `Arc`).
+pub struct AppState {
+    /// Where accepted rows go (double buffer or direct insert).
+    pub ingest: Arc<dyn Ingest>,
+    /// The storage's server, for the status page's version.
+    pub server: Arc<dyn ServerCheck>,
+    /// The probes' shared, rate-limited ClickHouse check.
+    pub clickhouse_check: health::ClickHouseCheck,
+    /// Shared counters.
+    pub stats: Arc<Stats>,
+    /// Largest body accepted, before and after decompression (`BODY_MAX_BYTES`).
+    pub body_max_bytes: usize,
+    /// Longest a body may take to arrive (`CLIENT_TIMEOUT_MS`).
+    pub client_timeout: std::time::Duration,
+    /// Most events in one request (`MAX_EVENTS_PER_REQUEST`).
+    pub max_events: usize,
+    /// Bytes all bodies in progress may hold together (`INFLIGHT_BODY_MAX_BYTES`).
+    pub inflight: Arc<inflight::InflightBudget>,
+    /// Where large bodies are decompressed and decoded, off the actix workers.
+    pub cpu: cpu::CpuPool,
+    /// Keys `POST /v1/events` accepts (`INGEST_API_KEYS`).
+    pub api_keys: client::ApiKeys,
+    /// Proxies whose forwarding headers are believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `BUFFER_MODE`, for the status page.
+    pub mode: &'static str,
+    /// The tables of `INGEST_TABLES` and their lanes.
+    pub tables: Arc<events::Tables>,
+    /// When the process started, for the status page's uptime.
+    pub started: std::time::Instant,
+}
+
+/// What a route is for, which decides who may use it (see [`access`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Clients' writes: `INGEST_API_KEYS`, the public listener only.
+    Ingest,
+    /// Health probes: open to anyone, details for operators only.
+    Probe,
+    /// Metrics, status, docs: operators only.
+    Operations,
+}
+
+/// One route: its path (an actix pattern), its class, and how it is served.
+pub struct Route {
+    /// The path pattern, as actix matches it (`{table}` is one path segment).
+    pub path: &'static str,
+    /// Who may use it.
+    pub class: Class,
+    /// The actix resource serving `path`.
+    resource: fn(&'static str) -> actix_web::Resource,
+}
+
+/// Every route the service serves, with its class. The access gate and the `Expect` hook
+/// read the class from here, so a route cannot be served without one. The Swagger UI's
+/// files (`/swagger/...`) are not listed: like every unlisted path, they are operations.
+pub const ROUTES: &[Route] = &[
+    Route {
+        path: "/v1/events",
+        class: Class::Ingest,
+        resource: |path| post_only(path, events::post_events),
+    },
+    Route {
+        path: "/v1/tables/{table}",
+        class: Class::Ingest,
+        resource: |path| post_only(path, events::post_table),
+    },
+    Route {
+        path: "/v1/health",
+        class: Class::Probe,
+        resource: |path| get_only(path, health::get_health),
+    },
+    Route {
+        path: "/v1/ready",
+        class: Class::Probe,
+        resource: |path| get_only(path, health::get_ready),
+    },
+    Route {
+        path: "/v1/live",
+        class: Class::Probe,
+        resource: |path| get_only(path, health::get_live),
+    },
+    Route {
+        path: "/openapi.json",
+        class: Class::Operations,
+        resource: |path| get_only(path, openapi::get_openapi),
+    },
+    Route {
+        path: "/",
+        class: Class::Operations,
+        resource: |path| get_only(path, status::get_page),
+    },
+    Route {
+        path: "/v1/status",
+        class: Class::Operations,
+        resource: |path| get_only(path, status::get_status),
+    },
+    Route {
+        path: "/metrics",
+        class: Class::Operations,
+        resource: |path| get_only(path, metrics::get_metrics),
+    },
+];
+
+/// The class of the route `path` goes to; paths no route serves are operations (their
+/// `404` is then given only to whoever may see operations routes).
+pub fn class_of(path: &str) -> Class {
+    static PATTERNS: std::sync::LazyLock<Vec<(actix_web::dev::ResourceDef, Class)>> =
+        std::sync::LazyLock::new(|| {
+            ROUTES
+                .iter()
+                .map(|r| (actix_web::dev::ResourceDef::new(r.path), r.class))
+                .collect()
+        });
+    PATTERNS
+        .iter()
+        .find(|(pattern, _)| pattern.is_match(path))
+        .map_or(Class::Operations, |(_, class)| *class)
+}
+
+/// Registers every route on an actix `App`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // The document is built per request (each allowed table's columns may change).
+    cfg.service(
+        utoipa_swagger_ui::SwaggerUi::new("/swagger/{_:.*}")
+            .config(utoipa_swagger_ui::Config::from("/openapi.json")),
+    );
+    for route in ROUTES {
+        cfg.service((route.resource)(route.path));
+    }
+    cfg.default_service(web::to(|| async { Err::<(), _>(ApiError::NotFound) }));
+}
+
+/// A path served by `POST` alone; other methods get a JSON `405` naming it.
+fn post_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .name(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(|| async { ApiError::method_not_allowed("POST") }))
+}
+
+/// A path served by `GET` alone; other methods get a JSON `405` naming it.
+fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .name(path)
+        .route(web::get().to(handler))
+        .default_service(web::to(|| async { ApiError::method_not_allowed("GET") }))
+}
+
+/// Serves `HEAD` wherever `GET` is served (probes, metrics, docs): the request continues as
+/// a `GET`, and actix, which noted the method when it parsed the request, sends the
+/// response's head without its body.
+pub async fn head_as_get(
+    mut req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if req.method() == actix_web::http::Method::HEAD {
+        req.head_mut().method = actix_web::http::Method::GET;
+    }
+    next.call(req).await
+}

@@ -1,0 +1,427 @@
+//! The one-pass reading of a JSON array of events against a table's columns: each object's
+//! keys are looked up once in the schema's column index and each value is deserialized
+//! straight into that column's slot by a visitor that keeps what the column needs (a
+//! borrowed string, an integer, a boolean; the raw text where digits or structure matter:
+//! `Decimal`, floats, 128/256-bit integers, `Array`/`Map`/`Tuple`). The row is encoded in
+//! column order once the object ends. No per-event vector of fields, no second reading of
+//! each value's text: this is what makes the generic path as cheap as a hand-written one.
+//!
+//! Exactness before speed: whatever this pass cannot decide exactly as the field-by-field
+//! reading ([`super::json::decode`] then [`TableSchema::validate`]) would, it does not try
+//! to. A number with a fraction or exponent where the column is not a float and not read
+//! strictly (its digits matter: `1.0` fits a `UInt8`, `1.5` does not), a lexical error
+//! (`1e400`, a lone surrogate), more events than allowed: the pass stops and the body is
+//! read again the field-by-field way, which gives the same rows and the same errors as
+//! before, only slower. Well-formed bodies never take that way. An element that is not an
+//! object refuses the body where the pass meets it (as `/v1/events` always answered; the
+//! field-by-field reading checks the whole array's grammar first).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::json::Key;
+use super::{Problem, RequestFacts, TableSchema, TableValidated};
+use crate::format::Rows;
+use crate::table::event::{DecodeError, Loose, ndjson_lines};
+
+/// One field's value as the pass kept it for its column.
+#[derive(Debug, Clone, Default)]
+pub(super) enum Slot<'a> {
+    /// The field was not in the object.
+    #[default]
+    Absent,
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A non-negative integer.
+    UInt(u64),
+    /// A negative integer.
+    Int(i64),
+    /// A string, borrowed from the body when it had no escapes.
+    Str(Cow<'a, str>),
+    /// An array or object where the column takes a scalar: only its kind matters (for the
+    /// "expected ..., got an array" error), its content was skipped.
+    Composite(Composite),
+    /// The value's JSON text, for columns that read it themselves.
+    Raw(&'a RawValue),
+    /// A number with a fraction or exponent, for a strictly read column (which refuses it
+    /// whatever its digits).
+    Float,
+}
+
+impl<'a> From<Option<Loose<'a>>> for Slot<'a> {
+    fn from(value: Option<Loose<'a>>) -> Self {
+        match value {
+            None => Slot::Null,
+            Some(Loose::Str(s)) => Slot::Str(s),
+            Some(Loose::UInt(n)) => Slot::UInt(n),
+            Some(Loose::Int(n)) => Slot::Int(n),
+            Some(Loose::Float(_)) => Slot::Float,
+            Some(Loose::Bool(b)) => Slot::Bool(b),
+            // Its kind matters only to a column that is not read strictly.
+            Some(Loose::Composite) => Slot::Composite(Composite::Object),
+        }
+    }
+}
+
+/// Which composite a skipped value was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Composite {
+    Array,
+    Object,
+}
+
+/// Per-request state of the pass, shared by its events.
+struct Pass<'s, 'de> {
+    schema: &'s TableSchema,
+    facts: &'s RequestFacts,
+    stamp: super::Stamp,
+    tag: &'s [u8],
+    max: usize,
+    out: TableValidated,
+    slots: Vec<Slot<'de>>,
+    /// The column each key of the previous event filled, by the key's position: events of
+    /// one client list their fields in the same order, so a key is checked against one
+    /// name first and looked up only when that guess fails.
+    order: Vec<Option<usize>>,
+    problems: Vec<(Cow<'static, str>, Problem)>,
+    index: usize,
+    /// Set when the body is refused as a whole (an element that is not an object), as the
+    /// field-by-field reading would refuse it.
+    refused: Option<DecodeError>,
+}
+
+/// Why the pass stopped: the body goes the field-by-field way instead.
+const GIVE_UP: &str = "one pass gives way";
+
+/// Where a body's events are, for the pass.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Events<'a> {
+    /// A JSON array of event objects.
+    Array(&'a str),
+    /// One event object.
+    Object(&'a str),
+    /// One event object per non-empty line (NDJSON).
+    Lines(&'a str),
+    /// Not a shape the pass reads.
+    None,
+}
+
+impl TableSchema {
+    /// Validates and encodes a body's events in one pass; `Ok(None)` when the body needs the
+    /// field-by-field reading (see the module docs), `Err` when the body is refused.
+    pub(super) fn one_pass(
+        &self,
+        events: Events<'_>,
+        max_events: usize,
+        facts: &RequestFacts,
+        tag: &[u8],
+    ) -> Result<Option<TableValidated>, DecodeError> {
+        let size = match events {
+            Events::Array(text) | Events::Object(text) | Events::Lines(text) => text.len(),
+            Events::None => return Ok(None),
+        };
+        // Real events are a few hundred bytes; 64 leaves room and bounds the guess. An
+        // event's row is smaller than its JSON: the body's size holds the rows.
+        let expected = (size / 64).clamp(1, max_events.max(1));
+        let mut pass = Pass {
+            schema: self,
+            facts,
+            stamp: self.stamp(facts),
+            tag,
+            max: max_events,
+            out: TableValidated {
+                rows: Rows::with_capacity(expected, 64),
+                ..TableValidated::default()
+            },
+            slots: vec![Slot::Absent; self.columns.len()],
+            order: Vec::with_capacity(self.columns.len()),
+            problems: Vec::new(),
+            index: 0,
+            refused: None,
+        };
+        let read = match events {
+            Events::Array(text) => {
+                let mut de = serde_json::Deserializer::from_str(text);
+                de.deserialize_seq(&mut pass).and_then(|()| de.end())
+            }
+            Events::Object(text) => {
+                let mut de = serde_json::Deserializer::from_str(text);
+                Event(&mut pass)
+                    .deserialize(&mut de)
+                    .and_then(|()| de.end())
+            }
+            Events::Lines(text) => {
+                for line in ndjson_lines(text) {
+                    if pass.index == pass.max {
+                        return Err(DecodeError::TooManyEvents { max: pass.max });
+                    }
+                    if !line.starts_with('{') {
+                        pass.problems
+                            .push(("".into(), "line is not a JSON object".into()));
+                        pass.out.reject(pass.index, &mut pass.problems);
+                        pass.index += 1;
+                        continue;
+                    }
+                    let mut de = serde_json::Deserializer::from_str(line);
+                    if Event(&mut pass)
+                        .deserialize(&mut de)
+                        .and_then(|()| de.end())
+                        .is_err()
+                    {
+                        return Ok(None);
+                    }
+                }
+                Ok(())
+            }
+            Events::None => return Ok(None),
+        };
+        match (read, pass.refused) {
+            (_, Some(refused)) => Err(refused),
+            (Ok(()), None) => Ok(Some(pass.out)),
+            (Err(_), None) => Ok(None),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for &mut Pass<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array of event objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Event(&mut *self))?.is_some() {
+            if self.index > self.max {
+                return Err(de::Error::custom(GIVE_UP));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One array element, which must be an object.
+struct Event<'p, 's, 'de>(&'p mut Pass<'s, 'de>);
+
+impl<'de> DeserializeSeed<'de> for Event<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Event<'_, '_, '_> {
+    /// An element that is not an object refuses the body, as it would be refused anyway.
+    fn not_object<E: de::Error>(self) -> Result<(), E> {
+        self.0.refused = Some(DecodeError::NotAnObject {
+            index: self.0.index,
+        });
+        Err(E::custom(GIVE_UP))
+    }
+}
+
+impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.not_object()
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.not_object()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.not_object()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.not_object()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.not_object()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.not_object()
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        self.not_object()
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let pass = self.0;
+        let schema = pass.schema;
+        for slot in &mut pass.slots {
+            *slot = Slot::Absent;
+        }
+        pass.problems.clear();
+        let mut position = 0;
+        while let Some(Key(key)) = map.next_key()? {
+            let column = match pass.order.get(position) {
+                Some(&Some(i)) if same_key(&schema.columns[i].name, &key) => Some(i),
+                guess => {
+                    let found = schema.index_of(&key);
+                    match guess {
+                        Some(_) => pass.order[position] = found,
+                        None => pass.order.push(found),
+                    }
+                    found
+                }
+            };
+            position += 1;
+            match column {
+                // A server-filled column ignores the client's value.
+                Some(i) if schema.reads[i] == Read::Ignore => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Some(i) if !matches!(pass.slots[i], Slot::Absent) => {
+                    map.next_value::<IgnoredAny>()?;
+                    // The first duplicate is the event's only problem.
+                    if pass.problems.is_empty() {
+                        pass.problems.push(schema.duplicate(i));
+                    }
+                }
+                Some(i) => match schema.reads[i] {
+                    Read::Ignore => {}
+                    Read::Raw => pass.slots[i] = Slot::Raw(map.next_value()?),
+                    Read::Typed => pass.slots[i] = map.next_value_seed(TYPED)?,
+                    Read::Strict => pass.slots[i] = map.next_value_seed(STRICT)?,
+                },
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                    pass.out.unknown_fields += 1;
+                }
+            }
+        }
+        if pass.problems.is_empty() {
+            let (slots, facts, stamp, tag) = (&pass.slots, pass.facts, &pass.stamp, pass.tag);
+            let problems = &mut pass.problems;
+            pass.out.rows.push_encoded_if(|buf| {
+                buf.extend_from_slice(tag);
+                schema.encode_row(slots, facts, stamp, buf, problems);
+                problems.is_empty()
+            });
+        }
+        if !pass.problems.is_empty() {
+            pass.out.reject(pass.index, &mut pass.problems);
+        }
+        pass.index += 1;
+        Ok(())
+    }
+}
+
+/// `a == b` for the short keys of event objects, eight bytes at a time: the guessed key is
+/// compared once per field, and a call to `memcmp` cost more than the comparison.
+pub(super) fn same_key(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_ne_bytes(w)
+    };
+    match a.len() {
+        0..8 => a == b,
+        n => {
+            let mut at = 0;
+            while at + 8 <= n {
+                if word(a, at) != word(b, at) {
+                    return false;
+                }
+                at += 8;
+            }
+            // The last eight bytes (overlapping what was compared) cover any tail.
+            at == n || word(a, n - 8) == word(b, n - 8)
+        }
+    }
+}
+
+/// How the pass reads a column's value (decided once per schema).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Read {
+    /// Skipped: a server-filled column ignores the client's value.
+    Ignore,
+    /// Kept as raw JSON text: the column reads digits or structure itself.
+    Raw,
+    /// Deserialized by [`TYPED`].
+    Typed,
+    /// Deserialized by [`STRICT`], for a column with a strict rule.
+    Strict,
+}
+
+/// A scalar value, kept as the column needs it (see [`Slot`]). `STRICT`: as a strictly read
+/// column judges it (see `rules::Strict`): a float is refused whatever its digits, so the
+/// pass need not give way for one, and a non-negative integer is read as one whatever
+/// serde_json called it.
+struct Scalar<const STRICT: bool>;
+
+/// How an ordinary column's value is read.
+const TYPED: Scalar<false> = Scalar;
+/// How a strictly read column's value is read.
+const STRICT: Scalar<true> = Scalar;
+
+impl<'de, const S: bool> DeserializeSeed<'de> for Scalar<S> {
+    type Value = Slot<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Slot<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, const S: bool> Visitor<'de> for Scalar<S> {
+    type Value = Slot<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Slot<'de>, E> {
+        Ok(Slot::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Slot<'de>, E> {
+        Ok(Slot::Bool(b))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Slot<'de>, E> {
+        Ok(Slot::UInt(n))
+    }
+    // serde_json gives a negative integer here, never `-0` (that comes as a float), so the
+    // number's text is exactly its decimal form.
+    fn visit_i64<E>(self, n: i64) -> Result<Slot<'de>, E> {
+        Ok(match u64::try_from(n) {
+            Ok(n) if S => Slot::UInt(n),
+            _ => Slot::Int(n),
+        })
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Slot<'de>, E> {
+        match S {
+            true => Ok(Slot::Float),
+            // The float lost the digits the column's rule reads: read the body field by
+            // field.
+            false => Err(E::custom(GIVE_UP)),
+        }
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Slot<'de>, E> {
+        Ok(Slot::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Slot<'de>, E> {
+        Ok(Slot::Str(Cow::Owned(s.to_string())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Slot<'de>, E> {
+        Ok(Slot::Str(Cow::Owned(s)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Slot<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Slot::Composite(Composite::Array))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Slot<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Slot::Composite(Composite::Object))
+    }
+}

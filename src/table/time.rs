@@ -1,0 +1,153 @@
+//! Times from JSON for `Date`, `Date32`, `DateTime` and `DateTime64` columns: the formats
+//! `/v1/events` accepts (`YYYY-MM-DD hh:mm:ss` in UTC, RFC 3339), the same with a fraction
+//! of a second, a bare date, and epoch seconds or milliseconds as numbers.
+
+use time::format_description::BorrowedFormatItem;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, PrimitiveDateTime};
+
+use crate::format::ColumnZone;
+use crate::table::event::parse_time;
+
+const NANOS: i128 = 1_000_000_000;
+/// An integer number at or above this many is taken as milliseconds: 10^11 seconds is the
+/// year 5138, 10^11 milliseconds is 1973.
+const MILLIS_FROM: i128 = 100_000_000_000;
+
+const PLAIN_FRACTION: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]");
+const DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
+
+/// What a time field may be given as, in words for errors.
+pub const EXPECTED: &str = "expected 'YYYY-MM-DD hh:mm:ss[.fff]' (UTC), RFC 3339, 'YYYY-MM-DD' or epoch seconds/milliseconds";
+
+/// Seconds since 1970 of a time string in the formats without a fraction (`YYYY-MM-DD
+/// hh:mm:ss`, RFC 3339), read as [`from_text`] reads them; `None` for any other (which
+/// [`from_text`] may still read).
+pub fn plain_seconds(s: &str) -> Option<i64> {
+    match parse_time(s) {
+        // 20 bytes and less (`YYYY-MM-DD hh:mm:ss`, `...Z`) leave no room for a fraction.
+        Ok(seconds) if s.len() <= 20 || !s.contains('.') => Some(seconds),
+        _ => None,
+    }
+}
+
+/// Nanoseconds since 1970 of a time string.
+pub fn from_text(s: &str) -> Option<i128> {
+    if let Ok(seconds) = parse_time(s) {
+        // Fast path and leap-second rule shared with /v1/events; no fraction in these.
+        if !s.contains('.') {
+            return Some(i128::from(seconds) * NANOS);
+        }
+    }
+    if let Ok(t) = PrimitiveDateTime::parse(s, PLAIN_FRACTION) {
+        return Some(t.assume_utc().unix_timestamp_nanos());
+    }
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Some(t.unix_timestamp_nanos());
+    }
+    if let Ok(d) = Date::parse(s, DATE) {
+        return Some(d.midnight().assume_utc().unix_timestamp_nanos());
+    }
+    None
+}
+
+/// [`from_text`] for a column in `zone`: a time written without an offset (`YYYY-MM-DD
+/// hh:mm:ss[.fff]`, a bare date) is that zone's wall-clock time, as ClickHouse reads it;
+/// one with an offset or `Z` is that instant whatever the zone.
+pub fn from_text_in(s: &str, zone: Option<&ColumnZone>) -> Option<i128> {
+    let nanos = from_text(s)?;
+    match zone {
+        // After the date (`YYYY-MM-DD`), only an offset has `Z`, `+` or `-`.
+        Some(zone)
+            if !s
+                .get(10..)
+                .is_some_and(|t| t.contains(['Z', 'z', '+', '-'])) =>
+        {
+            zone.local_to_utc(nanos)
+        }
+        _ => Some(nanos),
+    }
+}
+
+/// Nanoseconds since 1970 of an epoch number's text: seconds (a fraction allowed), or
+/// milliseconds when it is an integer of [`MILLIS_FROM`] or more.
+pub fn from_number(text: &str) -> Option<i128> {
+    let text = text.trim();
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    if text.contains(['e', 'E']) {
+        let seconds: f64 = text.parse().ok()?;
+        return seconds
+            .is_finite()
+            .then_some((seconds * 1e9) as i128)
+            .filter(|n| n.unsigned_abs() < 1 << 100);
+    }
+    let whole: i128 = int.parse().ok().filter(|_| int.len() <= 30)?;
+    if frac.is_empty() && whole.abs() >= MILLIS_FROM {
+        return Some(whole * 1_000_000);
+    }
+    if !frac.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let mut nanos: i128 = 0;
+    for (i, c) in frac.bytes().take(9).enumerate() {
+        nanos += i128::from(c - b'0') * 10i128.pow(8 - i as u32);
+    }
+    let sign = if int.starts_with('-') { -1 } else { 1 };
+    Some(whole * NANOS + sign * nanos)
+}
+
+/// Whole seconds of a time in nanoseconds (rounded down). Through `i64` when it fits, as
+/// every plausible time does: an `i128` division is a library call, several per event.
+pub fn seconds(nanos: i128) -> i128 {
+    div_floor(nanos, NANOS)
+}
+
+/// `n.div_euclid(d)` for a positive `d`, through `i64` when both fit.
+fn div_floor(n: i128, d: i128) -> i128 {
+    match (i64::try_from(n), i64::try_from(d)) {
+        (Ok(n), Ok(d)) => i128::from(n.div_euclid(d)),
+        _ => n.div_euclid(d),
+    }
+}
+
+/// Days since 1970 of nanoseconds since 1970 (rounded down).
+pub fn days(nanos: i128) -> i128 {
+    div_floor(nanos, 86_400 * NANOS)
+}
+
+/// Ticks of 10^-`precision` seconds (rounded down, as ClickHouse truncates).
+pub fn ticks(nanos: i128, precision: u8) -> i128 {
+    div_floor(nanos, 10i128.pow(9 - u32::from(precision.min(9))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_numbers_give_the_same_instant() {
+        let t = 1_606_867_140 * NANOS;
+        for s in [
+            "2020-12-01 23:59:00",
+            "2020-12-01T23:59:00Z",
+            "2020-12-02T00:59:00+01:00",
+        ] {
+            assert_eq!(from_text(s), Some(t), "{s}");
+        }
+        assert_eq!(from_text("2020-12-01 23:59:00.25"), Some(t + NANOS / 4));
+        assert_eq!(
+            from_text("2020-12-01T23:59:00.123456789Z"),
+            Some(t + 123_456_789)
+        );
+        assert_eq!(from_text("2020-12-01"), Some(1_606_780_800 * NANOS));
+        assert_eq!(from_text("yesterday"), None);
+        assert_eq!(from_number("1606867140"), Some(t));
+        assert_eq!(from_number("1606867140000"), Some(t));
+        assert_eq!(from_number("1606867140.5"), Some(t + NANOS / 2));
+        assert_eq!(from_number("-1.5"), Some(-NANOS - NANOS / 2));
+        assert_eq!(ticks(t + 123_456_789, 3), 1_606_867_140_123);
+        assert_eq!(days(-1), -1);
+    }
+}
