@@ -95,7 +95,7 @@ fn flush(c: &mut Criterion) {
         ("CLICKHOUSE_NAME".to_string(), "bench".to_string()),
     ])
     .expect("config");
-    let sink = ClickHouseSink::new(&config);
+    let sink = ClickHouseSink::new(&event_ingest::app::sink_settings(&config));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -41,7 +41,10 @@ pub(super) async fn start(
         })
         .collect();
     let sink_for = |host: &HostPort| {
-        ClickHouseSink::cluster_replica(&config.for_host(host), sharder.expression())
+        ClickHouseSink::cluster_replica(
+            &super::sink_settings_at(config, host),
+            sharder.expression(),
+        )
     };
     // The handlers' sinks: probes, the status page, and the start-up checks.
     let handler_sinks: Vec<(Arc<ClickHouseSink>, Arc<HostState>)> = shards

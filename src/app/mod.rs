@@ -3,6 +3,9 @@
 //!
 //! [`Application::build`] is a list of named steps; what each setting means is in the
 //! README and `event-ingest --help`, not in log lines.
+//!
+//! The first stage: it alone reads the configuration, builds every other stage from it and
+//! wires them. May import every stage and shared module.
 
 use std::net::TcpListener;
 use std::sync::{Arc, OnceLock};
@@ -22,7 +25,7 @@ use crate::lane::flusher::{self, FlusherGuard};
 use crate::lane::ingest::{Buffered, Direct, Discard, Ingest, ServerCheck};
 use crate::lane::quarantine::Quarantine;
 use crate::lane::spool::{SpoolError, WriterGuard};
-use crate::sink::ClickHouseSink;
+use crate::sink::{self, ClickHouseSink};
 use crate::stats::Stats;
 
 /// Why the application could not start.
@@ -127,8 +130,10 @@ impl Application {
             cluster::start(&config, &stats).await?
         } else {
             let sink = Arc::new(match config.buffer_mode {
-                BufferMode::Direct => ClickHouseSink::new(&config).row_binary_only(),
-                _ => ClickHouseSink::new(&config),
+                BufferMode::Direct => {
+                    ClickHouseSink::new(&sink_settings(&config)).row_binary_only()
+                }
+                _ => ClickHouseSink::new(&sink_settings(&config)),
             });
             check_clickhouse(&sink, &config).await;
             (start_storage(&config, &sink, &stats)?, sink)
@@ -345,7 +350,7 @@ fn start_storage(
             let flusher = flusher::spawn(
                 buffer.clone(),
                 // Shares the handlers' sink's view of the insert format, for `/v1/health`.
-                ClickHouseSink::new(config).sharing_format_info(sink),
+                ClickHouseSink::new(&sink_settings(config)).sharing_format_info(sink),
                 Arc::new(Quarantine::new(config.quarantine_dir())),
                 stats.clone(),
                 config.shutdown_timeout(),
@@ -418,4 +423,52 @@ fn warn_about_open_endpoints(state: &AppState, gate: &Gate) {
              API docs answer 403 (probes stay open, without error details)"
         );
     }
+}
+
+/// What the sinks are told of `config`: the server (`CLICKHOUSE_*`), in a cluster every host,
+/// the database, the server-filled columns and, in `disk` mode, where column lists are kept.
+pub fn sink_settings(config: &Config) -> sink::Settings {
+    let hosts = match config.is_cluster() {
+        true => config
+            .clickhouse_shards()
+            .unwrap_or_default()
+            .iter()
+            .flatten()
+            .map(|host| connection(&config.for_host(host)))
+            .collect(),
+        false => Vec::new(),
+    };
+    sink::Settings {
+        connection: connection(config),
+        hosts,
+        database: config.clickhouse_name.clone(),
+        events_table: config.clickhouse_table.clone(),
+        cluster: config
+            .is_cluster()
+            .then(|| config.clickhouse_cluster.clone()),
+        timeout: config.clickhouse_timeout(),
+        server_time_column: config.server_time_column.clone(),
+        client_ip_column: config.client_ip_column.clone(),
+        columns_root: (config.durability() == crate::config::Durability::Disk)
+            .then(|| std::path::PathBuf::from(&config.spool_dir)),
+    }
+}
+
+/// The server `config` names (`CLICKHOUSE_HOST:CLICKHOUSE_PORT`, user, password,
+/// compression).
+fn connection(config: &Config) -> sink::Connection {
+    sink::Connection {
+        url: config.clickhouse_url(),
+        user: config.clickhouse_user.clone(),
+        password: config.clickhouse_password.expose().to_string(),
+        compression: match config.clickhouse_compression {
+            crate::config::Compression::Lz4 => sink::Compression::Lz4,
+            crate::config::Compression::None => sink::Compression::None,
+        },
+    }
+}
+
+/// `config` aimed at `host` of the cluster, as the sinks are told it.
+pub(crate) fn sink_settings_at(config: &Config, host: &crate::config::HostPort) -> sink::Settings {
+    sink_settings(config).at(&connection(&config.for_host(host)))
 }

@@ -43,7 +43,7 @@ pub(super) async fn start_tables(
     let mut storages = Vec::new();
     let mut sinks = Vec::new();
     for name in config.extra_tables() {
-        let sink = TableSink::new(config, &name);
+        let sink = TableSink::new(&super::sink_settings(config), &name);
         let table_stats = Arc::new(TableStats::new(stats, &name));
         // `disk` mode: the lists earlier runs' spooled rows were encoded under.
         sink.restore();
@@ -74,7 +74,7 @@ pub(super) async fn start_tables(
                 let (buffer, spool_writer) = (lane.buffer, lane.writer);
                 let flusher = flusher::spawn(
                     buffer.clone(),
-                    TableSink::sharing(config, &sink),
+                    TableSink::sharing(&super::sink_settings(config), &sink),
                     quarantine(),
                     LaneStats::for_table(stats.clone(), table_stats.clone()),
                     config.shutdown_timeout(),
@@ -86,7 +86,10 @@ pub(super) async fn start_tables(
                 }
             }
             BufferMode::Direct => Storage {
-                ingest: Arc::new(Direct(Arc::new(TableSink::sharing(config, &sink)))),
+                ingest: Arc::new(Direct(Arc::new(TableSink::sharing(
+                    &super::sink_settings(config),
+                    &sink,
+                )))),
                 flushers: Vec::new(),
                 spool_writers: Vec::new(),
             },
@@ -99,14 +102,14 @@ pub(super) async fn start_tables(
         tables.lanes.insert(
             name,
             TableLane {
-                state: sink.state(),
+                columns: sink.state(),
                 ingest: storage.ingest.clone(),
                 stats: table_stats,
             },
         );
         storages.push(storage);
         // The refresher runs on its own thread and runtime.
-        sinks.push(TableSink::sharing(config, &sink));
+        sinks.push(TableSink::sharing(&super::sink_settings(config), &sink));
     }
     Ok((tables, storages, sinks))
 }
@@ -150,7 +153,13 @@ fn start_shards(
             replicas
                 .iter()
                 .zip(&hosts)
-                .map(|(h, state)| (TableSink::for_replica(config, sink, h), state.clone()))
+                .map(|(h, state)| {
+                    let at = super::sink_settings_at(config, h);
+                    (
+                        TableSink::for_replica(&at, sink, &at.connection),
+                        state.clone(),
+                    )
+                })
                 .collect(),
             seed,
         );

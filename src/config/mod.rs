@@ -6,6 +6,9 @@
 //! (scripts, compose files and tests rely on them) and never renamed. Every variable has a
 //! default, so `event-ingest` starts with none set. A bad value stops start-up with a
 //! one-line error that names the variable.
+//!
+//! May import: nothing of the service. Read by the application's assembly (`app`) alone,
+//! which hands each stage the settings it needs.
 
 use std::time::Duration;
 

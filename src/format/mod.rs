@@ -1,5 +1,5 @@
-//! The data every stage after `event` passes along: encoded rows ([`Rows`], [`RowsRef`]),
-//! the events table's columns ([`COLUMNS`]), and the columnar block the sink builds from
+//! The data every stage after the reader passes along: encoded rows ([`Rows`], [`RowsRef`]),
+//! and the columnar block the sink builds from
 //! them: a batch of RowBinary rows turned into one ClickHouse Native block whose columns
 //! carry the table's own types, rows sorted by the table's sorting key.
 //!
@@ -12,6 +12,10 @@
 //! table and every shard's block go through this one builder:
 //! [`types`] (what a type is) → [`transpose`] (rows cut into columns, once) → [`sort`] (the
 //! key's order) → [`native`] (the columns' bytes, copied in that order).
+//!
+//! The last stage, and no I/O: ClickHouse's type grammar, RowBinary and Native layouts, the
+//! sorting and sharding expressions. May import nothing of the other stages (only the shared
+//! modules).
 
 mod column_zone;
 mod rows;

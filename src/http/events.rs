@@ -17,15 +17,14 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use crate::lane::ingest::Ingest;
-use crate::sink::{Loaded, TableState};
 use crate::table::event::{FieldError, Format, Loose, parse_time};
-use crate::table::{RequestFacts, SchemaError, TableSchema, TableValidated};
+use crate::table::{ColumnList, Columns, RequestFacts, SchemaError, TableSchema, TableValidated};
 
 /// One allowed table other than the events table: the columns its rows are encoded with,
 /// and where they go.
 pub struct TableLane {
-    /// Shared with the table's sink.
-    pub state: Arc<TableState>,
+    /// The column list rows are encoded with now (kept up to date by the table's sink).
+    pub columns: Arc<dyn Columns>,
     /// The table's buffer (or direct insert).
     pub ingest: Arc<dyn Ingest>,
     /// The table's own figures (flushes, inserts, errors), for metrics, health and status.
@@ -174,7 +173,7 @@ struct Target {
 #[derive(Clone)]
 enum Schema {
     Events,
-    Table(Arc<Loaded>),
+    Table(Arc<dyn ColumnList>),
 }
 
 impl Schema {
@@ -184,7 +183,7 @@ impl Schema {
                 .as_ref()
                 .map(|schema| (schema, &[][..]))
                 .map_err(|_| ApiError::Internal("the events table's schema")),
-            Schema::Table(loaded) => Ok((&loaded.schema, &loaded.tag[..])),
+            Schema::Table(list) => Ok((list.schema(), list.tag())),
         }
     }
 }
@@ -207,7 +206,7 @@ impl Target {
             return Err(ApiError::UnknownTable(name));
         };
         let loaded = lane
-            .state
+            .columns
             .current()
             .map_err(|reason| ApiError::Unavailable {
                 reason,

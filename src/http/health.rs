@@ -182,7 +182,7 @@ pub async fn get_health(
         .map(|(name, lane)| {
             let pending = lane.ingest.pending();
             let buffered = lane.ingest.pending_events();
-            let problem = lane.state.current().err();
+            let problem = lane.columns.current().err();
             let last_error = lane.stats.last_error.lock().clone();
             // As for the events table: failing while its rows wait on a failed insert.
             let status = match (&problem, &last_error) {
@@ -304,7 +304,7 @@ pub async fn get_ready(
         }
     }
     for (name, lane) in &state.tables.lanes {
-        if let Err(why) = lane.state.current() {
+        if let Err(why) = lane.columns.current() {
             reasons.push(match privileged {
                 true => why,
                 false => format!("table {name} unavailable"),

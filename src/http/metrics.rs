@@ -7,8 +7,8 @@ use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 
 use super::AppState;
+use crate::lane::ingest::HostStatus;
 use crate::lane::ingest::ShardStatus;
-use crate::sink::HostStatus;
 
 /// Serves the registry, after setting the gauges that are read rather than counted.
 #[utoipa::path(

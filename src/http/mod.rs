@@ -1,5 +1,9 @@
 //! HTTP routes: which path and method go to which handler, and the state handlers share.
 //! Unknown paths answer `404` and wrong methods `405`, both with a JSON body.
+//!
+//! The second stage: listeners, access, bodies, the one ingest handler and the operations
+//! routes. May import `lane` (the `Ingest` seam and what it reports), `table` (reading a body
+//! against a table's columns), `format` and the shared modules; never the sink, nor `app`.
 
 pub mod access;
 mod body;

@@ -70,9 +70,9 @@ pub async fn get_openapi(state: web::Data<AppState>) -> HttpResponse {
             op.insert("summary".into(), json!(format!("Events for table {name}")));
             op.insert("operationId".into(), json!(format!("post_table_{name}")));
         }
-        if let Ok(loaded) = lane.state.current() {
+        if let Ok(loaded) = lane.columns.current() {
             let component = format!("TableEvent_{name}");
-            doc["components"]["schemas"][&component] = crate::table::json_schema(&loaded.schema);
+            doc["components"]["schemas"][&component] = crate::table::json_schema(loaded.schema());
             let one = json!({ "$ref": format!("#/components/schemas/{component}") });
             operation["requestBody"]["content"] = json!({
                 "application/json": { "schema": { "oneOf": [{"type": "array", "items": one}, one] } },

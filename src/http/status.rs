@@ -40,7 +40,7 @@ pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
             };
             json!({
                 "table": name,
-                "state": match lane.state.current() {
+                "state": match lane.columns.current() {
                     Ok(_) => "ok".to_string(),
                     Err(why) => why,
                 },

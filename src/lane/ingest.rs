@@ -15,7 +15,8 @@ use crate::lane::buffer::{AppendError, DoubleBuffer};
 use crate::lane::room::{Attempt, take_or_wait};
 use crate::lane::shard::Sharder;
 use crate::lane::spool::{self, SpoolRefusal};
-use crate::sink::{ClickHouseSink, ClusterCheck, HostState, HostStatus, Sink, SinkError};
+pub use crate::sink::HostStatus;
+use crate::sink::{ClickHouseSink, ClusterCheck, HostState, Sink, SinkError};
 
 /// What [`Ingest::room_before_decoding`] gives: an answer at once (every request while
 /// there is room: no allocation), or a wait for room.

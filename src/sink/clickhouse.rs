@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use clickhouse::{Client, Compression};
+use clickhouse::Client;
 use parking_lot::Mutex;
 
 use super::cluster_schema::{ClusterTable, create_distributed_sql, create_local_sql};
@@ -16,8 +16,7 @@ use super::format::{FormatInfo, InsertFormat, order_by_of};
 use super::schema::{
     Deduplication, ServerVersion, check_columns, create_table_sql, deduplication, upgrade_sql,
 };
-use super::{InsertId, Sink, SinkError, query_log};
-use crate::config::{self, Config};
+use super::{InsertId, Settings, Sink, SinkError, query_log};
 use crate::format::RowsRef;
 use crate::table::events::COLUMNS;
 
@@ -103,52 +102,39 @@ pub struct Prepared {
 }
 
 impl ClickHouseSink {
-    /// A sink for `CLICKHOUSE_*` in `config`. Does no I/O.
-    pub fn new(config: &Config) -> Self {
-        let (compression, compression_name) = match config.clickhouse_compression {
-            config::Compression::Lz4 => (Compression::Lz4, "lz4"),
-            config::Compression::None => (Compression::None, "none"),
-        };
-        let base = Client::default()
-            .with_url(config.clickhouse_url())
-            .with_user(&config.clickhouse_user)
-            .with_password(config.clickhouse_password.expose())
-            .with_compression(compression)
-            .with_validation(false);
+    /// A sink for the events table of `settings`. Does no I/O.
+    pub fn new(settings: &Settings) -> Self {
+        Self::for_table(settings, &settings.events_table)
+    }
+
+    /// A sink writing to `table` of `settings`' database. Does no I/O.
+    fn for_table(settings: &Settings, table: &str) -> Self {
         Self {
-            base,
-            database: config.clickhouse_name.clone(),
-            table: config.clickhouse_table.clone(),
-            insert_sql: format!(
-                "INSERT INTO `{}` ({}) FORMAT ",
-                config.clickhouse_table,
-                COLUMNS.join(", ")
-            ),
+            base: settings.connection.client(),
+            database: settings.database.clone(),
+            table: table.to_string(),
+            insert_sql: format!("INSERT INTO `{table}` ({}) FORMAT ", COLUMNS.join(", ")),
             probe_table: Mutex::new(None),
-            timeout: config.clickhouse_timeout(),
+            timeout: settings.timeout,
             columnar: true,
-            compression: compression_name,
+            compression: settings.connection.compression.name(),
             format_info: Arc::new(Mutex::new(None)),
             prepared: Mutex::new(None),
             cluster: None,
         }
     }
 
-    /// A sink writing to `<table>_local` on one host of a cluster (`config` aimed at it,
-    /// see `Config::for_host`), which creates that table as a `ReplicatedMergeTree` and
-    /// `<table>` as the `Distributed` table sharded by `sharding` on this host. Each host
-    /// gets its DDL when its sink first reaches it, rather than `ON CLUSTER`: on 18.16 a
-    /// distributed DDL runs without the query's settings (so the `LowCardinality` columns
-    /// are refused), and it waits out `distributed_ddl_task_timeout` while a host is down.
-    pub fn cluster_replica(config: &Config, sharding: String) -> Self {
-        let local = Config {
-            clickhouse_table: format!("{}_local", config.clickhouse_table),
-            ..config.clone()
-        };
-        let mut sink = Self::new(&local);
+    /// A sink writing to `<table>_local` on the host `settings` are aimed at (see
+    /// [`Settings::at`]), which creates that table as a `ReplicatedMergeTree` and `<table>`
+    /// as the `Distributed` table sharded by `sharding` on this host. Each host gets its DDL
+    /// when its sink first reaches it, rather than `ON CLUSTER`: on 18.16 a distributed DDL
+    /// runs without the query's settings (so the `LowCardinality` columns are refused), and
+    /// it waits out `distributed_ddl_task_timeout` while a host is down.
+    pub fn cluster_replica(settings: &Settings, sharding: String) -> Self {
+        let mut sink = Self::for_table(settings, &format!("{}_local", settings.events_table));
         sink.cluster = Some(ClusterTable {
-            cluster: config.clickhouse_cluster.clone(),
-            distributed: config.clickhouse_table.clone(),
+            cluster: settings.cluster.clone().unwrap_or_default(),
+            distributed: settings.events_table.clone(),
             sharding,
         });
         sink

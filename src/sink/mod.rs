@@ -1,5 +1,9 @@
 //! Sinks: where a batch of rows is finally written. The flusher and the direct mode only see
 //! the [`Sink`] trait; ClickHouse is the one real implementation.
+//!
+//! May import `table` (the events table's definition, the schema rows are encoded with),
+//! `format` (blocks, expressions) and the shared modules. Never a lane's buffer, spool or
+//! flusher, never `http` or `app`, never the configuration: it is handed [`Settings`].
 
 mod clickhouse;
 mod cluster_schema;
@@ -8,6 +12,7 @@ mod format;
 mod query_log;
 mod replicas;
 mod schema;
+mod settings;
 mod table;
 mod table_columns;
 mod table_shard;
@@ -21,6 +26,7 @@ pub use error::{Refusal, SinkError};
 pub use format::{FormatInfo, InsertFormat};
 pub use replicas::{ClusterCheck, HostState, HostStatus, ReplicaSet};
 pub use schema::{Deduplication, ServerVersion, create_table_sql};
+pub use settings::{Compression, Connection, Settings};
 pub use table::{Loaded, TAG_BYTES, TableSink, TableState, quote};
 
 use crate::format::RowsRef;

@@ -16,19 +16,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use clickhouse::{Client, Compression};
+use clickhouse::Client;
 use parking_lot::Mutex;
 
 use super::format::order_by_of;
 use super::schema::ServerVersion;
 use super::table_columns::{self, Definition};
-use super::{InsertId, Sink, SinkError, query_log};
-use crate::config::{self, Config, Durability};
+use super::{Connection, InsertId, Settings, Sink, SinkError, query_log};
 use crate::format::{BlockBuilder, ColumnType, RowsRef, Schema, SortKey};
 use crate::format::{KeyPlan, ShardingKey};
 use crate::table::{ColumnInfo, SchemaError, TableSchema};
@@ -66,6 +65,22 @@ pub struct TableState {
     /// In a cluster: why the `Distributed` table's sharding expression cannot be evaluated
     /// here, if it was read and cannot (start-up stops on it).
     pub(super) unevaluable: Mutex<Option<String>>,
+}
+
+impl crate::table::ColumnList for Loaded {
+    fn schema(&self) -> &TableSchema {
+        &self.schema
+    }
+
+    fn tag(&self) -> &[u8] {
+        &self.tag
+    }
+}
+
+impl crate::table::Columns for TableState {
+    fn current(&self) -> Result<Arc<dyn crate::table::ColumnList>, String> {
+        TableState::current(self).map(|loaded| loaded as Arc<dyn crate::table::ColumnList>)
+    }
 }
 
 impl TableState {
@@ -108,45 +123,39 @@ pub struct TableSink {
 
 impl TableSink {
     /// A sink for `name` (`table` in `CLICKHOUSE_NAME`, or `db.table`). Does no I/O.
-    pub fn new(config: &Config, name: &str) -> Self {
-        let base = client(config);
-        let readers = match config.is_cluster() {
-            true => config
-                .clickhouse_shards()
-                .unwrap_or_default()
-                .iter()
-                .flatten()
-                .map(|host| client(&config.for_host(host)))
-                .collect(),
+    pub fn new(settings: &Settings, name: &str) -> Self {
+        let base = settings.connection.client();
+        let readers = match settings.cluster.is_some() {
+            true => settings.hosts.iter().map(Connection::client).collect(),
             false => vec![base.clone()],
         };
         let (database, table) = match name.split_once('.') {
             Some((db, table)) => (db.to_string(), table.to_string()),
-            None => (config.clickhouse_name.clone(), name.to_string()),
+            None => (settings.database.clone(), name.to_string()),
         };
         let target = format!("{database}.{table}");
         Self {
             base,
             readers,
-            insert_table: match config.is_cluster() {
+            insert_table: match settings.cluster.is_some() {
                 true => format!("{table}_local"),
                 false => table.clone(),
             },
-            cluster: config
-                .is_cluster()
-                .then(|| config.clickhouse_cluster.clone()),
+            cluster: settings.cluster.clone(),
             database,
             table,
-            timeout: config.clickhouse_timeout(),
-            server_time_column: config.server_time_column.clone(),
-            client_ip_column: config.client_ip_column.clone(),
+            timeout: settings.timeout,
+            server_time_column: settings.server_time_column.clone(),
+            client_ip_column: settings.client_ip_column.clone(),
             version: Arc::new(Mutex::new(None)),
             server_defaults: Arc::new(Mutex::new(false)),
             state: Arc::new(TableState {
                 current: Mutex::new(Err(format!("{target}: columns not read yet"))),
                 known: Mutex::new(HashMap::new()),
-                columns_dir: (config.durability() == Durability::Disk)
-                    .then(|| Path::new(&config.spool_dir).join(format!("table-{name}"))),
+                columns_dir: settings
+                    .columns_root
+                    .as_ref()
+                    .map(|root| root.join(format!("table-{name}"))),
                 target,
                 sharding: Mutex::new(None),
                 key_plans: Default::default(),
@@ -157,22 +166,23 @@ impl TableSink {
 
     /// Another sink for the same table, with its own client (for another thread's runtime)
     /// and the same shared state.
-    pub fn sharing(config: &Config, other: &TableSink) -> Self {
+    pub fn sharing(settings: &Settings, other: &TableSink) -> Self {
         let name = format!("{}.{}", other.database, other.table);
         Self {
             version: other.version.clone(),
             server_defaults: other.server_defaults.clone(),
             state: other.state.clone(),
-            ..Self::new(config, &name)
+            ..Self::new(settings, &name)
         }
     }
 
     /// In a cluster: another sink for the same table that inserts into `<table>_local` on
-    /// `host` (one replica of a shard), reading the definition as every sink does.
-    pub fn for_replica(config: &Config, other: &TableSink, host: &config::HostPort) -> Self {
+    /// the server `connection` names (one replica of a shard), reading the definition as
+    /// every sink does.
+    pub fn for_replica(settings: &Settings, other: &TableSink, connection: &Connection) -> Self {
         Self {
-            base: client(&config.for_host(host)),
-            ..Self::sharing(config, other)
+            base: connection.client(),
+            ..Self::sharing(settings, other)
         }
     }
 
@@ -619,20 +629,6 @@ pub(super) enum Load {
     Problem(String),
 }
 
-/// One client of the service's settings for `config`'s host.
-fn client(config: &Config) -> Client {
-    let compression = match config.clickhouse_compression {
-        config::Compression::Lz4 => Compression::Lz4,
-        config::Compression::None => Compression::None,
-    };
-    Client::default()
-        .with_url(config.clickhouse_url())
-        .with_user(&config.clickhouse_user)
-        .with_password(config.clickhouse_password.expose())
-        .with_compression(compression)
-        .with_validation(false)
-}
-
 /// The problem of a cluster table whose `<table>_local` does not exist.
 fn missing_local(target: &str, local: &str) -> String {
     format!(
@@ -707,13 +703,24 @@ mod tests {
         }
     }
 
-    fn sink(spool_dir: &Path) -> TableSink {
-        let config = Config::from_vars([
-            ("DURABILITY".to_string(), "disk".to_string()),
-            ("SPOOL_DIR".to_string(), spool_dir.display().to_string()),
-        ])
-        .unwrap();
-        TableSink::new(&config, "db.t")
+    fn sink(spool_dir: &std::path::Path) -> TableSink {
+        let settings = Settings {
+            connection: Connection {
+                url: "http://127.0.0.1:8123".into(),
+                user: "default".into(),
+                password: String::new(),
+                compression: crate::sink::Compression::None,
+            },
+            hosts: Vec::new(),
+            database: "db".into(),
+            events_table: "events".into(),
+            cluster: None,
+            timeout: Duration::from_secs(1),
+            server_time_column: "server_time".into(),
+            client_ip_column: "ip".into(),
+            columns_root: Some(spool_dir.to_path_buf()),
+        };
+        TableSink::new(&settings, "db.t")
     }
 
     fn read(sink: &TableSink, columns: &[(&str, &str)]) -> Result<(Loaded, Definition), String> {

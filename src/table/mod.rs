@@ -12,6 +12,9 @@
 //! and `EPHEMERAL` columns are never written. Server-filled columns (`SERVER_TIME_COLUMN`,
 //! `CLIENT_IP_COLUMN`, and `client_time_corrected` beside `client_time`) are filled as
 //! `/v1/events` fills them, and a client's value for them is ignored.
+//!
+//! The reader of a table's events, before any lane. May import `format` and the shared
+//! modules; never `sink`, `lane`, `http` or `app`.
 
 mod decode;
 mod encode;
@@ -40,6 +43,22 @@ use crate::format::{Rows, Scalar, Shape};
 use crate::table::event::{
     DecodeError, FieldError, Format, Loose, MAX_REPORTED_ERRORS, loose_field,
 };
+
+/// A column list rows can be encoded with: the table's schema as it was read, and the tag
+/// each row encoded with it starts with (empty for the events table, whose list is fixed).
+pub trait ColumnList: Send + Sync {
+    /// The columns and how each is read.
+    fn schema(&self) -> &TableSchema;
+    /// The bytes before each row.
+    fn tag(&self) -> &[u8];
+}
+
+/// Where a table's current column list is found: the sink that reads the table's definition
+/// keeps it up to date; handlers encode with whatever it holds when a request comes.
+pub trait Columns: Send + Sync {
+    /// The list in use, or why the table cannot take rows now (missing, unreadable).
+    fn current(&self) -> Result<std::sync::Arc<dyn ColumnList>, String>;
+}
 
 /// One column as `system.columns` describes it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, clickhouse::Row)]

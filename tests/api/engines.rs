@@ -32,7 +32,9 @@ async fn server_version() -> (String, ServerVersion) {
 
 /// A sink of the service writing to `database.events`, as the application configures it.
 fn sink(database: &str) -> ClickHouseSink {
-    ClickHouseSink::new(&Config::from_vars(test_env(database, &[])).expect("test config"))
+    ClickHouseSink::new(&event_ingest::app::sink_settings(
+        &Config::from_vars(test_env(database, &[])).expect("test config"),
+    ))
 }
 
 /// Forwards to the shared ClickHouse and keeps the request line of every request.

@@ -18,6 +18,9 @@
 //! several inserts, which of them are done); once ClickHouse has it, the checkpoint moves
 //! past it. A backlog (a previous run's, or a spill) is read back
 //! from the spool in order, before the memory halves that come after it.
+//!
+//! Part of the lane. May import the rest of `lane`, `sink`, `table`, `format` and the
+//! shared modules.
 
 mod backoff;
 mod guard;

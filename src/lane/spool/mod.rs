@@ -24,6 +24,8 @@
 //! effective limit is lowered to what it can (with a warning), so a small or shared volume refuses appends with `503` before it is full
 //! rather than failing a write; segments are then cut smaller so that trimming frees space
 //! steadily. The checkpoint is updated in place, so a full volume never stops delivery.
+//!
+//! Part of the lane. May import the rest of `lane`, `format` and the shared modules.
 
 mod checkpoint;
 mod record;

@@ -3,6 +3,8 @@
 //! events table's row layout read back (`row`: for the quarantine and the sharder; rows
 //! for tests and benchmarks in [`testing`]). Validating and encoding is the generic path's
 //! (`crate::table`), for the events table too.
+//!
+//! Part of the table stage. May import `format` and the shared modules.
 
 mod body;
 mod excerpt;
