@@ -110,7 +110,7 @@ pub(super) async fn start(
             buffer.clone(),
             set,
             quarantine.clone(),
-            stats.clone(),
+            super::events_lane_stats(config, stats),
             config.shutdown_timeout(),
         )?);
         lanes.push(Lane {

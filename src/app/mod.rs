@@ -352,7 +352,7 @@ fn start_storage(
                 // Shares the handlers' sink's view of the insert format, for `/v1/health`.
                 ClickHouseSink::new(&sink_settings(config)).sharing_format_info(sink),
                 Arc::new(Quarantine::new(config.quarantine_dir())),
-                stats.clone(),
+                events_lane_stats(config, stats),
                 config.shutdown_timeout(),
             )?;
             Storage {
@@ -471,4 +471,14 @@ fn connection(config: &Config) -> sink::Connection {
 /// `config` aimed at `host` of the cluster, as the sinks are told it.
 pub(crate) fn sink_settings_at(config: &Config, host: &crate::config::HostPort) -> sink::Settings {
     sink_settings(config).at(&connection(&config.for_host(host)))
+}
+
+/// What an events table's lane records: its figures labelled with the table's name, like
+/// every table's, and the unlabelled names kept as aliases.
+pub(crate) fn events_lane_stats(config: &Config, stats: &Arc<Stats>) -> crate::stats::LaneStats {
+    let table = Arc::new(crate::stats::TableStats::new(
+        stats,
+        &config.clickhouse_table,
+    ));
+    crate::stats::LaneStats::for_events_table(stats.clone(), table)
 }

@@ -263,15 +263,18 @@ async fn ingest(
     if accepted > 0 {
         target.ingest.submit(validated.rows).await?;
     }
-    match &target.table {
-        None => state.stats.record_request(accepted, &validated.reasons),
-        Some(name) => state.stats.record_table_request(
-            name,
-            accepted,
-            validated.rejected,
-            validated.unknown_fields,
-        ),
-    }
+    // Every table's figures under its name; the events table's also under the earlier,
+    // unlabelled names.
+    let name = match &target.table {
+        Some(name) => name.as_str(),
+        None => {
+            state.stats.record_request(accepted, &validated.reasons);
+            state.tables.events.first().map_or("events", String::as_str)
+        }
+    };
+    state
+        .stats
+        .record_table_request(name, accepted, validated.rejected, validated.unknown_fields);
     Ok(HttpResponse::Ok().json(Accepted {
         accepted,
         rejected: validated.rejected,

@@ -1,7 +1,7 @@
-//! What one lane's flusher records: the process's figures for the events table (their
-//! names unchanged, so existing dashboards keep reading the events table), and each other
-//! table's own figures (labelled `table`) for its lanes, so one table's failures or
-//! successes never show as another's.
+//! What one lane's flusher records: each table's own figures, labelled `table` (the
+//! events table's included), so one table's failures or successes never show as another's;
+//! and for the events table also the process's unlabelled figures under their earlier
+//! names, kept as aliases so existing dashboards keep reading it.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::Stats;
 
-/// One other table's figures: its counters (children of the `table_*` families, bound
+/// One table's figures: its counters (children of the `table_*` families, bound
 /// once at start-up so recording allocates nothing), its last error and its last insert.
 pub struct TableStats {
     /// Buffer swaps (flushes) of the table's lanes.
@@ -70,12 +70,18 @@ impl TableStats {
 pub struct LaneStats {
     all: Arc<Stats>,
     table: Option<Arc<TableStats>>,
+    /// The events table's lane: the unlabelled figures are kept too.
+    aliases: bool,
 }
 
 impl From<Arc<Stats>> for LaneStats {
-    /// The events table's lanes (a single host's, or each shard's).
+    /// A lane recording the unlabelled figures only (tests).
     fn from(all: Arc<Stats>) -> Self {
-        Self { all, table: None }
+        Self {
+            all,
+            table: None,
+            aliases: true,
+        }
     }
 }
 
@@ -93,6 +99,17 @@ impl LaneStats {
         Self {
             all,
             table: Some(table),
+            aliases: false,
+        }
+    }
+
+    /// The events table's lanes: its figures under `table`, and under the unlabelled
+    /// names too.
+    pub fn for_events_table(all: Arc<Stats>, table: Arc<TableStats>) -> Self {
+        Self {
+            all,
+            table: Some(table),
+            aliases: true,
         }
     }
 
@@ -104,16 +121,21 @@ impl LaneStats {
         written: usize,
         took: Duration,
     ) {
-        match &self.table {
-            Some(t) => t.flushes.inc(),
-            None => self.all.record_flush(trigger, events, written, took),
+        if let Some(t) = &self.table {
+            t.flushes.inc();
+        }
+        if self.aliases {
+            self.all.record_flush(trigger, events, written, took);
         }
     }
 
     /// A confirmed insert of `rows` rows.
     pub fn record_insert(&self, rows: usize) {
+        if self.aliases {
+            self.all.record_insert(rows);
+        }
         let Some(t) = &self.table else {
-            return self.all.record_insert(rows);
+            return;
         };
         t.inserts.inc();
         t.events_written.inc_by(rows as u64);
@@ -129,8 +151,11 @@ impl LaneStats {
 
     /// A failed insert (see [`Stats::record_error`]).
     pub fn record_error(&self, retrying: bool, error: &impl std::fmt::Display) {
+        if self.aliases {
+            self.all.record_error(retrying, error);
+        }
         let Some(t) = &self.table else {
-            return self.all.record_error(retrying, error);
+            return;
         };
         match retrying {
             true => t.errors_retryable.inc(),
@@ -141,9 +166,11 @@ impl LaneStats {
 
     /// `n` events refused as bad data and put in the quarantine.
     pub fn record_quarantined(&self, n: usize) {
-        match &self.table {
-            Some(t) => t.events_quarantined.inc_by(n as u64),
-            None => self.all.events_quarantined.inc_by(n as u64),
+        if let Some(t) = &self.table {
+            t.events_quarantined.inc_by(n as u64);
+        }
+        if self.aliases {
+            self.all.events_quarantined.inc_by(n as u64);
         }
     }
 }

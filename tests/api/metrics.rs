@@ -31,7 +31,11 @@ async fn metrics_count_requests_events_and_flushes() {
     let text = within(PATIENCE, async {
         loop {
             let text = app.get("/metrics").await.text().await.unwrap();
-            if sample(&text, "event_ingest_events_written_total") == Some(2.0) {
+            // The flush is recorded after its insert: wait for both, every name.
+            if sample(&text, "event_ingest_events_written_total") == Some(2.0)
+                && sample(&text, "event_ingest_flushes_total{trigger=\"timer\"}") == Some(1.0)
+                && sample(&text, "event_ingest_table_flushes_total{table=\"events\"}") == Some(1.0)
+            {
                 return text;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -53,6 +57,21 @@ async fn metrics_count_requests_events_and_flushes() {
             1.0,
         ),
         ("event_ingest_inserts_total", 1.0),
+        // The events table's figures under its name too, as every table's.
+        (
+            "event_ingest_table_events_total{outcome=\"accepted\",table=\"events\"}",
+            2.0,
+        ),
+        (
+            "event_ingest_table_events_total{outcome=\"rejected\",table=\"events\"}",
+            1.0,
+        ),
+        (
+            "event_ingest_table_events_written_total{table=\"events\"}",
+            2.0,
+        ),
+        ("event_ingest_table_inserts_total{table=\"events\"}", 1.0),
+        ("event_ingest_table_flushes_total{table=\"events\"}", 1.0),
         ("event_ingest_flushes_total{trigger=\"timer\"}", 1.0),
         ("event_ingest_flush_batch_events_count", 1.0),
         ("event_ingest_buffer_max_bytes", 268_435_456.0),
