@@ -31,6 +31,7 @@ pub(super) async fn start_tables(
             config.clickhouse_table.clone(),
             format!("{}.{}", config.clickhouse_name, config.clickhouse_table),
         ],
+        database: config.clickhouse_name.clone(),
     };
     for name in config.events_namesakes() {
         log::warn!(

@@ -62,7 +62,7 @@ pub enum ApiError {
     #[error("not found")]
     NotFound,
     /// `POST /v1/tables/{table}` for a table not in `INGEST_TABLES`.
-    #[error("table {0:?} is not one clients may write to (INGEST_TABLES)")]
+    #[error("table \"{0}\" is not one clients may write to (INGEST_TABLES)")]
     UnknownTable(String),
     /// The path exists, the method does not (`405`).
     #[error("method not allowed; allowed: {allow}")]

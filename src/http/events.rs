@@ -38,6 +38,24 @@ pub struct Tables {
     pub lanes: HashMap<String, TableLane>,
     /// The names that mean the events table (`events`, `db.events`).
     pub events: Vec<String>,
+    /// `CLICKHOUSE_NAME`: a table of it may be named with or without it (`t`, `db.t`).
+    pub database: String,
+}
+
+impl Tables {
+    /// The lane of the table clients call `name`, and the name it is listed under: as
+    /// written in `INGEST_TABLES`, or the same table with or without `CLICKHOUSE_NAME.`.
+    fn lane(&self, name: &str) -> Option<(&str, &TableLane)> {
+        let bare = name
+            .strip_prefix(self.database.as_str())
+            .and_then(|rest| rest.strip_prefix('.'));
+        let qualified = format!("{}.{name}", self.database);
+        [Some(name), bare, Some(qualified.as_str())]
+            .into_iter()
+            .flatten()
+            .find_map(|n| self.lanes.get_key_value(n))
+            .map(|(listed, lane)| (listed.as_str(), lane))
+    }
 }
 
 /// One event as clients send it to `/v1/events` (documentation of what validation accepts).
@@ -202,9 +220,11 @@ impl Target {
                 });
             }
         };
-        let Some(lane) = state.tables.lanes.get(&name) else {
-            return Err(ApiError::UnknownTable(name));
+        let Some((listed, lane)) = state.tables.lane(&name) else {
+            // Quoted short: the name is the client's.
+            return Err(ApiError::UnknownTable(crate::table::event::excerpt(&name)));
         };
+        let name = listed.to_string();
         let loaded = lane
             .columns
             .current()

@@ -432,6 +432,8 @@ impl TableSchema {
         sent_at: impl Fn(Option<Loose<'b>>) -> Result<Option<i64>, E>,
     ) -> Result<TableValidated, E> {
         let text = std::str::from_utf8(body).map_err(|_| DecodeError::NotText)?;
+        // A byte order mark some clients and editors put first says nothing about the events.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let (events, envelope_sent_at) = match format {
             Format::Ndjson => (Events::Lines(text), None),
             Format::Json => match text.trim_start().as_bytes().first() {

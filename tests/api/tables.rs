@@ -745,3 +745,31 @@ async fn arrays_of_one_nested_structure_must_be_of_one_length() {
     assert_eq!(stored, "1\t[1,2]\t['x','y']\n4\t[]\t[]\n");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_table_may_be_named_with_its_database_and_unknown_names_are_quoted_short() {
+    let database = unique_database();
+    table_with(&database, "t1", "id UInt32").await;
+    let app = spawn_app_in(&database, &[("INGEST_TABLES", "t1")]).await;
+    let qualified = format!("{database}.t1");
+    let response = post_table(&app, &qualified, &json!([{"id": 1}])).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    // A byte order mark before the body is not part of the events.
+    let bom = reqwest::Client::new()
+        .post(format!("{}/v1/tables/t1", app.address))
+        .header("content-type", "application/json")
+        .body(format!("\u{feff}{}", json!([{"id": 2}])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bom.status(), 200, "{}", bom.text().await.unwrap());
+    wait_for(&database, "t1", 2).await;
+
+    let long = "x".repeat(10_000);
+    let response = post_table(&app, &long, &json!([{"id": 3}])).await;
+    assert_eq!(response.status(), 404);
+    let text = response.text().await.unwrap();
+    assert!(text.len() < 400, "{} bytes: {}", text.len(), &text[..200]);
+    assert!(text.contains("more bytes"), "{text}");
+    app.stop().await;
+}
