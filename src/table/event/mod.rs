@@ -1,5 +1,5 @@
 //! Events as every table's requests carry them: the body shapes (`body`), the times
-//! clients send (`time`), what a rejected event's answer says ([`FieldError`]), and the
+//! clients send (`crate::table::time`), what a rejected event's answer says ([`FieldError`]), and the
 //! events table's row layout read back (`row`: for the quarantine and the sharder; rows
 //! for tests and benchmarks in [`testing`]). Validating and encoding is the generic path's
 //! (`crate::table`), for the events table too.
@@ -9,18 +9,17 @@
 mod body;
 mod excerpt;
 mod row;
-mod time;
 
 use std::borrow::Cow;
 
 use serde::Serialize;
 
+pub use super::time::parse_time;
 pub use body::{
     DecodeError, Envelope, Format, Loose, array_elements, loose_field, ndjson_events, ndjson_lines,
 };
 pub use excerpt::{excerpt, shorten};
 pub use row::{Event, decode_json, key_text};
-pub use time::parse_time;
 
 /// At most this many field errors are listed in a response; `rejected` still counts all.
 pub const MAX_REPORTED_ERRORS: usize = 100;
