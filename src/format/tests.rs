@@ -149,7 +149,8 @@ fn rows_are_sorted_by_the_key_with_ties_in_arrival_order() {
     let cells = Cells::split(b.schema(), rows.data(), rows.len()).unwrap();
     let order = b.key().permutation(&cells);
     let key_of = |i: u32| {
-        let json = crate::table::event::decode_json(rows.row(i as usize)).unwrap();
+        let events = crate::table::events::schema().unwrap();
+        let json = events.decode_row(rows.row(i as usize)).unwrap();
         let time = time::OffsetDateTime::parse(
             json["server_time"].as_str().unwrap(),
             &time::format_description::well_known::Rfc3339,

@@ -13,12 +13,12 @@ use super::body::Encoding;
 use super::inflight::Reservation;
 use super::{ApiError, AppState, body, client};
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::lane::ingest::Ingest;
 use crate::table::event::{FieldError, Format, Loose, parse_time};
-use crate::table::{ColumnList, Columns, RequestFacts, SchemaError, TableSchema, TableValidated};
+use crate::table::{ColumnList, Columns, RequestFacts, TableSchema, TableValidated};
 
 /// One allowed table other than the events table: the columns its rows are encoded with,
 /// and where they go.
@@ -100,9 +100,6 @@ pub struct ErrorBody {
     /// What went wrong.
     error: String,
 }
-
-/// The events table's schema with its rules: fixed in the code, built once.
-static EVENTS: LazyLock<Result<TableSchema, SchemaError>> = LazyLock::new(TableSchema::events);
 
 /// The `200` answer: how many events were taken and why the others were not.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -197,8 +194,7 @@ enum Schema {
 impl Schema {
     fn get(&self) -> Result<(&TableSchema, &[u8]), ApiError> {
         match self {
-            Schema::Events => EVENTS
-                .as_ref()
+            Schema::Events => crate::table::events::schema()
                 .map(|schema| (schema, &[][..]))
                 .map_err(|_| ApiError::Internal("the events table's schema")),
             Schema::Table(list) => Ok((list.schema(), list.tag())),

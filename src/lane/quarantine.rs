@@ -17,8 +17,6 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::table::event::decode_json;
-
 /// Reads one of another table's encoded rows back as JSON (`None` if it cannot).
 pub type RowDecoder = std::sync::Arc<dyn Fn(&[u8]) -> Option<serde_json::Value> + Send + Sync>;
 
@@ -133,7 +131,9 @@ fn lines(
         let hex = || r.row.iter().map(|b| format!("{b:02x}")).collect::<String>();
         let event = match table {
             Some((_, decode)) => decode(r.row),
-            None => decode_json(r.row),
+            None => crate::table::events::schema()
+                .ok()
+                .and_then(|schema| schema.decode_row(r.row)),
         }
         .unwrap_or_else(|| json!({ "undecodable_row_hex": hex() }));
         let mut line = json!({

@@ -81,3 +81,11 @@ pub const COLUMNS: [&str; TABLE.len()] = {
     }
     names
 };
+
+/// The events table's schema with its rules, built once: what `/v1/events` reads bodies
+/// with and what its rows are read back with (the quarantine).
+pub fn schema() -> Result<&'static super::TableSchema, &'static super::SchemaError> {
+    static SCHEMA: std::sync::LazyLock<Result<super::TableSchema, super::SchemaError>> =
+        std::sync::LazyLock::new(super::TableSchema::events);
+    SCHEMA.as_ref()
+}

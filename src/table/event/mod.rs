@@ -19,7 +19,7 @@ pub use body::{
     DecodeError, Envelope, Format, Loose, array_elements, loose_field, ndjson_events, ndjson_lines,
 };
 pub use excerpt::{excerpt, shorten};
-pub use row::{Event, decode_json, key_text};
+pub use row::{Event, key_text};
 
 /// At most this many field errors are listed in a response; `rejected` still counts all.
 pub const MAX_REPORTED_ERRORS: usize = 100;

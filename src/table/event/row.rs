@@ -89,49 +89,6 @@ impl Event<'_> {
     }
 }
 
-/// Reads one encoded row back as a JSON object with the table's column names (what the
-/// quarantine file holds for a row ClickHouse refused). `None` if `bytes` is not exactly
-/// one row.
-pub fn decode_json(bytes: &[u8]) -> Option<serde_json::Value> {
-    let mut r = bytes;
-    let client_time = take_u32(&mut r)?;
-    let client_time_corrected = take_u32(&mut r)?;
-    let server_time = take_u32(&mut r)?;
-    let high = u64::from_le_bytes(take(&mut r, 8)?.try_into().ok()?);
-    let low = u64::from_le_bytes(take(&mut r, 8)?.try_into().ok()?);
-    let device_os = take_string(&mut r)?;
-    let session = take_string(&mut r)?;
-    let sequence = take_u32(&mut r)?;
-    let event = take_string(&mut r)?;
-    let param_int = take_u32(&mut r)?;
-    let param_str = take_string(&mut r)?;
-    let ip: [u8; 16] = take(&mut r, 16)?.try_into().ok()?;
-    if !r.is_empty() {
-        return None;
-    }
-    let time = |t: u32| {
-        time::OffsetDateTime::from_unix_timestamp(i64::from(t))
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-    };
-    Some(serde_json::json!({
-        "client_time": time(client_time)?,
-        "client_time_corrected": time(client_time_corrected)?,
-        "server_time": time(server_time)?,
-        "device_id": Uuid::from_u64_pair(high, low).to_string(),
-        "device_os": device_os,
-        "session": session,
-        "sequence": sequence,
-        "event": event,
-        "param_int": param_int,
-        "param_str": param_str,
-        "ip": Ipv6Addr::from(ip).to_canonical().to_string(),
-    }))
-}
-
 /// `toString(<column>)` of one encoded row, byte for byte as ClickHouse spells it, for the
 /// columns a row can be sharded by (see `config::SHARDING_COLUMNS`): the UUID's 36
 /// lowercase characters, a string itself, an unsigned integer in decimal. `scratch` holds
@@ -248,11 +205,12 @@ mod tests {
         e.param_str = "x".repeat(300).into();
         let mut out = Vec::new();
         e.encode(&mut out);
-        let json = decode_json(&out).unwrap();
+        let events = crate::table::events::schema().unwrap();
+        let json = events.decode_row(&out).unwrap();
         assert_eq!(json["sequence"], 3);
         assert_eq!(json["param_str"].as_str().unwrap().len(), 300);
         assert_eq!(json["device_id"], e.device_id.to_string());
-        assert!(decode_json(&out[..out.len() - 1]).is_none());
+        assert!(events.decode_row(&out[..out.len() - 1]).is_none());
     }
 
     #[test]
