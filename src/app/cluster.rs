@@ -82,7 +82,7 @@ pub(super) async fn start(
         return Ok((storage, check));
     }
     let n = shards.len();
-    let limits = lane::limits(config, config.buffer_max_bytes / n);
+    let limits = lane::limits(config);
     let quarantine = Arc::new(Quarantine::new(config.quarantine_dir()));
     let mut lanes = Vec::new();
     let mut flushers = Vec::new();

@@ -22,14 +22,16 @@ pub(super) struct LaneBuffer {
     pub backlog_from: Option<u64>,
 }
 
-/// The buffer's triggers from the configuration, with `max_bytes` as this lane's share of
-/// `BUFFER_MAX_BYTES`.
-pub(super) fn limits(config: &Config, max_bytes: usize) -> Limits {
+/// A lane's buffer triggers from the configuration, with its even share of
+/// `BUFFER_MAX_BYTES` (the process's cap: every table's lanes and every shard's together
+/// hold no more).
+pub(super) fn limits(config: &Config) -> Limits {
+    let lanes = usize::try_from(config.lanes()).unwrap_or(usize::MAX).max(1);
     Limits {
         swap_events: config.buffer_size,
         flush_interval: config.flush_interval(),
         min_interval: config.min_insert_interval(),
-        max_bytes,
+        max_bytes: config.buffer_max_bytes / lanes,
         full_wait: config.full_wait(),
     }
 }
@@ -50,7 +52,7 @@ pub(super) fn open(
             backlog_from: None,
         });
     }
-    let (spool, backlog) = Spool::open_sharing(spool_dir, spool_max_bytes, config.spool_lanes())?;
+    let (spool, backlog) = Spool::open_sharing(spool_dir, spool_max_bytes, config.lanes())?;
     let spool = Arc::new(spool);
     if let Some(b) = &backlog {
         log::info!(
@@ -67,4 +69,41 @@ pub(super) fn open(
         spool: Some(spool),
         backlog_from: from,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lane_together_holds_at_most_buffer_max_bytes() {
+        let tables: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+        for (vars, lanes) in [
+            (vec![], 1),
+            (vec![("INGEST_TABLES", tables.join(","))], 21),
+            (
+                vec![
+                    ("INGEST_TABLES", tables.join(",")),
+                    ("CLICKHOUSE_CLUSTER", "c".to_string()),
+                    ("CLICKHOUSE_HOSTS", "a:1,b:1;c:1".to_string()),
+                ],
+                42,
+            ),
+        ] {
+            let mut vars: Vec<(String, String)> =
+                vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            vars.push(("BUFFER_MAX_BYTES".into(), (16 << 20).to_string()));
+            let config = Config::from_vars(vars).unwrap();
+            assert_eq!(config.lanes(), lanes);
+            let share = limits(&config).max_bytes;
+            assert!(
+                share * lanes as usize <= 16 << 20,
+                "{lanes} lanes of {share}"
+            );
+            assert!(
+                share >= (16 << 20) / lanes as usize,
+                "{lanes} lanes of {share}"
+            );
+        }
+    }
 }

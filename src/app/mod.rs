@@ -341,7 +341,7 @@ fn start_storage(
         BufferMode::Double => {
             let lane = lane::open(
                 config,
-                lane::limits(config, config.buffer_max_bytes),
+                lane::limits(config),
                 config.spool_dir.as_ref(),
                 config.spool_max_bytes,
             )?;

@@ -67,7 +67,7 @@ pub(super) async fn start_tables(
             BufferMode::Double => {
                 let lane = lane::open(
                     config,
-                    lane::limits(config, config.buffer_max_bytes),
+                    lane::limits(config),
                     &Path::new(&config.spool_dir).join(format!("table-{name}")),
                     config.spool_max_bytes,
                 )?;
@@ -134,7 +134,7 @@ fn start_shards(
     if config.durability() == Durability::Disk {
         cluster::refuse_single_server_backlog(config, &table_dir)?;
     }
-    let limits = lane::limits(config, config.buffer_max_bytes / n);
+    let limits = lane::limits(config);
     let opened = (0..shards.len())
         .map(|i| {
             let dir = table_dir.join(format!("shard-{}", i + 1));

@@ -127,8 +127,9 @@ settings! {
     /// (capped at `BUFFER_FLUSH_MS`; `0` disables): at high rates the halves grow instead of
     /// inserts multiplying, keeping about one insert per second.
     buffer_min_interval_ms: u64 = 1_000, "1000";
-    /// Cap in bytes on buffered data, both halves together; past it requests get `503`
-    /// (`memory`) or go to the spool only (`disk`).
+    /// Cap in bytes on buffered data of the whole process, both halves of every lane
+    /// together (each table's lane, each shard's, gets an even share); past its share a lane's
+    /// requests get `503` (`memory`) or go to the spool only (`disk`).
     buffer_max_bytes: usize = 256 * 1024 * 1024, "268435456 (256 MiB)";
     /// Longest time in milliseconds a request waits for room when the buffer (`disk`: the
     /// spool) is full, before its `503` (before its body is decoded, and again at the append
@@ -230,10 +231,10 @@ impl Config {
         tables
     }
 
-    /// How many spools `disk` mode keeps under `SPOOL_DIR` (one per lane: the events
-    /// table's and each other table's, one per shard each in a cluster). They share the
-    /// volume's free space evenly.
-    pub fn spool_lanes(&self) -> u64 {
+    /// How many lanes the process runs: the events table's and each other table's, one per
+    /// shard each in a cluster. They share `BUFFER_MAX_BYTES` evenly, and in `disk` mode
+    /// (a spool each under `SPOOL_DIR`) the volume's free space.
+    pub fn lanes(&self) -> u64 {
         let tables = 1 + self.extra_tables().len();
         let shards = match self.is_cluster() {
             true => self.clickhouse_shards().map_or(1, |s| s.len().max(1)),
@@ -855,16 +856,16 @@ mod tests {
 
     #[test]
     fn every_lane_has_a_spool_sharing_the_volume() {
-        assert_eq!(config(&[]).unwrap().spool_lanes(), 1);
+        assert_eq!(config(&[]).unwrap().lanes(), 1);
         let tables = [("INGEST_TABLES", "events,pageviews,clicks")];
-        assert_eq!(config(&tables).unwrap().spool_lanes(), 3);
+        assert_eq!(config(&tables).unwrap().lanes(), 3);
         let cluster = config(&[
             tables[0],
             ("CLICKHOUSE_HOSTS", "a:1,b:1;c:1"),
             ("CLICKHOUSE_CLUSTER", "c"),
         ])
         .unwrap();
-        assert_eq!(cluster.spool_lanes(), 6, "three tables of two shards");
+        assert_eq!(cluster.lanes(), 6, "three tables of two shards");
     }
 
     #[test]
