@@ -51,6 +51,7 @@ const DATA_ERROR_CODES: &[u32] = &[
 /// what retries show (see [`SinkError::refusal`]).
 const SERVER_STATE_CODES: &[u32] = &[
     8, 10, 16, 368, // the table's columns changed underneath: described again
+    48,  // NOT_IMPLEMENTED (the table is a view, or an engine that takes no inserts)
     60, 81,  // UNKNOWN_TABLE, UNKNOWN_DATABASE: recreated
     159, // TIMEOUT_EXCEEDED
     164, // READONLY

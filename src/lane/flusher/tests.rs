@@ -42,6 +42,8 @@ struct FakeSink {
     stored_tokens: Mutex<std::collections::HashSet<String>>,
     /// Refuse inserts of more rows than this as over the server's memory limit.
     max_rows: Option<usize>,
+    /// Refuse this many inserts with an exception that names no row (the table's state).
+    table_refusals: AtomicUsize,
 }
 
 impl FakeSink {
@@ -52,6 +54,10 @@ impl FakeSink {
 }
 
 impl Sink for FakeSink {
+    async fn answers_queries(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     async fn probe(&self, rows: RowsRef<'_>, _fresh: bool) -> Result<(), SinkError> {
         let Some(probes) = &self.probes else {
             return Err(SinkError::Retryable("cannot probe".into()));
@@ -83,6 +89,15 @@ impl Sink for FakeSink {
         if self.rejects(rows) {
             return Err(SinkError::Data(
                 "Code: 53. DB::Exception: type mismatch".into(),
+            ));
+        }
+        if self
+            .table_refusals
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(SinkError::Retryable(
+                "Code: 4242. DB::Exception: the table takes no inserts now".into(),
             ));
         }
         if self.max_rows.is_some_and(|max| rows.count > max) {
@@ -212,6 +227,21 @@ fn a_poison_row_is_isolated_and_the_rest_written() {
     // Chunks are written in order, so the bytes are the batch less the poison row.
     assert_eq!(*sink.written.lock(), encoded((0..32).filter(|&n| n != 13)));
     assert_eq!(stats.events_quarantined.get(), 1);
+}
+
+#[test]
+fn a_refusal_a_copy_of_the_table_does_not_share_is_waited_out_not_blamed_on_the_rows() {
+    let sink = Arc::new(FakeSink {
+        table_refusals: AtomicUsize::new(6),
+        probes: Some(AtomicUsize::new(0)),
+        ..FakeSink::default()
+    });
+    let (buffer, stats, guard, _tmp) = start(sink.clone(), 1_000);
+    append(&buffer, 0..32);
+    assert!(guard.shutdown(Instant::now()).is_clean());
+    assert_eq!(*sink.written.lock(), encoded(0..32));
+    assert_eq!(sink.inserts.load(Relaxed), 1, "one insert, not split");
+    assert_eq!(stats.events_quarantined.get(), 0);
 }
 
 #[test]

@@ -384,6 +384,15 @@ impl<S: Sink> Flusher<S> {
                     );
                     return Err(Failure::TooLarge(error));
                 }
+                // The table itself refuses them (a probe into a copy of it takes them):
+                // not the rows' fault, so they wait, as for any other state of the table.
+                Refusal::Rows
+                    if streak >= SAME_REFUSALS
+                        && self.server_answers()
+                        && self.probe_takes(rows) =>
+                {
+                    streak = 0;
+                }
                 Refusal::Rows | Refusal::Size
                     if streak >= SAME_REFUSALS && self.server_answers() =>
                 {
@@ -414,6 +423,17 @@ impl<S: Sink> Flusher<S> {
                 backoff.reset();
             }
         }
+    }
+
+    /// Whether the sink's probe (for ClickHouse an `ENGINE = Null` copy of the table, with
+    /// its columns and expressions) takes `rows`: then a refusal of them is the table's, not
+    /// theirs. `false` when it refuses them or cannot tell.
+    fn probe_takes(&self, rows: RowsRef<'_>) -> bool {
+        let taken = matches!(self.bounded(self.sink.probe(rows, true)), Some(Ok(())));
+        if let Some(Err(e)) = self.bounded(self.sink.end_probe()) {
+            log::warn!("could not drop the probe table: {e}");
+        }
+        taken
     }
 
     /// Whether the sink's server answers a query now (the deadline passed counts as no).
