@@ -169,6 +169,16 @@ pub struct Pending {
     pub spool: Option<SpoolFill>,
 }
 
+impl Pending {
+    /// Whether rows wait to reach ClickHouse: in memory (a half, or a batch being written or
+    /// read back from the spool), or unconfirmed in the spool.
+    pub fn holds_rows(&self) -> bool {
+        self.buffer_bytes > 0
+            || self.oldest.is_some()
+            || self.spool.as_ref().is_some_and(|s| s.bytes > 0)
+    }
+}
+
 /// The spool's state, as the health and status endpoints show it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SpoolFill {

@@ -56,3 +56,63 @@ async fn events_accepted_during_an_outage_land_when_clickhouse_returns() {
     assert!(report.is_clean());
     forwarder.abort();
 }
+
+/// A backlog replayed after a restart into a table that refuses every insert: the rows wait
+/// in a batch read back from the spool (not in the buffer's halves), and health says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_fails_while_a_spooled_backlog_cannot_be_delivered() {
+    use crate::helpers::{
+        SpoolDir, batch, clickhouse, closed_port, drop_database, unique_database,
+    };
+    use crate::process::{start_binary, stop_with};
+    let database = unique_database();
+    let spool = SpoolDir::new();
+    let down = closed_port().to_string();
+    let disk = [("DURABILITY", "disk"), ("SPOOL_DIR", spool.path())];
+    let mut env = disk.to_vec();
+    env.extend([
+        ("CLICKHOUSE_PORT", down.as_str()),
+        ("SHUTDOWN_TIMEOUT_SECS", "1"),
+    ]);
+    let (child, address) = start_binary(&database, &env).await;
+    let http = reqwest::Client::new();
+    let sent = http.post(format!("{address}/v1/events")).body(batch(0, 10));
+    assert_eq!(sent.send().await.unwrap().status(), 200);
+    let (status, log) = stop_with(child, "TERM").await;
+    assert!(status.success(), "{log}");
+
+    // The events table is now a view: it answers queries and takes no insert.
+    clickhouse(&format!("CREATE DATABASE `{database}`")).await;
+    clickhouse(&format!(
+        "CREATE TABLE `{database}`.source (client_time DateTime('UTC'), \
+         client_time_corrected DateTime('UTC'), server_time DateTime('UTC'), device_id UUID, \
+         device_os String, session String, sequence UInt32, event String, param_int UInt32, \
+         param_str String, ip FixedString(16)) ENGINE = Memory"
+    ))
+    .await;
+    clickhouse(&format!(
+        "CREATE VIEW `{database}`.events AS SELECT * FROM `{database}`.source"
+    ))
+    .await;
+    let (child, address) = start_binary(&database, &disk).await;
+    let health = crate::helpers::within(PATIENCE, async {
+        loop {
+            let response = http
+                .get(format!("{address}/v1/health"))
+                .send()
+                .await
+                .unwrap();
+            let code = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            if body["last_flush_error"].is_string() {
+                return (code, body);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(health.0, 503, "{}", health.1);
+    assert_eq!(health.1["status"], "failing", "{}", health.1);
+    drop(child);
+    drop_database(&database).await;
+}
