@@ -7,12 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{StartupError, Storage, lane};
-use crate::config::{BufferMode, Config, Durability, HostPort};
+use crate::config::{BufferMode, Config, HostPort};
 use crate::lane::flusher;
 use crate::lane::ingest::{Buffered, Discard, Lane, ServerCheck, Sharded};
 use crate::lane::quarantine::Quarantine;
 use crate::lane::shard::Sharder;
-use crate::lane::spool::Spool;
 use crate::sink::{ClickHouseSink, ClusterCheck, HostState, ReplicaSet};
 use crate::stats::Stats;
 
@@ -24,9 +23,6 @@ pub(super) async fn start(
     config: &Config,
     stats: &Arc<Stats>,
 ) -> Result<(Storage, Arc<dyn ServerCheck>), StartupError> {
-    if config.durability() == Durability::Disk {
-        refuse_single_server_backlog(config, Path::new(&config.spool_dir))?;
-    }
     // Validated when the configuration was read.
     let shards = config.clickhouse_shards().unwrap_or_default();
     let sharder = Sharder::new(&config.clickhouse_sharding_key, shards.len());
@@ -136,28 +132,6 @@ pub(super) fn replica_seed(lane: &lane::LaneBuffer) -> u64 {
     match &lane.spool {
         Some(spool) => twox_hash::XxHash3_64::oneshot(spool.id().as_bytes()),
         None => rand::random::<u64>(),
-    }
-}
-
-/// A spool in `dir` itself (`SPOOL_DIR`, or another table's `SPOOL_DIR/table-<name>`) is a
-/// single-server run's (the shard lanes use `<dir>/shard-<n>`): if it still holds rows,
-/// starting in a cluster would strand them, so start-up stops and says how to deliver them
-/// first.
-pub(super) fn refuse_single_server_backlog(
-    config: &Config,
-    dir: &Path,
-) -> Result<(), StartupError> {
-    if !dir.join("checkpoint").exists() {
-        return Ok(());
-    }
-    let (spool, backlog) = Spool::open(dir, config.spool_max_bytes)?;
-    drop(spool);
-    match backlog {
-        Some(b) if b.bytes > 0 => Err(StartupError::SingleServerBacklog {
-            dir: dir.display().to_string(),
-            bytes: b.bytes,
-        }),
-        _ => Ok(()),
     }
 }
 

@@ -57,6 +57,20 @@ pub enum StartupError {
         /// Unwritten bytes in it.
         bytes: u64,
     },
+    /// A spool this configuration does not open still holds acknowledged rows.
+    #[error(
+        "{dir} holds {bytes} bytes of acknowledged events this configuration would never \
+         deliver ({setting}); start with the settings that wrote them to deliver them, or move \
+         the folder out of SPOOL_DIR to discard them"
+    )]
+    StrandedSpool {
+        /// The spool's folder.
+        dir: String,
+        /// Unwritten bytes in it.
+        bytes: u64,
+        /// The setting that leaves it unread.
+        setting: String,
+    },
     /// In a cluster, another table's `Distributed` sharding expression cannot be evaluated
     /// by the gateway (the table and the expression named).
     #[error("INGEST_TABLES: {0}")]
@@ -74,6 +88,7 @@ pub enum StartupError {
 mod cluster;
 mod lane;
 pub mod shutdown;
+mod stranded;
 mod tables;
 
 use tables::{Refresher, start_tables};
@@ -125,6 +140,8 @@ impl Application {
         // Handlers and the flusher each get their own client: the flusher's connections
         // live on its own runtime, the handlers' on the actix workers'.
         // Direct mode inserts on the HTTP workers: rows go out as encoded, no block is built.
+        // Rows an earlier run acknowledged, in a spool no lane of this run would read.
+        stranded::refuse_stranded_spools(&config)?;
         let stats = Arc::new(Stats::default());
         let (storage, server): (Storage, Arc<dyn ServerCheck>) = if config.is_cluster() {
             cluster::start(&config, &stats).await?

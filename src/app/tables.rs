@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{StartupError, Storage, cluster, lane};
-use crate::config::{BufferMode, Config, Durability};
+use crate::config::{BufferMode, Config};
 use crate::http::events::{TableLane, Tables};
 use crate::lane::flusher;
 use crate::lane::ingest::{Buffered, Direct, Discard, Lane, Sharded};
@@ -131,9 +131,6 @@ fn start_shards(
     let shards = config.clickhouse_shards().unwrap_or_default();
     let n = shards.len().max(1);
     let table_dir = Path::new(&config.spool_dir).join(format!("table-{name}"));
-    if config.durability() == Durability::Disk {
-        cluster::refuse_single_server_backlog(config, &table_dir)?;
-    }
     let limits = lane::limits(config);
     let opened = (0..shards.len())
         .map(|i| {

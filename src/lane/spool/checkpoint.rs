@@ -139,6 +139,24 @@ fn coalesce(ranges: &[Range<usize>]) -> Vec<Range<usize>> {
     out
 }
 
+/// A checkpoint file's newest state: its slot's sequence number, the state, and whether the
+/// file is in the earlier, single-slot format.
+fn parse(bytes: &[u8]) -> Option<(u64, Checkpoint, bool)> {
+    if bytes.starts_with(HEADER_V1.as_bytes()) {
+        let (seq, old) = Checkpoint::parse(std::str::from_utf8(bytes).ok()?, HEADER_V1)?;
+        return Some((seq, old, true));
+    }
+    let (seq, state) = bytes
+        .chunks(SLOT)
+        .take(2)
+        .filter_map(|slot| {
+            let text = slot.split(|&b| b == 0).next().unwrap_or_default();
+            Checkpoint::parse(std::str::from_utf8(text).ok()?, HEADER)
+        })
+        .max_by_key(|(seq, _)| *seq)?;
+    Some((seq, state, false))
+}
+
 /// The checkpoint file, open for in-place updates.
 pub struct CheckpointFile {
     file: File,
@@ -159,24 +177,25 @@ impl CheckpointFile {
             }
             Err(e) => return Err(e),
         };
-        if bytes.starts_with(HEADER_V1.as_bytes()) {
-            let (_, old) = std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|text| Checkpoint::parse(text, HEADER_V1))
-                .ok_or_else(|| invalid(&path))?;
-            return Ok((Self::create(dir, Some(&old))?, Some(old)));
+        let (seq, state, earlier_format) = parse(&bytes).ok_or_else(|| invalid(&path))?;
+        if earlier_format {
+            return Ok((Self::create(dir, Some(&state))?, Some(state)));
         }
-        let newest = bytes
-            .chunks(SLOT)
-            .take(2)
-            .filter_map(|slot| {
-                let text = slot.split(|&b| b == 0).next().unwrap_or_default();
-                Checkpoint::parse(std::str::from_utf8(text).ok()?, HEADER)
-            })
-            .max_by_key(|(seq, _)| *seq);
-        let (seq, state) = newest.ok_or_else(|| invalid(&path))?;
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         Ok((Self { file, seq }, Some(state)))
+    }
+
+    /// The state `dir`'s checkpoint file holds, read without changing anything (`None`: no
+    /// file).
+    pub fn read(dir: &Path) -> io::Result<Option<Checkpoint>> {
+        let path = dir.join(NAME);
+        match fs::read(&path) {
+            Ok(bytes) => parse(&bytes)
+                .map(|(_, state, _)| Some(state))
+                .ok_or_else(|| invalid(&path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes a new file with both slots allocated (holding `state`, if any) through a

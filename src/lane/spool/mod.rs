@@ -178,6 +178,18 @@ pub struct Backlog {
 }
 
 impl Spool {
+    /// Bytes of rows `dir`'s spool holds that ClickHouse has not confirmed, read without
+    /// opening it (no lock taken, nothing written): 0 for a folder without a spool.
+    pub fn unconfirmed_bytes(dir: &Path) -> io::Result<u64> {
+        let Some(checkpoint) = checkpoint::CheckpointFile::read(dir)? else {
+            return Ok(0);
+        };
+        let segments = segments::list(dir)?;
+        let end = segments.last().map_or(0, |&(start, len)| start + len);
+        let first = segments.first().map_or(end, |&(start, _)| start);
+        Ok(end.saturating_sub(first.max(checkpoint.confirmed)))
+    }
+
     /// The first `N` bytes of every row from `from` (an earlier run's backlog) to the end,
     /// each once (for another table, the tags of the column lists those rows still need).
     /// Reads the backlog once, a few MiB at a time.
