@@ -82,6 +82,9 @@ pub struct Stats {
     /// The local storage operations failing now, with their latest error, for health and
     /// readiness; an operation's entry is removed by its next success.
     local_errors: Mutex<BTreeMap<&'static str, String>>,
+    /// A lane's thread that stopped for good (a panic): the process can no longer keep its
+    /// promises and should be restarted; `/v1/live` fails from then on.
+    fatal: Mutex<Option<String>>,
     /// The latest flushes, newest last, for the status page.
     pub recent_flushes: Mutex<VecDeque<FlushRecord>>,
 }
@@ -285,6 +288,7 @@ impl Stats {
                 "Local storage operations failing now",
             ),
             local_errors: Mutex::new(BTreeMap::new()),
+            fatal: Mutex::new(None),
             last_error: Mutex::new(None),
             recent_flushes: Mutex::new(VecDeque::with_capacity(RECENT_FLUSHES)),
             registry: r,
@@ -390,6 +394,18 @@ impl Stats {
         if errors.remove(op).is_some() {
             self.local_io_failing.set(errors.len() as i64);
         }
+    }
+
+    /// Records that a lane's thread stopped for good (`what`: which and why); it shows as a
+    /// local storage error (health, readiness) and fails `/v1/live`.
+    pub fn record_fatal(&self, op: &'static str, what: String) {
+        self.record_local_error(op, &what);
+        self.fatal.lock().get_or_insert(what);
+    }
+
+    /// Why the process should be restarted, if it should.
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.lock().clone()
     }
 
     /// The local storage operations failing now, as one line (`None`: none is).

@@ -384,15 +384,24 @@ fn shards_json(shards: &[ShardStatus], privileged: bool) -> serde_json::Value {
     json!(shards)
 }
 
-/// `GET /v1/live`, for liveness probes: `200` while the process serves requests. It asks
-/// nothing of ClickHouse: restarting the service cannot fix ClickHouse, and would lose
-/// what a `memory`-mode buffer holds.
+/// `GET /v1/live`, for liveness probes: `200` while the process serves requests and every
+/// lane's flusher runs; `503` once one has stopped for good (a restart is what fixes it).
+/// It asks nothing of ClickHouse: restarting the service cannot fix ClickHouse, and would
+/// lose what a `memory`-mode buffer holds.
 #[utoipa::path(
     get,
     path = "/v1/live",
     tag = "probes",
-    responses((status = 200, description = "The process serves requests", body = Object))
+    responses(
+        (status = 200, description = "The process serves requests", body = Object),
+        (status = 503, description = "A lane's flusher stopped: restart the process", body = Object),
+    )
 )]
-pub async fn get_live() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "live": true }))
+pub async fn get_live(state: web::Data<AppState>) -> HttpResponse {
+    match state.stats.fatal() {
+        None => HttpResponse::Ok().json(json!({ "live": true })),
+        Some(why) => {
+            HttpResponse::ServiceUnavailable().json(json!({ "live": false, "error": why }))
+        }
+    }
 }

@@ -14,3 +14,12 @@ pub mod shard;
 pub(crate) mod spool;
 
 pub use flusher::ShutdownReport;
+
+/// What a thread's panic said, for the line that reports it.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}

@@ -75,10 +75,42 @@ pub fn spawn<S: Sink>(
     let thread = std::thread::Builder::new()
         .name("flusher".into())
         .spawn(move || {
+            let (lane, stats) = (flusher.buffer.clone(), flusher.stats.clone());
+            let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| flusher.run()))
+                .unwrap_or_else(|panic| stopped(&lane, &stats, &*panic));
             // The receiver is gone only if the guard gave up waiting; nothing to tell then.
-            let _ = done_tx.send(flusher.run());
+            let _ = done_tx.send(report);
         })?;
     Ok(FlusherGuard::new(buffer, thread, done_rx, shutdown_timeout))
+}
+
+/// A flusher that panicked: its lane writes nothing more. Said in the log, in health and
+/// readiness, and by `/v1/live` failing, so a supervisor restarts the process (in `disk`
+/// mode the spool keeps the rows for the next run); in `memory` mode the lane stops
+/// taking rows it would never write. The rows it held are counted as unwritten.
+fn stopped(
+    lane: &DoubleBuffer,
+    stats: &LaneStats,
+    panic: &(dyn std::any::Any + Send),
+) -> ShutdownReport {
+    let why = crate::lane::panic_message(panic);
+    let what = format!("a lane's flusher thread stopped ({why}); restart the process");
+    log::error!("{what}");
+    stats.record_fatal("flusher", what);
+    let pending = lane.pending_events();
+    match lane.spool() {
+        Some(_) => ShutdownReport {
+            spooled: pending,
+            ..ShutdownReport::default()
+        },
+        None => {
+            lane.close(Instant::now());
+            ShutdownReport {
+                unwritten: pending,
+                ..ShutdownReport::default()
+            }
+        }
+    }
 }
 
 struct Flusher<S> {

@@ -44,6 +44,8 @@ struct FakeSink {
     max_rows: Option<usize>,
     /// Refuse this many inserts with an exception that names no row (the table's state).
     table_refusals: AtomicUsize,
+    /// Panic in every write.
+    panics: bool,
 }
 
 impl FakeSink {
@@ -78,6 +80,7 @@ impl Sink for FakeSink {
         if self.hang {
             std::future::pending::<()>().await;
         }
+        assert!(!self.panics, "the sink panics");
         tokio::time::sleep(self.delay).await;
         if self
             .failures
@@ -242,6 +245,24 @@ fn a_refusal_a_copy_of_the_table_does_not_share_is_waited_out_not_blamed_on_the_
     assert_eq!(*sink.written.lock(), encoded(0..32));
     assert_eq!(sink.inserts.load(Relaxed), 1, "one insert, not split");
     assert_eq!(stats.events_quarantined.get(), 0);
+}
+
+#[test]
+fn a_flusher_that_panics_says_so_and_its_rows_count_as_unwritten() {
+    let sink = Arc::new(FakeSink {
+        panics: true,
+        ..FakeSink::default()
+    });
+    let (buffer, stats, guard, _tmp) = start(sink.clone(), 10);
+    append(&buffer, 0..32);
+    let waited = Instant::now();
+    while stats.fatal().is_none() && waited.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(stats.fatal().unwrap().contains("flusher thread stopped"));
+    assert!(stats.local_error().is_some());
+    let report = guard.shutdown(Instant::now());
+    assert!(!report.is_clean(), "{report:?}");
 }
 
 #[test]

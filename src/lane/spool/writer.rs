@@ -42,7 +42,23 @@ impl WriterGuard {
         };
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || writer.run())?;
+            .spawn(move || {
+                let spool = writer.spool.clone();
+                if let Err(panic) =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run()))
+                {
+                    let why = crate::lane::panic_message(&*panic);
+                    // As for a failed write: requests waiting for durability get `503`
+                    // at once, and nothing more is taken, instead of waiting for ever.
+                    log::error!(
+                        "spool {}: writer thread stopped ({why})",
+                        spool.dir.display()
+                    );
+                    let _ = spool.failed.set(format!("writer thread stopped ({why})"));
+                    spool.tail.lock().pending.clear();
+                    spool.durable.send_modify(|_| {});
+                }
+            })?;
         Ok(Self {
             spool,
             thread: Some(thread),
