@@ -99,7 +99,7 @@ impl Quarantine {
 
     /// Appends `lines` to today's file and syncs it. The caller holds the lock.
     fn append_to_day(&self, lines: &[u8]) -> io::Result<PathBuf> {
-        fs::create_dir_all(&self.dir)?;
+        crate::durable::create_dir_durably(&self.dir)?;
         let path = self
             .dir
             .join(format!("{}.jsonl", OffsetDateTime::now_utc().date()));
@@ -155,7 +155,16 @@ fn lines(
 /// in `dir` too, so it survives a crash.
 fn append_synced(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let new = !path.exists();
-    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    // A crash mid-append leaves a torn last line: the new lines start on their own, so
+    // only the torn one is unreadable.
+    if ends_torn(&mut file)? {
+        file.write_all(b"\n")?;
+    }
     file.write_all(bytes)?;
     file.sync_data()?;
     if new {
@@ -164,10 +173,45 @@ fn append_synced(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `file` is not empty and does not end with a newline.
+fn ends_torn(file: &mut fs::File) -> io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::table::event::testing::rows;
+
+    #[test]
+    fn a_torn_last_line_is_not_joined_by_the_next_append() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join("quarantine");
+        let q = Quarantine::new(&dir);
+        let batch = rows(0..1);
+        let rejected = [Rejected {
+            row: batch.row(0),
+            error: "Code: 6. bad".into(),
+        }];
+        let path = q.put("b1", &rejected).unwrap();
+        // A crash mid-append: the last line is cut short.
+        let mut text = fs::read(&path).unwrap();
+        text.truncate(text.len() - 10);
+        fs::write(&path, &text).unwrap();
+        q.put("b2", &rejected).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let last: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(last["batch"], "b2");
+    }
 
     #[test]
     fn each_rejected_row_is_one_json_line_with_its_error() {
