@@ -239,6 +239,32 @@ impl DoubleBuffer {
             .map(|end| end.unwrap_or(0))
     }
 
+    /// Why [`DoubleBuffer::append`] (with `record`: [`DoubleBuffer::append_spooled`]) would
+    /// refuse `rows` now, if it would: the same checks, without appending.
+    pub fn refusal(&self, rows: &Rows, record: Option<&[u8]>) -> Option<AppendError> {
+        let bytes = rows.mem_size();
+        if bytes > self.limits.max_bytes {
+            return Some(AppendError::TooLarge {
+                bytes,
+                max: self.limits.max_bytes,
+            });
+        }
+        let st = self.state.lock();
+        if st.deadline.is_some() {
+            return Some(AppendError::Closed);
+        }
+        let buffered = st.active.mem_size() + st.inflight_bytes;
+        drop(st);
+        match (&self.spool, record) {
+            (Some(spool), Some(record)) => spool.refusal(record.len() as u64).map(Into::into),
+            _ if buffered + bytes > self.limits.max_bytes => Some(AppendError::Full {
+                buffered,
+                max: self.limits.max_bytes,
+            }),
+            _ => None,
+        }
+    }
+
     fn append_inner(
         &self,
         rows: &mut Rows,

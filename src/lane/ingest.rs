@@ -300,34 +300,6 @@ pub struct Lane {
     pub hosts: Vec<Arc<HostState>>,
 }
 
-impl Lane {
-    /// Whether `part` fits now: in memory, or in `disk` mode in the spool.
-    fn has_room(&self, part: &Rows) -> Result<(), AppendError> {
-        let buffer = &self.buffer.0;
-        if let Some(spool) = buffer.spool() {
-            if let Some(why) = spool.failure() {
-                return Err(AppendError::Spool(SpoolRefusal::Failed(why)));
-            }
-            let (used, max) = spool.fill();
-            if used + part.mem_size() as u64 > max {
-                return Err(AppendError::Spool(SpoolRefusal::Full { used, max }));
-            }
-            return Ok(());
-        }
-        let (buffered, max) = (buffer.pending_bytes(), buffer.limits().max_bytes);
-        if part.mem_size() > max {
-            return Err(AppendError::TooLarge {
-                bytes: part.mem_size(),
-                max,
-            });
-        }
-        if buffered + part.mem_size() > max {
-            return Err(AppendError::Full { buffered, max });
-        }
-        Ok(())
-    }
-}
-
 impl Ingest for Sharded {
     fn submit(&self, mut rows: Rows) -> BoxFuture<'_, Result<(), SubmitError>> {
         let parts = self.sharder.split(&mut rows);
@@ -348,16 +320,18 @@ impl Ingest for Sharded {
             // Waits on the lane that was full (see `crate::lane::room`), then checks every lane again.
             let durable = take_or_wait(bytes, || {
                 let _route = self.route.lock();
-                let Some((lanes, _)) = &taken else {
+                let Some((lanes, framed)) = &taken else {
                     return Attempt::Done(Ok(Vec::new())); // unreachable: taken once, then done
                 };
-                for (lane, part) in lanes {
-                    match lane.has_room(part) {
-                        Ok(()) => {}
-                        Err(e) if is_full(&e) => {
+                // All or none: every lane is asked what its append would say before any
+                // appends, so a refusal never leaves part of the request behind.
+                for ((lane, part), framed) in lanes.iter().zip(framed) {
+                    match lane.buffer.0.refusal(part, framed.as_deref()) {
+                        None => {}
+                        Some(e) if is_full(&e) => {
                             return Attempt::Full(refused(e), lane.buffer.0.room());
                         }
-                        Err(e) => return Attempt::Done(Err(refused(e))),
+                        Some(e) => return Attempt::Done(Err(refused(e))),
                     }
                 }
                 let Some((lanes, framed)) = taken.take() else {
@@ -547,6 +521,42 @@ mod tests {
             lanes: vec![lane(), lane()],
             route: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_lane_whose_spool_would_refuse_leaves_the_other_lanes_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut writers = Vec::new();
+        let mut lane = |name: &str| {
+            let (spool, _) = spool::Spool::open(&tmp.path().join(name), 1 << 30).unwrap();
+            let spool = Arc::new(spool);
+            writers.push(spool::WriterGuard::spawn(spool.clone()).unwrap());
+            let limits = Limits {
+                swap_events: 1_000,
+                flush_interval: Duration::from_secs(60),
+                min_interval: Duration::ZERO,
+                max_bytes: 1 << 20,
+                full_wait: Duration::ZERO,
+            };
+            Lane {
+                buffer: Buffered(Arc::new(DoubleBuffer::with_spool(limits, spool, None))),
+                hosts: Vec::new(),
+            }
+        };
+        let ingest = Sharded {
+            sharder: Sharder::new("device_id", 2),
+            lanes: vec![lane("a"), lane("b")],
+            route: Default::default(),
+        };
+        // The second lane's spool takes no more records (its writer has stopped).
+        writers.pop().unwrap().stop();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert!(rt.block_on(ingest.submit(rows(20))).is_err());
+        assert_eq!(ingest.lanes[0].buffer.pending_events(), 0, "nothing taken");
+        assert_eq!(ingest.lanes[0].buffer.0.spool().unwrap().fill().0, 0);
     }
 
     #[test]

@@ -336,24 +336,8 @@ impl Spool {
     /// buffer's critical section, so it only copies bytes.
     pub fn reserve(&self, record: &[u8]) -> Result<Range<u64>, SpoolRefusal> {
         let mut tail = self.tail.lock();
-        if let Some(why) = self.failed.get() {
-            return Err(SpoolRefusal::Failed(why.clone()));
-        }
-        if tail.closed {
-            return Err(SpoolRefusal::Failed("spool writer stopped".into()));
-        }
-        let used = tail.next - self.confirmed.load(Relaxed);
-        let on_disk = tail.next - self.oldest.load(Relaxed);
-        if used + record.len() as u64 > self.max_bytes
-            || on_disk + record.len() as u64 > self.disk_max
-        {
-            return Err(SpoolRefusal::Full {
-                used,
-                max: self.max_bytes,
-            });
-        }
-        if tail.pending.len() > PENDING_MAX {
-            return Err(SpoolRefusal::Behind(tail.pending.len()));
+        if let Some(refusal) = self.refusal_of(&tail, record.len() as u64) {
+            return Err(refusal);
         }
         let was_empty = tail.pending.is_empty();
         tail.pending.extend_from_slice(record);
@@ -365,6 +349,34 @@ impl Spool {
             self.tail_wake.notify_one();
         }
         Ok(start..end)
+    }
+
+    /// Why a record of `bytes` would be refused now, if it would: what [`Spool::reserve`]
+    /// checks, for a caller that must know before appending anywhere (a request split over
+    /// several lanes is taken by all of them or by none).
+    pub fn refusal(&self, bytes: u64) -> Option<SpoolRefusal> {
+        self.refusal_of(&self.tail.lock(), bytes)
+    }
+
+    fn refusal_of(&self, tail: &Tail, bytes: u64) -> Option<SpoolRefusal> {
+        if let Some(why) = self.failed.get() {
+            return Some(SpoolRefusal::Failed(why.clone()));
+        }
+        if tail.closed {
+            return Some(SpoolRefusal::Failed("spool writer stopped".into()));
+        }
+        let used = tail.next - self.confirmed.load(Relaxed);
+        let on_disk = tail.next - self.oldest.load(Relaxed);
+        if used + bytes > self.max_bytes || on_disk + bytes > self.disk_max {
+            return Some(SpoolRefusal::Full {
+                used,
+                max: self.max_bytes,
+            });
+        }
+        if tail.pending.len() > PENDING_MAX {
+            return Some(SpoolRefusal::Behind(tail.pending.len()));
+        }
+        None
     }
 
     /// Position the next record will get.
