@@ -150,24 +150,9 @@ fn newest_segment(dir: &Path) -> PathBuf {
 async fn a_torn_spool_tail_is_skipped_with_a_log_line_and_the_rest_replays() {
     let database = unique_database();
     let spool = SpoolDir::new();
-    let down = closed_port().to_string();
     let disk = [("DURABILITY", "disk"), ("SPOOL_DIR", spool.path())];
-    let mut env = disk.to_vec();
-    env.extend([
-        ("CLICKHOUSE_PORT", down.as_str()),
-        ("SHUTDOWN_TIMEOUT_SECS", "1"),
-    ]);
-    let (child, address) = start_binary(&database, &env).await;
-    let http = reqwest::Client::new();
-    for i in 0..5 {
-        let r = http
-            .post(format!("{address}/v1/events"))
-            .body(batch(i * 10, 10));
-        assert_eq!(r.send().await.unwrap().status(), 200);
-    }
     // ClickHouse is unreachable: SIGTERM leaves the events in the spool, and exits 0.
-    let (status, log) = stop_with(child, "TERM").await;
-    assert!(status.success(), "{log}");
+    let log = crate::process::spool_with_clickhouse_down(&database, spool.path(), 5).await;
     assert!(log.contains("stay in the spool"), "{log}");
 
     // A crash mid-write: the last record (the fifth request) is cut short.

@@ -61,25 +61,13 @@ async fn events_accepted_during_an_outage_land_when_clickhouse_returns() {
 /// in a batch read back from the spool (not in the buffer's halves), and health says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_fails_while_a_spooled_backlog_cannot_be_delivered() {
-    use crate::helpers::{
-        SpoolDir, batch, clickhouse, closed_port, drop_database, unique_database,
-    };
-    use crate::process::{start_binary, stop_with};
+    use crate::helpers::{SpoolDir, clickhouse, drop_database, unique_database};
+    use crate::process::start_binary;
     let database = unique_database();
     let spool = SpoolDir::new();
-    let down = closed_port().to_string();
     let disk = [("DURABILITY", "disk"), ("SPOOL_DIR", spool.path())];
-    let mut env = disk.to_vec();
-    env.extend([
-        ("CLICKHOUSE_PORT", down.as_str()),
-        ("SHUTDOWN_TIMEOUT_SECS", "1"),
-    ]);
-    let (child, address) = start_binary(&database, &env).await;
+    crate::process::spool_with_clickhouse_down(&database, spool.path(), 1).await;
     let http = reqwest::Client::new();
-    let sent = http.post(format!("{address}/v1/events")).body(batch(0, 10));
-    assert_eq!(sent.send().await.unwrap().status(), 200);
-    let (status, log) = stop_with(child, "TERM").await;
-    assert!(status.success(), "{log}");
 
     // The events table is now a view: it answers queries and takes no insert.
     clickhouse(&format!("CREATE DATABASE `{database}`")).await;

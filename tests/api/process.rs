@@ -68,3 +68,27 @@ pub fn collect_stderr(child: &mut Child) -> tokio::task::JoinHandle<String> {
         text
     })
 }
+
+/// Runs the binary in `disk` mode over `spool_dir` with ClickHouse unreachable, posts
+/// `requests` batches of ten events (sequences `10 * i ..`), and stops it with SIGTERM: the
+/// events stay in the spool for the next run. Returns the stopped process's log.
+pub async fn spool_with_clickhouse_down(database: &str, spool_dir: &str, requests: u32) -> String {
+    let down = closed_port().to_string();
+    let env = [
+        ("DURABILITY", "disk"),
+        ("SPOOL_DIR", spool_dir),
+        ("CLICKHOUSE_PORT", down.as_str()),
+        ("SHUTDOWN_TIMEOUT_SECS", "1"),
+    ];
+    let (child, address) = start_binary(database, &env).await;
+    let http = reqwest::Client::new();
+    for i in 0..requests {
+        let r = http
+            .post(format!("{address}/v1/events"))
+            .body(crate::helpers::batch(i * 10, 10));
+        assert_eq!(r.send().await.unwrap().status(), 200);
+    }
+    let (status, log) = stop_with(child, "TERM").await;
+    assert!(status.success(), "{log}");
+    log
+}
