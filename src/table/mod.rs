@@ -488,7 +488,11 @@ impl TableSchema {
                     // only problem, as in the one pass.
                     for (name, raw) in &fields {
                         match self.index_of(name) {
-                            None => out.unknown_fields += 1,
+                            None => match self.flattened(name) {
+                                Some(problem) if problems.is_empty() => problems.push(problem),
+                                Some(_) => {}
+                                None => out.unknown_fields += 1,
+                            },
                             Some(_) if !problems.is_empty() => {}
                             Some(i) if self.reads[i] == Read::Ignore => {}
                             Some(i) if !matches!(slots[i], Slot::Absent) => {
@@ -522,6 +526,31 @@ impl TableSchema {
     }
 
     /// The problem of a second value for column `i`.
+    /// A field named after one of the table's `Nested` structures (or, on 18.16, an
+    /// `Array(Tuple(...))` column, which it lists as `at.1`, `at.2`): the table keeps it as
+    /// one array per member, and a value sent whole would be dropped, so it is refused.
+    #[cold]
+    fn flattened(&self, name: &str) -> Option<(Cow<'static, str>, Problem)> {
+        let group = self.nested.iter().find(|group| {
+            self.columns[group[0]]
+                .name
+                .split_once('.')
+                .is_some_and(|(prefix, _)| prefix == name)
+        })?;
+        let members: Vec<&str> = group
+            .iter()
+            .map(|&i| self.columns[i].name.as_str())
+            .collect();
+        Some((
+            name.to_string().into(),
+            format!(
+                "the table keeps this field as one array per member ({}): send those instead",
+                members.join(", ")
+            )
+            .into(),
+        ))
+    }
+
     fn duplicate(&self, i: usize) -> (Cow<'static, str>, Problem) {
         let name = &self.columns[i].name;
         (

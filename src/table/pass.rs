@@ -295,7 +295,11 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
                 },
                 None => {
                     map.next_value::<IgnoredAny>()?;
-                    pass.out.unknown_fields += 1;
+                    match schema.flattened(&key) {
+                        Some(problem) if pass.problems.is_empty() => pass.problems.push(problem),
+                        Some(_) => {}
+                        None => pass.out.unknown_fields += 1,
+                    }
                 }
             }
         }

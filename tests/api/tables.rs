@@ -714,6 +714,7 @@ async fn arrays_of_one_nested_structure_must_be_of_one_length() {
         {"id": 2, "n.a": [1, 2], "n.b": ["x"]},
         {"id": 3, "n.a": [1]},
         {"id": 4},
+        {"id": 5, "n": [{"a": 1, "b": "x"}]},
     ]);
     let response = post_table(&app, "nested", &body).await;
     assert_eq!(response.status(), 200);
@@ -732,10 +733,13 @@ async fn arrays_of_one_nested_structure_must_be_of_one_length() {
             )
         })
         .collect();
-    assert_eq!(errors.len(), 2, "{answer}");
+    assert_eq!(errors.len(), 3, "{answer}");
     assert_eq!((errors[0].0, errors[0].1.as_str()), (1, "n.b"), "{answer}");
     assert!(errors[0].2.contains("n.a has 2"), "{answer}");
     assert_eq!((errors[1].0, errors[1].1.as_str()), (2, "n.b"), "{answer}");
+    // The structure sent whole would be dropped: refused, naming its arrays.
+    assert_eq!((errors[2].0, errors[2].1.as_str()), (4, "n"), "{answer}");
+    assert!(errors[2].2.contains("n.a, n.b"), "{answer}");
     // The good rows are stored: the table was never refused a whole insert.
     wait_for(&database, "nested", 2).await;
     let stored = clickhouse(&format!(
@@ -771,5 +775,38 @@ async fn a_table_may_be_named_with_its_database_and_unknown_names_are_quoted_sho
     let text = response.text().await.unwrap();
     assert!(text.len() < 400, "{} bytes: {}", text.len(), &text[..200]);
     assert!(text.contains("more bytes"), "{text}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_array_of_tuples_is_stored_or_refused_never_dropped() {
+    let database = unique_database();
+    table_with(
+        &database,
+        "tuples",
+        "id UInt32, at Array(Tuple(UInt8, String))",
+    )
+    .await;
+    let app = spawn_app_in(&database, &[("INGEST_TABLES", "tuples")]).await;
+    let response = post_table(&app, "tuples", &json!([{"id": 1, "at": [[7, "a"]]}])).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    if answer["accepted"] == 1 {
+        // A server that keeps the column whole (20.x and later).
+        wait_for(&database, "tuples", 1).await;
+        let stored = clickhouse(&format!("SELECT at FROM `{database}`.tuples")).await;
+        assert_eq!(stored.trim(), "[(7,'a')]");
+    } else {
+        // 18.16 keeps it as `at.1`, `at.2`: the whole value is refused, by name.
+        assert_eq!(answer["rejected"], 1, "{answer}");
+        assert_eq!(answer["errors"][0]["field"], "at", "{answer}");
+        assert!(
+            answer["errors"][0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("at.1, at.2"),
+            "{answer}"
+        );
+    }
     app.stop().await;
 }
