@@ -125,7 +125,17 @@ pub struct ReplicaSet<R = ClickHouseSink> {
     replicas: Vec<(R, Arc<HostState>)>,
     /// The replica tried first: the last one that succeeded.
     preferred: AtomicUsize,
+    /// An insert (its token) that a replica answered `UNKNOWN_STATUS_OF_INSERT` for, and
+    /// that replica: the insert goes there again, and nowhere else, until it is stored
+    /// (see [`UNKNOWN_STATUS`]).
+    pinned: parking_lot::Mutex<Option<(String, usize)>>,
 }
+
+/// `UNKNOWN_STATUS_OF_INSERT`: the replica lost ZooKeeper while committing, and its part
+/// may yet be committed. Retried on the same replica, the insert is found (query log) or
+/// deduplicated there; sent to another replica, it could be stored beside the part that
+/// later commits.
+const UNKNOWN_STATUS: u32 = 319;
 
 impl<R: Replica> ReplicaSet<R> {
     /// A set over `replicas` (at least one), starting at `seed % replicas`.
@@ -134,12 +144,25 @@ impl<R: Replica> ReplicaSet<R> {
         Self {
             replicas,
             preferred: AtomicUsize::new(start),
+            pinned: parking_lot::Mutex::new(None),
         }
     }
 
     /// The hosts' shared states, for health and metrics.
     pub fn hosts(&self) -> Vec<Arc<HostState>> {
         self.replicas.iter().map(|(_, h)| h.clone()).collect()
+    }
+
+    /// Replica indexes in the order this attempt tries them: the preferred one first; for
+    /// an insert a replica left in an unknown state, that replica alone.
+    fn order_for(&self, id: Option<InsertId<'_>>) -> Vec<usize> {
+        let pinned = self.pinned.lock().clone();
+        if let (Some((token, i)), Some(id)) = (pinned, id)
+            && token == id.token
+        {
+            return vec![i];
+        }
+        self.order().collect()
     }
 
     /// Replica indexes in the order this attempt tries them: the preferred one first.
@@ -175,7 +198,7 @@ impl<R: Replica> Sink for ReplicaSet<R> {
     async fn write(&self, rows: RowsRef<'_>, id: Option<InsertId<'_>>) -> Result<(), SinkError> {
         let mut id = id;
         let mut last = None;
-        for i in self.order() {
+        for i in self.order_for(id) {
             if let Err(e) = self.probe_if_down(i).await {
                 last = Some(e);
                 continue;
@@ -186,10 +209,27 @@ impl<R: Replica> Sink for ReplicaSet<R> {
                 Ok(()) => {
                     host.inserted(rows.count, started.elapsed());
                     self.preferred.store(i, Ordering::Relaxed);
+                    let mut pinned = self.pinned.lock();
+                    if pinned.as_ref().is_some_and(|(_, p)| *p == i) {
+                        *pinned = None;
+                    }
                     return Ok(());
                 }
                 Err(e) if !e.is_retryable() => {
                     host.answered();
+                    return Err(e);
+                }
+                Err(e) if e.code() == Some(UNKNOWN_STATUS) => {
+                    // It answers, and its part may yet be committed: the insert waits for
+                    // this replica rather than going to another now.
+                    host.answered();
+                    if let Some(id) = id {
+                        *self.pinned.lock() = Some((id.token.to_string(), i));
+                    }
+                    log::debug!(
+                        "insert into {} has an unknown status; retried there: {e}",
+                        host.host
+                    );
                     return Err(e);
                 }
                 Err(e) => {
@@ -393,6 +433,38 @@ mod tests {
         write(&s, "next").unwrap();
         assert_eq!(writes(&s, 0).len(), 1);
         assert_eq!(writes(&s, 1).len(), 2);
+    }
+
+    #[test]
+    fn an_insert_of_unknown_status_is_retried_on_its_replica_only() {
+        let unknown = || {
+            SinkError::Retryable(
+                "Code: 319, e.displayText() = DB::Exception: Unknown status, client must retry"
+                    .into(),
+            )
+        };
+        let s = set(
+            vec![
+                Scripted::new(vec![Err(unknown()), Err(down())], true),
+                Scripted::default(),
+            ],
+            0,
+        );
+        assert!(
+            write(&s, "b:0-3:x").is_err(),
+            "not sent to the other replica"
+        );
+        assert!(writes(&s, 1).is_empty());
+        // Still there, even when it does not answer, until it stores the insert.
+        assert!(write(&s, "b:0-3:x").is_err());
+        assert!(writes(&s, 1).is_empty());
+        write(&s, "b:0-3:x").unwrap();
+        assert_eq!(writes(&s, 0).len(), 3);
+        assert!(writes(&s, 1).is_empty());
+        // Other inserts fail over as ever.
+        s.replicas[0].0.answers.lock().push(Err(down()));
+        write(&s, "next").unwrap();
+        assert_eq!(writes(&s, 1).len(), 1);
     }
 
     #[test]
