@@ -16,6 +16,15 @@ use crate::rng::Rng;
 pub const GOOD: &str = "7";
 /// `param_str` of a poison event (ClickHouse refuses it as bad data, code 6).
 pub const POISON: &str = "poison";
+/// `param_str` of a poison event ClickHouse refuses with a code that does not say "bad
+/// data" (`toUInt8` takes it; `toFixedString(_, 2)` throws code 131, whose insert looks
+/// retryable): the service must find it by what retries show, not by its code.
+pub const POISON_LOOKS_RETRYABLE: &str = "255";
+
+/// Whether `param_str` is one of the poison values.
+pub fn is_poison(param_str: &str) -> bool {
+    param_str == POISON || param_str == POISON_LOOKS_RETRYABLE
+}
 
 /// What one client thread does.
 #[derive(Clone)]
@@ -35,7 +44,7 @@ pub struct LoadConfig {
 pub struct Sent {
     /// Answered 200 (and not rejected by validation).
     pub acked: bool,
-    /// `param_str` is [`POISON`].
+    /// `param_str` is a poison value (see [`is_poison`]).
     pub poison: bool,
 }
 
@@ -198,7 +207,12 @@ fn body(device_id: &str, first: usize, events: &[Sent]) -> String {
         if i > 0 {
             s.push(',');
         }
-        let param = if e.poison { POISON } else { GOOD };
+        // Every other poison event is refused with a retryable-looking code.
+        let param = match (e.poison, (first + i) % 2) {
+            (false, _) => GOOD,
+            (true, 0) => POISON,
+            (true, _) => POISON_LOOKS_RETRYABLE,
+        };
         let _ = write!(
             s,
             r#"{{"client_time":"2020-12-01 23:59:00","device_id":"{device_id}","device_os":"IOS 13.5.1","session":"chaos","sequence":{},"event":"app_start","param_int":{},"param_str":"{param}"}}"#,

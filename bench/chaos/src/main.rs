@@ -354,6 +354,14 @@ fn add_poison_column(http: &ClickHouse, database: &str) -> Result<(), String> {
         "ALTER TABLE {database}.events ADD COLUMN param_num UInt8 MATERIALIZED toUInt8(param_str)"
     ))?;
     log("added param_num UInt8 MATERIALIZED toUInt8(param_str): poison rows now fail");
+    http.query(&format!(
+        "ALTER TABLE {database}.events ADD COLUMN param_short String \
+         MATERIALIZED toString(toFixedString(param_str, 2))"
+    ))?;
+    log(
+        "added param_short MATERIALIZED toFixedString(param_str, 2): half the poison rows fail \
+         with code 131, which does not say bad data",
+    );
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use bench_support::http::ClickHouse;
 
-use crate::load::{ClientResult, POISON};
+use crate::load::{ClientResult, is_poison};
 
 /// The counts the report prints; `lost` is the one that fails the run.
 #[derive(Debug, Default)]
@@ -102,7 +102,7 @@ pub fn verify(
                 continue;
             };
             let ev = &q["event"];
-            if ev["param_str"].as_str() != Some(POISON) {
+            if !ev["param_str"].as_str().is_some_and(is_poison) {
                 v.quarantine_good += 1;
             }
             let slot = ev["device_id"]
