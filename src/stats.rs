@@ -27,7 +27,7 @@ pub struct Stats {
     pub events_accepted: IntCounter,
     /// Events rejected by validation, by the first field at fault (`object`: unreadable).
     pub events_rejected: IntCounterVec,
-    /// Other tables' events by table and outcome: `accepted`, `rejected`, and
+    /// Every table's events by table and outcome: `accepted`, `rejected`, and
     /// `ignored_fields` (fields the table has no column for).
     pub table_events: IntCounterVec,
     /// Other tables' flushes, by table (the events table's are `flushes`).
@@ -308,27 +308,6 @@ impl Stats {
                 self.events_rejected
                     .with_label_values(&[reason])
                     .inc_by(*n as u64);
-            }
-        }
-    }
-
-    /// Records one request to another table: events kept, rejected, and unknown fields.
-    pub fn record_table_request(
-        &self,
-        table: &str,
-        accepted: usize,
-        rejected: usize,
-        ignored: usize,
-    ) {
-        for (outcome, n) in [
-            ("accepted", accepted),
-            ("rejected", rejected),
-            ("ignored_fields", ignored),
-        ] {
-            if n > 0 {
-                self.table_events
-                    .with_label_values(&[table, outcome])
-                    .inc_by(n as u64);
             }
         }
     }

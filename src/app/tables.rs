@@ -32,6 +32,7 @@ pub(super) async fn start_tables(
             format!("{}.{}", config.clickhouse_name, config.clickhouse_table),
         ],
         database: config.clickhouse_name.clone(),
+        events_stats: Arc::new(TableStats::new(stats, &config.clickhouse_table)),
     };
     for name in config.events_namesakes() {
         log::warn!(

@@ -218,24 +218,24 @@ impl AsyncRead for Paced {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let body = this.pacing.bodies.load(Relaxed) > 0;
-        if this.unsent > UNSENT_MAX && !body {
+        if this.pacing.bodies.load(Relaxed) > 0 {
+            // A body its handler takes is read as it arrives (the handler's own pace), and
+            // its bytes are no request heads to look for.
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        if this.unsent > UNSENT_MAX {
             // Woken when the client has read some: the dispatcher then writes.
             this.starved = true;
             if this.io.poll_write_ready(cx).is_pending() {
                 return Poll::Pending;
             }
         }
-        if this.head && this.ahead >= READ_AHEAD && !body {
+        if this.head && this.ahead >= READ_AHEAD {
             // Answer what was read first; the next write wakes the dispatcher.
             this.starved = true;
             return Poll::Pending;
         }
-        let room = if body {
-            buf.remaining()
-        } else {
-            READ_AHEAD.saturating_sub(this.ahead).max(512)
-        };
+        let room = READ_AHEAD.saturating_sub(this.ahead).max(512);
         let mut part = buf.take(room);
         let result = Pin::new(&mut this.io).poll_read(cx, &mut part);
         let n = part.filled().len();

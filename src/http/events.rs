@@ -32,7 +32,6 @@ pub struct TableLane {
 }
 
 /// Every allowed table by the name clients use (as written in `INGEST_TABLES`).
-#[derive(Default)]
 pub struct Tables {
     /// Tables other than the events table.
     pub lanes: HashMap<String, TableLane>,
@@ -40,21 +39,24 @@ pub struct Tables {
     pub events: Vec<String>,
     /// `CLICKHOUSE_NAME`: a table of it may be named with or without it (`t`, `db.t`).
     pub database: String,
+    /// The events table's own figures, labelled with its name like every table's.
+    pub events_stats: Arc<crate::stats::TableStats>,
 }
 
 impl Tables {
-    /// The lane of the table clients call `name`, and the name it is listed under: as
-    /// written in `INGEST_TABLES`, or the same table with or without `CLICKHOUSE_NAME.`.
-    fn lane(&self, name: &str) -> Option<(&str, &TableLane)> {
-        let bare = name
-            .strip_prefix(self.database.as_str())
-            .and_then(|rest| rest.strip_prefix('.'));
-        let qualified = format!("{}.{name}", self.database);
-        [Some(name), bare, Some(qualified.as_str())]
-            .into_iter()
-            .flatten()
-            .find_map(|n| self.lanes.get_key_value(n))
-            .map(|(listed, lane)| (listed.as_str(), lane))
+    /// The lane of the table clients call `name`: as written in `INGEST_TABLES`, or the
+    /// same table with or without `CLICKHOUSE_NAME.`.
+    fn lane(&self, name: &str) -> Option<&TableLane> {
+        self.lanes.get(name).or_else(|| {
+            // Rarely needed: the other spelling of a table of `CLICKHOUSE_NAME`.
+            match name
+                .strip_prefix(self.database.as_str())
+                .and_then(|rest| rest.strip_prefix('.'))
+            {
+                Some(bare) => self.lanes.get(bare),
+                None => self.lanes.get(&format!("{}.{name}", self.database)),
+            }
+        })
     }
 }
 
@@ -175,17 +177,19 @@ pub async fn post_table(
 }
 
 /// Which table a request's rows are for, as the handler needs it.
-struct Target {
-    /// The table's name for metrics (`None`: the events table).
-    table: Option<String>,
+struct Target<'a> {
+    /// Whether it is the events table (whose figures are also kept under the unlabelled
+    /// names).
+    events: bool,
+    /// The table's figures.
+    stats: &'a crate::stats::TableStats,
     /// The schema the rows are encoded with, and the tag each row starts with.
     schema: Schema,
     /// The table's lane.
-    ingest: Arc<dyn Ingest>,
+    ingest: &'a dyn Ingest,
 }
 
 /// The events table's fixed schema, or another table's column list as it is now.
-#[derive(Clone)]
 enum Schema {
     Events,
     Table(Arc<dyn ColumnList>),
@@ -202,25 +206,25 @@ impl Schema {
     }
 }
 
-impl Target {
+impl<'a> Target<'a> {
     /// The table `name` names (`None`: `/v1/events`): `404` if it is not allowed, `503`
     /// while it cannot be read.
-    fn of(state: &AppState, name: Option<String>) -> Result<Self, ApiError> {
+    fn of(state: &'a AppState, name: Option<String>) -> Result<Self, ApiError> {
         let name = match name {
             Some(name) if !state.tables.events.contains(&name) => name,
             _ => {
                 return Ok(Target {
-                    table: None,
+                    events: true,
+                    stats: &state.tables.events_stats,
                     schema: Schema::Events,
-                    ingest: state.ingest.clone(),
+                    ingest: state.ingest.as_ref(),
                 });
             }
         };
-        let Some((listed, lane)) = state.tables.lane(&name) else {
+        let Some(lane) = state.tables.lane(&name) else {
             // Quoted short: the name is the client's.
             return Err(ApiError::UnknownTable(crate::table::event::excerpt(&name)));
         };
-        let name = listed.to_string();
         let loaded = lane
             .columns
             .current()
@@ -229,9 +233,10 @@ impl Target {
                 retry_after: Duration::from_secs(5),
             })?;
         Ok(Target {
-            table: Some(name),
+            events: false,
+            stats: &lane.stats,
             schema: Schema::Table(loaded),
-            ingest: lane.ingest.clone(),
+            ingest: lane.ingest.as_ref(),
         })
     }
 }
@@ -248,8 +253,7 @@ async fn ingest(
         return Err(ApiError::Unauthorized);
     }
     let target = Target::of(&state, table)?;
-    let (encoding, mut reservation, raw) =
-        read_body(&req, payload, &state, target.ingest.as_ref()).await?;
+    let (encoding, mut reservation, raw) = read_body(&req, payload, &state, target.ingest).await?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -267,7 +271,7 @@ async fn ingest(
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         server_time: OffsetDateTime::now_utc(),
         ip: client::client_ip(&req, &state.trusted_proxies),
-        schema: target.schema.clone(),
+        schema: target.schema,
     };
     let validated = if work.inline {
         work.run(&mut reservation)?
@@ -281,16 +285,12 @@ async fn ingest(
     }
     // Every table's figures under its name; the events table's also under the earlier,
     // unlabelled names.
-    let name = match &target.table {
-        Some(name) => name.as_str(),
-        None => {
-            state.stats.record_request(accepted, &validated.reasons);
-            state.tables.events.first().map_or("events", String::as_str)
-        }
-    };
-    state
+    if target.events {
+        state.stats.record_request(accepted, &validated.reasons);
+    }
+    target
         .stats
-        .record_table_request(name, accepted, validated.rejected, validated.unknown_fields);
+        .record_request(accepted, validated.rejected, validated.unknown_fields);
     Ok(HttpResponse::Ok().json(Accepted {
         accepted,
         rejected: validated.rejected,

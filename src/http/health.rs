@@ -105,7 +105,7 @@ pub async fn get_health(
         .tables
         .lanes
         .iter()
-        .filter(|(_, lane)| lane.ingest.pending_events() > 0 || lane.ingest.pending().holds_rows())
+        .filter(|(_, lane)| lane.ingest.pending().holds_rows())
         .find_map(|(name, lane)| {
             let down = lane
                 .ingest
@@ -142,7 +142,7 @@ pub async fn get_health(
         ),
         // It answers queries, but inserts fail (permissions, too many parts, ...).
         // Rows wait anywhere (halves, a batch read back from the spool, the spool itself).
-        Ok(version) if last_error.is_some() && (buffered_events > 0 || pending.holds_rows()) => (
+        Ok(version) if last_error.is_some() && pending.holds_rows() => (
             HttpResponse::ServiceUnavailable(),
             "failing",
             Some(version),
@@ -188,7 +188,7 @@ pub async fn get_health(
             // As for the events table: failing while its rows wait on a failed insert.
             let status = match (&problem, &last_error) {
                 (Some(_), _) => "unavailable",
-                (None, Some(_)) if buffered > 0 || pending.holds_rows() => "failing",
+                (None, Some(_)) if pending.holds_rows() => "failing",
                 _ => "ok",
             };
             let entry = json!({

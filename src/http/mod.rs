@@ -88,52 +88,44 @@ pub struct Route {
 /// read the class from here, so a route cannot be served without one. The Swagger UI's
 /// files (`/swagger/...`) are not listed: like every unlisted path, they are operations.
 pub const ROUTES: &[Route] = &[
-    Route {
-        path: "/v1/events",
-        class: Class::Ingest,
-        resource: |path| post_only(path, events::post_events),
-    },
-    Route {
-        path: "/v1/tables/{table}",
-        class: Class::Ingest,
-        resource: |path| post_only(path, events::post_table),
-    },
-    Route {
-        path: "/v1/health",
-        class: Class::Probe,
-        resource: |path| get_only(path, health::get_health),
-    },
-    Route {
-        path: "/v1/ready",
-        class: Class::Probe,
-        resource: |path| get_only(path, health::get_ready),
-    },
-    Route {
-        path: "/v1/live",
-        class: Class::Probe,
-        resource: |path| get_only(path, health::get_live),
-    },
-    Route {
-        path: "/openapi.json",
-        class: Class::Operations,
-        resource: |path| get_only(path, openapi::get_openapi),
-    },
-    Route {
-        path: "/",
-        class: Class::Operations,
-        resource: |path| get_only(path, status::get_page),
-    },
-    Route {
-        path: "/v1/status",
-        class: Class::Operations,
-        resource: |path| get_only(path, status::get_status),
-    },
-    Route {
-        path: "/metrics",
-        class: Class::Operations,
-        resource: |path| get_only(path, metrics::get_metrics),
-    },
+    Route::new("/v1/events", Class::Ingest, |p| {
+        only(p, POST, events::post_events)
+    }),
+    Route::new("/v1/tables/{table}", Class::Ingest, |p| {
+        only(p, POST, events::post_table)
+    }),
+    Route::new("/v1/health", Class::Probe, |p| {
+        only(p, GET, health::get_health)
+    }),
+    Route::new("/v1/ready", Class::Probe, |p| {
+        only(p, GET, health::get_ready)
+    }),
+    Route::new("/v1/live", Class::Probe, |p| only(p, GET, health::get_live)),
+    Route::new("/openapi.json", Class::Operations, |p| {
+        only(p, GET, openapi::get_openapi)
+    }),
+    Route::new("/", Class::Operations, |p| only(p, GET, status::get_page)),
+    Route::new("/v1/status", Class::Operations, |p| {
+        only(p, GET, status::get_status)
+    }),
+    Route::new("/metrics", Class::Operations, |p| {
+        only(p, GET, metrics::get_metrics)
+    }),
 ];
+
+impl Route {
+    const fn new(
+        path: &'static str,
+        class: Class,
+        resource: fn(&'static str) -> actix_web::Resource,
+    ) -> Self {
+        Self {
+            path,
+            class,
+            resource,
+        }
+    }
+}
 
 /// The class of the route `path` goes to; paths no route serves are operations (their
 /// `404` is then given only to whoever may see operations routes).
@@ -164,30 +156,29 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.default_service(web::to(|| async { Err::<(), _>(ApiError::NotFound) }));
 }
 
-/// A path served by `POST` alone; other methods get a JSON `405` naming it.
-fn post_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    web::resource(path)
-        .name(path)
-        .route(web::post().to(handler))
-        .default_service(web::to(|| async { ApiError::method_not_allowed("POST") }))
-}
+/// The one method a route is served with.
+const GET: &str = "GET";
+/// See [`GET`].
+const POST: &str = "POST";
 
-/// A path served by `GET` alone; other methods get a JSON `405` naming it.
-fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+/// A path served by `method` (`GET` or `POST`) alone; other methods get a JSON `405`
+/// naming it.
+fn only<F, Args>(path: &str, method: &'static str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
+    let route = match method {
+        POST => web::post(),
+        _ => web::get(),
+    };
     web::resource(path)
         .name(path)
-        .route(web::get().to(handler))
-        .default_service(web::to(|| async { ApiError::method_not_allowed("GET") }))
+        .route(route.to(handler))
+        .default_service(web::to(move || async move {
+            ApiError::method_not_allowed(method)
+        }))
 }
 
 /// Serves `HEAD` wherever `GET` is served (probes, metrics, docs): the request continues as

@@ -16,6 +16,12 @@ use super::Stats;
 /// One table's figures: its counters (children of the `table_*` families, bound
 /// once at start-up so recording allocates nothing), its last error and its last insert.
 pub struct TableStats {
+    /// Events clients sent that were kept.
+    pub accepted: IntCounter,
+    /// Events clients sent that were rejected by validation.
+    pub rejected: IntCounter,
+    /// Fields clients sent that the table has no column for.
+    pub ignored_fields: IntCounter,
     /// Buffer swaps (flushes) of the table's lanes.
     pub flushes: IntCounter,
     /// Successful inserts into the table.
@@ -34,6 +40,21 @@ pub struct TableStats {
     pub last_insert: Mutex<Option<LastInsert>>,
 }
 
+impl TableStats {
+    /// Records one request's events: kept, rejected, and fields the table lacks.
+    pub fn record_request(&self, accepted: usize, rejected: usize, ignored_fields: usize) {
+        for (counter, n) in [
+            (&self.accepted, accepted),
+            (&self.rejected, rejected),
+            (&self.ignored_fields, ignored_fields),
+        ] {
+            if n > 0 {
+                counter.inc_by(n as u64);
+            }
+        }
+    }
+}
+
 /// A table's last successful insert, as health and the status page show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LastInsert {
@@ -46,7 +67,11 @@ pub struct LastInsert {
 impl TableStats {
     /// The figures of `table`, registered under `stats`'s `table_*` families.
     pub fn new(stats: &Stats, table: &str) -> Self {
+        let events = |outcome| stats.table_events.with_label_values(&[table, outcome]);
         Self {
+            accepted: events("accepted"),
+            rejected: events("rejected"),
+            ignored_fields: events("ignored_fields"),
             flushes: stats.table_flushes.with_label_values(&[table]),
             inserts: stats.table_inserts.with_label_values(&[table]),
             events_written: stats.table_events_written.with_label_values(&[table]),
