@@ -62,7 +62,7 @@ pub(super) enum Failure {
     /// The sink refused the rows as data: do not retry them.
     Data(SinkError),
     /// The sink refused the chunk as too large: write it in smaller inserts.
-    TooLarge(SinkError),
+    TooLarge,
     /// Shutdown's deadline passed first.
     Deadline,
 }
@@ -110,9 +110,6 @@ impl<S: Sink> Flusher<S> {
                 Err(Failure::Data(error)) => {
                     self.write_around_rejected(rows, &range, id, done, replay, &error)
                 }
-                Err(Failure::TooLarge(error)) if range.len() == 1 => {
-                    Err(Failure::Data(error.into_data()))
-                }
                 other => other.map(|()| Some(Vec::new())),
             };
             match outcome {
@@ -142,15 +139,9 @@ impl<S: Sink> Flusher<S> {
                     self.quarantine(id, &rejected, spool.is_some());
                     return range.len() + pending.iter().map(Range::len).sum::<usize>();
                 }
-                Err(Failure::Data(error)) if range.len() == 1 => {
-                    rejected.push(Rejected {
-                        row: rows.row(range.start),
-                        error: error.to_string(),
-                    });
-                }
                 // No probe, or the probe and the table disagree, or too large: split real
                 // inserts instead.
-                Ok(None) | Err(Failure::Data(_) | Failure::TooLarge(_)) => {
+                Ok(None) | Err(Failure::Data(_) | Failure::TooLarge) => {
                     let mid = range.start + range.len() / 2;
                     pending.push(mid..range.end);
                     pending.push(range.start..mid);
@@ -189,7 +180,7 @@ impl<S: Sink> Flusher<S> {
             match self.write_with_retry(kept, &token, replay) {
                 Ok(()) => {}
                 // The rest refused too, or too large: real inserts of the halves instead.
-                Err(Failure::Data(_) | Failure::TooLarge(_)) => return Ok(None),
+                Err(Failure::Data(_) | Failure::TooLarge) => return Ok(None),
                 Err(Failure::Deadline) => return Err(Failure::Deadline),
             }
         }
@@ -382,7 +373,7 @@ impl<S: Sink> Flusher<S> {
                          {error}",
                         rows.count
                     );
-                    return Err(Failure::TooLarge(error));
+                    return Err(Failure::TooLarge);
                 }
                 // The table itself refuses them (a probe into a copy of it takes them):
                 // not the rows' fault, so they wait, as for any other state of the table.
