@@ -88,9 +88,12 @@ alive() {
 }
 
 # `srvr`, not `ruok`: ZooKeeper answers `imok` while it is still loading its data and closing
-# every session, and a ClickHouse 18.16 with replicated tables that starts then exits.
+# every session, and a ClickHouse 18.16 with replicated tables that starts then exits. The read
+# is bounded: a command that reaches ZooKeeper while it is still starting can fail inside it
+# (a NullPointerException closing the socket) and leave the socket open, unanswered, for good.
 zk_ok() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT" && printf srvr >&3 && cat <&3) 2>/dev/null | grep -q '^Mode: '
+  (exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT" && printf srvr >&3 && timeout 3 cat <&3) 2>/dev/null |
+    grep -q '^Mode: '
 }
 
 ch_ok() { curl -fsS --max-time 2 "http://127.0.0.1:$(http_port "$1")/ping" >/dev/null 2>&1; }
