@@ -1,5 +1,5 @@
 //! The flush path in isolation: a full half (10,000 encoded rows) written through the real
-//! `ClickHouseSink` — a Native block in key order, LZ4 compression, the `clickhouse` crate's
+//! `TableSink` of the events table — a Native block in key order, LZ4 compression, the `clickhouse` crate's
 //! HTTP client — into an
 //! in-process fake ClickHouse that only drains the body. No real server, no network beyond
 //! loopback inside this process, so the figure is our encoding and shipping cost alone.
@@ -11,7 +11,7 @@ use std::time::Duration;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use event_ingest::Config;
-use event_ingest::sink::{ClickHouseSink, Sink};
+use event_ingest::sink::{Sink, TableSink};
 use event_ingest::table::event::testing::rows;
 use event_ingest::table::events::TABLE;
 use futures_util::StreamExt;
@@ -43,24 +43,28 @@ async fn fake_clickhouse(
     let mut out = Vec::new();
     if sql.contains("version()") {
         put_str(&mut out, "24.8.1.1");
+    } else if sql.contains("system.formats") {
+        out.extend_from_slice(&1u64.to_le_bytes());
     } else if sql.contains("timezone()") {
         put_str(&mut out, "UTC");
-    } else if sql.contains("sorting_key") {
-        put_str(
-            &mut out,
-            "event, toDate(server_time), device_id, server_time",
-        );
     } else if sql.contains("create_table_query") {
         put_str(&mut out, "MergeTree");
         put_str(
             &mut out,
-            "CREATE TABLE bench.events ENGINE = MergeTree \
+            "CREATE TABLE bench.events ENGINE = MergeTree PARTITION BY toYYYYMM(server_time) \
+             ORDER BY (event, toDate(server_time), device_id, server_time) \
              SETTINGS non_replicated_deduplication_window = 1000",
         );
     } else if sql.contains("system.columns") {
+        // name, type (and, for the definition, default kind and expression).
+        let full = sql.contains("default_kind");
         for column in TABLE {
             put_str(&mut out, column.name);
             put_str(&mut out, column.modern);
+            if full {
+                put_str(&mut out, "");
+                put_str(&mut out, "");
+            }
         }
     }
     HttpResponse::Ok().body(out)
@@ -95,7 +99,7 @@ fn flush(c: &mut Criterion) {
         ("CLICKHOUSE_NAME".to_string(), "bench".to_string()),
     ])
     .expect("config");
-    let sink = ClickHouseSink::new(&event_ingest::app::sink_settings(&config));
+    let sink = TableSink::events(&event_ingest::app::sink_settings(&config));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,14 +1,14 @@
 //! event-ingest: collects analytics events over HTTP and writes them to ClickHouse in large
 //! batch inserts.
 //!
-//! The stages, one module each, in the order an event passes them:
-//! [`config`] → [`routes`] (HTTP) → [`event`] (decode, validate, the row; [`schema`] does
-//! the same for any other table from its own columns) → [`ingest`] (the seam; in a cluster
-//! [`shard`] picks each row's shard, and so its lane) → [`buffer`] (double buffer) and, in
-//! `disk` mode, [`spool`] (write-ahead log) → [`flusher`] (thread, retries) → [`sink`]
-//! (ClickHouse; each batch sent as a columnar [`block`] in the table's key order), with rows
-//! ClickHouse refuses going to the [`quarantine`]. [`startup`] wires them, [`shutdown`] ends
-//! them, [`stats`] counts, [`memory`] tunes the allocator.
+//! The stages, one folder each, in the order an event passes them: [`app`] builds and wires
+//! the others from the configuration → [`http`] (the server, access, bodies, the one ingest
+//! handler) → [`table`] reads a body with the table's columns and rules into encoded rows →
+//! [`lane`] (the ingest seam, sharding, double buffer, spool, flusher, quarantine) →
+//! [`sink`] (the one table sink: ClickHouse over HTTP, replicas) → [`format`] (ClickHouse's
+//! formats with no I/O: type grammar, Native blocks in key order, sharding expressions).
+//! Every table, the events table included, takes this one path; the events table is the
+//! table whose columns are fixed and which the service may create.
 
 // The stages, in the order an event passes them; each imports only the stages after it
 // (and the shared modules below), never one that calls it (see docs/architecture.md).

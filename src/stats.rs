@@ -30,17 +30,17 @@ pub struct Stats {
     /// Every table's events by table and outcome: `accepted`, `rejected`, and
     /// `ignored_fields` (fields the table has no column for).
     pub table_events: IntCounterVec,
-    /// Other tables' flushes, by table (the events table's are `flushes`).
+    /// Every table's flushes, by table (the events table's also unlabelled: `flushes`).
     pub table_flushes: IntCounterVec,
-    /// Other tables' successful inserts, by table.
+    /// Every table's successful inserts, by table.
     pub table_inserts: IntCounterVec,
-    /// Other tables' events ClickHouse confirmed, by table.
+    /// Every table's events ClickHouse confirmed, by table.
     pub table_events_written: IntCounterVec,
-    /// Other tables' events quarantined, by table.
+    /// Every table's events quarantined, by table.
     pub table_events_quarantined: IntCounterVec,
-    /// Other tables' failed inserts, by table and kind (`retryable`, `data`).
+    /// Every table's failed inserts, by table and kind (`retryable`, `data`).
     pub table_insert_errors: IntCounterVec,
-    /// The events table's events ClickHouse confirmed (other tables': `table_*`).
+    /// The events table's events ClickHouse confirmed (every table's: `table_*`).
     pub events_written: IntCounter,
     /// Events ClickHouse refused as bad data, isolated and put in the quarantine file.
     pub events_quarantined: IntCounter,
@@ -58,7 +58,7 @@ pub struct Stats {
     pub flush_rows: Histogram,
     /// Events held in the buffer (both halves); set when scraped.
     pub buffer_events: IntGauge,
-    /// Other tables' events held in their buffers, by table; set when scraped.
+    /// Every table's events held in its buffers, by table; set when scraped.
     pub table_buffer_events: prometheus::IntGaugeVec,
     /// Bytes held in the buffer (both halves); set when scraped.
     pub buffer_bytes: IntGauge,
@@ -195,31 +195,31 @@ impl Stats {
             table_flushes: counter_vec(
                 &r,
                 "table_flushes_total",
-                "Flushes of another table's buffer (INGEST_TABLES)",
+                "Flushes of a table's buffer",
                 &["table"],
             ),
             table_inserts: counter_vec(
                 &r,
                 "table_inserts_total",
-                "Successful inserts into another table (INGEST_TABLES)",
+                "Successful inserts into a table",
                 &["table"],
             ),
             table_events_written: counter_vec(
                 &r,
                 "table_events_written_total",
-                "Another table's events ClickHouse confirmed (INGEST_TABLES)",
+                "A table's events ClickHouse confirmed",
                 &["table"],
             ),
             table_events_quarantined: counter_vec(
                 &r,
                 "table_events_quarantined_total",
-                "Another table's events refused as bad data, put in the quarantine",
+                "A table's events refused as bad data, put in the quarantine",
                 &["table"],
             ),
             table_insert_errors: counter_vec(
                 &r,
                 "table_insert_errors_total",
-                "Failed inserts into another table, by kind (retryable, data)",
+                "Failed inserts into a table, by kind (retryable, data)",
                 &["table", "kind"],
             ),
             events_written: counter(&r, "events_written_total", "Events ClickHouse confirmed"),
@@ -252,10 +252,7 @@ impl Stats {
             buffer_events: gauge(&r, "buffer_events", "Events held in the buffer"),
             table_buffer_events: {
                 let g = prometheus::IntGaugeVec::new(
-                    Opts::new(
-                        "table_buffer_events",
-                        "Events held in another table's buffer (INGEST_TABLES)",
-                    ),
+                    Opts::new("table_buffer_events", "Events held in a table's buffers"),
                     &["table"],
                 )
                 .expect("valid metric");

@@ -1,54 +1,42 @@
 //! Start-up in a cluster (`CLICKHOUSE_CLUSTER`): check that the hosts in `CLICKHOUSE_HOSTS`
-//! are the shards the servers say they are, create the tables on every host that answers,
-//! and build one lane per shard: its own buffer (its share of `BUFFER_MAX_BYTES`), flusher,
-//! spool (`SPOOL_DIR/shard-<n>`, its share of `SPOOL_MAX_BYTES`) and replica set.
+//! are the shards the servers say they are, and create the events table's tables on every
+//! host that answers. Each table's lanes, one per shard, are built with every other lane
+//! (`tables.rs`).
 
-use std::path::Path;
 use std::sync::Arc;
 
-use super::{StartupError, Storage, lane};
-use crate::config::{BufferMode, Config, HostPort};
-use crate::lane::flusher;
-use crate::lane::ingest::{Buffered, Discard, Lane, ServerCheck, Sharded};
-use crate::lane::quarantine::Quarantine;
-use crate::lane::shard::Sharder;
-use crate::sink::{ClickHouseSink, ClusterCheck, HostState, ReplicaSet};
-use crate::stats::Stats;
+use super::StartupError;
+use super::tables::TableToStart;
+use crate::config::{Config, HostPort};
+use crate::lane::ingest::ServerCheck;
+use crate::sink::{ClusterCheck, HostState, TableSink};
 
-/// Checks the cluster, creates its tables where it can, and starts the lanes. A host down
-/// at start-up is logged, not fatal (its lane's other replicas, or its buffer and spool,
-/// take its rows until it answers); a host that answers and disagrees with
-/// `CLICKHOUSE_HOSTS` stops start-up, naming it.
-pub(super) async fn start(
+/// Checks the cluster and creates the events table's tables where it can; returns the
+/// health check over every host. A host down at start-up is logged, not fatal (its lane's
+/// other replicas, or its buffer and spool, take its rows until it answers); a host that
+/// answers and disagrees with `CLICKHOUSE_HOSTS` stops start-up, naming it.
+pub(super) async fn check(
     config: &Config,
-    stats: &Arc<Stats>,
-) -> Result<(Storage, Arc<dyn ServerCheck>), StartupError> {
+    events: &mut TableToStart,
+) -> Result<Arc<dyn ServerCheck>, StartupError> {
     // Validated when the configuration was read.
     let shards = config.clickhouse_shards().unwrap_or_default();
-    let sharder = Sharder::new(&config.clickhouse_sharding_key, shards.len());
-    let hosts: Vec<Vec<Arc<HostState>>> = shards
-        .iter()
-        .enumerate()
-        .map(|(i, replicas)| {
-            replicas
-                .iter()
-                .map(|h| Arc::new(HostState::new(h.to_string(), i + 1)))
-                .collect()
-        })
-        .collect();
-    let sink_for = |host: &HostPort| {
-        ClickHouseSink::cluster_replica(
-            &super::sink_settings_at(config, host),
-            sharder.expression(),
-        )
-    };
+    // Each host's state, shared by the health check and the events table's lanes.
+    events.hosts = shard_hosts(&shards);
     // The handlers' sinks: probes, the status page, and the start-up checks.
-    let handler_sinks: Vec<(Arc<ClickHouseSink>, Arc<HostState>)> = shards
+    let handler_sinks: Vec<(Arc<TableSink>, Arc<HostState>)> = shards
         .iter()
         .flatten()
-        .zip(hosts.iter().flatten())
-        .map(|(h, state)| (Arc::new(sink_for(h)), state.clone()))
+        .zip(events.hosts.iter().flatten())
+        .map(|(h, state)| {
+            let at = super::sink_settings_at(config, h);
+            (
+                Arc::new(TableSink::for_replica(&at, &events.sink)),
+                state.clone(),
+            )
+        })
         .collect();
+    let events = &events.sink;
     check_topology(config, &shards, &handler_sinks).await?;
     log::info!(
         "cluster {}: {} shards ({}), rows sharded by {} % {}",
@@ -63,76 +51,21 @@ pub(super) async fn start(
                 .join(","))
             .collect::<Vec<_>>()
             .join("; "),
-        sharder.expression(),
+        events.state().sharding_expression().unwrap_or_default(),
         shards.len()
     );
-    let format_owner = handler_sinks[0].0.clone();
-    let check: Arc<dyn ServerCheck> = Arc::new(ClusterCheck::new(handler_sinks));
-    if config.buffer_mode == BufferMode::Discard {
-        log::warn!("BUFFER_MODE=discard: events are validated and thrown away");
-        let storage = Storage {
-            ingest: Arc::new(Discard),
-            flushers: Vec::new(),
-            spool_writers: Vec::new(),
-        };
-        return Ok((storage, check));
-    }
-    let n = shards.len();
-    let limits = lane::limits(config);
-    let quarantine = Arc::new(Quarantine::new(config.quarantine_dir()));
-    let mut lanes = Vec::new();
-    let mut flushers = Vec::new();
-    let mut spool_writers = Vec::new();
-    for (i, replicas) in shards.iter().enumerate() {
-        let dir = Path::new(&config.spool_dir).join(format!("shard-{}", i + 1));
-        let lane = lane::open(config, limits, &dir, config.spool_max_bytes / n as u64)?;
-        let seed = replica_seed(&lane);
-        spool_writers.extend(lane.writer);
-        let buffer = lane.buffer;
-        let set = ReplicaSet::new(
-            replicas
-                .iter()
-                .zip(&hosts[i])
-                .map(|(h, state)| {
-                    (
-                        sink_for(h).sharing_format_info(&format_owner),
-                        state.clone(),
-                    )
-                })
-                .collect(),
-            seed,
-        );
-        flushers.push(flusher::spawn(
-            buffer.clone(),
-            set,
-            quarantine.clone(),
-            super::events_lane_stats(config, stats),
-            config.shutdown_timeout(),
-        )?);
-        lanes.push(Lane {
-            buffer: Buffered(buffer),
-            hosts: hosts[i].clone(),
-        });
-    }
-    let storage = Storage {
-        ingest: Arc::new(Sharded {
-            sharder,
-            lanes,
-            route: Default::default(),
-        }),
-        flushers,
-        spool_writers,
-    };
-    Ok((storage, check))
+    Ok(Arc::new(ClusterCheck::new(handler_sinks)))
 }
 
-/// Where a lane's replica set starts: gateways spread over replicas by their spools' ids,
-/// stable across restarts (a random one per process in memory mode).
-pub(super) fn replica_seed(lane: &lane::LaneBuffer) -> u64 {
-    match &lane.spool {
-        Some(spool) => twox_hash::XxHash3_64::oneshot(spool.id().as_bytes()),
-        None => rand::random::<u64>(),
-    }
+/// A state for each host of `shards`, by shard.
+pub(super) fn shard_hosts(shards: &[Vec<HostPort>]) -> Vec<Vec<Arc<HostState>>> {
+    (shards.iter().enumerate())
+        .map(|(i, replicas)| {
+            (replicas.iter())
+                .map(|h| Arc::new(HostState::new(h.to_string(), i + 1)))
+                .collect()
+        })
+        .collect()
 }
 
 /// Asks every host how it sees the cluster, and creates the tables on those that answer.
@@ -141,7 +74,7 @@ pub(super) fn replica_seed(lane: &lane::LaneBuffer) -> u64 {
 async fn check_topology(
     config: &Config,
     shards: &[Vec<HostPort>],
-    sinks: &[(Arc<ClickHouseSink>, Arc<HostState>)],
+    sinks: &[(Arc<TableSink>, Arc<HostState>)],
 ) -> Result<(), StartupError> {
     let cluster = &config.clickhouse_cluster;
     let asks = sinks.iter().map(|(sink, state)| async move {
@@ -188,18 +121,17 @@ async fn check_topology(
             continue;
         }
         match sink.prepare().await {
-            Ok(p) => {
+            Ok((text, _)) => {
                 state.answered();
                 log::info!(
-                    "ClickHouse {} at {} (shard {}), writing to {}",
-                    p.version_text,
+                    "ClickHouse {text} at {} (shard {}), writing to {}",
                     state.host,
                     state.shard,
                     sink.target()
                 );
             }
             Err(e) => {
-                state.failed(&e);
+                state.failed(&crate::sink::SinkError::Retryable(e.clone()));
                 log::warn!("{} not ready ({e}); will retry", state.host);
             }
         }

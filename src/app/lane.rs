@@ -1,6 +1,6 @@
 //! One lane's storage: a double buffer and, in `disk` mode, its own spool with its
 //! group-commit writer. Built the same way for the events table, for each shard of a
-//! cluster and for each other table, so a lane means one thing wherever it is started.
+//! cluster and for each table of `INGEST_TABLES`, so a lane means one thing wherever it is started.
 
 use std::path::Path;
 use std::sync::Arc;

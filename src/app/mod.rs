@@ -21,11 +21,10 @@ use crate::http::events::Tables;
 use crate::http::server::{ServerSettings, serve};
 use crate::http::{self, AppState};
 use crate::lane::ShutdownReport;
-use crate::lane::flusher::{self, FlusherGuard};
-use crate::lane::ingest::{Buffered, Direct, Discard, Ingest, ServerCheck};
-use crate::lane::quarantine::Quarantine;
+use crate::lane::flusher::FlusherGuard;
+use crate::lane::ingest::{Ingest, ServerCheck};
 use crate::lane::spool::{SpoolError, WriterGuard};
-use crate::sink::{self, ClickHouseSink};
+use crate::sink::{self, TableSink};
 use crate::stats::Stats;
 
 /// Why the application could not start.
@@ -71,7 +70,7 @@ pub enum StartupError {
         /// The setting that leaves it unread.
         setting: String,
     },
-    /// In a cluster, another table's `Distributed` sharding expression cannot be evaluated
+    /// In a cluster, a table's `Distributed` sharding expression cannot be evaluated
     /// by the gateway (the table and the expression named).
     #[error("INGEST_TABLES: {0}")]
     TableSharding(String),
@@ -98,14 +97,10 @@ pub struct Application {
     port: u16,
     admin_port: Option<u16>,
     server: Server,
-    /// `double` mode: the flusher of each lane (one, or one per shard of a cluster).
-    flushers: Vec<FlusherGuard>,
-    /// `disk` mode: each lane's spool writer, stopped after the flushers.
-    spool_writers: Vec<WriterGuard>,
     quarantine_dir: std::path::PathBuf,
-    /// Other tables' flushers and spool writers, stopped after the events table's.
-    table_storage: Vec<Storage>,
-    /// Reads other tables' columns every `SCHEMA_REFRESH_SECS`; stopped at shutdown.
+    /// Every table's flushers and spool writers, the events table's first.
+    storages: Vec<Storage>,
+    /// Reads the tables of `INGEST_TABLES` every `SCHEMA_REFRESH_SECS`; stopped at shutdown.
     refresher: Option<Refresher>,
     stats: Arc<Stats>,
     /// When SIGTERM/SIGINT arrived; the shutdown budget counts from it.
@@ -137,36 +132,37 @@ impl Application {
             Some(l) => Some(l.local_addr()?.port()),
             None => None,
         };
-        // Handlers and the flusher each get their own client: the flusher's connections
-        // live on its own runtime, the handlers' on the actix workers'.
-        // Direct mode inserts on the HTTP workers: rows go out as encoded, no block is built.
         // Rows an earlier run acknowledged, in a spool no lane of this run would read.
         stranded::refuse_stranded_spools(&config)?;
         let stats = Arc::new(Stats::default());
-        let (storage, server): (Storage, Arc<dyn ServerCheck>) = if config.is_cluster() {
-            cluster::start(&config, &stats).await?
-        } else {
-            let sink = Arc::new(match config.buffer_mode {
-                BufferMode::Direct => {
-                    ClickHouseSink::new(&sink_settings(&config)).row_binary_only()
-                }
-                _ => ClickHouseSink::new(&sink_settings(&config)),
-            });
-            check_clickhouse(&sink, &config).await;
-            (start_storage(&config, &sink, &stats)?, sink)
+        // Every table is started the same way; the events table first.
+        let mut events = tables::events_table(&config, &stats);
+        let server: Arc<dyn ServerCheck> = match config.is_cluster() {
+            true => cluster::check(&config, &mut events).await?,
+            false => {
+                check_clickhouse(&events.sink, &config).await;
+                Arc::new(TableSink::sharing(&sink_settings(&config), &events.sink))
+            }
         };
-        let (tables, table_storage, table_sinks) = start_tables(&config, &stats).await?;
+        if config.buffer_mode == BufferMode::Discard {
+            log::warn!("BUFFER_MODE=discard: events are validated and thrown away");
+        }
+        if config.buffer_mode != BufferMode::Double && config.durability == Some(Durability::Disk) {
+            log::warn!(
+                "DURABILITY=disk applies to BUFFER_MODE=double only; {:?} mode has no spool",
+                config.buffer_mode
+            );
+        }
+        let mut all = vec![events];
+        all.extend(tables::read_tables(&config, &stats).await?);
+        let (tables, storages, table_sinks) = start_tables(&config, all)?;
         let refresher = match table_sinks.is_empty() {
             true => None,
             false => Some(Refresher::spawn(table_sinks, config.schema_refresh_secs)?),
         };
-        let state = app_state(
-            &config,
-            storage.ingest.clone(),
-            server,
-            stats.clone(),
-            tables,
-        );
+        // The events table's lane: what health, readiness and the status page report.
+        let events_ingest = storages[0].ingest.clone();
+        let state = app_state(&config, events_ingest, server, stats.clone(), tables);
         let gate = web::Data::new(Gate {
             admin_port,
             admin_keys: ApiKeys::new(config.admin_keys()),
@@ -176,8 +172,7 @@ impl Application {
         let signalled_at = Arc::new(OnceLock::new());
         // Every lane's buffer: at the signal, requests waiting for room are answered at once
         // (`BUFFER_FULL_WAIT_MS` must not hold up the drain of in-flight requests).
-        let buffers: Vec<_> = (storage.flushers.iter())
-            .chain(table_storage.iter().flat_map(|s| &s.flushers))
+        let buffers: Vec<_> = (storages.iter().flat_map(|s| &s.flushers))
             .map(|f| f.buffer().clone())
             .collect();
         let on_signal = {
@@ -215,10 +210,8 @@ impl Application {
             port,
             admin_port,
             server,
-            flushers: storage.flushers,
-            spool_writers: storage.spool_writers,
             quarantine_dir: config.quarantine_dir(),
-            table_storage,
+            storages,
             refresher,
             stats,
             signalled_at,
@@ -254,9 +247,8 @@ impl Application {
             .get()
             .copied()
             .unwrap_or_else(Instant::now);
-        let (mut flushers, mut writers) = (self.flushers, self.spool_writers);
-        // Other tables' lanes stop with the events table's.
-        for storage in self.table_storage {
+        let (mut flushers, mut writers) = (Vec::new(), Vec::new());
+        for storage in self.storages {
             flushers.extend(storage.flushers);
             writers.extend(storage.spool_writers);
         }
@@ -312,26 +304,22 @@ fn bind(host: &str, port: u16) -> Result<TcpListener, StartupError> {
 
 /// Reaches ClickHouse once (creating the database and table) and says what delivery it
 /// allows; a failure is logged, not fatal: the flusher retries and `/v1/health` says why.
-async fn check_clickhouse(sink: &ClickHouseSink, config: &Config) {
+async fn check_clickhouse(sink: &TableSink, config: &Config) {
     match sink.prepare().await {
-        Ok(p) => {
+        Ok((text, version)) => {
             log::info!(
-                "ClickHouse {} at {}, writing to {}",
-                p.version_text,
+                "ClickHouse {text} at {}, writing to {}",
                 config.clickhouse_url(),
                 sink.target()
             );
-            if p.version.supports_dedup_token() {
-                log::info!(
-                    "retried and replayed inserts carry insert_deduplication_token ({})",
-                    p.deduplication
-                );
-            } else {
-                log::info!(
-                    "ClickHouse {} has no insert_deduplication_token: at-least-once delivery \
-                     (see the README's delivery guarantees)",
-                    p.version_text
-                );
+            match sink.state().deduplication() {
+                Some(dedup) if version.supports_dedup_token() => log::info!(
+                    "retried and replayed inserts carry insert_deduplication_token ({dedup})"
+                ),
+                _ => log::info!(
+                    "ClickHouse {text} has no insert_deduplication_token: at-least-once \
+                     delivery (see the README's delivery guarantees)"
+                ),
             }
         }
         Err(e) => log::warn!(
@@ -339,60 +327,6 @@ async fn check_clickhouse(sink: &ClickHouseSink, config: &Config) {
             config.clickhouse_url()
         ),
     }
-}
-
-/// The `BUFFER_MODE`'s storage: the double buffer with its flusher (and, in `disk` mode, the
-/// spool and its writer), one insert per request, or nothing.
-fn start_storage(
-    config: &Config,
-    sink: &Arc<ClickHouseSink>,
-    stats: &Arc<Stats>,
-) -> Result<Storage, StartupError> {
-    if config.buffer_mode != BufferMode::Double && config.durability == Some(Durability::Disk) {
-        log::warn!(
-            "DURABILITY=disk applies to BUFFER_MODE=double only; {:?} mode has no spool",
-            config.buffer_mode
-        );
-    }
-    let storage = match config.buffer_mode {
-        BufferMode::Double => {
-            let lane = lane::open(
-                config,
-                lane::limits(config),
-                config.spool_dir.as_ref(),
-                config.spool_max_bytes,
-            )?;
-            let buffer = lane.buffer;
-            let spool_writer = lane.writer;
-            let flusher = flusher::spawn(
-                buffer.clone(),
-                // Shares the handlers' sink's view of the insert format, for `/v1/health`.
-                ClickHouseSink::new(&sink_settings(config)).sharing_format_info(sink),
-                Arc::new(Quarantine::new(config.quarantine_dir())),
-                events_lane_stats(config, stats),
-                config.shutdown_timeout(),
-            )?;
-            Storage {
-                ingest: Arc::new(Buffered(buffer)),
-                flushers: vec![flusher],
-                spool_writers: spool_writer.into_iter().collect(),
-            }
-        }
-        BufferMode::Direct => Storage {
-            ingest: Arc::new(Direct(sink.clone())),
-            flushers: Vec::new(),
-            spool_writers: Vec::new(),
-        },
-        BufferMode::Discard => {
-            log::warn!("BUFFER_MODE=discard: events are validated and thrown away");
-            Storage {
-                ingest: Arc::new(Discard),
-                flushers: Vec::new(),
-                spool_writers: Vec::new(),
-            }
-        }
-    };
-    Ok(storage)
 }
 
 /// What every handler can reach.
@@ -460,6 +394,7 @@ pub fn sink_settings(config: &Config) -> sink::Settings {
         hosts,
         database: config.clickhouse_name.clone(),
         events_table: config.clickhouse_table.clone(),
+        sharding_column: config.clickhouse_sharding_key.clone(),
         cluster: config
             .is_cluster()
             .then(|| config.clickhouse_cluster.clone()),
@@ -488,14 +423,4 @@ fn connection(config: &Config) -> sink::Connection {
 /// `config` aimed at `host` of the cluster, as the sinks are told it.
 pub(crate) fn sink_settings_at(config: &Config, host: &crate::config::HostPort) -> sink::Settings {
     sink_settings(config).at(&connection(&config.for_host(host)))
-}
-
-/// What an events table's lane records: its figures labelled with the table's name, like
-/// every table's, and the unlabelled names kept as aliases.
-pub(crate) fn events_lane_stats(config: &Config, stats: &Arc<Stats>) -> crate::stats::LaneStats {
-    let table = Arc::new(crate::stats::TableStats::new(
-        stats,
-        &config.clickhouse_table,
-    ));
-    crate::stats::LaneStats::for_events_table(stats.clone(), table)
 }

@@ -1,12 +1,14 @@
-//! Start-up of the other tables of `INGEST_TABLES`: one lane per table (in a
-//! cluster, one per table and shard), and the thread that reads their columns again so
-//! schema changes are picked up without a restart.
+//! Start-up of every table's lanes, the events table's and each of `INGEST_TABLES`, built
+//! the same way: one lane per table (in a cluster, one per table and shard) with its own
+//! buffer, flusher and (`disk` mode) spool, a sink sharing the table's columns with the
+//! handlers, and the thread that reads the tables again so schema changes are picked up
+//! without a restart.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{StartupError, Storage, cluster, lane};
+use super::{StartupError, Storage, lane};
 use crate::config::{BufferMode, Config};
 use crate::http::events::{TableLane, Tables};
 use crate::lane::flusher;
@@ -17,23 +19,45 @@ use crate::sink::TAG_BYTES;
 use crate::sink::{HostState, ReplicaSet, TableSink};
 use crate::stats::{LaneStats, Stats, TableStats};
 
-/// One lane per table of `INGEST_TABLES` other than the events table (arch.md): its own
-/// buffer and flusher, in `disk` mode its own spool (`SPOOL_DIR/table-<name>`), and a sink
-/// sharing the table's columns with the handlers. Each table's columns are read once here;
-/// a missing table is a warning, and its requests get `503` until the refresher finds it.
-pub(super) async fn start_tables(
+/// One table as start-up builds its lanes.
+pub(super) struct TableToStart {
+    /// The name clients use (`CLICKHOUSE_TABLE`, or as written in `INGEST_TABLES`).
+    pub name: String,
+    /// The sink whose state the handlers, the lanes' sinks and the refresher share.
+    pub sink: TableSink,
+    /// Where its spool lives (`SPOOL_DIR` for the events table, `SPOOL_DIR/table-<name>`
+    /// for the others); in a cluster, one `shard-<n>` folder per shard under it.
+    pub spool_dir: PathBuf,
+    /// Its figures, labelled with its name.
+    pub stats: Arc<TableStats>,
+    /// What its lanes record: the events table's also under the earlier, unlabelled names.
+    pub lane_stats: LaneStats,
+    /// In a cluster, each host's state by shard when the health check shares them (the
+    /// events table's); empty: the lanes make their own.
+    pub hosts: Vec<Vec<Arc<HostState>>>,
+}
+
+/// The events table (`CLICKHOUSE_TABLE`): its spool is `SPOOL_DIR` itself, and its figures
+/// are also kept under the earlier, unlabelled names.
+pub(super) fn events_table(config: &Config, stats: &Arc<Stats>) -> TableToStart {
+    let name = config.clickhouse_table.clone();
+    let table_stats = Arc::new(TableStats::new(stats, &name));
+    TableToStart {
+        sink: table_sink(config, TableSink::events(&super::sink_settings(config))),
+        spool_dir: PathBuf::from(&config.spool_dir),
+        lane_stats: LaneStats::for_events_table(stats.clone(), table_stats.clone()),
+        stats: table_stats,
+        hosts: Vec::new(),
+        name,
+    }
+}
+
+/// The tables of `INGEST_TABLES` besides the events table: each one's sink, read once here
+/// (a missing table is a warning, and its requests get `503` until the refresher finds it).
+pub(super) async fn read_tables(
     config: &Config,
     stats: &Arc<Stats>,
-) -> Result<(Tables, Vec<Storage>, Vec<TableSink>), StartupError> {
-    let mut tables = Tables {
-        lanes: Default::default(),
-        events: vec![
-            config.clickhouse_table.clone(),
-            format!("{}.{}", config.clickhouse_name, config.clickhouse_table),
-        ],
-        database: config.clickhouse_name.clone(),
-        events_stats: Arc::new(TableStats::new(stats, &config.clickhouse_table)),
-    };
+) -> Result<Vec<TableToStart>, StartupError> {
     for name in config.events_namesakes() {
         log::warn!(
             "INGEST_TABLES: {name} is a table of its own (written at /v1/tables/{name}), not \
@@ -42,11 +66,9 @@ pub(super) async fn start_tables(
             config.clickhouse_table
         );
     }
-    let mut storages = Vec::new();
-    let mut sinks = Vec::new();
+    let mut tables = Vec::new();
     for name in config.extra_tables() {
-        let sink = TableSink::new(&super::sink_settings(config), &name);
-        let table_stats = Arc::new(TableStats::new(stats, &name));
+        let sink = table_sink(config, TableSink::new(&super::sink_settings(config), &name));
         // `disk` mode: the lists earlier runs' spooled rows were encoded under.
         sink.restore();
         if let Err(problem) = sink.refresh().await {
@@ -55,109 +77,159 @@ pub(super) async fn start_tables(
         if let Some(why) = sink.state().unevaluable_sharding() {
             return Err(StartupError::TableSharding(why));
         }
-        let quarantine = || {
-            Arc::new(Quarantine::for_table(config.quarantine_dir(), &name, {
-                let state = sink.state();
-                Arc::new(move |row: &[u8]| state.decode_row(row))
-            }))
-        };
-        let storage = match config.buffer_mode {
-            BufferMode::Double if config.is_cluster() => {
-                start_shards(config, stats, &name, &sink, quarantine(), &table_stats)?
-            }
-            BufferMode::Double => {
-                let lane = lane::open(
-                    config,
-                    lane::limits(config),
-                    &Path::new(&config.spool_dir).join(format!("table-{name}")),
-                    config.spool_max_bytes,
-                )?;
-                prune_columns(&sink, &[&lane]);
-                let (buffer, spool_writer) = (lane.buffer, lane.writer);
-                let flusher = flusher::spawn(
-                    buffer.clone(),
-                    TableSink::sharing(&super::sink_settings(config), &sink),
-                    quarantine(),
-                    LaneStats::for_table(stats.clone(), table_stats.clone()),
-                    config.shutdown_timeout(),
-                )?;
-                Storage {
-                    ingest: Arc::new(Buffered(buffer)),
-                    flushers: vec![flusher],
-                    spool_writers: spool_writer.into_iter().collect(),
-                }
-            }
-            BufferMode::Direct => Storage {
-                ingest: Arc::new(Direct(Arc::new(TableSink::sharing(
-                    &super::sink_settings(config),
-                    &sink,
-                )))),
-                flushers: Vec::new(),
-                spool_writers: Vec::new(),
-            },
-            BufferMode::Discard => Storage {
-                ingest: Arc::new(Discard),
-                flushers: Vec::new(),
-                spool_writers: Vec::new(),
-            },
-        };
-        tables.lanes.insert(
+        let table_stats = Arc::new(TableStats::new(stats, &name));
+        tables.push(TableToStart {
+            spool_dir: Path::new(&config.spool_dir).join(format!("table-{name}")),
+            lane_stats: LaneStats::for_table(stats.clone(), table_stats.clone()),
+            stats: table_stats,
+            hosts: Vec::new(),
+            sink,
             name,
-            TableLane {
-                columns: sink.state(),
-                ingest: storage.ingest.clone(),
-                stats: table_stats,
-            },
-        );
-        storages.push(storage);
-        // The refresher runs on its own thread and runtime.
-        sinks.push(TableSink::sharing(&super::sink_settings(config), &sink));
+        });
     }
-    Ok((tables, storages, sinks))
+    Ok(tables)
 }
 
-/// In a cluster: one lane per shard for table `name` (its share of `BUFFER_MAX_BYTES` and
-/// `SPOOL_MAX_BYTES`, its spool in `SPOOL_DIR/table-<name>/shard-<n>`), each writing
-/// `<table>_local` on one replica of its shard through a [`ReplicaSet`], exactly as the
-/// events table's shards do; rows are split by the table's own `Distributed` sharding
-/// expression, read with its columns.
+/// `sink` as the `BUFFER_MODE` writes: `direct` mode's inserts run on the HTTP workers and
+/// send rows as encoded.
+pub(super) fn table_sink(config: &Config, sink: TableSink) -> TableSink {
+    match config.buffer_mode {
+        BufferMode::Direct => sink.row_binary_only(),
+        _ => sink,
+    }
+}
+
+/// Starts every table's lanes; the first table is the events table. Returns what the
+/// handlers see, each table's storage, and the sinks the refresher reads the tables with.
+pub(super) fn start_tables(
+    config: &Config,
+    tables: Vec<TableToStart>,
+) -> Result<(Tables, Vec<Storage>, Vec<TableSink>), StartupError> {
+    let mut lanes = Tables {
+        lanes: Default::default(),
+        database: config.clickhouse_name.clone(),
+    };
+    let mut storages = Vec::new();
+    let mut sinks = Vec::new();
+    for (i, table) in tables.into_iter().enumerate() {
+        let storage = start_table(config, &table)?;
+        let lane = Arc::new(TableLane {
+            name: table.name.clone(),
+            columns: table.sink.state(),
+            ingest: storage.ingest.clone(),
+            stats: table.stats.clone(),
+            events: i == 0,
+        });
+        let names = match i {
+            // The events table answers to its name with and without the database.
+            0 => vec![
+                table.name.clone(),
+                format!("{}.{}", config.clickhouse_name, table.name),
+            ],
+            _ => vec![table.name.clone()],
+        };
+        for name in names {
+            lanes.lanes.insert(name, lane.clone());
+        }
+        storages.push(storage);
+        // The refresher runs on its own thread and runtime. A fixed list is read where
+        // it is written, when it is written.
+        if table.sink.state().tag_len() > 0 {
+            sinks.push(TableSink::sharing(
+                &super::sink_settings(config),
+                &table.sink,
+            ));
+        }
+    }
+    Ok((lanes, storages, sinks))
+}
+
+/// The `BUFFER_MODE`'s storage for one table: its lanes (one, or one per shard) each with
+/// a double buffer, a flusher and in `disk` mode a spool; one insert per request; or
+/// nothing.
+fn start_table(config: &Config, table: &TableToStart) -> Result<Storage, StartupError> {
+    let quarantine = || {
+        let state = table.sink.state();
+        Arc::new(Quarantine::for_table(
+            config.quarantine_dir(),
+            &table.name,
+            Arc::new(move |row: &[u8]| state.decode_row(row)),
+        ))
+    };
+    match config.buffer_mode {
+        BufferMode::Double if config.is_cluster() => start_shards(config, table, quarantine()),
+        BufferMode::Double => {
+            let lane = lane::open(
+                config,
+                lane::limits(config),
+                &table.spool_dir,
+                config.spool_max_bytes,
+            )?;
+            prune_columns(&table.sink, &[&lane]);
+            let (buffer, spool_writer) = (lane.buffer, lane.writer);
+            let flusher = flusher::spawn(
+                buffer.clone(),
+                TableSink::sharing(&super::sink_settings(config), &table.sink),
+                quarantine(),
+                table.lane_stats.clone(),
+                config.shutdown_timeout(),
+            )?;
+            Ok(Storage {
+                ingest: Arc::new(Buffered(buffer)),
+                flushers: vec![flusher],
+                spool_writers: spool_writer.into_iter().collect(),
+            })
+        }
+        BufferMode::Direct => Ok(Storage {
+            ingest: Arc::new(Direct(Arc::new(TableSink::sharing(
+                &super::sink_settings(config),
+                &table.sink,
+            )))),
+            flushers: Vec::new(),
+            spool_writers: Vec::new(),
+        }),
+        BufferMode::Discard => Ok(Storage {
+            ingest: Arc::new(Discard),
+            flushers: Vec::new(),
+            spool_writers: Vec::new(),
+        }),
+    }
+}
+
+/// In a cluster: one lane per shard (its share of `BUFFER_MAX_BYTES` and
+/// `SPOOL_MAX_BYTES`, its spool in `<spool_dir>/shard-<n>`), each writing `<table>_local` on
+/// one replica of its shard through a [`ReplicaSet`]; rows are split by the table's
+/// sharding expression.
 fn start_shards(
     config: &Config,
-    stats: &Arc<Stats>,
-    name: &str,
-    sink: &TableSink,
+    table: &TableToStart,
     quarantine: Arc<Quarantine>,
-    table_stats: &Arc<TableStats>,
 ) -> Result<Storage, StartupError> {
     let shards = config.clickhouse_shards().unwrap_or_default();
     let n = shards.len().max(1);
-    let table_dir = Path::new(&config.spool_dir).join(format!("table-{name}"));
     let limits = lane::limits(config);
     let opened = (0..shards.len())
         .map(|i| {
-            let dir = table_dir.join(format!("shard-{}", i + 1));
+            let dir = table.spool_dir.join(format!("shard-{}", i + 1));
             lane::open(config, limits, &dir, config.spool_max_bytes / n as u64)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    prune_columns(sink, &opened.iter().collect::<Vec<_>>());
+    prune_columns(&table.sink, &opened.iter().collect::<Vec<_>>());
     let (mut lanes, mut flushers, mut spool_writers) = (Vec::new(), Vec::new(), Vec::new());
-    for ((i, replicas), lane) in shards.iter().enumerate().zip(opened) {
-        let seed = cluster::replica_seed(&lane);
+    let all_hosts = match table.hosts.is_empty() {
+        true => super::cluster::shard_hosts(&shards),
+        false => table.hosts.clone(),
+    };
+    for ((replicas, hosts), lane) in shards.iter().zip(all_hosts).zip(opened) {
+        let seed = replica_seed(&lane);
         spool_writers.extend(lane.writer);
-        let hosts: Vec<Arc<HostState>> = replicas
-            .iter()
-            .map(|h| Arc::new(HostState::new(h.to_string(), i + 1)))
-            .collect();
         let set = ReplicaSet::new(
             replicas
                 .iter()
                 .zip(&hosts)
                 .map(|(h, state)| {
                     let at = super::sink_settings_at(config, h);
-                    (
-                        TableSink::for_replica(&at, sink, &at.connection),
-                        state.clone(),
-                    )
+                    (TableSink::for_replica(&at, &table.sink), state.clone())
                 })
                 .collect(),
             seed,
@@ -166,7 +238,7 @@ fn start_shards(
             lane.buffer.clone(),
             set,
             quarantine.clone(),
-            LaneStats::for_table(stats.clone(), table_stats.clone()),
+            table.lane_stats.clone(),
             config.shutdown_timeout(),
         )?);
         lanes.push(Lane {
@@ -174,7 +246,7 @@ fn start_shards(
             hosts,
         });
     }
-    let state = sink.state();
+    let state = table.sink.state();
     let expression = state
         .sharding_expression()
         .unwrap_or_else(|| "its Distributed table's sharding expression".into());
@@ -190,9 +262,22 @@ fn start_shards(
     })
 }
 
-/// `disk` mode: the table's saved column lists pruned to those its lanes' spooled rows and
-/// its current list need, before any flusher or request can use a list.
+/// Where a lane's replica set starts: gateways spread over replicas by their spools' ids,
+/// stable across restarts (a random one per process in memory mode).
+fn replica_seed(lane: &lane::LaneBuffer) -> u64 {
+    match &lane.spool {
+        Some(spool) => twox_hash::XxHash3_64::oneshot(spool.id().as_bytes()),
+        None => rand::random::<u64>(),
+    }
+}
+
+/// `disk` mode: a read table's saved column lists pruned to those its lanes' spooled rows
+/// and its current list need, before any flusher or request can use a list. (A fixed
+/// list's rows carry no tag, and nothing is saved for it.)
 fn prune_columns(sink: &TableSink, lanes: &[&lane::LaneBuffer]) {
+    if sink.state().tag_len() == 0 {
+        return;
+    }
     let mut spooled = std::collections::HashSet::new();
     for lane in lanes {
         let (Some(spool), Some(from)) = (lane.spool.as_deref(), lane.backlog_from) else {
@@ -212,8 +297,8 @@ fn prune_columns(sink: &TableSink, lanes: &[&lane::LaneBuffer]) {
     sink.prune_columns(Some(spooled));
 }
 
-/// The thread that reads other tables' columns again every `SCHEMA_REFRESH_SECS` (every
-/// 2 s while one is missing or unreadable), so an added column or a created table is
+/// The thread that reads the tables of `INGEST_TABLES` again every `SCHEMA_REFRESH_SECS`
+/// (every 2 s while one is missing or unreadable), so an added column or a created table is
 /// picked up without a restart.
 pub(super) struct Refresher {
     stop: Arc<std::sync::atomic::AtomicBool>,

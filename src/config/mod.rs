@@ -181,14 +181,15 @@ settings! {
     /// `CLICKHOUSE_NAME`, or `db.table`); each has its own buffer, flush and spool
     /// (`SPOOL_DIR/table-<name>`). The events table is always allowed; the others must exist.
     ingest_tables: String = String::new(), "the events table alone";
-    /// Column the service fills with the request's arrival time in other tables
+    /// Column the service fills with the request's arrival time in the tables of
+    /// `INGEST_TABLES`
     /// (`DateTime`/`DateTime64`); a client's value for it is ignored.
     server_time_column: String = "server_time".into(), "server_time";
-    /// Column the service fills with the client's address in other tables (`IPv6`, `IPv4`,
-    /// `FixedString(16)` or `String`); a client's value for it is ignored.
+    /// Column the service fills with the client's address in the tables of `INGEST_TABLES`
+    /// (`IPv6`, `IPv4`, `FixedString(16)` or `String`); a client's value for it is ignored.
     client_ip_column: String = "ip".into(), "ip";
-    /// Longest time in seconds before another table's columns are read again (an added
-    /// column is accepted within it); also how often a missing table is looked for.
+    /// Longest time in seconds before the columns of a table of `INGEST_TABLES` are read
+    /// again (an added column is accepted within it); also how often a missing table is looked for.
     schema_refresh_secs: u64 = 30, "30";
     /// Budget in seconds from SIGTERM/SIGINT to exit, for in-flight requests and the final
     /// flush together; past it the process says what it could not write and exits non-zero.
@@ -231,7 +232,8 @@ impl Config {
         tables
     }
 
-    /// How many lanes the process runs: the events table's and each other table's, one per
+    /// How many lanes the process runs: every table's (the events table's and each of
+    /// `INGEST_TABLES`), one per
     /// shard each in a cluster. They share `BUFFER_MAX_BYTES` evenly, and in `disk` mode
     /// (a spool each under `SPOOL_DIR`) the volume's free space.
     pub fn lanes(&self) -> u64 {
@@ -844,7 +846,7 @@ mod tests {
             let err = config(vars).unwrap_err().to_string();
             assert!(err.contains(var), "{vars:?}: {err}");
         }
-        // Other tables are sharded by their own Distributed tables (read at start-up).
+        // The tables of INGEST_TABLES are sharded by their own Distributed tables (read at start-up).
         let tables = config(&[
             ("CLICKHOUSE_HOSTS", "a:1;b:2"),
             ("CLICKHOUSE_CLUSTER", "c"),

@@ -266,7 +266,7 @@ fn int_hash64(x: u64) -> u64 {
 }
 
 /// How a lane's sharder finds the key of one of its rows: the events table's rows have one
-/// column list; another table's rows carry the tag of theirs.
+/// column list; a read table's rows carry the tag of theirs.
 pub trait RowKeys: Send + Sync {
     /// The sharding expression's value for `row`, or `None` when it cannot be evaluated.
     fn value(&self, row: &[u8]) -> Option<u64>;

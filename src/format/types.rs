@@ -7,7 +7,7 @@ use std::fmt;
 ///
 /// Parsed from the server's own spelling (`LowCardinality(String)`, `DateTime('UTC')`,
 /// `Nullable(UInt32)`), so a table's columns are data, not a compiled-in struct: the
-/// events table, any other table and per-shard blocks share it.
+/// every table and per-shard blocks share it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ColumnType {
     /// Fixed-width little-endian integers and floats, `Date` (`UInt16` days), `DateTime`

@@ -1,8 +1,8 @@
 //! The one ingest handler: `POST /v1/events` and `POST /v1/tables/{table}` read the body,
 //! decode and validate it against the table's schema, and hand the valid rows to the
-//! table's lane. `/v1/events` is the events table with its rules
-//! (`schema::rules::events`); any other table in `INGEST_TABLES` is read by its own columns
-//! as ClickHouse describes them (`crate::table`), its rows tagged with that column list.
+//! table's lane. `/v1/events` is `/v1/tables/<CLICKHOUSE_TABLE>`: the events table, whose
+//! columns and rules are fixed (`crate::table::events`); a table of `INGEST_TABLES` is read
+//! by its own columns as ClickHouse describes them, its rows tagged with that column list.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -20,34 +20,35 @@ use crate::lane::ingest::Ingest;
 use crate::table::event::{FieldError, Format, Loose, parse_time};
 use crate::table::{ColumnList, Columns, RequestFacts, TableSchema, TableValidated};
 
-/// One allowed table other than the events table: the columns its rows are encoded with,
-/// and where they go.
+/// One allowed table: the columns its rows are encoded with, and where they go.
 pub struct TableLane {
+    /// The name it was configured with (`CLICKHOUSE_TABLE`, or as in `INGEST_TABLES`).
+    pub name: String,
     /// The column list rows are encoded with now (kept up to date by the table's sink).
     pub columns: Arc<dyn Columns>,
     /// The table's buffer (or direct insert).
     pub ingest: Arc<dyn Ingest>,
     /// The table's own figures (flushes, inserts, errors), for metrics, health and status.
     pub stats: Arc<crate::stats::TableStats>,
+    /// The events table: its figures are also kept under the earlier, unlabelled names, and
+    /// its lane is the one health and the status page report as the service's own.
+    pub events: bool,
 }
 
-/// Every allowed table by the name clients use (as written in `INGEST_TABLES`).
+/// Every allowed table by the names clients use: the events table's (`events`,
+/// `db.events`) and each of `INGEST_TABLES` as written there.
 pub struct Tables {
-    /// Tables other than the events table.
-    pub lanes: HashMap<String, TableLane>,
-    /// The names that mean the events table (`events`, `db.events`).
-    pub events: Vec<String>,
+    /// Each table's lane under each of its names.
+    pub lanes: HashMap<String, Arc<TableLane>>,
     /// `CLICKHOUSE_NAME`: a table of it may be named with or without it (`t`, `db.t`).
     pub database: String,
-    /// The events table's own figures, labelled with its name like every table's.
-    pub events_stats: Arc<crate::stats::TableStats>,
 }
 
 impl Tables {
-    /// The lane of the table clients call `name`: as written in `INGEST_TABLES`, or the
-    /// same table with or without `CLICKHOUSE_NAME.`.
+    /// The lane of the table clients call `name`: as configured, or the same table with or
+    /// without `CLICKHOUSE_NAME.`.
     fn lane(&self, name: &str) -> Option<&TableLane> {
-        self.lanes.get(name).or_else(|| {
+        let lane = self.lanes.get(name).or_else(|| {
             // Rarely needed: the other spelling of a table of `CLICKHOUSE_NAME`.
             match name
                 .strip_prefix(self.database.as_str())
@@ -56,7 +57,26 @@ impl Tables {
                 Some(bare) => self.lanes.get(bare),
                 None => self.lanes.get(&format!("{}.{name}", self.database)),
             }
-        })
+        });
+        lane.map(|lane| &**lane)
+    }
+
+    /// The events table's lane.
+    pub fn events(&self) -> Option<&TableLane> {
+        self.lanes
+            .values()
+            .find(|lane| lane.events)
+            .map(|lane| &**lane)
+    }
+
+    /// Each table once, under the name it was configured with, sorted by it.
+    pub fn each(&self) -> Vec<(&str, &TableLane)> {
+        let mut each: Vec<(&str, &TableLane)> = (self.lanes.iter())
+            .filter(|(name, lane)| **name == lane.name)
+            .map(|(name, lane)| (name.as_str(), &**lane))
+            .collect();
+        each.sort_by_key(|(name, _)| *name);
+        each
     }
 }
 
@@ -178,66 +198,33 @@ pub async fn post_table(
 
 /// Which table a request's rows are for, as the handler needs it.
 struct Target<'a> {
-    /// Whether it is the events table (whose figures are also kept under the unlabelled
-    /// names).
-    events: bool,
-    /// The table's figures.
-    stats: &'a crate::stats::TableStats,
-    /// The schema the rows are encoded with, and the tag each row starts with.
-    schema: Schema,
-    /// The table's lane.
-    ingest: &'a dyn Ingest,
-}
-
-/// The events table's fixed schema, or another table's column list as it is now.
-enum Schema {
-    Events,
-    Table(Arc<dyn ColumnList>),
-}
-
-impl Schema {
-    fn get(&self) -> Result<(&TableSchema, &[u8]), ApiError> {
-        match self {
-            Schema::Events => crate::table::events::schema()
-                .map(|schema| (schema, &[][..]))
-                .map_err(|_| ApiError::Internal("the events table's schema")),
-            Schema::Table(list) => Ok((list.schema(), list.tag())),
-        }
-    }
+    /// The table's lane: its figures, where its rows go.
+    lane: &'a TableLane,
+    /// The column list the rows are encoded with (and the tag each row starts with).
+    columns: Arc<dyn ColumnList>,
 }
 
 impl<'a> Target<'a> {
     /// The table `name` names (`None`: `/v1/events`): `404` if it is not allowed, `503`
     /// while it cannot be read.
     fn of(state: &'a AppState, name: Option<String>) -> Result<Self, ApiError> {
-        let name = match name {
-            Some(name) if !state.tables.events.contains(&name) => name,
-            _ => {
-                return Ok(Target {
-                    events: true,
-                    stats: &state.tables.events_stats,
-                    schema: Schema::Events,
-                    ingest: state.ingest.as_ref(),
-                });
-            }
+        let lane = match &name {
+            None => state.tables.events(),
+            Some(name) => state.tables.lane(name),
         };
-        let Some(lane) = state.tables.lane(&name) else {
+        let Some(lane) = lane else {
             // Quoted short: the name is the client's.
+            let name = name.unwrap_or_default();
             return Err(ApiError::UnknownTable(crate::table::event::excerpt(&name)));
         };
-        let loaded = lane
+        let columns = lane
             .columns
             .current()
             .map_err(|reason| ApiError::Unavailable {
                 reason,
                 retry_after: Duration::from_secs(5),
             })?;
-        Ok(Target {
-            events: false,
-            stats: &lane.stats,
-            schema: Schema::Table(loaded),
-            ingest: lane.ingest.as_ref(),
-        })
+        Ok(Target { lane, columns })
     }
 }
 
@@ -253,7 +240,8 @@ async fn ingest(
         return Err(ApiError::Unauthorized);
     }
     let target = Target::of(&state, table)?;
-    let (encoding, mut reservation, raw) = read_body(&req, payload, &state, target.ingest).await?;
+    let (encoding, mut reservation, raw) =
+        read_body(&req, payload, &state, target.lane.ingest.as_ref()).await?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -271,7 +259,7 @@ async fn ingest(
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         server_time: OffsetDateTime::now_utc(),
         ip: client::client_ip(&req, &state.trusted_proxies),
-        schema: target.schema,
+        columns: target.columns,
     };
     let validated = if work.inline {
         work.run(&mut reservation)?
@@ -281,14 +269,15 @@ async fn ingest(
     };
     let accepted = validated.rows.len();
     if accepted > 0 {
-        target.ingest.submit(validated.rows).await?;
+        target.lane.ingest.submit(validated.rows).await?;
     }
     // Every table's figures under its name; the events table's also under the earlier,
     // unlabelled names.
-    if target.events {
+    if target.lane.events {
         state.stats.record_request(accepted, &validated.reasons);
     }
     target
+        .lane
         .stats
         .record_request(accepted, validated.rejected, validated.unknown_fields);
     Ok(HttpResponse::Ok().json(Accepted {
@@ -339,17 +328,16 @@ struct Work {
     sent_at_header: Option<String>,
     server_time: OffsetDateTime,
     ip: std::net::Ipv6Addr,
-    schema: Schema,
+    columns: Arc<dyn ColumnList>,
 }
 
 impl Work {
     /// Decompresses, decodes and validates.
     fn run(self, reservation: &mut Reservation) -> Result<TableValidated, ApiError> {
         let body = body::decode(self.raw, self.encoding, self.body_max_bytes, reservation)?;
-        let (schema, tag) = self.schema.get()?;
         read_events(
-            schema,
-            tag,
+            self.columns.schema(),
+            self.columns.tag(),
             &body,
             self.format,
             self.max_events,

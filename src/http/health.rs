@@ -99,13 +99,10 @@ pub async fn get_health(
         .iter()
         .find(|s| !s.has_healthy_replica() && s.pending.oldest.is_some())
         .map(|s| format!("shard {}: no replica answering; its rows are held", s.shard));
-    // Another table whose rows wait on a failed insert (its own error, kept per table), or
+    // A table of `INGEST_TABLES` whose rows wait on a failed insert (its own error, kept per table), or
     // in a cluster one of its shards with rows held and no replica answering.
-    let table_failing = state
-        .tables
-        .lanes
-        .iter()
-        .filter(|(_, lane)| lane.ingest.pending().holds_rows())
+    let table_failing = (state.tables.each().into_iter())
+        .filter(|(_, lane)| !lane.events && lane.ingest.pending().holds_rows())
         .find_map(|(name, lane)| {
             let down = lane
                 .ingest
@@ -175,11 +172,10 @@ pub async fn get_health(
             storage_error,
         )
     };
-    // Other tables: each one's state and what waits to reach it.
-    let tables: serde_json::Map<String, serde_json::Value> = state
-        .tables
-        .lanes
-        .iter()
+    // The tables of `INGEST_TABLES` (the events table's are the top-level figures): each
+    // one's state and what waits to reach it.
+    let tables: serde_json::Map<String, serde_json::Value> = (state.tables.each().into_iter())
+        .filter(|(_, lane)| !lane.events)
         .map(|(name, lane)| {
             let pending = lane.ingest.pending();
             let buffered = lane.ingest.pending_events();
@@ -211,7 +207,7 @@ pub async fn get_health(
                     "events_quarantined": lane.stats.events_quarantined.get(),
                 },
             });
-            (name.clone(), entry)
+            (name.to_string(), entry)
         })
         .collect();
     response.json(json!({
@@ -304,14 +300,15 @@ pub async fn get_ready(
             reasons.push(format!("shard {} ({replicas}): {full}", shard.shard));
         }
     }
-    for (name, lane) in &state.tables.lanes {
+    for (name, lane) in state.tables.each() {
         if let Err(why) = lane.columns.current() {
             reasons.push(match privileged {
                 true => why,
                 false => format!("table {name} unavailable"),
             });
         }
-        for shard in lane.ingest.shards() {
+        // The events table's shards are reported above.
+        for shard in lane.ingest.shards().iter().filter(|_| !lane.events) {
             if let Some(full) = lane_full(&shard.pending) {
                 reasons.push(format!("table {name}, shard {}: {full}", shard.shard));
             }

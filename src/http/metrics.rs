@@ -32,18 +32,17 @@ pub async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
     stats
         .oldest_pending_seconds
         .set(pending.oldest.map_or(0, |d| d.as_secs() as i64));
-    for (name, lane) in &state.tables.lanes {
+    for (name, lane) in state.tables.each() {
         stats
             .table_buffer_events
-            .with_label_values(&[name.as_str()])
+            .with_label_values(&[name])
             .set(lane.ingest.pending_events() as i64);
     }
     let mut body = stats.encode();
-    let tables: Vec<(&str, Vec<ShardStatus>)> = state
-        .tables
-        .lanes
-        .iter()
-        .map(|(name, lane)| (name.as_str(), lane.ingest.shards()))
+    // The events table's hosts are the unlabelled ones.
+    let tables: Vec<(&str, Vec<ShardStatus>)> = (state.tables.each().into_iter())
+        .filter(|(_, lane)| !lane.events)
+        .map(|(name, lane)| (name, lane.ingest.shards()))
         .collect();
     body.push_str(&host_metrics(&state.ingest.shards(), &tables));
     HttpResponse::Ok()
@@ -61,7 +60,7 @@ type Family = (
 
 /// In a cluster, each host's state, labelled by shard and `host:port` (values from
 /// `CLICKHOUSE_HOSTS`, a fixed set): read from the lanes when scraped, so no per-host
-/// metric is registered. Other tables' lanes are their own hosts' figures, in
+/// metric is registered. The lanes of `INGEST_TABLES` are their own hosts' figures, in
 /// `event_ingest_table_host_*` with a `table` label (operator configuration).
 fn host_metrics(shards: &[ShardStatus], tables: &[(&str, Vec<ShardStatus>)]) -> String {
     use std::fmt::Write;
@@ -124,7 +123,7 @@ fn host_metrics(shards: &[ShardStatus], tables: &[(&str, Vec<ShardStatus>)]) -> 
             let name = format!("event_ingest_table_host_{suffix}");
             let _ = writeln!(
                 out,
-                "# HELP {name} {help} (another table's lane)\n# TYPE {name} {kind}"
+                "# HELP {name} {help} (a table of INGEST_TABLES)\n# TYPE {name} {kind}"
             );
             for (table, h) in &table_hosts {
                 let _ = writeln!(

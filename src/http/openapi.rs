@@ -60,10 +60,7 @@ impl Modify for Security {
 pub async fn get_openapi(state: web::Data<AppState>) -> HttpResponse {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     let template = doc["paths"]["/v1/tables/{table}"]["post"].clone();
-    let mut names: Vec<&String> = state.tables.lanes.keys().collect();
-    names.sort();
-    for name in names {
-        let lane = &state.tables.lanes[name];
+    for (name, lane) in state.tables.each() {
         let mut operation = template.clone();
         if let Some(op) = operation.as_object_mut() {
             op.remove("parameters");

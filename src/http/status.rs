@@ -27,17 +27,12 @@ pub async fn get_page() -> HttpResponse {
 pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
     let stats = &state.stats;
     let pending = state.ingest.pending();
-    let mut tables: Vec<serde_json::Value> = state
-        .tables
-        .lanes
-        .iter()
+    // The events table's figures are the top-level ones.
+    let mut tables: Vec<serde_json::Value> = (state.tables.each().into_iter())
+        .filter(|(_, lane)| !lane.events)
         .map(|(name, lane)| {
-            let count = |outcome: &str| {
-                stats
-                    .table_events
-                    .with_label_values(&[name.as_str(), outcome])
-                    .get()
-            };
+            let count =
+                |outcome: &str| stats.table_events.with_label_values(&[name, outcome]).get();
             json!({
                 "table": name,
                 "state": match lane.columns.current() {

@@ -16,7 +16,7 @@ use crate::lane::room::{Attempt, take_or_wait};
 use crate::lane::shard::Sharder;
 use crate::lane::spool::{self, SpoolRefusal};
 pub use crate::sink::HostStatus;
-use crate::sink::{ClickHouseSink, ClusterCheck, HostState, Sink, SinkError};
+use crate::sink::{ClusterCheck, HostState, Sink, SinkError, TableSink};
 
 /// What [`Ingest::room_before_decoding`] gives: an answer at once (every request while
 /// there is room: no allocation), or a wait for room.
@@ -74,17 +74,17 @@ pub trait ServerCheck: Send + Sync + 'static {
     fn insert_format(&self) -> serde_json::Value;
 }
 
-impl ServerCheck for ClickHouseSink {
+impl ServerCheck for TableSink {
     fn ping(self: Arc<Self>) -> BoxFuture<'static, Result<String, String>> {
         Box::pin(async move { self.server_version().await.map_err(|e| e.to_string()) })
     }
 
     fn version_text(&self) -> Option<String> {
-        ClickHouseSink::version_text(self)
+        self.state().version_text()
     }
 
     fn insert_format(&self) -> serde_json::Value {
-        serde_json::to_value(self.format_info()).unwrap_or_default()
+        serde_json::to_value(self.state().format_info()).unwrap_or_default()
     }
 }
 

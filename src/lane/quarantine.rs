@@ -17,13 +17,13 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// Reads one of another table's encoded rows back as JSON (`None` if it cannot).
+/// Reads one of a table's encoded rows back as JSON (`None` if it cannot).
 pub type RowDecoder = std::sync::Arc<dyn Fn(&[u8]) -> Option<serde_json::Value> + Send + Sync>;
 
 /// Where rejected rows go.
 pub struct Quarantine {
     dir: PathBuf,
-    /// Another table's lane: lines name it, and rows are read back with the
+    /// The table's lane: lines name it, and rows are read back with the
     /// column list they were encoded under.
     table: Option<(String, RowDecoder)>,
     /// Serialises writers (only the flusher writes; the lock keeps lines whole regardless).
@@ -48,7 +48,7 @@ impl Quarantine {
         }
     }
 
-    /// The quarantine of another table's lane, in the same folder as the events table's.
+    /// The quarantine of a table's lane, one folder for every table.
     pub fn for_table(dir: impl Into<PathBuf>, table: &str, decode: RowDecoder) -> Self {
         Self {
             table: Some((table.to_string(), decode)),

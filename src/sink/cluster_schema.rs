@@ -3,7 +3,7 @@
 //! whether the hosts in `CLICKHOUSE_HOSTS` are the shards the servers say they are.
 
 use super::schema::{PARTITION_AND_ORDER, ServerVersion, column_list};
-use super::{ClickHouseSink, SinkError};
+use super::{SinkError, TableSink};
 
 /// Retried inserts must land within the last this-many blocks of their shard to be
 /// deduplicated (by token on 22.2+, by block checksum on older servers). ClickHouse's
@@ -84,7 +84,7 @@ impl Membership {
     }
 }
 
-impl ClickHouseSink {
+impl TableSink {
     /// Asks this host how it sees `cluster` (`system.clusters`).
     pub async fn membership(&self, cluster: &str) -> Result<Membership, SinkError> {
         let rows = self

@@ -1,11 +1,11 @@
-//! Sinks: where a batch of rows is finally written. The flusher and the direct mode only see
-//! the [`Sink`] trait; ClickHouse is the one real implementation.
+//! The sink: where a batch of rows is finally written. The flusher and the direct mode only
+//! see the [`Sink`] trait; [`TableSink`] is its one real implementation, for every table
+//! (the events table is one whose columns are fixed and which the service may create).
 //!
 //! May import `table` (the events table's definition, the schema rows are encoded with),
 //! `format` (blocks, expressions) and the shared modules. Never a lane's buffer, spool or
 //! flusher, never `http` or `app`, never the configuration: it is handed [`Settings`].
 
-mod clickhouse;
 mod cluster_schema;
 mod error;
 mod format;
@@ -20,7 +20,6 @@ mod table_shard;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use self::clickhouse::ClickHouseSink;
 pub use cluster_schema::{ClusterTable, Membership};
 pub use error::{Refusal, SinkError};
 pub use format::{FormatInfo, InsertFormat};

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::{ClickHouseSink, InsertId, Sink, SinkError};
+use super::{InsertId, Sink, SinkError, TableSink};
 use crate::format::RowsRef;
 
 /// One host's state, shared by its lane's sink (which updates it) and the probes, metrics
@@ -114,14 +114,14 @@ pub trait Replica: Sink {
     fn ping(&self) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
-impl Replica for ClickHouseSink {
+impl Replica for TableSink {
     async fn ping(&self) -> Result<(), SinkError> {
         self.server_version().await.map(|_| ())
     }
 }
 
 /// The replicas of one shard, written as one [`Sink`].
-pub struct ReplicaSet<R = ClickHouseSink> {
+pub struct ReplicaSet<R = TableSink> {
     replicas: Vec<(R, Arc<HostState>)>,
     /// The replica tried first: the last one that succeeded.
     preferred: AtomicUsize,
@@ -288,12 +288,12 @@ impl<R: Replica> Sink for ReplicaSet<R> {
 
 /// The health check's view of the cluster: every host, pinged together.
 pub struct ClusterCheck {
-    hosts: Vec<(Arc<ClickHouseSink>, Arc<HostState>)>,
+    hosts: Vec<(Arc<TableSink>, Arc<HostState>)>,
 }
 
 impl ClusterCheck {
     /// Checks `hosts` (the handlers' own sinks, with the lanes' shared states).
-    pub fn new(hosts: Vec<(Arc<ClickHouseSink>, Arc<HostState>)>) -> Self {
+    pub fn new(hosts: Vec<(Arc<TableSink>, Arc<HostState>)>) -> Self {
         Self { hosts }
     }
 
@@ -321,12 +321,16 @@ impl ClusterCheck {
 
     /// The version a host reported when last reached.
     pub fn version_text(&self) -> Option<String> {
-        self.hosts.iter().find_map(|(sink, _)| sink.version_text())
+        self.hosts
+            .iter()
+            .find_map(|(sink, _)| sink.state().version_text())
     }
 
     /// The insert format the flushers decided (they share the first host's view).
     pub fn insert_format(&self) -> Option<super::FormatInfo> {
-        self.hosts.first().and_then(|(sink, _)| sink.format_info())
+        self.hosts
+            .first()
+            .and_then(|(sink, _)| sink.state().format_info())
     }
 }
 

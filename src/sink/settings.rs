@@ -79,6 +79,8 @@ pub struct Settings {
     pub database: String,
     /// The events table (`CLICKHOUSE_TABLE`).
     pub events_table: String,
+    /// In a cluster, the column the events table is sharded by (`CLICKHOUSE_SHARDING_KEY`).
+    pub sharding_column: String,
     /// The cluster (`CLICKHOUSE_CLUSTER`), if any.
     pub cluster: Option<String>,
     /// Longest one query or insert may take.

@@ -1,70 +1,156 @@
-//! The sink of another table's lane: the table's columns read from the server
-//! (never created here), shared with the handlers that encode rows against them
-//! ([`TableState`]), and inserts of Native blocks built with the one block builder.
+//! The one sink: writes one table, any table. What differs between tables is data held in
+//! its [`TableState`]:
 //!
-//! Each row carries the 4-byte tag of the column list it was encoded under (a hash of the
-//! columns' names and types, so it means the same after a restart). A batch is written as
-//! one insert per run of rows with the same tag, each with its own column list: rows
-//! encoded before an `ADD COLUMN` are written as they are (the new column takes its
-//! default), and rows whose columns the table no longer has (dropped or retyped) are
-//! refused as data, so the flusher quarantines them with that reason, never drops them.
+//! - **where its column list comes from.** A table of `INGEST_TABLES` is read from the
+//!   server (`system.columns`), never created here; each of its rows starts with the 4-byte
+//!   tag of the list it was encoded under (a hash of the columns' names and types, so it
+//!   means the same after a restart). The events table's list is fixed ([`Owned`]): its
+//!   rows carry no tag, and the service may create the table (with its database, and in a
+//!   cluster `<table>_local` and the `Distributed` table over it) and upgrade it.
+//! - **how its rows are sharded** in a cluster: by the `Distributed` table's expression, read
+//!   with its columns, or for the events table by `CLICKHOUSE_SHARDING_KEY`.
 //!
-//! In a cluster (`CLICKHOUSE_CLUSTER`) the operator's `<table>_local` is written on one
-//! replica of each row's shard ([`TableSink::for_replica`]), and its columns, with the
-//! `Distributed` table's sharding expression, are read from the first host that answers
-//! (see `table_shard.rs`).
+//! Every table is then written the same way. A batch is one insert per run of rows with the
+//! same list, each naming its columns: rows encoded before an `ADD COLUMN` are written as
+//! they are (the new column takes its default), and rows whose columns the table no longer
+//! has are refused as data, so the flusher quarantines them with that reason. An insert is
+//! a Native block in the table's sorting-key order, built from the encoded rows on the
+//! caller's thread, or the rows as encoded (`direct` mode, a server-side `DEFAULT`, or a
+//! type the block builder lacks), streamed in compressed chunks. A retried insert carries
+//! its deduplication token (22.2+), or on older servers is first looked up in the query
+//! log. Rows are probed for a bad one in a `Null` copy of the table this sink creates under
+//! a name of its own and drops after.
+//!
+//! In a cluster (`CLICKHOUSE_CLUSTER`) `<table>_local` is written on one replica of each
+//! row's shard ([`TableSink::for_replica`]); a read table's definition comes from the first
+//! host that answers (see `table_shard.rs`).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use clickhouse::Client;
 use parking_lot::Mutex;
 
-use super::format::order_by_of;
-use super::schema::ServerVersion;
+use super::cluster_schema::{ClusterTable, create_distributed_sql, create_local_sql};
+use super::error::MISSING_TABLE_CODES;
+use super::format::{FormatInfo, InsertFormat, order_by_of};
+use super::schema::{
+    Deduplication, ServerVersion, check_columns, create_table_sql, deduplication, upgrade_sql,
+};
 use super::table_columns::{self, Definition};
 use super::{Connection, InsertId, Settings, Sink, SinkError, query_log};
-use crate::format::{BlockBuilder, ColumnType, RowsRef, Schema, SortKey};
-use crate::format::{KeyPlan, ShardingKey};
+use crate::format::{ColumnType, KeyPlan, RowsRef, ShardingKey};
 use crate::table::{ColumnInfo, SchemaError, TableSchema};
 
 pub use super::table_columns::TAG_BYTES;
 
-/// A column list as loaded: the schema the handlers encode with and the block builder the
-/// sink writes with.
+/// How long a health ping may take before ClickHouse counts as unreachable.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Rows are sent in chunks of this many bytes, each compressed on its own: the request
+/// streams, and no compressed block approaches ClickHouse's size limit.
+const SEND_CHUNK: usize = 1 << 20;
+/// The key of a fixed list (the events table's) among the lists a table knows: its rows
+/// carry no tag.
+const FIXED: [u8; TAG_BYTES] = [0; TAG_BYTES];
+/// Time zone names that are UTC, for `DateTime` columns without their own zone.
+const UTC_NAMES: &[&str] = &[
+    "UTC",
+    "Etc/UTC",
+    "UCT",
+    "Etc/UCT",
+    "Universal",
+    "Etc/Universal",
+    "Zulu",
+    "Etc/Zulu",
+    "GMT",
+    "Etc/GMT",
+];
+
+/// The one option a table may have that the others lack: the service owns it. Its column
+/// list is fixed (the events table's, `crate::table::events`), and the table is created if
+/// missing.
+pub struct Owned {
+    /// The columns rows are encoded with, and the rules they are read by.
+    schema: TableSchema,
+}
+
+/// A column list: the schema the handlers encode with and how the sink writes it.
 pub struct Loaded {
     /// The writable columns.
     pub schema: TableSchema,
-    /// What each row of this list starts with.
+    /// What each row of this list starts with (nothing for a fixed list).
     pub tag: [u8; TAG_BYTES],
-    builder: BlockBuilder,
-    layouts: Vec<ColumnType>,
-    /// `(columns) FORMAT ...`: the insert after its table's name.
-    insert_sql: String,
+    tagged: bool,
+    /// How rows of this list are written, once the server was read (a fixed list is known
+    /// before).
+    write: Option<Writer>,
 }
 
-/// What a table's handlers and its sink share.
+/// How one column list's rows go into an insert.
+struct Writer {
+    /// A Native block in key order, or the rows as encoded.
+    format: InsertFormat,
+    /// Each column's layout, to find where a row ends.
+    layouts: Vec<ColumnType>,
+    /// `(columns)`: what an insert names.
+    columns_sql: String,
+}
+
+impl Loaded {
+    /// The `FORMAT` of rows sent as encoded.
+    fn row_format(&self) -> &'static str {
+        match self.schema.uses_server_defaults() {
+            true => "RowBinaryWithDefaults",
+            false => "RowBinary",
+        }
+    }
+}
+
+/// What the server said about itself, asked once.
+#[derive(Debug, Clone)]
+struct ServerFacts {
+    version: ServerVersion,
+    text: String,
+    /// Whether it reads `RowBinaryWithDefaults`.
+    server_defaults: bool,
+}
+
+/// What a table's handlers and its sinks (every thread's, every replica's) share.
 pub struct TableState {
     /// `db.table`.
     pub target: String,
+    /// The events table: its list is fixed and the service may create it.
+    owned: Option<Owned>,
+    /// Whether inserts may be Native blocks (built on the caller's thread): not in `direct`
+    /// mode, whose inserts run on the HTTP workers.
+    columnar: bool,
     /// The list rows are encoded with now, or why the table cannot take rows.
     current: Mutex<Result<Arc<Loaded>, String>>,
     /// Every list rows may have been encoded with, by tag: this process's, and (`disk`
     /// mode) those saved by earlier runs whose rows may still be in the spool.
     pub(super) known: Mutex<HashMap<[u8; TAG_BYTES], Arc<Loaded>>>,
-    /// `disk` mode: where the lists are saved (the table's spool directory).
+    /// `disk` mode, a read table: where its lists are saved (its spool directory).
     columns_dir: Option<PathBuf>,
-    /// In a cluster: the `Distributed` table's sharding expression, once read.
+    /// In a cluster: the sharding expression, once read (the events table's from the
+    /// start).
     pub(super) sharding: Mutex<Option<ShardingKey>>,
     /// In a cluster: where the key sits in rows of each list, under the current expression.
     pub(super) key_plans: parking_lot::RwLock<HashMap<[u8; TAG_BYTES], Arc<KeyPlan>>>,
     /// In a cluster: why the `Distributed` table's sharding expression cannot be evaluated
     /// here, if it was read and cannot (start-up stops on it).
     pub(super) unevaluable: Mutex<Option<String>>,
+    /// The server's version, once reached.
+    server: Mutex<Option<ServerFacts>>,
+    /// What the table does with a retried insert's token, once read.
+    deduplication: Mutex<Option<Deduplication>>,
+    /// How the current list's inserts are encoded and sorted (`/v1/health`).
+    format_info: Mutex<Option<FormatInfo>>,
 }
 
 impl crate::table::ColumnList for Loaded {
@@ -73,7 +159,10 @@ impl crate::table::ColumnList for Loaded {
     }
 
     fn tag(&self) -> &[u8] {
-        &self.tag
+        match self.tagged {
+            true => &self.tag,
+            false => &[],
+        }
     }
 }
 
@@ -89,51 +178,155 @@ impl TableState {
         self.current.lock().clone()
     }
 
-    /// One encoded row (tag first) as JSON with its column names, if its list is known.
+    /// Bytes of tag before each row: none for a fixed list.
+    pub fn tag_len(&self) -> usize {
+        match self.owned {
+            Some(_) => 0,
+            None => TAG_BYTES,
+        }
+    }
+
+    /// A row's list tag and the row after it.
+    pub(super) fn split_tag<'r>(&self, row: &'r [u8]) -> Option<([u8; TAG_BYTES], &'r [u8])> {
+        match self.owned {
+            Some(_) => Some((FIXED, row)),
+            None => {
+                let (tag, body) = row.split_at_checked(TAG_BYTES)?;
+                Some((tag.try_into().ok()?, body))
+            }
+        }
+    }
+
+    /// One encoded row as JSON with its column names, if its list is known.
     pub fn decode_row(&self, row: &[u8]) -> Option<serde_json::Value> {
-        let (tag, body) = row.split_at_checked(TAG_BYTES)?;
-        let tag: [u8; TAG_BYTES] = tag.try_into().ok()?;
+        let (tag, body) = self.split_tag(row)?;
         let loaded = self.known.lock().get(&tag).cloned()?;
         loaded.schema.decode_row(body)
     }
+
+    /// The version string the server reported, if it has been reached since start-up.
+    pub fn version_text(&self) -> Option<String> {
+        self.server.lock().as_ref().map(|s| s.text.clone())
+    }
+
+    /// What the table does with a retried insert's token, once read.
+    pub fn deduplication(&self) -> Option<Deduplication> {
+        self.deduplication.lock().clone()
+    }
+
+    /// How inserts are encoded and sorted, once the table was read (for `/v1/health`).
+    pub fn format_info(&self) -> Option<FormatInfo> {
+        self.format_info.lock().clone()
+    }
 }
 
-/// Writes one allowed table. Each thread gets its own (see [`TableSink::sharing`]): a
-/// client's pooled connections belong to the runtime that opened them.
+/// Writes one table. Each thread gets its own (see [`TableSink::sharing`]): a client's
+/// pooled connections belong to the runtime that opened them.
+///
+/// Start-up does not require ClickHouse to be up: the first call that needs the server
+/// reads the table (creating the events table first) and a failure leaves it to be tried
+/// again by the next call. If the table disappears later (`UNKNOWN_TABLE`), the events
+/// table is created again, and a read table takes no rows until it is back.
 pub struct TableSink {
-    /// Where inserts (and, on old servers, the check of a lost answer) go.
+    /// Where inserts, DDL and probes go.
     base: Client,
-    /// Where the table's definition is read, tried in order: `base`, or in a cluster every
-    /// host of `CLICKHOUSE_HOSTS` (so every shard's sinks agree on one list).
+    /// Where a read table's definition is read, tried in order: `base`, or in a cluster
+    /// every host of `CLICKHOUSE_HOSTS` (so every shard's sinks agree on one list). The
+    /// events table's is read where it is created: `base`.
     readers: Vec<Client>,
     database: String,
     table: String,
     /// The table inserts name: `table`, or in a cluster `<table>_local`.
     insert_table: String,
-    /// `CLICKHOUSE_CLUSTER`, if set: the sharding expression is read from `table`.
+    /// `CLICKHOUSE_CLUSTER`, if set.
     cluster: Option<String>,
     timeout: Duration,
     server_time_column: String,
     client_ip_column: String,
-    version: Arc<Mutex<Option<ServerVersion>>>,
-    /// Whether the server reads `RowBinaryWithDefaults` (asked with the version).
-    server_defaults: Arc<Mutex<bool>>,
+    /// `CLICKHOUSE_COMPRESSION`, as health shows it.
+    compression: &'static str,
+    /// The events table: whether this sink's host has it (the DDL ran since start-up, or
+    /// since the server said it was missing).
+    created: AtomicBool,
+    /// The probe table this sink created and has not dropped yet: the only table it ever
+    /// drops.
+    probe_table: Mutex<Option<String>>,
     state: Arc<TableState>,
 }
 
+/// Rows of one column list, in their order within a batch.
+struct Run<'r> {
+    loaded: Arc<Loaded>,
+    /// The rows without their tags.
+    data: Cow<'r, [u8]>,
+    count: usize,
+}
+
 impl TableSink {
-    /// A sink for `name` (`table` in `CLICKHOUSE_NAME`, or `db.table`). Does no I/O.
+    /// A sink for `name` (`table` in `CLICKHOUSE_NAME`, or `db.table`), whose columns are
+    /// read from the server. Does no I/O.
     pub fn new(settings: &Settings, name: &str) -> Self {
-        let base = settings.connection.client();
-        let readers = match settings.cluster.is_some() {
-            true => settings.hosts.iter().map(Connection::client).collect(),
-            false => vec![base.clone()],
-        };
         let (database, table) = match name.split_once('.') {
             Some((db, table)) => (db.to_string(), table.to_string()),
             None => (settings.database.clone(), name.to_string()),
         };
+        let columns_dir = settings
+            .columns_root
+            .as_ref()
+            .map(|root| root.join(format!("table-{name}")));
+        Self::build(settings, database, table, None, columns_dir)
+    }
+
+    /// The sink of the events table (`CLICKHOUSE_TABLE`): its columns are fixed, and it is
+    /// created if missing; in a cluster, sharded by `CLICKHOUSE_SHARDING_KEY`. Does no I/O.
+    pub fn events(settings: &Settings) -> Self {
+        // The events table's schema is built from constants: a failure is a bug, caught by
+        // every test.
+        let schema = crate::table::events::schema()
+            .expect("the events table's schema")
+            .clone();
+        let owned = Owned { schema };
+        Self::build(
+            settings,
+            settings.database.clone(),
+            settings.events_table.clone(),
+            Some(owned),
+            None,
+        )
+    }
+
+    fn build(
+        settings: &Settings,
+        database: String,
+        table: String,
+        owned: Option<Owned>,
+        columns_dir: Option<PathBuf>,
+    ) -> Self {
+        let base = settings.connection.client();
+        let readers = match settings.cluster.is_some() && owned.is_none() {
+            true => settings.hosts.iter().map(Connection::client).collect(),
+            false => vec![base.clone()],
+        };
         let target = format!("{database}.{table}");
+        let sharding = match (&owned, &settings.cluster) {
+            (Some(_), Some(_)) => Some(ShardingKey::text_hash(&settings.sharding_column)),
+            _ => None,
+        };
+        let mut known = HashMap::new();
+        let current = match &owned {
+            // The fixed list is there before the server is: rows are taken while it is down.
+            Some(owned) => {
+                let loaded = Arc::new(Loaded {
+                    schema: owned.schema.clone(),
+                    tag: FIXED,
+                    tagged: false,
+                    write: None,
+                });
+                known.insert(FIXED, loaded.clone());
+                Ok(loaded)
+            }
+            None => Err(format!("{target}: columns not read yet")),
+        };
         Self {
             base,
             readers,
@@ -147,43 +340,63 @@ impl TableSink {
             timeout: settings.timeout,
             server_time_column: settings.server_time_column.clone(),
             client_ip_column: settings.client_ip_column.clone(),
-            version: Arc::new(Mutex::new(None)),
-            server_defaults: Arc::new(Mutex::new(false)),
+            compression: settings.connection.compression.name(),
+            created: AtomicBool::new(false),
+            probe_table: Mutex::new(None),
             state: Arc::new(TableState {
-                current: Mutex::new(Err(format!("{target}: columns not read yet"))),
-                known: Mutex::new(HashMap::new()),
-                columns_dir: settings
-                    .columns_root
-                    .as_ref()
-                    .map(|root| root.join(format!("table-{name}"))),
+                current: Mutex::new(current),
+                known: Mutex::new(known),
+                columns_dir,
                 target,
-                sharding: Mutex::new(None),
+                owned,
+                columnar: true,
+                sharding: Mutex::new(sharding),
                 key_plans: Default::default(),
                 unevaluable: Mutex::new(None),
+                server: Mutex::new(None),
+                deduplication: Mutex::new(None),
+                format_info: Mutex::new(None),
             }),
         }
+    }
+
+    /// Inserts send the rows as encoded, never building blocks: for `direct` mode, whose
+    /// inserts run on the HTTP workers and are one request each. Call before sharing.
+    pub fn row_binary_only(mut self) -> Self {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.columnar = false;
+        }
+        self
     }
 
     /// Another sink for the same table, with its own client (for another thread's runtime)
     /// and the same shared state.
     pub fn sharing(settings: &Settings, other: &TableSink) -> Self {
-        let name = format!("{}.{}", other.database, other.table);
         Self {
-            version: other.version.clone(),
-            server_defaults: other.server_defaults.clone(),
+            base: settings.connection.client(),
+            readers: match other.cluster.is_some() && other.state.owned.is_none() {
+                true => settings.hosts.iter().map(Connection::client).collect(),
+                false => vec![settings.connection.client()],
+            },
+            database: other.database.clone(),
+            table: other.table.clone(),
+            insert_table: other.insert_table.clone(),
+            cluster: other.cluster.clone(),
+            timeout: other.timeout,
+            server_time_column: other.server_time_column.clone(),
+            client_ip_column: other.client_ip_column.clone(),
+            compression: other.compression,
+            created: AtomicBool::new(false),
+            probe_table: Mutex::new(None),
             state: other.state.clone(),
-            ..Self::new(settings, &name)
         }
     }
 
     /// In a cluster: another sink for the same table that inserts into `<table>_local` on
-    /// the server `connection` names (one replica of a shard), reading the definition as
-    /// every sink does.
-    pub fn for_replica(settings: &Settings, other: &TableSink, connection: &Connection) -> Self {
-        Self {
-            base: connection.client(),
-            ..Self::sharing(settings, other)
-        }
+    /// the server `settings` are aimed at (one replica of a shard); the events table is
+    /// created there, and read there.
+    pub fn for_replica(settings: &Settings, other: &TableSink) -> Self {
+        Self::sharing(settings, other)
     }
 
     /// The state the handlers encode with.
@@ -191,24 +404,162 @@ impl TableSink {
         self.state.clone()
     }
 
-    async fn bounded<T>(
+    /// The table's `database.table` name.
+    pub fn target(&self) -> &str {
+        &self.state.target
+    }
+
+    /// `(database, table, insert table)`.
+    pub(super) fn names(&self) -> (&str, &str, &str) {
+        (&self.database, &self.table, &self.insert_table)
+    }
+
+    /// How long one ClickHouse call may take.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The client of the host inserts go to, for queries about the server.
+    pub(super) fn base(&self) -> &Client {
+        &self.base
+    }
+
+    pub(super) async fn bounded<T>(
         &self,
         fut: impl Future<Output = clickhouse::error::Result<T>>,
     ) -> Result<T, SinkError> {
         super::bounded(self.timeout, fut).await
     }
 
+    /// `SELECT version()` on the host inserts go to; also the health check: it proves the
+    /// server answers queries.
+    pub async fn server_version(&self) -> Result<String, SinkError> {
+        let query = self.base.query("SELECT version()").fetch_one::<String>();
+        super::bounded(PING_TIMEOUT, query).await
+    }
+
+    /// Reaches the server and reads the table (creating the events table first): what
+    /// start-up logs. A failure is the table's problem, tried again by the next write.
+    pub async fn prepare(&self) -> Result<(String, ServerVersion), String> {
+        self.refresh().await?;
+        let facts = self.state.server.lock().clone();
+        facts
+            .map(|f| (f.text, f.version))
+            .ok_or_else(|| format!("{}: server not reached", self.state.target))
+    }
+
     /// Reads the table's columns again; a changed list becomes the one new rows are encoded
     /// with (rows already encoded keep theirs). Returns the problem if the table cannot take
-    /// rows (missing, or a column of a type this service cannot write).
+    /// rows (missing, or a column of a type this service cannot write). The events table is
+    /// created first if this sink has not yet, and its fixed list stays the one rows are
+    /// encoded with whatever the answer.
     ///
-    /// `disk` mode: a new list is saved in the spool directory (see [`table_columns`])
-    /// before any row is encoded with it; if it cannot be, the list in use stays (or, with
-    /// none yet, the table answers `503`), so no row is acknowledged under a list a restart
-    /// could not read back.
+    /// `disk` mode: a new list of a read table is saved in its spool directory (see
+    /// [`table_columns`]) before any row is encoded with it; if it cannot be, the list in
+    /// use stays (or, with none yet, the table answers `503`), so no row is acknowledged
+    /// under a list a restart could not read back.
     pub async fn refresh(&self) -> Result<(), String> {
-        let result = self.load().await;
+        let result = match self.create().await {
+            Ok(()) => self.load().await,
+            Err(e) => Err(format!("{}: not created ({e})", self.state.target)),
+        };
         self.adopt(result)
+    }
+
+    /// The events table: creates the database and the table (in a cluster `<table>_local`
+    /// and the `Distributed` table over it) on this sink's host if it has not yet, and
+    /// upgrades a table an earlier version created. Nothing for a read table.
+    ///
+    /// Each host of a cluster gets its DDL when its sink first reaches it, rather than
+    /// `ON CLUSTER`: on 18.16 a distributed DDL runs without the query's settings (so the
+    /// `LowCardinality` columns are refused), and it waits out
+    /// `distributed_ddl_task_timeout` while a host is down.
+    async fn create(&self) -> Result<(), SinkError> {
+        if self.state.owned.is_none() || self.created.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let version = self.facts(&self.base).await?.version;
+        let (db, table, local) = (&self.database, &self.table, &self.insert_table);
+        let mut ddl = vec![format!("CREATE DATABASE IF NOT EXISTS {}", quote(db))];
+        match &self.cluster {
+            None => ddl.push(create_table_sql(db, table, version)),
+            Some(cluster) => {
+                let expression = self
+                    .state
+                    .sharding
+                    .lock()
+                    .as_ref()
+                    .map(|k| k.expression().to_string());
+                ddl.push(create_local_sql(db, local, version));
+                ddl.push(create_distributed_sql(
+                    db,
+                    local,
+                    &ClusterTable {
+                        cluster: cluster.clone(),
+                        distributed: table.clone(),
+                        sharding: expression.unwrap_or_default(),
+                    },
+                ));
+            }
+        }
+        for sql in ddl {
+            self.execute(&sql, version).await?;
+        }
+        let columns = self
+            .bounded(
+                self.base
+                    .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
+                    .bind(db)
+                    .bind(local)
+                    .fetch_all::<(String, String)>(),
+            )
+            .await?;
+        if let Some(sql) = upgrade_sql(db, local, &columns) {
+            // A table created by an earlier version: add what it lacks.
+            log::info!("upgrading {}: {sql}", self.state.target);
+            self.execute(&sql, version).await?;
+        }
+        self.created.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Runs one DDL statement with the settings this server needs for it.
+    async fn execute(&self, sql: &str, version: ServerVersion) -> Result<(), SinkError> {
+        let mut query = self.base.query(sql);
+        for (name, value) in version.required_settings() {
+            query = query.with_setting(*name, *value);
+        }
+        self.bounded(query.execute()).await
+    }
+
+    /// The server's version and whether it reads `RowBinaryWithDefaults`, asked of `client`
+    /// the first time.
+    async fn facts(&self, client: &Client) -> Result<ServerFacts, SinkError> {
+        if let Some(facts) = self.state.server.lock().clone() {
+            return Ok(facts);
+        }
+        let text = self
+            .bounded(client.query("SELECT version()").fetch_one::<String>())
+            .await?;
+        let version = ServerVersion::parse(&text)
+            .ok_or_else(|| SinkError::Retryable(format!("unrecognised server version {text:?}")))?;
+        let formats = self
+            .bounded(
+                client
+                    .query(
+                        "SELECT count() FROM system.formats \
+                         WHERE name = 'RowBinaryWithDefaults' AND is_input",
+                    )
+                    .fetch_one::<u64>(),
+            )
+            .await?;
+        let facts = ServerFacts {
+            version,
+            text,
+            server_defaults: formats > 0,
+        };
+        *self.state.server.lock() = Some(facts.clone());
+        Ok(facts)
     }
 
     /// What [`TableSink::refresh`] does with what it read (no server I/O).
@@ -217,25 +568,42 @@ impl TableSink {
             Ok((loaded, definition)) => self.save(&loaded, &definition).map(|()| loaded),
             Err(problem) => Err(problem),
         };
+        let fixed = self.state.owned.is_some();
         let mut current = self.state.current.lock();
         match result {
             Ok(loaded) => {
-                let changed = current.as_ref().map_or(true, |c| c.tag != loaded.tag);
-                if changed {
+                let changed = current
+                    .as_ref()
+                    .map_or(true, |c| c.tag != loaded.tag || c.write.is_none());
+                if changed || fixed {
                     let known = &mut *self.state.known.lock();
-                    let loaded = known.entry(loaded.tag).or_insert_with(|| Arc::new(loaded));
-                    log::info!(
-                        "{}: writing columns {}",
-                        self.state.target,
-                        loaded
-                            .schema
-                            .columns()
-                            .iter()
-                            .map(|c| c.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                    *current = Ok(loaded.clone());
+                    let loaded = match fixed {
+                        // The same fixed list, written after what was read now.
+                        true => {
+                            let loaded = Arc::new(loaded);
+                            known.insert(loaded.tag, loaded.clone());
+                            loaded
+                        }
+                        false => known
+                            .entry(loaded.tag)
+                            .or_insert_with(|| Arc::new(loaded))
+                            .clone(),
+                    };
+                    if changed && !fixed {
+                        log::info!(
+                            "{}: writing columns {}",
+                            self.state.target,
+                            loaded
+                                .schema
+                                .columns()
+                                .iter()
+                                .map(|c| c.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        );
+                    }
+                    self.show_format(&loaded);
+                    *current = Ok(loaded);
                 }
                 Ok(())
             }
@@ -243,14 +611,47 @@ impl TableSink {
                 if current.as_ref().err() != Some(&problem) {
                     log::warn!("{problem}");
                 }
-                // A table that is gone or unreadable takes no rows; a list that could not
-                // be saved leaves the one in use (saved earlier) in place.
-                if !problem.starts_with(UNSAVED) || current.is_err() {
+                // A read table that is gone or unreadable takes no rows; a list that could
+                // not be saved leaves the one in use (saved earlier) in place; the fixed
+                // list always stays.
+                if !fixed && (!problem.starts_with(UNSAVED) || current.is_err()) {
                     *current = Err(problem.clone());
                 }
                 Err(problem)
             }
         }
+    }
+
+    /// Records how `loaded`'s inserts are encoded, and says so when that changes.
+    fn show_format(&self, loaded: &Loaded) {
+        let Some(writer) = &loaded.write else {
+            return;
+        };
+        let key = order_key(writer);
+        let info = writer.format.info(&key, self.compression);
+        let mut shown = self.state.format_info.lock();
+        if shown.as_ref() == Some(&info) {
+            return;
+        }
+        let target = &self.state.target;
+        match &writer.format {
+            InsertFormat::Native(builder) if builder.key().is_complete() => log::info!(
+                "inserts into {target}: Native blocks sorted by the table's key ({key}), {}",
+                self.compression
+            ),
+            InsertFormat::Native(_) => log::warn!(
+                "inserts into {target}: Native blocks sorted by ({}) only; the gateway cannot \
+                 evaluate ({}) of the table's key, so ClickHouse sorts each insert by it",
+                info.sorted_by.join(", "),
+                info.server_sorts_by.join(", ")
+            ),
+            InsertFormat::RowBinary(why) if self.state.columnar => log::warn!(
+                "inserts into {target} are rows in arrival order ({why}); ClickHouse converts \
+                 and sorts each one"
+            ),
+            InsertFormat::RowBinary(_) => {}
+        }
+        *shown = Some(info);
     }
 
     /// `disk` mode: saves `loaded`'s definition unless this process knows it already.
@@ -286,7 +687,7 @@ impl TableSink {
         };
         let mut known = self.state.known.lock();
         for (tag, definition) in saved {
-            match self.build(&definition) {
+            match self.build_list(&definition) {
                 Ok(loaded) if loaded.tag == tag => {
                     known.insert(tag, Arc::new(loaded));
                 }
@@ -347,25 +748,7 @@ impl TableSink {
         let target = &self.state.target;
         let unreachable =
             |e: SinkError| Load::Unreachable(format!("{target}: columns not readable ({e})"));
-        if self.version.lock().is_none() {
-            let text = self
-                .bounded(client.query("SELECT version()").fetch_one::<String>())
-                .await
-                .map_err(unreachable)?;
-            let formats = self
-                .bounded(
-                    client
-                        .query(
-                            "SELECT count() FROM system.formats \
-                             WHERE name = 'RowBinaryWithDefaults' AND is_input",
-                        )
-                        .fetch_one::<u64>(),
-                )
-                .await
-                .map_err(unreachable)?;
-            *self.server_defaults.lock() = formats > 0;
-            *self.version.lock() = ServerVersion::parse(&text);
-        }
+        let facts = self.facts(client).await.map_err(unreachable)?;
         let infos = self
             .bounded(
                 client
@@ -381,21 +764,25 @@ impl TableSink {
             .map_err(unreachable)?;
         // A missing table says so before anything else is asked.
         if infos.is_empty() {
+            if self.state.owned.is_some() {
+                // Dropped since it was created: created again by the next attempt.
+                self.created.store(false, Ordering::Release);
+            }
             return Err(Load::Problem(match &self.cluster {
                 Some(_) => missing_local(target, &self.insert_table),
                 None => missing(target),
             }));
         }
-        let create_table = self
+        let (engine, create_table) = self
             .bounded(
                 client
                     .query(
-                        "SELECT create_table_query FROM system.tables \
+                        "SELECT engine, create_table_query FROM system.tables \
                          WHERE database = ? AND name = ?",
                     )
                     .bind(&self.database)
                     .bind(&self.insert_table)
-                    .fetch_optional::<String>(),
+                    .fetch_optional::<(String, String)>(),
             )
             .await
             .map_err(unreachable)?
@@ -404,140 +791,185 @@ impl TableSink {
             .bounded(client.query("SELECT timezone()").fetch_one::<String>())
             .await
             .map_err(unreachable)?;
-        let sharding = match &self.cluster {
-            Some(cluster) => Some(self.sharding_key(client, cluster).await?),
-            None => None,
+        let sharding = match (&self.cluster, &self.state.owned) {
+            (Some(cluster), None) => Some(self.sharding_key(client, cluster).await?),
+            _ => None,
         };
+        self.read_deduplication(client, facts.version, &engine, &create_table)
+            .await
+            .map_err(unreachable)?;
         let definition = Definition {
             columns: infos,
             create_table,
             zone,
-            server_defaults: *self.server_defaults.lock(),
+            server_defaults: facts.server_defaults,
             server_time_column: self.server_time_column.clone(),
             client_ip_column: self.client_ip_column.clone(),
         };
-        let loaded = self.build(&definition).map_err(Load::Problem)?;
+        let loaded = self.build_list(&definition).map_err(Load::Problem)?;
         if let Some(key) = sharding {
             self.use_sharding(key, &loaded)?;
         }
         Ok((loaded, definition))
     }
 
-    /// The column list of `definition`: no I/O, so a list saved by an earlier run is built
-    /// again exactly as it was (same columns, same tag).
-    fn build(&self, definition: &Definition) -> Result<Loaded, String> {
-        let target = &self.state.target;
-        let schema = TableSchema::new(
-            target,
-            &definition.columns,
-            &definition.server_time_column,
-            &definition.client_ip_column,
-        )
-        .map(|schema| match definition.server_defaults {
-            true => schema.server_defaults(),
-            false => schema,
-        })
-        .map_err(|e| match e {
-            SchemaError::Missing(_) => missing(target),
-            e => e.to_string(),
-        })?;
-        let zone = definition.zone.as_str();
-        let columns = schema.column_list();
-        let block_schema = Schema::new(&columns, matches!(zone, "UTC" | "Etc/UTC"))
-            .map_err(|e| format!("{target}: {e}"))?;
-        let key = SortKey::plan(&order_by_of(&definition.create_table), &block_schema);
-        let layouts = block_schema.columns.iter().map(|c| c.ty.clone()).collect();
-        let quoted: Vec<String> = columns.iter().map(|(n, _)| quote(n)).collect();
-        let format = match schema.uses_server_defaults() {
-            true => "RowBinaryWithDefaults",
-            false => "Native",
-        };
-        // `INSERT INTO` and the table are each sink's own (a cluster's `<table>_local`).
-        let insert_sql = format!("({}) FORMAT {format}", quoted.join(", "));
-        let mut tagged = columns.clone();
-        tagged.push((String::new(), format.to_string()));
-        Ok(Loaded {
-            tag: tag_of(&tagged),
-            schema,
-            builder: BlockBuilder::new(block_schema, key),
-            layouts,
-            insert_sql,
-        })
-    }
-
-    /// The list `tag` names, reading the table first if this process has not yet.
-    async fn loaded(&self, tag: [u8; TAG_BYTES]) -> Result<Option<Arc<Loaded>>, SinkError> {
-        if self.state.known.lock().is_empty() {
-            self.refresh().await.map_err(SinkError::Retryable)?;
-        }
-        Ok(self.state.known.lock().get(&tag).cloned())
-    }
-
-    /// `(database, table, insert table)`.
-    pub(super) fn names(&self) -> (&str, &str, &str) {
-        (&self.database, &self.table, &self.insert_table)
-    }
-
-    /// How long one ClickHouse call may take.
-    pub(super) fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// Whether the host inserts go to answers now (a replica's re-probe).
-    pub(super) async fn ping_insert_host(&self) -> Result<(), SinkError> {
-        self.bounded(self.base.query("SELECT 1").fetch_one::<u8>())
-            .await
-            .map(|_| ())
-    }
-
-    /// The table's name in SQL, as the insert names it.
-    fn insert_target(&self) -> String {
-        format!("{}.{}", quote(&self.database), quote(&self.insert_table))
-    }
-
-    async fn send(
+    /// What the table does with a retried insert's token, read from its definition (on
+    /// servers with tokens); a plain `MergeTree` without a window is warned about once.
+    async fn read_deduplication(
         &self,
-        sql: &str,
-        body: Vec<u8>,
-        token: Option<(&str, bool)>,
+        client: &Client,
+        version: ServerVersion,
+        engine: &str,
+        create_table: &str,
     ) -> Result<(), SinkError> {
-        let version = *self.version.lock();
-        let dedup = version.is_some_and(|v| v.supports_dedup_token());
-        let mut client = self.base.clone().with_database(&self.database);
-        let settings = version.map(|v| [v.required_settings(), v.insert_settings()].concat());
-        for (name, value) in settings.iter().flatten() {
-            client = client.with_setting(*name, *value);
-        }
-        if let Some((token, maybe_sent)) = token {
-            if dedup {
-                client = client.with_setting("insert_deduplication_token", token);
-            } else {
-                if maybe_sent
-                    && query_log::finished(&self.base, token, self.timeout).await? == Some(true)
-                {
-                    return Ok(());
+        let found = match version.supports_dedup_token() {
+            false => Deduplication::NoTokens,
+            true => {
+                // The server's default, for a MergeTree table whose DDL does not set it.
+                let window = self
+                    .bounded(
+                        client
+                            .query(
+                                "SELECT toUInt64(value) FROM system.merge_tree_settings \
+                                 WHERE name = 'non_replicated_deduplication_window'",
+                            )
+                            .fetch_optional::<u64>(),
+                    )
+                    .await;
+                match window {
+                    Ok(window) => deduplication(engine, create_table, window.unwrap_or(0)),
+                    // The server answered but will not say (a user without access to
+                    // system tables): not a reason to stop writing.
+                    Err(e) if e.code().is_some() => Deduplication::Unknown(format!(
+                        "the server's default window is not readable ({e})"
+                    )),
+                    Err(e) => return Err(e),
                 }
-                client = client
-                    .with_setting("query_id", token)
-                    .with_setting("log_queries", "1");
             }
+        };
+        let mut known = self.state.deduplication.lock();
+        if known.as_ref() != Some(&found) && found == Deduplication::NoWindow {
+            let target = &self.state.target;
+            log::warn!(
+                "{target} has no non_replicated_deduplication_window: ClickHouse ignores the \
+                 insert_deduplication_token of retried inserts, so a batch retried after a \
+                 lost answer or replayed after a crash may be stored twice. To store it once: \
+                 ALTER TABLE {target} MODIFY SETTING non_replicated_deduplication_window = 1000"
+            );
         }
-        let mut insert = client
-            .insert_formatted_with(sql.to_string())
-            .with_timeouts(Some(self.timeout), Some(self.timeout));
-        insert.send(Bytes::from(body)).await?;
-        Ok(insert.end().await?)
-    }
-}
-
-impl Sink for TableSink {
-    async fn answers_queries(&self) -> Result<(), SinkError> {
-        self.ping_insert_host().await
+        *known = Some(found);
+        Ok(())
     }
 
-    async fn write(&self, rows: RowsRef<'_>, id: Option<InsertId<'_>>) -> Result<(), SinkError> {
-        // Runs of rows under one column list: (list, rows' bytes without tags, count).
-        let mut runs: Vec<(Arc<Loaded>, Vec<u8>, usize)> = Vec::new();
+    /// The column list of `definition`: no I/O, so a list saved by an earlier run is built
+    /// again exactly as it was (same columns, same tag). A fixed list keeps its schema and
+    /// takes the server's types of its columns for the blocks (checked to fit its rows).
+    fn build_list(&self, definition: &Definition) -> Result<Loaded, String> {
+        let target = &self.state.target;
+        let (schema, columns, tagged) = match &self.state.owned {
+            Some(owned) => {
+                let server: Vec<(String, String)> = (definition.columns.iter())
+                    .map(|c| (c.name.clone(), c.type_name.clone()))
+                    .collect();
+                check_columns(&server)
+                    .map_err(|problem| format!("table {target} does not fit: {problem}"))?;
+                let columns = (owned.schema.columns().iter())
+                    .filter_map(|c| server.iter().find(|(name, _)| *name == c.name).cloned())
+                    .collect();
+                (owned.schema.clone(), columns, false)
+            }
+            None => {
+                let schema = TableSchema::new(
+                    target,
+                    &definition.columns,
+                    &definition.server_time_column,
+                    &definition.client_ip_column,
+                )
+                .map(|schema| match definition.server_defaults {
+                    true => schema.server_defaults(),
+                    false => schema,
+                })
+                .map_err(|e| match e {
+                    SchemaError::Missing(_) => missing(target),
+                    e => e.to_string(),
+                })?;
+                let columns = schema.column_list();
+                (schema, columns, true)
+            }
+        };
+        let utc = UTC_NAMES.contains(&definition.zone.as_str());
+        let sorting_key = order_by_of(&definition.create_table);
+        let format = match (self.state.columnar, schema.uses_server_defaults()) {
+            (false, _) => InsertFormat::RowBinary(
+                "direct mode: each request is one insert, sent as encoded".into(),
+            ),
+            // A Native block has no per-row "use the default".
+            (true, true) => InsertFormat::RowBinary(
+                "a column's DEFAULT is computed by the server for rows without its field".into(),
+            ),
+            (true, false) => InsertFormat::plan(&columns, &sorting_key, utc),
+        };
+        let layouts = (columns.iter())
+            .map(|(_, ty)| ColumnType::parse(ty).map_err(|e| format!("{target}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let quoted: Vec<String> = columns.iter().map(|(n, _)| quote(n)).collect();
+        // The tag names the rows' encoding, whatever the insert's format.
+        let mut tagged_columns = columns.clone();
+        tagged_columns.push((
+            String::new(),
+            match schema.uses_server_defaults() {
+                true => "RowBinaryWithDefaults",
+                false => "Native",
+            }
+            .to_string(),
+        ));
+        Ok(Loaded {
+            tag: match tagged {
+                true => tag_of(&tagged_columns),
+                false => FIXED,
+            },
+            tagged,
+            schema,
+            write: Some(Writer {
+                format,
+                layouts,
+                columns_sql: format!("({})", quoted.join(", ")),
+            }),
+        })
+    }
+
+    /// The list `tag` names, ready to write: reading the table first if this process has
+    /// not yet (or, for the events table, has not reached the server).
+    async fn loaded(&self, tag: [u8; TAG_BYTES]) -> Result<Option<Arc<Loaded>>, SinkError> {
+        let ready = || {
+            let known = self.state.known.lock();
+            let ready = known.get(&tag).filter(|l| l.write.is_some()).cloned();
+            (ready, known.is_empty())
+        };
+        match ready() {
+            (Some(loaded), _) => return Ok(Some(loaded)),
+            (None, empty) if empty || self.state.owned.is_some() => {
+                self.refresh().await.map_err(SinkError::Retryable)?;
+            }
+            (None, _) => {}
+        }
+        Ok(ready().0)
+    }
+
+    /// `rows` as runs of one column list each, in order. A fixed list's rows are one run,
+    /// as they are.
+    async fn runs<'r>(&self, rows: RowsRef<'r>) -> Result<Vec<Run<'r>>, SinkError> {
+        if self.state.owned.is_some() {
+            let loaded = self.loaded(FIXED).await?.ok_or_else(|| {
+                SinkError::Retryable(format!("{}: not read yet", self.state.target))
+            })?;
+            return Ok(vec![Run {
+                loaded,
+                data: Cow::Borrowed(rows.data),
+                count: rows.count,
+            }]);
+        }
+        let mut runs: Vec<Run<'r>> = Vec::new();
         let mut at = 0;
         for _ in 0..rows.count {
             let tag: [u8; TAG_BYTES] = rows
@@ -548,8 +980,8 @@ impl Sink for TableSink {
             // Consecutive rows nearly always share their list: no lookup for those.
             let same = runs
                 .last()
-                .filter(|(l, _, _)| l.tag == tag)
-                .map(|(l, _, _)| l.clone());
+                .filter(|run| run.loaded.tag == tag)
+                .map(|run| run.loaded.clone());
             let loaded = match same {
                 Some(loaded) => Some(loaded),
                 None => self.loaded(tag).await?,
@@ -562,60 +994,236 @@ impl Sink for TableSink {
                 )));
             };
             let body = &rows.data[at + TAG_BYTES..];
-            let len = row_len(&loaded.layouts, body, loaded.schema.uses_server_defaults())
+            let layouts = loaded.write.as_ref().map_or(&[][..], |w| &w.layouts);
+            let len = row_len(layouts, body, loaded.schema.uses_server_defaults())
                 .ok_or_else(|| SinkError::Data("a row that does not fit its columns".into()))?;
             match runs.last_mut() {
-                Some((l, data, n)) if l.tag == tag => {
-                    data.extend_from_slice(&body[..len]);
-                    *n += 1;
+                Some(run) if run.loaded.tag == tag => {
+                    run.data.to_mut().extend_from_slice(&body[..len]);
+                    run.count += 1;
                 }
-                _ => runs.push((loaded, body[..len].to_vec(), 1)),
+                _ => runs.push(Run {
+                    loaded,
+                    data: Cow::Owned(body[..len].to_vec()),
+                    count: 1,
+                }),
             }
             at += TAG_BYTES + len;
         }
-        let current = self.state.current();
-        for (i, (loaded, data, count)) in runs.iter().enumerate() {
-            if let Ok(current) = &current
-                && current.tag != loaded.tag
-            {
-                let now = current.schema.column_list();
-                if let Some((name, ty)) = loaded
-                    .schema
-                    .column_list()
-                    .into_iter()
-                    .find(|c| !now.contains(c))
-                {
-                    return Err(SinkError::Data(format!(
-                        "row encoded when {} had column {name} {ty}, which it no longer has",
-                        self.state.target
-                    )));
+        Ok(runs)
+    }
+
+    /// A run encoded under a list with a column the table no longer has is refused as data.
+    fn check_columns_still_there(
+        &self,
+        run: &Run<'_>,
+        current: &Result<Arc<Loaded>, String>,
+    ) -> Result<(), SinkError> {
+        let Ok(current) = current else {
+            return Ok(());
+        };
+        if current.tag == run.loaded.tag {
+            return Ok(());
+        }
+        let now = current.schema.column_list();
+        match (run.loaded.schema.column_list().into_iter()).find(|c| !now.contains(c)) {
+            Some((name, ty)) => Err(SinkError::Data(format!(
+                "row encoded when {} had column {name} {ty}, which it no longer has",
+                self.state.target
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The table's name in SQL, as the insert names it.
+    fn insert_target(&self) -> String {
+        format!("{}.{}", quote(&self.database), quote(&self.insert_table))
+    }
+
+    /// One insert of `run` into `into` (a quoted `db.table`): a Native block built here, on
+    /// the caller's thread, or the rows as they are.
+    async fn insert(
+        &self,
+        into: &str,
+        run: &Run<'_>,
+        token: Option<(&str, bool)>,
+    ) -> Result<(), SinkError> {
+        let Some(writer) = &run.loaded.write else {
+            return Err(SinkError::Retryable(format!(
+                "{}: not read yet",
+                self.state.target
+            )));
+        };
+        let as_encoded = || (Bytes::copy_from_slice(&run.data), run.loaded.row_format());
+        let (body, format) = match &writer.format {
+            InsertFormat::Native(builder) => match builder.build(&run.data, run.count) {
+                Ok(block) => (Bytes::from(block), "Native"),
+                Err(e) => {
+                    // Rows this service encoded always fit their list; if not, the rows
+                    // still go out, as they are.
+                    log::warn!("sending {} rows as RowBinary: {e}", run.count);
+                    as_encoded()
                 }
+            },
+            InsertFormat::RowBinary(_) => as_encoded(),
+        };
+        let sql = format!("INSERT INTO {into} {} FORMAT {format}", writer.columns_sql);
+        let result = self.send(&sql, &body, token).await;
+        if let (InsertFormat::Native(builder), "Native") = (&writer.format, format) {
+            // The request has let go of its chunks: the block's memory serves the next one.
+            if let Ok(block) = body.try_into_mut() {
+                builder.recycle(block.into());
             }
-            let block = match loaded.schema.uses_server_defaults() {
-                // Sent as encoded: a Native block has no per-row "use the default".
-                true => data.clone(),
-                false => loaded
-                    .builder
-                    .build(data, *count)
-                    .map_err(|e| SinkError::Data(e.to_string()))?,
-            };
+        }
+        result
+    }
+
+    async fn send(
+        &self,
+        sql: &str,
+        body: &Bytes,
+        token: Option<(&str, bool)>,
+    ) -> Result<(), SinkError> {
+        let version = self.facts(&self.base).await?.version;
+        let mut client = self.base.clone().with_database(&self.database);
+        for (name, value) in [version.required_settings(), version.insert_settings()].concat() {
+            client = client.with_setting(name, value);
+        }
+        if let Some((token, maybe_sent)) = token {
+            if version.supports_dedup_token() {
+                client = client.with_setting("insert_deduplication_token", token);
+            } else {
+                if maybe_sent
+                    && query_log::finished(&self.base, token, self.timeout).await? == Some(true)
+                {
+                    log::info!(
+                        "insert {token} was stored before its answer was lost; not sending it \
+                         again"
+                    );
+                    return Ok(());
+                }
+                client = client
+                    .with_setting("query_id", token)
+                    .with_setting("log_queries", "1");
+            }
+        }
+        let mut insert = client
+            .insert_formatted_with(sql.to_string())
+            .with_timeouts(Some(self.timeout), Some(self.timeout));
+        let mut at = 0;
+        while at < body.len() {
+            let end = (at + SEND_CHUNK).min(body.len());
+            insert.send(body.slice(at..end)).await?;
+            at = end;
+        }
+        Ok(insert.end().await?)
+    }
+
+    /// Creates a probe table for one search: the table's columns, defaults and
+    /// `MATERIALIZED` expressions, `ENGINE = Null`, so an insert into it fails exactly where
+    /// the table's would and stores nothing (no parts, no merges). Its name is the insert
+    /// table's with `_probe_` and 64 random bits, created without `IF NOT EXISTS`: it can
+    /// never be a table someone else made (a clash is refused by the server, and the
+    /// caller splits real inserts instead). Only the name recorded here is ever dropped.
+    async fn create_probe(&self) -> Result<String, SinkError> {
+        self.drop_probe().await?;
+        let version = self.facts(&self.base).await?.version;
+        let name = format!("{}_probe_{:016x}", self.insert_table, rand::random::<u64>());
+        let db = quote(&self.database);
+        let sql = format!(
+            "CREATE TABLE {db}.{} AS {} ENGINE = Null",
+            quote(&name),
+            self.insert_target()
+        );
+        self.execute(&sql, version).await?;
+        *self.probe_table.lock() = Some(name.clone());
+        Ok(name)
+    }
+
+    /// Drops the probe table this sink created, if any.
+    async fn drop_probe(&self) -> Result<(), SinkError> {
+        let Some(name) = self.probe_table.lock().clone() else {
+            return Ok(());
+        };
+        let sql = format!(
+            "DROP TABLE IF EXISTS {}.{}",
+            quote(&self.database),
+            quote(&name)
+        );
+        self.bounded(self.base.query(&sql).execute()).await?;
+        let mut recorded = self.probe_table.lock();
+        if recorded.as_deref() == Some(name.as_str()) {
+            *recorded = None;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for TableSink {
+    async fn answers_queries(&self) -> Result<(), SinkError> {
+        self.server_version().await.map(|_| ())
+    }
+
+    async fn write(&self, rows: RowsRef<'_>, id: Option<InsertId<'_>>) -> Result<(), SinkError> {
+        if rows.count == 0 {
+            return Ok(());
+        }
+        let runs = self.runs(rows).await?;
+        let current = self.state.current();
+        let into = self.insert_target();
+        for (i, run) in runs.iter().enumerate() {
+            self.check_columns_still_there(run, &current)?;
             let token = id.map(|id| match runs.len() {
                 1 => (id.token.to_string(), id.maybe_sent),
                 _ => (format!("{}-{i}", id.token), id.maybe_sent),
             });
-            let sql = format!("INSERT INTO {} {}", self.insert_target(), loaded.insert_sql);
             let result = self
-                .send(&sql, block, token.as_ref().map(|(t, m)| (t.as_str(), *m)))
+                .insert(&into, run, token.as_ref().map(|(t, m)| (t.as_str(), *m)))
                 .await;
             if let Err(e) = &result
-                && e.code().is_some_and(|c| SCHEMA_CODES.contains(&c))
+                && let Some(code) = e.code()
+                && SCHEMA_CODES.contains(&code)
             {
-                // The table changed underneath: read it again before the retry.
+                // The table changed or vanished underneath: read it again (the events
+                // table is created again) before the retry.
+                if MISSING_TABLE_CODES.contains(&code) {
+                    log::warn!("{} is missing", self.state.target);
+                    self.created.store(false, Ordering::Release);
+                }
                 let _ = self.refresh().await;
             }
             result?;
         }
         Ok(())
+    }
+
+    async fn probe(&self, rows: RowsRef<'_>, fresh: bool) -> Result<(), SinkError> {
+        let runs = self.runs(rows).await?;
+        let existing = self.probe_table.lock().clone();
+        let name = match existing {
+            Some(name) if !fresh => name,
+            _ => self.create_probe().await?,
+        };
+        let into = format!("{}.{}", quote(&self.database), quote(&name));
+        for run in &runs {
+            self.insert(&into, run, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn end_probe(&self) -> Result<(), SinkError> {
+        self.drop_probe().await
+    }
+}
+
+/// The sorting key a writer's blocks follow, as health shows it.
+fn order_key(writer: &Writer) -> String {
+    match &writer.format {
+        InsertFormat::Native(builder) => {
+            let key = builder.key();
+            [key.sorted_by(), key.left_to_server()].concat().join(", ")
+        }
+        InsertFormat::RowBinary(_) => String::new(),
     }
 }
 
@@ -633,17 +1241,18 @@ pub(super) enum Load {
 fn missing_local(target: &str, local: &str) -> String {
     format!(
         "table {local} (what {target} is written through in a cluster) does not exist on the \
-         host asked (INGEST_TABLES); its requests get 503 until it does"
+         host asked; its requests get 503 until it does"
     )
 }
 
 /// The problem of a table that does not exist.
 fn missing(target: &str) -> String {
-    format!("table {target} does not exist (INGEST_TABLES); its requests get 503 until it does")
+    format!("table {target} does not exist; its requests get 503 until it does")
 }
 
 /// Codes after which the table is read again: a missing table or database, a column
-/// missing or of another type.
+/// missing or of another type (368, `BAD_CAST`: 18.16's answer to a `String` column sent
+/// for a `LowCardinality` one).
 const SCHEMA_CODES: &[u32] = &[8, 10, 16, 53, 60, 81, 368];
 
 /// The tag of a column list.
@@ -688,12 +1297,7 @@ mod tests {
         Definition {
             columns: columns
                 .iter()
-                .map(|(name, ty)| ColumnInfo {
-                    name: name.to_string(),
-                    type_name: ty.to_string(),
-                    default_kind: String::new(),
-                    default_expression: String::new(),
-                })
+                .map(|(name, ty)| ColumnInfo::plain(name, ty))
                 .collect(),
             create_table: "CREATE TABLE db.t (n UInt32) ENGINE = MergeTree ORDER BY n".into(),
             zone: "UTC".into(),
@@ -703,8 +1307,8 @@ mod tests {
         }
     }
 
-    fn sink(spool_dir: &std::path::Path) -> TableSink {
-        let settings = Settings {
+    fn settings(spool_dir: &std::path::Path) -> Settings {
+        Settings {
             connection: Connection {
                 url: "http://127.0.0.1:8123".into(),
                 user: "default".into(),
@@ -714,18 +1318,22 @@ mod tests {
             hosts: Vec::new(),
             database: "db".into(),
             events_table: "events".into(),
+            sharding_column: "device_id".into(),
             cluster: None,
             timeout: Duration::from_secs(1),
             server_time_column: "server_time".into(),
             client_ip_column: "ip".into(),
             columns_root: Some(spool_dir.to_path_buf()),
-        };
-        TableSink::new(&settings, "db.t")
+        }
+    }
+
+    fn sink(spool_dir: &std::path::Path) -> TableSink {
+        TableSink::new(&settings(spool_dir), "db.t")
     }
 
     fn read(sink: &TableSink, columns: &[(&str, &str)]) -> Result<(Loaded, Definition), String> {
         let definition = definition(columns);
-        Ok((sink.build(&definition)?, definition))
+        Ok((sink.build_list(&definition)?, definition))
     }
 
     /// A list that cannot be saved is never the one rows are encoded with: the list in use
@@ -776,5 +1384,41 @@ mod tests {
             .copied()
             .collect::<HashSet<_>>();
         assert_eq!(known, HashSet::from([tag(&one), tag(&two)]));
+    }
+
+    /// The events table is a table like the others whose list is fixed: its rows carry no
+    /// tag, the list is there before the server is (rows are taken while it is down), a
+    /// table that does not fit it is the table's problem without refusing rows, and the
+    /// server's types of its columns decide the blocks.
+    #[test]
+    fn the_events_tables_list_is_fixed_and_outlives_any_answer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sink = TableSink::events(&settings(tmp.path()));
+        let state = sink.state();
+        assert_eq!(state.tag_len(), 0);
+        let before = state
+            .current()
+            .expect("a list before the server is reached");
+        assert!(crate::table::ColumnList::tag(&*before).is_empty());
+        assert!(before.write.is_none());
+        let columns: Vec<(String, String)> = crate::table::events::TABLE
+            .iter()
+            .map(|c| (c.name.to_string(), c.legacy.to_string()))
+            .collect();
+        let fits: Vec<(&str, &str)> = columns
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let mut unfit = fits.clone();
+        unfit.retain(|(n, _)| *n != "session");
+        let problem = sink.build_list(&definition(&unfit)).err().unwrap();
+        assert!(problem.contains("session"), "{problem}");
+        assert!(sink.adopt(Err(problem)).is_err());
+        assert!(state.current().is_ok(), "rows are still taken");
+        sink.adopt(read(&sink, &fits)).unwrap();
+        let after = state.current().unwrap();
+        assert!(after.write.is_some());
+        assert_eq!(after.tag, FIXED);
+        assert!(state.decode_row(&[]).is_none());
     }
 }

@@ -1,14 +1,12 @@
-//! Another table in a cluster: the `Distributed` table's sharding expression,
-//! read with the table's columns and evaluated per row as [`RowKeys`] over the rows'
-//! column lists, and each replica of a shard as one [`Replica`] of its lane's set.
+//! A table in a cluster: the `Distributed` table's sharding expression (read with a read
+//! table's columns; the events table's from `CLICKHOUSE_SHARDING_KEY`), evaluated per row
+//! as [`RowKeys`] over the rows' column lists.
 
 use std::sync::Arc;
 
 use clickhouse::Client;
 
-use super::SinkError;
-use super::replicas::Replica;
-use super::table::{Load, Loaded, TAG_BYTES, TableSink, TableState};
+use super::table::{Load, Loaded, TableSink, TableState};
 use crate::format::{RowKeys, ShardingKey};
 
 impl TableSink {
@@ -94,8 +92,7 @@ impl TableState {
 /// A row's key through its own column list (its tag), under the table's expression.
 impl RowKeys for TableState {
     fn value(&self, row: &[u8]) -> Option<u64> {
-        let (tag, body) = row.split_at_checked(TAG_BYTES)?;
-        let tag: [u8; TAG_BYTES] = tag.try_into().ok()?;
+        let (tag, body) = self.split_tag(row)?;
         let cached = self.key_plans.read().get(&tag).cloned();
         let plan = match cached {
             Some(plan) => plan,
@@ -114,12 +111,6 @@ impl RowKeys for TableState {
             }
         };
         plan.value(body)
-    }
-}
-
-impl Replica for TableSink {
-    async fn ping(&self) -> Result<(), SinkError> {
-        self.ping_insert_host().await
     }
 }
 

@@ -89,7 +89,8 @@ impl TableStats {
 }
 
 /// A flusher's view of the figures: the process's (local storage errors, which are the
-/// whole process's concern, and the events table's counters), or, for another table's
+/// whole process's concern, and the events table's counters), or, for a table of
+/// `INGEST_TABLES`,
 /// lane, that table's own counters instead.
 #[derive(Clone)]
 pub struct LaneStats {
@@ -119,7 +120,7 @@ impl Deref for LaneStats {
 }
 
 impl LaneStats {
-    /// Another table's lanes: their flushes, inserts and errors count for `table` only.
+    /// A table of `INGEST_TABLES`: its flushes, inserts and errors count for `table` only.
     pub fn for_table(all: Arc<Stats>, table: Arc<TableStats>) -> Self {
         Self {
             all,

@@ -1,6 +1,6 @@
 //! The events table as data: its columns (name, type on modern and on older servers,
 //! codec) in the order its rows are encoded. The service may create this table (see the
-//! sink's DDL); every other table is read from the server as it is.
+//! sink's DDL); the tables of `INGEST_TABLES` are read from the server as they are.
 
 /// One column of the table as this service creates it.
 #[derive(Debug, Clone, Copy)]

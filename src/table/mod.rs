@@ -2,7 +2,7 @@
 //! ClickHouse describes them ([`TableSchema`]), and each request's JSON events validated
 //! against them and encoded at once into RowBinary [`Rows`], field by field. `/v1/events` is
 //! the events table's schema with per-column rules ([`rules`]) that keep its contract word
-//! for word; other tables have none.
+//! for word; the tables of `INGEST_TABLES` have none.
 //!
 //! A JSON field fills the column of the same name; fields the table lacks are counted and
 //! ignored. A missing field or a `null` for a non-`Nullable` column takes the column's

@@ -3,7 +3,7 @@
 //! always had for its own table: only a JSON value of the column's own kind, a non-empty
 //! and bounded text, in the words its clients already handle (`expected a string`, `not a
 //! UUID`, `must not be negative`, ...). The events table is the generic path with these
-//! rules ([`events`]); any other table has none.
+//! rules ([`events`]); a table of `INGEST_TABLES` has none.
 
 use std::borrow::Cow;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use event_ingest::Config;
 use event_ingest::sink::Deduplication;
-use event_ingest::sink::{ClickHouseSink, InsertId, ServerVersion, Sink};
+use event_ingest::sink::{InsertId, ServerVersion, Sink, TableSink};
 use event_ingest::table::event::testing::rows;
 use event_ingest::table::events::TABLE;
 use parking_lot::Mutex;
@@ -31,8 +31,8 @@ async fn server_version() -> (String, ServerVersion) {
 }
 
 /// A sink of the service writing to `database.events`, as the application configures it.
-fn sink(database: &str) -> ClickHouseSink {
-    ClickHouseSink::new(&event_ingest::app::sink_settings(
+fn sink(database: &str) -> TableSink {
+    TableSink::events(&event_ingest::app::sink_settings(
         &Config::from_vars(test_env(database, &[])).expect("test config"),
     ))
 }
@@ -114,9 +114,12 @@ async fn a_batch_sent_again_with_its_token_is_stored_once() {
     }
     let database = unique_database();
     let sink = sink(&database);
-    let prepared = within(PATIENCE, sink.prepare()).await.expect("prepared");
+    within(PATIENCE, sink.prepare()).await.expect("prepared");
     // The table the service creates remembers the last 1000 inserts' tokens.
-    assert_eq!(prepared.deduplication, Deduplication::Window(1000));
+    assert_eq!(
+        sink.state().deduplication(),
+        Some(Deduplication::Window(1000))
+    );
     let rows = rows(0..10);
     for _ in 0..2 {
         let id = InsertId {
@@ -165,8 +168,8 @@ async fn a_table_without_the_deduplication_window_is_detected() {
     ))
     .await;
     let sink = sink(&database);
-    let prepared = within(PATIENCE, sink.prepare()).await.expect("prepared");
-    assert_eq!(prepared.deduplication, Deduplication::NoWindow);
+    within(PATIENCE, sink.prepare()).await.expect("prepared");
+    assert_eq!(sink.state().deduplication(), Some(Deduplication::NoWindow));
     // What that means, as the README says: the token is ignored, a retry is stored twice.
     let rows = rows(0..3);
     for _ in 0..2 {

@@ -810,3 +810,51 @@ async fn an_array_of_tuples_is_stored_or_refused_never_dropped() {
     }
     app.stop().await;
 }
+
+/// A table of `INGEST_TABLES` is written by the same sink as the events table: a row its
+/// table refuses (a derived column that throws for that row's value, with a code that does
+/// not say "bad data") is found by probing a `Null` copy of the table, so the good rows go
+/// in one real insert and the refused one is quarantined, read back by its own columns.
+#[tokio::test]
+async fn a_row_a_table_refuses_is_found_with_a_null_copy_and_the_rest_goes_in_one_insert() {
+    let database = unique_database();
+    table_with(
+        &database,
+        "clicks",
+        "n UInt32, s String, short String MATERIALIZED toString(toFixedString(s, 2))",
+    )
+    .await;
+    let spool = crate::helpers::SpoolDir::new();
+    let app = spawn_app_in(
+        &database,
+        &[("INGEST_TABLES", "clicks"), ("SPOOL_DIR", spool.path())],
+    )
+    .await;
+    let body: Vec<Value> = (0..10)
+        .map(|n| json!({"n": n, "s": if n == 6 { "too long" } else { "ok" }}))
+        .collect();
+    assert_eq!(
+        post_table(&app, "clicks", &Value::Array(body))
+            .await
+            .status(),
+        200
+    );
+    wait_for(&database, "clicks", 9).await;
+    let lines = spool.quarantined(1).await;
+    assert_eq!(lines[0]["table"], "clicks", "{}", lines[0]);
+    assert_eq!(lines[0]["event"]["n"], 6, "{}", lines[0]);
+    let stats = app.stats.clone();
+    assert!(app.stop().await.is_clean());
+    let inserts = stats.table_inserts.with_label_values(&["clicks"]).get();
+    assert_eq!(
+        inserts, 1,
+        "the 9 good rows in one insert, not split in halves"
+    );
+    // The probe's table went with the search.
+    let others = clickhouse(&format!(
+        "SELECT groupArray(name) FROM system.tables WHERE database = '{database}' \
+         AND name != 'clicks'"
+    ))
+    .await;
+    assert_eq!(others.trim(), "[]");
+}

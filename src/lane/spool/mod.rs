@@ -191,7 +191,7 @@ impl Spool {
     }
 
     /// The first `N` bytes of every row from `from` (an earlier run's backlog) to the end,
-    /// each once (for another table, the tags of the column lists those rows still need).
+    /// each once (for a read table, the tags of the column lists those rows still need).
     /// Reads the backlog once, a few MiB at a time.
     pub fn row_prefixes<const N: usize>(&self, from: u64) -> io::Result<HashSet<[u8; N]>> {
         let mut prefixes = HashSet::new();
@@ -226,7 +226,7 @@ impl Spool {
     }
 
     /// [`Spool::open`] for one of `sharers` spools on the same volume (one per lane: the
-    /// events table's and each other table's, per shard in a cluster): each may take its
+    /// every table's, per shard in a cluster): each may take its
     /// share of the volume's free space, not all of it, so together they stop before the
     /// volume is full instead of each counting on the same free bytes.
     pub fn open_sharing(
