@@ -23,9 +23,10 @@ pub type RowDecoder = std::sync::Arc<dyn Fn(&[u8]) -> Option<serde_json::Value> 
 /// Where rejected rows go.
 pub struct Quarantine {
     dir: PathBuf,
-    /// The table's lane: lines name it, and rows are read back with the
-    /// column list they were encoded under.
-    table: Option<(String, RowDecoder)>,
+    /// The table whose lane this is (lines name it), and how its rows are read back (with
+    /// the column list they were encoded under).
+    table: String,
+    decode: RowDecoder,
     /// Serialises writers (only the flusher writes; the lock keeps lines whole regardless).
     lock: Mutex<()>,
 }
@@ -39,21 +40,24 @@ pub struct Rejected<'a> {
 }
 
 impl Quarantine {
-    /// A quarantine in `dir` (created on first use).
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
+    /// The quarantine of a table's lane in `dir` (created on first use; one folder for
+    /// every table).
+    pub fn for_table(dir: impl Into<PathBuf>, table: &str, decode: RowDecoder) -> Self {
         Self {
             dir: dir.into(),
-            table: None,
+            table: table.to_string(),
+            decode,
             lock: Mutex::new(()),
         }
     }
 
-    /// The quarantine of a table's lane, one folder for every table.
-    pub fn for_table(dir: impl Into<PathBuf>, table: &str, decode: RowDecoder) -> Self {
-        Self {
-            table: Some((table.to_string(), decode)),
-            ..Self::new(dir)
-        }
+    /// The events table's quarantine in `dir`, its rows read back with the events table's
+    /// schema (tests: the service builds every lane's with [`Quarantine::for_table`]).
+    #[cfg(test)]
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        let decode: RowDecoder =
+            std::sync::Arc::new(|row: &[u8]| crate::table::events::schema().ok()?.decode_row(row));
+        Self::for_table(dir, "events", decode)
     }
 
     /// The folder the files are in.
@@ -63,7 +67,7 @@ impl Quarantine {
 
     /// Appends one line per row of `rejected`, from batch `batch`, and syncs the file.
     pub fn put(&self, batch: &str, rejected: &[Rejected<'_>]) -> io::Result<PathBuf> {
-        let lines = lines(self.table.as_ref(), batch, rejected)?;
+        let lines = lines(&self.table, &self.decode, batch, rejected)?;
         let _guard = self.lock.lock();
         self.append_to_day(&lines)
     }
@@ -72,7 +76,7 @@ impl Quarantine {
     /// file in the spool's folder `spool_dir` and syncs it, so the batch can be confirmed
     /// (its rows leave the spool) while the quarantine is unwritable, without losing them.
     pub fn park(&self, spool_dir: &Path, batch: &str, rejected: &[Rejected<'_>]) -> io::Result<()> {
-        let lines = lines(self.table.as_ref(), batch, rejected)?;
+        let lines = lines(&self.table, &self.decode, batch, rejected)?;
         let _guard = self.lock.lock();
         append_synced(spool_dir, &parked_path(spool_dir), &lines)
     }
@@ -117,9 +121,10 @@ pub fn parked_path(spool_dir: &Path) -> PathBuf {
 /// The parking file's name.
 const PARKED: &str = "quarantine-parked.jsonl";
 
-/// One JSON line per row of `rejected`, from batch `batch`.
+/// One JSON line per row of `rejected`, from batch `batch`, of `table`.
 fn lines(
-    table: Option<&(String, RowDecoder)>,
+    table: &str,
+    decode: &RowDecoder,
     batch: &str,
     rejected: &[Rejected<'_>],
 ) -> io::Result<Vec<u8>> {
@@ -129,22 +134,14 @@ fn lines(
     let mut lines = Vec::new();
     for r in rejected {
         let hex = || r.row.iter().map(|b| format!("{b:02x}")).collect::<String>();
-        let event = match table {
-            Some((_, decode)) => decode(r.row),
-            None => crate::table::events::schema()
-                .ok()
-                .and_then(|schema| schema.decode_row(r.row)),
-        }
-        .unwrap_or_else(|| json!({ "undecodable_row_hex": hex() }));
-        let mut line = json!({
+        let event = decode(r.row).unwrap_or_else(|| json!({ "undecodable_row_hex": hex() }));
+        let line = json!({
             "quarantined_at": at,
             "error": r.error,
             "batch": batch,
+            "table": table,
             "event": event,
         });
-        if let (Some((table, _)), Some(object)) = (table, line.as_object_mut()) {
-            object.insert("table".into(), json!(table));
-        }
         serde_json::to_writer(&mut lines, &line)?;
         lines.push(b'\n');
     }

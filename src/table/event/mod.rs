@@ -1,13 +1,14 @@
 //! Events as every table's requests carry them: the body shapes (`body`), the times
-//! clients send (`crate::table::time`), what a rejected event's answer says ([`FieldError`]), and the
-//! events table's row layout read back (`row`: for the quarantine and the sharder; rows
-//! for tests and benchmarks in [`testing`]). Validating and encoding is the generic path's
+//! clients send (`crate::table::time`), what a rejected event's answer says
+//! ([`FieldError`]), and rows for tests and benchmarks ([`testing`], with a typed event of
+//! the events table in `row`). Validating and encoding is the table's schema's
 //! (`crate::table`), for the events table too.
 //!
 //! Part of the table stage. May import `format` and the shared modules.
 
 mod body;
 mod excerpt;
+#[cfg(any(test, feature = "testing"))]
 mod row;
 
 use std::borrow::Cow;
@@ -19,7 +20,8 @@ pub use body::{
     DecodeError, Envelope, Format, Loose, array_elements, loose_field, ndjson_events, ndjson_lines,
 };
 pub use excerpt::{excerpt, shorten};
-pub use row::{Event, key_text};
+#[cfg(any(test, feature = "testing"))]
+pub use row::Event;
 
 /// At most this many field errors are listed in a response; `rejected` still counts all.
 pub const MAX_REPORTED_ERRORS: usize = 100;

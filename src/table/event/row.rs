@@ -1,7 +1,8 @@
-//! The events table's row as stored in ClickHouse, and its RowBinary layout: read back
-//! for the quarantine ([`decode_json`]) and the sharder ([`key_text`]), and written from an
-//! [`Event`] for tests and benchmarks only. Requests are encoded by the generic path
-//! (`crate::table`), which writes these same bytes (pinned by `schema/fixtures`).
+//! A typed event of the events table and its RowBinary row, for tests and benchmarks only
+//! (built for the crate's own tests and with the `testing` feature): the service encodes
+//! every table's rows, the events table's included, with the table's schema
+//! (`crate::table`), which writes these same bytes (pinned by `table/fixtures`), and reads
+//! them back the same way.
 //!
 //! RowBinary is ClickHouse's plain binary row format; for
 //! the column types used here it is: `UInt32` little-endian, `DateTime` as `UInt32` seconds,
@@ -87,67 +88,6 @@ impl Event<'_> {
                 .map(|s| leb128_len(s.len()) + s.len())
                 .sum::<usize>()
     }
-}
-
-/// `toString(<column>)` of one encoded row, byte for byte as ClickHouse spells it, for the
-/// columns a row can be sharded by (see `config::SHARDING_COLUMNS`): the UUID's 36
-/// lowercase characters, a string itself, an unsigned integer in decimal. `scratch` holds
-/// the text when it is not a slice of the row. `None`: another column, or not one row.
-pub fn key_text<'a>(row: &'a [u8], column: &str, scratch: &'a mut [u8; 36]) -> Option<&'a [u8]> {
-    let mut r = row.get(12..)?; // the three times
-    let high = u64::from_le_bytes(take(&mut r, 8)?.try_into().ok()?);
-    let low = u64::from_le_bytes(take(&mut r, 8)?.try_into().ok()?);
-    if column == "device_id" {
-        let text = Uuid::from_u64_pair(high, low)
-            .hyphenated()
-            .encode_lower(scratch);
-        return Some(text.as_bytes());
-    }
-    let number = |n: u32, scratch: &'a mut [u8; 36]| {
-        let text = n.to_string();
-        scratch[..text.len()].copy_from_slice(text.as_bytes());
-        Some(&scratch[..text.len()])
-    };
-    let device_os = take_string(&mut r)?;
-    let session = take_string(&mut r)?;
-    let sequence = take_u32(&mut r)?;
-    match column {
-        "device_os" => return Some(device_os.as_bytes()),
-        "session" => return Some(session.as_bytes()),
-        "sequence" => return number(sequence, scratch),
-        _ => {}
-    }
-    let event = take_string(&mut r)?;
-    let param_int = take_u32(&mut r)?;
-    let param_str = take_string(&mut r)?;
-    match column {
-        "event" => Some(event.as_bytes()),
-        "param_int" => number(param_int, scratch),
-        "param_str" => Some(param_str.as_bytes()),
-        _ => None,
-    }
-}
-
-fn take<'a>(r: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    let (head, rest) = r.split_at_checked(n)?;
-    *r = rest;
-    Some(head)
-}
-
-fn take_u32(r: &mut &[u8]) -> Option<u32> {
-    Some(u32::from_le_bytes(take(r, 4)?.try_into().ok()?))
-}
-
-fn take_string<'a>(r: &mut &'a [u8]) -> Option<&'a str> {
-    let mut len = 0usize;
-    for shift in (0..64).step_by(7) {
-        let byte = *take(r, 1)?.first()?;
-        len |= usize::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return std::str::from_utf8(take(r, len)?).ok();
-        }
-    }
-    None
 }
 
 fn put_string(out: &mut Vec<u8>, s: &str) {
