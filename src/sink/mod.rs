@@ -93,6 +93,14 @@ pub trait Sink: Send + Sync + 'static {
     fn end_probe(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
         std::future::ready(Ok(()))
     }
+
+    /// How many bytes at the start of each row name the column list it was encoded under
+    /// (0: one list for every row). Rows of different lists go in separate inserts, so the
+    /// flusher never gives one [`Sink::write`] rows of two lists: each write is one insert,
+    /// stored or refused whole, never half stored and then resent.
+    fn list_tag_len(&self) -> usize {
+        0
+    }
 }
 
 /// A shared sink is a sink (lets a caller keep a handle on the one it hands to the flusher).
@@ -119,5 +127,9 @@ impl<T: Sink> Sink for Arc<T> {
 
     fn answers_queries(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).answers_queries()
+    }
+
+    fn list_tag_len(&self) -> usize {
+        (**self).list_tag_len()
     }
 }

@@ -284,6 +284,10 @@ impl<R: Replica> Sink for ReplicaSet<R> {
         }
         result
     }
+
+    fn list_tag_len(&self) -> usize {
+        self.replicas.first().map_or(0, |(r, _)| r.list_tag_len())
+    }
 }
 
 /// The health check's view of the cluster: every host, pinged together.

@@ -688,13 +688,11 @@ impl TableSink {
         let mut known = self.state.known.lock();
         for (tag, definition) in saved {
             match self.build_list(&definition) {
-                Ok(loaded) if loaded.tag == tag => {
-                    known.insert(tag, Arc::new(loaded));
+                // Kept under the tag its rows carry, even where this version would tag the
+                // same columns otherwise: the definition, not the tag, says how they read.
+                Ok(loaded) => {
+                    known.insert(tag, Arc::new(Loaded { tag, ..loaded }));
                 }
-                Ok(_) => log::warn!(
-                    "{}: saved column list {tag:02x?} builds to another tag; skipped",
-                    self.state.target
-                ),
                 Err(e) => log::warn!(
                     "{}: saved column list {tag:02x?} skipped: {e}",
                     self.state.target
@@ -1169,10 +1167,13 @@ impl Sink for TableSink {
             return Ok(());
         }
         let runs = self.runs(rows).await?;
+        // Every run is checked before any is sent: a refusal never follows a stored run.
         let current = self.state.current();
+        for run in &runs {
+            self.check_columns_still_there(run, &current)?;
+        }
         let into = self.insert_target();
         for (i, run) in runs.iter().enumerate() {
-            self.check_columns_still_there(run, &current)?;
             let token = id.map(|id| match runs.len() {
                 1 => (id.token.to_string(), id.maybe_sent),
                 _ => (format!("{}-{i}", id.token), id.maybe_sent),
@@ -1213,6 +1214,10 @@ impl Sink for TableSink {
 
     async fn end_probe(&self) -> Result<(), SinkError> {
         self.drop_probe().await
+    }
+
+    fn list_tag_len(&self) -> usize {
+        self.state.tag_len()
     }
 }
 
@@ -1384,6 +1389,31 @@ mod tests {
             .copied()
             .collect::<HashSet<_>>();
         assert_eq!(known, HashSet::from([tag(&one), tag(&two)]));
+    }
+
+    /// A list saved by an earlier version that tagged the same columns otherwise is kept
+    /// under the tag its spooled rows carry, so they are written, not quarantined.
+    #[test]
+    fn a_saved_list_is_kept_under_its_own_tag_after_an_upgrade() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sink = sink(tmp.path());
+        let columns = [("n", "UInt32"), ("s", "String")];
+        let (loaded, definition) = read(&sink, &columns).unwrap();
+        let earlier = [0xde, 0xad, 0xbe, 0xef];
+        assert_ne!(loaded.tag, earlier);
+        let dir = tmp.path().join("table-db.t");
+        table_columns::save(&dir, earlier, &definition).unwrap();
+        let restarted = self::sink(tmp.path());
+        restarted.restore();
+        let mut row = earlier.to_vec();
+        row.extend_from_slice(&7u32.to_le_bytes());
+        row.extend_from_slice(&[1, b'x']);
+        let decoded = restarted
+            .state()
+            .decode_row(&row)
+            .expect("its list is known");
+        assert_eq!(decoded["n"], 7);
+        assert_eq!(decoded["s"], "x");
     }
 
     /// The events table is a table like the others whose list is fixed: its rows carry no

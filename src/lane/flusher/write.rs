@@ -50,6 +50,26 @@ pub(super) struct Held {
     rows: Vec<(Vec<u8>, String)>,
 }
 
+/// The batch's chunks, in order: at most `max` rows each, and never rows of two column
+/// lists (the first `tag_len` bytes of a row name its list), since the sink writes those in
+/// separate inserts. The same rows are always cut the same way (a replay meets the same
+/// chunks).
+fn chunks(rows: &Rows, max: usize, tag_len: usize) -> Vec<Range<usize>> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for i in 1..rows.len() {
+        let tag = |i: usize| rows.row(i).get(..tag_len);
+        if i - start == max || (tag_len > 0 && tag(i) != tag(i - 1)) {
+            chunks.push(start..i);
+            start = i;
+        }
+    }
+    if start < rows.len() {
+        chunks.push(start..rows.len());
+    }
+    chunks
+}
+
 /// Attempts refused the same way in a row, while the server answers other queries, after
 /// which the refusal is taken to be about the chunk's rows (see [`Refusal::Rows`]).
 const SAME_REFUSALS: u32 = 3;
@@ -84,11 +104,8 @@ impl<S: Sink> Flusher<S> {
             done,
             replay,
         } = batch;
-        let mut pending: Vec<Range<usize>> = (0..rows.len())
-            .step_by(MAX_INSERT_ROWS)
-            .rev()
-            .map(|start| start..(start + MAX_INSERT_ROWS).min(rows.len()))
-            .collect();
+        let mut pending = chunks(rows, MAX_INSERT_ROWS, self.sink.list_tag_len());
+        pending.reverse();
         let mut rejected: Vec<Rejected<'_>> = Vec::new();
         while let Some(range) = pending.pop() {
             if done
