@@ -118,6 +118,18 @@ pub async fn get_health(
             let error = lane.stats.last_error.lock().clone()?;
             Some(format!("table {name}: {error}"))
         });
+    // A spool whose write failed refuses events until its volume has room: any table's.
+    let spool_failed = (pending.spool.as_ref().and_then(|s| s.failed.clone()))
+        .map(|why| format!("spool write failed: {why}"))
+        .or_else(|| {
+            (state.tables.each().into_iter())
+                .filter(|(_, lane)| !lane.events)
+                .find_map(|(name, lane)| {
+                    let why = lane.ingest.pending().spool?.failed?;
+                    Some(format!("table {name}: spool write failed: {why}"))
+                })
+        });
+    let storage_error = storage_error.or(spool_failed);
     let (mut response, status, version, error) = match version_check {
         Ok(version) if storage_error.is_some() => (
             HttpResponse::ServiceUnavailable(),

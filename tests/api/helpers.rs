@@ -196,13 +196,19 @@ impl TestApp {
 
     /// Stops the server (as a signal would) and returns the shutdown report.
     pub async fn stop(self) -> ShutdownReport {
+        let database = self.database.clone();
+        let report = self.stop_keeping_data().await;
+        drop_database(&database).await;
+        report
+    }
+
+    /// [`TestApp::stop`], leaving the database for a restart to write to.
+    pub async fn stop_keeping_data(self) -> ShutdownReport {
         self.handle.stop(true).await;
-        let report = within(PATIENCE, self.server)
+        within(PATIENCE, self.server)
             .await
             .expect("server task")
-            .expect("server ran");
-        drop_database(&self.database).await;
-        report
+            .expect("server ran")
     }
 }
 

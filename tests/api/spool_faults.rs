@@ -204,3 +204,99 @@ async fn a_restart_with_a_full_spool_volume_delivers_everything_and_accepts_agai
     assert!(stored.values().all(|&n| n == 1), "each once");
     drop_database(&database).await;
 }
+
+/// Fills what is left of `dir`'s volume with a file of its own (another process's data, as
+/// far as the service can tell); returns its path.
+fn fill_volume(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 64 << 10];
+    while file.write_all(&block).is_ok() {}
+    // The last partial block, a page at a time.
+    while file.write_all(&block[..4096]).is_ok() {}
+    path
+}
+
+/// The volume fills up under the spool after start-up, so a write fails: the requests whose
+/// records were in it get 503 and their rows are never stored; once there is room again the
+/// spool takes events without a restart; every acknowledged row is stored once, also after
+/// a restart on the same spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_spool_write_is_recovered_without_restart_and_refused_rows_are_never_stored() {
+    let Some(volume) = SmallVolume::mount() else {
+        return;
+    };
+    let database = unique_database();
+    let env = [
+        ("DURABILITY", "disk"),
+        ("SPOOL_DIR", volume.path()),
+        ("BUFFER_FLUSH_MS", "100"),
+        ("BUFFER_MIN_INTERVAL_MS", "0"),
+    ];
+    let app = crate::helpers::spawn_app_in(&database, &env).await;
+    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+    let mut next = 0;
+    let mut post = async |app: &TestApp, acked: &mut Vec<u32>, refused: &mut Vec<u32>| {
+        let status = app.post_events(batch(next, 100)).await.status();
+        match status.as_u16() {
+            200 => acked.push(next),
+            503 => refused.push(next),
+            other => panic!("answered {other}"),
+        }
+        next += 100;
+        status.as_u16()
+    };
+    assert_eq!(post(&app, &mut acked, &mut refused).await, 200);
+    let filler = fill_volume(&volume.0);
+    within(PATIENCE, async {
+        while post(&app, &mut acked, &mut refused).await == 200 {}
+    })
+    .await;
+    let health: Value = app.get("/v1/health").await.json().await.unwrap();
+    assert_eq!(health["status"], "failing", "{health}");
+    assert!(health["spool"]["failed"].is_string(), "{health}");
+
+    // Room again: taken without a restart.
+    std::fs::remove_file(filler).unwrap();
+    within(PATIENCE, async {
+        while post(&app, &mut acked, &mut refused).await != 200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(post(&app, &mut acked, &mut refused).await, 200);
+    until_ok(&app, "/v1/ready").await;
+    assert!(app.stop_keeping_data().await.is_clean());
+
+    // Restarted on the same spool: whatever it still holds is delivered, nothing twice.
+    let app = crate::helpers::spawn_app_in(&database, &env).await;
+    within(PATIENCE, async {
+        loop {
+            let health: Value = app.get("/v1/health").await.json().await.unwrap();
+            if health["spool"]["bytes"] == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let stored = stored(&clickhouse_url(), &database).await;
+    assert!(app.stop().await.is_clean());
+    for first in &acked {
+        for seq in *first..first + 100 {
+            assert_eq!(stored.get(&seq), Some(&1), "acknowledged {seq} stored once");
+        }
+    }
+    for first in &refused {
+        assert!(
+            (*first..first + 100).all(|seq| !stored.contains_key(&seq)),
+            "refused batch {first} stored anyway"
+        );
+    }
+    assert_eq!(
+        stored.len(),
+        acked.len() * 100,
+        "only acknowledged rows stored"
+    );
+}

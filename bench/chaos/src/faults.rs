@@ -73,7 +73,7 @@ pub fn run(
         }
         // Some plain load between faults.
         sleep(rng.secs(1.0, 3.0));
-        match rng.below(6) {
+        match rng.below(7) {
             0 => {
                 faults.count("kill -9 service");
                 log(&format!(
@@ -135,6 +135,11 @@ pub fn run(
                 }
             }
             4 => descriptor_exhaustion(rng, service, ch, faults)?,
+            5 if volume.is_some() => {
+                if let Some(volume) = volume {
+                    spool_write_failure(rng, service, volume, faults)?;
+                }
+            }
             _ => {
                 faults.count("quiet period");
                 let quiet = rng.secs(5.0, 15.0);
@@ -202,6 +207,51 @@ fn full_disk(
     volume.empty();
     log("ballast removed");
     Ok(())
+}
+
+/// The spool volume filled to the last page by another process while the service runs:
+/// a spool write fails, the requests in it get 503 (their events must never be stored),
+/// and once the ballast is gone the service takes events again without a restart.
+fn spool_write_failure(
+    rng: &mut Rng,
+    service: &mut Service,
+    volume: &SpoolVolume,
+    faults: &mut FaultLog,
+) -> Result<(), String> {
+    faults.count("spool write failure");
+    let ballast = volume.fill_up()?;
+    log(&format!(
+        "FAULT spool volume filled by another process ({} MiB)",
+        ballast >> 20
+    ));
+    sleep(rng.secs(3.0, 8.0));
+    let failed = service
+        .health()
+        .map(|h| h["spool"]["failed"].to_string())
+        .unwrap_or_default();
+    volume.empty();
+    log(&format!("ballast removed (spool failed: {failed})"));
+    // Taken again without a restart, within a few of the writer's one-second checks.
+    let started = Instant::now();
+    loop {
+        let recovered = service
+            .health()
+            .is_some_and(|h| h["spool"]["failed"].is_null());
+        if recovered {
+            log(&format!(
+                "spool writing again after {:.1} s",
+                started.elapsed().as_secs_f64()
+            ));
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let msg = "spool still failed 30 s after the volume had room again".to_string();
+            log(&msg);
+            faults.unexpected.push(msg);
+            return Ok(());
+        }
+        sleep(Duration::from_millis(500));
+    }
 }
 
 /// Descriptors for the service at the descriptor-exhaustion fault.

@@ -56,6 +56,21 @@ impl SpoolVolume {
         Ok(written)
     }
 
+    /// Fills the volume to the last page with a ballast file (another process's data, as
+    /// far as the service can tell); returns the bytes written.
+    pub fn fill_up(&self) -> Result<u64, String> {
+        let mut file = std::fs::File::create(self.ballast())
+            .map_err(|e| format!("{}: {e}", self.ballast().display()))?;
+        let mut written = 0;
+        for size in [1 << 20, 4096] {
+            let block = vec![0u8; size];
+            while file.write_all(&block).is_ok() {
+                written += size as u64;
+            }
+        }
+        Ok(written)
+    }
+
     /// Removes the ballast file.
     pub fn empty(&self) {
         let _ = std::fs::remove_file(self.ballast());

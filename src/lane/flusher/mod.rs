@@ -218,6 +218,21 @@ impl<S: Sink> Flusher<S> {
                 Err(SpoolWaitEnd::Failed) => {}
             }
         }
+        // A failed write refused some of these rows (their requests got 503): the range is
+        // read back from disk, which holds exactly the rows that were acknowledged.
+        let reread;
+        let rows = match &tracked {
+            Some((spool, span, _)) if spool.has_hole_in(span) => {
+                match self.read_range(spool, span) {
+                    Some(read) => {
+                        reread = read;
+                        &reread
+                    }
+                    None => return rows.len(), // the deadline passed; they stay in the spool
+                }
+            }
+            _ => rows,
+        };
         let id = match &tracked {
             Some((spool, span, _)) => spool.batch_id(span),
             None => {
@@ -313,14 +328,30 @@ impl<S: Sink> Flusher<S> {
         }
     }
 
-    /// Blocks until the spool is durable up to `end`, the spool fails, or shutdown's
+    /// The rows the spool holds in `span`, read until it succeeds (`None`: shutdown's
+    /// deadline passed first).
+    fn read_range(&self, spool: &Spool, span: &Range<u64>) -> Option<Rows> {
+        let mut rows = Rows::default();
+        let limits = crate::lane::spool::ReadLimits {
+            until: span.end,
+            max_rows: usize::MAX,
+            max_bytes: usize::MAX,
+        };
+        self.retry_local("spool_read", || {
+            rows.clear();
+            spool.read(span.start, limits, &mut rows)
+        })?;
+        Some(rows)
+    }
+
+    /// Blocks until the spool is durable up to `end`, the writer is gone, or shutdown's
     /// deadline passes.
     fn wait_durable(&self, spool: &Spool, end: u64) -> Result<(), SpoolWaitEnd> {
         loop {
             if spool.durable() >= end {
                 return Ok(());
             }
-            if spool.failure().is_some() {
+            if spool.is_dead() {
                 return Err(SpoolWaitEnd::Failed);
             }
             if self.buffer.past_deadline() {

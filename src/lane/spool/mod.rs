@@ -39,7 +39,7 @@ use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
@@ -74,6 +74,9 @@ pub const HEADROOM_MIN: u64 = 256 << 10;
 /// Most headroom kept, however large the volume: 5% of a large shared volume (12 GiB of
 /// 250 GiB) would refuse a spool that has gigabytes free, for room nobody needs.
 pub const HEADROOM_MAX: u64 = 1 << 30;
+/// Holes kept (one per failed write) past the checkpoint: a request waiting on a record in
+/// one still learns it was refused however late it looks.
+const HOLES_KEPT: usize = 1024;
 /// Smallest segment file (on a tiny volume): below this, file creation dominates.
 const SEGMENT_MIN: u64 = 64 << 10;
 
@@ -131,9 +134,17 @@ pub struct Spool {
     tail_wake: Condvar,
     /// Position up to which the stream is on disk and synced; handlers wait on it.
     durable: watch::Sender<u64>,
-    /// Why the writer stopped, if it failed. Set once, for good; a `OnceLock` so that every
-    /// append and every waiting handler can check it without taking a lock.
-    failed: OnceLock<String>,
+    /// Set while a write or sync has failed and the writer waits for room to start again
+    /// (see `writer.rs`): appends are refused meanwhile. Read by every append without a lock.
+    failing: AtomicBool,
+    /// Why, while `failing`.
+    failure: Mutex<String>,
+    /// Why the writer thread is gone, if it is: set once, for good.
+    dead: OnceLock<String>,
+    /// Positions given to records a failed write did not make durable: their requests got
+    /// `503`, nothing reads them, and the flusher sends a range holding one from disk, not
+    /// from memory. One per failure; those the checkpoint has passed are dropped.
+    holes: Mutex<Vec<Range<u64>>>,
     /// Position up to which ClickHouse has the rows (mirrors the checkpoint).
     confirmed: AtomicU64,
     /// Where the oldest segment file still on disk starts: `next - oldest` is what the spool
@@ -291,6 +302,11 @@ impl Spool {
                 bytes: start - from,
             }
         });
+        // Gaps between files: holes a failed write left (nothing was written there).
+        let holes: Vec<Range<u64>> = (old.windows(2))
+            .filter(|w| w[0].0 + w[0].1 < w[1].0)
+            .map(|w| w[0].0 + w[0].1..w[1].0)
+            .collect();
         let on_disk: u64 = old.iter().map(|&(_, len)| len).sum();
         let disk_max = disk_cap(dir, on_disk, max_bytes, sharers).map_err(io_err)?;
         let segment_bytes = (disk_max / 8).clamp(SEGMENT_MIN, SEGMENT_BYTES);
@@ -306,7 +322,10 @@ impl Spool {
             }),
             tail_wake: Condvar::new(),
             durable: watch::Sender::new(start),
-            failed: OnceLock::new(),
+            failing: AtomicBool::new(false),
+            failure: Mutex::new(String::new()),
+            dead: OnceLock::new(),
+            holes: Mutex::new(holes),
             confirmed: AtomicU64::new(backlog.map_or(start, |b| b.from)),
             oldest: AtomicU64::new(starts[0]),
             disk_max,
@@ -359,8 +378,8 @@ impl Spool {
     }
 
     fn refusal_of(&self, tail: &Tail, bytes: u64) -> Option<SpoolRefusal> {
-        if let Some(why) = self.failed.get() {
-            return Some(SpoolRefusal::Failed(why.clone()));
+        if let Some(why) = self.failure() {
+            return Some(SpoolRefusal::Failed(why));
         }
         if tail.closed {
             return Some(SpoolRefusal::Failed("spool writer stopped".into()));
@@ -384,18 +403,45 @@ impl Spool {
         self.tail.lock().next
     }
 
-    /// Waits until the stream is durable up to `end`.
+    /// Waits until the stream is durable up to `end` (the end of a record): `Err` when a
+    /// failed write left that record out (it is in a hole) or the writer is gone.
     pub async fn wait_durable(&self, end: u64) -> Result<(), SpoolRefusal> {
         let mut rx = self.durable.subscribe();
-        // The writer signals a failure by touching the value, which wakes this check.
+        // The writer signals its end by touching the value, which wakes this check.
         let ok = rx
-            .wait_for(|&d| d >= end || self.failed.get().is_some())
-            .await;
-        match (ok, self.failed.get()) {
-            (Ok(d), _) if *d >= end => Ok(()),
-            (_, Some(why)) => Err(SpoolRefusal::Failed(why.clone())),
-            (_, None) => Err(SpoolRefusal::Failed("spool writer stopped".into())),
+            .wait_for(|&d| d >= end || self.dead.get().is_some())
+            .await
+            .map(|d| *d);
+        match ok {
+            Ok(d) if d >= end && self.in_hole(end) => {
+                Err(SpoolRefusal::Failed(self.failure().unwrap_or_else(|| {
+                    "the write of this record failed".into()
+                })))
+            }
+            Ok(d) if d >= end => Ok(()),
+            _ => Err(SpoolRefusal::Failed(
+                self.dead
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| "spool writer stopped".into()),
+            )),
         }
+    }
+
+    /// Whether the record ending at `end` was left out by a failed write.
+    fn in_hole(&self, end: u64) -> bool {
+        (self.holes.lock().iter()).any(|hole| hole.start < end && end <= hole.end)
+    }
+
+    /// Whether `range` holds positions a failed write left out: its rows in memory include
+    /// refused ones, so it is read back from disk instead.
+    pub fn has_hole_in(&self, range: &Range<u64>) -> bool {
+        (self.holes.lock().iter()).any(|hole| hole.start < range.end && range.start < hole.end)
+    }
+
+    /// Whether the writer thread is gone (nothing will be durable again).
+    pub fn is_dead(&self) -> bool {
+        self.dead.get().is_some()
     }
 
     /// Position up to which the stream is durable.
@@ -409,9 +455,15 @@ impl Spool {
         (used, self.max_bytes)
     }
 
-    /// Why the spool refuses records, if it does.
+    /// Why the spool refuses records, if it does: a failed write (until the writer can
+    /// write again) or a writer gone.
     pub fn failure(&self) -> Option<String> {
-        self.failed.get().cloned()
+        if let Some(why) = self.dead.get() {
+            return Some(why.clone());
+        }
+        self.failing
+            .load(Relaxed)
+            .then(|| self.failure.lock().clone())
     }
 
     /// This spool's persistent random id (kept in its checkpoint): part of every insert
@@ -504,7 +556,35 @@ impl Spool {
             self.store(&mut books, next)?;
         }
         self.confirmed.fetch_max(end, Relaxed);
+        let mut holes = self.holes.lock();
+        while holes.len() > HOLES_KEPT && holes[0].end <= end {
+            holes.remove(0);
+        }
+        drop(holes);
         self.trim(end)
+    }
+
+    /// After a failed write or sync (see `writer.rs`): the records from `start` on are not
+    /// durable and never will be. Refuses appends until [`Spool::writable_again`], leaves a
+    /// hole over every position handed out, and wakes the requests waiting on them
+    /// (they get `503`). Returns where the hole ends: the next segment starts there.
+    fn fail_from(&self, start: u64, why: String) -> u64 {
+        let mut tail = self.tail.lock();
+        *self.failure.lock() = why;
+        self.failing.store(true, Relaxed);
+        tail.pending.clear();
+        let end = tail.next;
+        if start < end {
+            self.holes.lock().push(start..end);
+        }
+        drop(tail);
+        self.durable.send_replace(end);
+        end
+    }
+
+    /// The writer writes again: appends are taken.
+    fn writable_again(&self) {
+        self.failing.store(false, Relaxed);
     }
 
     /// Deletes whole segment files before `end` (never the newest: the writer appends to
@@ -542,10 +622,15 @@ impl Spool {
         let durable = self.durable();
         let spans: Vec<(u64, u64)> = {
             let starts = self.segments.lock();
+            let holes = self.holes.lock();
             starts
                 .iter()
                 .zip(starts.iter().skip(1).copied().chain([durable]))
-                .map(|(&s, e)| (s, e))
+                // A file ends where a hole begins: nothing was written there.
+                .map(|(&s, e)| {
+                    let cut = holes.iter().map(|h| h.start).filter(|&h| s <= h && h < e);
+                    (s, cut.min().unwrap_or(e))
+                })
                 .collect()
         };
         limits.until = limits.until.min(durable);

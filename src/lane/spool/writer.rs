@@ -7,9 +7,13 @@
 //! can do however many requests arrive: the cost of one sync is shared by all of them.
 //!
 //! A failed write or sync is not retried (after a failed `fsync` the kernel may already
-//! have dropped the pages, so a retry could report success for data that is gone): the
-//! spool is marked failed, waiting requests get `503`, and nothing more is accepted until
-//! an operator has looked and restarted.
+//! have dropped the pages, so a retry could report success for data that is gone). The
+//! file is cut back to what was durable before the round; the round's records (and any
+//! queued behind them) are refused: their requests get `503`, and their positions become a
+//! hole nothing reads. Appends are refused while the writer waits for room on the volume
+//! (checked every second); then it starts a new segment after the hole and the spool takes
+//! events again, without a restart. If the file cannot be cut back, the writer stops for
+//! good (a restart reads what is intact).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -54,7 +58,7 @@ impl WriterGuard {
                         "spool {}: writer thread stopped ({why})",
                         spool.dir.display()
                     );
-                    let _ = spool.failed.set(format!("writer thread stopped ({why})"));
+                    let _ = spool.dead.set(format!("writer thread stopped ({why})"));
                     spool.tail.lock().pending.clear();
                     spool.durable.send_modify(|_| {});
                 }
@@ -110,15 +114,26 @@ impl Writer {
                 tail.next - batch.len() as u64
             };
             if let Err(e) = self.write(start, &batch) {
+                batch.clear();
+                let cut = self.cut_back();
+                let resume_at = self.spool.fail_from(start, e.to_string());
+                if let Err(cut) = cut {
+                    log::error!(
+                        "spool {}: write failed ({e}) and the file cannot be cut back to what                          was durable ({cut}); refusing events until restart",
+                        self.spool.dir.display()
+                    );
+                    let _ = self.spool.dead.set(format!("{e}; then {cut}"));
+                    self.spool.durable.send_modify(|_| {});
+                    return;
+                }
                 log::error!(
-                    "spool {}: write failed, refusing events until restart: {e}",
+                    "spool {}: write failed ({e}); the events in it were refused with 503, and                      events are refused until the volume has room again",
                     self.spool.dir.display()
                 );
-                let _ = self.spool.failed.set(e.to_string());
-                self.spool.tail.lock().pending.clear();
-                // Wake the handlers waiting for durability so they see the failure.
-                self.spool.durable.send_modify(|_| {});
-                return;
+                if !self.resume(resume_at) {
+                    return; // closed while waiting
+                }
+                continue;
             }
             self.spool.durable.send_replace(start + batch.len() as u64);
             batch.clear();
@@ -161,6 +176,50 @@ impl Writer {
         Ok(())
     }
 
+    /// Cuts the current file back to what was durable before a failed round, and syncs it.
+    fn cut_back(&mut self) -> io::Result<()> {
+        self.file.set_len(self.segment_len)?;
+        self.file.sync_data()
+    }
+
+    /// After a failed write: waits until the volume has room, then starts a new segment at
+    /// `at` (after the hole) and lets appends in. `false` if the spool closed first.
+    fn resume(&mut self, at: u64) -> bool {
+        loop {
+            {
+                let mut tail = self.spool.tail.lock();
+                if tail.closed {
+                    return false;
+                }
+                self.spool
+                    .tail_wake
+                    .wait_for(&mut tail, std::time::Duration::from_secs(1));
+                if tail.closed {
+                    return false;
+                }
+            }
+            let free = rustix::fs::statvfs(&self.spool.dir)
+                .map(|v| v.f_bavail.saturating_mul(v.f_frsize))
+                .unwrap_or(0);
+            if free < RESUME_FREE {
+                continue;
+            }
+            let started = File::create(segments::path(&self.spool.dir, at))
+                .and_then(|file| sync_dir(&self.spool.dir).map(|()| file));
+            if let Ok(file) = started {
+                self.file = file;
+                self.segment_len = 0;
+                self.spool.segments.lock().push(at);
+                self.spool.writable_again();
+                log::info!(
+                    "spool {}: writing again ({free} bytes free on its volume)",
+                    self.spool.dir.display()
+                );
+                return true;
+            }
+        }
+    }
+
     /// Creates the segment file starting at `start`.
     fn create_segment(&mut self, start: u64) -> io::Result<File> {
         #[cfg(test)]
@@ -188,6 +247,9 @@ impl Writer {
         Ok(file)
     }
 }
+
+/// Free bytes the volume must have before a writer that failed starts again.
+const RESUME_FREE: u64 = super::HEADROOM_MIN;
 
 /// Queue capacity kept between rounds (a burst's larger allocation is given back).
 const PENDING_KEEP: usize = 4 << 20;
