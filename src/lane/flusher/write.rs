@@ -70,6 +70,18 @@ fn chunks(rows: &Rows, max: usize, tag_len: usize) -> Vec<Range<usize>> {
     chunks
 }
 
+/// The parts of `range` outside every range of `done`, in order.
+fn not_done(range: &Range<usize>, done: &[Range<usize>]) -> Vec<Range<usize>> {
+    let mut left = vec![range.clone()];
+    for d in done {
+        left = (left.into_iter())
+            .flat_map(|r| [r.start..r.end.min(d.start), r.start.max(d.end)..r.end])
+            .filter(|r| !r.is_empty())
+            .collect();
+    }
+    left
+}
+
 /// Attempts refused the same way in a row, while the server answers other queries, after
 /// which the refusal is taken to be about the chunk's rows (see [`Refusal::Rows`]).
 const SAME_REFUSALS: u32 = 3;
@@ -108,11 +120,12 @@ impl<S: Sink> Flusher<S> {
         pending.reverse();
         let mut rejected: Vec<Rejected<'_>> = Vec::new();
         while let Some(range) = pending.pop() {
-            if done
-                .iter()
-                .any(|d| d.start <= range.start && range.end <= d.end)
-            {
-                continue; // stored before a restart
+            let left = not_done(&range, done);
+            if left.first() != Some(&range) {
+                // Rows stored before a restart are never sent again, whatever happens to
+                // the rest: what is left of the chunk goes in its own chunks.
+                pending.extend(left.into_iter().rev());
+                continue;
             }
             let chunk = rows.slice(range.clone());
             let token = format!("{id}:{}-{}:{}", range.start, range.end, digest(chunk));

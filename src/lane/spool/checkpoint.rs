@@ -177,6 +177,11 @@ impl CheckpointFile {
             }
             Err(e) => return Err(e),
         };
+        // Created, and the process gone before its first state was written: no state yet.
+        if bytes.len() == 2 * SLOT && bytes.iter().all(|&b| b == 0) {
+            let file = OpenOptions::new().read(true).write(true).open(&path)?;
+            return Ok((Self { file, seq: 0 }, None));
+        }
         let (seq, state, earlier_format) = parse(&bytes).ok_or_else(|| invalid(&path))?;
         if earlier_format {
             return Ok((Self::create(dir, Some(&state))?, Some(state)));
@@ -190,6 +195,7 @@ impl CheckpointFile {
     pub fn read(dir: &Path) -> io::Result<Option<Checkpoint>> {
         let path = dir.join(NAME);
         match fs::read(&path) {
+            Ok(bytes) if bytes.len() == 2 * SLOT && bytes.iter().all(|&b| b == 0) => Ok(None),
             Ok(bytes) => parse(&bytes)
                 .map(|(_, state, _)| Some(state))
                 .ok_or_else(|| invalid(&path)),

@@ -21,9 +21,10 @@
 //! volume's free space is checked (`statvfs`): when this spool's share of it (the lanes'
 //! spools split the free space evenly) cannot hold `SPOOL_MAX_BYTES` plus headroom
 //! ([`HEADROOM_SHARE`] of the volume, between [`HEADROOM_MIN`] and [`HEADROOM_MAX`]), the
-//! effective limit is lowered to what it can (with a warning), so a small or shared volume refuses appends with `503` before it is full
-//! rather than failing a write; segments are then cut smaller so that trimming frees space
-//! steadily. The checkpoint is updated in place, so a full volume never stops delivery.
+//! effective limit is lowered to what it can (with a warning), so a small or shared volume
+//! refuses appends with `503` before it is full rather than failing a write. Segments are
+//! cut at an eighth of the spool's limit (64 KiB to 64 MiB), so trimming frees space
+//! steadily however small the limit. The checkpoint is updated in place, so a full volume never stops delivery.
 //!
 //! Part of the lane. May import the rest of `lane`, `format` and the shared modules.
 
@@ -309,7 +310,9 @@ impl Spool {
             .collect();
         let on_disk: u64 = old.iter().map(|&(_, len)| len).sum();
         let disk_max = disk_cap(dir, on_disk, max_bytes, sharers).map_err(io_err)?;
-        let segment_bytes = (disk_max / 8).clamp(SEGMENT_MIN, SEGMENT_BYTES);
+        // An eighth of what the spool may hold, so files roll and are trimmed well before
+        // the cap, however small the cap or the volume.
+        let segment_bytes = (max_bytes.min(disk_max) / 8).clamp(SEGMENT_MIN, SEGMENT_BYTES);
         let mut starts: Vec<u64> = old.iter().map(|&(s, _)| s).collect();
         starts.push(start);
         let spool = Self {

@@ -360,3 +360,47 @@ fn the_row_prefixes_of_a_backlog_are_read_back() {
     assert!(spool.row_prefixes::<4>(end).unwrap().is_empty());
     writer.stop();
 }
+
+/// A cap smaller than a segment: the files still roll and are trimmed as rows are
+/// confirmed, so the spool takes events for good and keeps to about its cap on disk.
+#[test]
+fn a_spool_capped_under_one_segment_rolls_trims_and_keeps_taking_events() {
+    let (_tmp, dir) = temp_dir();
+    let cap = 256 << 10;
+    let (spool, _) = Spool::open(&dir, cap).unwrap();
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    let mut from = 0;
+    // Ten times the cap, confirmed as it goes.
+    for _ in 0..150 {
+        let end = append(&spool, 20);
+        spool.begin(from..end).unwrap();
+        spool.confirm(end).unwrap();
+        from = end;
+    }
+    assert!(from > 10 * cap, "wrote {from}");
+    let on_disk: u64 = super::segments::list(&dir)
+        .unwrap()
+        .iter()
+        .map(|&(_, len)| len)
+        .sum();
+    assert!(
+        on_disk <= cap,
+        "{on_disk} bytes of segments for a {cap}-byte cap"
+    );
+    writer.stop();
+}
+
+/// A process that died after creating the checkpoint file and before writing its first
+/// state leaves a file of empty slots: the next start opens the spool as new.
+#[test]
+fn a_checkpoint_created_but_never_written_does_not_stop_the_next_start() {
+    let (_tmp, dir) = temp_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    drop(super::checkpoint::CheckpointFile::open(&dir).unwrap());
+    assert_eq!(Spool::unconfirmed_bytes(&dir).unwrap(), 0);
+    let (spool, backlog) = Spool::open(&dir, 1 << 30).expect("opens");
+    assert_eq!(backlog, None);
+    drop(spool);
+    Spool::open(&dir, 1 << 30).expect("and again, with its state written");
+}
