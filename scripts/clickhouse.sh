@@ -12,13 +12,41 @@ set -euo pipefail
 HOST="${CLICKHOUSE_HOST:-127.0.0.1}"
 PORT="${CLICKHOUSE_PORT:-8123}"
 TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
+# HTTPS too, with a test CA's certificate for localhost and 127.0.0.1 (the TLS tests).
+HTTPS_PORT="${CLICKHOUSE_HTTPS_PORT:-8443}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA_DIR="${CLICKHOUSE_DATA_DIR:-$ROOT/data/clickhouse}"
+TLS_DIR="${CLICKHOUSE_TLS_DIR:-$ROOT/data/tls}"
 CONFIG="${CLICKHOUSE_CONFIG:-/etc/clickhouse-server/config.xml}"
 
 say() { echo "clickhouse.sh: $*" >&2; }
 
 pinging() { curl -fsS --max-time 2 "http://$HOST:$PORT/ping" >/dev/null 2>&1; }
+
+pinging_https() {
+  curl -fsS --max-time 2 --cacert "$TLS_DIR/ca.crt" "https://localhost:$HTTPS_PORT/ping" >/dev/null 2>&1
+}
+
+# A test CA and, signed by it, a certificate for localhost and 127.0.0.1 (ClickHouse's
+# HTTPS) and Diffie-Hellman parameters (18.16 wants a file). Made once; git-ignored.
+tls_material() {
+  [ -f "$TLS_DIR/server.crt" ] && [ -f "$TLS_DIR/dh.pem" ] && return 0
+  command -v openssl >/dev/null 2>&1 || { say "openssl is needed to make the test certificates"; exit 1; }
+  mkdir -p "$TLS_DIR"
+  say "making a test CA and a certificate for localhost in $TLS_DIR"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=event-ingest test CA" \
+    -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" 2>/dev/null
+  printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+    "extendedKeyUsage=serverAuth" >"$TLS_DIR/server.ext"
+  openssl x509 -req -days 3650 -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.crt" \
+    -CAkey "$TLS_DIR/ca.key" -CAcreateserial -extfile "$TLS_DIR/server.ext" \
+    -out "$TLS_DIR/server.crt" 2>/dev/null
+  openssl dhparam -dsaparam -out "$TLS_DIR/dh.pem" 2048 2>/dev/null
+  # clickhouse-server may run as another user: the key must be readable by it.
+  chmod 644 "$TLS_DIR"/*.key
+}
 
 is_local() {
   case "$HOST" in 127.*|localhost|::1|0.0.0.0) return 0 ;; *) return 1 ;; esac
@@ -53,12 +81,15 @@ start() {
     --user_files_path="$DATA_DIR/user_files/" --format_schema_path="$DATA_DIR/format_schemas/" \
     --logger.log="$DATA_DIR/log/server.log" --logger.errorlog="$DATA_DIR/log/server.err.log" \
     --http_port="$PORT" --tcp_port="$TCP_PORT" --interserver_http_port=$((TCP_PORT + 9)) \
+    --https_port="$HTTPS_PORT" --openSSL.server.certificateFile="$TLS_DIR/server.crt" \
+    --openSSL.server.privateKeyFile="$TLS_DIR/server.key" \
+    --openSSL.server.dhParamsFile="$TLS_DIR/dh.pem" \
     --listen_host=127.0.0.1 \
     >"$DATA_DIR/log/stdout.log" 2>&1 &
   echo $! >"$DATA_DIR/server.pid"
   # Up to 3 minutes: a data folder with many parts (after load tests) takes a while to load.
   for _ in $(seq 1 360); do
-    pinging && { say "ready"; return 0; }
+    pinging && pinging_https && { say "ready (HTTPS on $HTTPS_PORT)"; return 0; }
     kill -0 "$(cat "$DATA_DIR/server.pid")" 2>/dev/null || break
     sleep 0.5
   done
@@ -69,8 +100,17 @@ start() {
 
 case "${1:-ensure}" in
   ensure)
-    pinging && exit 0
-    is_local || { say "nothing answers at http://$HOST:$PORT and that host is not local; start ClickHouse there first"; exit 1; }
+    is_local || { pinging && exit 0; say "nothing answers at http://$HOST:$PORT and that host is not local; start ClickHouse there first"; exit 1; }
+    tls_material
+    pinging && pinging_https && exit 0
+    if pinging; then
+      # One this script started before it served HTTPS: restarted with it.
+      [ -f "$DATA_DIR/server.pid" ] || { say "a ClickHouse answers on $PORT without HTTPS on $HTTPS_PORT; stop it or set CLICKHOUSE_HTTPS_PORT"; exit 1; }
+      say "restarting the ClickHouse on $PORT with HTTPS on $HTTPS_PORT"
+      pid="$(cat "$DATA_DIR/server.pid")"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    fi
     install_server
     start
     ;;

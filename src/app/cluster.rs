@@ -99,6 +99,12 @@ async fn check_topology(
                     reachable.push(state.host.clone());
                 }
             },
+            Err(e) if crate::sink::is_certificate_error(&e.to_string()) => {
+                return Err(StartupError::Certificate {
+                    url: state.host.clone(),
+                    reason: super::certificate_reason(&e.to_string()),
+                });
+            }
             Err(e) => {
                 state.failed(&e);
                 log::warn!(

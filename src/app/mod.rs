@@ -74,6 +74,17 @@ pub enum StartupError {
     /// by the gateway (the table and the expression named).
     #[error("INGEST_TABLES: {0}")]
     TableSharding(String),
+    /// The TLS files for HTTPS to ClickHouse cannot be used.
+    #[error("HTTPS to ClickHouse: {0}")]
+    ClickHouseTls(#[from] sink::TlsError),
+    /// A ClickHouse server's certificate is not accepted: a retry would not change that.
+    #[error("ClickHouse at {url}: certificate not accepted ({reason})")]
+    Certificate {
+        /// The server's URL.
+        url: String,
+        /// What the verification said (unknown CA, a name it does not cover, expired).
+        reason: String,
+    },
     /// The cluster's hosts disagree with `CLICKHOUSE_HOSTS` (which host, and how).
     #[error("CLICKHOUSE_HOSTS does not match cluster {cluster}: {problems}")]
     Cluster {
@@ -134,13 +145,22 @@ impl Application {
         };
         // Rows an earlier run acknowledged, in a spool no lane of this run would read.
         stranded::refuse_stranded_spools(&config)?;
+        if config.clickhouse_uses_tls() {
+            clickhouse_tls(&config)?;
+            if config.clickhouse_tls_skip_verify {
+                log::warn!(
+                    "CLICKHOUSE_TLS_SKIP_VERIFY: ClickHouse's certificate is not verified; \
+                     anyone on the path can read and change what is sent"
+                );
+            }
+        }
         let stats = Arc::new(Stats::default());
         // Every table is started the same way; the events table first.
         let mut events = tables::events_table(&config, &stats);
         let server: Arc<dyn ServerCheck> = match config.is_cluster() {
             true => cluster::check(&config, &mut events).await?,
             false => {
-                check_clickhouse(&events.sink, &config).await;
+                check_clickhouse(&events.sink, &config).await?;
                 Arc::new(TableSink::sharing(&sink_settings(&config), &events.sink))
             }
         };
@@ -303,8 +323,9 @@ fn bind(host: &str, port: u16) -> Result<TcpListener, StartupError> {
 }
 
 /// Reaches ClickHouse once (creating the database and table) and says what delivery it
-/// allows; a failure is logged, not fatal: the flusher retries and `/v1/health` says why.
-async fn check_clickhouse(sink: &TableSink, config: &Config) {
+/// allows; a failure is logged, not fatal (the flusher retries and `/v1/health` says why),
+/// except a certificate ClickHouse presents and this service does not accept.
+async fn check_clickhouse(sink: &TableSink, config: &Config) -> Result<(), StartupError> {
     match sink.prepare().await {
         Ok((text, version)) => {
             log::info!(
@@ -322,11 +343,31 @@ async fn check_clickhouse(sink: &TableSink, config: &Config) {
                 ),
             }
         }
+        Err(e) if sink::is_certificate_error(&e) => {
+            return Err(StartupError::Certificate {
+                url: config.clickhouse_url(),
+                reason: certificate_reason(&e),
+            });
+        }
         Err(e) => log::warn!(
             "ClickHouse at {} not ready ({e}); serving anyway, will retry",
             config.clickhouse_url()
         ),
     }
+    Ok(())
+}
+
+/// What a certificate error says, without the layers of request errors around it.
+pub(crate) fn certificate_reason(error: &str) -> String {
+    let mut reason = match error.find("invalid peer certificate") {
+        Some(at) => &error[at..],
+        None => error,
+    };
+    // The closing brackets of the layers around it.
+    while reason.ends_with(')') && reason.matches(')').count() > reason.matches('(').count() {
+        reason = &reason[..reason.len() - 1];
+    }
+    reason.to_string()
 }
 
 /// What every handler can reach.
@@ -351,6 +392,8 @@ fn app_state(
         api_keys: ApiKeys::new(config.api_keys()),
         // Validated when the configuration was read.
         trusted_proxies: config.trusted_proxy_nets().unwrap_or_default(),
+        clickhouse_tls_unverified: config.clickhouse_uses_tls()
+            && config.clickhouse_tls_skip_verify,
         mode: match config.buffer_mode {
             BufferMode::Double => "double",
             BufferMode::Direct => "direct",
@@ -413,11 +456,35 @@ fn connection(config: &Config) -> sink::Connection {
         url: config.clickhouse_url(),
         user: config.clickhouse_user.clone(),
         password: config.clickhouse_password.expose().to_string(),
+        tls: match config.clickhouse_url().starts_with("https://") {
+            // Checked at start-up (`clickhouse_tls`): a failure here is a file changed since.
+            true => clickhouse_tls(config).ok(),
+            false => None,
+        },
         compression: match config.clickhouse_compression {
             crate::config::Compression::Lz4 => sink::Compression::Lz4,
             crate::config::Compression::None => sink::Compression::None,
         },
     }
+}
+
+/// The TLS client configuration for HTTPS to ClickHouse, built from its files once per
+/// set of files (every sink's connections share it).
+pub(crate) fn clickhouse_tls(
+    config: &Config,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, sink::TlsError> {
+    type Built = (sink::TlsFiles, std::sync::Arc<rustls::ClientConfig>);
+    static BUILT: parking_lot::Mutex<Option<Built>> = parking_lot::Mutex::new(None);
+    let files = config.clickhouse_tls_files();
+    let mut built = BUILT.lock();
+    if let Some((known, tls)) = &*built
+        && *known == files
+    {
+        return Ok(tls.clone());
+    }
+    let tls = files.client_config()?;
+    *built = Some((files, tls.clone()));
+    Ok(tls)
 }
 
 /// `config` aimed at `host` of the cluster, as the sinks are told it.

@@ -83,10 +83,23 @@ settings! {
     http_port: u16 = 8080, "8080";
     /// actix worker threads.
     http_workers: Option<usize> = None, "one per CPU core";
-    /// ClickHouse HTTP interface host.
+    /// ClickHouse HTTP interface host; `https://<host>` speaks HTTPS (as managed
+    /// ClickHouse, e.g. ClickHouse Cloud, requires), `http://<host>` or the host alone plain
+    /// HTTP.
     clickhouse_host: String = "127.0.0.1".into(), "127.0.0.1";
     /// ClickHouse HTTP interface port.
-    clickhouse_port: u16 = 8123, "8123";
+    clickhouse_port: Option<u16> = None, "8123, or 8443 with https://";
+    /// A PEM bundle of the CAs to trust for HTTPS to ClickHouse, instead of the system's
+    /// roots (or, where it has none, the bundled Mozilla set).
+    clickhouse_ca_file: String = String::new(), "empty (the system's roots)";
+    /// A PEM client certificate (chain) to present to a ClickHouse, or a proxy in front of
+    /// it, that requires one; with `CLICKHOUSE_CLIENT_KEY_FILE`.
+    clickhouse_client_cert_file: String = String::new(), "empty (none)";
+    /// The PEM private key of `CLICKHOUSE_CLIENT_CERT_FILE`.
+    clickhouse_client_key_file: String = String::new(), "empty (none)";
+    /// Accept any certificate from ClickHouse (testing only: a `warn` line at start-up,
+    /// and shown in `/v1/status`).
+    clickhouse_tls_skip_verify: bool = false, "false";
     /// A cluster's HTTP endpoints instead of `CLICKHOUSE_HOST`/`CLICKHOUSE_PORT`: `,`
     /// between replicas of one shard, `;` between shards, in the cluster's shard order
     /// (`a:8123,b:8123;c:8123` is shard 1 = a, b and shard 2 = c). Several hosts need
@@ -339,15 +352,17 @@ impl Config {
                 return invalid(var, "is set but names no key");
             }
         }
-        if !is_host(&self.clickhouse_host) {
+        if !is_host(cluster::strip_scheme(&self.clickhouse_host).1) {
             return invalid(
                 "CLICKHOUSE_HOST",
-                "must be a host name or an IP address, without scheme, port or path",
+                "must be a host name or an IP address, optionally after https:// or http://, \
+                 without port or path",
             );
         }
-        if self.clickhouse_port == 0 {
+        if self.clickhouse_port == Some(0) {
             return invalid("CLICKHOUSE_PORT", "must not be 0");
         }
+
         if self
             .admin_port
             .is_some_and(|p| p != 0 && p == self.http_port)
@@ -409,23 +424,44 @@ impl Config {
         std::path::Path::new(&self.spool_dir).join("quarantine")
     }
 
-    /// The ClickHouse HTTP URL (without credentials).
+    /// The ClickHouse URL (without credentials): `http://` or `https://`, host, port.
     pub fn clickhouse_url(&self) -> String {
-        match self.clickhouse_host.parse::<std::net::Ipv6Addr>() {
-            Ok(v6) => format!("http://[{v6}]:{}", self.clickhouse_port),
-            Err(_) => format!("http://{}:{}", self.clickhouse_host, self.clickhouse_port),
+        self.clickhouse_endpoint().url()
+    }
+
+    /// `CLICKHOUSE_HOST` and `CLICKHOUSE_PORT` as one endpoint (the port by the scheme when
+    /// not set).
+    fn clickhouse_endpoint(&self) -> HostPort {
+        let (tls, host) = cluster::strip_scheme(&self.clickhouse_host);
+        HostPort {
+            host: host.trim_matches(['[', ']']).to_string(),
+            port: self.clickhouse_port.unwrap_or(cluster::default_port(tls)),
+            tls,
         }
+    }
+
+    /// The TLS files for HTTPS to ClickHouse.
+    pub fn clickhouse_tls_files(&self) -> crate::sink::TlsFiles {
+        let path = |s: &str| (!s.is_empty()).then(|| std::path::PathBuf::from(s));
+        crate::sink::TlsFiles {
+            ca_file: path(&self.clickhouse_ca_file),
+            client_cert: path(&self.clickhouse_client_cert_file),
+            client_key: path(&self.clickhouse_client_key_file),
+            skip_verify: self.clickhouse_tls_skip_verify,
+        }
+    }
+
+    /// Whether any ClickHouse endpoint is reached over HTTPS.
+    pub fn clickhouse_uses_tls(&self) -> bool {
+        self.clickhouse_shards()
+            .is_ok_and(|shards| shards.iter().flatten().any(|h| h.tls))
     }
 
     /// The ClickHouse hosts by shard: `CLICKHOUSE_HOSTS` parsed, or the one
     /// `CLICKHOUSE_HOST:CLICKHOUSE_PORT` when it is empty.
     pub fn clickhouse_shards(&self) -> Result<Vec<Vec<HostPort>>, String> {
         if self.clickhouse_hosts.trim().is_empty() {
-            let host = self.clickhouse_host.trim_matches(['[', ']']).to_string();
-            return Ok(vec![vec![HostPort {
-                host,
-                port: self.clickhouse_port,
-            }]]);
+            return Ok(vec![vec![self.clickhouse_endpoint()]]);
         }
         cluster::parse_hosts(&self.clickhouse_hosts, self.clickhouse_port)
     }
@@ -438,8 +474,11 @@ impl Config {
     /// This configuration aimed at one host of the cluster (its sinks are built from it).
     pub fn for_host(&self, host: &HostPort) -> Config {
         Config {
-            clickhouse_host: host.host.clone(),
-            clickhouse_port: host.port,
+            clickhouse_host: match host.tls {
+                true => format!("https://{}", host.host),
+                false => host.host.clone(),
+            },
+            clickhouse_port: Some(host.port),
             ..self.clone()
         }
     }
@@ -657,6 +696,10 @@ mod tests {
         ("HTTP_MAX_CONNECTIONS", "500"),
         ("CLICKHOUSE_HOST", "ch.internal"),
         ("CLICKHOUSE_PORT", "8124"),
+        ("CLICKHOUSE_CA_FILE", "/etc/ssl/ch-ca.pem"),
+        ("CLICKHOUSE_CLIENT_CERT_FILE", "/etc/ssl/client.pem"),
+        ("CLICKHOUSE_CLIENT_KEY_FILE", "/etc/ssl/client.key"),
+        ("CLICKHOUSE_TLS_SKIP_VERIFY", "true"),
         ("CLICKHOUSE_HOSTS", "ch-1:8123"),
         ("CLICKHOUSE_CLUSTER", "events_cluster"),
         ("CLICKHOUSE_SHARDING_KEY", "session"),
@@ -796,7 +839,8 @@ mod tests {
         for (var, value) in [
             ("CLICKHOUSE_HOST", "127.0.0.1/evil?x="),
             ("CLICKHOUSE_HOST", "user@host"),
-            ("CLICKHOUSE_HOST", "http://h"),
+            ("CLICKHOUSE_HOST", "ftp://h"),
+            ("CLICKHOUSE_HOST", "https://h:8443"),
             ("CLICKHOUSE_HOST", ""),
             ("CLICKHOUSE_PORT", "0"),
             ("INGEST_API_KEYS", " , "),
@@ -812,9 +856,25 @@ mod tests {
             "10.1.2.3",
             "::1",
             "[::1]",
+            "http://localhost",
+            "https://ch.example.cloud",
         ] {
             assert!(config(&[("CLICKHOUSE_HOST", host)]).is_ok(), "{host}");
         }
+        // `https://` speaks HTTPS, on 8443 unless CLICKHOUSE_PORT says otherwise.
+        let cloud = config(&[("CLICKHOUSE_HOST", "https://ch.example.cloud")]).unwrap();
+        assert_eq!(cloud.clickhouse_url(), "https://ch.example.cloud:8443");
+        assert!(cloud.clickhouse_uses_tls());
+        let port = config(&[
+            ("CLICKHOUSE_HOST", "https://h"),
+            ("CLICKHOUSE_PORT", "9440"),
+        ]);
+        assert_eq!(port.unwrap().clickhouse_url(), "https://h:9440");
+        assert_eq!(
+            config(&[]).unwrap().clickhouse_url(),
+            "http://127.0.0.1:8123"
+        );
+
         let c = config(&[("ADMIN_API_KEYS", "a, b"), ("ADMIN_PORT", "9090")]).unwrap();
         assert_eq!(c.admin_keys(), ["a", "b"]);
         assert!(!format!("{c:?}").contains("a, b"));

@@ -57,6 +57,8 @@ pub struct AppState {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `BUFFER_MODE`, for the status page.
     pub mode: &'static str,
+    /// `CLICKHOUSE_TLS_SKIP_VERIFY` with an `https://` ClickHouse: shown in `/v1/status`.
+    pub clickhouse_tls_unverified: bool,
     /// The tables of `INGEST_TABLES` and their lanes.
     pub tables: Arc<events::Tables>,
     /// When the process started, for the status page's uptime.

@@ -63,6 +63,7 @@ pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "tables": tables,
         "clickhouse_version": state.server.version_text(),
+        "clickhouse_tls_unverified": state.clickhouse_tls_unverified,
         "mode": state.mode,
         "uptime_secs": state.started.elapsed().as_secs(),
         // Resident memory, to see it come back after a burst.

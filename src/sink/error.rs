@@ -143,7 +143,17 @@ fn exception_code(message: &str) -> Option<u32> {
 impl From<::clickhouse::error::Error> for SinkError {
     fn from(error: ::clickhouse::error::Error) -> Self {
         use ::clickhouse::error::Error as E;
-        let message = error.to_string();
+        // The causes too: a network error's own text is "client error (Connect)", its
+        // causes say why (refused, a certificate not trusted, ...).
+        let mut message = error.to_string();
+        let mut cause = std::error::Error::source(&error);
+        while let Some(e) = cause {
+            let text = e.to_string();
+            if !message.contains(&text) {
+                message = format!("{message}: {text}");
+            }
+            cause = e.source();
+        }
         match &error {
             E::BadResponse(text) => match exception_code(text) {
                 Some(code) if DATA_ERROR_CODES.contains(&code) => SinkError::Data(message),

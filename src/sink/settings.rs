@@ -29,7 +29,7 @@ impl Compression {
 /// One ClickHouse server: where it is and how to log in.
 #[derive(Clone)]
 pub struct Connection {
-    /// `http://host:port`.
+    /// `http://host:port` or `https://host:port`.
     pub url: String,
     /// The user.
     pub user: String,
@@ -37,6 +37,8 @@ pub struct Connection {
     pub password: String,
     /// How inserts travel.
     pub compression: Compression,
+    /// For an `https://` URL: the TLS client configuration (shared by every connection).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -57,7 +59,11 @@ impl Connection {
             Compression::Lz4 => clickhouse::Compression::Lz4,
             Compression::None => clickhouse::Compression::None,
         };
-        Client::default()
+        let client = match &self.tls {
+            Some(config) => super::tls::client(config.clone()),
+            None => Client::default(),
+        };
+        client
             .with_url(&self.url)
             .with_user(&self.user)
             .with_password(&self.password)

@@ -1319,6 +1319,7 @@ mod tests {
                 user: "default".into(),
                 password: String::new(),
                 compression: crate::sink::Compression::None,
+                tls: None,
             },
             hosts: Vec::new(),
             database: "db".into(),

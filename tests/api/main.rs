@@ -32,3 +32,4 @@ mod table_health;
 mod table_restart;
 mod table_times;
 mod tables;
+mod tls;
