@@ -19,8 +19,10 @@ pub mod lane;
 pub mod sink;
 pub mod table;
 
-// Shared by the stages: settings (read by `app` alone), counters, logs, files, memory.
+// Shared by the stages: settings (read by `app` alone), the TLS provider, counters, logs,
+// files, memory.
 pub mod config;
+pub mod crypto;
 pub(crate) mod durable;
 pub mod logging;
 pub(crate) mod memory;

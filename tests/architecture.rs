@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// The stages, callers first.
 const STAGES: &[&str] = &["app", "http", "lane", "sink", "table", "format"];
 /// Modules every stage may use, which use no stage.
-const SHARED: &[&str] = &["config", "durable", "logging", "memory", "stats"];
+const SHARED: &[&str] = &["config", "crypto", "durable", "logging", "memory", "stats"];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -19,6 +19,7 @@ use crate::http::access::Gate;
 use crate::http::client::ApiKeys;
 use crate::http::events::Tables;
 use crate::http::server::{ServerSettings, serve};
+use crate::http::tls::ListenerTls;
 use crate::http::{self, AppState};
 use crate::lane::ShutdownReport;
 use crate::lane::flusher::FlusherGuard;
@@ -77,6 +78,9 @@ pub enum StartupError {
     /// The TLS files for HTTPS to ClickHouse cannot be used.
     #[error("HTTPS to ClickHouse: {0}")]
     ClickHouseTls(#[from] sink::TlsError),
+    /// `TLS_CERT_FILE`/`TLS_KEY_FILE` cannot be used.
+    #[error("TLS_CERT_FILE/TLS_KEY_FILE: {0}")]
+    ListenerTls(String),
     /// A ClickHouse server's certificate is not accepted: a retry would not change that.
     #[error("ClickHouse at {url}: certificate not accepted ({reason})")]
     Certificate {
@@ -173,6 +177,7 @@ impl Application {
                 config.buffer_mode
             );
         }
+        let listener_tls = listener_tls(&config)?;
         let mut all = vec![events];
         all.extend(tables::read_tables(&config, &stats).await?);
         let (tables, storages, table_sinks) = start_tables(&config, all)?;
@@ -212,6 +217,7 @@ impl Application {
             request_budget_secs: shutdown::request_budget_secs(config.shutdown_timeout_secs),
             workers: config.http_workers,
             connections: crate::http::connection::Connections::new(config.http_max_connections),
+            tls: listener_tls.clone(),
         };
         let server = serve(public, admin, state, gate, &settings, on_signal)?;
         if let Some(admin_port) = admin_port {
@@ -314,6 +320,33 @@ impl Application {
         }
         Ok(report)
     }
+}
+
+/// `TLS_CERT_FILE`/`TLS_KEY_FILE`: the listeners' certificate, and the task that loads it
+/// again when its files change (checked every second) or on `SIGHUP`.
+fn listener_tls(config: &Config) -> Result<Option<Arc<ListenerTls>>, StartupError> {
+    let (cert, key) = (&config.tls_cert_file, &config.tls_key_file);
+    if cert.is_empty() && key.is_empty() {
+        return Ok(None);
+    }
+    let tls = ListenerTls::load(cert.as_ref(), key.as_ref()).map_err(StartupError::ListenerTls)?;
+    let tls = Arc::new(tls);
+    let watched = Arc::downgrade(&tls);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                Some(()) = async { hangup.as_mut()?.recv().await } => true,
+            };
+            // Gone with the application.
+            let Some(tls) = watched.upgrade() else { return };
+            tls.reload(forced);
+        }
+    });
+    Ok(Some(tls))
 }
 
 /// Binds `host:port`, naming the address in the error.
@@ -475,7 +508,7 @@ pub(crate) fn clickhouse_tls(
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, sink::TlsError> {
     type Built = (sink::TlsFiles, std::sync::Arc<rustls::ClientConfig>);
     static BUILT: parking_lot::Mutex<Option<Built>> = parking_lot::Mutex::new(None);
-    let files = config.clickhouse_tls_files();
+    let files = clickhouse_tls_files(config);
     let mut built = BUILT.lock();
     if let Some((known, tls)) = &*built
         && *known == files
@@ -485,6 +518,17 @@ pub(crate) fn clickhouse_tls(
     let tls = files.client_config()?;
     *built = Some((files, tls.clone()));
     Ok(tls)
+}
+
+/// The TLS files for HTTPS to ClickHouse (`CLICKHOUSE_CA_FILE`, ...).
+fn clickhouse_tls_files(config: &Config) -> sink::TlsFiles {
+    let path = |s: &str| (!s.is_empty()).then(|| std::path::PathBuf::from(s));
+    sink::TlsFiles {
+        ca_file: path(&config.clickhouse_ca_file),
+        client_cert: path(&config.clickhouse_client_cert_file),
+        client_key: path(&config.clickhouse_client_key_file),
+        skip_verify: config.clickhouse_tls_skip_verify,
+    }
 }
 
 /// `config` aimed at `host` of the cluster, as the sinks are told it.

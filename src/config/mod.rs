@@ -81,6 +81,12 @@ settings! {
     http_host: String = "0.0.0.0".into(), "0.0.0.0";
     /// Port to listen on; `0` picks a free one (the start-up log line says which).
     http_port: u16 = 8080, "8080";
+    /// A PEM certificate (chain) for the listeners: with `TLS_KEY_FILE`, `HTTP_PORT` (and
+    /// `ADMIN_PORT`) serve HTTPS, with HTTP/2 offered beside HTTP/1.1. Read again when the
+    /// files change or on `SIGHUP`: a renewal needs no restart.
+    tls_cert_file: String = String::new(), "empty (plain HTTP)";
+    /// The PEM private key of `TLS_CERT_FILE`.
+    tls_key_file: String = String::new(), "empty";
     /// actix worker threads.
     http_workers: Option<usize> = None, "one per CPU core";
     /// ClickHouse HTTP interface host; `https://<host>` speaks HTTPS (as managed
@@ -440,17 +446,6 @@ impl Config {
         }
     }
 
-    /// The TLS files for HTTPS to ClickHouse.
-    pub fn clickhouse_tls_files(&self) -> crate::sink::TlsFiles {
-        let path = |s: &str| (!s.is_empty()).then(|| std::path::PathBuf::from(s));
-        crate::sink::TlsFiles {
-            ca_file: path(&self.clickhouse_ca_file),
-            client_cert: path(&self.clickhouse_client_cert_file),
-            client_key: path(&self.clickhouse_client_key_file),
-            skip_verify: self.clickhouse_tls_skip_verify,
-        }
-    }
-
     /// Whether any ClickHouse endpoint is reached over HTTPS.
     pub fn clickhouse_uses_tls(&self) -> bool {
         self.clickhouse_shards()
@@ -696,6 +691,8 @@ mod tests {
         ("HTTP_MAX_CONNECTIONS", "500"),
         ("CLICKHOUSE_HOST", "ch.internal"),
         ("CLICKHOUSE_PORT", "8124"),
+        ("TLS_CERT_FILE", "/etc/ssl/listener.pem"),
+        ("TLS_KEY_FILE", "/etc/ssl/listener.key"),
         ("CLICKHOUSE_CA_FILE", "/etc/ssl/ch-ca.pem"),
         ("CLICKHOUSE_CLIENT_CERT_FILE", "/etc/ssl/client.pem"),
         ("CLICKHOUSE_CLIENT_KEY_FILE", "/etc/ssl/client.key"),

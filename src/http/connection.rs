@@ -109,12 +109,20 @@ const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 /// `503`.
 const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// A connection's place among the open ones, held for as long as the connection is open
+/// (see [`Paced::new`]).
+#[derive(Debug)]
+pub struct Ticket(Slot);
+
 /// Takes a place for `io` in `connections`, or answers it `503` and gives it back as an
 /// error (the connection is then closed).
-pub async fn admit(io: TcpStream, connections: &Arc<Connections>) -> io::Result<Paced> {
+pub async fn admit(
+    io: TcpStream,
+    connections: &Arc<Connections>,
+) -> io::Result<(TcpStream, Ticket)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     match connections.enter() {
-        Some(slot) => Ok(Paced::new(io, slot)),
+        Some(slot) => Ok((io, Ticket(slot))),
         None => {
             let mut io = io;
             let refuse = async {
@@ -130,11 +138,30 @@ pub async fn admit(io: TcpStream, connections: &Arc<Connections>) -> io::Result<
     }
 }
 
+/// What [`Paced`] wraps: a stream that can say when its socket takes writes again.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin {
+    /// Ready once the socket under it can be written (and registers `cx` until then).
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl Socket for TcpStream {
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_write_ready(self, cx)
+    }
+}
+
+/// HTTPS: paced above TLS, where the requests are plain text.
+impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_ref().0.poll_write_ready(cx)
+    }
+}
+
 /// A client's socket that is not read while too much of its answers waits unsent, nor
 /// far past a request it has not answered yet.
 #[derive(Debug)]
-pub struct Paced {
-    io: TcpStream,
+pub struct Paced<IO = TcpStream> {
+    io: IO,
     /// Bytes the last write left unsent (what the dispatcher still holds for the client).
     unsent: usize,
     /// Bytes read since the last answer was written.
@@ -150,8 +177,9 @@ pub struct Paced {
     _slot: Slot,
 }
 
-impl Paced {
-    fn new(io: TcpStream, slot: Slot) -> Self {
+impl<IO> Paced<IO> {
+    /// Paces `io`, admitted with `ticket`.
+    pub fn new(io: IO, ticket: Ticket) -> Self {
         Self {
             io,
             unsent: 0,
@@ -160,13 +188,8 @@ impl Paced {
             tail: [0; 3],
             starved: false,
             pacing: Arc::default(),
-            _slot: slot,
+            _slot: ticket.0,
         }
-    }
-
-    /// The socket, for its addresses and options.
-    pub fn socket(&self) -> &TcpStream {
-        &self.io
     }
 
     /// What the connection's handlers reach through `HttpRequest::conn_data`.
@@ -211,7 +234,7 @@ impl Paced {
     }
 }
 
-impl AsyncRead for Paced {
+impl<IO: Socket> AsyncRead for Paced<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -251,7 +274,7 @@ impl AsyncRead for Paced {
     }
 }
 
-impl AsyncWrite for Paced {
+impl<IO: Socket> AsyncWrite for Paced<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

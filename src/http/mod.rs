@@ -20,6 +20,7 @@ mod openapi;
 mod oracle;
 pub mod server;
 mod status;
+pub mod tls;
 
 use std::sync::Arc;
 

@@ -30,6 +30,44 @@ pub struct ServerSettings {
     pub workers: Option<usize>,
     /// Open connections, all listeners together, against `HTTP_MAX_CONNECTIONS`.
     pub connections: std::sync::Arc<connection::Connections>,
+    /// `TLS_CERT_FILE`/`TLS_KEY_FILE`: both listeners serve HTTPS (HTTP/2 and HTTP/1.1).
+    pub tls: Option<std::sync::Arc<super::tls::ListenerTls>>,
+}
+
+/// The HTTP service's settings, the same over plain TCP and TLS: timeouts, keep-alive, the
+/// graceful shutdown, the `Expect: 100-continue` refusals, each connection's pacing handed
+/// to its handlers. `$io` is what the connection is paced over.
+macro_rules! http_service {
+    ($io:ty, $shutdown:expr, $client_timeout:expr, $addr:expr, $expect_state:expr, $is_admin:expr) => {{
+        let (shutdown, expect_state, is_admin) = ($shutdown, $expect_state, $is_admin);
+        HttpService::build()
+            .on_connect_ext(|io: &connection::Paced<$io>, data| {
+                data.insert(io.pacing());
+            })
+            .graceful_shutdown_signal(move || {
+                let shutdown = shutdown.clone();
+                async move { shutdown.notified().await }
+            })
+            .client_request_timeout($client_timeout)
+            .keep_alive(KEEP_ALIVE)
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .h1_allow_half_closed(true)
+            .local_addr($addr)
+            .expect(fn_service(move |req: actix_http::Request| {
+                let refusal = (!is_admin)
+                    .then(|| {
+                        events::precheck(&expect_state, req.method(), req.path(), req.headers())
+                            .err()
+                    })
+                    .flatten();
+                async move {
+                    match refusal {
+                        Some(e) => Err(actix_http::Response::from(e.error_response())),
+                        None => Ok(req),
+                    }
+                }
+            }))
+    }};
 }
 
 /// Serves the routes on `public` (ingest, plus operations unless an admin listener exists)
@@ -57,11 +95,13 @@ pub fn serve(
         let client_timeout = settings.client_timeout;
         let shutdown = builder.graceful_shutdown_signal();
         let connections = settings.connections.clone();
+        let tls = settings.tls.clone();
         builder = builder.listen(format!("event-ingest-{addr}"), listener, move || {
             let (state, gate) = (state.clone(), gate.clone());
             let expect_state = state.clone();
             let shutdown = shutdown.clone();
             let connections = connections.clone();
+            let tls = tls.clone();
             let app = move || {
                 let app = App::new().app_data(state.clone()).app_data(gate.clone());
                 let app = if is_admin {
@@ -74,54 +114,80 @@ pub fn serve(
                     .wrap(actix_web::middleware::from_fn(count_requests))
                     .configure(super::configure)
             };
-            let h1 = HttpService::build()
-                .on_connect_ext(|io: &connection::Paced, data| {
-                    data.insert(io.pacing());
-                })
-                .graceful_shutdown_signal(move || {
-                    let shutdown = shutdown.clone();
-                    async move { shutdown.notified().await }
-                })
-                .client_request_timeout(client_timeout)
-                .keep_alive(KEEP_ALIVE)
-                .client_disconnect_timeout(Duration::from_secs(1))
-                .h1_allow_half_closed(true)
-                .local_addr(addr)
-                .expect(fn_service(move |req: actix_http::Request| {
-                    let refusal = (!is_admin)
-                        .then(|| {
-                            events::precheck(&expect_state, req.method(), req.path(), req.headers())
-                                .err()
-                        })
-                        .flatten();
-                    async move {
-                        match refusal {
-                            Some(e) => Err(actix_http::Response::from(e.error_response())),
-                            None => Ok(req),
-                        }
-                    }
-                }))
-                .h1(map_config(
-                    app()
-                        .into_factory()
-                        .map_err(|e: actix_web::Error| e.error_response()),
-                    // What HttpServer passes (plain HTTP, the listener's address);
-                    // actix-web's own constructor for it is crate-private, this public one
-                    // builds the same value. Pinned by actix-web's version in Cargo.lock.
-                    move |_| AppConfig::__priv_test_new(false, addr.to_string(), addr),
-                ));
+            // What HttpServer passes (whether secure, the listener's address); actix-web's
+            // own constructor for it is crate-private, this public one builds the same
+            // value. Pinned by actix-web's version in Cargo.lock.
+            let config = move |secure: bool| {
+                move |(): ()| AppConfig::__priv_test_new(secure, addr.to_string(), addr)
+            };
+            let app = move || {
+                app()
+                    .into_factory()
+                    .map_err(|e: actix_web::Error| e.error_response())
+            };
             let connections = connections.clone();
-            fn_service(move |io: tokio::net::TcpStream| {
+            let plain = tls.is_none().then(|| {
                 let connections = connections.clone();
-                async move {
-                    let io = connection::admit(io, &connections)
-                        .await
-                        .map_err(actix_http::error::DispatchError::Io)?;
-                    let peer = io.socket().peer_addr().ok();
-                    Ok((io, peer))
-                }
-            })
-            .and_then(h1)
+                let h1 = http_service!(
+                    tokio::net::TcpStream,
+                    shutdown.clone(),
+                    client_timeout,
+                    addr,
+                    expect_state.clone(),
+                    is_admin
+                )
+                .h1(map_config(app(), config(false)));
+                fn_service(move |io: tokio::net::TcpStream| {
+                    let connections = connections.clone();
+                    async move {
+                        let (io, ticket) = connection::admit(io, &connections)
+                            .await
+                            .map_err(actix_http::error::DispatchError::Io)?;
+                        let peer = io.peer_addr().ok();
+                        Ok((connection::Paced::new(io, ticket), peer))
+                    }
+                })
+                .and_then(h1)
+            });
+            let secure = tls.as_ref().map(|tls| {
+                let acceptor = tls.acceptor();
+                let service = http_service!(
+                    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+                    shutdown.clone(),
+                    client_timeout,
+                    addr,
+                    expect_state.clone(),
+                    is_admin
+                )
+                .finish(map_config(app(), config(true)));
+                fn_service(move |io: tokio::net::TcpStream| {
+                    let (connections, acceptor) = (connections.clone(), acceptor.clone());
+                    async move {
+                        use actix_http::error::DispatchError;
+                        let (io, ticket) = connection::admit(io, &connections)
+                            .await
+                            .map_err(DispatchError::Io)?;
+                        let peer = io.peer_addr().ok();
+                        // The handshake gets the time a request head gets.
+                        let tls = tokio::time::timeout(client_timeout, acceptor.accept(io))
+                            .await
+                            .map_err(|_| DispatchError::SlowRequestTimeout)?
+                            .map_err(DispatchError::Io)?;
+                        let protocol = match tls.get_ref().1.alpn_protocol() {
+                            Some(b"h2") => actix_http::Protocol::Http2,
+                            _ => actix_http::Protocol::Http1,
+                        };
+                        Ok((connection::Paced::new(tls, ticket), protocol, peer))
+                    }
+                })
+                .and_then(service)
+            });
+            // One type for either: boxed (a call per connection, not per request).
+            match (plain, secure) {
+                (Some(plain), _) => actix_service::boxed::factory(plain),
+                (None, Some(secure)) => actix_service::boxed::factory(secure),
+                (None, None) => unreachable!("one of the two is built"),
+            }
         })?;
     }
     Ok(builder.run())

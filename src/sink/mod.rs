@@ -28,7 +28,7 @@ pub use replicas::{ClusterCheck, HostState, HostStatus, ReplicaSet};
 pub use schema::{Deduplication, ServerVersion, create_table_sql};
 pub use settings::{Compression, Connection, Settings};
 pub use table::{Loaded, TAG_BYTES, TableSink, TableState, quote};
-pub use tls::{TlsError, TlsFiles, crypto_provider, is_certificate_error};
+pub use tls::{TlsError, TlsFiles, is_certificate_error};
 
 use crate::format::RowsRef;
 

@@ -54,7 +54,7 @@ impl TlsFiles {
     /// The client configuration for these files: the CA bundle, else the system's roots,
     /// else the bundled Mozilla set; a client certificate when given.
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
-        let provider = Arc::new(crypto_provider());
+        let provider = Arc::new(crate::crypto::provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?;
         let builder = match self.skip_verify {
@@ -94,14 +94,6 @@ impl TlsFiles {
         }
         Ok(roots)
     }
-}
-
-/// rustls's *ring* provider: it builds with a C compiler alone (aws-lc-rs needs CMake),
-/// at the cost of the post-quantum hybrid key exchange, which rustls offers with aws-lc-rs
-/// only (hence its deprecation note on *ring*'s default).
-#[allow(deprecated)]
-pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
 }
 
 /// The certificates of a PEM file.

@@ -87,7 +87,7 @@ impl Pki {
 async fn tls_proxy(cert: &str, key: &str, client_ca: Option<&str>) -> (u16, JoinHandle<()>) {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let provider = Arc::new(event_ingest::sink::crypto_provider());
+    let provider = Arc::new(event_ingest::crypto::provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .unwrap();
@@ -308,4 +308,119 @@ async fn unreadable_tls_files_stop_start_up_naming_the_file() {
     .await
     .unwrap_err();
     assert!(err.contains("CLICKHOUSE_CLIENT_KEY_FILE"), "{err}");
+}
+
+/// `https://` for an app listening with a certificate (its address is `http://...`).
+fn https(app: &crate::helpers::TestApp) -> String {
+    app.address.replace("http://127.0.0.1", "https://localhost")
+}
+
+/// A client trusting `ca` (a PEM file).
+fn trusting(ca: &str, http1_only: bool) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let builder = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca);
+    match http1_only {
+        true => builder.http1_only(),
+        false => builder,
+    }
+    .build()
+    .unwrap()
+}
+
+/// The certificate a TLS server at `port` presents, trusting `ca`.
+async fn presented(port: u16, ca: &str) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(event_ingest::crypto::provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn the_listener_serves_https_with_http2_and_http1() {
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("listener", &["localhost", "127.0.0.1"]);
+    let ca = pki.ca_file();
+    let app = spawn_app(&[("TLS_CERT_FILE", &cert), ("TLS_KEY_FILE", &key)]).await;
+    let url = format!("{}/v1/events", https(&app));
+    let answer = trusting(&ca, false)
+        .post(&url)
+        .body(batch(0, 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.version(), reqwest::Version::HTTP_2, "HTTP/2 by ALPN");
+    let answer = trusting(&ca, true)
+        .post(&url)
+        .body(batch(3, 2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.version(), reqwest::Version::HTTP_11);
+    app.wait_for_rows(5).await;
+    // curl, as an operator would.
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http2",
+            "--cacert",
+            &ca,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .arg(format!("{}/v1/live", https(&app)))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200", "{out:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("listener", &["localhost"]);
+    let ca = pki.ca_file();
+    let app = spawn_app(&[("TLS_CERT_FILE", &cert), ("TLS_KEY_FILE", &key)]).await;
+    let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();
+    let first = presented(port, &ca).await;
+    // A bad pair (half written) leaves the one in use.
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+    // Nothing to wait for but time: two of the files' one-second checks.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(presented(port, &ca).await, first, "the old one stays");
+    // The renewal, as certbot writes it: new files in place.
+    let (renewed, renewed_key) = pki.issue("renewed", &["localhost"]);
+    std::fs::copy(&renewed_key, &key).unwrap();
+    std::fs::copy(&renewed, &cert).unwrap();
+    let expected = {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        CertificateDer::from_pem_file(&renewed).unwrap().to_vec()
+    };
+    crate::helpers::within(crate::helpers::PATIENCE, async {
+        while presented(port, &ca).await != expected {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    app.stop().await;
 }

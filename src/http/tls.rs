@@ -1,0 +1,115 @@
+//! HTTPS on the listeners (`TLS_CERT_FILE`, `TLS_KEY_FILE`): rustls, HTTP/2 offered by ALPN
+//! beside HTTP/1.1, and a certificate read again when its files change (or on `SIGHUP`), so
+//! a renewal needs no restart. Connections already open keep the certificate they began
+//! with; new ones get the new one. A new pair that does not load (half written, a key that
+//! does not match) leaves the one in use and says why.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use parking_lot::{Mutex, RwLock};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio_rustls::TlsAcceptor;
+
+/// The listeners' certificate and what serves it.
+pub struct ListenerTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    certificates: Arc<Current>,
+    acceptor: TlsAcceptor,
+    /// The files' modification times and sizes when last loaded (or tried).
+    seen: Mutex<Stamp>,
+}
+
+type Stamp = Option<(SystemTime, u64, SystemTime, u64)>;
+
+/// The certificate new connections get.
+#[derive(Debug)]
+struct Current(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().clone())
+    }
+}
+
+impl ListenerTls {
+    /// Loads the certificate chain and key from their PEM files.
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Self, String> {
+        let key = load(cert_file, key_file)?;
+        let certificates = Arc::new(Current(RwLock::new(Arc::new(key))));
+        let provider = Arc::new(crate::crypto::provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_cert_resolver(certificates.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            seen: Mutex::new(stamp(cert_file, key_file)),
+            cert_file: cert_file.to_path_buf(),
+            key_file: key_file.to_path_buf(),
+            certificates,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+
+    /// What accepts the listeners' connections.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.clone()
+    }
+
+    /// Loads the files again if they changed since last looked at (`force`: whatever their
+    /// times say, as on `SIGHUP`). A pair that does not load leaves the one in use.
+    pub fn reload(&self, force: bool) {
+        let now = stamp(&self.cert_file, &self.key_file);
+        {
+            let mut seen = self.seen.lock();
+            if !force && *seen == now {
+                return;
+            }
+            *seen = now;
+        }
+        match load(&self.cert_file, &self.key_file) {
+            Ok(key) => {
+                *self.certificates.0.write() = Arc::new(key);
+                log::info!(
+                    "TLS certificate {} loaded again; new connections get it",
+                    self.cert_file.display()
+                );
+            }
+            Err(why) => log::warn!("TLS certificate not replaced, the one in use stays: {why}"),
+        }
+    }
+}
+
+/// The files' modification times and sizes (`None` if either cannot be read).
+fn stamp(cert_file: &Path, key_file: &Path) -> Stamp {
+    let meta = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())))
+    };
+    let ((c, cl), (k, kl)) = (meta(cert_file)?, meta(key_file)?);
+    Some((c, cl, k, kl))
+}
+
+/// A certificate chain and its key, checked to belong together.
+fn load(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, String> {
+    let chain = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|items| items.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", cert_file.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", cert_file.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| format!("{}: {e}", key_file.display()))?;
+    let provider = crate::crypto::provider();
+    let key = CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|e| format!("{} and {}: {e}", cert_file.display(), key_file.display()))?;
+    Ok(key)
+}
