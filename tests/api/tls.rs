@@ -33,13 +33,13 @@ fn shared_https() -> (PathBuf, u16) {
 }
 
 /// A CA made for one test, the certificates it signs, and their PEM files.
-struct Pki {
+pub(crate) struct Pki {
     ca: CertifiedIssuer<'static, KeyPair>,
     dir: tempfile::TempDir,
 }
 
 impl Pki {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let name = format!("event-ingest test CA {}", uuid::Uuid::new_v4().simple());
@@ -56,12 +56,12 @@ impl Pki {
     }
 
     /// The CA's certificate as a PEM file.
-    fn ca_file(&self) -> String {
+    pub(crate) fn ca_file(&self) -> String {
         self.write("ca.crt", &self.ca.pem())
     }
 
     /// A certificate for `names` signed by the CA, and its key, as PEM files.
-    fn issue(&self, file: &str, names: &[&str]) -> (String, String) {
+    pub(crate) fn issue(&self, file: &str, names: &[&str]) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let cert = CertificateParams::new(names)
@@ -311,12 +311,12 @@ async fn unreadable_tls_files_stop_start_up_naming_the_file() {
 }
 
 /// `https://` for an app listening with a certificate (its address is `http://...`).
-fn https(app: &crate::helpers::TestApp) -> String {
+pub(crate) fn https(app: &crate::helpers::TestApp) -> String {
     app.address.replace("http://127.0.0.1", "https://localhost")
 }
 
 /// A client trusting `ca` (a PEM file).
-fn trusting(ca: &str, http1_only: bool) -> reqwest::Client {
+pub(crate) fn trusting(ca: &str, http1_only: bool) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
     let builder = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
