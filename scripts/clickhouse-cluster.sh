@@ -8,13 +8,14 @@
 #
 # Members: zk, a, b, c. Everything lives under DIR (configs, data, logs, PIDs); the servers are
 # started directly, no systemd. `up` prints the settings for the service on stdout
-# (CLICKHOUSE_HOSTS=..., CLICKHOUSE_CLUSTER=...) and also writes them to DIR/cluster.env;
+# (CLICKHOUSE_HOSTS=..., CLICKHOUSE_CLUSTER=..., and the same hosts with shard 2 over HTTPS with
+# the test CA that signed every member's certificate) and also writes them to DIR/cluster.env;
 # messages go to stderr. A member killed with SIGKILL comes back with `up DIR <member>`.
 #
 # Settings (read on the first `up` of a DIR, then kept in DIR/ports.env):
 #   CLICKHOUSE_CLUSTER_BASE_PORT  default 18000. Ports: ZooKeeper BASE+181; member i (a=1, b=2,
-#                                 c=3): TCP BASE+100i, interserver BASE+100i+9, HTTP BASE+100i+23
-#                                 (so a = 18100/18109/18123). One cluster needs BASE..BASE+399;
+#                                 c=3): TCP BASE+100i, interserver BASE+100i+9, HTTP BASE+100i+23,
+#                                 HTTPS BASE+100i+43 (so a = 18100/18109/18123/18143). One cluster needs BASE..BASE+399;
 #                                 the default block stays clear of 8123/9000 and of the 20000-32009
 #                                 range tests/api/own_clickhouse.rs draws from.
 #   CLICKHOUSE_CLUSTER            cluster name in <remote_servers>, default events_cluster.
@@ -66,10 +67,33 @@ index_of() { case "$1" in a) echo 1 ;; b) echo 2 ;; c) echo 3 ;; esac; }
 shard_of() { case "$1" in a | b) echo 1 ;; c) echo 2 ;; esac; }
 tcp_port() { echo $((BASE + 100 * $(index_of "$1"))); }
 http_port() { echo $(($(tcp_port "$1") + 23)); }
+https_port() { echo $(($(tcp_port "$1") + 43)); }
 interserver_port() { echo $(($(tcp_port "$1") + 9)); }
 
 hosts_setting() {
   echo "127.0.0.1:$(http_port a),127.0.0.1:$(http_port b);127.0.0.1:$(http_port c)"
+}
+
+# The same hosts with shard 2's replica reached over HTTPS (a test CA's certificate).
+hosts_https_setting() {
+  echo "127.0.0.1:$(http_port a),127.0.0.1:$(http_port b);https://localhost:$(https_port c)"
+}
+
+# A test CA and a certificate for localhost and 127.0.0.1 every member serves HTTPS with.
+tls_material() {
+  local t="$DIR/tls"
+  [ -f "$t/server.crt" ] && [ -f "$t/dh.pem" ] && return 0
+  mkdir -p "$t"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=event-ingest cluster test CA" \
+    -keyout "$t/ca.key" -out "$t/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$t/server.key" \
+    -out "$t/server.csr" 2>/dev/null
+  printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+    "extendedKeyUsage=serverAuth" >"$t/server.ext"
+  openssl x509 -req -days 3650 -in "$t/server.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" \
+    -CAcreateserial -extfile "$t/server.ext" -out "$t/server.crt" 2>/dev/null
+  openssl dhparam -dsaparam -out "$t/dh.pem" 2048 2>/dev/null
+  chmod 644 "$t"/*.key
 }
 
 # --- processes ------------------------------------------------------------------------------
@@ -185,6 +209,14 @@ write_ch_config() {
 <yandex>
     <listen_host replace="replace">127.0.0.1</listen_host>
     <http_port>$(http_port "$m")</http_port>
+    <https_port>$(https_port "$m")</https_port>
+    <openSSL>
+        <server>
+            <certificateFile>$DIR/tls/server.crt</certificateFile>
+            <privateKeyFile>$DIR/tls/server.key</privateKeyFile>
+            <dhParamsFile>$DIR/tls/dh.pem</dhParamsFile>
+        </server>
+    </openSSL>
     <tcp_port>$(tcp_port "$m")</tcp_port>
     <interserver_http_port>$(interserver_port "$m")</interserver_http_port>
     <interserver_http_host>127.0.0.1</interserver_http_host>
@@ -249,7 +281,7 @@ start_ch() {
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 ports_of() {
-  if [ "$1" = zk ]; then echo "$ZK_PORT"; else echo "$(tcp_port "$1") $(interserver_port "$1") $(http_port "$1")"; fi
+  if [ "$1" = zk ]; then echo "$ZK_PORT"; else echo "$(tcp_port "$1") $(interserver_port "$1") $(http_port "$1") $(https_port "$1")"; fi
 }
 
 # Starts a member that is not running (after checking its ports are free); returns at once.
@@ -324,6 +356,7 @@ cmd_up() {
   members="$(selected "$@")"
   install_packages
   mkdir -p "$DIR"
+  tls_material
   if [ ! -f "$DIR/ports.env" ]; then
     printf 'BASE=%s\nCLUSTER=%s\nSESSION_MS=%s\n' "$BASE" "$CLUSTER" "$SESSION_MS" >"$DIR/ports.env"
   fi
@@ -345,7 +378,8 @@ cmd_up() {
       wait_until "$WAIT_SECONDS" "$m" ch_zk_ok "$m" || die "$m answers but cannot reach ZooKeeper on $ZK_PORT"
     done
   fi
-  printf 'CLICKHOUSE_HOSTS=%s\nCLICKHOUSE_CLUSTER=%s\n' "$(hosts_setting)" "$CLUSTER" | tee "$ENV_FILE"
+  printf 'CLICKHOUSE_HOSTS=%s\nCLICKHOUSE_CLUSTER=%s\nCLICKHOUSE_HOSTS_HTTPS=%s\nCLICKHOUSE_CA_FILE=%s\n' \
+    "$(hosts_setting)" "$CLUSTER" "$(hosts_https_setting)" "$DIR/tls/ca.crt" | tee "$ENV_FILE"
 }
 
 cmd_down() {

@@ -2,6 +2,8 @@
 # Brings up a local ClickHouse for `make run` / `make test` when none answers.
 #
 #   scripts/clickhouse.sh ensure   # start one unless CLICKHOUSE_HOST:CLICKHOUSE_PORT answers /ping
+#                                  # (and HTTPS on CLICKHOUSE_HTTPS_PORT, 8443, with the test CA of
+#                                  # CLICKHOUSE_TLS_DIR, data/tls: made here on first use)
 #   scripts/clickhouse.sh stop     # stop the one this script started (pid file under its data dir)
 #
 # Order of preference: an installed `clickhouse-server`; else Debian's package when we are root
@@ -104,6 +106,10 @@ case "${1:-ensure}" in
     tls_material
     pinging && pinging_https && exit 0
     if pinging; then
+      if curl -fsSk --max-time 2 "https://localhost:$HTTPS_PORT/ping" >/dev/null 2>&1; then
+        say "the ClickHouse on $PORT serves HTTPS on $HTTPS_PORT with a certificate $TLS_DIR/ca.crt did not sign (another checkout's?); set CLICKHOUSE_TLS_DIR to that checkout's data/tls"
+        exit 1
+      fi
       # One this script started before it served HTTPS: restarted with it.
       [ -f "$DATA_DIR/server.pid" ] || { say "a ClickHouse answers on $PORT without HTTPS on $HTTPS_PORT; stop it or set CLICKHOUSE_HTTPS_PORT"; exit 1; }
       say "restarting the ClickHouse on $PORT with HTTPS on $HTTPS_PORT"

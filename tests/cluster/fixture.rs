@@ -13,6 +13,10 @@ pub struct Cluster {
     pub hosts: String,
     /// `CLICKHOUSE_CLUSTER`.
     pub name: String,
+    /// `CLICKHOUSE_HOSTS` with shard 2's replica reached over HTTPS.
+    pub hosts_https: String,
+    /// The CA that signed every member's HTTPS certificate.
+    pub ca_file: String,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -42,6 +46,8 @@ impl Cluster {
         let cluster = Cluster {
             hosts: value("CLICKHOUSE_HOSTS"),
             name: value("CLICKHOUSE_CLUSTER"),
+            hosts_https: value("CLICKHOUSE_HOSTS_HTTPS"),
+            ca_file: value("CLICKHOUSE_CA_FILE"),
             dir,
             _turn: turn,
         };

@@ -21,5 +21,6 @@ mod placement;
 mod replica_kill;
 mod shard_outage;
 mod tables;
+mod tls;
 mod topology;
 mod zookeeper;
