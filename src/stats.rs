@@ -60,6 +60,9 @@ pub struct Stats {
     pub buffer_events: IntGauge,
     /// Every table's events held in its buffers, by table; set when scraped.
     pub table_buffer_events: prometheus::IntGaugeVec,
+    /// Events of requests made with an API key, by the key's name and outcome:
+    /// `accepted`, `rejected` (validation), `limited` (over the key's rate).
+    pub key_events: IntCounterVec,
     /// Bytes held in the buffer (both halves); set when scraped.
     pub buffer_bytes: IntGauge,
     /// `BUFFER_MAX_BYTES`.
@@ -189,7 +192,7 @@ impl Stats {
             table_events: counter_vec(
                 &r,
                 "table_events_total",
-                "Events for tables of INGEST_TABLES other than the events table",
+                "Events for each table, the events table included",
                 &["table", "outcome"],
             ),
             table_flushes: counter_vec(
@@ -250,6 +253,12 @@ impl Stats {
                 prometheus::exponential_buckets(1.0, 4.0, 12).expect("valid buckets"),
             ),
             buffer_events: gauge(&r, "buffer_events", "Events held in the buffer"),
+            key_events: counter_vec(
+                &r,
+                "key_events_total",
+                "Events of requests made with an API key, by key name and outcome",
+                &["key", "outcome"],
+            ),
             table_buffer_events: {
                 let g = prometheus::IntGaugeVec::new(
                     Opts::new("table_buffer_events", "Events held in a table's buffers"),
@@ -289,6 +298,22 @@ impl Stats {
             last_error: Mutex::new(None),
             recent_flushes: Mutex::new(VecDeque::with_capacity(RECENT_FLUSHES)),
             registry: r,
+        }
+    }
+
+    /// Records a keyed request's events: accepted, rejected by validation, or refused over
+    /// the key's rate. (One label lookup per request made with a key.)
+    pub fn record_key(&self, key: &str, accepted: usize, rejected: usize, limited: usize) {
+        for (outcome, n) in [
+            ("accepted", accepted),
+            ("rejected", rejected),
+            ("limited", limited),
+        ] {
+            if n > 0 {
+                self.key_events
+                    .with_label_values(&[key, outcome])
+                    .inc_by(n as u64);
+            }
         }
     }
 

@@ -14,10 +14,11 @@ use std::time::Instant;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
 
+use crate::config::file::FileSettings;
 use crate::config::{AppEnv, BufferMode, Config, Durability};
 use crate::http::access::Gate;
-use crate::http::client::ApiKeys;
 use crate::http::events::Tables;
+use crate::http::keys::{KeyRing, KeySpec, Role};
 use crate::http::server::{ServerSettings, serve};
 use crate::http::tls::ListenerTls;
 use crate::http::{self, AppState};
@@ -78,6 +79,9 @@ pub enum StartupError {
     /// The TLS files for HTTPS to ClickHouse cannot be used.
     #[error("HTTPS to ClickHouse: {0}")]
     ClickHouseTls(#[from] sink::TlsError),
+    /// `CONFIG_FILE` cannot be read or holds a mistake (the file and the mistake named).
+    #[error("CONFIG_FILE: {0}")]
+    ConfigFile(String),
     /// `TLS_CERT_FILE`/`TLS_KEY_FILE` cannot be used.
     #[error("TLS_CERT_FILE/TLS_KEY_FILE: {0}")]
     ListenerTls(String),
@@ -178,6 +182,7 @@ impl Application {
             );
         }
         let listener_tls = listener_tls(&config)?;
+        let keys = key_ring(&config)?;
         let mut all = vec![events];
         all.extend(tables::read_tables(&config, &stats).await?);
         let (tables, storages, table_sinks) = start_tables(&config, all)?;
@@ -187,10 +192,17 @@ impl Application {
         };
         // The events table's lane: what health, readiness and the status page report.
         let events_ingest = storages[0].ingest.clone();
-        let state = app_state(&config, events_ingest, server, stats.clone(), tables);
+        let state = app_state(
+            &config,
+            events_ingest,
+            server,
+            stats.clone(),
+            tables,
+            keys.clone(),
+        );
         let gate = web::Data::new(Gate {
             admin_port,
-            admin_keys: ApiKeys::new(config.admin_keys()),
+            keys: keys.clone(),
             prod: config.app_env == AppEnv::Prod,
         });
         warn_about_open_endpoints(&state, &gate);
@@ -322,6 +334,105 @@ impl Application {
     }
 }
 
+/// The API keys: `INGEST_API_KEYS` and `ADMIN_API_KEYS` (every table, no limit) and
+/// `CONFIG_FILE`'s `[[keys]]`; with a file, the task that reads it again when it changes
+/// (checked every second) or on `SIGHUP`, keeping the keys in use when the new file is bad.
+fn key_ring(config: &Config) -> Result<Arc<KeyRing>, StartupError> {
+    let from_env = |list: Vec<String>, var: &str, role| {
+        (list.iter().enumerate())
+            .map(|(i, secret)| KeySpec::plain(&format!("{var}#{}", i + 1), secret, role))
+            .collect::<Vec<_>>()
+    };
+    let mut env_keys = from_env(config.api_keys(), "INGEST_API_KEYS", Role::Ingest);
+    env_keys.extend(from_env(config.admin_keys(), "ADMIN_API_KEYS", Role::Admin));
+    let path = std::path::PathBuf::from(&config.config_file);
+    let file_keys = match config.config_file.is_empty() {
+        true => Vec::new(),
+        false => key_specs(&FileSettings::read(&path).map_err(StartupError::ConfigFile)?),
+    };
+    let ring = Arc::new(KeyRing::new(
+        &[env_keys.clone(), file_keys].concat(),
+        config.cors_origins(),
+    ));
+    if config.config_file.is_empty() {
+        return Ok(ring);
+    }
+    let watched = Arc::downgrade(&ring);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let stamp = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        };
+        let mut seen = stamp(&path);
+        loop {
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                Some(()) = async { hangup.as_mut()?.recv().await } => true,
+            };
+            let Some(ring) = watched.upgrade() else {
+                return;
+            };
+            let now = stamp(&path);
+            if !forced && now == seen {
+                continue;
+            }
+            seen = now;
+            match FileSettings::read(&path) {
+                Ok(settings) => {
+                    let file_keys = key_specs(&settings);
+                    ring.replace(&[env_keys.clone(), file_keys].concat());
+                    log::info!(
+                        "{}: read again; {} keys",
+                        path.display(),
+                        settings.keys.len()
+                    );
+                }
+                Err(why) => log::warn!("CONFIG_FILE not applied, the keys in use stay: {why}"),
+            }
+        }
+    });
+    Ok(ring)
+}
+
+/// The keys of `CONFIG_FILE`, as the handlers check them.
+fn key_specs(settings: &FileSettings) -> Vec<KeySpec> {
+    (settings.keys.iter())
+        .map(|entry| KeySpec {
+            name: entry.name.clone(),
+            digest: match (&entry.secret, &entry.secret_sha256) {
+                (Some(secret), _) => crate::http::keys::digest(secret.as_bytes()),
+                (None, Some(hex)) => hex_digest(hex),
+                (None, None) => [0; 32], // refused when the file was read
+            },
+            role: match entry.role {
+                crate::config::file::Role::Ingest => Role::Ingest,
+                crate::config::file::Role::Admin => Role::Admin,
+            },
+            tables: entry.tables.clone(),
+            origins: entry.origins.clone(),
+            rate: entry
+                .events_per_second
+                .map(|rate| (rate, entry.burst.unwrap_or(rate))),
+        })
+        .collect()
+}
+
+/// 64 hex digits (checked when the file was read) as 32 bytes.
+fn hex_digest(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+            .unwrap_or(0);
+    }
+    out
+}
+
 /// `TLS_CERT_FILE`/`TLS_KEY_FILE`: the listeners' certificate, and the task that loads it
 /// again when its files change (checked every second) or on `SIGHUP`.
 fn listener_tls(config: &Config) -> Result<Option<Arc<ListenerTls>>, StartupError> {
@@ -410,6 +521,7 @@ fn app_state(
     server: Arc<dyn ServerCheck>,
     stats: Arc<Stats>,
     tables: Tables,
+    keys: Arc<KeyRing>,
 ) -> web::Data<AppState> {
     web::Data::new(AppState {
         tables: Arc::new(tables),
@@ -422,7 +534,7 @@ fn app_state(
         inflight: http::inflight::InflightBudget::new(config.inflight_body_max_bytes()),
         cpu: http::cpu::CpuPool::new(),
         client_timeout: config.client_timeout(),
-        api_keys: ApiKeys::new(config.api_keys()),
+        keys,
         // Validated when the configuration was read.
         trusted_proxies: config.trusted_proxy_nets().unwrap_or_default(),
         clickhouse_tls_unverified: config.clickhouse_uses_tls()
@@ -441,10 +553,13 @@ fn warn_about_open_endpoints(state: &AppState, gate: &Gate) {
     if !gate.prod {
         return;
     }
-    if state.api_keys.is_open() {
-        log::warn!("INGEST_API_KEYS is empty: anyone who can reach this port can post events");
+    let keys = state.keys.keys();
+    if keys.ingest_open() {
+        log::warn!(
+            "no ingest key (INGEST_API_KEYS, CONFIG_FILE): anyone who can reach this port can post events"
+        );
     }
-    if gate.admin_port.is_none() && gate.admin_keys.is_open() {
+    if gate.admin_port.is_none() && keys.admin_open() {
         log::warn!(
             "neither ADMIN_PORT nor ADMIN_API_KEYS is set: /metrics, /v1/status, / and the \
              API docs answer 403 (probes stay open, without error details)"

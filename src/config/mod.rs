@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod cluster;
+pub mod file;
 mod secret;
 mod table;
 
@@ -77,6 +78,14 @@ settings! {
     /// `dev`, `test` or `prod`: picks the default log level (`info`; `warn` in `test`;
     /// `prod` logs JSON lines) and the default `DURABILITY`.
     app_env: AppEnv = AppEnv::Dev, "dev";
+    /// A TOML file for what does not fit in environment variables: the API keys
+    /// (`[[keys]]`: name, secret or secret_sha256, role, tables, origins, events_per_second,
+    /// burst). Read at start-up (a bad file stops it) and again when it changes or on
+    /// `SIGHUP` (a bad file then keeps the keys in use, with a `warn` line).
+    config_file: String = String::new(), "empty (none)";
+    /// Page origins (`https://app.example`) whose requests with a header key get CORS
+    /// answers; a browser key's own `origins` always do.
+    cors_allowed_origins: String = String::new(), "empty (browser keys' origins only)";
     /// Address to listen on.
     http_host: String = "0.0.0.0".into(), "0.0.0.0";
     /// Port to listen on; `0` picks a free one (the start-up log line says which).
@@ -365,6 +374,12 @@ impl Config {
                  without port or path",
             );
         }
+        if let Some(bad) = split_list(&self.cors_allowed_origins).find(|o| !file::is_origin(o)) {
+            return Err(ConfigError::Invalid {
+                var: "CORS_ALLOWED_ORIGINS",
+                reason: format!("{bad:?} is not an origin (scheme://host[:port], no path)"),
+            });
+        }
         if self.clickhouse_port == Some(0) {
             return invalid("CLICKHOUSE_PORT", "must not be 0");
         }
@@ -507,7 +522,7 @@ impl Config {
     /// each in table order, secrets redacted; unset optional settings say their default.
     pub fn print(&self) -> String {
         let values = serde_json::to_value(self).unwrap_or_default();
-        SETTINGS
+        let mut out: String = SETTINGS
             .iter()
             .map(|setting| {
                 let value = match &values[setting.field] {
@@ -517,6 +532,22 @@ impl Config {
                 };
                 format!("{}={value}\n", setting.var())
             })
+            .collect();
+        if !self.config_file.is_empty() {
+            // The file as read, secrets redacted.
+            out.push_str(&format!("\n# {}\n", self.config_file));
+            match file::FileSettings::read(self.config_file.as_ref()) {
+                Ok(settings) => out.push_str(&toml::to_string(&settings).unwrap_or_default()),
+                Err(why) => out.push_str(&format!("# not readable: {why}\n")),
+            }
+        }
+        out
+    }
+
+    /// `CORS_ALLOWED_ORIGINS`, split.
+    pub fn cors_origins(&self) -> Vec<String> {
+        split_list(&self.cors_allowed_origins)
+            .map(str::to_string)
             .collect()
     }
 
@@ -691,6 +722,8 @@ mod tests {
         ("HTTP_MAX_CONNECTIONS", "500"),
         ("CLICKHOUSE_HOST", "ch.internal"),
         ("CLICKHOUSE_PORT", "8124"),
+        ("CONFIG_FILE", "/etc/event-ingest.toml"),
+        ("CORS_ALLOWED_ORIGINS", "https://app.example"),
         ("TLS_CERT_FILE", "/etc/ssl/listener.pem"),
         ("TLS_KEY_FILE", "/etc/ssl/listener.key"),
         ("CLICKHOUSE_CA_FILE", "/etc/ssl/ch-ca.pem"),

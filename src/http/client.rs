@@ -1,56 +1,15 @@
-//! Who is calling: API-key checks and the client's address behind trusted proxies.
+//! Who is calling: the key's place in a request (`Authorization: Bearer`) and the client's
+//! address behind trusted proxies. The keys themselves are in `keys.rs`.
 
 use std::net::{IpAddr, Ipv6Addr};
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
 use ipnet::IpNet;
-use subtle::ConstantTimeEq;
-
-/// The keys `POST /v1/events` accepts; empty means open.
-pub struct ApiKeys(Vec<Vec<u8>>);
-
-impl ApiKeys {
-    /// From `INGEST_API_KEYS`.
-    pub fn new(keys: Vec<String>) -> Self {
-        Self(keys.into_iter().map(String::into_bytes).collect())
-    }
-
-    /// Whether any key is configured.
-    pub fn is_open(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Whether `req` carries an accepted key (`Authorization: Bearer` or `X-Api-Key`).
-    /// Every configured key is compared, each in constant time for its length, so timing
-    /// tells an attacker neither which key nor how much of one matched.
-    pub fn allows(&self, req: &HttpRequest) -> bool {
-        self.allows_headers(req.headers())
-    }
-
-    /// [`ApiKeys::allows`] for a request's headers alone (before actix-web sees it).
-    pub fn allows_headers(&self, headers: &actix_web::http::header::HeaderMap) -> bool {
-        if self.is_open() {
-            return true;
-        }
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
-            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-            .map(str::trim);
-        let Some(presented) = presented else {
-            return false;
-        };
-        self.0.iter().fold(0u8, |found, key| {
-            found | key.ct_eq(presented.as_bytes()).unwrap_u8()
-        }) == 1
-    }
-}
 
 /// The token of `Authorization: Bearer <token>`; the scheme's name is case-insensitive
 /// (RFC 9110 section 11.1), so `BEARER` and `bearer` count too.
-fn bearer_token(value: &str) -> Option<&str> {
+pub(super) fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim_start().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
@@ -208,19 +167,5 @@ mod tests {
             )],
         );
         assert_eq!(client_ip(&req, &trusted).to_string(), "2001:db8::7");
-    }
-
-    #[test]
-    fn api_keys_accept_bearer_or_header_and_nothing_else() {
-        let keys = ApiKeys::new(vec!["k1".into(), "secret-2".into()]);
-        let ok = |h: &[(&str, &str)]| keys.allows(&request("127.0.0.1:1", h));
-        assert!(ok(&[("authorization", "Bearer secret-2")]));
-        assert!(ok(&[("x-api-key", "k1")]));
-        assert!(ok(&[("authorization", "BEARER k1")]));
-        assert!(ok(&[("authorization", "bEaReR  k1")]));
-        assert!(!ok(&[("authorization", "Bearer secret-3")]));
-        assert!(!ok(&[("authorization", "Basic k1")]));
-        assert!(!ok(&[]));
-        assert!(ApiKeys::new(vec![]).allows(&request("127.0.0.1:1", &[])));
     }
 }

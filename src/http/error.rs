@@ -58,6 +58,13 @@ pub enum ApiError {
     /// The route exists but is closed here (`403`); the text says how to open it.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// The key may not do this: another table, another page origin, an admin key posting,
+    /// a key that may not travel in the URL (`403`); the text names the key, not its secret.
+    #[error("{0}")]
+    KeyRefused(String),
+    /// The key is over its rate (`429` with `Retry-After` and the `RateLimit` headers).
+    #[error("key over its rate of {} events per second (burst {}); retry after {:?}", .0.per_second, .0.burst, .0.retry_after)]
+    RateLimited(super::keys::Limited),
     /// No such path (`404`).
     #[error("not found")]
     NotFound,
@@ -119,7 +126,8 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::KeyRefused(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound | ApiError::UnknownTable(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -137,6 +145,22 @@ impl ResponseError for ApiError {
             }
             ApiError::Unauthorized => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::RateLimited(limited) => {
+                // Whole seconds, rounded up: a client waiting this long finds room.
+                let wait = limited.retry_after.as_secs()
+                    + u64::from(limited.retry_after.subsec_nanos() > 0);
+                let wait = wait.max(1);
+                response.insert_header((header::RETRY_AFTER, wait));
+                // The IETF draft's fields: the policy (burst over the window it refills in)
+                // and what is left now.
+                let window = (limited.burst / limited.per_second.max(1)).max(1);
+                response
+                    .insert_header(("ratelimit-policy", format!("{};w={window}", limited.burst)));
+                response.insert_header((
+                    "ratelimit",
+                    format!("limit={}, remaining=0, reset={wait}", limited.burst),
+                ));
             }
             _ => {}
         }

@@ -152,11 +152,14 @@ pub struct Accepted {
     responses(
         (status = 200, description = "Valid events kept; invalid ones listed", body = Accepted),
         (status = 400, description = "Body is not events at all; nothing stored", body = ErrorBody),
-        (status = 401, description = "Missing or wrong API key (when INGEST_API_KEYS is set)", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key (when keys are configured)", body = ErrorBody),
+        (status = 403, description = "The key may not write this table, is used from a page origin not its own, is an admin key, or is a secret key sent as ?key=; a CORS preflight from an origin not allowed", body = ErrorBody),
         (status = 413, description = "Body or event count over the limits", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
+        (status = 429, description = "The key is over its rate: retry after Retry-After seconds (RateLimit and RateLimit-Policy headers as in the IETF draft)", body = ErrorBody),
         (status = 503, description = "Buffer full or shutting down; retry after Retry-After seconds", body = ErrorBody),
     ),
+    params(("key" = Option<String>, Query, description = "A browser key (one with origins), for pages and navigator.sendBeacon; other keys go in Authorization or X-Api-Key. Requests from a browser key's origins (and CORS_ALLOWED_ORIGINS) get CORS answers: OPTIONS preflights 204.")),
     security((), ("bearer" = []), ("api_key" = []))
 )]
 pub async fn post_events(
@@ -182,7 +185,9 @@ pub async fn post_events(
     responses(
         (status = 200, description = "Valid events kept; invalid ones listed", body = Accepted),
         (status = 400, description = "Body is not events at all; nothing stored"),
+        (status = 403, description = "The key may not write this table (or see /v1/events)"),
         (status = 404, description = "Table not in INGEST_TABLES"),
+        (status = 429, description = "The key is over its rate; retry after Retry-After"),
         (status = 503, description = "Table missing or its buffer full; retry after Retry-After"),
     ),
     security((), ("bearer" = []), ("api_key" = []))
@@ -235,11 +240,25 @@ async fn ingest(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    // Before reading a byte of the body: an unauthenticated client costs nothing more.
-    if !state.api_keys.allows(&req) {
-        return Err(ApiError::Unauthorized);
+    // Before reading a byte of the body: a client without a key, with a key for another
+    // table or page, or over its rate, costs nothing more.
+    let key = state
+        .keys
+        .keys()
+        .ingest_key(req.headers(), req.query_string())?;
+    let target = Target::of(&state, table.clone())?;
+    if let Some(key) = &key {
+        let names = [
+            table.as_deref().unwrap_or(&target.lane.name),
+            &target.lane.name,
+        ];
+        key.check_table(&names)?;
+        key.check_origin(req.headers())?;
+        if let Err(limited) = key.take_first() {
+            state.stats.record_key(&key.name, 0, 0, 1);
+            return Err(ApiError::RateLimited(limited));
+        }
     }
-    let target = Target::of(&state, table)?;
     let (encoding, mut reservation, raw) =
         read_body(&req, payload, &state, target.lane.ingest.as_ref()).await?;
     let content_type = req
@@ -268,6 +287,17 @@ async fn ingest(
         state.cpu.run(move || work.run(&mut reservation)).await??
     };
     let accepted = validated.rows.len();
+    if let Some(key) = &key {
+        // Every event of the request counts, rejected ones too: they cost the same to read.
+        let events = accepted + validated.rejected;
+        if let Err(limited) = key.take_more(events) {
+            state.stats.record_key(&key.name, 0, 0, events);
+            return Err(ApiError::RateLimited(limited));
+        }
+        state
+            .stats
+            .record_key(&key.name, accepted, validated.rejected, 0);
+    }
     if accepted > 0 {
         target.lane.ingest.submit(validated.rows).await?;
     }
@@ -393,15 +423,18 @@ fn sent_at(header: Option<&str>, envelope: Option<Loose<'_>>) -> Result<Option<i
 pub fn precheck(
     state: &AppState,
     method: &actix_web::http::Method,
-    path: &str,
+    uri: &actix_web::http::Uri,
     headers: &header::HeaderMap,
 ) -> Result<(), ApiError> {
-    if super::class_of(path) != super::Class::Ingest || method != actix_web::http::Method::POST {
+    if super::class_of(uri.path()) != super::Class::Ingest
+        || method != actix_web::http::Method::POST
+    {
         return Ok(());
     }
-    if !state.api_keys.allows_headers(headers) {
-        return Err(ApiError::Unauthorized);
-    }
+    state
+        .keys
+        .keys()
+        .ingest_key(headers, uri.query().unwrap_or(""))?;
     Encoding::of_headers(headers)?;
     let length = headers
         .get(header::CONTENT_LENGTH)

@@ -14,6 +14,7 @@ mod error;
 pub mod events;
 pub mod health;
 pub mod inflight;
+pub mod keys;
 mod metrics;
 mod openapi;
 #[cfg(test)]
@@ -52,8 +53,8 @@ pub struct AppState {
     pub inflight: Arc<inflight::InflightBudget>,
     /// Where large bodies are decompressed and decoded, off the actix workers.
     pub cpu: cpu::CpuPool,
-    /// Keys `POST /v1/events` accepts (`INGEST_API_KEYS`).
-    pub api_keys: client::ApiKeys,
+    /// The API keys (`INGEST_API_KEYS`, `ADMIN_API_KEYS`, `CONFIG_FILE`'s `[[keys]]`).
+    pub keys: Arc<keys::KeyRing>,
     /// Proxies whose forwarding headers are believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `BUFFER_MODE`, for the status page.

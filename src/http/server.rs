@@ -56,7 +56,7 @@ macro_rules! http_service {
             .expect(fn_service(move |req: actix_http::Request| {
                 let refusal = (!is_admin)
                     .then(|| {
-                        events::precheck(&expect_state, req.method(), req.path(), req.headers())
+                        events::precheck(&expect_state, req.method(), req.uri(), req.headers())
                             .err()
                     })
                     .flatten();
@@ -111,6 +111,7 @@ pub fn serve(
                 };
                 app.wrap(actix_web::middleware::from_fn(head_as_get))
                     .wrap(actix_web::middleware::from_fn(access::gate))
+                    .wrap(actix_web::middleware::from_fn(access::cors))
                     .wrap(actix_web::middleware::from_fn(count_requests))
                     .configure(super::configure)
             };

@@ -19,6 +19,7 @@ mod health;
 mod hostile;
 mod hostile_memory;
 mod inputs;
+mod keys;
 mod metrics;
 mod native;
 mod roundtrip;

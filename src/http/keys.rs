@@ -1,0 +1,478 @@
+//! API keys as one access model: who may post to which table, from which page origins, at
+//! what rate, and who may use the operations routes. Keys come from `INGEST_API_KEYS` and
+//! `ADMIN_API_KEYS` (every table, no limit) and from `CONFIG_FILE`'s `[[keys]]`, and are
+//! replaced as a whole when that file changes ([`KeyRing::replace`]); a key whose name and
+//! rate stay keeps its bucket.
+//!
+//! A key is found by the SHA-256 of what the client sent, in a hash map: the time it takes
+//! depends on the digest, never on how much of a secret matched. A key with a rate has a
+//! token bucket (GCRA, `governor`) counted in events: one atomic update per request; a key
+//! without one costs nothing beyond the look-up.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderMap};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use parking_lot::RwLock;
+use sha2::{Digest, Sha256};
+
+use super::ApiError;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Post events.
+    Ingest,
+    /// The operations routes.
+    Admin,
+}
+
+/// A key as configured.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    /// Shown in logs and metrics.
+    pub name: String,
+    /// The SHA-256 of its secret.
+    pub digest: [u8; 32],
+    /// What it may do.
+    pub role: Role,
+    /// The tables it may write; `None`: every one.
+    pub tables: Option<Vec<String>>,
+    /// A browser key's page origins.
+    pub origins: Vec<String>,
+    /// Events per second and burst; `None`: unlimited.
+    pub rate: Option<(u32, u32)>,
+}
+
+impl KeySpec {
+    /// A key with every table and no limit (`INGEST_API_KEYS`, `ADMIN_API_KEYS`).
+    pub fn plain(name: &str, secret: &str, role: Role) -> Self {
+        Self {
+            name: name.to_string(),
+            digest: digest(secret.as_bytes()),
+            role,
+            tables: None,
+            origins: Vec::new(),
+            rate: None,
+        }
+    }
+}
+
+/// The SHA-256 of a secret.
+pub fn digest(secret: &[u8]) -> [u8; 32] {
+    Sha256::digest(secret).into()
+}
+
+/// One key, ready to check.
+pub struct Key {
+    /// Its name.
+    pub name: String,
+    role: Role,
+    tables: Option<HashSet<String>>,
+    origins: HashSet<String>,
+    limit: Option<Arc<Limit>>,
+}
+
+struct Limit {
+    bucket: DefaultDirectRateLimiter,
+    per_second: u32,
+    burst: u32,
+}
+
+/// Why a key's request is over its rate.
+#[derive(Debug, Clone, Copy)]
+pub struct Limited {
+    /// When the events would fit.
+    pub retry_after: Duration,
+    /// The key's sustained rate, events per second.
+    pub per_second: u32,
+    /// Its bucket's size.
+    pub burst: u32,
+}
+
+impl Key {
+    /// Whether it is a browser key (it has page origins).
+    pub fn is_browser(&self) -> bool {
+        !self.origins.is_empty()
+    }
+
+    /// `Err(403)` unless it may write `table` (the name the client used, or the table's
+    /// configured name).
+    pub fn check_table(&self, names: &[&str]) -> Result<(), ApiError> {
+        match &self.tables {
+            Some(tables) if !names.iter().any(|n| tables.contains(*n)) => {
+                Err(ApiError::KeyRefused(format!(
+                    "key {} may not write table {}",
+                    self.name, names[0]
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `Err(403)` for a browser key used from a page origin not its own. A request without
+    /// `Origin` (not from a page) passes: a browser key is public anyway.
+    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        match origin {
+            Some(origin) if self.is_browser() && !self.origins.contains(origin) => {
+                Err(ApiError::KeyRefused(format!(
+                    "key {} may not be used from origin {}",
+                    self.name,
+                    crate::table::event::excerpt(origin)
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Before the body is read: takes one event from the key's bucket, or says when one
+    /// would fit (a flood over the rate costs no decoding). The request's other events are
+    /// taken by [`Key::take_more`] once they are counted.
+    pub fn take_first(&self) -> Result<(), Limited> {
+        self.take(1)
+    }
+
+    /// After the body is read: takes the request's `events` but the one
+    /// [`Key::take_first`] took.
+    pub fn take_more(&self, events: usize) -> Result<(), Limited> {
+        self.take(events.saturating_sub(1))
+    }
+
+    fn take(&self, events: usize) -> Result<(), Limited> {
+        let Some(limit) = &self.limit else {
+            return Ok(());
+        };
+        let limited = |retry_after| Limited {
+            retry_after,
+            per_second: limit.per_second,
+            burst: limit.burst,
+        };
+        let Some(n) = NonZeroU32::new(u32::try_from(events).unwrap_or(u32::MAX)) else {
+            return Ok(());
+        };
+        match limit.bucket.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(limited(
+                not_until.wait_time_from(DefaultClock::default().now()),
+            )),
+            // More at once than the bucket ever holds: not at this rate.
+            Err(_) => Err(limited(Duration::from_secs(
+                u64::from(limit.burst / limit.per_second.max(1)).max(1),
+            ))),
+        }
+    }
+}
+
+/// Every key at one moment.
+pub struct Keys {
+    by_digest: HashMap<[u8; 32], Arc<Key>>,
+    /// No ingest key at all: posting is open.
+    ingest_open: bool,
+    /// No admin key at all.
+    admin_open: bool,
+    /// Origins of browser keys, and `CORS_ALLOWED_ORIGINS`.
+    origins: HashSet<String>,
+}
+
+/// How a request presented its key.
+enum Presented<'a> {
+    Header(&'a str),
+    Query(String),
+}
+
+impl Keys {
+    /// Whether anyone may post events (no ingest key is configured).
+    pub fn ingest_open(&self) -> bool {
+        self.ingest_open
+    }
+
+    /// Whether the operations routes need no key.
+    pub fn admin_open(&self) -> bool {
+        self.admin_open
+    }
+
+    /// Whether a page from `origin` may call the ingest routes (CORS).
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.origins.contains(origin)
+    }
+
+    /// The ingest key of a request: `Ok(None)` when posting is open; `401` without a known
+    /// key, or with a key in the URL that is not a browser key; `403` for an admin key.
+    pub fn ingest_key(
+        &self,
+        headers: &HeaderMap,
+        query: &str,
+    ) -> Result<Option<Arc<Key>>, ApiError> {
+        if self.ingest_open {
+            return Ok(None);
+        }
+        let (key, in_url) = match presented(headers, query) {
+            Some(Presented::Header(secret)) => {
+                (self.by_digest.get(&digest(secret.as_bytes())), false)
+            }
+            Some(Presented::Query(secret)) => {
+                (self.by_digest.get(&digest(secret.as_bytes())), true)
+            }
+            None => return Err(ApiError::Unauthorized),
+        };
+        let key = key.ok_or(ApiError::Unauthorized)?;
+        if key.role != Role::Ingest {
+            return Err(ApiError::KeyRefused(format!(
+                "key {} is an admin key; it may not post events",
+                key.name
+            )));
+        }
+        if in_url && !key.is_browser() {
+            // Secrets do not belong in URLs (logs, histories): only browser keys, which are
+            // public by nature, may come as `?key=`.
+            return Err(ApiError::KeyRefused(format!(
+                "key {} may not be sent in the URL (only keys with origins may)",
+                key.name
+            )));
+        }
+        Ok(Some(key.clone()))
+    }
+
+    /// Whether `headers` carry an admin key (operations routes).
+    pub fn is_admin(&self, headers: &HeaderMap) -> bool {
+        let Some(Presented::Header(secret)) = presented(headers, "") else {
+            return false;
+        };
+        self.by_digest
+            .get(&digest(secret.as_bytes()))
+            .is_some_and(|k| k.role == Role::Admin)
+    }
+}
+
+/// The key a request carries: `Authorization: Bearer`, `X-Api-Key`, else `?key=`.
+fn presented<'a>(headers: &'a HeaderMap, query: &str) -> Option<Presented<'a>> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(super::client::bearer_token)
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim);
+    if let Some(secret) = header {
+        return Some(Presented::Header(secret));
+    }
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "key")
+        .map(|(_, value)| Presented::Query(value.into_owned()))
+}
+
+/// The keys in use, replaced as a whole when the configuration file changes.
+pub struct KeyRing {
+    current: RwLock<Arc<Keys>>,
+    /// `CORS_ALLOWED_ORIGINS`.
+    cors: Vec<String>,
+}
+
+impl KeyRing {
+    /// The ring for `specs`; `cors`: origins allowed for header-authenticated keys.
+    pub fn new(specs: &[KeySpec], cors: Vec<String>) -> Self {
+        let keys = build(specs, &cors, None);
+        Self {
+            current: RwLock::new(Arc::new(keys)),
+            cors,
+        }
+    }
+
+    /// The keys now.
+    pub fn keys(&self) -> Arc<Keys> {
+        self.current.read().clone()
+    }
+
+    /// Takes `specs` as the keys from now on; a key whose name and rate are unchanged keeps
+    /// its bucket (a reload gives nobody a fresh burst).
+    pub fn replace(&self, specs: &[KeySpec]) {
+        let old = self.keys();
+        let keys = build(specs, &self.cors, Some(&old));
+        *self.current.write() = Arc::new(keys);
+    }
+}
+
+fn build(specs: &[KeySpec], cors: &[String], old: Option<&Keys>) -> Keys {
+    let mut by_digest = HashMap::new();
+    let mut origins: HashSet<String> = cors.iter().cloned().collect();
+    for spec in specs {
+        let kept = old.and_then(|old| {
+            (old.by_digest.values())
+                .find(|k| k.name == spec.name)
+                .and_then(|k| k.limit.clone())
+                .filter(|l| Some((l.per_second, l.burst)) == spec.rate)
+        });
+        let limit = kept.or_else(|| {
+            spec.rate.map(|(per_second, burst)| {
+                let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+                let burst_cells = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+                Arc::new(Limit {
+                    bucket: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst_cells)),
+                    per_second,
+                    burst,
+                })
+            })
+        });
+        origins.extend(spec.origins.iter().cloned());
+        let key = Key {
+            name: spec.name.clone(),
+            role: spec.role,
+            tables: spec.tables.as_ref().map(|t| t.iter().cloned().collect()),
+            origins: spec.origins.iter().cloned().collect(),
+            limit,
+        };
+        by_digest.insert(spec.digest, Arc::new(key));
+    }
+    Keys {
+        ingest_open: !specs.iter().any(|s| s.role == Role::Ingest),
+        admin_open: !specs.iter().any(|s| s.role == Role::Admin),
+        by_digest,
+        origins,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn headers(list: &[(&str, &str)]) -> HeaderMap {
+        let mut req = TestRequest::default();
+        for (name, value) in list {
+            req = req.insert_header((*name, *value));
+        }
+        req.to_http_request().headers().clone()
+    }
+
+    fn ring() -> KeyRing {
+        let mut web = KeySpec::plain("web", "pk-web", Role::Ingest);
+        web.origins = vec!["https://shop.example".into()];
+        web.tables = Some(vec!["events".into()]);
+        let mut slow = KeySpec::plain("slow", "sk-slow", Role::Ingest);
+        slow.rate = Some((10, 20));
+        KeyRing::new(
+            &[
+                KeySpec::plain("env-1", "k1", Role::Ingest),
+                KeySpec::plain("env-2", "secret-2", Role::Ingest),
+                KeySpec::plain("ops", "adm", Role::Admin),
+                web,
+                slow,
+            ],
+            vec![],
+        )
+    }
+
+    fn name(r: Result<Option<Arc<Key>>, ApiError>) -> Result<String, u16> {
+        use actix_web::ResponseError;
+        match r {
+            Ok(Some(key)) => Ok(key.name.clone()),
+            Ok(None) => Ok("open".into()),
+            Err(e) => Err(e.status_code().as_u16()),
+        }
+    }
+
+    #[test]
+    fn a_key_is_found_in_a_header_or_for_a_browser_key_in_the_url() {
+        let keys = ring().keys();
+        let key = |h: &[(&str, &str)], q: &str| name(keys.ingest_key(&headers(h), q));
+        assert_eq!(
+            key(&[("authorization", "Bearer secret-2")], ""),
+            Ok("env-2".into())
+        );
+        assert_eq!(key(&[("x-api-key", "k1")], ""), Ok("env-1".into()));
+        assert_eq!(
+            key(&[("authorization", "BEARER k1")], ""),
+            Ok("env-1".into())
+        );
+        assert_eq!(
+            key(&[("authorization", "bEaReR  k1")], ""),
+            Ok("env-1".into())
+        );
+        assert_eq!(key(&[("authorization", "Bearer secret-3")], ""), Err(401));
+        assert_eq!(key(&[("authorization", "Basic k1")], ""), Err(401));
+        assert_eq!(key(&[], ""), Err(401));
+        assert_eq!(key(&[], "key=pk-web"), Ok("web".into()));
+        assert_eq!(key(&[], "a=1&key=pk%2Dweb"), Ok("web".into()));
+        // A secret key in the URL is refused: it would end up in logs.
+        assert_eq!(key(&[], "key=k1"), Err(403));
+        // An admin key posts nothing.
+        assert_eq!(key(&[("x-api-key", "adm")], ""), Err(403));
+        assert!(keys.is_admin(&headers(&[("x-api-key", "adm")])));
+        assert!(!keys.is_admin(&headers(&[("x-api-key", "k1")])));
+        let open = KeyRing::new(&[KeySpec::plain("ops", "adm", Role::Admin)], vec![]);
+        assert_eq!(
+            name(open.keys().ingest_key(&headers(&[]), "")),
+            Ok("open".into())
+        );
+    }
+
+    #[test]
+    fn a_key_keeps_to_its_tables_and_origins() {
+        let keys = ring().keys();
+        let web = keys
+            .ingest_key(&headers(&[]), "key=pk-web")
+            .unwrap()
+            .unwrap();
+        assert!(web.check_table(&["events"]).is_ok());
+        let refused = web.check_table(&["pageviews"]).unwrap_err().to_string();
+        assert!(
+            refused.contains("web") && refused.contains("pageviews"),
+            "{refused}"
+        );
+        assert!(
+            web.check_origin(&headers(&[("origin", "https://shop.example")]))
+                .is_ok()
+        );
+        assert!(web.check_origin(&headers(&[])).is_ok());
+        assert!(
+            web.check_origin(&headers(&[("origin", "https://evil.example")]))
+                .is_err()
+        );
+        assert!(keys.origin_allowed("https://shop.example"));
+        assert!(!keys.origin_allowed("https://evil.example"));
+    }
+
+    #[test]
+    fn a_limited_key_takes_its_burst_then_waits_and_a_reload_keeps_its_bucket() {
+        let ring = ring();
+        let slow = ring
+            .keys()
+            .ingest_key(&headers(&[("x-api-key", "sk-slow")]), "")
+            .unwrap()
+            .unwrap();
+        assert!(slow.take_first().is_ok());
+        assert!(slow.take_more(20).is_ok(), "the burst");
+        let limited = slow.take_first().unwrap_err();
+        assert!(
+            limited.retry_after > Duration::ZERO
+                && limited.retry_after <= Duration::from_millis(100)
+        );
+        assert_eq!((limited.per_second, limited.burst), (10, 20));
+        // More at once than the bucket holds is never let through.
+        assert!(slow.take_more(1000).is_err());
+        ring.replace(&[{
+            let mut slow = KeySpec::plain("slow", "sk-slow", Role::Ingest);
+            slow.rate = Some((10, 20));
+            slow
+        }]);
+        let again = ring
+            .keys()
+            .ingest_key(&headers(&[("x-api-key", "sk-slow")]), "")
+            .unwrap()
+            .unwrap();
+        assert!(again.take_first().is_err(), "no fresh burst from a reload");
+        // Unlimited keys are never refused.
+        let free = KeySpec::plain("free", "f", Role::Ingest);
+        ring.replace(&[free]);
+        let free = ring
+            .keys()
+            .ingest_key(&headers(&[("x-api-key", "f")]), "")
+            .unwrap()
+            .unwrap();
+        assert!(free.take_more(1_000_000).is_ok());
+    }
+}

@@ -1,0 +1,311 @@
+//! API keys from `CONFIG_FILE`: tables, page origins, rates, CORS, `?key=` for browser keys,
+//! the file read again while running, and the per-key metrics.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{PATIENCE, TestApp, batch, spawn_app, within};
+
+/// A config file in its own folder (removed with it).
+struct ConfigFile(tempfile::TempDir);
+
+impl ConfigFile {
+    fn new(toml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("event-ingest.toml"), toml).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self) -> String {
+        self.0
+            .path()
+            .join("event-ingest.toml")
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Replaces the file as an editor would (a new file renamed over the old one).
+    fn rewrite(&self, toml: &str) {
+        let tmp = self.0.path().join("new.toml");
+        std::fs::write(&tmp, toml).unwrap();
+        std::fs::rename(&tmp, self.path()).unwrap();
+    }
+}
+
+const KEYS: &str = r#"
+[[keys]]
+name = "backend"
+secret = "sk-backend"
+
+[[keys]]
+name = "orders-only"
+secret = "sk-orders"
+tables = ["orders"]
+
+[[keys]]
+name = "shop-web"
+secret = "pk-shop"
+origins = ["https://shop.example"]
+
+[[keys]]
+name = "slow"
+secret = "sk-slow"
+events_per_second = 5
+burst = 10
+
+[[keys]]
+name = "ops"
+secret = "sk-ops"
+role = "admin"
+"#;
+
+async fn post(
+    app: &TestApp,
+    query: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/v1/events{query}", app.address))
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+async fn error(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.unwrap();
+    body["error"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn each_key_keeps_to_its_tables_origins_and_role() {
+    let file = ConfigFile::new(KEYS);
+    let app = spawn_app(&[("CONFIG_FILE", &file.path())]).await;
+    let ok = post(
+        &app,
+        "",
+        &[("authorization", "Bearer sk-backend")],
+        batch(0, 2),
+    )
+    .await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(post(&app, "", &[], batch(2, 1)).await.status(), 401);
+    assert_eq!(
+        post(&app, "", &[("x-api-key", "nope")], batch(2, 1))
+            .await
+            .status(),
+        401
+    );
+    let other_table = post(&app, "", &[("x-api-key", "sk-orders")], batch(2, 1)).await;
+    assert_eq!(other_table.status(), 403);
+    let why = error(other_table).await;
+    assert!(
+        why.contains("orders-only") && why.contains("events"),
+        "{why}"
+    );
+    let admin = post(&app, "", &[("x-api-key", "sk-ops")], batch(2, 1)).await;
+    assert_eq!(admin.status(), 403);
+    // A browser key: in the URL, from its origin (or no page at all), not from another.
+    let shop = [("origin", "https://shop.example")];
+    assert_eq!(
+        post(&app, "?key=pk-shop", &shop, batch(2, 2))
+            .await
+            .status(),
+        200
+    );
+    let evil = post(
+        &app,
+        "?key=pk-shop",
+        &[("origin", "https://evil.example")],
+        batch(4, 1),
+    )
+    .await;
+    assert_eq!(evil.status(), 403);
+    // A secret key never in the URL.
+    let leaked = post(&app, "?key=sk-backend", &[], batch(4, 1)).await;
+    assert_eq!(leaked.status(), 403);
+    assert!(error(leaked).await.contains("URL"));
+    app.wait_for_rows(4).await;
+    // The operations routes take the admin key.
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", app.address))
+        .header("x-api-key", "sk-ops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains(r#"event_ingest_key_events_total{key="backend",outcome="accepted"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"event_ingest_key_events_total{key="shop-web",outcome="accepted"} 2"#),
+        "{text}"
+    );
+    let status = reqwest::Client::new()
+        .get(format!("{}/v1/status", app.address))
+        .header("x-api-key", "sk-backend")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 401, "an ingest key is no admin key");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_over_its_rate_gets_429_and_other_keys_are_not_slowed() {
+    let file = ConfigFile::new(KEYS);
+    let app = spawn_app(&[("CONFIG_FILE", &file.path())]).await;
+    let slow = [("x-api-key", "sk-slow")];
+    assert_eq!(
+        post(&app, "", &slow, batch(0, 10)).await.status(),
+        200,
+        "the burst"
+    );
+    let limited = post(&app, "", &slow, batch(10, 5)).await;
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert_eq!(limited.headers()["ratelimit-policy"], "10;w=2");
+    assert!(
+        limited.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("limit=10, remaining=0")
+    );
+    // Another key meanwhile.
+    let fast = post(&app, "", &[("x-api-key", "sk-backend")], batch(100, 50)).await;
+    assert_eq!(fast.status(), 200);
+    // Room again after the wait the answer gave.
+    within(PATIENCE, async {
+        while post(&app, "", &slow, batch(10, 5)).await.status() != 200 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    app.wait_for_rows(65).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn pages_of_allowed_origins_get_cors_answers_and_beacons_are_taken() {
+    let file = ConfigFile::new(KEYS);
+    let app = spawn_app(&[
+        ("CONFIG_FILE", &file.path()),
+        ("CORS_ALLOWED_ORIGINS", "https://admin.example"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        client
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/v1/events", app.address),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type, x-api-key")
+            .send()
+    };
+    for origin in ["https://shop.example", "https://admin.example"] {
+        let answer = preflight(origin).await.unwrap();
+        assert_eq!(answer.status(), 204, "{origin}");
+        let h = answer.headers();
+        assert_eq!(h["access-control-allow-origin"], origin);
+        assert!(
+            h["access-control-allow-methods"]
+                .to_str()
+                .unwrap()
+                .contains("POST")
+        );
+        let allowed = h["access-control-allow-headers"].to_str().unwrap();
+        for name in ["Content-Type", "X-Api-Key", "Idempotency-Key", "X-Sent-At"] {
+            assert!(allowed.contains(name), "{allowed}");
+        }
+        assert!(h.contains_key("access-control-max-age"));
+    }
+    assert_eq!(
+        preflight("https://evil.example").await.unwrap().status(),
+        403
+    );
+    // What navigator.sendBeacon sends: text/plain, the key in the URL, the page's origin.
+    let beacon = client
+        .post(format!("{}/v1/events?key=pk-shop", app.address))
+        .header("origin", "https://shop.example")
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(batch(0, 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beacon.status(), 200);
+    assert_eq!(
+        beacon.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    // A refusal carries it too, so the page can read why.
+    let refused = client
+        .post(format!("{}/v1/events", app.address))
+        .header("origin", "https://shop.example")
+        .body(batch(3, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        refused.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    app.wait_for_rows(3).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_config_file_is_read_again_while_running_and_a_bad_one_changes_nothing() {
+    let file = ConfigFile::new(KEYS);
+    let app = spawn_app(&[("CONFIG_FILE", &file.path())]).await;
+    let new_key = [("x-api-key", "sk-new")];
+    assert_eq!(post(&app, "", &new_key, batch(0, 1)).await.status(), 401);
+    file.rewrite(&format!(
+        "{KEYS}\n[[keys]]\nname = \"new\"\nsecret = \"sk-new\"\n"
+    ));
+    within(PATIENCE, async {
+        while post(&app, "", &new_key, batch(0, 1)).await.status() != 200 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    // A mistake: the keys in use stay.
+    file.rewrite("[[keys]]\nname = \"broken\"\n");
+    // Nothing to wait for but time: two of the file's one-second checks.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(post(&app, "", &new_key, batch(1, 1)).await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_config_file_with_a_mistake_stops_start_up_naming_it() {
+    let file =
+        ConfigFile::new("[[keys]]\nname = \"a\"\nsecret = \"x\"\norigins = [\"shop.example\"]\n");
+    let config = event_ingest::Config::from_vars(crate::helpers::test_env(
+        &crate::helpers::unique_database(),
+        &[("CONFIG_FILE", &file.path())],
+    ))
+    .unwrap();
+    let err = match event_ingest::Application::build(config).await {
+        Ok(_) => panic!("started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains(&file.path()) && err.contains("origin"),
+        "{err}"
+    );
+}
