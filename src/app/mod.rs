@@ -535,6 +535,10 @@ fn app_state(
         cpu: http::cpu::CpuPool::new(),
         client_timeout: config.client_timeout(),
         keys,
+        idempotency: http::idempotency::Idempotency::new(
+            std::time::Duration::from_secs(config.idempotency_window_secs),
+            config.idempotency_max_bytes,
+        ),
         // Validated when the configuration was read.
         trusted_proxies: config.trusted_proxy_nets().unwrap_or_default(),
         clickhouse_tls_unverified: config.clickhouse_uses_tls()

@@ -83,6 +83,11 @@ settings! {
     /// burst). Read at start-up (a bad file stops it) and again when it changes or on
     /// `SIGHUP` (a bad file then keeps the keys in use, with a `warn` line).
     config_file: String = String::new(), "empty (none)";
+    /// How long a request's answer is remembered by its `Idempotency-Key` (a resend within
+    /// it gets that answer and stores nothing again).
+    idempotency_window_secs: u64 = 3600, "3600";
+    /// Most bytes the remembered answers and their keys take; past it the oldest go.
+    idempotency_max_bytes: usize = 64 << 20, "67108864";
     /// Page origins (`https://app.example`) whose requests with a header key get CORS
     /// answers; a browser key's own `origins` always do.
     cors_allowed_origins: String = String::new(), "empty (browser keys' origins only)";
@@ -723,6 +728,8 @@ mod tests {
         ("CLICKHOUSE_HOST", "ch.internal"),
         ("CLICKHOUSE_PORT", "8124"),
         ("CONFIG_FILE", "/etc/event-ingest.toml"),
+        ("IDEMPOTENCY_WINDOW_SECS", "60"),
+        ("IDEMPOTENCY_MAX_BYTES", "1048576"),
         ("CORS_ALLOWED_ORIGINS", "https://app.example"),
         ("TLS_CERT_FILE", "/etc/ssl/listener.pem"),
         ("TLS_KEY_FILE", "/etc/ssl/listener.key"),

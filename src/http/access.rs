@@ -54,7 +54,7 @@ impl Gate {
         let on_admin = self.on_admin_listener(req);
         match class_of(req.path()) {
             Class::Ingest if on_admin => Some(ApiError::NotFound),
-            Class::Ingest | Class::Probe => None,
+            Class::Ingest | Class::Probe | Class::Public => None,
             Class::Operations if self.admin_port.is_some() && !on_admin => Some(ApiError::NotFound),
             Class::Operations if !self.keys.keys().admin_open() => {
                 (!self.keys.keys().is_admin(req.headers())).then_some(ApiError::Unauthorized)

@@ -62,6 +62,12 @@ pub enum ApiError {
     /// a key that may not travel in the URL (`403`); the text names the key, not its secret.
     #[error("{0}")]
     KeyRefused(String),
+    /// A request with the same `Idempotency-Key` is being processed (`409`).
+    #[error("a request with this Idempotency-Key is being processed; retry shortly")]
+    IdempotencyInProgress,
+    /// The `Idempotency-Key` is longer than 255 bytes or not text (`400`).
+    #[error("Idempotency-Key must be text of at most 255 bytes")]
+    BadIdempotencyKey,
     /// The key is over its rate (`429` with `Retry-After` and the `RateLimit` headers).
     #[error("key over its rate of {} events per second (burst {}); retry after {:?}", .0.per_second, .0.burst, .0.retry_after)]
     RateLimited(super::keys::Limited),
@@ -118,9 +124,11 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadBody(DecodeError::TooManyEvents { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::BadBody(_) | ApiError::Payload(_) | ApiError::BadSentAt(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BadBody(_)
+            | ApiError::Payload(_)
+            | ApiError::BadSentAt(_)
+            | ApiError::BadIdempotencyKey => StatusCode::BAD_REQUEST,
+            ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } | ApiError::TooManyEvents(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -10,7 +10,9 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::body::Encoding;
+use super::idempotency::{self, Begin};
 use super::inflight::Reservation;
+use super::keys::Key;
 use super::{ApiError, AppState, body, client};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -247,6 +249,15 @@ async fn ingest(
         .keys()
         .ingest_key(req.headers(), req.query_string())?;
     let target = Target::of(&state, table.clone())?;
+    let idempotency_key = match req.headers().get("idempotency-key") {
+        Some(value) => match value.to_str() {
+            Ok(text) if !text.is_empty() && text.len() <= idempotency::MAX_KEY_BYTES => {
+                Some(text.to_string())
+            }
+            _ => return Err(ApiError::BadIdempotencyKey),
+        },
+        None => None,
+    };
     if let Some(key) = &key {
         let names = [
             table.as_deref().unwrap_or(&target.lane.name),
@@ -254,13 +265,54 @@ async fn ingest(
         ];
         key.check_table(&names)?;
         key.check_origin(req.headers())?;
-        if let Err(limited) = key.take_first() {
-            state.stats.record_key(&key.name, 0, 0, 1);
-            return Err(ApiError::RateLimited(limited));
-        }
+        key.admit().map_err(ApiError::RateLimited)?;
     }
+    let scope = key.as_ref().map_or("", |k| k.name.as_str()).to_string();
+    let Some(idempotency_key) = idempotency_key else {
+        let body = take(&req, key.as_deref(), target, payload, &state).await?;
+        return Ok(answer(body));
+    };
+    match state.idempotency.begin(&scope, &idempotency_key) {
+        Begin::Replay(body) => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .insert_header(("idempotent-replayed", "true"))
+            .body(body)),
+        Begin::InProgress => Err(ApiError::IdempotencyInProgress),
+        Begin::New => match take(&req, key.as_deref(), target, payload, &state).await {
+            Ok(body) => {
+                state
+                    .idempotency
+                    .finish(&scope, &idempotency_key, body.clone());
+                Ok(answer(body))
+            }
+            Err(e) => {
+                state.idempotency.abandon(&scope, &idempotency_key);
+                Err(e)
+            }
+        },
+    }
+}
+
+/// The `200` answer, its JSON body built.
+fn answer(body: Vec<u8>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
+}
+
+/// Takes a request's events once its key and table are known: reads the body, decodes and
+/// validates it, counts its events against the key, and hands the valid rows to the lane.
+/// Returns the `200` answer's JSON.
+async fn take(
+    req: &HttpRequest,
+    key: Option<&Key>,
+    target: Target<'_>,
+    payload: web::Payload,
+    state: &web::Data<AppState>,
+) -> Result<Vec<u8>, ApiError> {
+    let state = &**state;
     let (encoding, mut reservation, raw) =
-        read_body(&req, payload, &state, target.lane.ingest.as_ref()).await?;
+        read_body(req, payload, state, target.lane.ingest.as_ref()).await?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -277,7 +329,7 @@ async fn ingest(
             .get("x-sent-at")
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         server_time: OffsetDateTime::now_utc(),
-        ip: client::client_ip(&req, &state.trusted_proxies),
+        ip: client::client_ip(req, &state.trusted_proxies),
         columns: target.columns,
     };
     let validated = if work.inline {
@@ -290,7 +342,7 @@ async fn ingest(
     if let Some(key) = &key {
         // Every event of the request counts, rejected ones too: they cost the same to read.
         let events = accepted + validated.rejected;
-        if let Err(limited) = key.take_more(events) {
+        if let Err(limited) = key.take(events) {
             state.stats.record_key(&key.name, 0, 0, events);
             return Err(ApiError::RateLimited(limited));
         }
@@ -310,11 +362,12 @@ async fn ingest(
         .lane
         .stats
         .record_request(accepted, validated.rejected, validated.unknown_fields);
-    Ok(HttpResponse::Ok().json(Accepted {
+    serde_json::to_vec(&Accepted {
         accepted,
         rejected: validated.rejected,
         errors: validated.errors,
-    }))
+    })
+    .map_err(|_| ApiError::Internal("the answer could not be written"))
 }
 
 /// Bodies up to this size, uncompressed, are decoded on the worker: the hop to the CPU

@@ -81,6 +81,25 @@ struct Limit {
     bucket: DefaultDirectRateLimiter,
     per_second: u32,
     burst: u32,
+    /// After a refusal: until when (nanoseconds after `since`) the key is refused before
+    /// its body is read. Nothing is taken from the bucket for that: a client retrying
+    /// faster than the answer said does not starve itself.
+    blocked_until: std::sync::atomic::AtomicU64,
+    since: std::time::Instant,
+}
+
+impl Limit {
+    fn now(&self) -> u64 {
+        u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn limited(&self, retry_after: Duration) -> Limited {
+        Limited {
+            retry_after,
+            per_second: self.per_second,
+            burst: self.burst,
+        }
+    }
 }
 
 /// Why a key's request is over its rate.
@@ -130,41 +149,44 @@ impl Key {
         }
     }
 
-    /// Before the body is read: takes one event from the key's bucket, or says when one
-    /// would fit (a flood over the rate costs no decoding). The request's other events are
-    /// taken by [`Key::take_more`] once they are counted.
-    pub fn take_first(&self) -> Result<(), Limited> {
-        self.take(1)
-    }
-
-    /// After the body is read: takes the request's `events` but the one
-    /// [`Key::take_first`] took.
-    pub fn take_more(&self, events: usize) -> Result<(), Limited> {
-        self.take(events.saturating_sub(1))
-    }
-
-    fn take(&self, events: usize) -> Result<(), Limited> {
+    /// Before the body is read: refused at once (no decoding, nothing taken) while an
+    /// earlier refusal's wait has not passed, so a flood over the rate costs little.
+    pub fn admit(&self) -> Result<(), Limited> {
         let Some(limit) = &self.limit else {
             return Ok(());
         };
-        let limited = |retry_after| Limited {
-            retry_after,
-            per_second: limit.per_second,
-            burst: limit.burst,
+        let until = limit
+            .blocked_until
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let now = limit.now();
+        match now < until {
+            true => Err(limit.limited(Duration::from_nanos(until - now))),
+            false => Ok(()),
+        }
+    }
+
+    /// Takes the request's `events` from the key's bucket (one atomic update), or says when
+    /// they would fit; nothing is taken then.
+    pub fn take(&self, events: usize) -> Result<(), Limited> {
+        let Some(limit) = &self.limit else {
+            return Ok(());
         };
         let Some(n) = NonZeroU32::new(u32::try_from(events).unwrap_or(u32::MAX)) else {
             return Ok(());
         };
-        match limit.bucket.check_n(n) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(limited(
-                not_until.wait_time_from(DefaultClock::default().now()),
-            )),
+        let wait = match limit.bucket.check_n(n) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(not_until)) => not_until.wait_time_from(DefaultClock::default().now()),
             // More at once than the bucket ever holds: not at this rate.
-            Err(_) => Err(limited(Duration::from_secs(
-                u64::from(limit.burst / limit.per_second.max(1)).max(1),
-            ))),
-        }
+            Err(_) => Duration::from_secs(u64::from(limit.burst / limit.per_second.max(1)).max(1)),
+        };
+        let until = limit
+            .now()
+            .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
+        limit
+            .blocked_until
+            .fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+        Err(limit.limited(wait))
     }
 }
 
@@ -314,6 +336,8 @@ fn build(specs: &[KeySpec], cors: &[String], old: Option<&Keys>) -> Keys {
                     bucket: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst_cells)),
                     per_second,
                     burst,
+                    blocked_until: Default::default(),
+                    since: std::time::Instant::now(),
                 })
             })
         });
@@ -444,16 +468,21 @@ mod tests {
             .ingest_key(&headers(&[("x-api-key", "sk-slow")]), "")
             .unwrap()
             .unwrap();
-        assert!(slow.take_first().is_ok());
-        assert!(slow.take_more(20).is_ok(), "the burst");
-        let limited = slow.take_first().unwrap_err();
+        assert!(slow.admit().is_ok());
+        assert!(slow.take(20).is_ok(), "the burst");
+        assert!(slow.admit().is_ok(), "nothing refused yet");
+        let limited = slow.take(1).unwrap_err();
         assert!(
             limited.retry_after > Duration::ZERO
                 && limited.retry_after <= Duration::from_millis(100)
         );
         assert_eq!((limited.per_second, limited.burst), (10, 20));
+        // Refused before its body is read until the wait has passed; nothing taken then.
+        assert!(slow.admit().is_err());
+        std::thread::sleep(limited.retry_after);
+        assert!(slow.admit().is_ok());
         // More at once than the bucket holds is never let through.
-        assert!(slow.take_more(1000).is_err());
+        assert!(slow.take(1000).is_err());
         ring.replace(&[{
             let mut slow = KeySpec::plain("slow", "sk-slow", Role::Ingest);
             slow.rate = Some((10, 20));
@@ -464,7 +493,7 @@ mod tests {
             .ingest_key(&headers(&[("x-api-key", "sk-slow")]), "")
             .unwrap()
             .unwrap();
-        assert!(again.take_first().is_err(), "no fresh burst from a reload");
+        assert!(again.take(20).is_err(), "no fresh burst from a reload");
         // Unlimited keys are never refused.
         let free = KeySpec::plain("free", "f", Role::Ingest);
         ring.replace(&[free]);
@@ -473,6 +502,6 @@ mod tests {
             .ingest_key(&headers(&[("x-api-key", "f")]), "")
             .unwrap()
             .unwrap();
-        assert!(free.take_more(1_000_000).is_ok());
+        assert!(free.admit().is_ok() && free.take(1_000_000).is_ok());
     }
 }

@@ -13,6 +13,7 @@ pub mod cpu;
 mod error;
 pub mod events;
 pub mod health;
+pub mod idempotency;
 pub mod inflight;
 pub mod keys;
 mod metrics;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub cpu: cpu::CpuPool,
     /// The API keys (`INGEST_API_KEYS`, `ADMIN_API_KEYS`, `CONFIG_FILE`'s `[[keys]]`).
     pub keys: Arc<keys::KeyRing>,
+    /// Answers remembered by `Idempotency-Key`.
+    pub idempotency: idempotency::Idempotency,
     /// Proxies whose forwarding headers are believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `BUFFER_MODE`, for the status page.
@@ -74,6 +77,8 @@ pub enum Class {
     Ingest,
     /// Health probes: open to anyone, details for operators only.
     Probe,
+    /// Files pages load (the browser client): open to anyone.
+    Public,
     /// Metrics, status, docs: operators only.
     Operations,
 }
@@ -105,6 +110,9 @@ pub const ROUTES: &[Route] = &[
         only(p, GET, health::get_ready)
     }),
     Route::new("/v1/live", Class::Probe, |p| only(p, GET, health::get_live)),
+    Route::new("/v1/client.js", Class::Public, |p| {
+        only(p, GET, get_client_js)
+    }),
     Route::new("/openapi.json", Class::Operations, |p| {
         only(p, GET, openapi::get_openapi)
     }),
@@ -116,6 +124,17 @@ pub const ROUTES: &[Route] = &[
         only(p, GET, metrics::get_metrics)
     }),
 ];
+
+/// The browser client (`src/http/client.js`): a page loads it from the service it sends to.
+async fn get_client_js() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((
+            actix_web::http::header::CACHE_CONTROL,
+            "public, max-age=3600",
+        ))
+        .body(include_str!("client.js"))
+}
 
 impl Route {
     const fn new(

@@ -309,3 +309,48 @@ async fn a_config_file_with_a_mistake_stops_start_up_naming_it() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_batch_resent_with_its_idempotency_key_is_answered_again_and_stored_once() {
+    let file = ConfigFile::new(KEYS);
+    let app = spawn_app(&[("CONFIG_FILE", &file.path())]).await;
+    let key = ("x-api-key", "sk-backend");
+    let first = post(
+        &app,
+        "",
+        &[key, ("idempotency-key", "batch-7")],
+        batch(0, 4),
+    )
+    .await;
+    assert_eq!(first.status(), 200);
+    assert!(!first.headers().contains_key("idempotent-replayed"));
+    let first: Value = first.json().await.unwrap();
+    let again = post(
+        &app,
+        "",
+        &[key, ("idempotency-key", "batch-7")],
+        batch(0, 4),
+    )
+    .await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    // Another key's same Idempotency-Key is another request.
+    let other = post(
+        &app,
+        "?key=pk-shop",
+        &[("idempotency-key", "batch-7")],
+        batch(4, 1),
+    )
+    .await;
+    assert_eq!(other.status(), 200);
+    assert!(!other.headers().contains_key("idempotent-replayed"));
+    let long = "x".repeat(256);
+    let refused = post(&app, "", &[key, ("idempotency-key", &long)], batch(9, 1)).await;
+    assert_eq!(refused.status(), 400);
+    app.wait_for_rows(5).await;
+    // Nothing more arrives: the resend stored nothing.
+    let stats = app.stats.clone();
+    assert!(app.stop().await.is_clean());
+    assert_eq!(stats.events_written.get(), 5);
+}

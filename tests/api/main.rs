@@ -8,6 +8,7 @@ mod process;
 
 mod access;
 mod admin;
+mod browser_client;
 mod buffering;
 mod config;
 mod docs;

@@ -8,7 +8,7 @@ use tokio::process::Command;
 
 use crate::helpers::{PATIENCE, event, spawn_app, within};
 
-fn find_chromium() -> Option<String> {
+pub(crate) fn find_chromium() -> Option<String> {
     if let Ok(path) = std::env::var("CHROMIUM") {
         return Some(path);
     }
@@ -25,7 +25,7 @@ fn find_chromium() -> Option<String> {
 /// Renders `url` headless, lets its scripts run for a few (virtual) seconds, and returns
 /// the resulting DOM. `trusted`: the one certificate (PEM file) to accept for HTTPS, by the
 /// hash of its public key (the way Chromium pins a test certificate).
-async fn render(chromium: &str, url: &str, trusted: Option<&str>) -> String {
+pub(crate) async fn render(chromium: &str, url: &str, trusted: Option<&str>) -> String {
     let profile = std::env::temp_dir().join(format!("ei-chromium-{}", uuid::Uuid::new_v4()));
     let output =
         within(
