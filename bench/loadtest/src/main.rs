@@ -572,9 +572,10 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
     }
     if run.system == System::EventIngest {
         run.stored = Some(ch.count(&fq(ctx, table))?);
-        // The service names the table alone (its database is a connection setting), and its
-        // health probe inserts into `<table>_probe`: the `` ` (`` after the name tells them apart.
-        run.clickhouse_cpu = Some(insert_cpu(ch, &format!("INSERT INTO `{table}` ("), since)?);
+        // The service names `database`.`table`; a search for a bad row inserts into
+        // `<table>_probe_<id>`: the `` ` (`` after the name tells them apart.
+        let prefix = format!("INSERT INTO `{}`.`{table}` (", ctx.args.database);
+        run.clickhouse_cpu = Some(insert_cpu(ch, &prefix, since)?);
     }
     if !ctx.args.keep_tables {
         ch.query(&format!("DROP TABLE IF EXISTS {}", fq(ctx, table)))?;
