@@ -14,8 +14,10 @@ set -euo pipefail
 HOST="${CLICKHOUSE_HOST:-127.0.0.1}"
 PORT="${CLICKHOUSE_PORT:-8123}"
 TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
-# HTTPS too, with a test CA's certificate for localhost and 127.0.0.1 (the TLS tests).
-HTTPS_PORT="${CLICKHOUSE_HTTPS_PORT:-8443}"
+# HTTPS too, with a test CA's certificate for localhost and 127.0.0.1 (the TLS tests): on
+# 8443 for the shared instance on 8123, else only where CLICKHOUSE_HTTPS_PORT asks for it
+# (instances of tests and of `make chaos` on their own ports need none).
+if [ "$PORT" = 8123 ]; then HTTPS_PORT="${CLICKHOUSE_HTTPS_PORT:-8443}"; else HTTPS_PORT="${CLICKHOUSE_HTTPS_PORT:-}"; fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA_DIR="${CLICKHOUSE_DATA_DIR:-$ROOT/data/clickhouse}"
 TLS_DIR="${CLICKHOUSE_TLS_DIR:-$ROOT/data/tls}"
@@ -26,6 +28,7 @@ say() { echo "clickhouse.sh: $*" >&2; }
 pinging() { curl -fsS --max-time 2 "http://$HOST:$PORT/ping" >/dev/null 2>&1; }
 
 pinging_https() {
+  [ -z "$HTTPS_PORT" ] && return 0
   curl -fsS --max-time 2 --cacert "$TLS_DIR/ca.crt" "https://localhost:$HTTPS_PORT/ping" >/dev/null 2>&1
 }
 
@@ -78,20 +81,23 @@ start() {
   # Everything the server writes goes under DATA_DIR, so it needs no root-owned folders
   # and leaves nothing behind elsewhere. Ports other than HTTP are moved with the HTTP one
   # so that several instances (tests) can run side by side.
+  local https=()
+  if [ -n "$HTTPS_PORT" ]; then
+    https=(--https_port="$HTTPS_PORT" --openSSL.server.certificateFile="$TLS_DIR/server.crt"
+      --openSSL.server.privateKeyFile="$TLS_DIR/server.key"
+      --openSSL.server.dhParamsFile="$TLS_DIR/dh.pem")
+  fi
   nohup clickhouse-server --config-file="$CONFIG" -- \
     --path="$DATA_DIR/" --tmp_path="$DATA_DIR/tmp/" \
     --user_files_path="$DATA_DIR/user_files/" --format_schema_path="$DATA_DIR/format_schemas/" \
     --logger.log="$DATA_DIR/log/server.log" --logger.errorlog="$DATA_DIR/log/server.err.log" \
     --http_port="$PORT" --tcp_port="$TCP_PORT" --interserver_http_port=$((TCP_PORT + 9)) \
-    --https_port="$HTTPS_PORT" --openSSL.server.certificateFile="$TLS_DIR/server.crt" \
-    --openSSL.server.privateKeyFile="$TLS_DIR/server.key" \
-    --openSSL.server.dhParamsFile="$TLS_DIR/dh.pem" \
-    --listen_host=127.0.0.1 \
+    "${https[@]}" --listen_host=127.0.0.1 \
     >"$DATA_DIR/log/stdout.log" 2>&1 &
   echo $! >"$DATA_DIR/server.pid"
   # Up to 3 minutes: a data folder with many parts (after load tests) takes a while to load.
   for _ in $(seq 1 360); do
-    pinging && pinging_https && { say "ready (HTTPS on $HTTPS_PORT)"; return 0; }
+    pinging && pinging_https && { say "ready${HTTPS_PORT:+ (HTTPS on $HTTPS_PORT)}"; return 0; }
     kill -0 "$(cat "$DATA_DIR/server.pid")" 2>/dev/null || break
     sleep 0.5
   done
@@ -103,7 +109,7 @@ start() {
 case "${1:-ensure}" in
   ensure)
     is_local || { pinging && exit 0; say "nothing answers at http://$HOST:$PORT and that host is not local; start ClickHouse there first"; exit 1; }
-    tls_material
+    [ -z "$HTTPS_PORT" ] || tls_material
     pinging && pinging_https && exit 0
     if pinging; then
       if curl -fsSk --max-time 2 "https://localhost:$HTTPS_PORT/ping" >/dev/null 2>&1; then
