@@ -3,7 +3,8 @@
 #
 #   scripts/clickhouse.sh ensure   # start one unless CLICKHOUSE_HOST:CLICKHOUSE_PORT answers /ping
 #                                  # (and HTTPS on CLICKHOUSE_HTTPS_PORT, 8443, with the test CA of
-#                                  # CLICKHOUSE_TLS_DIR, data/tls: made here on first use)
+#                                  # CLICKHOUSE_TLS_DIR, ~/.local/state/event-ingest/clickhouse-tls:
+#                                  # made here on first use)
 #   scripts/clickhouse.sh stop     # stop the one this script started (pid file under its data dir)
 #
 # Order of preference: an installed `clickhouse-server`; else Debian's package when we are root
@@ -20,7 +21,9 @@ TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
 if [ "$PORT" = 8123 ]; then HTTPS_PORT="${CLICKHOUSE_HTTPS_PORT:-8443}"; else HTTPS_PORT="${CLICKHOUSE_HTTPS_PORT:-}"; fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA_DIR="${CLICKHOUSE_DATA_DIR:-$ROOT/data/clickhouse}"
-TLS_DIR="${CLICKHOUSE_TLS_DIR:-$ROOT/data/tls}"
+# One test CA per machine (not per checkout): every checkout's tests trust the shared
+# instance, whichever checkout started it.
+TLS_DIR="${CLICKHOUSE_TLS_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/event-ingest/clickhouse-tls}"
 CONFIG="${CLICKHOUSE_CONFIG:-/etc/clickhouse-server/config.xml}"
 
 say() { echo "clickhouse.sh: $*" >&2; }
@@ -112,12 +115,15 @@ case "${1:-ensure}" in
     [ -z "$HTTPS_PORT" ] || tls_material
     pinging && pinging_https && exit 0
     if pinging; then
-      if curl -fsSk --max-time 2 "https://localhost:$HTTPS_PORT/ping" >/dev/null 2>&1; then
-        say "the ClickHouse on $PORT serves HTTPS on $HTTPS_PORT with a certificate $TLS_DIR/ca.crt did not sign (another checkout's?); set CLICKHOUSE_TLS_DIR to that checkout's data/tls"
+      # One this script started before it served HTTPS (or with another CA): restarted.
+      if [ ! -f "$DATA_DIR/server.pid" ]; then
+        if curl -fsSk --max-time 2 "https://localhost:$HTTPS_PORT/ping" >/dev/null 2>&1; then
+          say "the ClickHouse on $PORT serves HTTPS on $HTTPS_PORT with a certificate $TLS_DIR/ca.crt did not sign; set CLICKHOUSE_TLS_DIR to the folder of the CA that did"
+        else
+          say "a ClickHouse answers on $PORT without HTTPS on $HTTPS_PORT; stop it or set CLICKHOUSE_HTTPS_PORT"
+        fi
         exit 1
       fi
-      # One this script started before it served HTTPS: restarted with it.
-      [ -f "$DATA_DIR/server.pid" ] || { say "a ClickHouse answers on $PORT without HTTPS on $HTTPS_PORT; stop it or set CLICKHOUSE_HTTPS_PORT"; exit 1; }
       say "restarting the ClickHouse on $PORT with HTTPS on $HTTPS_PORT"
       pid="$(cat "$DATA_DIR/server.pid")"
       kill "$pid" 2>/dev/null || true
