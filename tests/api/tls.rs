@@ -24,9 +24,8 @@ use crate::helpers::{
 /// The test CA of `scripts/clickhouse.sh` (one per machine, as the script lays it out), and
 /// where the shared ClickHouse serves HTTPS.
 fn shared_https() -> (PathBuf, u16) {
-    let state = std::env::var("XDG_STATE_HOME").unwrap_or_else(|_| {
-        format!("{}/.local/state", std::env::var("HOME").unwrap_or_default())
-    });
+    let state = std::env::var("XDG_STATE_HOME")
+        .unwrap_or_else(|_| format!("{}/.local/state", std::env::var("HOME").unwrap_or_default()));
     let dir = std::env::var("CLICKHOUSE_TLS_DIR")
         .unwrap_or_else(|_| format!("{state}/event-ingest/clickhouse-tls"));
     let port = std::env::var("CLICKHOUSE_HTTPS_PORT")
