@@ -156,12 +156,16 @@ pub struct Accepted {
         (status = 400, description = "Body is not events at all; nothing stored", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key (when keys are configured)", body = ErrorBody),
         (status = 403, description = "The key may not write this table, is used from a page origin not its own, is an admin key, or is a secret key sent as ?key=; a CORS preflight from an origin not allowed", body = ErrorBody),
+        (status = 409, description = "A request with the same Idempotency-Key is in progress", body = ErrorBody),
         (status = 413, description = "Body or event count over the limits", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
         (status = 429, description = "The key is over its rate: retry after Retry-After seconds (RateLimit and RateLimit-Policy headers as in the IETF draft)", body = ErrorBody),
         (status = 503, description = "Buffer full or shutting down; retry after Retry-After seconds", body = ErrorBody),
     ),
-    params(("key" = Option<String>, Query, description = "A browser key (one with origins), for pages and navigator.sendBeacon; other keys go in Authorization or X-Api-Key. Requests from a browser key's origins (and CORS_ALLOWED_ORIGINS) get CORS answers: OPTIONS preflights 204.")),
+    params(
+        ("key" = Option<String>, Query, description = "A browser key (one with origins), for pages and navigator.sendBeacon; other keys go in Authorization or X-Api-Key. Requests from a browser key's origins (and CORS_ALLOWED_ORIGINS) get CORS answers: OPTIONS preflights 204."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 bytes, scoped to the API key: a resend within IDEMPOTENCY_WINDOW_SECS gets the first 200 answer (with Idempotent-Replayed: true) and stores nothing again; 409 while the first is in progress."),
+    ),
     security((), ("bearer" = []), ("api_key" = []))
 )]
 pub async fn post_events(

@@ -14,6 +14,18 @@ async fn openapi_describes_every_endpoint_and_swagger_ui_is_served() {
     for path in ["/v1/events", "/v1/health", "/v1/ready", "/metrics"] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
+    // The access model: the answers a key can get, the browser key and Idempotency-Key.
+    let post = &doc["paths"]["/v1/events"]["post"];
+    for status in ["401", "403", "409", "429", "503"] {
+        assert!(post["responses"][status].is_object(), "{status}");
+    }
+    let params: Vec<&str> = (post["parameters"].as_array().unwrap().iter())
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        params.contains(&"key") && params.contains(&"Idempotency-Key"),
+        "{params:?}"
+    );
     let event = &doc["components"]["schemas"]["EventIn"]["properties"];
     for field in ["client_time", "device_id", "sequence", "param_str"] {
         assert!(event[field].is_object(), "{field}");
