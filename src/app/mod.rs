@@ -199,7 +199,7 @@ impl Application {
             stats.clone(),
             tables,
             keys.clone(),
-        );
+        )?;
         let gate = web::Data::new(Gate {
             admin_port,
             keys: keys.clone(),
@@ -522,8 +522,22 @@ fn app_state(
     stats: Arc<Stats>,
     tables: Tables,
     keys: Arc<KeyRing>,
-) -> web::Data<AppState> {
-    web::Data::new(AppState {
+) -> Result<web::Data<AppState>, StartupError> {
+    let window = std::time::Duration::from_secs(config.idempotency_window_secs);
+    // `disk` mode: remembered answers outlive a restart, beside the spool.
+    let idempotency = match config.durability() {
+        Durability::Disk if config.buffer_mode == BufferMode::Double => {
+            let path = std::path::Path::new(&config.spool_dir).join("idempotency.jsonl");
+            std::fs::create_dir_all(&config.spool_dir)?;
+            http::idempotency::Idempotency::with_journal(
+                window,
+                config.idempotency_max_bytes,
+                path,
+            )?
+        }
+        _ => http::idempotency::Idempotency::new(window, config.idempotency_max_bytes),
+    };
+    Ok(web::Data::new(AppState {
         tables: Arc::new(tables),
         ingest,
         clickhouse_check: http::health::ClickHouseCheck::new(server.clone()),
@@ -535,10 +549,7 @@ fn app_state(
         cpu: http::cpu::CpuPool::new(),
         client_timeout: config.client_timeout(),
         keys,
-        idempotency: http::idempotency::Idempotency::new(
-            std::time::Duration::from_secs(config.idempotency_window_secs),
-            config.idempotency_max_bytes,
-        ),
+        idempotency,
         // Validated when the configuration was read.
         trusted_proxies: config.trusted_proxy_nets().unwrap_or_default(),
         clickhouse_tls_unverified: config.clickhouse_uses_tls()
@@ -549,7 +560,7 @@ fn app_state(
             BufferMode::Discard => "discard",
         },
         started: Instant::now(),
-    })
+    }))
 }
 
 /// In `prod`, says which endpoints anyone who can reach the port may use.

@@ -284,9 +284,19 @@ async fn ingest(
         Begin::InProgress => Err(ApiError::IdempotencyInProgress),
         Begin::New => match take(&req, key.as_deref(), target, payload, &state).await {
             Ok(body) => {
-                state
-                    .idempotency
-                    .finish(&scope, &idempotency_key, body.clone());
+                // In `disk` mode a sync of the journal: on the blocking pool, not here.
+                let (held, answer_body) = (state.clone(), body.clone());
+                let saved = web::block(move || {
+                    held.idempotency
+                        .finish(&scope, &idempotency_key, answer_body)
+                })
+                .await;
+                if let Ok(Err(e)) = saved {
+                    log::warn!(
+                        "an Idempotency-Key answer is not in the journal ({e}): a resend after \
+                         a restart would be taken again"
+                    );
+                }
                 Ok(answer(body))
             }
             Err(e) => {

@@ -354,3 +354,31 @@ async fn a_batch_resent_with_its_idempotency_key_is_answered_again_and_stored_on
     assert!(app.stop().await.is_clean());
     assert_eq!(stats.events_written.get(), 5);
 }
+
+/// In `disk` mode a remembered answer outlives a restart: the resend after it is answered
+/// with the first answer and stores nothing.
+#[tokio::test]
+async fn in_disk_mode_an_idempotent_resend_after_a_restart_stores_nothing() {
+    let spool = crate::helpers::SpoolDir::new();
+    let database = crate::helpers::unique_database();
+    let env = [("DURABILITY", "disk"), ("SPOOL_DIR", spool.path())];
+    let app = crate::helpers::spawn_app_in(&database, &env).await;
+    let idem = ("idempotency-key", "order-42");
+    assert_eq!(post(&app, "", &[idem], batch(0, 3)).await.status(), 200);
+    app.wait_for_rows(3).await;
+    assert!(app.stop_keeping_data().await.is_clean());
+
+    let app = crate::helpers::spawn_app_in(&database, &env).await;
+    let again = post(&app, "", &[idem], batch(0, 3)).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(post(&app, "", &[], batch(3, 1)).await.status(), 200);
+    app.wait_for_rows(4).await;
+    let stats = app.stats.clone();
+    assert!(app.stop().await.is_clean());
+    assert_eq!(
+        stats.events_written.get(),
+        1,
+        "only the new event after the restart"
+    );
+}
