@@ -62,6 +62,8 @@ pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
     tables.sort_by(|a, b| a["table"].as_str().cmp(&b["table"].as_str()));
     HttpResponse::Ok().json(json!({
         "tables": tables,
+        // Each API key's events by outcome (the page shows their recent rate).
+        "keys": keys(stats),
         "clickhouse_version": state.server.version_text(),
         "clickhouse_tls_unverified": state.clickhouse_tls_unverified,
         "mode": state.mode,
@@ -95,4 +97,37 @@ pub async fn get_status(state: web::Data<AppState>) -> HttpResponse {
             .map(|shard| json!({ "shard": shard.shard, "hosts": shard.hosts }))
             .collect::<Vec<_>>(),
     }))
+}
+
+/// Each API key that made a request, by name, with its events by outcome.
+fn keys(stats: &crate::stats::Stats) -> Vec<serde_json::Value> {
+    use prometheus::core::Collector;
+    let mut by_key: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
+        Default::default();
+    for family in stats.key_events.collect() {
+        for metric in family.get_metric() {
+            let label = |name: &str| {
+                (metric.get_label().iter())
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default()
+            };
+            let entry = by_key.entry(label("key")).or_default();
+            entry.insert(
+                label("outcome"),
+                json!(metric.get_counter().get_value() as u64),
+            );
+        }
+    }
+    (by_key.into_iter())
+        .map(|(key, counts)| {
+            let count = |o: &str| counts.get(o).cloned().unwrap_or(json!(0));
+            json!({
+                "key": key,
+                "accepted": count("accepted"),
+                "rejected": count("rejected"),
+                "limited": count("limited"),
+            })
+        })
+        .collect()
 }

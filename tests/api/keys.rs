@@ -154,6 +154,27 @@ async fn each_key_keeps_to_its_tables_origins_and_role() {
         .await
         .unwrap();
     assert_eq!(status.status(), 401, "an ingest key is no admin key");
+    // The status page's figures per key, by name.
+    let status: Value = reqwest::Client::new()
+        .get(format!("{}/v1/status", app.address))
+        .header("x-api-key", "sk-ops")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let backend = (status["keys"].as_array().unwrap().iter())
+        .find(|k| k["key"] == "backend")
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(
+        (backend["accepted"].as_u64(), backend["limited"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert!(
+        !status.to_string().contains("sk-backend"),
+        "no secret shown"
+    );
     app.stop().await;
 }
 
