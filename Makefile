@@ -43,6 +43,7 @@ test-cluster:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --test cluster -- -D warnings   # test = false: not in --all-targets
 	scripts/supply-chain.sh
 
 ## Criterion benchmarks (not part of `make test`).

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::failover::{Lanes, kill_busiest_replica};
 use crate::fixture::Cluster;
-use crate::helpers::{PATIENCE, TestApp, spawn_app_in, unique_database, within};
+use crate::helpers::{spawn_app_in, unique_database};
 use crate::load::{Load, settle};
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::failover::{Lanes, kill_busiest_replica};
 use crate::fixture::{Cluster, MEMBERS, number, query};
 use crate::helpers::{
-    PATIENCE, SpoolDir, TestApp, clickhouse_at, spawn_app_in, test_env, unique_database, within,
+    SpoolDir, TestApp, clickhouse_at, spawn_app_in, test_env, unique_database, within,
 };
 use crate::load::{Load, PER_REQUEST, settle_table};
 
