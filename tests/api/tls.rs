@@ -88,6 +88,18 @@ impl Pki {
 /// certificate signed by `client_ca` when given, and passing each connection on to the
 /// run's ClickHouse. Returns its port.
 async fn tls_proxy(cert: &str, key: &str, client_ca: Option<&str>) -> (u16, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (port, tls_proxy_on(listener, cert, key, client_ca))
+}
+
+/// [`tls_proxy`] on `listener`. Aborting the handle closes its connections too.
+fn tls_proxy_on(
+    listener: TcpListener,
+    cert: &str,
+    key: &str,
+    client_ca: Option<&str>,
+) -> JoinHandle<()> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let provider = Arc::new(event_ingest::crypto::provider());
@@ -116,13 +128,13 @@ async fn tls_proxy(cert: &str, key: &str, client_ca: Option<&str>) -> (u16, Join
         .with_single_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap())
         .unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let upstream = clickhouse_url().trim_start_matches("http://").to_string();
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
+        // The connections' tasks go with the proxy's (a set aborts its tasks when dropped).
+        let mut connections = tokio::task::JoinSet::new();
         while let Ok((client, _)) = listener.accept().await {
             let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let Ok(mut client) = acceptor.accept(client).await else {
                     return; // the handshake failed: the client sees why
                 };
@@ -132,8 +144,7 @@ async fn tls_proxy(cert: &str, key: &str, client_ca: Option<&str>) -> (u16, Join
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
             });
         }
-    });
-    (port, task)
+    })
 }
 
 /// What `Application::build` answers for `overrides`: `Err` with its message.
@@ -236,6 +247,54 @@ async fn an_ip_address_in_the_certificate_is_verified_like_a_name() {
     .await;
     assert_eq!(app.post_events(batch(0, 3)).await.status(), 200);
     app.wait_for_rows(3).await;
+    app.stop().await;
+    proxy.abort();
+}
+
+/// A server whose certificate changes while the service runs (rotated to one the service
+/// does not trust): `/v1/health` says ClickHouse is unavailable and why.
+#[tokio::test]
+async fn a_certificate_changed_while_running_shows_in_health_with_the_reason() {
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", &["localhost"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let proxy = tls_proxy_on(listener, &cert, &key, None);
+    let port_text = port.to_string();
+    let app = spawn_app(&[
+        ("CLICKHOUSE_HOST", "https://localhost"),
+        ("CLICKHOUSE_PORT", &port_text),
+        ("CLICKHOUSE_CA_FILE", &pki.ca_file()),
+    ])
+    .await;
+    let health: Value = app.get("/v1/health").await.json().await.unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    // Rotated to a certificate of another CA, on the same port.
+    proxy.abort();
+    let other = Pki::new();
+    let (cert, key) = other.issue("server", &["localhost"]);
+    let listener = crate::helpers::within(crate::helpers::PATIENCE, async {
+        loop {
+            match TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(listener) => return listener,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    let proxy = tls_proxy_on(listener, &cert, &key, None);
+    let health = crate::helpers::within(crate::helpers::PATIENCE, async {
+        loop {
+            let health: Value = app.get("/v1/health").await.json().await.unwrap();
+            if health["status"] == "unavailable" {
+                return health;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let error = health["error"].as_str().unwrap_or_default();
+    assert!(error.contains("UnknownIssuer"), "{health}");
     app.stop().await;
     proxy.abort();
 }
