@@ -301,22 +301,6 @@ impl Stats {
         }
     }
 
-    /// Records a keyed request's events: accepted, rejected by validation, or refused over
-    /// the key's rate. (One label lookup per request made with a key.)
-    pub fn record_key(&self, key: &str, accepted: usize, rejected: usize, limited: usize) {
-        for (outcome, n) in [
-            ("accepted", accepted),
-            ("rejected", rejected),
-            ("limited", limited),
-        ] {
-            if n > 0 {
-                self.key_events
-                    .with_label_values(&[key, outcome])
-                    .inc_by(n as u64);
-            }
-        }
-    }
-
     /// Records a request's validation outcome; `reasons` counts rejected events by field.
     pub fn record_request(
         &self,

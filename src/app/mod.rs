@@ -182,7 +182,7 @@ impl Application {
             );
         }
         let listener_tls = listener_tls(&config)?;
-        let keys = key_ring(&config)?;
+        let keys = key_ring(&config, &stats)?;
         let mut all = vec![events];
         all.extend(tables::read_tables(&config, &stats).await?);
         let (tables, storages, table_sinks) = start_tables(&config, all)?;
@@ -337,7 +337,7 @@ impl Application {
 /// The API keys: `INGEST_API_KEYS` and `ADMIN_API_KEYS` (every table, no limit) and
 /// `CONFIG_FILE`'s `[[keys]]`; with a file, the task that reads it again when it changes
 /// (checked every second) or on `SIGHUP`, keeping the keys in use when the new file is bad.
-fn key_ring(config: &Config) -> Result<Arc<KeyRing>, StartupError> {
+fn key_ring(config: &Config, stats: &Stats) -> Result<Arc<KeyRing>, StartupError> {
     let from_env = |list: Vec<String>, var: &str, role| {
         (list.iter().enumerate())
             .map(|(i, secret)| KeySpec::plain(&format!("{var}#{}", i + 1), secret, role))
@@ -353,47 +353,29 @@ fn key_ring(config: &Config) -> Result<Arc<KeyRing>, StartupError> {
     let ring = Arc::new(KeyRing::new(
         &[env_keys.clone(), file_keys].concat(),
         config.cors_origins(),
+        Some(stats.key_events.clone()),
     ));
     if config.config_file.is_empty() {
         return Ok(ring);
     }
     let watched = Arc::downgrade(&ring);
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = signal(SignalKind::hangup()).ok();
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        let stamp = |p: &std::path::Path| {
-            std::fs::metadata(p)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())))
+    watch_files(vec![path.clone()], move || {
+        // Gone with the application.
+        let Some(ring) = watched.upgrade() else {
+            return false;
         };
-        let mut seen = stamp(&path);
-        loop {
-            let forced = tokio::select! {
-                _ = tick.tick() => false,
-                Some(()) = async { hangup.as_mut()?.recv().await } => true,
-            };
-            let Some(ring) = watched.upgrade() else {
-                return;
-            };
-            let now = stamp(&path);
-            if !forced && now == seen {
-                continue;
+        match FileSettings::read(&path) {
+            Ok(settings) => {
+                ring.replace(&[env_keys.clone(), key_specs(&settings)].concat());
+                log::info!(
+                    "{}: read again; {} keys",
+                    path.display(),
+                    settings.keys.len()
+                );
             }
-            seen = now;
-            match FileSettings::read(&path) {
-                Ok(settings) => {
-                    let file_keys = key_specs(&settings);
-                    ring.replace(&[env_keys.clone(), file_keys].concat());
-                    log::info!(
-                        "{}: read again; {} keys",
-                        path.display(),
-                        settings.keys.len()
-                    );
-                }
-                Err(why) => log::warn!("CONFIG_FILE not applied, the keys in use stay: {why}"),
-            }
+            Err(why) => log::warn!("CONFIG_FILE not applied, the keys in use stay: {why}"),
         }
+        true
     });
     Ok(ring)
 }
@@ -443,21 +425,50 @@ fn listener_tls(config: &Config) -> Result<Option<Arc<ListenerTls>>, StartupErro
     let tls = ListenerTls::load(cert.as_ref(), key.as_ref()).map_err(StartupError::ListenerTls)?;
     let tls = Arc::new(tls);
     let watched = Arc::downgrade(&tls);
+    watch_files(vec![cert.into(), key.into()], move || {
+        // Gone with the application.
+        let Some(tls) = watched.upgrade() else {
+            return false;
+        };
+        tls.reload();
+        true
+    });
+    Ok(Some(tls))
+}
+
+/// Calls `changed` when any of `files` changes (their times and sizes, looked at every
+/// second) and on `SIGHUP`, until it answers `false`: how `CONFIG_FILE` and the listeners'
+/// certificate are read again without a restart.
+fn watch_files(files: Vec<std::path::PathBuf>, mut changed: impl FnMut() -> bool + Send + 'static) {
+    let stamps = move || {
+        (files.iter())
+            .map(|f| {
+                std::fs::metadata(f)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())))
+            })
+            .collect::<Vec<_>>()
+    };
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangup = signal(SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut seen = stamps();
         loop {
             let forced = tokio::select! {
                 _ = tick.tick() => false,
                 Some(()) = async { hangup.as_mut()?.recv().await } => true,
             };
-            // Gone with the application.
-            let Some(tls) = watched.upgrade() else { return };
-            tls.reload(forced);
+            let now = stamps();
+            if !forced && now == seen {
+                continue;
+            }
+            seen = now;
+            if !changed() {
+                return;
+            }
         }
     });
-    Ok(Some(tls))
 }
 
 /// Binds `host:port`, naming the address in the error.

@@ -107,6 +107,7 @@ pub(super) fn start_tables(
 ) -> Result<(Tables, Vec<Storage>, Vec<TableSink>), StartupError> {
     let mut lanes = Tables {
         lanes: Default::default(),
+        events: None,
         database: config.clickhouse_name.clone(),
     };
     let mut storages = Vec::new();
@@ -130,6 +131,9 @@ pub(super) fn start_tables(
         };
         for name in names {
             lanes.lanes.insert(name, lane.clone());
+        }
+        if i == 0 {
+            lanes.events = Some(lane);
         }
         storages.push(storage);
         // The refresher runs on its own thread and runtime. A fixed list is read where

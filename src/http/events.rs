@@ -42,6 +42,8 @@ pub struct TableLane {
 pub struct Tables {
     /// Each table's lane under each of its names.
     pub lanes: HashMap<String, Arc<TableLane>>,
+    /// The events table's lane (`/v1/events`), also under its names in `lanes`.
+    pub events: Option<Arc<TableLane>>,
     /// `CLICKHOUSE_NAME`: a table of it may be named with or without it (`t`, `db.t`).
     pub database: String,
 }
@@ -65,10 +67,7 @@ impl Tables {
 
     /// The events table's lane.
     pub fn events(&self) -> Option<&TableLane> {
-        self.lanes
-            .values()
-            .find(|lane| lane.events)
-            .map(|lane| &**lane)
+        self.events.as_deref()
     }
 
     /// Each table once, under the name it was configured with, sorted by it.
@@ -218,15 +217,15 @@ struct Target<'a> {
 impl<'a> Target<'a> {
     /// The table `name` names (`None`: `/v1/events`): `404` if it is not allowed, `503`
     /// while it cannot be read.
-    fn of(state: &'a AppState, name: Option<String>) -> Result<Self, ApiError> {
-        let lane = match &name {
+    fn of(state: &'a AppState, name: Option<&str>) -> Result<Self, ApiError> {
+        let lane = match name {
             None => state.tables.events(),
             Some(name) => state.tables.lane(name),
         };
         let Some(lane) = lane else {
             // Quoted short: the name is the client's.
             let name = name.unwrap_or_default();
-            return Err(ApiError::UnknownTable(crate::table::event::excerpt(&name)));
+            return Err(ApiError::UnknownTable(crate::table::event::excerpt(name)));
         };
         let columns = lane
             .columns
@@ -252,7 +251,7 @@ async fn ingest(
         .keys
         .keys()
         .ingest_key(req.headers(), req.query_string())?;
-    let target = Target::of(&state, table.clone())?;
+    let target = Target::of(&state, table.as_deref())?;
     let idempotency_key = match req.headers().get("idempotency-key") {
         Some(value) => match value.to_str() {
             Ok(text) if !text.is_empty() && text.len() <= idempotency::MAX_KEY_BYTES => {
@@ -271,11 +270,11 @@ async fn ingest(
         key.check_origin(req.headers())?;
         key.admit().map_err(ApiError::RateLimited)?;
     }
-    let scope = key.as_ref().map_or("", |k| k.name.as_str()).to_string();
     let Some(idempotency_key) = idempotency_key else {
         let body = take(&req, key.as_deref(), target, payload, &state).await?;
         return Ok(answer(body));
     };
+    let scope = key.as_ref().map_or("", |k| k.name.as_str()).to_string();
     match state.idempotency.begin(&scope, &idempotency_key) {
         Begin::Replay(body) => Ok(HttpResponse::Ok()
             .content_type("application/json")
@@ -284,14 +283,23 @@ async fn ingest(
         Begin::InProgress => Err(ApiError::IdempotencyInProgress),
         Begin::New => match take(&req, key.as_deref(), target, payload, &state).await {
             Ok(body) => {
-                // In `disk` mode a sync of the journal: on the blocking pool, not here.
-                let (held, answer_body) = (state.clone(), body.clone());
-                let saved = web::block(move || {
-                    held.idempotency
-                        .finish(&scope, &idempotency_key, answer_body)
-                })
-                .await;
-                if let Ok(Err(e)) = saved {
+                let answer_body = body.clone();
+                let saved = match state.idempotency.journaled() {
+                    // `disk` mode: a sync of the journal, on the blocking pool, not here.
+                    true => {
+                        let held = state.clone();
+                        web::block(move || {
+                            held.idempotency
+                                .finish(&scope, &idempotency_key, answer_body)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+                    }
+                    false => state
+                        .idempotency
+                        .finish(&scope, &idempotency_key, answer_body),
+                };
+                if let Err(e) = saved {
                     log::warn!(
                         "an Idempotency-Key answer is not in the journal ({e}): a resend after \
                          a restart would be taken again"
@@ -357,12 +365,10 @@ async fn take(
         // Every event of the request counts, rejected ones too: they cost the same to read.
         let events = accepted + validated.rejected;
         if let Err(limited) = key.take(events) {
-            state.stats.record_key(&key.name, 0, 0, events);
+            key.record(0, 0, events);
             return Err(ApiError::RateLimited(limited));
         }
-        state
-            .stats
-            .record_key(&key.name, accepted, validated.rejected, 0);
+        key.record(accepted, validated.rejected, 0);
     }
     if accepted > 0 {
         target.lane.ingest.submit(validated.rows).await?;

@@ -131,6 +131,12 @@ impl Idempotency {
         })
     }
 
+    /// Whether answers are also kept in a journal (`disk` mode): [`Idempotency::finish`]
+    /// then syncs a file.
+    pub fn journaled(&self) -> bool {
+        self.journal.is_some()
+    }
+
     /// Starts a request with `key` under API key `scope`.
     pub fn begin(&self, scope: &str, key: &str) -> Begin {
         let now = Instant::now();

@@ -75,6 +75,8 @@ pub struct Key {
     tables: Option<HashSet<String>>,
     origins: HashSet<String>,
     limit: Option<Arc<Limit>>,
+    /// Its `key_events_total` counters, accepted, rejected and limited, bound once.
+    counted: Option<[prometheus::IntCounter; 3]>,
 }
 
 struct Limit {
@@ -114,6 +116,18 @@ pub struct Limited {
 }
 
 impl Key {
+    /// Counts a request's events: taken, rejected by validation, refused over the rate.
+    pub fn record(&self, accepted: usize, rejected: usize, limited: usize) {
+        let Some(counters) = &self.counted else {
+            return;
+        };
+        for (counter, n) in counters.iter().zip([accepted, rejected, limited]) {
+            if n > 0 {
+                counter.inc_by(n as u64);
+            }
+        }
+    }
+
     /// Whether it is a browser key (it has page origins).
     pub fn is_browser(&self) -> bool {
         !self.origins.is_empty()
@@ -292,15 +306,23 @@ pub struct KeyRing {
     current: RwLock<Arc<Keys>>,
     /// `CORS_ALLOWED_ORIGINS`.
     cors: Vec<String>,
+    /// Where each key's events are counted (`key_events_total`), bound once per key.
+    counters: Option<prometheus::IntCounterVec>,
 }
 
 impl KeyRing {
-    /// The ring for `specs`; `cors`: origins allowed for header-authenticated keys.
-    pub fn new(specs: &[KeySpec], cors: Vec<String>) -> Self {
-        let keys = build(specs, &cors, None);
+    /// The ring for `specs`; `cors`: origins allowed for header-authenticated keys;
+    /// `counters`: where each key's events are counted, by key name and outcome.
+    pub fn new(
+        specs: &[KeySpec],
+        cors: Vec<String>,
+        counters: Option<prometheus::IntCounterVec>,
+    ) -> Self {
+        let keys = build(specs, &cors, None, counters.as_ref());
         Self {
             current: RwLock::new(Arc::new(keys)),
             cors,
+            counters,
         }
     }
 
@@ -313,12 +335,17 @@ impl KeyRing {
     /// its bucket (a reload gives nobody a fresh burst).
     pub fn replace(&self, specs: &[KeySpec]) {
         let old = self.keys();
-        let keys = build(specs, &self.cors, Some(&old));
+        let keys = build(specs, &self.cors, Some(&old), self.counters.as_ref());
         *self.current.write() = Arc::new(keys);
     }
 }
 
-fn build(specs: &[KeySpec], cors: &[String], old: Option<&Keys>) -> Keys {
+fn build(
+    specs: &[KeySpec],
+    cors: &[String],
+    old: Option<&Keys>,
+    counters: Option<&prometheus::IntCounterVec>,
+) -> Keys {
     let mut by_digest = HashMap::new();
     let mut origins: HashSet<String> = cors.iter().cloned().collect();
     for spec in specs {
@@ -348,6 +375,10 @@ fn build(specs: &[KeySpec], cors: &[String], old: Option<&Keys>) -> Keys {
             tables: spec.tables.as_ref().map(|t| t.iter().cloned().collect()),
             origins: spec.origins.iter().cloned().collect(),
             limit,
+            counted: counters.map(|c| {
+                let bound = |outcome| c.with_label_values(&[spec.name.as_str(), outcome]);
+                [bound("accepted"), bound("rejected"), bound("limited")]
+            }),
         };
         by_digest.insert(spec.digest, Arc::new(key));
     }
@@ -387,6 +418,7 @@ mod tests {
                 slow,
             ],
             vec![],
+            None,
         )
     }
 
@@ -427,7 +459,7 @@ mod tests {
         assert_eq!(key(&[("x-api-key", "adm")], ""), Err(403));
         assert!(keys.is_admin(&headers(&[("x-api-key", "adm")])));
         assert!(!keys.is_admin(&headers(&[("x-api-key", "k1")])));
-        let open = KeyRing::new(&[KeySpec::plain("ops", "adm", Role::Admin)], vec![]);
+        let open = KeyRing::new(&[KeySpec::plain("ops", "adm", Role::Admin)], vec![], None);
         assert_eq!(
             name(open.keys().ingest_key(&headers(&[]), "")),
             Ok("open".into())

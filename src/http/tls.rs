@@ -1,14 +1,13 @@
 //! HTTPS on the listeners (`TLS_CERT_FILE`, `TLS_KEY_FILE`): rustls, HTTP/2 offered by ALPN
-//! beside HTTP/1.1, and a certificate read again when its files change (or on `SIGHUP`), so
-//! a renewal needs no restart. Connections already open keep the certificate they began
-//! with; new ones get the new one. A new pair that does not load (half written, a key that
+//! beside HTTP/1.1, and a certificate read again ([`ListenerTls::reload`], called when its
+//! files change or on `SIGHUP`), so a renewal needs no restart. Connections already open
+//! keep the certificate they began with; new ones get the new one. A new pair that does not load (half written, a key that
 //! does not match) leaves the one in use and says why.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -21,11 +20,7 @@ pub struct ListenerTls {
     key_file: PathBuf,
     certificates: Arc<Current>,
     acceptor: TlsAcceptor,
-    /// The files' modification times and sizes when last loaded (or tried).
-    seen: Mutex<Stamp>,
 }
-
-type Stamp = Option<(SystemTime, u64, SystemTime, u64)>;
 
 /// The certificate new connections get.
 #[derive(Debug)]
@@ -50,7 +45,6 @@ impl ListenerTls {
             .with_cert_resolver(certificates.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self {
-            seen: Mutex::new(stamp(cert_file, key_file)),
             cert_file: cert_file.to_path_buf(),
             key_file: key_file.to_path_buf(),
             certificates,
@@ -63,17 +57,9 @@ impl ListenerTls {
         self.acceptor.clone()
     }
 
-    /// Loads the files again if they changed since last looked at (`force`: whatever their
-    /// times say, as on `SIGHUP`). A pair that does not load leaves the one in use.
-    pub fn reload(&self, force: bool) {
-        let now = stamp(&self.cert_file, &self.key_file);
-        {
-            let mut seen = self.seen.lock();
-            if !force && *seen == now {
-                return;
-            }
-            *seen = now;
-        }
+    /// Loads the files again (they changed, or `SIGHUP`). A pair that does not load
+    /// leaves the one in use.
+    pub fn reload(&self) {
         match load(&self.cert_file, &self.key_file) {
             Ok(key) => {
                 *self.certificates.0.write() = Arc::new(key);
@@ -85,17 +71,6 @@ impl ListenerTls {
             Err(why) => log::warn!("TLS certificate not replaced, the one in use stays: {why}"),
         }
     }
-}
-
-/// The files' modification times and sizes (`None` if either cannot be read).
-fn stamp(cert_file: &Path, key_file: &Path) -> Stamp {
-    let meta = |p: &Path| {
-        std::fs::metadata(p)
-            .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())))
-    };
-    let ((c, cl), (k, kl)) = (meta(cert_file)?, meta(key_file)?);
-    Some((c, cl, k, kl))
 }
 
 /// A certificate chain and its key, checked to belong together.

@@ -146,6 +146,9 @@ pub struct Spool {
     /// `503`, nothing reads them, and the flusher sends a range holding one from disk, not
     /// from memory. One per failure; those the checkpoint has passed are dropped.
     holes: Mutex<Vec<Range<u64>>>,
+    /// Whether `holes` holds any: the requests' and the flusher's checks take its lock
+    /// only then (never, unless a write has failed).
+    any_holes: AtomicBool,
     /// Position up to which ClickHouse has the rows (mirrors the checkpoint).
     confirmed: AtomicU64,
     /// Where the oldest segment file still on disk starts: `next - oldest` is what the spool
@@ -328,6 +331,7 @@ impl Spool {
             failing: AtomicBool::new(false),
             failure: Mutex::new(String::new()),
             dead: OnceLock::new(),
+            any_holes: AtomicBool::new(!holes.is_empty()),
             holes: Mutex::new(holes),
             confirmed: AtomicU64::new(backlog.map_or(start, |b| b.from)),
             oldest: AtomicU64::new(starts[0]),
@@ -433,13 +437,16 @@ impl Spool {
 
     /// Whether the record ending at `end` was left out by a failed write.
     fn in_hole(&self, end: u64) -> bool {
-        (self.holes.lock().iter()).any(|hole| hole.start < end && end <= hole.end)
+        self.any_holes.load(Relaxed)
+            && (self.holes.lock().iter()).any(|hole| hole.start < end && end <= hole.end)
     }
 
     /// Whether `range` holds positions a failed write left out: its rows in memory include
     /// refused ones, so it is read back from disk instead.
     pub fn has_hole_in(&self, range: &Range<u64>) -> bool {
-        (self.holes.lock().iter()).any(|hole| hole.start < range.end && range.start < hole.end)
+        self.any_holes.load(Relaxed)
+            && (self.holes.lock().iter())
+                .any(|hole| hole.start < range.end && range.start < hole.end)
     }
 
     /// Whether the writer thread is gone (nothing will be durable again).
@@ -579,6 +586,7 @@ impl Spool {
         let end = tail.next;
         if start < end {
             self.holes.lock().push(start..end);
+            self.any_holes.store(true, Relaxed);
         }
         drop(tail);
         self.durable.send_replace(end);
