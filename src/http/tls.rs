@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
@@ -75,14 +73,8 @@ impl ListenerTls {
 
 /// A certificate chain and its key, checked to belong together.
 fn load(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, String> {
-    let chain = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|items| items.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", cert_file.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{}: no PEM certificate in it", cert_file.display()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|e| format!("{}: {e}", key_file.display()))?;
+    let chain = crate::crypto::certificates(cert_file)?;
+    let key = crate::crypto::private_key(key_file)?;
     let provider = crate::crypto::provider();
     let key = CertifiedKey::from_der(chain, key, &provider)
         .map_err(|e| format!("{} and {}: {e}", cert_file.display(), key_file.display()))?;

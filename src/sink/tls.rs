@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// Where the TLS material comes from (`CLICKHOUSE_CA_FILE`, `CLICKHOUSE_CLIENT_CERT_FILE`,
@@ -40,6 +39,9 @@ pub enum TlsError {
         /// What is wrong with it.
         why: String,
     },
+    /// A PEM file could not be read (the file and the reason said).
+    #[error("{0}")]
+    Read(String),
     /// rustls refused the material (a key that does not match its certificate, ...).
     #[error("{0}")]
     Rustls(#[from] rustls::Error),
@@ -65,7 +67,9 @@ impl TlsFiles {
         };
         let config = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => {
-                builder.with_client_auth_cert(certs(cert)?, private_key(key)?)?
+                let chain = crate::crypto::certificates(cert).map_err(file)?;
+                builder
+                    .with_client_auth_cert(chain, crate::crypto::private_key(key).map_err(file)?)?
             }
             (None, None) => builder.with_no_client_auth(),
             (Some(path), None) | (None, Some(path)) => {
@@ -81,7 +85,8 @@ impl TlsFiles {
     fn roots(&self) -> Result<RootCertStore, TlsError> {
         let mut roots = RootCertStore::empty();
         if let Some(ca) = &self.ca_file {
-            let (added, _) = roots.add_parsable_certificates(certs(ca)?);
+            let (added, _) =
+                roots.add_parsable_certificates(crate::crypto::certificates(ca).map_err(file)?);
             if added == 0 {
                 return Err(file_error(ca, "no usable CA certificate in it"));
             }
@@ -96,27 +101,16 @@ impl TlsFiles {
     }
 }
 
-/// The certificates of a PEM file.
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|items| items.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| file_error(path, &e.to_string()))?;
-    match certs.is_empty() {
-        true => Err(file_error(path, "no PEM certificate in it")),
-        false => Ok(certs),
-    }
-}
-
-/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, &e.to_string()))
-}
-
 fn file_error(path: &Path, why: &str) -> TlsError {
     TlsError::File {
         path: path.display().to_string(),
         why: why.to_string(),
     }
+}
+
+/// A problem reading a file, as the crypto module says it (the file named already).
+fn file(why: String) -> TlsError {
+    TlsError::Read(why)
 }
 
 /// A `clickhouse` client sending over HTTPS (or plain HTTP, for an `http://` URL) with
