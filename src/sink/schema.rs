@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+use crate::table::TimeRange;
 use crate::table::events::TABLE;
 
 /// A ClickHouse server version, as `SELECT version()` reports it (`24.8.4.13`, `18.16.1`).
@@ -38,6 +39,15 @@ impl ServerVersion {
     /// `IPv6` type, codecs and non-experimental `LowCardinality` (all there by 20.1).
     pub fn is_modern(self) -> bool {
         self.at_least(20, 1)
+    }
+
+    /// The dates and times the server shows as written: its calendar ends on 2106-02-07
+    /// before 21.4.
+    pub fn time_range(self) -> TimeRange {
+        match self.at_least(21, 4) {
+            true => TimeRange::FULL,
+            false => TimeRange::UNTIL_2106,
+        }
     }
 
     /// Whether inserts accept `insert_deduplication_token` (22.2+).

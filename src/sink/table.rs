@@ -803,6 +803,7 @@ impl TableSink {
             server_defaults: facts.server_defaults,
             server_time_column: self.server_time_column.clone(),
             client_ip_column: self.client_ip_column.clone(),
+            time_range: facts.version.time_range(),
         };
         let loaded = self.build_list(&definition).map_err(Load::Problem)?;
         if let Some(key) = sharding {
@@ -874,7 +875,8 @@ impl TableSink {
                 let columns = (owned.schema.columns().iter())
                     .filter_map(|c| server.iter().find(|(name, _)| *name == c.name).cloned())
                     .collect();
-                (owned.schema.clone(), columns, false)
+                let schema = (owned.schema.clone()).with_time_range(definition.time_range);
+                (schema, columns, false)
             }
             None => {
                 let schema = TableSchema::new(
@@ -887,6 +889,7 @@ impl TableSink {
                     true => schema.server_defaults(),
                     false => schema,
                 })
+                .map(|schema| schema.with_time_range(definition.time_range))
                 .map_err(|e| match e {
                     SchemaError::Missing(_) => missing(target),
                     e => e.to_string(),
@@ -1309,6 +1312,7 @@ mod tests {
             server_defaults: false,
             server_time_column: "server_time".into(),
             client_ip_column: "ip".into(),
+            time_range: Default::default(),
         }
     }
 

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::table::ColumnInfo;
+use crate::table::{ColumnInfo, TimeRange};
 
 /// Bytes of the column-list tag before each row.
 pub const TAG_BYTES: usize = 4;
@@ -38,6 +38,9 @@ pub struct Definition {
     pub server_time_column: String,
     /// See `server_time_column`.
     pub client_ip_column: String,
+    /// The dates and times the server shows (lists saved before it was kept: every value).
+    #[serde(default)]
+    pub time_range: TimeRange,
 }
 
 /// `columns-<tag in hex>.json`.
@@ -146,6 +149,7 @@ mod tests {
             server_defaults: false,
             server_time_column: "server_time".into(),
             client_ip_column: "ip".into(),
+            time_range: Default::default(),
         }
     }
 

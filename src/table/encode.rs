@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 use super::json::Value;
 use super::number::{self, NumberError};
-use super::time;
+use super::time::{self, TimeRange};
 use crate::format::{Scalar, Shape, put_leb128};
 
 /// What is wrong with a value.
@@ -24,7 +24,12 @@ pub type Problem = Cow<'static, str>;
 
 /// Appends `value` as `shape`'s RowBinary value. On error, `out` may hold part of it: the
 /// caller truncates.
-pub fn encode(shape: &Shape, value: &Value<'_>, out: &mut Vec<u8>) -> Result<(), Problem> {
+pub fn encode(
+    shape: &Shape,
+    value: &Value<'_>,
+    range: TimeRange,
+    out: &mut Vec<u8>,
+) -> Result<(), Problem> {
     match shape {
         Shape::Nullable(inner) => match value {
             Value::Null => {
@@ -33,19 +38,19 @@ pub fn encode(shape: &Shape, value: &Value<'_>, out: &mut Vec<u8>) -> Result<(),
             }
             value => {
                 out.push(0);
-                encode(inner, value, out)
+                encode(inner, value, range, out)
             }
         },
-        Shape::LowCardinality(inner) => encode(inner, value, out),
+        Shape::LowCardinality(inner) => encode(inner, value, range, out),
         _ if matches!(value, Value::Null) => Err("null where a value is required".into()),
-        Shape::Scalar(scalar) => scalar_value(scalar, value, out),
+        Shape::Scalar(scalar) => scalar_value(scalar, value, range, out),
         Shape::Array(inner) => {
             let Value::Array(elements) = value else {
                 return Err(expected("an array", value));
             };
             put_leb128(out, elements.len());
             for (i, raw) in elements.iter().enumerate() {
-                element(inner, raw, out).map_err(|e| format!("element {i}: {e}"))?;
+                element(inner, raw, range, out).map_err(|e| format!("element {i}: {e}"))?;
             }
             Ok(())
         }
@@ -55,9 +60,9 @@ pub fn encode(shape: &Shape, value: &Value<'_>, out: &mut Vec<u8>) -> Result<(),
             };
             put_leb128(out, fields.len());
             for (k, raw) in fields {
-                encode(key, &Value::Str(k.clone()), out)
+                encode(key, &Value::Str(k.clone()), range, out)
                     .map_err(|e| format!("key {}: {e}", crate::table::event::excerpt(k)))?;
-                element(inner, raw, out)
+                element(inner, raw, range, out)
                     .map_err(|e| format!("value of {}: {e}", crate::table::event::excerpt(k)))?;
             }
             Ok(())
@@ -65,7 +70,7 @@ pub fn encode(shape: &Shape, value: &Value<'_>, out: &mut Vec<u8>) -> Result<(),
         Shape::Tuple(elements) => match value {
             Value::Array(values) if values.len() == elements.len() => {
                 for (i, ((_, shape), raw)) in elements.iter().zip(values).enumerate() {
-                    element(shape, raw, out).map_err(|e| format!("element {i}: {e}"))?;
+                    element(shape, raw, range, out).map_err(|e| format!("element {i}: {e}"))?;
                 }
                 Ok(())
             }
@@ -77,7 +82,7 @@ pub fn encode(shape: &Shape, value: &Value<'_>, out: &mut Vec<u8>) -> Result<(),
                     let name = name.as_deref().unwrap_or_default();
                     match fields.iter().find(|(k, _)| k == name) {
                         Some((_, raw)) => {
-                            element(shape, raw, out).map_err(|e| format!("{name}: {e}"))?
+                            element(shape, raw, range, out).map_err(|e| format!("{name}: {e}"))?
                         }
                         None => out.extend_from_slice(&zero(shape)),
                     }
@@ -90,9 +95,14 @@ pub fn encode(shape: &Shape, value: &Value<'_>, out: &mut Vec<u8>) -> Result<(),
 }
 
 /// An element of an array, map or tuple.
-fn element(shape: &Shape, raw: &RawValue, out: &mut Vec<u8>) -> Result<(), Problem> {
+fn element(
+    shape: &Shape,
+    raw: &RawValue,
+    range: TimeRange,
+    out: &mut Vec<u8>,
+) -> Result<(), Problem> {
     let value = Value::read(raw)?;
-    encode(shape, &value, out)
+    encode(shape, &value, range, out)
 }
 
 /// The type's default value (what ClickHouse stores for a missing field without a
@@ -159,7 +169,12 @@ fn numeric_text<'v>(value: &'v Value<'_>) -> Option<&'v str> {
     }
 }
 
-fn scalar_value(scalar: &Scalar, value: &Value<'_>, out: &mut Vec<u8>) -> Result<(), Problem> {
+fn scalar_value(
+    scalar: &Scalar,
+    value: &Value<'_>,
+    range: TimeRange,
+    out: &mut Vec<u8>,
+) -> Result<(), Problem> {
     let out_of_range = || -> Problem { format!("out of range for {}", type_name(scalar)).into() };
     match scalar {
         Scalar::UInt(bits) | Scalar::Int(bits) => {
@@ -263,9 +278,23 @@ fn scalar_value(scalar: &Scalar, value: &Value<'_>, out: &mut Vec<u8>) -> Result
                 _ => None,
             }
             .ok_or(time::EXPECTED)?;
+            if matches!(value, Value::Number(_))
+                && matches!(scalar, Scalar::DateTime { .. })
+                && nanos % 1_000_000_000 != 0
+            {
+                // Dropping it silently would store another time than the one sent.
+                return Err(format!(
+                    "a fraction of a second, which {} does not keep",
+                    type_name(scalar)
+                )
+                .into());
+            }
             match scalar {
                 Scalar::Date => {
-                    let days = u16::try_from(time::days(nanos)).map_err(|_| out_of_range())?;
+                    let days = u16::try_from(time::days(nanos))
+                        .ok()
+                        .filter(|&d| d <= range.last_day)
+                        .ok_or_else(|| range.refusal(scalar))?;
                     out.extend_from_slice(&days.to_le_bytes());
                 }
                 Scalar::Date32 => {
@@ -277,8 +306,10 @@ fn scalar_value(scalar: &Scalar, value: &Value<'_>, out: &mut Vec<u8>) -> Result
                     out.extend_from_slice(&(days as i32).to_le_bytes());
                 }
                 Scalar::DateTime { .. } => {
-                    let seconds =
-                        u32::try_from(time::seconds(nanos)).map_err(|_| out_of_range())?;
+                    let seconds = u32::try_from(time::seconds(nanos))
+                        .ok()
+                        .filter(|&s| s <= range.last_second)
+                        .ok_or_else(|| range.refusal(scalar))?;
                     out.extend_from_slice(&seconds.to_le_bytes());
                 }
                 Scalar::DateTime64 { precision, .. } => {

@@ -38,6 +38,7 @@ pub use openapi::json_schema;
 use pass::{Events, Read, Slot};
 use row::{Direct, Stamp};
 use rules::{Rule, Strict};
+pub use time::TimeRange;
 
 use crate::format::{Rows, Scalar, Shape};
 use crate::table::event::{
@@ -176,6 +177,8 @@ pub struct TableSchema {
     /// whole insert whose row has arrays of different lengths in one group, so an event
     /// that has them is refused here, per field.
     nested: Vec<Vec<usize>>,
+    /// The dates and times the server shows as written (see [`TimeRange`]).
+    range: TimeRange,
 }
 
 /// Server-side facts about one request, shared by its events.
@@ -352,6 +355,7 @@ impl TableSchema {
             client_time,
             server_defaults: false,
             nested,
+            range: TimeRange::FULL,
         })
     }
 
@@ -387,6 +391,16 @@ impl TableSchema {
     /// own expression, computed by the server per row.
     pub fn server_defaults(mut self) -> Self {
         self.server_defaults = self.columns.iter().any(|c| c.has_default);
+        self
+    }
+
+    /// The same columns for a server whose dates and times end at `range`: a value past it
+    /// is refused per field.
+    pub fn with_time_range(mut self, range: TimeRange) -> Self {
+        self.range = range;
+        for column in &mut self.columns {
+            column.direct.last_second = range.last_second;
+        }
         self
     }
 
@@ -614,7 +628,7 @@ fn literal_default(shape: &Shape, expression: &str) -> Missing {
         None
     };
     let mut bytes = Vec::new();
-    match value.map(|v| encode(shape, &v, &mut bytes)) {
+    match value.map(|v| encode(shape, &v, TimeRange::FULL, &mut bytes)) {
         Some(Ok(())) => Missing::Bytes(bytes),
         _ => Missing::Bytes(zero(shape)),
     }

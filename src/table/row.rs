@@ -23,6 +23,8 @@ pub(super) struct Direct {
     /// `Nullable(T)`: a 0 flag byte before the value.
     pub(super) nullable: bool,
     pub(super) kind: DirectKind,
+    /// The last second a `DateTime` takes on the server (see [`time::TimeRange`]).
+    pub(super) last_second: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +51,11 @@ impl Direct {
             Shape::Scalar(Scalar::Uuid) => DirectKind::Uuid,
             _ => DirectKind::None,
         };
-        Self { nullable, kind }
+        Self {
+            nullable,
+            kind,
+            last_second: u32::MAX,
+        }
     }
 
     /// Encodes `s` when it is this kind's usual value; `false` leaves `buf` as it was.
@@ -84,7 +90,10 @@ impl Direct {
 
     /// A `DateTime`'s seconds, when in its range; `false` leaves `buf` as it was.
     fn put_seconds(self, seconds: i64, buf: &mut Vec<u8>) -> bool {
-        let Ok(seconds) = u32::try_from(seconds) else {
+        let Some(seconds) = u32::try_from(seconds)
+            .ok()
+            .filter(|&s| s <= self.last_second)
+        else {
             return false;
         };
         if self.nullable {
@@ -141,19 +150,18 @@ impl TableSchema {
                 {
                     let client = client_seconds.unwrap_or_default();
                     let seconds = corrected_seconds(client, facts.sent_at, stamp.server_seconds);
-                    let seconds = u32::try_from(seconds).unwrap_or(u32::MAX);
-                    column.direct.put_seconds(i64::from(seconds), buf);
+                    let seconds = seconds.clamp(0, i64::from(self.range.last_second));
+                    column.direct.put_seconds(seconds, buf);
                 }
                 Fill::Corrected => match self.corrected(
                     slots,
                     facts,
                     client_seconds.map(|s| i128::from(s) * 1_000_000_000),
                 ) {
-                    Some(nanos) if column.direct.kind == DirectKind::DateTime => {
-                        let seconds = u32::try_from(time::seconds(nanos)).unwrap_or(u32::MAX);
-                        column.direct.put_seconds(i64::from(seconds), buf);
+                    Some(nanos) => {
+                        let last = i128::from(self.range.last_second) * 1_000_000_000;
+                        put_time(&column.shape, nanos.clamp(0, last), buf)
                     }
-                    Some(nanos) => put_time(&column.shape, nanos, buf),
                     None => column.put_missing(facts, buf),
                 },
                 // A strictly read column (see `rules`): one check and write.
@@ -161,7 +169,7 @@ impl TableSchema {
                     let Some(strict) = column.strict else {
                         continue;
                     };
-                    match strict.put(slot, buf) {
+                    match strict.put(slot, self.range, buf) {
                         Ok(Some(seconds)) if Some(i) == self.client_time => {
                             client_seconds = Some(i64::from(seconds));
                         }
@@ -215,7 +223,7 @@ impl TableSchema {
                             continue;
                         }
                     };
-                    if let Err(e) = encode(&column.shape, &value, buf) {
+                    if let Err(e) = encode(&column.shape, &value, self.range, buf) {
                         problems.push((column.name.clone().into(), e));
                     }
                 }

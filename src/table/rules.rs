@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 use super::Problem;
 use super::pass::Slot;
+use super::time::TimeRange;
 use crate::format::{Scalar, Shape, put_leb128};
 use crate::table::event::parse_time;
 
@@ -115,7 +116,12 @@ impl Strict {
 
     /// Appends `slot`'s RowBinary value; for a time, returns its seconds (for
     /// `client_time_corrected`). Nothing is appended when it is refused.
-    pub(super) fn put(self, slot: &Slot<'_>, buf: &mut Vec<u8>) -> Result<Option<u32>, Refused> {
+    pub(super) fn put(
+        self,
+        slot: &Slot<'_>,
+        range: TimeRange,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<u32>, Refused> {
         let wrong = |p: &'static str| Err(Refused::Wrong(Cow::Borrowed(p)));
         match (self, slot) {
             (_, Slot::Absent | Slot::Null) => Err(Refused::Absent),
@@ -149,9 +155,12 @@ impl Strict {
             },
             (Strict::Time, Slot::Str(s)) => {
                 let seconds = parse_time(s).map_err(|e| Refused::Wrong(Cow::Borrowed(e)))?;
-                // ClickHouse `DateTime` is an unsigned 32-bit count of seconds: 1970 to 2106.
+                // ClickHouse `DateTime` is an unsigned 32-bit count of seconds: 1970 to 2106,
+                // and a little less on old servers.
                 let seconds = u32::try_from(seconds)
-                    .map_err(|_| Refused::Wrong("outside 1970-01-01 .. 2106-02-07".into()))?;
+                    .ok()
+                    .filter(|&s| s <= range.last_second)
+                    .ok_or(Refused::Wrong(Cow::Borrowed(range.strict_refusal())))?;
                 buf.extend_from_slice(&seconds.to_le_bytes());
                 Ok(Some(seconds))
             }

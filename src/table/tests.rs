@@ -240,6 +240,75 @@ fn bad_values_name_what_is_wrong() {
 }
 
 #[test]
+fn a_datetime_given_as_a_number_with_a_fraction_is_refused_not_cut() {
+    assert_eq!(
+        one("DateTime", "1.5"),
+        Err("a fraction of a second, which DateTime does not keep".into())
+    );
+    assert_eq!(one("DateTime", "2.0"), Ok(2u32.to_le_bytes().to_vec()));
+    // A time with a fraction keeps it where the type does.
+    assert_eq!(
+        one("DateTime64(3)", "1.5"),
+        Ok(1500i64.to_le_bytes().to_vec())
+    );
+}
+
+#[test]
+fn dates_past_what_an_old_server_shows_are_refused_by_field() {
+    let old = |ty: &str, value: &str| {
+        let s = schema(&[("c", ty)]).with_time_range(TimeRange::UNTIL_2106);
+        let out = run(&s, &format!(r#"{{"c": {value}}}"#));
+        match out.errors.first() {
+            Some(e) => Err(e.error.to_string()),
+            None => Ok(out.rows.row(0).to_vec()),
+        }
+    };
+    // The last day and second 18.16 shows, then the first it shows as 1970-01-01.
+    assert_eq!(
+        old("Date", r#""2106-02-07""#),
+        Ok(49_710u16.to_le_bytes().to_vec())
+    );
+    assert_eq!(
+        old("Date", r#""2106-02-08""#),
+        Err(
+            "out of range for Date on this server, which shows a day after 2106-02-07 as \
+             1970-01-01"
+                .into()
+        )
+    );
+    let last = 49_710u32 * 86_400 - 1;
+    assert_eq!(
+        old("DateTime", r#""2106-02-06 23:59:59""#),
+        Ok(last.to_le_bytes().to_vec())
+    );
+    assert_eq!(
+        old("Nullable(DateTime)", "4294944000"),
+        Err(
+            "out of range for DateTime on this server, which shows a time from 2106-02-07 \
+             as 1970-01-01"
+                .into()
+        )
+    );
+    assert_eq!(
+        old("Array(Date)", r#"["2149-06-06"]"#),
+        Err(
+            "element 0: out of range for Date on this server, which shows a day after \
+             2106-02-07 as 1970-01-01"
+                .into()
+        )
+    );
+    // Every server takes them where the types hold them.
+    assert_eq!(
+        one("Date", r#""2149-06-06""#),
+        Ok(65_535u16.to_le_bytes().to_vec())
+    );
+    assert_eq!(
+        one("DateTime", "4294944000"),
+        Ok(4_294_944_000u32.to_le_bytes().to_vec())
+    );
+}
+
+#[test]
 fn one_bad_field_rejects_its_event_only_and_every_bad_field_is_listed() {
     let s = schema(&[("a", "UInt8"), ("b", "String"), ("c", "IPv4")]);
     let out = run(

@@ -19,6 +19,64 @@ const PLAIN_FRACTION: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]");
 const DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
 
+/// The last `Date` day and `DateTime` second a server shows as they were written. The types
+/// hold more (`UInt16` days, `UInt32` seconds), but ClickHouse before 21.4 has a calendar
+/// that ends on 2106-02-07: it shows a later day, and any second from that day, as
+/// 1970-01-01. A value past the range is refused per field instead of being stored as a
+/// date nobody sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TimeRange {
+    /// Days since 1970 of the last `Date`.
+    pub last_day: u16,
+    /// Seconds since 1970 of the last `DateTime`.
+    pub last_second: u32,
+}
+
+impl TimeRange {
+    /// What the types hold: `Date` to 2149-06-06, `DateTime` to 2106-02-07 06:28:15.
+    pub const FULL: Self = Self {
+        last_day: u16::MAX,
+        last_second: u32::MAX,
+    };
+    /// ClickHouse before 21.4: `Date` to 2106-02-07, `DateTime` to 2106-02-06 23:59:59.
+    pub const UNTIL_2106: Self = Self {
+        last_day: 49_710,
+        last_second: 49_710 * 86_400 - 1,
+    };
+
+    /// The error for a value of `scalar` past this range (or before 1970).
+    pub(super) fn refusal(self, scalar: &crate::format::Scalar) -> super::Problem {
+        let name = super::type_name(scalar);
+        match (self == Self::FULL, scalar) {
+            (true, _) => format!("out of range for {name}").into(),
+            (false, crate::format::Scalar::Date) => format!(
+                "out of range for {name} on this server, which shows a day after 2106-02-07 \
+                 as 1970-01-01"
+            )
+            .into(),
+            (false, _) => format!(
+                "out of range for {name} on this server, which shows a time from 2106-02-07 \
+                 as 1970-01-01"
+            )
+            .into(),
+        }
+    }
+
+    /// `/v1/events`' words for a time past this range (or before 1970).
+    pub(super) fn strict_refusal(self) -> &'static str {
+        match self == Self::FULL {
+            true => "outside 1970-01-01 .. 2106-02-07",
+            false => "outside 1970-01-01 .. 2106-02-06 23:59:59 on this server",
+        }
+    }
+}
+
+impl Default for TimeRange {
+    fn default() -> Self {
+        Self::FULL
+    }
+}
+
 /// What a time field may be given as, in words for errors.
 pub const EXPECTED: &str = "expected 'YYYY-MM-DD hh:mm:ss[.fff]' (UTC), RFC 3339, 'YYYY-MM-DD' or epoch seconds/milliseconds";
 

@@ -1,10 +1,10 @@
-//! Times for another table's `DateTime('zone')` columns: written without an
+//! Times for a table's `DateTime('zone')` columns: written without an
 //! offset they are the column zone's wall-clock time, as ClickHouse reads them; with an
-//! offset they are that instant.
+//! offset they are that instant. A date or time is stored as sent or refused by field.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::helpers::{clickhouse_json, modern_engine, spawn_app_in, unique_database};
+use crate::helpers::{clickhouse, clickhouse_json, modern_engine, spawn_app_in, unique_database};
 use crate::tables::{post_table, table_with, wait_for};
 
 #[tokio::test]
@@ -83,5 +83,58 @@ async fn times_without_an_offset_are_read_in_the_columns_time_zone() {
             assert_eq!(row["local64"], at64, "{row}");
         }
     }
+    app.stop().await;
+}
+
+/// A date or time the server would show as another (18.16 shows any day after 2106-02-07
+/// as 1970-01-01) is refused by field; a modern server stores it as sent.
+#[tokio::test]
+async fn a_date_past_what_the_server_shows_is_refused_by_field_or_stored_as_sent() {
+    let database = unique_database();
+    table_with(&database, "far", "id UInt32, d Date, t DateTime('UTC')").await;
+    let app = spawn_app_in(&database, &[("INGEST_TABLES", "far")]).await;
+    let body = json!([
+        {"id": 1, "d": "2106-02-07", "t": "2106-02-06 23:59:59"},
+        {"id": 2, "d": "2149-06-06", "t": "2106-02-07 06:28:15"},
+        {"id": 3, "d": "2024-01-01", "t": 1.5},
+    ]);
+    let response = post_table(&app, "far", &body).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    // A fraction of a second in a number is never cut silently.
+    let errors = answer["errors"].as_array().unwrap();
+    assert!(
+        errors.iter().any(|e| e["index"] == 2
+            && e["field"] == "t"
+            && e["error"].as_str().unwrap().contains("fraction")),
+        "{answer}"
+    );
+    let expected = match modern_engine() {
+        true => {
+            assert_eq!(answer["accepted"], 2, "{answer}");
+            "1\t2106-02-07\t2106-02-06 23:59:59\n2\t2149-06-06\t2106-02-07 06:28:15\n"
+        }
+        false => {
+            assert_eq!(answer["accepted"], 1, "{answer}");
+            assert!(
+                errors.iter().any(|e| e["index"] == 1
+                    && e["field"] == "d"
+                    && e["error"].as_str().unwrap().contains("after 2106-02-07")),
+                "{answer}"
+            );
+            assert!(
+                errors.iter().any(|e| e["index"] == 1 && e["field"] == "t"),
+                "{answer}"
+            );
+            "1\t2106-02-07\t2106-02-06 23:59:59\n"
+        }
+    };
+    let rows = expected.lines().count() as u64;
+    wait_for(&database, "far", rows).await;
+    let stored = clickhouse(&format!(
+        "SELECT id, d, t FROM `{database}`.far ORDER BY id FORMAT TabSeparated"
+    ))
+    .await;
+    assert_eq!(stored, expected);
     app.stop().await;
 }
