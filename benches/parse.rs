@@ -34,6 +34,7 @@ fn parse(c: &mut Criterion) {
     let now = OffsetDateTime::now_utc();
     let schema = TableSchema::events().expect("the events table's schema");
     let facts = RequestFacts {
+        user_agent: None,
         server_time_nanos: now.unix_timestamp_nanos(),
         ip: Ipv6Addr::LOCALHOST,
         sent_at: None,

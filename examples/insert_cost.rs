@@ -44,6 +44,7 @@ const MIXED_KEY: &str = "country, kind, day, u64";
 /// `n` rows of the mixed table, validated and encoded from JSON as the service does.
 fn mixed_rows(schema: &TableSchema, n: usize) -> Rows {
     let facts = RequestFacts {
+        user_agent: None,
         server_time_nanos: 0,
         ip: std::net::Ipv6Addr::LOCALHOST,
         sent_at: None,

@@ -32,6 +32,7 @@ fn main() {
     let now = time::OffsetDateTime::from_unix_timestamp(1_606_867_260).expect("time");
     let schema = TableSchema::events().expect("the events table's schema");
     let facts = RequestFacts {
+        user_agent: None,
         server_time_nanos: now.unix_timestamp_nanos(),
         ip: Ipv6Addr::LOCALHOST,
         sent_at: None,

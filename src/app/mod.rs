@@ -76,6 +76,10 @@ pub enum StartupError {
     /// by the gateway (the table and the expression named).
     #[error("INGEST_TABLES: {0}")]
     TableSharding(String),
+    /// A table's settings (`CONFIG_FILE`'s `[[tables]]`) do not fit it, or name a table
+    /// the service does not write.
+    #[error("CONFIG_FILE [[tables]]: {0}")]
+    TableSettings(String),
     /// The TLS files for HTTPS to ClickHouse cannot be used.
     #[error("HTTPS to ClickHouse: {0}")]
     ClickHouseTls(#[from] sink::TlsError),
@@ -164,7 +168,8 @@ impl Application {
         }
         let stats = Arc::new(Stats::default());
         // Every table is started the same way; the events table first.
-        let mut events = tables::events_table(&config, &stats);
+        let table_settings = tables::table_settings(&config)?;
+        let mut events = tables::events_table(&config, &stats, &table_settings)?;
         let server: Arc<dyn ServerCheck> = match config.is_cluster() {
             true => cluster::check(&config, &mut events).await?,
             false => {
@@ -184,7 +189,7 @@ impl Application {
         let listener_tls = listener_tls(&config)?;
         let keys = key_ring(&config, &stats)?;
         let mut all = vec![events];
-        all.extend(tables::read_tables(&config, &stats).await?);
+        all.extend(tables::read_tables(&config, &stats, &table_settings).await?);
         let (tables, storages, table_sinks) = start_tables(&config, all)?;
         let refresher = match table_sinks.is_empty() {
             true => None,

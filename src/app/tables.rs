@@ -4,11 +4,13 @@
 //! handlers, and the thread that reads the tables again so schema changes are picked up
 //! without a restart.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::{StartupError, Storage, lane};
+use crate::config::file::FileSettings;
 use crate::config::{BufferMode, Config};
 use crate::http::events::{TableLane, Tables};
 use crate::lane::flusher;
@@ -18,6 +20,7 @@ use crate::lane::shard::{RowKeys, Sharder};
 use crate::sink::TAG_BYTES;
 use crate::sink::{HostState, ReplicaSet, TableSink};
 use crate::stats::{LaneStats, Stats, TableStats};
+use crate::table::TableSettings;
 
 /// One table as start-up builds its lanes.
 pub(super) struct TableToStart {
@@ -39,17 +42,61 @@ pub(super) struct TableToStart {
 
 /// The events table (`CLICKHOUSE_TABLE`): its spool is `SPOOL_DIR` itself, and its figures
 /// are also kept under the earlier, unlabelled names.
-pub(super) fn events_table(config: &Config, stats: &Arc<Stats>) -> TableToStart {
+pub(super) fn events_table(
+    config: &Config,
+    stats: &Arc<Stats>,
+    settings: &HashMap<String, TableSettings>,
+) -> Result<TableToStart, StartupError> {
     let name = config.clickhouse_table.clone();
     let table_stats = Arc::new(TableStats::new(stats, &name));
-    TableToStart {
-        sink: table_sink(config, TableSink::events(&super::sink_settings(config))),
+    let sink = TableSink::events(&super::sink_settings(config))
+        .with_settings(settings.get(&name).cloned().unwrap_or_default())
+        .map_err(|e| StartupError::TableSettings(e.to_string()))?;
+    Ok(TableToStart {
+        sink: table_sink(config, sink),
         spool_dir: PathBuf::from(&config.spool_dir),
         lane_stats: LaneStats::for_events_table(stats.clone(), table_stats.clone()),
         stats: table_stats,
         hosts: Vec::new(),
         name,
+    })
+}
+
+/// `CONFIG_FILE`'s `[[tables]]`, by table name; a name that is not a table the service
+/// writes stops start-up.
+pub(super) fn table_settings(
+    config: &Config,
+) -> Result<HashMap<String, TableSettings>, StartupError> {
+    if config.config_file.is_empty() {
+        return Ok(HashMap::new());
     }
+    let file =
+        FileSettings::read(Path::new(&config.config_file)).map_err(StartupError::ConfigFile)?;
+    let written: Vec<String> = std::iter::once(config.clickhouse_table.clone())
+        .chain(config.extra_tables())
+        .collect();
+    let mut out = HashMap::new();
+    for entry in file.tables {
+        if !written.contains(&entry.name) {
+            return Err(StartupError::TableSettings(format!(
+                "{} is not a table this service writes (CLICKHOUSE_TABLE, INGEST_TABLES: {})",
+                entry.name,
+                written.join(", ")
+            )));
+        }
+        let settings = TableSettings {
+            server_time_column: entry.server_time_column,
+            client_ip_column: entry.client_ip_column,
+            paths: entry.paths.into_iter().collect(),
+            rest: entry.rest,
+            user_agent: entry.user_agent,
+            browser: entry.browser,
+            os: entry.os,
+            device: entry.device,
+        };
+        out.insert(entry.name, settings);
+    }
+    Ok(out)
 }
 
 /// The tables of `INGEST_TABLES` besides the events table: each one's sink, read once here
@@ -57,6 +104,7 @@ pub(super) fn events_table(config: &Config, stats: &Arc<Stats>) -> TableToStart 
 pub(super) async fn read_tables(
     config: &Config,
     stats: &Arc<Stats>,
+    settings: &HashMap<String, TableSettings>,
 ) -> Result<Vec<TableToStart>, StartupError> {
     for name in config.events_namesakes() {
         log::warn!(
@@ -68,11 +116,17 @@ pub(super) async fn read_tables(
     }
     let mut tables = Vec::new();
     for name in config.extra_tables() {
-        let sink = table_sink(config, TableSink::new(&super::sink_settings(config), &name));
+        let sink = TableSink::new(&super::sink_settings(config), &name)
+            .with_settings(settings.get(&name).cloned().unwrap_or_default())
+            .map_err(|e| StartupError::TableSettings(e.to_string()))?;
+        let sink = table_sink(config, sink);
         // `disk` mode: the lists earlier runs' spooled rows were encoded under.
         sink.restore();
         if let Err(problem) = sink.refresh().await {
             log::warn!("INGEST_TABLES: {problem}");
+        }
+        if let Some(problem) = sink.state().setting_problem() {
+            return Err(StartupError::TableSettings(problem));
         }
         if let Some(why) = sink.state().unevaluable_sharding() {
             return Err(StartupError::TableSharding(why));

@@ -1,7 +1,8 @@
 //! `CONFIG_FILE`: the TOML file for what does not fit in environment variables, read at
-//! start-up and again when it changes. Today: the API keys (`[[keys]]`), each with a name,
-//! its secret (or the secret's SHA-256), a role, the tables it may write, the page origins a
-//! browser key is used from, and a rate.
+//! start-up and again when it changes: the API keys (`[[keys]]`), each with a name, its
+//! secret (or the secret's SHA-256), a role, the tables it may write, the page origins a
+//! browser key is used from, and a rate; and per-table settings (`[[tables]]`: nested
+//! fields into columns, a column for the rest, the `User-Agent`), read at start-up.
 //!
 //! ```toml
 //! [[keys]]
@@ -12,8 +13,16 @@
 //! origins = ["https://shop.example"]  # a browser key: may come as ?key=, gets CORS
 //! events_per_second = 100             # a token bucket; absent: unlimited
 //! burst = 500                         # default: one second's worth
+//!
+//! [[tables]]
+//! name = "shop_events"
+//! paths = { page_url = "context.page.url", sku = "properties.sku" }
+//! rest = "properties"                 # String (JSON text) or Map(String, String)
+//! user_agent = "ua"                   # and browser, os, device
+//! server_time_column = "received_at"  # SERVER_TIME_COLUMN, CLIENT_IP_COLUMN per table
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +34,41 @@ pub struct FileSettings {
     /// The API keys.
     #[serde(default)]
     pub keys: Vec<KeyEntry>,
+    /// Per-table settings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableEntry>,
+}
+
+/// One `[[tables]]` entry: how one table's events are read. Read at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableEntry {
+    /// The table, as clients name it (`CLICKHOUSE_TABLE`, or as in `INGEST_TABLES`).
+    pub name: String,
+    /// `SERVER_TIME_COLUMN` for this table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_time_column: Option<String>,
+    /// `CLIENT_IP_COLUMN` for this table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip_column: Option<String>,
+    /// Column = path of the nested field that fills it (`context.page.url`, `items[0].id`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub paths: BTreeMap<String, String>,
+    /// The column that keeps every field no column and no path took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest: Option<String>,
+    /// The column for the request's `User-Agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The column for the browser the `User-Agent` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser: Option<String>,
+    /// The column for its operating system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    /// The column for its kind of device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// One `[[keys]]` entry.
@@ -145,6 +189,15 @@ impl FileSettings {
                 return Err(format!(
                     "key {name}: an admin key has no tables or origins (it posts no events)"
                 ));
+            }
+        }
+        let mut tables = std::collections::HashSet::new();
+        for table in &self.tables {
+            if table.name.is_empty() {
+                return Err("[[tables]]: an entry without a name".into());
+            }
+            if !tables.insert(&table.name) {
+                return Err(format!("[[tables]] {} is named twice", table.name));
             }
         }
         Ok(())

@@ -352,6 +352,15 @@ async fn take(
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         server_time: OffsetDateTime::now_utc(),
         ip: client::client_ip(req, &state.trusted_proxies),
+        // Only for a table that keeps it: bounded, and copied once per request.
+        user_agent: match target.columns.schema().uses_user_agent() {
+            true => req
+                .headers()
+                .get(actix_web::http::header::USER_AGENT)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .map(|v| crate::table::bounded_user_agent(&v).to_string()),
+            false => None,
+        },
         columns: target.columns,
     };
     let validated = if work.inline {
@@ -431,6 +440,8 @@ struct Work {
     sent_at_header: Option<String>,
     server_time: OffsetDateTime,
     ip: std::net::Ipv6Addr,
+    /// The request's `User-Agent`, for a table with columns for it.
+    user_agent: Option<String>,
     columns: Arc<dyn ColumnList>,
 }
 
@@ -447,6 +458,7 @@ impl Work {
             self.sent_at_header,
             self.server_time,
             self.ip,
+            self.user_agent.as_deref(),
         )
     }
 }
@@ -465,8 +477,10 @@ pub(super) fn read_events(
     sent_at_header: Option<String>,
     server_time: OffsetDateTime,
     ip: std::net::Ipv6Addr,
+    user_agent: Option<&str>,
 ) -> Result<TableValidated, ApiError> {
     let facts = RequestFacts {
+        user_agent,
         server_time_nanos: server_time.unix_timestamp_nanos(),
         ip,
         sent_at: None,

@@ -57,6 +57,7 @@ fn run(schema: &TableSchema, case: &Value) -> Value {
         header,
         server_time(),
         ip(),
+        None,
     ))
 }
 

@@ -46,7 +46,7 @@ use super::schema::{
 use super::table_columns::{self, Definition};
 use super::{Connection, InsertId, Settings, Sink, SinkError, query_log};
 use crate::format::{ColumnType, KeyPlan, RowsRef, ShardingKey};
-use crate::table::{ColumnInfo, SchemaError, TableSchema};
+use crate::table::{ColumnInfo, SchemaError, TableSchema, TableSettings};
 
 pub use super::table_columns::TAG_BYTES;
 
@@ -151,6 +151,10 @@ pub struct TableState {
     deduplication: Mutex<Option<Deduplication>>,
     /// How the current list's inserts are encoded and sorted (`/v1/health`).
     format_info: Mutex<Option<FormatInfo>>,
+    /// How the table's events are read (`CONFIG_FILE`'s `[[tables]]`).
+    settings: TableSettings,
+    /// Why the table's settings do not fit its columns, when they did not last time read.
+    setting_problem: Mutex<Option<String>>,
 }
 
 impl crate::table::ColumnList for Loaded {
@@ -173,6 +177,12 @@ impl crate::table::Columns for TableState {
 }
 
 impl TableState {
+    /// Why the table's settings (`[[tables]]`) do not fit its columns, if they did not
+    /// when it was last read.
+    pub fn setting_problem(&self) -> Option<String> {
+        self.setting_problem.lock().clone()
+    }
+
     /// The current column list, or why there is none.
     pub fn current(&self) -> Result<Arc<Loaded>, String> {
         self.current.lock().clone()
@@ -356,8 +366,37 @@ impl TableSink {
                 server: Mutex::new(None),
                 deduplication: Mutex::new(None),
                 format_info: Mutex::new(None),
+                settings: TableSettings::default(),
+                setting_problem: Mutex::new(None),
             }),
         }
+    }
+
+    /// The same sink reading events as `settings` say (paths, a rest column, the
+    /// `User-Agent`, its own server-filled columns). Call before sharing. For the events
+    /// table, whose list is fixed, the settings are checked here: the error names the
+    /// setting and the column.
+    pub fn with_settings(mut self, settings: TableSettings) -> Result<Self, SchemaError> {
+        if let Some(column) = &settings.server_time_column {
+            self.server_time_column = column.clone();
+        }
+        if let Some(column) = &settings.client_ip_column {
+            self.client_ip_column = column.clone();
+        }
+        let state = Arc::get_mut(&mut self.state).expect("settings are applied before sharing");
+        if let Some(owned) = &mut state.owned {
+            owned.schema = owned.schema.clone().with_settings(&settings)?;
+            let loaded = Arc::new(Loaded {
+                schema: owned.schema.clone(),
+                tag: FIXED,
+                tagged: false,
+                write: None,
+            });
+            state.known.get_mut().insert(FIXED, loaded.clone());
+            *state.current.get_mut() = Ok(loaded);
+        }
+        state.settings = settings;
+        Ok(self)
     }
 
     /// Inserts send the rows as encoded, never building blocks: for `direct` mode, whose
@@ -875,6 +914,7 @@ impl TableSink {
                 let columns = (owned.schema.columns().iter())
                     .filter_map(|c| server.iter().find(|(name, _)| *name == c.name).cloned())
                     .collect();
+                // The settings were applied to the fixed list when the sink was built.
                 let schema = (owned.schema.clone()).with_time_range(definition.time_range);
                 (schema, columns, false)
             }
@@ -890,10 +930,17 @@ impl TableSink {
                     false => schema,
                 })
                 .map(|schema| schema.with_time_range(definition.time_range))
+                .and_then(|schema| Ok(schema.with_settings(&self.state.settings)?))
                 .map_err(|e| match e {
                     SchemaError::Missing(_) => missing(target),
+                    SchemaError::Setting(e) => {
+                        let problem = e.to_string();
+                        *self.state.setting_problem.lock() = Some(problem.clone());
+                        problem
+                    }
                     e => e.to_string(),
                 })?;
+                *self.state.setting_problem.lock() = None;
                 let columns = schema.column_list();
                 (schema, columns, true)
             }

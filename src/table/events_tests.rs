@@ -21,6 +21,7 @@ fn schema() -> TableSchema {
 /// `body` as `/v1/events` reads it at `now`, `sent_at` from the envelope.
 fn validate_at(body: &[u8], format: Format, now: OffsetDateTime) -> TableValidated {
     let facts = RequestFacts {
+        user_agent: None,
         server_time_nanos: now.unix_timestamp_nanos(),
         ip: Ipv6Addr::LOCALHOST,
         sent_at: None,
@@ -155,6 +156,7 @@ proptest! {
         }
         let format = if ndjson { Format::Ndjson } else { Format::Json };
         let facts = RequestFacts {
+            user_agent: None,
             server_time_nanos: OffsetDateTime::now_utc().unix_timestamp_nanos(),
             ip: Ipv6Addr::LOCALHOST,
             sent_at: None,
@@ -207,6 +209,7 @@ proptest! {
         let object: Vec<String> = fields.iter().zip(&values).map(|(f, v)| format!("\"{f}\": {v}")).collect();
         let body = format!("[{{{}}}]", object.join(","));
         let facts = RequestFacts {
+            user_agent: None,
             server_time_nanos: OffsetDateTime::now_utc().unix_timestamp_nanos(),
             ip: Ipv6Addr::LOCALHOST,
             sent_at: None,

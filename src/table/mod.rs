@@ -24,9 +24,12 @@ pub mod json;
 pub mod number;
 mod openapi;
 mod pass;
+mod paths;
 mod row;
 pub mod rules;
+pub mod settings;
 mod time;
+mod user_agent;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -38,7 +41,9 @@ pub use openapi::json_schema;
 use pass::{Events, Read, Slot};
 use row::{Direct, Stamp};
 use rules::{Rule, Strict};
+pub use settings::{SettingError, TableSettings};
 pub use time::TimeRange;
+pub use user_agent::{MAX_USER_AGENT_BYTES, bounded as bounded_user_agent};
 
 use crate::format::{Rows, Scalar, Shape};
 use crate::table::event::{
@@ -109,6 +114,9 @@ pub enum SchemaError {
     /// The table does not exist (yet).
     #[error("table {0} does not exist")]
     Missing(String),
+    /// A setting of the table's that its columns cannot take.
+    #[error(transparent)]
+    Setting(#[from] SettingError),
 }
 
 /// Who fills a column.
@@ -122,6 +130,10 @@ enum Fill {
     ClientIp,
     /// `client_time` corrected for the client's clock skew, as `/v1/events` does.
     Corrected,
+    /// The fields nothing else took (the table's `rest`).
+    Rest(settings::RestKind),
+    /// The request's `User-Agent`, or what it says.
+    Agent(settings::AgentPart),
 }
 
 /// What a missing field takes.
@@ -138,6 +150,8 @@ enum Missing {
 pub struct TableColumn {
     /// Column name (also the JSON field's).
     pub name: String,
+    /// The field that fills it, as errors name it: its name, or its path.
+    pub field: String,
     /// Type as the server spells it.
     pub type_name: String,
     /// The parsed type.
@@ -179,11 +193,15 @@ pub struct TableSchema {
     nested: Vec<Vec<usize>>,
     /// The dates and times the server shows as written (see [`TimeRange`]).
     range: TimeRange,
+    /// The table's paths and rest column, if its settings have them.
+    shaping: Option<Box<settings::Shaping>>,
 }
 
 /// Server-side facts about one request, shared by its events.
 #[derive(Debug, Clone, Copy)]
-pub struct RequestFacts {
+pub struct RequestFacts<'a> {
+    /// The request's `User-Agent` header, if it has one.
+    pub user_agent: Option<&'a str>,
     /// When the request arrived, nanoseconds since 1970.
     pub server_time_nanos: i128,
     /// The client's address.
@@ -315,6 +333,7 @@ impl TableSchema {
             let direct = Direct::of(&shape);
             out.push(TableColumn {
                 name: info.name.clone(),
+                field: info.name.clone(),
                 type_name: info.type_name.clone(),
                 shape,
                 default_expression: info.default_expression.clone(),
@@ -356,6 +375,7 @@ impl TableSchema {
             server_defaults: false,
             nested,
             range: TimeRange::FULL,
+            shaping: None,
         })
     }
 
@@ -394,6 +414,15 @@ impl TableSchema {
         self
     }
 
+    /// The same columns read as `settings` say (paths, a rest column, the `User-Agent`);
+    /// an error names the setting and the column the table cannot take it in.
+    pub fn with_settings(mut self, settings: &TableSettings) -> Result<Self, SettingError> {
+        let shaping = settings.apply(&self.table, &mut self.columns, &mut self.reads)?;
+        self.shaping = shaping.map(Box::new);
+        self.nested = nested_groups(&self.columns);
+        Ok(self)
+    }
+
     /// The same columns for a server whose dates and times end at `range`: a value past it
     /// is refused per field.
     pub fn with_time_range(mut self, range: TimeRange) -> Self {
@@ -402,6 +431,11 @@ impl TableSchema {
             column.direct.last_second = range.last_second;
         }
         self
+    }
+
+    /// Whether a column keeps the request's `User-Agent` or what it says.
+    pub fn uses_user_agent(&self) -> bool {
+        (self.columns.iter()).any(|c| matches!(c.fill, Fill::Agent(_)))
     }
 
     /// Whether rows are `RowBinaryWithDefaults` (see [`TableSchema::server_defaults`]).
@@ -490,10 +524,12 @@ impl TableSchema {
         let mut slots: Vec<Slot<'_>> = vec![Slot::Absent; self.columns.len()];
         let stamp = self.stamp(&facts);
         let mut problems: Vec<(Cow<'static, str>, Problem)> = Vec::new();
+        let mut rest: Vec<paths::RestItem<'_>> = Vec::new();
         // One row at a time, copied into the rows once whole (a rejected row leaves nothing).
         let mut scratch = Vec::new();
         for (index, object) in objects.into_iter().enumerate() {
             problems.clear();
+            rest.clear();
             slots.fill(Slot::Absent);
             match object {
                 Err(error) => problems.push(("".into(), error.into())),
@@ -501,11 +537,38 @@ impl TableSchema {
                     // In body order; the first duplicate or unreadable value is the event's
                     // only problem, as in the one pass.
                     for (name, raw) in &fields {
-                        match self.index_of(name) {
-                            None => match self.flattened(name) {
-                                Some(problem) if problems.is_empty() => problems.push(problem),
-                                Some(_) => {}
-                                None => out.unknown_fields += 1,
+                        let column = self.index_of(name);
+                        match column.filter(|&i| self.reads[i] != Read::Elsewhere) {
+                            None => match &self.shaping {
+                                None => match self.flattened(name) {
+                                    Some(problem) if problems.is_empty() => problems.push(problem),
+                                    Some(_) => {}
+                                    None => out.unknown_fields += 1,
+                                },
+                                Some(shaping) => {
+                                    let keep_rest = shaping.rest.is_some();
+                                    let mut taken = paths::Taken {
+                                        schema: self,
+                                        slots: &mut slots,
+                                        problems: &mut problems,
+                                        rest: &mut rest,
+                                        keep_rest,
+                                        raw_leaves: true,
+                                    };
+                                    match shaping.root(name) {
+                                        Some(node) => {
+                                            let mut de =
+                                                serde_json::Deserializer::from_str(raw.get());
+                                            // The raw value was read as JSON already.
+                                            let seed = taken.root(name.clone(), node);
+                                            let _ = serde::de::DeserializeSeed::deserialize(
+                                                seed, &mut de,
+                                            );
+                                        }
+                                        None if keep_rest => taken.leftover(name.clone(), raw),
+                                        None => out.unknown_fields += 1,
+                                    }
+                                }
                             },
                             Some(_) if !problems.is_empty() => {}
                             Some(i) if self.reads[i] == Read::Ignore => {}
@@ -516,7 +579,7 @@ impl TableSchema {
                                 match loose_field(raw.get()) {
                                     Ok(value) => slots[i] = Slot::from(value),
                                     Err(e) => problems
-                                        .push((self.columns[i].name.clone().into(), e.into())),
+                                        .push((self.columns[i].field.clone().into(), e.into())),
                                 }
                             }
                             Some(i) => slots[i] = Slot::Raw(raw),
@@ -525,7 +588,7 @@ impl TableSchema {
                     if problems.is_empty() {
                         scratch.clear();
                         scratch.extend_from_slice(tag);
-                        self.encode_row(&slots, &facts, &stamp, &mut scratch, &mut problems);
+                        self.encode_row(&slots, &rest, &facts, &stamp, &mut scratch, &mut problems);
                         if problems.is_empty() {
                             out.rows.push_encoded(&scratch);
                         }
@@ -636,5 +699,7 @@ fn literal_default(shape: &Shape, expression: &str) -> Missing {
 
 #[cfg(test)]
 mod events_tests;
+#[cfg(test)]
+mod paths_tests;
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::value::RawValue;
 
 use super::json::Key;
+use super::paths::{RestItem, RestValue, Taken};
 use super::{Problem, RequestFacts, TableSchema, TableValidated};
 use crate::format::Rows;
 use crate::table::event::{DecodeError, Loose, ndjson_lines};
@@ -78,7 +79,7 @@ pub(super) enum Composite {
 /// Per-request state of the pass, shared by its events.
 struct Pass<'s, 'de> {
     schema: &'s TableSchema,
-    facts: &'s RequestFacts,
+    facts: &'s RequestFacts<'s>,
     stamp: super::Stamp,
     tag: &'s [u8],
     max: usize,
@@ -89,6 +90,8 @@ struct Pass<'s, 'de> {
     /// name first and looked up only when that guess fails.
     order: Vec<Option<usize>>,
     problems: Vec<(Cow<'static, str>, Problem)>,
+    /// The event's fields a rest column keeps (a table with one).
+    rest: Vec<RestItem<'de>>,
     index: usize,
     /// Set when the body is refused as a whole (an element that is not an object), as the
     /// field-by-field reading would refuse it.
@@ -118,7 +121,7 @@ impl TableSchema {
         &self,
         events: Events<'_>,
         max_events: usize,
-        facts: &RequestFacts,
+        facts: &RequestFacts<'_>,
         tag: &[u8],
     ) -> Result<Option<TableValidated>, DecodeError> {
         let size = match events {
@@ -141,6 +144,7 @@ impl TableSchema {
             slots: vec![Slot::Absent; self.columns.len()],
             order: Vec::with_capacity(self.columns.len()),
             problems: Vec::new(),
+            rest: Vec::new(),
             index: 0,
             refused: None,
         };
@@ -261,6 +265,7 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
             *slot = Slot::Absent;
         }
         pass.problems.clear();
+        pass.rest.clear();
         let mut position = 0;
         while let Some(Key(key)) = map.next_key()? {
             let column = match pass.order.get(position) {
@@ -275,6 +280,8 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
                 }
             };
             position += 1;
+            // A column its settings fill another way than by its own field.
+            let column = column.filter(|&i| schema.reads[i] != Read::Elsewhere);
             match column {
                 // A server-filled column ignores the client's value.
                 Some(i) if schema.reads[i] == Read::Ignore => {
@@ -288,27 +295,53 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
                     }
                 }
                 Some(i) => match schema.reads[i] {
-                    Read::Ignore => {}
+                    Read::Ignore | Read::Elsewhere => {}
                     Read::Raw => pass.slots[i] = Slot::Raw(map.next_value()?),
                     Read::Typed => pass.slots[i] = map.next_value_seed(TYPED)?,
                     Read::Strict => pass.slots[i] = map.next_value_seed(STRICT)?,
                 },
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                    match schema.flattened(&key) {
-                        Some(problem) if pass.problems.is_empty() => pass.problems.push(problem),
-                        Some(_) => {}
-                        None => pass.out.unknown_fields += 1,
+                None => match &schema.shaping {
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                        match schema.flattened(&key) {
+                            Some(problem) if pass.problems.is_empty() => {
+                                pass.problems.push(problem)
+                            }
+                            Some(_) => {}
+                            None => pass.out.unknown_fields += 1,
+                        }
                     }
-                }
+                    Some(shaping) => {
+                        let keep_rest = shaping.rest.is_some();
+                        let mut taken = Taken {
+                            schema,
+                            slots: &mut pass.slots,
+                            problems: &mut pass.problems,
+                            rest: &mut pass.rest,
+                            keep_rest,
+                            raw_leaves: false,
+                        };
+                        match shaping.root(&key) {
+                            Some(node) => map.next_value_seed(taken.root(key, node))?,
+                            None if keep_rest => {
+                                let raw = map.next_value::<&'de RawValue>()?;
+                                pass.rest.push(RestItem::Field(key, RestValue::Raw(raw)));
+                            }
+                            None => {
+                                map.next_value::<IgnoredAny>()?;
+                                pass.out.unknown_fields += 1;
+                            }
+                        }
+                    }
+                },
             }
         }
         if pass.problems.is_empty() {
             let (slots, facts, stamp, tag) = (&pass.slots, pass.facts, &pass.stamp, pass.tag);
-            let problems = &mut pass.problems;
+            let (problems, rest) = (&mut pass.problems, &pass.rest);
             pass.out.rows.push_encoded_if(|buf| {
                 buf.extend_from_slice(tag);
-                schema.encode_row(slots, facts, stamp, buf, problems);
+                schema.encode_row(slots, rest, facts, stamp, buf, problems);
                 problems.is_empty()
             });
         }
@@ -359,18 +392,21 @@ pub(super) enum Read {
     Typed,
     /// Deserialized by [`STRICT`], for a column with a strict rule.
     Strict,
+    /// Not by a top-level field of its name: the table's settings fill it (a path, the
+    /// rest, the `User-Agent`).
+    Elsewhere,
 }
 
 /// A scalar value, kept as the column needs it (see [`Slot`]). `STRICT`: as a strictly read
 /// column judges it (see `rules::Strict`): a float is refused whatever its digits, so the
 /// pass need not give way for one, and a non-negative integer is read as one whatever
 /// serde_json called it.
-struct Scalar<const STRICT: bool>;
+pub(super) struct Scalar<const STRICT: bool>;
 
 /// How an ordinary column's value is read.
-const TYPED: Scalar<false> = Scalar;
+pub(super) const TYPED: Scalar<false> = Scalar;
 /// How a strictly read column's value is read.
-const STRICT: Scalar<true> = Scalar;
+pub(super) const STRICT: Scalar<true> = Scalar;
 
 impl<'de, const S: bool> DeserializeSeed<'de> for Scalar<S> {
     type Value = Slot<'de>;

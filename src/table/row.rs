@@ -9,7 +9,9 @@ use std::io::Write;
 use std::net::Ipv6Addr;
 
 use super::pass::{Composite, Slot};
+use super::paths::{RestItem, put_rest};
 use super::rules::Refused;
+use super::settings::AgentPart;
 use super::{Fill, Missing, Problem, RequestFacts, TableColumn, TableSchema, Value, encode, time};
 use crate::format::{Scalar, Shape};
 use crate::table::event::MAX_DEVICE_QUEUE_SECS;
@@ -109,6 +111,7 @@ impl TableSchema {
     pub(super) fn encode_row(
         &self,
         slots: &[Slot<'_>],
+        rest: &[RestItem<'_>],
         facts: &RequestFacts,
         stamp: &Stamp,
         buf: &mut Vec<u8>,
@@ -144,6 +147,8 @@ impl TableSchema {
             match column.fill {
                 Fill::ServerTime => buf.extend_from_slice(&stamp.server_time),
                 Fill::ClientIp => buf.extend_from_slice(&stamp.ip),
+                Fill::Rest(kind) => put_rest(rest, kind, nullable, buf),
+                Fill::Agent(part) => buf.extend_from_slice(stamp.agent(part)),
                 // The usual case, in whole seconds: no 128-bit arithmetic per event.
                 Fill::Corrected
                     if column.direct.kind == DirectKind::DateTime && client_seconds.is_some() =>
@@ -175,10 +180,10 @@ impl TableSchema {
                         }
                         Ok(_) => {}
                         Err(Refused::Absent) if column.required => {
-                            problems.push((column.name.clone().into(), "missing".into()));
+                            problems.push((column.field.clone().into(), "missing".into()));
                         }
                         Err(Refused::Absent) => column.put_missing(facts, buf),
-                        Err(Refused::Wrong(e)) => problems.push((column.name.clone().into(), e)),
+                        Err(Refused::Wrong(e)) => problems.push((column.field.clone().into(), e)),
                     }
                 }
                 Fill::Client => {
@@ -206,7 +211,7 @@ impl TableSchema {
                     let mut digits = Digits::default();
                     let value = match slot_value(slot, &mut digits) {
                         None | Some(Ok(Value::Null)) if column.required => {
-                            problems.push((column.name.clone().into(), "missing".into()));
+                            problems.push((column.field.clone().into(), "missing".into()));
                             continue;
                         }
                         None => {
@@ -219,12 +224,12 @@ impl TableSchema {
                         }
                         Some(Ok(value)) => value,
                         Some(Err(e)) => {
-                            problems.push((column.name.clone().into(), e.into()));
+                            problems.push((column.field.clone().into(), e.into()));
                             continue;
                         }
                     };
                     if let Err(e) = encode(&column.shape, &value, self.range, buf) {
-                        problems.push((column.name.clone().into(), e));
+                        problems.push((column.field.clone().into(), e));
                     }
                 }
             }
@@ -255,7 +260,7 @@ impl TableSchema {
             for &(i, length) in &lengths[1..] {
                 if length != expected {
                     problems.push((
-                        self.columns[i].name.clone().into(),
+                        self.columns[i].field.clone().into(),
                         format!(
                             "has {length} elements but {} has {expected}: the arrays of one \
                              Nested structure must be of one length",
@@ -284,6 +289,7 @@ impl TableSchema {
                     &mut stamp.server_time,
                 ),
                 Fill::ClientIp => put_ip(&column.shape, facts.ip, &mut stamp.ip),
+                Fill::Agent(part) => stamp.put_agent(part, column, facts.user_agent),
                 _ => {}
             }
         }
@@ -331,6 +337,52 @@ pub(super) struct Stamp {
     ip: Vec<u8>,
     /// The request's time in whole seconds.
     server_seconds: i64,
+    /// The `User-Agent` columns' values, back to back, each at `agent_at[part]`.
+    agent: Vec<u8>,
+    agent_at: [(usize, usize); 4],
+}
+
+impl Stamp {
+    fn agent(&self, part: AgentPart) -> &[u8] {
+        let (start, end) = self.agent_at[part as usize];
+        &self.agent[start..end]
+    }
+
+    /// `column`'s value from the request's `User-Agent` (`None`: the request had none):
+    /// the header or what it says, `NULL` in a `Nullable` column where that is nothing.
+    fn put_agent(&mut self, part: AgentPart, column: &TableColumn, header: Option<&str>) {
+        let header = header.map(super::user_agent::bounded).unwrap_or_default();
+        let described;
+        let text = match part {
+            AgentPart::Header => header,
+            _ if header.is_empty() => "",
+            _ => {
+                described = super::user_agent::describe(header);
+                match part {
+                    AgentPart::Browser => &described.browser,
+                    AgentPart::Os => &described.os,
+                    _ => &described.device,
+                }
+            }
+        };
+        let value = match text.is_empty() {
+            true if matches!(column.shape.plain(), Shape::Nullable(_)) => Value::Null,
+            _ => Value::Str(Cow::Borrowed(text)),
+        };
+        let start = self.agent.len();
+        if encode(
+            &column.shape,
+            &value,
+            time::TimeRange::FULL,
+            &mut self.agent,
+        )
+        .is_err()
+        {
+            // A text column takes any text: checked when the settings were applied.
+            self.agent.truncate(start);
+        }
+        self.agent_at[part as usize] = (start, self.agent.len());
+    }
 }
 
 /// [`TableSchema::corrected`] in whole seconds: `server - (sent_at - client)` when the

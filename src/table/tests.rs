@@ -10,8 +10,9 @@ use super::*;
 use crate::format::{BlockBuilder, Cells, Schema, SortKey};
 use crate::table::event::{DecodeError, Format};
 
-fn facts() -> RequestFacts {
+fn facts() -> RequestFacts<'static> {
     RequestFacts {
+        user_agent: None,
         server_time_nanos: 1_606_867_200_000_000_000,
         ip: "::ffff:10.1.2.3".parse().unwrap(),
         sent_at: None,
@@ -409,6 +410,7 @@ fn server_filled_columns_ignore_the_client() {
             .unwrap();
         let objects = json::decode(body.as_bytes(), format, 10).unwrap();
         let f = RequestFacts {
+            user_agent: None,
             sent_at: Some(1_606_867_140),
             ..facts()
         };
@@ -656,6 +658,7 @@ fn the_events_tables_rows_are_the_bytes_of_the_fixture() {
         _ => None,
     };
     let facts = RequestFacts {
+        user_agent: None,
         server_time_nanos: server_time.unix_timestamp_nanos(),
         ip,
         sent_at: None,

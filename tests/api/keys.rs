@@ -8,16 +8,16 @@ use serde_json::Value;
 use crate::helpers::{PATIENCE, TestApp, batch, spawn_app, within};
 
 /// A config file in its own folder (removed with it).
-struct ConfigFile(tempfile::TempDir);
+pub(crate) struct ConfigFile(tempfile::TempDir);
 
 impl ConfigFile {
-    fn new(toml: &str) -> Self {
+    pub(crate) fn new(toml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("event-ingest.toml"), toml).unwrap();
         Self(dir)
     }
 
-    fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         self.0
             .path()
             .join("event-ingest.toml")

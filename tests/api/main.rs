@@ -35,3 +35,4 @@ mod table_restart;
 mod table_times;
 mod tables;
 mod tls;
+mod your_events;

@@ -1,0 +1,211 @@
+//! Events as clients send them, read as a table's `[[tables]]` entry says: nested fields
+//! into columns by path, every other field kept in a rest column, the `User-Agent` and
+//! what it says, and the table's own server-filled column; settings the table cannot take
+//! stop start-up naming them.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{clickhouse, modern_engine, spawn_app_in, test_env, unique_database};
+use crate::keys::ConfigFile;
+use crate::tables::{table_with, wait_for};
+
+const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, \
+                      like Gecko) Chrome/120.0.0.0 Safari/537.36";
+
+fn settings(rest: &str) -> String {
+    format!(
+        r#"
+[[tables]]
+name = "shop"
+server_time_column = "received_at"
+paths = {{ page_url = "context.page.url", sku = "properties.sku", qty = "properties.qty", at = "context.at", first_item = "items[0].id" }}
+rest = "{rest}"
+user_agent = "ua"
+browser = "browser"
+os = "os"
+device = "device"
+"#
+    )
+}
+
+fn columns(rest_type: &str) -> String {
+    format!(
+        "event String, page_url String, sku String, qty UInt32, at DateTime('UTC'), \
+         first_item String, received_at DateTime, ua String, browser String, os String, \
+         device String, {rest_type}"
+    )
+}
+
+async fn post(app: &crate::helpers::TestApp, body: &Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/tables/shop", app.address))
+        .header("user-agent", CHROME)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+fn purchases() -> Value {
+    json!([
+        {"event": "purchase",
+         "context": {"page": {"url": "https://shop.example/p/1", "title": "Shoes"},
+                     "at": "2026-12-07 10:00:00",
+                     "campaign": {"name": "winter", "source": "mail"}},
+         "properties": {"sku": "S-1", "qty": 2, "price": 12.5, "coupon": null},
+         "items": [{"id": "i-1"}, {"id": "i-2"}]},
+        {"event": "purchase",
+         "context": {"page": {"url": "https://shop.example/p/2"}, "at": "yesterday"},
+         "properties": {"sku": "S-2", "qty": -1}},
+        {"event": "view", "context": {"page": {"url": "https://shop.example/"}}}
+    ])
+}
+
+#[tokio::test]
+async fn nested_fields_fill_their_columns_and_the_rest_is_kept_as_json_text() {
+    let database = unique_database();
+    table_with(&database, "shop", &columns("properties String")).await;
+    let file = ConfigFile::new(&settings("properties"));
+    let app = spawn_app_in(
+        &database,
+        &[("INGEST_TABLES", "shop"), ("CONFIG_FILE", &file.path())],
+    )
+    .await;
+    let answer = post(&app, &purchases()).await;
+    // Bad values at paths are errors named by the path; the rest of the batch is stored.
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    let errors: Vec<(u64, &str)> = answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["index"].as_u64().unwrap(), e["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        errors,
+        vec![(1, "properties.qty"), (1, "context.at")],
+        "{answer}"
+    );
+    wait_for(&database, "shop", 2).await;
+    let extract = match modern_engine() {
+        true => {
+            "JSONExtractString(properties, 'context', 'campaign', 'name') AS campaign, \
+                 JSONExtractFloat(properties, 'properties', 'price') AS price"
+        }
+        false => {
+            "visitParamExtractString(visitParamExtractRaw(visitParamExtractRaw(\
+                  properties, 'context'), 'campaign'), 'name') AS campaign, \
+                  visitParamExtractFloat(visitParamExtractRaw(properties, 'properties'), 'price') \
+                  AS price"
+        }
+    };
+    let stored = clickhouse(&format!(
+        "SELECT event, page_url, sku, qty, toString(at) AS at_text, first_item, ua, browser, \
+         os, device, received_at > now() - 600 AS recent, {extract}, properties \
+         FROM `{database}`.shop ORDER BY event FORMAT JSONEachRow"
+    ))
+    .await;
+    let rows: Vec<Value> = stored
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = &rows[0];
+    for (column, value) in [
+        ("event", json!("purchase")),
+        ("page_url", json!("https://shop.example/p/1")),
+        ("sku", json!("S-1")),
+        ("qty", json!(2)),
+        ("at_text", json!("2026-12-07 10:00:00")),
+        ("first_item", json!("i-1")),
+        ("ua", json!(CHROME)),
+        ("browser", json!("Chrome")),
+        ("os", json!("Windows 10")),
+        ("device", json!("pc")),
+        ("recent", json!(1)),
+        ("campaign", json!("winter")),
+        ("price", json!(12.5)),
+    ] {
+        assert_eq!(first[column], value, "{column}: {first}");
+    }
+    let rest: Value = serde_json::from_str(first["properties"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        rest,
+        json!({
+            "context": {"page": {"title": "Shoes"}, "campaign": {"name": "winter", "source": "mail"}},
+            "properties": {"price": 12.5, "coupon": null},
+            "items": [{"id": "i-1"}, {"id": "i-2"}]
+        })
+    );
+    // An event without the nested fields takes the columns' defaults.
+    let view = &rows[1];
+    assert_eq!(view["page_url"], "https://shop.example/");
+    assert_eq!((&view["sku"], &view["qty"]), (&json!(""), &json!(0)));
+    assert_eq!(view["properties"], "{}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_rest_as_a_map_keeps_dotted_keys() {
+    if !modern_engine() {
+        return; // 18.16 has no Map
+    }
+    let database = unique_database();
+    table_with(
+        &database,
+        "shop",
+        &columns("properties Map(String, String)"),
+    )
+    .await;
+    let file = ConfigFile::new(&settings("properties"));
+    let app = spawn_app_in(
+        &database,
+        &[("INGEST_TABLES", "shop"), ("CONFIG_FILE", &file.path())],
+    )
+    .await;
+    let answer = post(&app, &json!([purchases()[0].clone()])).await;
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    wait_for(&database, "shop", 1).await;
+    let stored = clickhouse(&format!(
+        "SELECT properties['context.campaign.source'], properties['properties.price'], \
+         properties['properties.coupon'], length(properties) FROM `{database}`.shop \
+         FORMAT JSONCompactEachRow"
+    ))
+    .await;
+    let stored: Value = serde_json::from_str(stored.trim()).unwrap();
+    assert_eq!(stored, json!(["mail", "12.5", "null", 6]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_setting_the_table_cannot_take_stops_start_up_naming_table_setting_and_column() {
+    let database = unique_database();
+    table_with(&database, "shop", "event String, n UInt8").await;
+    for (toml, expected) in [
+        (
+            "[[tables]]\nname = \"shop\"\npaths = { page_url = \"context.page.url\" }\n",
+            "setting paths.page_url: the table has no column page_url",
+        ),
+        (
+            "[[tables]]\nname = \"shop\"\nrest = \"n\"\n",
+            "setting rest: column n is UInt8",
+        ),
+        (
+            "[[tables]]\nname = \"elsewhere\"\nrest = \"n\"\n",
+            "elsewhere is not a table this service writes",
+        ),
+    ] {
+        let file = ConfigFile::new(toml);
+        let config = event_ingest::Config::from_vars(test_env(
+            &database,
+            &[("INGEST_TABLES", "shop"), ("CONFIG_FILE", &file.path())],
+        ))
+        .unwrap();
+        let err = match event_ingest::Application::build(config).await {
+            Ok(_) => panic!("started with {toml}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(expected), "{err}");
+        assert!(err.contains("shop") || err.contains("elsewhere"), "{err}");
+    }
+}
