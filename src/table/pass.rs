@@ -280,14 +280,16 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
                 }
             };
             position += 1;
-            // A column its settings fill another way than by its own field.
-            let column = column.filter(|&i| schema.reads[i] != Read::Elsewhere);
             match column {
                 // A server-filled column ignores the client's value.
                 Some(i) if schema.reads[i] == Read::Ignore => {
                     map.next_value::<IgnoredAny>()?;
                 }
-                Some(i) if !matches!(pass.slots[i], Slot::Absent) => {
+                // (A column the settings fill another way may be filled already.)
+                Some(i)
+                    if !matches!(pass.slots[i], Slot::Absent)
+                        && schema.reads[i] != Read::Elsewhere =>
+                {
                     map.next_value::<IgnoredAny>()?;
                     // The first duplicate is the event's only problem.
                     if pass.problems.is_empty() {
@@ -295,7 +297,9 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
                     }
                 }
                 Some(i) => match schema.reads[i] {
-                    Read::Ignore | Read::Elsewhere => {}
+                    Read::Ignore => {}
+                    // Not this column's field: the settings fill it another way.
+                    Read::Elsewhere => shaped_field(pass, key, &mut map)?,
                     Read::Raw => pass.slots[i] = Slot::Raw(map.next_value()?),
                     Read::Typed => pass.slots[i] = map.next_value_seed(TYPED)?,
                     Read::Strict => pass.slots[i] = map.next_value_seed(STRICT)?,
@@ -311,28 +315,7 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
                             None => pass.out.unknown_fields += 1,
                         }
                     }
-                    Some(shaping) => {
-                        let keep_rest = shaping.rest.is_some();
-                        let mut taken = Taken {
-                            schema,
-                            slots: &mut pass.slots,
-                            problems: &mut pass.problems,
-                            rest: &mut pass.rest,
-                            keep_rest,
-                            raw_leaves: false,
-                        };
-                        match shaping.root(&key) {
-                            Some(node) => map.next_value_seed(taken.root(key, node))?,
-                            None if keep_rest => {
-                                let raw = map.next_value::<&'de RawValue>()?;
-                                pass.rest.push(RestItem::Field(key, RestValue::Raw(raw)));
-                            }
-                            None => {
-                                map.next_value::<IgnoredAny>()?;
-                                pass.out.unknown_fields += 1;
-                            }
-                        }
-                    }
+                    Some(_) => shaped_field(pass, key, &mut map)?,
                 },
             }
         }
@@ -351,6 +334,42 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
         pass.index += 1;
         Ok(())
     }
+}
+
+/// A top-level field of a table with settings that no column takes by its name: a path's
+/// first field, kept in the rest column, or unknown. Out of line, so the reading of
+/// ordinary fields stays as small as it was.
+#[inline(never)]
+fn shaped_field<'de, A: MapAccess<'de>>(
+    pass: &mut Pass<'_, 'de>,
+    key: Cow<'de, str>,
+    map: &mut A,
+) -> Result<(), A::Error> {
+    let schema = pass.schema;
+    let Some(shaping) = &schema.shaping else {
+        return Ok(());
+    };
+    let keep_rest = shaping.rest.is_some();
+    let mut taken = Taken {
+        schema,
+        slots: &mut pass.slots,
+        problems: &mut pass.problems,
+        rest: &mut pass.rest,
+        keep_rest,
+        raw_leaves: false,
+    };
+    match shaping.root(&key) {
+        Some(node) => map.next_value_seed(taken.root(key, node))?,
+        None if keep_rest => {
+            let raw = map.next_value::<&'de RawValue>()?;
+            pass.rest.push(RestItem::Field(key, RestValue::Raw(raw)));
+        }
+        None => {
+            map.next_value::<IgnoredAny>()?;
+            pass.out.unknown_fields += 1;
+        }
+    }
+    Ok(())
 }
 
 /// `a == b` for the short keys of event objects, eight bytes at a time: the guessed key is
@@ -401,14 +420,21 @@ pub(super) enum Read {
 /// column judges it (see `rules::Strict`): a float is refused whatever its digits, so the
 /// pass need not give way for one, and a non-negative integer is read as one whatever
 /// serde_json called it.
-pub(super) struct Scalar<const STRICT: bool>;
+///
+/// `PATH`: read at a path (see `paths`), a type of its own so that the top-level fields'
+/// reading is not shared with it and stays inlined into the event's.
+pub(super) struct Scalar<const STRICT: bool, const PATH: bool = false>;
 
 /// How an ordinary column's value is read.
-pub(super) const TYPED: Scalar<false> = Scalar;
+const TYPED: Scalar<false> = Scalar;
 /// How a strictly read column's value is read.
-pub(super) const STRICT: Scalar<true> = Scalar;
+const STRICT: Scalar<true> = Scalar;
+/// [`TYPED`] at a path.
+pub(super) const PATH_TYPED: Scalar<false, true> = Scalar;
+/// [`STRICT`] at a path.
+pub(super) const PATH_STRICT: Scalar<true, true> = Scalar;
 
-impl<'de, const S: bool> DeserializeSeed<'de> for Scalar<S> {
+impl<'de, const S: bool, const P: bool> DeserializeSeed<'de> for Scalar<S, P> {
     type Value = Slot<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Slot<'de>, D::Error> {
@@ -416,7 +442,7 @@ impl<'de, const S: bool> DeserializeSeed<'de> for Scalar<S> {
     }
 }
 
-impl<'de, const S: bool> Visitor<'de> for Scalar<S> {
+impl<'de, const S: bool, const P: bool> Visitor<'de> for Scalar<S, P> {
     type Value = Slot<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

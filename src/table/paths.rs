@@ -14,7 +14,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::value::RawValue;
 
 use super::json::{Key, Value};
-use super::pass::{Read, STRICT, Slot, TYPED};
+use super::pass::{PATH_STRICT, PATH_TYPED, Read, Slot};
 use super::settings::RestKind;
 use super::{Problem, TableSchema};
 use crate::format::put_leb128;
@@ -92,7 +92,9 @@ impl Node {
     }
 
     fn key(&self, key: &str) -> Option<&Node> {
-        self.keys.iter().find(|(k, _)| k == key).map(|(_, n)| n)
+        (self.keys.iter())
+            .find(|(k, _)| super::pass::same_key(k, key))
+            .map(|(_, n)| n)
     }
 
     fn index(&self, index: usize) -> Option<&Node> {
@@ -206,8 +208,8 @@ impl<'w, 'de> Taken<'w, 'de> {
                 }
             }
             (true, _) | (false, Read::Raw) => Slot::Raw(<&RawValue>::deserialize(d)?),
-            (false, Read::Strict) => STRICT.deserialize(d)?,
-            (false, _) => TYPED.deserialize(d)?,
+            (false, Read::Strict) => PATH_STRICT.deserialize(d)?,
+            (false, _) => PATH_TYPED.deserialize(d)?,
         };
         Ok(())
     }
@@ -327,7 +329,8 @@ impl<'de> Visitor<'de> for Child<'_, '_, '_, 'de> {
         if self.node.keys.is_empty() {
             // An object where the paths expect an array: kept as it was.
             let mut fields = Vec::new();
-            while let Some((Key(k), raw)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+            while let Some(k) = map.next_key_seed(PathKey)? {
+                let raw = map.next_value::<&'de RawValue>()?;
                 fields.push(format!(
                     "{}:{}",
                     serde_json::to_string(&k).unwrap_or_default(),
@@ -341,7 +344,7 @@ impl<'de> Visitor<'de> for Child<'_, '_, '_, 'de> {
         if keep {
             self.taken.rest.push(RestItem::Open(self.key));
         }
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        while let Some(key) = map.next_key_seed(PathKey)? {
             match self.node.key(&key) {
                 Some(node) => map.next_value_seed(Child {
                     key,
@@ -365,6 +368,18 @@ impl<'de> Visitor<'de> for Child<'_, '_, '_, 'de> {
     }
 }
 
+/// A key inside a path's field: read as a top-level key is, but through a seed of its own,
+/// so the reading of top-level keys is not shared (and stays inlined there).
+struct PathKey;
+
+impl<'de> DeserializeSeed<'de> for PathKey {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        Key::deserialize(d).map(|Key(k)| k)
+    }
+}
+
 /// Appends the rest column's RowBinary value for `items`: a `String` of JSON text, or a
 /// `Map(String, String)`. `nullable`: the column is `Nullable` (a 0 flag first).
 pub(super) fn put_rest(items: &[RestItem<'_>], kind: RestKind, nullable: bool, buf: &mut Vec<u8>) {
@@ -373,10 +388,19 @@ pub(super) fn put_rest(items: &[RestItem<'_>], kind: RestKind, nullable: bool, b
     }
     match kind {
         RestKind::Text => {
-            let mut text = String::with_capacity(64);
-            json_text(items, &mut text);
-            put_leb128(buf, text.len());
-            buf.extend_from_slice(text.as_bytes());
+            // Written in place after a one-byte length, widened if the text is longer.
+            let at = buf.len();
+            buf.push(0);
+            json_text(items, buf);
+            let len = buf.len() - at - 1;
+            match len < 0x80 {
+                true => buf[at] = len as u8,
+                false => {
+                    let mut prefix = Vec::with_capacity(4);
+                    put_leb128(&mut prefix, len);
+                    buf.splice(at..at + 1, prefix);
+                }
+            }
         }
         RestKind::Map => {
             let mut pairs: Vec<(String, Cow<'_, str>)> = Vec::new();
@@ -426,45 +450,45 @@ fn flatten<'a>(name: String, text: &'a str, pairs: &mut Vec<(String, Cow<'a, str
 }
 
 /// The kept fields as one JSON object.
-fn json_text(items: &[RestItem<'_>], out: &mut String) {
-    out.push('{');
+fn json_text(items: &[RestItem<'_>], out: &mut Vec<u8>) {
+    out.push(b'{');
     // Whether the object being written has a member yet.
     let mut first = true;
     for item in items {
         match item {
             RestItem::Open(key) | RestItem::Field(key, _) => {
                 if !first {
-                    out.push(',');
+                    out.push(b',');
                 }
                 push_key(key, out);
                 match item {
                     RestItem::Field(_, value) => {
-                        out.push_str(value.text().trim());
+                        out.extend_from_slice(value.text().trim().as_bytes());
                         first = false;
                     }
                     _ => {
-                        out.push('{');
+                        out.push(b'{');
                         first = true;
                     }
                 }
             }
             RestItem::Close => {
-                out.push('}');
+                out.push(b'}');
                 first = false;
             }
         }
     }
-    out.push('}');
+    out.push(b'}');
 }
 
 /// `"key":`, escaped as JSON.
-fn push_key(key: &str, out: &mut String) {
+fn push_key(key: &str, out: &mut Vec<u8>) {
     if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        out.push_str(&serde_json::to_string(key).unwrap_or_default());
+        out.extend_from_slice(serde_json::to_string(key).unwrap_or_default().as_bytes());
     } else {
-        out.push('"');
-        out.push_str(key);
-        out.push('"');
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.push(b'"');
     }
-    out.push(':');
+    out.push(b':');
 }
