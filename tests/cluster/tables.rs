@@ -340,3 +340,86 @@ async fn a_column_added_on_every_host_is_written_on_every_shard() {
     app.stop().await;
     cluster.drop_database(&db).await;
 }
+
+/// A table read by its `[[tables]]` settings is sharded like any other: the key column
+/// filled by a path puts each row on the shard its `Distributed` table names, and the rest
+/// column keeps the fields no column took.
+#[tokio::test]
+async fn a_table_with_paths_and_a_rest_column_is_sharded_by_its_nested_key() {
+    let Some(cluster) = Cluster::take("cluster::tables_paths").await else {
+        return;
+    };
+    let db = unique_database();
+    let expression = "cityHash64(user)";
+    create_table(
+        &cluster,
+        &db,
+        "shop",
+        "user String, session String, sequence UInt32, page_url String, properties String",
+        expression,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("event-ingest.toml");
+    std::fs::write(
+        &file,
+        "[[tables]]\nname = \"shop\"\nrest = \"properties\"\n\
+         paths = { user = \"context.user.id\", page_url = \"context.page.url\" }\n",
+    )
+    .unwrap();
+    let mut env = app_env(&cluster, "shop");
+    env.push(("CONFIG_FILE", file.to_str().unwrap().to_string()));
+    let app = spawn(&db, &env).await;
+    let requests = 10u64;
+    for n in 0..requests {
+        let batch: Vec<Value> = (0..PER_REQUEST)
+            .map(|i| {
+                json!({"session": format!("s-{n}"), "sequence": i,
+                       "context": {"user": {"id": format!("user-{}", (n * 97 + u64::from(i)) % 300)},
+                                   "page": {"url": "/cart", "title": "Cart"}},
+                       "price": i})
+            })
+            .collect();
+        let response = app
+            .http
+            .post(format!("{}/v1/tables/shop", app.address))
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+    let a = cluster.url("a");
+    let expected = requests * u64::from(PER_REQUEST);
+    within(Duration::from_secs(120), async {
+        while count(&a, &format!("SELECT count() FROM `{db}`.shop")).await != Some(expected) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    for (member, shard) in [("a", 1), ("c", 2)] {
+        let url = cluster.url(member);
+        let here = number(&url, &format!("SELECT count() FROM `{db}`.shop_local")).await;
+        assert!(here > 0, "shard {shard} holds rows");
+        let misplaced = number(
+            &url,
+            &format!(
+                "SELECT count() FROM `{db}`.shop_local WHERE {expression} % 2 != {}",
+                shard - 1
+            ),
+        )
+        .await;
+        assert_eq!(misplaced, 0, "shard {shard}");
+    }
+    let odd = number(
+        &a,
+        &format!(
+            "SELECT count() FROM `{db}`.shop WHERE page_url != '/cart' OR user = '' \
+             OR properties NOT LIKE '%\"title\":\"Cart\"%' OR properties NOT LIKE '%\"price\":%'"
+        ),
+    )
+    .await;
+    assert_eq!(odd, 0, "every row's paths and rest");
+    app.stop().await;
+    cluster.drop_database(&db).await;
+}
