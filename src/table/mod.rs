@@ -537,8 +537,7 @@ impl TableSchema {
                     // In body order; the first duplicate or unreadable value is the event's
                     // only problem, as in the one pass.
                     for (name, raw) in &fields {
-                        let column = self.index_of(name);
-                        match column.filter(|&i| self.reads[i] != Read::Elsewhere) {
+                        match self.index_of(name) {
                             None => match &self.shaping {
                                 None => match self.flattened(name) {
                                     Some(problem) if problems.is_empty() => problems.push(problem),
@@ -637,15 +636,20 @@ impl TableSchema {
     }
 
     /// The column a field fills: compared in place for a table of a few dozen columns
-    /// (cheaper than hashing the name), looked up beyond.
+    /// (cheaper than hashing the name), looked up beyond. A column the settings fill
+    /// another way (a path, the rest, the `User-Agent`) is not found by its name.
     fn index_of(&self, name: &str) -> Option<usize> {
-        if self.columns.len() <= 32 {
-            return self
+        let found = match self.columns.len() <= 32 {
+            true => self
                 .columns
                 .iter()
-                .position(|c| pass::same_key(&c.name, name));
+                .position(|c| pass::same_key(&c.name, name)),
+            false => self.by_name.get(name).copied(),
+        };
+        match self.shaping {
+            None => found,
+            Some(_) => found.filter(|&i| self.reads[i] != Read::Elsewhere),
         }
-        self.by_name.get(name).copied()
     }
 }
 

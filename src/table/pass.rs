@@ -285,11 +285,7 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
                 Some(i) if schema.reads[i] == Read::Ignore => {
                     map.next_value::<IgnoredAny>()?;
                 }
-                // (A column the settings fill another way may be filled already.)
-                Some(i)
-                    if !matches!(pass.slots[i], Slot::Absent)
-                        && schema.reads[i] != Read::Elsewhere =>
-                {
+                Some(i) if !matches!(pass.slots[i], Slot::Absent) => {
                     map.next_value::<IgnoredAny>()?;
                     // The first duplicate is the event's only problem.
                     if pass.problems.is_empty() {
@@ -297,9 +293,8 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
                     }
                 }
                 Some(i) => match schema.reads[i] {
-                    Read::Ignore => {}
-                    // Not this column's field: the settings fill it another way.
-                    Read::Elsewhere => shaped_field(pass, key, &mut map)?,
+                    // (Never found by its name: see `TableSchema::index_of`.)
+                    Read::Ignore | Read::Elsewhere => {}
                     Read::Raw => pass.slots[i] = Slot::Raw(map.next_value()?),
                     Read::Typed => pass.slots[i] = map.next_value_seed(TYPED)?,
                     Read::Strict => pass.slots[i] = map.next_value_seed(STRICT)?,
@@ -315,7 +310,7 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
                             None => pass.out.unknown_fields += 1,
                         }
                     }
-                    Some(_) => shaped_field(pass, key, &mut map)?,
+                    Some(_) => shaped_field(pass, &key, &mut map)?,
                 },
             }
         }
@@ -342,9 +337,10 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
 #[inline(never)]
 fn shaped_field<'de, A: MapAccess<'de>>(
     pass: &mut Pass<'_, 'de>,
-    key: Cow<'de, str>,
+    key: &Cow<'de, str>,
     map: &mut A,
 ) -> Result<(), A::Error> {
+    let key = key.clone();
     let schema = pass.schema;
     let Some(shaping) = &schema.shaping else {
         return Ok(());

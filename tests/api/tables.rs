@@ -651,7 +651,22 @@ async fn each_tables_flushes_inserts_and_written_events_are_its_own_in_metrics_h
     assert_eq!(post_table(&app, "right", &rows(5)).await.status(), 200);
     wait_for(&database, "left", 3).await;
     wait_for(&database, "right", 5).await;
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    // The rows are visible in ClickHouse a moment before the flusher has read the insert's
+    // answer and counted them: wait for the service's own count.
+    let series =
+        |table: &str| format!("event_ingest_table_events_written_total{{table=\"{table}\"}}");
+    let metrics = within(PATIENCE, async {
+        loop {
+            let metrics = app.get("/metrics").await.text().await.unwrap();
+            if metric(&metrics, &series("left")) == Some(3.0)
+                && metric(&metrics, &series("right")) == Some(5.0)
+            {
+                return metrics;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
     let of = |name: &str, table: &str| {
         metric(
             &metrics,
