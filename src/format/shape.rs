@@ -53,6 +53,10 @@ pub enum Scalar {
     Ipv4,
     /// `IPv6`: 16 bytes in network order.
     Ipv6,
+    /// `JSON` (`JSON(...)` with its parameters, and `Object('json')`): an object, sent as its
+    /// JSON text in RowBinary (a `String`'s layout), which the server parses as it parses
+    /// a `JSONEachRow` insert (`input_format_binary_read_json_as_string`).
+    Json,
     /// `Enum8`/`Enum16`: names and their numbers.
     Enum {
         /// 8 or 16.
@@ -88,7 +92,7 @@ impl Scalar {
             Self::Float64 | Self::DateTime64 { .. } => 8,
             Self::Bool => 1,
             Self::Decimal { precision, .. } => decimal_width(*precision),
-            Self::String => return None,
+            Self::String | Self::Json => return None,
             Self::FixedString(n) => *n,
             Self::Uuid | Self::Ipv6 => 16,
             Self::Date => 2,
@@ -117,6 +121,12 @@ impl Scalar {
         }
         if name == "DateTime" {
             return Some(Self::DateTime { zone: None });
+        }
+        if name == "JSON"
+            || wrapped(name, "JSON").is_some()
+            || wrapped(name, "Object").is_some_and(|a| a.trim().eq_ignore_ascii_case("'json'"))
+        {
+            return Some(Self::Json);
         }
         if let Some(zone) = wrapped(name, "DateTime") {
             return Some(Self::DateTime {
@@ -218,7 +228,7 @@ impl Shape {
     /// or the builder does not write (`Nullable(Array(..))`, `LowCardinality(Array(..))`).
     pub fn layout(&self) -> Option<ColumnType> {
         Some(match self {
-            Self::Scalar(Scalar::String) => ColumnType::String,
+            Self::Scalar(Scalar::String | Scalar::Json) => ColumnType::String,
             Self::Scalar(s) => ColumnType::Fixed {
                 width: s.width()?,
                 order: s.order(),
@@ -248,6 +258,19 @@ impl Shape {
                     .collect::<Option<_>>()?,
             ),
         })
+    }
+
+    /// Whether a `JSON` value is anywhere in the type (its inserts are RowBinary, with the
+    /// server reading JSON as text).
+    pub fn has_json(&self) -> bool {
+        match self {
+            Self::Scalar(scalar) => *scalar == Scalar::Json,
+            Self::Nullable(inner) | Self::LowCardinality(inner) | Self::Array(inner) => {
+                inner.has_json()
+            }
+            Self::Map(key, value) => key.has_json() || value.has_json(),
+            Self::Tuple(elements) => elements.iter().any(|(_, s)| s.has_json()),
+        }
     }
 
     /// The type without `LowCardinality` (what values look like).
@@ -444,9 +467,15 @@ mod tests {
         for (name, shape) in cases {
             assert_eq!(Shape::parse(name), Some(shape), "{name}");
         }
+        for name in ["JSON", "JSON(max_dynamic_paths = 16)", "Object('json')"] {
+            assert_eq!(
+                Shape::parse(name),
+                Some(Shape::Scalar(Scalar::Json)),
+                "{name}"
+            );
+        }
         for name in [
-            "JSON",
-            "Object('json')",
+            "Object('other')",
             "Variant(String, UInt8)",
             "Dynamic",
             "AggregateFunction(sum, UInt64)",

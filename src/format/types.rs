@@ -232,7 +232,7 @@ mod tests {
             assert_eq!(ColumnType::parse(name).unwrap(), ty, "{name}");
         }
         for name in [
-            "JSON",
+            "Dynamic",
             "Nullable(LowCardinality(String))",
             "Nullable(Array(String))",
             "AggregateFunction(sum, UInt64)",

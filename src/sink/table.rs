@@ -955,12 +955,24 @@ impl TableSink {
             (true, true) => InsertFormat::RowBinary(
                 "a column's DEFAULT is computed by the server for rows without its field".into(),
             ),
+            (true, false) if schema.columns().iter().any(|c| c.shape.has_json()) => {
+                InsertFormat::RowBinary(
+                    "a JSON column is sent as text, which only RowBinary carries".into(),
+                )
+            }
             (true, false) => InsertFormat::plan(&columns, &sorting_key, utc),
         };
         let layouts = (columns.iter())
             .map(|(_, ty)| ColumnType::parse(ty).map_err(|e| format!("{target}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
         let quoted: Vec<String> = columns.iter().map(|(n, _)| quote(n)).collect();
+        // A `JSON` value is sent as its text, which the server parses as a JSONEachRow
+        // insert would.
+        let json = schema.columns().iter().any(|c| c.shape.has_json());
+        let settings_sql = match json {
+            true => " SETTINGS input_format_binary_read_json_as_string = 1",
+            false => "",
+        };
         // The tag names the rows' encoding, whatever the insert's format.
         let mut tagged_columns = columns.clone();
         tagged_columns.push((
@@ -981,7 +993,7 @@ impl TableSink {
             write: Some(Writer {
                 format,
                 layouts,
-                columns_sql: format!("({})", quoted.join(", ")),
+                columns_sql: format!("({}){settings_sql}", quoted.join(", ")),
             }),
         })
     }

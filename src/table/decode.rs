@@ -81,10 +81,14 @@ fn value(shape: &Shape, data: &mut &[u8]) -> Option<Json> {
 }
 
 fn scalar_value(scalar: &Scalar, data: &mut &[u8]) -> Option<Json> {
-    if let Scalar::String = scalar {
+    if let Scalar::String | Scalar::Json = scalar {
         let (len, prefix) = leb128(data)?;
         take(data, prefix)?;
-        return Some(json!(String::from_utf8_lossy(take(data, len)?)));
+        let text = String::from_utf8_lossy(take(data, len)?);
+        return Some(match scalar {
+            Scalar::Json => serde_json::from_str(&text).unwrap_or_else(|_| json!(text)),
+            _ => json!(text),
+        });
     }
     let bytes = take(data, scalar.width()?)?;
     let uint = || {
@@ -156,6 +160,6 @@ fn scalar_value(scalar: &Scalar, data: &mut &[u8]) -> Option<Json> {
                 None => json!(number),
             }
         }
-        Scalar::String => return None,
+        Scalar::String | Scalar::Json => return None,
     })
 }

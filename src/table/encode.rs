@@ -117,6 +117,8 @@ pub fn zero(shape: &Shape) -> Vec<u8> {
             }
         }
         Shape::LowCardinality(inner) => zero(inner),
+        // The empty object (what ClickHouse stores for a missing or null `JSON` field).
+        Shape::Scalar(Scalar::Json) => b"\x02{}".to_vec(),
         Shape::Tuple(elements) => elements.iter().flat_map(|(_, s)| zero(s)).collect(),
         other => other
             .layout()
@@ -139,6 +141,7 @@ pub fn type_name(scalar: &Scalar) -> String {
         Scalar::Bool => "Bool".into(),
         Scalar::Decimal { precision, scale } => format!("Decimal({precision}, {scale})"),
         Scalar::String => "String".into(),
+        Scalar::Json => "JSON".into(),
         Scalar::FixedString(n) => format!("FixedString({n})"),
         Scalar::Uuid => "UUID".into(),
         Scalar::Date => "Date".into(),
@@ -235,6 +238,26 @@ fn scalar_value(
                 value => return Err(expected("true or false", value)),
             };
             out.push(u8::from(b));
+        }
+        Scalar::Json => {
+            // An object, as its JSON text: the server reads it as a JSONEachRow insert would
+            // (which refuses anything but an object).
+            let Value::Object(fields) = value else {
+                return Err(expected("an object", value));
+            };
+            let mut text = String::with_capacity(64);
+            text.push('{');
+            for (i, (key, raw)) in fields.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(&serde_json::to_string(key.as_ref()).unwrap_or_default());
+                text.push(':');
+                text.push_str(raw.get());
+            }
+            text.push('}');
+            put_leb128(out, text.len());
+            out.extend_from_slice(text.as_bytes());
         }
         Scalar::String => {
             let text: Cow<'_, str> = match value {

@@ -88,6 +88,7 @@ fn scalar_schema(scalar: &Scalar) -> Json {
         Scalar::Float32 | Scalar::Float64 => json!({"type": "number", "format": name}),
         Scalar::Bool => json!({"type": "boolean"}),
         Scalar::String => json!({"type": "string"}),
+        Scalar::Json => json!({"type": "object"}),
         Scalar::FixedString(n) => json!({"type": "string", "maxLength": n}),
         Scalar::Uuid => json!({"type": "string", "format": "uuid"}),
         Scalar::Ipv4 => json!({"type": "string", "format": "ipv4"}),

@@ -239,8 +239,8 @@ fn settings_a_table_cannot_take_name_the_setting_and_the_column() {
             rest: Some("n".into()),
             ..TableSettings::default()
         }),
-        "table db.t: setting rest: column n is UInt8: the rest is kept in a String (JSON text) \
-         or a Map(String, String)"
+        "table db.t: setting rest: column n is UInt8: the rest is kept in a String (JSON text), \
+         a Map(String, String) or a JSON column"
     );
     assert_eq!(
         fails(TableSettings {

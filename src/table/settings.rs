@@ -65,7 +65,7 @@ pub enum AgentPart {
 /// How the rest column holds the fields it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestKind {
-    /// JSON text of an object in a `String` column.
+    /// JSON text of an object in a `String` column, or in a `JSON` column (sent as text).
     Text,
     /// `Map(String, String)`: nested objects flattened to dotted keys, values as their JSON
     /// text (strings without quotes).
@@ -203,7 +203,7 @@ impl TableSettings {
                 let i = find("rest", column)?;
                 claim("rest", i)?;
                 let kind = match columns[i].shape.plain() {
-                    Shape::Scalar(Scalar::String) => RestKind::Text,
+                    Shape::Scalar(Scalar::String | Scalar::Json) => RestKind::Text,
                     Shape::Nullable(inner)
                         if matches!(inner.plain(), Shape::Scalar(Scalar::String)) =>
                     {
@@ -220,7 +220,7 @@ impl TableSettings {
                             "rest",
                             format!(
                                 "column {column} is {}: the rest is kept in a String (JSON \
-                                 text) or a Map(String, String)",
+                                 text), a Map(String, String) or a JSON column",
                                 columns[i].type_name
                             ),
                         ));

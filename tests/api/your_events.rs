@@ -209,3 +209,90 @@ async fn a_setting_the_table_cannot_take_stops_start_up_naming_table_setting_and
         assert!(err.contains("shop") || err.contains("elsewhere"), "{err}");
     }
 }
+
+/// A `JSON` column takes an object and stores what the server's own `JSONEachRow` insert of
+/// the same text stores; anything but an object is refused by field, `null` or a missing
+/// field is the empty object; and the rest may be kept in a `JSON` column.
+#[tokio::test]
+async fn a_json_column_stores_what_the_servers_own_parse_of_the_text_stores() {
+    if !modern_engine() {
+        return; // 18.16 has no JSON type
+    }
+    let database = unique_database();
+    for table in ["docs", "docs_ref"] {
+        table_with(&database, table, "id UInt32, j JSON, rest JSON").await;
+    }
+    let file = ConfigFile::new("[[tables]]\nname = \"docs\"\nrest = \"rest\"\n");
+    let app = spawn_app_in(
+        &database,
+        &[("INGEST_TABLES", "docs"), ("CONFIG_FILE", &file.path())],
+    )
+    .await;
+    let texts = [
+        r#"{"id": 1, "j": {"a": {"b": [1, 2]}, "c": 1.50, "d": "x\u00e9\n", "e": null, "f": 18446744073709551615}, "extra": {"k": true}}"#,
+        r#"{"id": 2, "j": {"nested": {"deeper": {"list": [{"x": 1}, {"x": "two"}]}}}}"#,
+        r#"{"id": 3, "j": null}"#,
+        r#"{"id": 4}"#,
+    ];
+    let body = format!("[{}]", texts.join(","));
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/tables/docs", app.address))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["accepted"], 4, "{answer}");
+    // The server's own parse of the same events, the rest as the service keeps it.
+    let reference: Vec<String> = texts
+        .iter()
+        .map(|t| {
+            let mut v: Value = serde_json::from_str(t).unwrap();
+            let extra = v.as_object_mut().unwrap().remove("extra");
+            v["rest"] = match extra {
+                Some(extra) => json!({"extra": extra}),
+                None => json!({}),
+            };
+            v.to_string()
+        })
+        .collect();
+    crate::helpers::clickhouse_at(
+        &crate::helpers::clickhouse_url(),
+        &format!(
+            "INSERT INTO `{database}`.docs_ref FORMAT JSONEachRow\n{}",
+            reference.join("\n")
+        ),
+    )
+    .await;
+    wait_for(&database, "docs", 4).await;
+    let read = |table: &str| {
+        let database = database.clone();
+        let table = table.to_string();
+        async move {
+            clickhouse(&format!(
+                "SELECT id, j, rest FROM `{database}`.{table} ORDER BY id FORMAT JSONEachRow"
+            ))
+            .await
+        }
+    };
+    let stored = read("docs").await;
+    assert_eq!(stored, read("docs_ref").await);
+    assert_eq!(stored.lines().count(), 4, "{stored}");
+    // Not an object: refused by field, as the server would refuse the whole insert.
+    let refused = reqwest::Client::new()
+        .post(format!("{}/v1/tables/docs", app.address))
+        .json(&json!([{"id": 5, "j": [1, 2]}, {"id": 6, "j": "text"}]))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(refused["rejected"], 2, "{refused}");
+    assert_eq!(
+        refused["errors"][0]["error"], "expected an object, got an array",
+        "{refused}"
+    );
+    app.stop().await;
+}
