@@ -635,6 +635,13 @@ impl TableSchema {
         )
     }
 
+    /// Whether `key` is the paths' first field `r`.
+    fn is_root(&self, r: usize, key: &str) -> bool {
+        (self.shaping.as_ref())
+            .and_then(|s| s.roots.get(r))
+            .is_some_and(|(k, _)| pass::same_key(k, key))
+    }
+
     /// The column a field fills: compared in place for a table of a few dozen columns
     /// (cheaper than hashing the name), looked up beyond. A column the settings fill
     /// another way (a path, the rest, the `User-Agent`) is not found by its name.

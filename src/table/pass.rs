@@ -98,6 +98,10 @@ struct Pass<'s, 'de> {
     refused: Option<DecodeError>,
 }
 
+/// Where the remembered field positions of [`Pass::order`] name a path's first field
+/// (`ROOT + r`) rather than a column.
+const ROOT: usize = usize::MAX / 2;
+
 /// Why the pass stopped: the body goes the field-by-field way instead.
 const GIVE_UP: &str = "one pass gives way";
 
@@ -268,13 +272,31 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
         pass.rest.clear();
         let mut position = 0;
         while let Some(Key(key)) = map.next_key()? {
+            // A path's first field (settings only), by its index in the paths' roots.
+            let mut root = None;
             let column = match pass.order.get(position) {
-                Some(&Some(i)) if same_key(&schema.columns[i].name, &key) => Some(i),
+                Some(&Some(i))
+                    if schema
+                        .columns
+                        .get(i)
+                        .is_some_and(|c| same_key(&c.name, &key)) =>
+                {
+                    Some(i)
+                }
+                Some(&Some(i)) if i >= ROOT && schema.is_root(i - ROOT, &key) => {
+                    root = Some(i - ROOT);
+                    None
+                }
                 guess => {
                     let found = schema.index_of(&key);
+                    root = match (found, &schema.shaping) {
+                        (None, Some(shaping)) => shaping.root_index(&key),
+                        _ => None,
+                    };
+                    let remembered = found.or(root.map(|r| ROOT + r));
                     match guess {
-                        Some(_) => pass.order[position] = found,
-                        None => pass.order.push(found),
+                        Some(_) => pass.order[position] = remembered,
+                        None => pass.order.push(remembered),
                     }
                     found
                 }
@@ -310,7 +332,7 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
                             None => pass.out.unknown_fields += 1,
                         }
                     }
-                    Some(_) => shaped_field(pass, &key, &mut map)?,
+                    Some(_) => shaped_field(pass, &key, root, &mut map)?,
                 },
             }
         }
@@ -338,6 +360,7 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
 fn shaped_field<'de, A: MapAccess<'de>>(
     pass: &mut Pass<'_, 'de>,
     key: &Cow<'de, str>,
+    root: Option<usize>,
     map: &mut A,
 ) -> Result<(), A::Error> {
     let key = key.clone();
@@ -354,7 +377,7 @@ fn shaped_field<'de, A: MapAccess<'de>>(
         keep_rest,
         raw_leaves: false,
     };
-    match shaping.root(&key) {
+    match root.map(|r| &shaping.roots[r].1) {
         Some(node) => map.next_value_seed(taken.root(key, node))?,
         None if keep_rest => {
             let raw = map.next_value::<&'de RawValue>()?;

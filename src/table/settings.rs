@@ -84,7 +84,12 @@ pub(super) struct Shaping {
 impl Shaping {
     /// The paths from top-level field `key`, if any start there.
     pub fn root(&self, key: &str) -> Option<&Node> {
-        self.roots.iter().find(|(k, _)| k == key).map(|(_, n)| n)
+        self.root_index(key).map(|r| &self.roots[r].1)
+    }
+
+    /// The index of top-level field `key` among the paths' first fields.
+    pub fn root_index(&self, key: &str) -> Option<usize> {
+        (self.roots.iter()).position(|(k, _)| super::pass::same_key(k, key))
     }
 }
 
