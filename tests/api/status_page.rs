@@ -26,7 +26,11 @@ pub(crate) fn find_chromium() -> Option<String> {
 /// the resulting DOM. `trusted`: the one certificate (PEM file) to accept for HTTPS, by the
 /// hash of its public key (the way Chromium pins a test certificate).
 pub(crate) async fn render(chromium: &str, url: &str, trusted: Option<&str>) -> String {
-    let profile = std::env::temp_dir().join(format!("ei-chromium-{}", uuid::Uuid::new_v4()));
+    // Removed when dropped, whether the run succeeds, fails or times out.
+    let profile = tempfile::Builder::new()
+        .prefix("ei-chromium-")
+        .tempdir()
+        .expect("a profile folder");
     let output =
         within(
             Duration::from_secs(90),
@@ -43,7 +47,7 @@ pub(crate) async fn render(chromium: &str, url: &str, trusted: Option<&str>) -> 
                     "--virtual-time-budget=4000",
                     "--dump-dom",
                 ])
-                .arg(format!("--user-data-dir={}", profile.display()))
+                .arg(format!("--user-data-dir={}", profile.path().display()))
                 .args(trusted.map(|cert| {
                     format!("--ignore-certificate-errors-spki-list={}", spki_hash(cert))
                 }))
@@ -53,7 +57,6 @@ pub(crate) async fn render(chromium: &str, url: &str, trusted: Option<&str>) -> 
         )
         .await
         .expect("chromium runs");
-    let _ = std::fs::remove_dir_all(&profile);
     assert!(
         output.status.success(),
         "{}",
