@@ -364,6 +364,8 @@ fn key_ring(config: &Config, stats: &Stats) -> Result<Arc<KeyRing>, StartupError
         return Ok(ring);
     }
     let watched = Arc::downgrade(&ring);
+    // `[[tables]]` is read at start-up only: a change to it is said, not silently ignored.
+    let mut tables = FileSettings::read(&path).map(|s| s.tables).unwrap_or_default();
     watch_files(vec![path.clone()], move || {
         // Gone with the application.
         let Some(ring) = watched.upgrade() else {
@@ -372,6 +374,14 @@ fn key_ring(config: &Config, stats: &Stats) -> Result<Arc<KeyRing>, StartupError
         match FileSettings::read(&path) {
             Ok(settings) => {
                 ring.replace(&[env_keys.clone(), key_specs(&settings)].concat());
+                if settings.tables != tables {
+                    log::warn!(
+                        "{}: [[tables]] changed; tables read their settings at start-up: \
+                         restart to apply",
+                        path.display()
+                    );
+                    tables = settings.tables.clone();
+                }
                 log::info!(
                     "{}: read again; {} keys",
                     path.display(),
