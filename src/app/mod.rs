@@ -365,7 +365,9 @@ fn key_ring(config: &Config, stats: &Stats) -> Result<Arc<KeyRing>, StartupError
     }
     let watched = Arc::downgrade(&ring);
     // `[[tables]]` is read at start-up only: a change to it is said, not silently ignored.
-    let mut tables = FileSettings::read(&path).map(|s| s.tables).unwrap_or_default();
+    let mut tables = FileSettings::read(&path)
+        .map(|s| s.tables)
+        .unwrap_or_default();
     watch_files(vec![path.clone()], move || {
         // Gone with the application.
         let Some(ring) = watched.upgrade() else {

@@ -241,7 +241,10 @@ impl<S: Sink> Flusher<S> {
             }
         };
         let done = match &tracked {
-            Some((spool, span, _)) => spool.done(span),
+            Some((spool, span, _)) => match self.retry_local("spool read", || spool.done(span)) {
+                Some(done) => done,
+                None => return rows.len(), // the deadline passed; they stay in the spool
+            },
             None => Vec::new(),
         };
         let unwritten = self.write_batch(Batch {

@@ -510,6 +510,84 @@ fn replay_skips_done_rows(probing: bool, still_bad: bool) {
     }
 }
 
+/// Done marks name records by position: a record of the begun batch damaged between runs
+/// (its rows are lost, and said so) leaves the other records' marks where they were, so
+/// the replay neither resends the rows stored before the restart nor skips rows that were
+/// never stored.
+#[test]
+fn a_record_damaged_between_runs_does_not_shift_the_rows_marked_done() {
+    use crate::lane::spool::{self, Spool, WriterGuard};
+    let dir_tmp = tempfile::tempdir().expect("temp dir");
+    let dir = dir_tmp.path().join("replay");
+    let limits = Limits {
+        swap_events: 1_000,
+        flush_interval: Duration::from_millis(50),
+        min_interval: Duration::ZERO,
+        max_bytes: 1 << 26,
+        full_wait: Duration::ZERO,
+    };
+    // A first run: three records of ten rows begun as one batch; the second record's rows
+    // were stored, then the process died.
+    let first_record = {
+        let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
+        let spool = Arc::new(spool);
+        let writer = WriterGuard::spawn(spool.clone()).unwrap();
+        let spans: Vec<_> = (0..3)
+            .map(|r| {
+                let framed = spool::frame(&testing::rows(r * 10..r * 10 + 10));
+                spool.reserve(&framed).unwrap()
+            })
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(spool.wait_durable(spans[2].end)).unwrap();
+        spool.begin(spans[0].start..spans[2].end).unwrap();
+        spool.mark_done(10..20).unwrap();
+        writer.stop();
+        spans[0].clone()
+    };
+    // The first record is damaged on disk since.
+    let segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = (first_record.start + (first_record.end - first_record.start) / 2) as usize;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let (spool, backlog) = Spool::open(&dir, 1 << 30).unwrap();
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    let buffer = Arc::new(DoubleBuffer::with_spool(
+        limits,
+        spool.clone(),
+        backlog.map(|b| b.from),
+    ));
+    let sink = Arc::new(FakeSink::default());
+    let guard = spawn(
+        buffer,
+        sink.clone(),
+        Arc::new(Quarantine::new(dir.join("quarantine"))),
+        Arc::new(Stats::default()),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let expected = encoded(20..30);
+    assert!(eventually(Duration::from_secs(10), || {
+        sink.rows_written.load(Relaxed) >= 10
+    }));
+    assert!(guard.shutdown(Instant::now()).is_clean());
+    writer.stop();
+    assert_eq!(
+        *sink.written.lock(),
+        expected,
+        "only the third record's rows"
+    );
+}
+
 /// A spool holding `requests` records of 5 rows each (sequences from 0), left by a
 /// "previous run"; returns the reopened spool, its writer and a buffer starting spilled.
 fn spool_with_backlog(

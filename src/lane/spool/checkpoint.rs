@@ -45,8 +45,16 @@ pub struct Checkpoint {
     /// A batch sent (maybe more than once) but not yet confirmed: replayed as exactly this
     /// range, so the retry carries the same token.
     pub begun: Option<Range<u64>>,
-    /// Rows of the begun batch (by index) already stored or quarantined: a replay skips
-    /// them, so servers without deduplication tokens do not store them twice either.
+    /// Records of the begun batch whose rows are all stored or quarantined, by where they
+    /// start (bytes from the batch's start): a replay skips them, so servers without
+    /// deduplication tokens do not store them twice either. By position, not by row index,
+    /// so a record damaged since does not shift the others' marks.
+    pub done_records: Vec<Range<u64>>,
+    /// Rows of one record of the begun batch (the record's start, bytes from the batch's
+    /// start; the rows by index within the record) stored or quarantined.
+    pub done_rows: Vec<(u64, Range<usize>)>,
+    /// Rows of the begun batch by index, as files written before marks were positions
+    /// hold them (read, and kept until the batch is confirmed).
     pub done: Vec<Range<usize>>,
 }
 
@@ -58,8 +66,15 @@ impl Checkpoint {
             folder,
             confirmed: 0,
             begun: None,
+            done_records: Vec::new(),
+            done_rows: Vec::new(),
             done: Vec::new(),
         }
+    }
+
+    /// Whether any row of the begun batch is marked done.
+    pub fn any_done(&self) -> bool {
+        !(self.done_records.is_empty() && self.done_rows.is_empty() && self.done.is_empty())
     }
 
     /// Parses one slot's (or the v1 file's) text; `None` if it is not an intact checkpoint.
@@ -79,6 +94,8 @@ impl Checkpoint {
             folder: 0,
             confirmed: 0,
             begun: None,
+            done_records: Vec::new(),
+            done_rows: Vec::new(),
             done: Vec::new(),
         };
         for line in lines {
@@ -96,6 +113,22 @@ impl Checkpoint {
                     for range in value.split(',') {
                         let (a, b) = range.split_once('-')?;
                         checkpoint.done.push(a.parse().ok()?..b.parse().ok()?);
+                    }
+                }
+                "done-records" => {
+                    for range in value.split(',') {
+                        let (a, b) = range.split_once('-')?;
+                        checkpoint
+                            .done_records
+                            .push(a.parse().ok()?..b.parse().ok()?);
+                    }
+                }
+                "done-rows" => {
+                    for mark in value.split(',') {
+                        let (at, range) = mark.split_once(':')?;
+                        let (a, b) = range.split_once('-')?;
+                        let rows = a.parse().ok()?..b.parse().ok()?;
+                        checkpoint.done_rows.push((at.parse().ok()?, rows));
                     }
                 }
                 _ => return None,
@@ -120,16 +153,32 @@ impl Checkpoint {
                 .collect();
             body.push_str(&format!("\ndone {}", done.join(",")));
         }
+        if !self.done_records.is_empty() {
+            let done: Vec<String> = coalesce(&self.done_records)
+                .iter()
+                .map(|r| format!("{}-{}", r.start, r.end))
+                .collect();
+            body.push_str(&format!("\ndone-records {}", done.join(",")));
+        }
+        if !self.done_rows.is_empty() {
+            let mut marks = self.done_rows.clone();
+            marks.sort_by_key(|(at, rows)| (*at, rows.start));
+            let done: Vec<String> = marks
+                .iter()
+                .map(|(at, r)| format!("{at}:{}-{}", r.start, r.end))
+                .collect();
+            body.push_str(&format!("\ndone-rows {}", done.join(",")));
+        }
         let crc = crc32fast::hash(body.as_bytes());
         format!("{body}\ncrc {crc:08x}\n")
     }
 }
 
 /// `ranges` sorted, with touching or overlapping ones merged.
-fn coalesce(ranges: &[Range<usize>]) -> Vec<Range<usize>> {
+pub fn coalesce<T: Ord + Copy>(ranges: &[Range<T>]) -> Vec<Range<T>> {
     let mut sorted = ranges.to_vec();
     sorted.sort_by_key(|r| r.start);
-    let mut out: Vec<Range<usize>> = Vec::with_capacity(sorted.len());
+    let mut out: Vec<Range<T>> = Vec::with_capacity(sorted.len());
     for r in sorted {
         match out.last_mut() {
             Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
@@ -284,11 +333,15 @@ mod tests {
         c.confirmed = 1234;
         c.begun = Some(1234..5678);
         c.done = vec![0..10, 20..25, 10..15];
+        c.done_records = vec![300..400, 0..100, 100..200];
+        c.done_rows = vec![(200, 3..7), (200, 0..2)];
         file.store(&c).unwrap();
         drop(file);
         let (mut file, back) = CheckpointFile::open(&dir).unwrap();
         let mut expected = c.clone();
         expected.done = vec![0..15, 20..25];
+        expected.done_records = vec![0..200, 300..400];
+        expected.done_rows = vec![(200, 0..2), (200, 3..7)];
         assert_eq!(back, Some(expected.clone()));
 
         // An update torn mid-write (a flipped byte in the slot it was writing): the other

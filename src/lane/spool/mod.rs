@@ -146,6 +146,8 @@ pub struct Spool {
     /// `503`, nothing reads them, and the flusher sends a range holding one from disk, not
     /// from memory. One per failure; those the checkpoint has passed are dropped.
     holes: Mutex<Vec<Range<u64>>>,
+    /// The begun batch's records, once read for its done marks.
+    layout: Mutex<Option<(Range<u64>, Layout)>>,
     /// Whether `holes` holds any: the requests' and the flusher's checks take its lock
     /// only then (never, unless a write has failed).
     any_holes: AtomicBool,
@@ -333,6 +335,7 @@ impl Spool {
             dead: OnceLock::new(),
             any_holes: AtomicBool::new(!holes.is_empty()),
             holes: Mutex::new(holes),
+            layout: Mutex::new(None),
             confirmed: AtomicU64::new(backlog.map_or(start, |b| b.from)),
             oldest: AtomicU64::new(starts[0]),
             disk_max,
@@ -521,6 +524,8 @@ impl Spool {
         let next = Checkpoint {
             confirmed: c.confirmed.max(range.start),
             begun: Some(range),
+            done_records: Vec::new(),
+            done_rows: Vec::new(),
             done: Vec::new(),
             ..c.clone()
         };
@@ -535,21 +540,76 @@ impl Spool {
         Ok(false)
     }
 
-    /// The rows of batch `range` already done, if it is the begun batch (a replay).
-    pub fn done(&self, range: &Range<u64>) -> Vec<Range<usize>> {
-        let books = self.checkpoint.lock();
-        match &books.state.begun {
-            Some(begun) if begun == range => books.state.done.clone(),
-            _ => Vec::new(),
+    /// The rows of batch `range` already done, by index in the batch as it reads now, if it
+    /// is the begun batch (a replay). The marks are kept by record position: a record
+    /// damaged since leaves the others' marks where they were.
+    pub fn done(&self, range: &Range<u64>) -> io::Result<Vec<Range<usize>>> {
+        let state = {
+            let books = self.checkpoint.lock();
+            match &books.state.begun {
+                Some(begun) if begun == range && books.state.any_done() => books.state.clone(),
+                _ => return Ok(Vec::new()),
+            }
+        };
+        let mut done = state.done.clone();
+        let mut first = 0;
+        for (at, _, n) in self.layout(range)? {
+            let offset = at - range.start;
+            if state.done_records.iter().any(|r| r.contains(&offset)) {
+                done.push(first..first + n);
+            }
+            for (_, rows) in state.done_rows.iter().filter(|(o, _)| *o == offset) {
+                done.push(first + rows.start.min(n)..first + rows.end.min(n));
+            }
+            first += n;
         }
+        Ok(checkpoint::coalesce(&done))
     }
 
-    /// Records that rows `rows` of the begun batch are stored (or quarantined).
+    /// Records that rows `rows` (by index in the begun batch as it reads now) are stored
+    /// (or quarantined): kept as the records they belong to.
     pub fn mark_done(&self, rows: Range<usize>) -> io::Result<()> {
+        let Some(begun) = self.checkpoint.lock().state.begun.clone() else {
+            return Ok(());
+        };
+        let layout = self.layout(&begun)?;
         let mut books = self.checkpoint.lock();
+        if books.state.begun.as_ref() != Some(&begun) {
+            return Ok(());
+        }
         let mut next = books.state.clone();
-        next.done.push(rows);
+        let mut first = 0;
+        for (at, len, n) in layout {
+            let offset = at - begun.start;
+            let (a, b) = (rows.start.max(first), rows.end.min(first + n));
+            if a == first && b == first + n && n > 0 {
+                next.done_records.push(offset..offset + len);
+            } else if a < b {
+                next.done_rows.push((offset, a - first..b - first));
+            }
+            first += n;
+        }
+        next.done_records = checkpoint::coalesce(&next.done_records);
         self.store(&mut books, next)
+    }
+
+    /// Where each record of batch `range` starts, its length and its rows, as the batch
+    /// reads now (a damaged record is not there): read once per batch and remembered.
+    fn layout(&self, range: &Range<u64>) -> io::Result<Layout> {
+        if let Some((known, layout)) = &*self.layout.lock()
+            && known == range
+        {
+            return Ok(layout.clone());
+        }
+        let mut rows = Rows::default();
+        let limits = ReadLimits {
+            until: range.end,
+            max_rows: usize::MAX,
+            max_bytes: usize::MAX,
+        };
+        let chunk = self.read(range.start, limits, &mut rows)?;
+        *self.layout.lock() = Some((range.clone(), chunk.records.clone()));
+        Ok(chunk.records)
     }
 
     /// Records that ClickHouse has everything before `end`, then deletes whole segment
@@ -560,6 +620,8 @@ impl Spool {
             let next = Checkpoint {
                 confirmed: end,
                 begun: None,
+                done_records: Vec::new(),
+                done_rows: Vec::new(),
                 done: Vec::new(),
                 ..books.state.clone()
             };
@@ -648,6 +710,9 @@ impl Spool {
         segments::read(&self.dir, &spans, from, limits, rows)
     }
 }
+
+/// A batch's records as they read: where each starts, its length and how many rows it holds.
+type Layout = Vec<(u64, u64, usize)>;
 
 /// Removes `path`; already gone counts as done.
 fn remove_if_present(path: &Path) -> io::Result<()> {

@@ -54,6 +54,8 @@ pub struct Chunk {
     pub oldest_ms: u64,
     /// Damage skipped on the way, one line each, for the log.
     pub skipped: Vec<String>,
+    /// Each record read: where it starts, its length and how many rows it held.
+    pub records: Vec<(u64, u64, usize)>,
 }
 
 /// How much one read may gather.
@@ -101,11 +103,15 @@ pub fn read(
             read_at(&file, offset, want, &mut buf)?;
             let mut at = 0;
             loop {
+                let before = rows.len();
                 match record::decode(&buf[at..], rows) {
                     Ok(r) => {
                         if chunk.oldest_ms == 0 {
                             chunk.oldest_ms = r.written_at_ms;
                         }
+                        chunk
+                            .records
+                            .push((chunk.end, r.len as u64, rows.len() - before));
                         at += r.len;
                         chunk.end += r.len as u64;
                         if chunk.end >= end
