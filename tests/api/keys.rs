@@ -403,3 +403,64 @@ async fn in_disk_mode_an_idempotent_resend_after_a_restart_stores_nothing() {
         "only the new event after the restart"
     );
 }
+
+/// `SIGHUP` reads `CONFIG_FILE` again even when nothing about the file looks changed (a
+/// new file of the same size and time, as a configuration tool may leave it): the new key
+/// works after the signal, not before.
+#[tokio::test]
+async fn sighup_reads_the_config_file_again() {
+    let old = "[[keys]]\nname = \"app\"\nsecret = \"sk-first-1\"\n";
+    let new = "[[keys]]\nname = \"app\"\nsecret = \"sk-later-2\"\n";
+    assert_eq!(old.len(), new.len());
+    let file = ConfigFile::new(old);
+    // A file holding the config file's time, to set it back after the edit.
+    let reference = file.0.path().join("reference");
+    let touch = |from: &str, to: &str| {
+        let status = std::process::Command::new("touch")
+            .args(["-r", from, to])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    std::fs::write(&reference, "").unwrap();
+    touch(&file.path(), reference.to_str().unwrap());
+    let database = crate::helpers::unique_database();
+    let (child, address) =
+        crate::process::start_binary(&database, &[("CONFIG_FILE", &file.path())]).await;
+    let post = |key: &'static str| {
+        let address = address.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{address}/v1/events"))
+                .header("x-api-key", key)
+                .body(batch(0, 1))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(post("sk-first-1").await, 200);
+    // Replaced by a file of the same size and time (renamed over it at once, so the file
+    // watcher never sees another time or size).
+    let replacement = file.0.path().join("replacement");
+    std::fs::write(&replacement, new).unwrap();
+    touch(reference.to_str().unwrap(), replacement.to_str().unwrap());
+    std::fs::rename(&replacement, file.path()).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        post("sk-later-2").await,
+        401,
+        "not read again before the signal"
+    );
+    crate::process::signal(&child, "HUP");
+    within(PATIENCE, async {
+        while post("sk-later-2").await != 200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(post("sk-first-1").await, 401);
+    let (status, _) = crate::process::stop_with(child, "TERM").await;
+    assert!(status.success());
+}
