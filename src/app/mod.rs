@@ -191,6 +191,11 @@ impl Application {
         let mut all = vec![events];
         all.extend(tables::read_tables(&config, &stats, &table_settings).await?);
         let (tables, storages, table_sinks) = start_tables(&config, all)?;
+        tables::watch_table_settings(
+            &config,
+            table_settings,
+            table_sinks.iter().map(TableSink::state).collect(),
+        );
         let refresher = match table_sinks.is_empty() {
             true => None,
             false => Some(Refresher::spawn(table_sinks, config.schema_refresh_secs)?),
@@ -364,10 +369,6 @@ fn key_ring(config: &Config, stats: &Stats) -> Result<Arc<KeyRing>, StartupError
         return Ok(ring);
     }
     let watched = Arc::downgrade(&ring);
-    // `[[tables]]` is read at start-up only: a change to it is said, not silently ignored.
-    let mut tables = FileSettings::read(&path)
-        .map(|s| s.tables)
-        .unwrap_or_default();
     watch_files(vec![path.clone()], move || {
         // Gone with the application.
         let Some(ring) = watched.upgrade() else {
@@ -376,14 +377,6 @@ fn key_ring(config: &Config, stats: &Stats) -> Result<Arc<KeyRing>, StartupError
         match FileSettings::read(&path) {
             Ok(settings) => {
                 ring.replace(&[env_keys.clone(), key_specs(&settings)].concat());
-                if settings.tables != tables {
-                    log::warn!(
-                        "{}: [[tables]] changed; tables read their settings at start-up: \
-                         restart to apply",
-                        path.display()
-                    );
-                    tables = settings.tables.clone();
-                }
                 log::info!(
                     "{}: read again; {} keys",
                     path.display(),

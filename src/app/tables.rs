@@ -18,7 +18,7 @@ use crate::lane::ingest::{Buffered, Direct, Discard, Lane, Sharded};
 use crate::lane::quarantine::Quarantine;
 use crate::lane::shard::{RowKeys, Sharder};
 use crate::sink::TAG_BYTES;
-use crate::sink::{HostState, ReplicaSet, TableSink};
+use crate::sink::{HostState, ReplicaSet, TableSink, TableState};
 use crate::stats::{LaneStats, Stats, TableStats};
 use crate::table::TableSettings;
 
@@ -60,6 +60,57 @@ pub(super) fn events_table(
         hosts: Vec::new(),
         name,
     })
+}
+
+/// With a `CONFIG_FILE`: reads its `[[tables]]` again when it changes (or on `SIGHUP`) and
+/// gives each table of `INGEST_TABLES` (`states`) its new settings, used from the table's
+/// next reading. A file or a setting that does not fit is said in the log and the settings
+/// in use stay; the events table's settings apply at the next start.
+pub(super) fn watch_table_settings(
+    config: &Config,
+    initial: HashMap<String, TableSettings>,
+    states: Vec<Arc<TableState>>,
+) {
+    if config.config_file.is_empty() {
+        return;
+    }
+    let config = config.clone();
+    let events = initial.get(&config.clickhouse_table).cloned();
+    let path = PathBuf::from(&config.config_file);
+    super::watch_files(vec![path], move || {
+        let settings = match table_settings(&config) {
+            Ok(settings) => settings,
+            Err(why) => {
+                log::warn!("CONFIG_FILE [[tables]] not applied, the settings in use stay: {why}");
+                return true;
+            }
+        };
+        if settings.get(&config.clickhouse_table) != events.as_ref() {
+            log::warn!(
+                "CONFIG_FILE [[tables]] {}: the events table's settings apply at the next start",
+                config.clickhouse_table
+            );
+        }
+        let target = |name: &str| match name.contains('.') {
+            true => name.to_string(),
+            false => format!("{}.{name}", config.clickhouse_name),
+        };
+        for state in &states {
+            let new = (settings.iter())
+                .find(|(name, _)| target(name) == state.target)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default();
+            match state.replace_settings(new) {
+                Ok(true) => log::info!(
+                    "CONFIG_FILE [[tables]] {}: new settings, used from its next reading",
+                    state.target
+                ),
+                Ok(false) => {}
+                Err(why) => log::warn!("CONFIG_FILE [[tables]] not applied: {why}"),
+            }
+        }
+        true
+    });
 }
 
 /// `CONFIG_FILE`'s `[[tables]]`, by table name; a name that is not a table the service

@@ -152,7 +152,10 @@ pub struct TableState {
     /// How the current list's inserts are encoded and sorted (`/v1/health`).
     format_info: Mutex<Option<FormatInfo>>,
     /// How the table's events are read (`CONFIG_FILE`'s `[[tables]]`).
-    settings: TableSettings,
+    settings: Mutex<TableSettings>,
+    /// A read table's columns as last read, before its settings: what new settings are
+    /// checked against.
+    base: Mutex<Option<TableSchema>>,
     /// Why the table's settings do not fit its columns, when they did not last time read.
     setting_problem: Mutex<Option<String>>,
 }
@@ -177,6 +180,35 @@ impl crate::table::Columns for TableState {
 }
 
 impl TableState {
+    /// Takes new settings for the table (`CONFIG_FILE` read again): checked against its
+    /// columns as last read and used from the next reading of the table (within
+    /// `SCHEMA_REFRESH_SECS`). `Ok(false)`: nothing changed. A setting the columns cannot
+    /// take, or one read at start-up only (the events table's, the server-filled columns'
+    /// names), is refused and the settings in use stay.
+    pub fn replace_settings(&self, new: TableSettings) -> Result<bool, String> {
+        let mut settings = self.settings.lock();
+        if *settings == new {
+            return Ok(false);
+        }
+        if self.owned.is_some()
+            || settings.server_time_column != new.server_time_column
+            || settings.client_ip_column != new.client_ip_column
+        {
+            return Err(format!(
+                "{}: this change applies at the next start (the events table's settings and \
+                 the server-filled columns' names are read at start-up)",
+                self.target
+            ));
+        }
+        if let Some(base) = &*self.base.lock() {
+            base.clone()
+                .with_settings(&new)
+                .map_err(|e| e.to_string())?;
+        }
+        *settings = new;
+        Ok(true)
+    }
+
     /// Why the table's settings (`[[tables]]`) do not fit its columns, if they did not
     /// when it was last read.
     pub fn setting_problem(&self) -> Option<String> {
@@ -366,7 +398,8 @@ impl TableSink {
                 server: Mutex::new(None),
                 deduplication: Mutex::new(None),
                 format_info: Mutex::new(None),
-                settings: TableSettings::default(),
+                settings: Mutex::new(TableSettings::default()),
+                base: Mutex::new(None),
                 setting_problem: Mutex::new(None),
             }),
         }
@@ -395,7 +428,7 @@ impl TableSink {
             state.known.get_mut().insert(FIXED, loaded.clone());
             *state.current.get_mut() = Ok(loaded);
         }
-        state.settings = settings;
+        *state.settings.get_mut() = settings;
         Ok(self)
     }
 
@@ -611,14 +644,23 @@ impl TableSink {
         let mut current = self.state.current.lock();
         match result {
             Ok(loaded) => {
+                // The same columns read another way (the table's settings changed) replace
+                // the list under its tag: the rows' bytes are laid out the same.
+                let reread = current.as_ref().is_ok_and(|c| c.schema != loaded.schema);
                 let changed = current
                     .as_ref()
-                    .map_or(true, |c| c.tag != loaded.tag || c.write.is_none());
+                    .map_or(true, |c| c.tag != loaded.tag || c.write.is_none())
+                    || reread;
                 if changed || fixed {
                     let known = &mut *self.state.known.lock();
                     let loaded = match fixed {
                         // The same fixed list, written after what was read now.
                         true => {
+                            let loaded = Arc::new(loaded);
+                            known.insert(loaded.tag, loaded.clone());
+                            loaded
+                        }
+                        false if reread => {
                             let loaded = Arc::new(loaded);
                             known.insert(loaded.tag, loaded.clone());
                             loaded
@@ -930,7 +972,11 @@ impl TableSink {
                     false => schema,
                 })
                 .map(|schema| schema.with_time_range(definition.time_range))
-                .and_then(|schema| Ok(schema.with_settings(&self.state.settings)?))
+                .and_then(|schema| {
+                    *self.state.base.lock() = Some(schema.clone());
+                    let settings = self.state.settings.lock().clone();
+                    Ok(schema.with_settings(&settings)?)
+                })
                 .map_err(|e| match e {
                     SchemaError::Missing(_) => missing(target),
                     SchemaError::Setting(e) => {

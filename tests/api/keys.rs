@@ -27,7 +27,7 @@ impl ConfigFile {
     }
 
     /// Replaces the file as an editor would (a new file renamed over the old one).
-    fn rewrite(&self, toml: &str) {
+    pub(crate) fn rewrite(&self, toml: &str) {
         let tmp = self.0.path().join("new.toml");
         std::fs::write(&tmp, toml).unwrap();
         std::fs::rename(&tmp, self.path()).unwrap();

@@ -296,3 +296,66 @@ async fn a_json_column_stores_what_the_servers_own_parse_of_the_text_stores() {
     );
     app.stop().await;
 }
+
+/// A table's `[[tables]]` entry is read again when `CONFIG_FILE` changes: a new path is
+/// used from the table's next reading, without a restart; a setting the table cannot take
+/// is refused and the settings in use stay.
+#[tokio::test]
+async fn changed_settings_are_used_without_a_restart_and_bad_ones_are_refused() {
+    let database = unique_database();
+    table_with(&database, "pages", "n UInt32, url String").await;
+    let entry =
+        |path: &str| format!("[[tables]]\nname = \"pages\"\npaths = {{ url = \"{path}\" }}\n");
+    let file = ConfigFile::new(&entry("page.url"));
+    let app = spawn_app_in(
+        &database,
+        &[
+            ("INGEST_TABLES", "pages"),
+            ("CONFIG_FILE", &file.path()),
+            ("SCHEMA_REFRESH_SECS", "1"),
+        ],
+    )
+    .await;
+    let send = |n: u32| {
+        let address = app.address.clone();
+        async move {
+            let body = json!([{"n": n, "page": {"url": "old", "href": "new"}}]);
+            reqwest::Client::new()
+                .post(format!("{address}/v1/tables/pages"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(send(0).await, 200);
+    // A path into a column the table lacks: refused, the settings in use stay.
+    file.rewrite(&entry("page.href").replace("url = ", "missing = "));
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(send(1).await, 200);
+    file.rewrite(&entry("page.href"));
+    let mut n = 2;
+    crate::helpers::within(crate::helpers::PATIENCE, async {
+        loop {
+            assert_eq!(send(n).await, 200);
+            wait_for(&database, "pages", u64::from(n) + 1).await;
+            let url = clickhouse(&format!(
+                "SELECT url FROM `{database}`.pages WHERE n = {n} FORMAT TabSeparated"
+            ))
+            .await;
+            if url.trim() == "new" {
+                return;
+            }
+            n += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let before = clickhouse(&format!(
+        "SELECT n, url FROM `{database}`.pages WHERE n < 2 ORDER BY n FORMAT TabSeparated"
+    ))
+    .await;
+    assert_eq!(before, "0\told\n1\told\n");
+    app.stop().await;
+}
