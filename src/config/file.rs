@@ -2,7 +2,7 @@
 //! start-up and again when it changes: the API keys (`[[keys]]`), each with a name, its
 //! secret (or the secret's SHA-256), a role, the tables it may write, the page origins a
 //! browser key is used from, and a rate; and per-table settings (`[[tables]]`: nested
-//! fields into columns, a column for the rest, the `User-Agent`), read at start-up.
+//! fields into columns, a column for the rest, the `User-Agent`), read at start-up and again on change (the events table's at start-up only).
 //!
 //! ```toml
 //! [[keys]]
@@ -39,7 +39,7 @@ pub struct FileSettings {
     pub tables: Vec<TableEntry>,
 }
 
-/// One `[[tables]]` entry: how one table's events are read. Read at start-up.
+/// One `[[tables]]` entry: how one table's events are read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableEntry {
