@@ -2,7 +2,8 @@
 //! start-up and again when it changes: the API keys (`[[keys]]`), each with a name, its
 //! secret (or the secret's SHA-256), a role, the tables it may write, the page origins a
 //! browser key is used from, and a rate; and per-table settings (`[[tables]]`: nested
-//! fields into columns, a column for the rest, the `User-Agent`), read at start-up and again on change (the events table's at start-up only).
+//! fields into columns, a column for the rest, the `User-Agent`; the events table's are
+//! read at start-up only).
 //!
 //! ```toml
 //! [[keys]]
