@@ -5,7 +5,8 @@
 //! for word; the tables of `INGEST_TABLES` have none.
 //!
 //! A JSON field fills the column of the same name; fields the table lacks are counted and
-//! ignored. A missing field or a `null` for a non-`Nullable` column takes the column's
+//! ignored, unless the table's settings ([`settings`]) read nested fields into columns or
+//! keep the rest in one column (`paths`), or fill columns from the `User-Agent`. A missing field or a `null` for a non-`Nullable` column takes the column's
 //! default as far as the gateway can compute it: a literal `DEFAULT` (`0`, `'web'`),
 //! `now()`, else the type's zero value (see the README: RowBinary and Native carry no
 //! per-row "use the default" flag on the servers this writes to). `MATERIALIZED`, `ALIAS`
