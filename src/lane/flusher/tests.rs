@@ -447,53 +447,17 @@ fn a_replayed_batch_accepted_whole_never_resends_the_rows_marked_done() {
 }
 
 fn replay_skips_done_rows(probing: bool, still_bad: bool) {
-    use crate::lane::spool::{self, Spool, WriterGuard};
     let dir_tmp = tempfile::tempdir().expect("temp dir");
     let dir = dir_tmp.path().join("replay");
-    let limits = Limits {
-        swap_events: 1_000,
-        flush_interval: Duration::from_millis(50),
-        min_interval: Duration::ZERO,
-        max_bytes: 1 << 26,
-        full_wait: Duration::ZERO,
-    };
     // A first run sent rows 0..32 as one batch: ClickHouse refused it (row 20 is bad), the
     // first half went in, and the process died.
-    {
-        let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
-        let spool = Arc::new(spool);
-        let writer = WriterGuard::spawn(spool.clone()).unwrap();
-        let framed = spool::frame(&testing::rows(0..32));
-        let span = spool.reserve(&framed).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(spool.wait_durable(span.end)).unwrap();
-        spool.begin(span).unwrap();
-        spool.mark_done(0..16).unwrap();
-        writer.stop();
-    }
-    let (spool, backlog) = Spool::open(&dir, 1 << 30).unwrap();
-    let spool = Arc::new(spool);
-    let writer = WriterGuard::spawn(spool.clone()).unwrap();
-    let buffer = Arc::new(DoubleBuffer::with_spool(
-        limits,
-        spool.clone(),
-        backlog.map(|b| b.from),
-    ));
+    first_run(&dir, &[0..32], 0..16);
     let sink = Arc::new(FakeSink {
         poison: still_bad.then(|| encoded([20])),
         probes: probing.then(|| AtomicUsize::new(0)),
         ..FakeSink::default()
     });
-    let guard = spawn(
-        buffer,
-        sink.clone(),
-        Arc::new(Quarantine::new(dir.join("quarantine"))),
-        Arc::new(Stats::default()),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let (guard, writer) = replay_run(&dir, sink.clone());
     let expected = match still_bad {
         true => encoded((16..32).filter(|&n| n != 20)),
         false => encoded(16..32),
@@ -516,37 +480,11 @@ fn replay_skips_done_rows(probing: bool, still_bad: bool) {
 /// never stored.
 #[test]
 fn a_record_damaged_between_runs_does_not_shift_the_rows_marked_done() {
-    use crate::lane::spool::{self, Spool, WriterGuard};
     let dir_tmp = tempfile::tempdir().expect("temp dir");
     let dir = dir_tmp.path().join("replay");
-    let limits = Limits {
-        swap_events: 1_000,
-        flush_interval: Duration::from_millis(50),
-        min_interval: Duration::ZERO,
-        max_bytes: 1 << 26,
-        full_wait: Duration::ZERO,
-    };
     // A first run: three records of ten rows begun as one batch; the second record's rows
     // were stored, then the process died.
-    let first_record = {
-        let (spool, _) = Spool::open(&dir, 1 << 30).unwrap();
-        let spool = Arc::new(spool);
-        let writer = WriterGuard::spawn(spool.clone()).unwrap();
-        let spans: Vec<_> = (0..3)
-            .map(|r| {
-                let framed = spool::frame(&testing::rows(r * 10..r * 10 + 10));
-                spool.reserve(&framed).unwrap()
-            })
-            .collect();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(spool.wait_durable(spans[2].end)).unwrap();
-        spool.begin(spans[0].start..spans[2].end).unwrap();
-        spool.mark_done(10..20).unwrap();
-        writer.stop();
-        spans[0].clone()
-    };
+    let spans = first_run(&dir, &[0..10, 10..20, 20..30], 10..20);
     // The first record is damaged on disk since.
     let segment = std::fs::read_dir(&dir)
         .unwrap()
@@ -554,27 +492,12 @@ fn a_record_damaged_between_runs_does_not_shift_the_rows_marked_done() {
         .find(|p| p.extension().is_some_and(|e| e == "seg"))
         .unwrap();
     let mut bytes = std::fs::read(&segment).unwrap();
-    let middle = (first_record.start + (first_record.end - first_record.start) / 2) as usize;
+    let middle = (spans[0].start + (spans[0].end - spans[0].start) / 2) as usize;
     bytes[middle] ^= 0xff;
     std::fs::write(&segment, &bytes).unwrap();
 
-    let (spool, backlog) = Spool::open(&dir, 1 << 30).unwrap();
-    let spool = Arc::new(spool);
-    let writer = WriterGuard::spawn(spool.clone()).unwrap();
-    let buffer = Arc::new(DoubleBuffer::with_spool(
-        limits,
-        spool.clone(),
-        backlog.map(|b| b.from),
-    ));
     let sink = Arc::new(FakeSink::default());
-    let guard = spawn(
-        buffer,
-        sink.clone(),
-        Arc::new(Quarantine::new(dir.join("quarantine"))),
-        Arc::new(Stats::default()),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let (guard, writer) = replay_run(&dir, sink.clone());
     let expected = encoded(20..30);
     assert!(eventually(Duration::from_secs(10), || {
         sink.rows_written.load(Relaxed) >= 10
@@ -586,6 +509,67 @@ fn a_record_damaged_between_runs_does_not_shift_the_rows_marked_done() {
         expected,
         "only the third record's rows"
     );
+}
+
+/// A "previous run" in `dir`: one record per range of `records`, begun as one batch, rows
+/// `done` of it stored; returns each record's span.
+fn first_run(
+    dir: &std::path::Path,
+    records: &[std::ops::Range<u32>],
+    done: std::ops::Range<usize>,
+) -> Vec<std::ops::Range<u64>> {
+    use crate::lane::spool::{self, Spool, WriterGuard};
+    let (spool, _) = Spool::open(dir, 1 << 30).unwrap();
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    let spans: Vec<_> = (records.iter())
+        .map(|r| {
+            spool
+                .reserve(&spool::frame(&testing::rows(r.clone())))
+                .unwrap()
+        })
+        .collect();
+    let end = spans.last().expect("a record").end;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(spool.wait_durable(end)).unwrap();
+    spool.begin(spans[0].start..end).unwrap();
+    spool.mark_done(done).unwrap();
+    writer.stop();
+    spans
+}
+
+/// The next run over `dir`'s spool: its flusher replays the begun batch into `sink`.
+fn replay_run(
+    dir: &std::path::Path,
+    sink: Arc<FakeSink>,
+) -> (super::FlusherGuard, crate::lane::spool::WriterGuard) {
+    use crate::lane::spool::{Spool, WriterGuard};
+    let limits = Limits {
+        swap_events: 1_000,
+        flush_interval: Duration::from_millis(50),
+        min_interval: Duration::ZERO,
+        max_bytes: 1 << 26,
+        full_wait: Duration::ZERO,
+    };
+    let (spool, backlog) = Spool::open(dir, 1 << 30).unwrap();
+    let spool = Arc::new(spool);
+    let writer = WriterGuard::spawn(spool.clone()).unwrap();
+    let buffer = Arc::new(DoubleBuffer::with_spool(
+        limits,
+        spool,
+        backlog.map(|b| b.from),
+    ));
+    let guard = spawn(
+        buffer,
+        sink,
+        Arc::new(Quarantine::new(dir.join("quarantine"))),
+        Arc::new(Stats::default()),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    (guard, writer)
 }
 
 /// A spool holding `requests` records of 5 rows each (sequences from 0), left by a
