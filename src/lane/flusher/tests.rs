@@ -451,7 +451,8 @@ fn replay_skips_done_rows(probing: bool, still_bad: bool) {
     let dir = dir_tmp.path().join("replay");
     // A first run sent rows 0..32 as one batch: ClickHouse refused it (row 20 is bad), the
     // first half went in, and the process died.
-    first_run(&dir, &[0..32], 0..16);
+    let whole = 0..32;
+    first_run(&dir, std::slice::from_ref(&whole), 0..16);
     let sink = Arc::new(FakeSink {
         poison: still_bad.then(|| encoded([20])),
         probes: probing.then(|| AtomicUsize::new(0)),
