@@ -2,15 +2,38 @@
 
 use serde_json::{Value as Json, json};
 
-use super::TableSchema;
 use super::encode::type_name;
+use super::paths::Step;
+use super::settings::parse_path;
+use super::{Fill, TableSchema};
 use crate::format::{Scalar, Shape};
 
 /// The JSON Schema of one event object for `schema`'s table: one property per column a
-/// client fills (server-filled ones are described as such and ignored if sent).
+/// client fills (server-filled ones are described as such and ignored if sent), a column
+/// filled by a path where the path leads, and the rest column's fields as
+/// `additionalProperties`.
 pub fn json_schema(schema: &TableSchema) -> Json {
     let mut properties = serde_json::Map::new();
+    let mut rest = None;
     for column in schema.columns() {
+        if let Fill::Rest(_) = column.fill {
+            rest = Some(column.name.clone());
+            continue;
+        }
+        if column.field != column.name
+            && let Ok(steps) = parse_path(&column.field)
+        {
+            let mut property = shape_schema(&column.shape);
+            if let Some(object) = property.as_object_mut() {
+                let description = format!(
+                    "column `{}` (`{}`); missing or null: the column's default",
+                    column.name, column.type_name
+                );
+                object.insert("description".into(), json!(description));
+            }
+            place(&mut properties, &steps, property);
+            continue;
+        }
         let mut property = shape_schema(&column.shape);
         if let Some(object) = property.as_object_mut() {
             let description = if schema.is_client_field(column) {
@@ -31,12 +54,49 @@ pub fn json_schema(schema: &TableSchema) -> Json {
         }
         properties.insert(column.name.clone(), property);
     }
-    json!({
+    let mut out = json!({
         "type": "object",
         "title": schema.table,
         "properties": properties,
         "additionalProperties": true,
-    })
+    });
+    if let Some(rest) = rest {
+        out["description"] = json!(format!(
+            "Fields no column and no path takes are kept in column `{rest}`."
+        ));
+    }
+    out
+}
+
+/// Puts `property` where the path `steps` leads inside `properties`, making the objects and
+/// arrays on the way.
+fn place(properties: &mut serde_json::Map<String, Json>, steps: &[Step], property: Json) {
+    let Some((Step::Key(key), below)) = steps.split_first() else {
+        return;
+    };
+    let slot = properties
+        .entry(key.clone())
+        .or_insert_with(|| json!({"type": "object", "properties": {}}));
+    let mut at = slot;
+    let mut below = below;
+    // Through array elements: `items[0].id` is an array of objects.
+    while let Some((Step::Index(_), rest)) = below.split_first() {
+        if at.get("items").is_none() {
+            *at = json!({"type": "array", "items": {"type": "object", "properties": {}}});
+        }
+        at = &mut at["items"];
+        below = rest;
+    }
+    if below.is_empty() {
+        *at = property;
+        return;
+    }
+    if at.get("properties").is_none() {
+        *at = json!({"type": "object", "properties": {}});
+    }
+    if let Some(inner) = at["properties"].as_object_mut() {
+        place(inner, below, property);
+    }
 }
 
 fn shape_schema(shape: &Shape) -> Json {

@@ -294,3 +294,30 @@ fn a_body_the_one_pass_gives_way_on_is_read_the_same_field_by_field() {
     assert_eq!(rows[0]["deep"], 2);
     assert_eq!(rows[0]["rest"], r#"{"a":{"c":"é\n"}}"#);
 }
+
+#[test]
+fn the_tables_json_schema_shows_nested_fields_where_their_paths_lead() {
+    let schema = json_schema(&shop("String"));
+    let properties = &schema["properties"];
+    assert_eq!(properties["event"]["type"], "string");
+    let url = &properties["context"]["properties"]["page"]["properties"]["url"];
+    assert_eq!(url["type"], "string", "{schema}");
+    assert!(url["description"].as_str().unwrap().contains("page_url"));
+    assert_eq!(
+        properties["properties"]["properties"]["price"]["type"],
+        "number"
+    );
+    assert_eq!(properties["items"]["type"], "array", "{schema}");
+    assert_eq!(
+        properties["items"]["items"]["properties"]["id"]["type"],
+        "string"
+    );
+    // Filled by paths, not by top-level fields of their names.
+    assert!(properties.get("page_url").is_none() && properties.get("sku").is_none());
+    assert!(
+        schema["description"]
+            .as_str()
+            .unwrap()
+            .contains("properties")
+    );
+}

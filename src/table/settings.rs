@@ -262,7 +262,7 @@ impl TableSettings {
 }
 
 /// The steps of a path: `context.page.url`, `items[0].id`, `matrix[1][2]`.
-fn parse_path(path: &str) -> Result<Vec<Step>, String> {
+pub(super) fn parse_path(path: &str) -> Result<Vec<Step>, String> {
     let bad = || {
         format!(
             "path {path:?}: field names joined by dots, each maybe followed by [index] \
