@@ -116,6 +116,43 @@ pub struct Args {
     /// a spool under the output folder before `200`).
     #[arg(long, default_value = "memory", value_parser = ["memory", "disk"])]
     durability: String,
+    /// event-ingest serves HTTPS (`TLS_CERT_FILE`/`TLS_KEY_FILE`: `server.crt`/`server.key`
+    /// of `--tls-dir`); the load generator connects over TLS, keeping its connections.
+    #[arg(long)]
+    listener_tls: bool,
+    /// event-ingest writes to ClickHouse over HTTPS (`https://` on `--clickhouse-https-port`,
+    /// trusting `ca.crt` of `--tls-dir`).
+    #[arg(long)]
+    clickhouse_tls: bool,
+    /// ClickHouse's HTTPS port (`make clickhouse` serves 8443).
+    #[arg(long, default_value_t = 8443)]
+    clickhouse_https_port: u16,
+    /// The test CA and the certificate for `localhost`/`127.0.0.1` that `make clickhouse`
+    /// makes (`ca.crt`, `server.crt`, `server.key`).
+    #[arg(long, env = "CLICKHOUSE_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Requests carry an API key (`X-Api-Key`): a key of `CONFIG_FILE` without a rate, or
+    /// with `--key-rate` events per second (a token bucket per key).
+    #[arg(long)]
+    api_key: bool,
+    /// With `--api-key`: the key's `events_per_second` (set it above the load to measure
+    /// the bucket's cost, not its refusals).
+    #[arg(long)]
+    key_rate: Option<u64>,
+}
+
+impl Args {
+    /// `--tls-dir`, or where `scripts/clickhouse.sh` keeps it.
+    fn tls_dir(&self) -> PathBuf {
+        self.tls_dir.clone().unwrap_or_else(|| {
+            let state = std::env::var_os("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/state")
+                });
+            state.join("event-ingest/clickhouse-tls")
+        })
+    }
 }
 
 /// One system × concurrency × body run.
@@ -237,6 +274,8 @@ const ALT_COLUMNS: &str = "client_time DateTime('UTC'), server_time DateTime('UT
 const ALT_ENGINE: &str = "ENGINE = MergeTree PARTITION BY toYYYYMM(server_time) \
      ORDER BY (event, toDate(server_time), device_id, server_time)";
 const LOW_CARDINALITY: &str = "allow_experimental_low_cardinality_type=1";
+/// The API key of `--api-key` runs.
+const LOAD_KEY: &str = "sk-loadtest-0123456789";
 
 fn main() {
     let args = Args::parse();
@@ -353,7 +392,22 @@ fn real_main(args: &Args) -> Result<bool, String> {
             .map(|b| (b.events, b.json_array_bytes, b.ndjson_bytes))
             .collect(),
         elapsed: started.elapsed(),
-        durability: args.durability.clone(),
+        durability: {
+            let mut modes = vec![args.durability.clone()];
+            if args.listener_tls {
+                modes.push("HTTPS on the listener (TLS_CERT_FILE)".into());
+            }
+            if args.clickhouse_tls {
+                modes.push("HTTPS to ClickHouse (CLICKHOUSE_HOST=https://...)".into());
+            }
+            if args.api_key {
+                modes.push(match args.key_rate {
+                    Some(rate) => format!("an API key limited to {rate} events/s"),
+                    None => "an API key without a limit".into(),
+                });
+            }
+            modes.join("`, with `")
+        },
     };
     let (markdown, all_pass) = report::markdown(&meta, &runs);
     let chart_path = chart::write(
@@ -484,17 +538,56 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
     cmd.env("APP_ENV", "prod")
         .env("HTTP_HOST", "127.0.0.1")
         .env("HTTP_PORT", port.to_string())
-        .env("CLICKHOUSE_HOST", &ctx.args.clickhouse_host)
-        .env("CLICKHOUSE_PORT", ctx.args.clickhouse_port.to_string())
         .env("CLICKHOUSE_NAME", &ctx.args.database)
         .env("CLICKHOUSE_TABLE", table)
         .env("BUFFER_MODE", mode)
         .env("DURABILITY", &ctx.args.durability)
         .env("SPOOL_DIR", ctx.logs.join(format!("{table}.spool")));
+    let tls = ctx.args.tls_dir();
+    match ctx.args.clickhouse_tls {
+        true => cmd
+            .env(
+                "CLICKHOUSE_HOST",
+                format!("https://{}", ctx.args.clickhouse_host),
+            )
+            .env(
+                "CLICKHOUSE_PORT",
+                ctx.args.clickhouse_https_port.to_string(),
+            )
+            .env("CLICKHOUSE_CA_FILE", tls.join("ca.crt")),
+        false => cmd
+            .env("CLICKHOUSE_HOST", &ctx.args.clickhouse_host)
+            .env("CLICKHOUSE_PORT", ctx.args.clickhouse_port.to_string()),
+    };
+    if ctx.args.listener_tls {
+        cmd.env("TLS_CERT_FILE", tls.join("server.crt"))
+            .env("TLS_KEY_FILE", tls.join("server.key"));
+    }
+    if ctx.args.api_key {
+        let rate = match ctx.args.key_rate {
+            Some(rate) => format!("events_per_second = {rate}\n"),
+            None => String::new(),
+        };
+        let file = ctx.logs.join(format!("{table}.keys.toml"));
+        std::fs::write(
+            &file,
+            format!("[[keys]]\nname = \"loadtest\"\nsecret = \"{LOAD_KEY}\"\n{rate}"),
+        )
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+        cmd.env("CONFIG_FILE", &file);
+    }
     let log = ctx.logs.join(format!("{table}.server.log"));
     let mut server = proc::spawn(cmd, run.system.name(), &log)?;
-    let base = format!("http://127.0.0.1:{port}");
-    let agent = http::agent(Duration::from_secs(5));
+    let (base, agent) = match ctx.args.listener_tls {
+        true => (
+            format!("https://127.0.0.1:{port}"),
+            http::agent_trusting_any(Duration::from_secs(5)),
+        ),
+        false => (
+            format!("http://127.0.0.1:{port}"),
+            http::agent(Duration::from_secs(5)),
+        ),
+    };
 
     // Ready once /v1/health answers 200: bounded, and noticing an early exit.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -532,6 +625,8 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
         url: &format!("{base}/v1/events"),
         body: &body.json_array,
         content_type: "application/json",
+        insecure: ctx.args.listener_tls,
+        key: ctx.args.api_key.then_some(LOAD_KEY),
         concurrency: run.concurrency,
         duration: ctx.duration,
         out_stem: ctx.logs.join(table),
@@ -617,6 +712,8 @@ fn run_clickhouse(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> R
         url: &url,
         body: &body.ndjson,
         content_type: "application/x-ndjson",
+        insecure: false,
+        key: None,
         concurrency: run.concurrency,
         duration: ctx.duration,
         out_stem: ctx.logs.join(table),

@@ -78,6 +78,10 @@ pub struct Load<'a> {
     pub url: &'a str,
     pub body: &'a Path,
     pub content_type: &'a str,
+    /// Accept the server's certificate unchecked (the test certificate of `--listener-tls`).
+    pub insecure: bool,
+    /// Sent as `X-Api-Key`.
+    pub key: Option<&'a str>,
     pub concurrency: usize,
     pub duration: Duration,
     /// Where oha's JSON and its log go: `<stem>.json`, `<stem>.log`.
@@ -102,6 +106,12 @@ pub fn run(load: &Load<'_>) -> Result<LoadResult, String> {
         .arg("-D")
         .arg(load.body)
         .args(["-t", "30s"])
+        .args(load.insecure.then_some("--insecure"))
+        .args(
+            load.key
+                .into_iter()
+                .flat_map(|k| ["-H".to_string(), format!("x-api-key: {k}")]),
+        )
         .arg(load.url)
         .env("NO_COLOR", "1");
     let mut child = proc::spawn(cmd, "oha", &log_path)?;

@@ -17,6 +17,21 @@ pub fn agent(timeout: Duration) -> Agent {
         .into()
 }
 
+/// [`agent`] for a service on this machine serving HTTPS with a test certificate: the
+/// certificate is not checked (the load generator does not check it either).
+pub fn agent_trusting_any(timeout: Duration) -> Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .disable_verification(true)
+        .build();
+    Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_idle_age(Duration::from_millis(1_000))
+        .tls_config(tls)
+        .build()
+        .into()
+}
+
 /// `GET url`: the status and body.
 pub fn get(agent: &Agent, url: &str) -> Result<(u16, String), String> {
     let mut resp = agent
