@@ -25,13 +25,15 @@ pub struct Panel {
     pub lines: Vec<Line>,
 }
 
-const COLORS: [(u8, u8, u8); 6] = [
+const COLORS: [(u8, u8, u8); 8] = [
     (31, 119, 180),
     (214, 39, 40),
     (44, 160, 44),
     (255, 127, 14),
     (148, 103, 189),
     (140, 86, 75),
+    (23, 190, 207),
+    (127, 127, 127),
 ];
 
 /// A sans-serif TrueType/OpenType font on this machine: `LOADTEST_FONT`, a few well-known

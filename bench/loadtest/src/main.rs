@@ -32,8 +32,13 @@ use crate::oha::LoadResult;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum System {
-    /// The release binary in `double` (buffered) mode.
+    /// The release binary in `double` (buffered) mode, `DURABILITY` from `--durability`.
     EventIngest,
+    /// The same with `DURABILITY=disk`: each request synced to the spool before its `200`.
+    EventIngestDisk,
+    /// A parse-only actix-web server (`parse-only`): the body read into plain `serde_json`
+    /// structs, `200`, nothing kept. What the whole pipeline's CPU is measured against.
+    ParseOnly,
     /// The same binary with `BUFFER_MODE=discard`: parse and validate only.
     BareParse,
     /// ClickHouse HTTP, `INSERT ... FORMAT JSONEachRow` into a `Buffer` table.
@@ -46,21 +51,46 @@ impl System {
     pub fn name(self) -> &'static str {
         match self {
             System::EventIngest => "event-ingest",
+            System::EventIngestDisk => "event-ingest-disk",
+            System::ParseOnly => "parse-only",
             System::BareParse => "bare-parse",
             System::ChBuffer => "ch-buffer",
             System::ChDirect => "ch-direct",
         }
     }
+    /// event-ingest, in either durability.
+    pub fn is_event_ingest(self) -> bool {
+        matches!(self, System::EventIngest | System::EventIngestDisk)
+    }
+    /// A server that only parses (stores nothing).
+    pub fn parses_only(self) -> bool {
+        matches!(self, System::BareParse | System::ParseOnly)
+    }
+    /// Its colour in the charts (the CPU chart's service/ClickHouse split uses 4 and 5).
+    pub fn color(self) -> usize {
+        match self {
+            System::EventIngest => 0,
+            System::BareParse => 1,
+            System::ChBuffer => 2,
+            System::ChDirect => 3,
+            System::EventIngestDisk => 6,
+            System::ParseOnly => 7,
+        }
+    }
     fn prefix(self) -> &'static str {
         match self {
             System::EventIngest => "ei",
+            System::EventIngestDisk => "ed",
+            System::ParseOnly => "po",
             System::BareParse => "bp",
             System::ChBuffer => "cb",
             System::ChDirect => "cd",
         }
     }
-    pub const ALL: [System; 4] = [
+    pub const ALL: [System; 6] = [
         System::EventIngest,
+        System::EventIngestDisk,
+        System::ParseOnly,
         System::BareParse,
         System::ChBuffer,
         System::ChDirect,
@@ -100,6 +130,9 @@ pub struct Args {
     /// The event-ingest binary.
     #[arg(long, default_value = "target/release/event-ingest")]
     server_bin: PathBuf,
+    /// The parse-only server (`cargo build --release -p loadtest` builds it).
+    #[arg(long, default_value = "target/release/parse-only")]
+    parse_only_bin: PathBuf,
     /// The oha binary.
     #[arg(long, default_value = "oha")]
     oha: PathBuf,
@@ -224,10 +257,10 @@ impl Run {
     /// (no gateway).
     pub fn total_us_per_event(&self) -> Option<f64> {
         match self.system {
-            System::EventIngest => {
+            System::EventIngest | System::EventIngestDisk => {
                 Some(self.service_us_per_event()? + self.clickhouse_us_per_event()?)
             }
-            System::BareParse => self.service_us_per_event(),
+            System::BareParse | System::ParseOnly => self.service_us_per_event(),
             System::ChBuffer | System::ChDirect => self.clickhouse_us_per_event(),
         }
     }
@@ -244,10 +277,10 @@ impl Run {
     /// `Some(true)` when the stored rows equal the acknowledged events (and, for
     /// event-ingest, the server exited 0); `None` where nothing is stored.
     pub fn stored_ok(&self) -> Option<bool> {
-        if self.system == System::BareParse {
+        if self.system.parses_only() {
             return None;
         }
-        let exit_ok = self.system != System::EventIngest || self.exit.as_deref() == Some("0");
+        let exit_ok = !self.system.is_event_ingest() || self.exit.as_deref() == Some("0");
         match (self.stored, self.acked()) {
             (Some(s), Some(a)) => Some(s == a && exit_ok),
             _ if self.load.is_some() => Some(false),
@@ -322,13 +355,19 @@ fn real_main(args: &Args) -> Result<bool, String> {
     })?;
     let needs_server = systems
         .iter()
-        .any(|s| matches!(s, System::EventIngest | System::BareParse));
+        .any(|s| s.is_event_ingest() || *s == System::BareParse);
     let server_bin = std::path::absolute(&args.server_bin)
         .map_err(|e| format!("{}: {e}", args.server_bin.display()))?;
     if needs_server && !server_bin.is_file() {
         return Err(format!(
             "{} not found; build it first: cargo build --release",
             server_bin.display()
+        ));
+    }
+    if systems.contains(&System::ParseOnly) && !args.parse_only_bin.is_file() {
+        return Err(format!(
+            "{} not found; build it first: cargo build --release -p loadtest",
+            args.parse_only_bin.display()
         ));
     }
     // OPTIMIZE/DROP of a full Buffer table may take a while.
@@ -499,7 +538,10 @@ fn run_one(ctx: &Ctx<'_>, system: System, c: usize, body: &Bodies) -> Run {
     let mut run = Run::new(system, c, body.events);
     let table = format!("{}_c{c}_b{}", system.prefix(), body.events);
     let result = match system {
-        System::EventIngest | System::BareParse => run_server(ctx, &mut run, &table, body),
+        System::EventIngest | System::EventIngestDisk | System::BareParse => {
+            run_server(ctx, &mut run, &table, body)
+        }
+        System::ParseOnly => run_parse_only(ctx, &mut run, &table, body),
         System::ChDirect | System::ChBuffer => run_clickhouse(ctx, &mut run, &table, body),
     };
     if let Err(e) = result {
@@ -516,7 +558,7 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
     let ch = &ctx.ch;
     ch.query(&format!("DROP TABLE IF EXISTS {}", fq(ctx, table)))?;
     let port = proc::free_port()?;
-    let mode = if run.system == System::EventIngest {
+    let mode = if run.system.is_event_ingest() {
         "double"
     } else {
         "discard"
@@ -541,7 +583,13 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
         .env("CLICKHOUSE_NAME", &ctx.args.database)
         .env("CLICKHOUSE_TABLE", table)
         .env("BUFFER_MODE", mode)
-        .env("DURABILITY", &ctx.args.durability)
+        .env(
+            "DURABILITY",
+            match run.system {
+                System::EventIngestDisk => "disk",
+                _ => &ctx.args.durability,
+            },
+        )
         .env("SPOOL_DIR", ctx.logs.join(format!("{table}.spool")));
     let tls = ctx.args.tls_dir();
     match ctx.args.clickhouse_tls {
@@ -589,32 +637,7 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
         ),
     };
 
-    // Ready once /v1/health answers 200: bounded, and noticing an early exit.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = server.try_wait()? {
-            return Err(format!(
-                "{} exited with {} at start-up: {}",
-                run.system.name(),
-                proc::describe(&status),
-                proc::tail(&log, 5)
-            ));
-        }
-        if matches!(
-            http::get(&agent, &format!("{base}/v1/health")),
-            Ok((200, _))
-        ) {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "{} did not answer /v1/health within 30 s: {}",
-                run.system.name(),
-                proc::tail(&log, 5)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_ready(&mut server, &agent, &format!("{base}/v1/health"), run, &log)?;
 
     // The query log's event_time has whole seconds: a second earlier cannot reach an older
     // run of this table (dropped above, and a run lasts longer than that).
@@ -635,7 +658,7 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
     run.load = Some(load);
     run.memory = proc::memory(server.pid());
 
-    if run.system == System::EventIngest {
+    if run.system.is_event_ingest() {
         // Let the flusher write what the last requests buffered (BUFFER_FLUSH_MS, 1 s by
         // default), so `inserts` counts them too; the shutdown flush covers anything left.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -662,10 +685,10 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
     }
     let status = server.terminate(Duration::from_secs(60))?;
     run.exit = Some(proc::describe(&status));
-    if run.system == System::EventIngest {
+    if run.system.is_event_ingest() {
         run.drain_secs = Some(drain_start.elapsed().as_secs_f64());
     }
-    if run.system == System::EventIngest {
+    if run.system.is_event_ingest() {
         run.stored = Some(ch.count(&fq(ctx, table))?);
         // The service names `database`.`table`; a search for a bad row inserts into
         // `<table>_probe_<id>`: the `` ` (`` after the name tells them apart.
@@ -675,6 +698,70 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
     if !ctx.args.keep_tables {
         ch.query(&format!("DROP TABLE IF EXISTS {}", fq(ctx, table)))?;
     }
+    Ok(())
+}
+
+/// Waits until `url` answers `200`: bounded, and noticing an early exit.
+fn wait_ready(
+    server: &mut proc::Guarded,
+    agent: &ureq::Agent,
+    url: &str,
+    run: &Run,
+    log: &Path,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = server.try_wait()? {
+            return Err(format!(
+                "{} exited with {} at start-up: {}",
+                run.system.name(),
+                proc::describe(&status),
+                proc::tail(log, 5)
+            ));
+        }
+        if matches!(http::get(agent, url), Ok((200, _))) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} did not answer {url} within 30 s: {}",
+                run.system.name(),
+                proc::tail(log, 5)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The parse-only server: its CPU from the start of the load to its end, nothing stored.
+fn run_parse_only(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Result<(), String> {
+    let port = proc::free_port()?;
+    let mut cmd = Command::new(&ctx.args.parse_only_bin);
+    cmd.arg(port.to_string());
+    let log = ctx.logs.join(format!("{table}.server.log"));
+    let mut server = proc::spawn(cmd, run.system.name(), &log)?;
+    let base = format!("http://127.0.0.1:{port}");
+    let agent = http::agent(Duration::from_secs(5));
+    wait_ready(&mut server, &agent, &format!("{base}/health"), run, &log)?;
+    let cpu_start = proc::cpu_secs(server.pid());
+    let load = oha::run(&oha::Load {
+        oha: &ctx.oha,
+        url: &format!("{base}/v1/events"),
+        body: &body.json_array,
+        content_type: "application/json",
+        insecure: false,
+        key: None,
+        concurrency: run.concurrency,
+        duration: ctx.duration,
+        out_stem: ctx.logs.join(table),
+    })?;
+    run.load = Some(load);
+    run.memory = proc::memory(server.pid());
+    if let (Some(start), Some(end)) = (cpu_start, proc::cpu_secs(server.pid())) {
+        run.service_cpu_secs = Some(end - start);
+    }
+    let status = server.terminate(Duration::from_secs(10))?;
+    run.exit = Some(proc::describe(&status));
     Ok(())
 }
 

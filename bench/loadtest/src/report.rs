@@ -152,6 +152,12 @@ pub fn markdown(meta: &Meta, runs: &[Run]) -> (String, bool) {
         "- **event-ingest**: release binary, `BUFFER_MODE=double`, `DURABILITY={}`, defaults \
          otherwise, fresh process and table per run; stopped with SIGTERM (exit 0 = nothing \
          accepted was lost), then `count()` of its table.\n\
+         - **event-ingest-disk**: the same with `DURABILITY=disk` (every request's record \
+         synced to a spool under the output folder before its `200`).\n\
+         - **parse-only**: a minimal actix-web server (`parse-only`, built with the driver) that \
+         reads each body into plain `serde_json` structs with owned strings and answers `200`: \
+         what a straightforward service spends only parsing. The pipeline's CPU (service + \
+         ClickHouse) is compared with it below.\n\
          - **bare-parse**: same binary, `BUFFER_MODE=discard` (parse + validate, store nothing): \
          the HTTP ceiling.\n\
          - **ch-direct** / **ch-buffer**: the same events as NDJSON POSTed to ClickHouse's HTTP \
@@ -315,12 +321,60 @@ pub fn markdown(meta: &Meta, runs: &[Run]) -> (String, bool) {
         );
     }
 
+    pipeline_section(&mut s, runs);
+
     let (checks, all_pass) = checks(runs);
     let _ = writeln!(s, "\n## Targets\n");
     for c in checks {
         let _ = writeln!(s, "- {c}");
     }
     (s, all_pass)
+}
+
+/// The whole pipeline (service + ClickHouse) against the parse-only server, per body and
+/// concurrency: CPU per event and throughput, for each durability measured.
+fn pipeline_section(s: &mut String, runs: &[Run]) {
+    let mut keys: Vec<(usize, usize)> = runs
+        .iter()
+        .filter(|r| r.system == System::ParseOnly)
+        .map(|r| (r.events, r.concurrency))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if keys.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## The pipeline against the parse-only server\n\n\
+         pipeline = event-ingest's CPU per acknowledged event + ClickHouse's per stored event; \
+         ratio = pipeline ÷ parse-only's CPU per event (at or below 1.0 is the goal); events/s \
+         ratio = event-ingest's ÷ parse-only's.\n\n\
+         | conc | events/req | parse-only µs/event | system | svc µs | CH µs | pipeline µs | CPU ratio | events/s ratio | p99 ms |\n\
+         |---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for (events, c) in keys {
+        let Some(po) = find(runs, System::ParseOnly, c, events) else {
+            continue;
+        };
+        for sys in [System::EventIngest, System::EventIngestDisk] {
+            let Some(r) = find(runs, sys, c, events) else {
+                continue;
+            };
+            let _ = writeln!(
+                s,
+                "| {c} | {events} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                us(po.service_us_per_event()),
+                sys.name(),
+                us(r.service_us_per_event()),
+                us(r.clickhouse_us_per_event()),
+                us(r.total_us_per_event()),
+                ratio(r.total_us_per_event(), po.service_us_per_event()),
+                ratio(r.events_per_sec(), po.events_per_sec()),
+                r.load.as_ref().map_or("–".into(), |l| ms(l.p99_ms)),
+            );
+        }
+    }
 }
 
 /// The target checks, each `PASS`, `FAIL` or `n/a` with its figures.
@@ -384,10 +438,7 @@ fn checks(runs: &[Run]) -> (Vec<String>, bool) {
             .and_then(|r| r.load.as_ref())
             .map(|l| (l.p99_ms < 5.0, format!("{} ms", ms(l.p99_ms)))),
     );
-    let storing: Vec<&Run> = runs
-        .iter()
-        .filter(|r| r.system != System::BareParse)
-        .collect();
+    let storing: Vec<&Run> = runs.iter().filter(|r| !r.system.parses_only()).collect();
     let bad: Vec<String> = storing
         .iter()
         .filter(|r| r.stored_ok() != Some(true))
@@ -445,6 +496,26 @@ fn checks(runs: &[Run]) -> (Vec<String>, bool) {
             ))
         }),
     );
+    let po32 = find(runs, System::ParseOnly, 32, 30);
+    check(
+        "(h) 30-event bodies, c=32: the pipeline's CPU per event (event-ingest + ClickHouse) ≤ parse-only's",
+        ei32_run.and_then(Run::total_us_per_event).and_then(|p| {
+            let po = po32.and_then(Run::service_us_per_event)?;
+            Some((
+                p <= po,
+                format!(
+                    "{} vs {} µs ({})",
+                    us(Some(p)),
+                    us(Some(po)),
+                    ratio(Some(p), Some(po))
+                ),
+            ))
+        }),
+    );
+    check(
+        "(i) 30-event bodies, c=32: event-ingest events/s ≥ parse-only's",
+        ge(ei32, po32.and_then(Run::events_per_sec), 1.0, "events/s"),
+    );
     (out, all_pass)
 }
 
@@ -452,7 +523,7 @@ fn checks(runs: &[Run]) -> (Vec<String>, bool) {
 /// report's "sum" column), and event-ingest's split into its service and ClickHouse parts.
 pub fn cpu_panels(runs: &[Run], event_counts: &[usize]) -> Vec<Panel> {
     type Figure = fn(&Run) -> Option<f64>;
-    let series: [(System, &str, usize, Figure); 6] = [
+    let series: [(System, &str, usize, Figure); 8] = [
         (
             System::EventIngest,
             "event-ingest: sum",
@@ -470,6 +541,18 @@ pub fn cpu_panels(runs: &[Run], event_counts: &[usize]) -> Vec<Panel> {
             "event-ingest: ClickHouse",
             5,
             Run::clickhouse_us_per_event,
+        ),
+        (
+            System::EventIngestDisk,
+            "event-ingest-disk: sum",
+            System::EventIngestDisk.color(),
+            Run::total_us_per_event,
+        ),
+        (
+            System::ParseOnly,
+            "parse-only: service",
+            System::ParseOnly.color(),
+            Run::service_us_per_event,
         ),
         (
             System::BareParse,
@@ -523,8 +606,7 @@ pub fn panels(runs: &[Run], event_counts: &[usize]) -> Vec<Panel> {
         .map(|&events| {
             let lines = System::ALL
                 .iter()
-                .enumerate()
-                .filter_map(|(color, &sys)| {
+                .filter_map(|&sys| {
                     let points: Vec<(f64, f64)> = runs
                         .iter()
                         .filter(|r| r.system == sys && r.events == events)
@@ -532,7 +614,7 @@ pub fn panels(runs: &[Run], event_counts: &[usize]) -> Vec<Panel> {
                         .collect();
                     (!points.is_empty()).then(|| Line {
                         system: sys.name().to_string(),
-                        color,
+                        color: sys.color(),
                         points,
                     })
                 })
