@@ -128,6 +128,7 @@ impl BlockBuilder {
     /// then copied out in that order. Nothing is cut twice and no row is copied whole.
     pub fn build(&self, data: &[u8], count: usize) -> Result<Vec<u8>, BlockError> {
         SCRATCH.with_borrow_mut(|scratch| {
+            scratch.expect(count);
             let columns = Columns::transpose(&self.schema, data, count, scratch)?;
             let order = self.key.order(&columns, scratch);
             // Native is about RowBinary's size (smaller for LowCardinality columns).
@@ -147,8 +148,8 @@ impl BlockBuilder {
     /// Takes back a block [`BlockBuilder::build`] returned, once its insert is done, so the
     /// next block on this thread is written into memory already mapped: a fresh buffer per
     /// batch made the flusher fault in the whole block's pages (tens of MB a second at high
-    /// rates) every time. One buffer is kept per building thread, at most twice the size of
-    /// the block it held (as the other scratch buffers).
+    /// rates) every time. One buffer is kept per building thread, bounded as the other scratch
+    /// buffers are (`transpose::Scratch`).
     pub fn recycle(&self, out: Vec<u8>) {
         SCRATCH.with_borrow_mut(|scratch| {
             if scratch.outputs.is_empty() {

@@ -221,6 +221,40 @@ fn a_recycled_block_is_written_into_again_with_the_same_bytes() {
 }
 
 #[test]
+fn the_build_buffers_keep_their_room_between_full_and_small_batches_and_follow_a_lasting_fall() {
+    // Tests run on their own threads, so this one's scratch is its own.
+    let b = builder();
+    let (full, small) = (varied(20_000), varied(500));
+    let room = || super::SCRATCH.with_borrow(|s| s.room());
+    let build = |rows: &Rows| {
+        let block = b.build(rows.data(), rows.len()).unwrap();
+        b.recycle(block);
+    };
+    build(&full);
+    let needed = room();
+    for _ in 0..3 {
+        // A timer's small batch between full ones: trimming here made each full batch
+        // map and fault in its buffers again.
+        build(&small);
+        assert_eq!(
+            room(),
+            needed,
+            "a small batch keeps the room full ones need"
+        );
+        build(&full);
+        assert_eq!(room(), needed, "a full batch finds its room");
+    }
+    for _ in 0..super::transpose::SHRINK_AFTER {
+        build(&small);
+    }
+    assert!(
+        room() < needed / 10,
+        "after a lasting fall the room follows: {} of {needed} bytes",
+        room()
+    );
+}
+
+#[test]
 fn rows_that_do_not_fit_the_columns_are_refused() {
     let b = builder();
     let good = rows(0..3);
