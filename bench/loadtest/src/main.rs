@@ -168,6 +168,11 @@ pub struct Args {
     /// with `--key-rate` events per second (a token bucket per key).
     #[arg(long)]
     api_key: bool,
+    /// After each run of event-ingest and parse-only, a second load at half the request
+    /// rate the first one reached (`oha -q`, latency-corrected), for the latency a server
+    /// gives with room to spare; its events are stored and counted too.
+    #[arg(long)]
+    half_load: bool,
     /// With `--api-key`: the key's `events_per_second` (set it above the load to measure
     /// the bucket's cost, not its refusals).
     #[arg(long)]
@@ -195,6 +200,8 @@ pub struct Run {
     pub concurrency: usize,
     pub events: usize,
     pub load: Option<LoadResult>,
+    /// With `--half-load`: the second load, at half of `load`'s request rate.
+    pub half_load: Option<LoadResult>,
     /// `(VmRSS, VmHWM)` of the server at the end of the load.
     pub memory: Option<(u64, u64)>,
     /// Inserts issued by the server (`counters.inserts`), read before SIGTERM.
@@ -222,6 +229,7 @@ impl Run {
             concurrency,
             events,
             load: None,
+            half_load: None,
             memory: None,
             inserts: None,
             stored: None,
@@ -232,9 +240,14 @@ impl Run {
             error: None,
         }
     }
-    /// Events acknowledged: 2xx responses × events per body.
+    /// Events acknowledged by the measured load: 2xx responses × events per body.
     pub fn acked(&self) -> Option<u64> {
         self.load.as_ref().map(|l| l.ok * self.events as u64)
+    }
+    /// Events acknowledged by both loads (what the table must hold).
+    pub fn acked_in_all(&self) -> Option<u64> {
+        let half = self.half_load.as_ref().map_or(0, |l| l.ok);
+        self.acked().map(|a| a + half * self.events as u64)
     }
     pub fn events_per_sec(&self) -> Option<f64> {
         self.load
@@ -281,7 +294,7 @@ impl Run {
             return None;
         }
         let exit_ok = !self.system.is_event_ingest() || self.exit.as_deref() == Some("0");
-        match (self.stored, self.acked()) {
+        match (self.stored, self.acked_in_all()) {
             (Some(s), Some(a)) => Some(s == a && exit_ok),
             _ if self.load.is_some() => Some(false),
             _ => None,
@@ -643,18 +656,21 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
     // run of this table (dropped above, and a run lasts longer than that).
     let since = unix_secs().saturating_sub(1);
     let cpu_start = proc::cpu_secs(server.pid());
-    let load = oha::run(&oha::Load {
+    let url = format!("{base}/v1/events");
+    let spec = oha::Load {
         oha: &ctx.oha,
-        url: &format!("{base}/v1/events"),
+        url: &url,
         body: &body.json_array,
         content_type: "application/json",
         insecure: ctx.args.listener_tls,
         key: ctx.args.api_key.then_some(LOAD_KEY),
         concurrency: run.concurrency,
         duration: ctx.duration,
+        rate: None,
         out_stem: ctx.logs.join(table),
-    })?;
-    let drain_start = Instant::now();
+    };
+    let load = oha::run(&spec)?;
+    let mut drain_start = Instant::now();
     run.load = Some(load);
     run.memory = proc::memory(server.pid());
 
@@ -683,6 +699,10 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
     if let (Some(start), Some(end)) = (cpu_start, proc::cpu_secs(server.pid())) {
         run.service_cpu_secs = Some(end - start);
     }
+    run.half_load = half_load(ctx, spec, run)?;
+    if run.half_load.is_some() {
+        drain_start = Instant::now();
+    }
     let status = server.terminate(Duration::from_secs(60))?;
     run.exit = Some(proc::describe(&status));
     if run.system.is_event_ingest() {
@@ -699,6 +719,35 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
         ch.query(&format!("DROP TABLE IF EXISTS {}", fq(ctx, table)))?;
     }
     Ok(())
+}
+
+/// With `--half-load`: the same load again at half the request rate `run`'s reached.
+fn half_load(
+    ctx: &Ctx<'_>,
+    mut spec: oha::Load<'_>,
+    run: &Run,
+) -> Result<Option<LoadResult>, String> {
+    let rate = run.load.as_ref().map_or(0.0, |l| l.req_per_sec()) / 2.0;
+    if !ctx.args.half_load || rate < 1.0 {
+        return Ok(None);
+    }
+    if run.system.is_event_ingest() {
+        // The first load's parts are still being merged for a while: that CPU is the
+        // first load's, not this one's (bounded wait).
+        let sql = format!(
+            "SELECT count() FROM system.merges WHERE database = '{}' FORMAT TabSeparated",
+            ctx.args.database
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ctx.ch.query(&sql)?.trim() != "0" && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    spec.rate = Some(rate);
+    let mut stem = spec.out_stem.into_os_string();
+    stem.push("_half");
+    spec.out_stem = stem.into();
+    oha::run(&spec).map(Some)
 }
 
 /// Waits until `url` answers `200`: bounded, and noticing an early exit.
@@ -744,22 +793,25 @@ fn run_parse_only(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> R
     let agent = http::agent(Duration::from_secs(5));
     wait_ready(&mut server, &agent, &format!("{base}/health"), run, &log)?;
     let cpu_start = proc::cpu_secs(server.pid());
-    let load = oha::run(&oha::Load {
+    let url = format!("{base}/v1/events");
+    let spec = oha::Load {
         oha: &ctx.oha,
-        url: &format!("{base}/v1/events"),
+        url: &url,
         body: &body.json_array,
         content_type: "application/json",
         insecure: false,
         key: None,
         concurrency: run.concurrency,
         duration: ctx.duration,
+        rate: None,
         out_stem: ctx.logs.join(table),
-    })?;
-    run.load = Some(load);
+    };
+    run.load = Some(oha::run(&spec)?);
     run.memory = proc::memory(server.pid());
     if let (Some(start), Some(end)) = (cpu_start, proc::cpu_secs(server.pid())) {
         run.service_cpu_secs = Some(end - start);
     }
+    run.half_load = half_load(ctx, spec, run)?;
     let status = server.terminate(Duration::from_secs(10))?;
     run.exit = Some(proc::describe(&status));
     Ok(())
@@ -803,6 +855,7 @@ fn run_clickhouse(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> R
         key: None,
         concurrency: run.concurrency,
         duration: ctx.duration,
+        rate: None,
         out_stem: ctx.logs.join(table),
     });
     // Dropping a Buffer table flushes it into its destination first.

@@ -84,6 +84,10 @@ pub struct Load<'a> {
     pub key: Option<&'a str>,
     pub concurrency: usize,
     pub duration: Duration,
+    /// Requests per second for all connections together (`-q`, with oha's latency
+    /// correction, so a late request counts from when it was due); `None` = as fast as the
+    /// server answers.
+    pub rate: Option<f64>,
     /// Where oha's JSON and its log go: `<stem>.json`, `<stem>.log`.
     pub out_stem: PathBuf,
 }
@@ -107,6 +111,13 @@ pub fn run(load: &Load<'_>) -> Result<LoadResult, String> {
         .arg(load.body)
         .args(["-t", "30s"])
         .args(load.insecure.then_some("--insecure"))
+        .args(load.rate.into_iter().flat_map(|q| {
+            [
+                "-q".to_string(),
+                format!("{q:.0}"),
+                "--latency-correction".to_string(),
+            ]
+        }))
         .args(
             load.key
                 .into_iter()
