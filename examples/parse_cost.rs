@@ -17,6 +17,9 @@
 //! (`nested`); `top` reads the nested body into the plain columns (the nested fields
 //! skipped, as a table without settings skips them).
 //!
+//! `serde` reads the same body the plain way (owned strings, no validation, no encoding):
+//! what the parse-only server of `make loadtest` does with it.
+//!
 //! Measured with paths and a rest column in place (30-event body, 2,000 bodies): `top`
 //! 201.4 k instructions per body, `nested` 256.8 k (1.27x: the paths and the rest column
 //! cost 27 % over reading the same body's top-level fields), `flat` 187.1 k (the same
@@ -34,7 +37,7 @@ use event_ingest::table::{ColumnInfo, RequestFacts, TableSchema, TableSettings};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: parse_cost BODY.json generic|flat|nested|top N [REPEAT]";
+    let usage = "usage: parse_cost BODY.json generic|serde|flat|nested|top N [REPEAT]";
     let path = args.next().expect(usage);
     let which = args.next().expect(usage);
     let n: usize = args.next().and_then(|s| s.parse().ok()).expect(usage);
@@ -48,7 +51,7 @@ fn main() {
     let body = repeated(&text, repeat);
     let now = time::OffsetDateTime::from_unix_timestamp(1_606_867_260).expect("time");
     let schema = match which.as_str() {
-        "generic" => TableSchema::events().expect("the events table's schema"),
+        "generic" | "serde" => TableSchema::events().expect("the events table's schema"),
         _ => plain(which == "nested"),
         // `top`: the nested body into the same columns without settings (the nested
         // fields skipped).
@@ -70,10 +73,29 @@ fn main() {
                     .expect("a valid body");
                 black_box(out.rows).len()
             }
+            "serde" => black_box(
+                serde_json::from_slice::<Vec<PlainEvent>>(black_box(&body)).expect("a valid body"),
+            )
+            .len(),
             other => panic!("{other}: {usage}"),
         };
     }
     println!("{which}: {n} bodies of {} bytes, {rows} rows", body.len());
+}
+
+/// One event read the plain way (`serde`): owned strings, no validation, no encoding, as
+/// the parse-only server `make loadtest` compares with reads it.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct PlainEvent {
+    client_time: String,
+    device_id: String,
+    device_os: String,
+    session: String,
+    sequence: u32,
+    event: String,
+    param_int: u32,
+    param_str: String,
 }
 
 /// The array's events `repeat` times over, as one JSON array.
