@@ -268,10 +268,16 @@ async fn ingest(
         ];
         key.check_table(&names)?;
         key.check_origin(req.headers())?;
-        key.admit().map_err(ApiError::RateLimited)?;
     }
+    // Events charged to the key before the body is read (from its length).
+    let paid = match &key {
+        Some(key) => key
+            .admit(content_length(req.headers()))
+            .map_err(ApiError::RateLimited)?,
+        None => 0,
+    };
     let Some(idempotency_key) = idempotency_key else {
-        let body = take(&req, key.as_deref(), target, payload, &state).await?;
+        let body = take(&req, key.as_deref(), paid, target, payload, &state).await?;
         return Ok(answer(body));
     };
     let scope = key.as_ref().map_or("", |k| k.name.as_str()).to_string();
@@ -281,7 +287,7 @@ async fn ingest(
             .insert_header(("idempotent-replayed", "true"))
             .body(body)),
         Begin::InProgress => Err(ApiError::IdempotencyInProgress),
-        Begin::New => match take(&req, key.as_deref(), target, payload, &state).await {
+        Begin::New => match take(&req, key.as_deref(), paid, target, payload, &state).await {
             Ok(body) => {
                 let answer_body = body.clone();
                 let saved = match state.idempotency.journaled() {
@@ -328,6 +334,7 @@ fn answer(body: Vec<u8>) -> HttpResponse {
 async fn take(
     req: &HttpRequest,
     key: Option<&Key>,
+    paid: usize,
     target: Target<'_>,
     payload: web::Payload,
     state: &web::Data<AppState>,
@@ -339,6 +346,7 @@ async fn take(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
+    let sent_bytes = raw.len();
     let work = Work {
         inline: encoding == Encoding::Identity && raw.len() <= INLINE_MAX_BYTES,
         raw,
@@ -373,7 +381,7 @@ async fn take(
     if let Some(key) = &key {
         // Every event of the request counts, rejected ones too: they cost the same to read.
         let events = accepted + validated.rejected;
-        if let Err(limited) = key.take(events) {
+        if let Err(limited) = key.take(events, sent_bytes, paid) {
             key.record(0, 0, events);
             return Err(ApiError::RateLimited(limited));
         }
@@ -523,10 +531,7 @@ pub fn precheck(
         .keys()
         .ingest_key(headers, uri.query().unwrap_or(""))?;
     Encoding::of_headers(headers)?;
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .unwrap_or(0);
+    let length = content_length(headers).unwrap_or(0);
     if length > state.body_max_bytes {
         return Err(ApiError::TooLarge {
             limit: state.body_max_bytes,
@@ -536,4 +541,11 @@ pub fn precheck(
         return Err(ApiError::busy());
     }
     Ok(())
+}
+
+/// The request's `Content-Length`, if it gives one.
+fn content_length(headers: &actix_web::http::header::HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
 }

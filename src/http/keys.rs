@@ -88,6 +88,10 @@ struct Limit {
     /// faster than the answer said does not starve itself.
     blocked_until: std::sync::atomic::AtomicU64,
     since: std::time::Instant,
+    /// The most body bytes per event this key's requests have had (as sent): a request's
+    /// `Content-Length` divided by it is a low estimate of its events, charged before the
+    /// body is read ([`Key::admit`]).
+    bytes_per_event: std::sync::atomic::AtomicUsize,
 }
 
 impl Limit {
@@ -102,10 +106,30 @@ impl Limit {
             burst: self.burst,
         }
     }
+
+    /// Takes `events` from the bucket, or refuses: says when they would fit, and refuses
+    /// the key before reading bodies until then. Nothing is taken on a refusal.
+    fn charge(&self, events: usize) -> Result<(), Limited> {
+        let Some(n) = NonZeroU32::new(u32::try_from(events).unwrap_or(u32::MAX)) else {
+            return Ok(());
+        };
+        let wait = match self.bucket.check_n(n) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(not_until)) => not_until.wait_time_from(DefaultClock::default().now()),
+            // More at once than the bucket ever holds: not at this rate.
+            Err(_) => Duration::from_secs(u64::from(self.burst / self.per_second.max(1)).max(1)),
+        };
+        let until = self
+            .now()
+            .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
+        self.blocked_until
+            .fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+        Err(self.limited(wait))
+    }
 }
 
 /// Why a key's request is over its rate.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
     /// When the events would fit.
     pub retry_after: Duration,
@@ -164,43 +188,46 @@ impl Key {
     }
 
     /// Before the body is read: refused at once (no decoding, nothing taken) while an
-    /// earlier refusal's wait has not passed, so a flood over the rate costs little.
-    pub fn admit(&self) -> Result<(), Limited> {
+    /// earlier refusal's wait has not passed, so a flood over the rate costs little. With
+    /// the request's `Content-Length`, the events it surely carries (the length over the
+    /// most bytes per event this key has sent) are charged now: a body the bucket cannot
+    /// hold is refused before it is read. Returns the events charged, which
+    /// [`Key::take`] counts as paid.
+    pub fn admit(&self, content_length: Option<usize>) -> Result<usize, Limited> {
         let Some(limit) = &self.limit else {
-            return Ok(());
+            return Ok(0);
         };
         let until = limit
             .blocked_until
             .load(std::sync::atomic::Ordering::Relaxed);
         let now = limit.now();
-        match now < until {
-            true => Err(limit.limited(Duration::from_nanos(until - now))),
-            false => Ok(()),
+        if now < until {
+            return Err(limit.limited(Duration::from_nanos(until - now)));
         }
+        let per_event = limit
+            .bytes_per_event
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let surely = match (content_length, per_event) {
+            (Some(length), 1..) => length / per_event,
+            _ => 0,
+        };
+        limit.charge(surely).map(|()| surely)
     }
 
-    /// Takes the request's `events` from the key's bucket (one atomic update), or says when
-    /// they would fit; nothing is taken then.
-    pub fn take(&self, events: usize) -> Result<(), Limited> {
+    /// Takes the request's `events` (of a body of `body_bytes` as sent) from the key's
+    /// bucket, less the `paid` that [`Key::admit`] charged (one atomic update), or says when
+    /// they would fit; nothing more is taken then. A body with more bytes per event than
+    /// any before can have been charged a few events more than it had, before this.
+    pub fn take(&self, events: usize, body_bytes: usize, paid: usize) -> Result<(), Limited> {
         let Some(limit) = &self.limit else {
             return Ok(());
         };
-        let Some(n) = NonZeroU32::new(u32::try_from(events).unwrap_or(u32::MAX)) else {
-            return Ok(());
-        };
-        let wait = match limit.bucket.check_n(n) {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(not_until)) => not_until.wait_time_from(DefaultClock::default().now()),
-            // More at once than the bucket ever holds: not at this rate.
-            Err(_) => Duration::from_secs(u64::from(limit.burst / limit.per_second.max(1)).max(1)),
-        };
-        let until = limit
-            .now()
-            .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
-        limit
-            .blocked_until
-            .fetch_max(until, std::sync::atomic::Ordering::Relaxed);
-        Err(limit.limited(wait))
+        if let Some(per_event) = body_bytes.checked_div(events) {
+            limit
+                .bytes_per_event
+                .fetch_max(per_event, std::sync::atomic::Ordering::Relaxed);
+        }
+        limit.charge(events.saturating_sub(paid))
     }
 }
 
@@ -365,6 +392,7 @@ fn build(
                     burst,
                     blocked_until: Default::default(),
                     since: std::time::Instant::now(),
+                    bytes_per_event: Default::default(),
                 })
             })
         });
@@ -500,21 +528,21 @@ mod tests {
             .ingest_key(&headers(&[("x-api-key", "sk-slow")]), "")
             .unwrap()
             .unwrap();
-        assert!(slow.admit().is_ok());
-        assert!(slow.take(20).is_ok(), "the burst");
-        assert!(slow.admit().is_ok(), "nothing refused yet");
-        let limited = slow.take(1).unwrap_err();
+        assert_eq!(slow.admit(None), Ok(0));
+        assert!(slow.take(20, 2000, 0).is_ok(), "the burst");
+        assert_eq!(slow.admit(None), Ok(0), "nothing refused yet");
+        let limited = slow.take(1, 100, 0).unwrap_err();
         assert!(
             limited.retry_after > Duration::ZERO
                 && limited.retry_after <= Duration::from_millis(100)
         );
         assert_eq!((limited.per_second, limited.burst), (10, 20));
         // Refused before its body is read until the wait has passed; nothing taken then.
-        assert!(slow.admit().is_err());
+        assert!(slow.admit(None).is_err());
         std::thread::sleep(limited.retry_after);
-        assert!(slow.admit().is_ok());
+        assert_eq!(slow.admit(None), Ok(0));
         // More at once than the bucket holds is never let through.
-        assert!(slow.take(1000).is_err());
+        assert!(slow.take(1000, 100_000, 0).is_err());
         ring.replace(&[{
             let mut slow = KeySpec::plain("slow", "sk-slow", Role::Ingest);
             slow.rate = Some((10, 20));
@@ -525,7 +553,10 @@ mod tests {
             .ingest_key(&headers(&[("x-api-key", "sk-slow")]), "")
             .unwrap()
             .unwrap();
-        assert!(again.take(20).is_err(), "no fresh burst from a reload");
+        assert!(
+            again.take(20, 2000, 0).is_err(),
+            "no fresh burst from a reload"
+        );
         // Unlimited keys are never refused.
         let free = KeySpec::plain("free", "f", Role::Ingest);
         ring.replace(&[free]);
@@ -534,6 +565,31 @@ mod tests {
             .ingest_key(&headers(&[("x-api-key", "f")]), "")
             .unwrap()
             .unwrap();
-        assert!(free.admit().is_ok() && free.take(1_000_000).is_ok());
+        assert!(free.admit(Some(1 << 30)) == Ok(0) && free.take(1_000_000, 1 << 30, 0).is_ok());
+    }
+
+    #[test]
+    fn a_body_the_bucket_cannot_hold_is_refused_by_its_length_before_it_is_read() {
+        let ring = ring();
+        let slow = ring
+            .keys()
+            .ingest_key(&headers(&[("x-api-key", "sk-slow")]), "")
+            .unwrap()
+            .unwrap();
+        // Nothing known of this key's events yet: nothing charged ahead.
+        assert_eq!(slow.admit(Some(1000)), Ok(0));
+        // 5 events of 100 bytes each: 15 of the 20 left.
+        assert!(slow.take(5, 500, 0).is_ok());
+        // 1,000 bytes are at least 10 events: charged before the body is read...
+        assert_eq!(slow.admit(Some(1000)), Ok(10));
+        // ...and not again when the body turns out to hold 12.
+        assert!(slow.take(12, 1000, 10).is_ok());
+        // 3 left: 500 bytes (at least 5 events) are refused unread, and the key waits.
+        let limited = slow.admit(Some(500)).unwrap_err();
+        assert!(limited.retry_after > Duration::ZERO);
+        assert!(
+            slow.admit(None).is_err(),
+            "refused until the wait has passed"
+        );
     }
 }

@@ -218,6 +218,48 @@ async fn a_key_over_its_rate_gets_429_and_other_keys_are_not_slowed() {
 }
 
 #[tokio::test]
+async fn a_body_over_a_keys_rate_is_refused_by_its_length_before_it_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let file = ConfigFile::new(KEYS);
+    let app = spawn_app(&[("CONFIG_FILE", &file.path())]).await;
+    let slow = [("x-api-key", "sk-slow")];
+    // The whole burst, and the key's bytes per event are known.
+    assert_eq!(post(&app, "", &slow, batch(0, 10)).await.status(), 200);
+    // Eight events are announced (the bucket gains 5 a second) and never sent: the
+    // answer comes from the length alone.
+    let length = batch(10, 8).len();
+    let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         x-api-key: sk-slow\r\ncontent-length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after:"),
+        "{answer}"
+    );
+    // The events it had room for are still taken once the wait has passed.
+    within(PATIENCE, async {
+        while post(&app, "", &slow, batch(10, 5)).await.status() != 200 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    app.wait_for_rows(15).await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn pages_of_allowed_origins_get_cors_answers_and_beacons_are_taken() {
     let file = ConfigFile::new(KEYS);
     let app = spawn_app(&[
