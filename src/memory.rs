@@ -7,14 +7,20 @@
 //! from a per-thread heap arena instead, and arenas are only given back from their top:
 //! RSS grew to the peak of concurrent bodies and stayed there (1.6 GB after 150 abusive
 //! connections had closed). Setting the thresholds explicitly turns that adjustment off,
-//! so large buffers (bodies, decompressed bodies, encoded rows, responses) keep their own
-//! mappings and leave with them.
+//! so large buffers (bodies past 1 MiB, their decompressed form, encoded rows) keep their
+//! own mappings and leave with them.
+//!
+//! Below 1 MiB, blocks come from the heaps and stay there between requests: at 128 KiB
+//! (glibc's starting value) every 1,000-event body (about 220 KB) was mapped, faulted in
+//! page by page, zeroed and unmapped again, a third of the service's CPU per event for such
+//! bodies. What the heaps keep is bounded by the bodies in progress
+//! (`INFLIGHT_BODY_MAX_BYTES`) plus `TRIM_THRESHOLD` per heap, and is given back by
+//! [`release_free_memory`] once a burst of connections has ended.
 
-/// Blocks at least this large get their own mapping (glibc's default starting value).
-const MMAP_THRESHOLD: i32 = 128 * 1024;
-/// Free memory at the top of a heap beyond this is returned (glibc's default starting
-/// value, fixed).
-const TRIM_THRESHOLD: i32 = 128 * 1024;
+/// Blocks at least this large get their own mapping.
+const MMAP_THRESHOLD: i32 = 1024 * 1024;
+/// Free memory at the top of a heap beyond this is returned at once.
+const TRIM_THRESHOLD: i32 = 8 * 1024 * 1024;
 
 /// Fixes the allocator's thresholds; call once at start-up, before the threads start. A
 /// no-op on other C libraries, whose allocators do not move their thresholds.
