@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# `make loadtest`: end-to-end load benchmark of event-ingest against its alternatives
-# (parse-only ceiling, ClickHouse Buffer-table and direct inserts). See bench/loadtest.
+# `make loadtest`: end-to-end load benchmark of event-ingest (memory and disk mode) against
+# a parse-only server, its own read alone (bare-parse), and ClickHouse Buffer-table and direct
+# inserts. See bench/loadtest.
 #
-#   scripts/loadtest.sh                      # full matrix: 4 systems x c={1,8,32,128} x {30,1000} events, 10 s each (~7 min)
+#   scripts/loadtest.sh                      # full matrix: 6 systems x c={1,8,32,128} x {30,1000} events, 10 s each (~9 min)
+#   scripts/loadtest.sh --half-load          # and a second load at half of each saturating rate (~17 min)
 #   scripts/loadtest.sh --quick              # smoke run: 3 s, c={1,32}, 30-event bodies
 #   scripts/loadtest.sh --systems event-ingest,ch-buffer --concurrency 32 --duration-secs 20
 #
 # Extra arguments go to the driver (`target/release/loadtest --help`). It brings up a local
 # ClickHouse if none answers at CLICKHOUSE_HOST:CLICKHOUSE_PORT, installs the load generator
-# (oha, from crates.io) if missing, and builds both release binaries. The report is printed
+# (oha, from crates.io) if missing, and builds the release binaries (the service, the driver
+# and the parse-only server). The report is printed
 # and written to target/loadtest/report.md, the charts to target/loadtest/events_per_sec.png
 # and target/loadtest/cpu_per_event.png (service and ClickHouse CPU per event). Then the cluster
 # run (scripts/loadtest-cluster.sh): per-shard rates and costs in target/loadtest/cluster.md.
