@@ -520,14 +520,18 @@ mod tests {
         assert!(!keys.origin_allowed("https://evil.example"));
     }
 
+    /// The ingest key `secret` names, sent as `X-Api-Key`.
+    fn ingest_key(ring: &KeyRing, secret: &str) -> Arc<Key> {
+        ring.keys()
+            .ingest_key(&headers(&[("x-api-key", secret)]), "")
+            .unwrap()
+            .unwrap()
+    }
+
     #[test]
     fn a_limited_key_takes_its_burst_then_waits_and_a_reload_keeps_its_bucket() {
         let ring = ring();
-        let slow = ring
-            .keys()
-            .ingest_key(&headers(&[("x-api-key", "sk-slow")]), "")
-            .unwrap()
-            .unwrap();
+        let slow = ingest_key(&ring, "sk-slow");
         assert_eq!(slow.admit(None), Ok(0));
         assert!(slow.take(20, 2000, 0).is_ok(), "the burst");
         assert_eq!(slow.admit(None), Ok(0), "nothing refused yet");
@@ -548,11 +552,7 @@ mod tests {
             slow.rate = Some((10, 20));
             slow
         }]);
-        let again = ring
-            .keys()
-            .ingest_key(&headers(&[("x-api-key", "sk-slow")]), "")
-            .unwrap()
-            .unwrap();
+        let again = ingest_key(&ring, "sk-slow");
         assert!(
             again.take(20, 2000, 0).is_err(),
             "no fresh burst from a reload"
@@ -560,22 +560,14 @@ mod tests {
         // Unlimited keys are never refused.
         let free = KeySpec::plain("free", "f", Role::Ingest);
         ring.replace(&[free]);
-        let free = ring
-            .keys()
-            .ingest_key(&headers(&[("x-api-key", "f")]), "")
-            .unwrap()
-            .unwrap();
+        let free = ingest_key(&ring, "f");
         assert!(free.admit(Some(1 << 30)) == Ok(0) && free.take(1_000_000, 1 << 30, 0).is_ok());
     }
 
     #[test]
     fn a_body_the_bucket_cannot_hold_is_refused_by_its_length_before_it_is_read() {
         let ring = ring();
-        let slow = ring
-            .keys()
-            .ingest_key(&headers(&[("x-api-key", "sk-slow")]), "")
-            .unwrap()
-            .unwrap();
+        let slow = ingest_key(&ring, "sk-slow");
         // Nothing known of this key's events yet: nothing charged ahead.
         assert_eq!(slow.admit(Some(1000)), Ok(0));
         // 5 events of 100 bytes each: 15 of the 20 left.

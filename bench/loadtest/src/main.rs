@@ -658,16 +658,9 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
     let cpu_start = proc::cpu_secs(server.pid());
     let url = format!("{base}/v1/events");
     let spec = oha::Load {
-        oha: &ctx.oha,
-        url: &url,
-        body: &body.json_array,
-        content_type: "application/json",
         insecure: ctx.args.listener_tls,
         key: ctx.args.api_key.then_some(LOAD_KEY),
-        concurrency: run.concurrency,
-        duration: ctx.duration,
-        rate: None,
-        out_stem: ctx.logs.join(table),
+        ..events_load(ctx, &url, body, run, table)
     };
     let load = oha::run(&spec)?;
     let mut drain_start = Instant::now();
@@ -719,6 +712,28 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
         ch.query(&format!("DROP TABLE IF EXISTS {}", fq(ctx, table)))?;
     }
     Ok(())
+}
+
+/// The run's load of JSON arrays on `url`, over plain HTTP, without a key.
+fn events_load<'a>(
+    ctx: &'a Ctx<'_>,
+    url: &'a str,
+    body: &'a Bodies,
+    run: &Run,
+    table: &str,
+) -> oha::Load<'a> {
+    oha::Load {
+        oha: &ctx.oha,
+        url,
+        body: &body.json_array,
+        content_type: "application/json",
+        insecure: false,
+        key: None,
+        concurrency: run.concurrency,
+        duration: ctx.duration,
+        rate: None,
+        out_stem: ctx.logs.join(table),
+    }
 }
 
 /// With `--half-load`: the same load again at half the request rate `run`'s reached.
@@ -794,18 +809,7 @@ fn run_parse_only(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> R
     wait_ready(&mut server, &agent, &format!("{base}/health"), run, &log)?;
     let cpu_start = proc::cpu_secs(server.pid());
     let url = format!("{base}/v1/events");
-    let spec = oha::Load {
-        oha: &ctx.oha,
-        url: &url,
-        body: &body.json_array,
-        content_type: "application/json",
-        insecure: false,
-        key: None,
-        concurrency: run.concurrency,
-        duration: ctx.duration,
-        rate: None,
-        out_stem: ctx.logs.join(table),
-    };
+    let spec = events_load(ctx, &url, body, run, table);
     run.load = Some(oha::run(&spec)?);
     run.memory = proc::memory(server.pid());
     if let (Some(start), Some(end)) = (cpu_start, proc::cpu_secs(server.pid())) {
