@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{batch, clickhouse, clickhouse_json, event, spawn_app};
+use crate::helpers::{batch, clickhouse, clickhouse_json, error_fields, event, spawn_app};
 
 #[tokio::test]
 async fn a_posted_batch_is_stored_with_every_field_equal() {
@@ -81,14 +81,8 @@ async fn valid_events_are_kept_and_each_invalid_one_is_reported() {
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["accepted"], 2);
     assert_eq!(answer["rejected"], 2);
-    let errors: Vec<(u64, &str)> = answer["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["index"].as_u64().unwrap(), e["field"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        errors,
+        error_fields(&answer),
         [(1, "device_id"), (2, "device_os"), (2, "sequence")]
     );
 

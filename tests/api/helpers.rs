@@ -281,6 +281,16 @@ pub async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out after {limit:?}"))
 }
 
+/// An answer's per-event errors as `(index, field)`, in order.
+pub fn error_fields(answer: &Value) -> Vec<(u64, &str)> {
+    answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["index"].as_u64().unwrap(), e["field"].as_str().unwrap()))
+        .collect()
+}
+
 /// A valid event as the original service's clients send it, distinguished by `sequence`.
 pub fn event(sequence: u32) -> Value {
     serde_json::json!({

@@ -5,7 +5,9 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{clickhouse, modern_engine, spawn_app_in, test_env, unique_database};
+use crate::helpers::{
+    clickhouse, error_fields, modern_engine, spawn_app_in, test_env, unique_database,
+};
 use crate::keys::ConfigFile;
 use crate::tables::{table_with, wait_for};
 
@@ -76,14 +78,8 @@ async fn nested_fields_fill_their_columns_and_the_rest_is_kept_as_json_text() {
     let answer = post(&app, &purchases()).await;
     // Bad values at paths are errors named by the path; the rest of the batch is stored.
     assert_eq!(answer["accepted"], 2, "{answer}");
-    let errors: Vec<(u64, &str)> = answer["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["index"].as_u64().unwrap(), e["field"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        errors,
+        error_fields(&answer),
         vec![(1, "properties.qty"), (1, "context.at")],
         "{answer}"
     );

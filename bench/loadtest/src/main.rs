@@ -714,7 +714,8 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
     Ok(())
 }
 
-/// The run's load of JSON arrays on `url`, over plain HTTP, without a key.
+/// The run's load on `url`: its JSON arrays, over plain HTTP, without a key, as fast as the
+/// server answers.
 fn events_load<'a>(
     ctx: &'a Ctx<'_>,
     url: &'a str,
@@ -851,16 +852,9 @@ fn run_clickhouse(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> R
         http::url_encode(&format!("INSERT INTO {target} FORMAT JSONEachRow"))
     );
     let load = oha::run(&oha::Load {
-        oha: &ctx.oha,
-        url: &url,
         body: &body.ndjson,
         content_type: "application/x-ndjson",
-        insecure: false,
-        key: None,
-        concurrency: run.concurrency,
-        duration: ctx.duration,
-        rate: None,
-        out_stem: ctx.logs.join(table),
+        ..events_load(ctx, &url, body, run, table)
     });
     // Dropping a Buffer table flushes it into its destination first.
     let drain_start = Instant::now();
