@@ -21,9 +21,19 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Bytes of answers a connection may have waiting unsent before its requests stop being
-/// read.
-pub const UNSENT_MAX: usize = 64 * 1024;
+/// Bytes of answers a connection may have waiting unsent (beyond the kernel's
+/// [`SEND_BUFFER`]) before its requests stop being read.
+pub const UNSENT_MAX: usize = 16 * 1024;
+
+/// The kernel's send buffer of a connection (`SO_SNDBUF`; Linux doubles it for its own
+/// bookkeeping). Left to the kernel, it grows to `net.ipv4.tcp_wmem`'s maximum (4 MiB here)
+/// for a client that does not read, so a connection was answered thousands of pipelined
+/// requests before [`UNSENT_MAX`] could apply: 48 connections pipelining `GET /v1/health`
+/// unread kept `/v1/live` waiting 26–85 ms in the flood's first second (release binary);
+/// with this and [`UNSENT_MAX`] at 16 KiB, 3.6–5.0 ms. Answers to events are tens of
+/// bytes; the cost is for large answers over a long link (the documentation page's
+/// assets): about 32 KiB per round trip.
+pub const SEND_BUFFER: usize = 16 * 1024;
 
 /// Bytes of requests read past an unanswered request head before reading stops until the
 /// next answer is written (a body being read by its handler is not limited): a few dozen
@@ -122,7 +132,11 @@ pub async fn admit(
 ) -> io::Result<(TcpStream, Ticket)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     match connections.enter() {
-        Some(slot) => Ok((io, Ticket(slot))),
+        Some(slot) => {
+            // Best effort: a socket that refuses keeps the kernel's own size.
+            let _ = socket2::SockRef::from(&io).set_send_buffer_size(SEND_BUFFER);
+            Ok((io, Ticket(slot)))
+        }
         None => {
             let mut io = io;
             let refuse = async {

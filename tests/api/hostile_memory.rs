@@ -107,9 +107,31 @@ async fn memory_returns_after_abusive_clients_leave() {
 const FLOOD_CONNECTIONS: usize = 48;
 /// Probes each of them sends.
 const FLOOD_REQUESTS: usize = 5_000;
-/// RSS may exceed its starting point by this much while they do: at most 64 KiB of
+/// RSS may exceed its starting point by this much while they do: at most 16 KiB of
 /// unsent answers a connection, plus what one read of pipelined requests answers.
 const FLOOD_MIB: u64 = 48;
+
+/// Bytes of answers the kernel may hold for one connection: its send buffer (the service
+/// asks for 16 KiB, which Linux doubles).
+const SEND_QUEUE_MAX: u64 = 64 * 1024;
+
+/// The send queues (bytes written, not yet taken by the client) of the established
+/// connections of the server listening on `port`, from `/proc/net/tcp`.
+fn send_queues(port: u16) -> Vec<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local address, remote address, state (01: established), tx_queue:rx_queue
+            let (address, state, queues) = (fields.get(1)?, fields.get(3)?, fields.get(4)?);
+            (address.ends_with(&local) && *state == "01").then_some(())?;
+            u64::from_str_radix(queues.split(':').next()?, 16).ok()
+        })
+        .collect()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unread_answers_do_not_grow_memory() {
@@ -171,6 +193,19 @@ async fn unread_answers_do_not_grow_memory() {
         held.push(flood.await.unwrap());
     }
     peak = peak.max(rss_mib(pid));
+    // What the kernel holds for the unread clients is bounded too: left to itself a
+    // connection's send buffer grew to megabytes of answers, made before any pacing.
+    let queued = send_queues(target.port());
+    assert!(
+        queued.len() >= FLOOD_CONNECTIONS,
+        "{} connections seen",
+        queued.len()
+    );
+    let most = queued.iter().max().copied().unwrap_or(0);
+    assert!(
+        most <= SEND_QUEUE_MAX,
+        "{most} bytes of answers queued in the kernel for one connection"
+    );
     eprintln!(
         "RSS {before} MiB before, at most {peak} MiB under {FLOOD_CONNECTIONS} unread \
          connections; slowest /v1/live {slowest:?}"
