@@ -6,8 +6,9 @@
 //!
 //! A key is found by the SHA-256 of what the client sent, in a hash map: the time it takes
 //! depends on the digest, never on how much of a secret matched. A key with a rate has a
-//! token bucket (GCRA, `governor`) counted in events: one atomic update per request; a key
-//! without one costs nothing beyond the look-up.
+//! token bucket (GCRA, `governor`) counted in events: one atomic update before the body is
+//! read (what its `Content-Length` surely holds) and, if its events were more, one after;
+//! a key without one costs nothing beyond the look-up.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
@@ -222,7 +223,14 @@ impl Key {
         let Some(limit) = &self.limit else {
             return Ok(());
         };
-        if let Some(per_event) = body_bytes.checked_div(events) {
+        // Read first: the figure settles after a key's first requests, and a write on every
+        // request would contend between workers for nothing.
+        if let Some(per_event) = body_bytes.checked_div(events)
+            && per_event
+                > limit
+                    .bytes_per_event
+                    .load(std::sync::atomic::Ordering::Relaxed)
+        {
             limit
                 .bytes_per_event
                 .fetch_max(per_event, std::sync::atomic::Ordering::Relaxed);
