@@ -17,6 +17,7 @@
 //! sorting and sharding expressions. May import nothing of the other stages (only the shared
 //! modules).
 
+pub mod binary_type;
 mod column_zone;
 mod rows;
 
@@ -35,7 +36,7 @@ pub use shard_key::{KeyPlan, RowKeys, ShardingKey};
 pub use sort::SortKey;
 pub use transpose::Cells;
 use transpose::Columns;
-pub use types::{ColumnType, Order, Zone, leb128, put_leb128};
+pub use types::{ColumnType, NULL_DISCRIMINATOR, Order, Zone, leb128, put_leb128};
 
 /// Why a block could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -28,6 +28,8 @@ pub(super) fn write_prefix(ty: &ColumnType, out: &mut Vec<u8>) {
         }
         ColumnType::Tuple(elements) => elements.iter().for_each(|e| write_prefix(e, out)),
         ColumnType::Fixed { .. } | ColumnType::String | ColumnType::Nullable(_) => {}
+        // Never in a Native block (`Shape::rowbinary_only`).
+        ColumnType::Variant(_) | ColumnType::Dynamic => {}
     }
 }
 
@@ -68,6 +70,8 @@ pub(super) fn write_data<'a>(
         ColumnType::Fixed { .. } | ColumnType::String | ColumnType::Nullable(_) => {
             write_values(ty, values, out)
         }
+        // Never in a Native block (`Shape::rowbinary_only`).
+        ColumnType::Variant(_) | ColumnType::Dynamic => {}
     }
 }
 
@@ -147,6 +151,9 @@ pub(super) fn write_values<'a>(
                 out.extend_from_slice(value);
             }
         }
+        // Never in a Native block: a table with these types is sent as RowBinary
+        // (`Shape::rowbinary_only`).
+        ColumnType::Variant(_) | ColumnType::Dynamic => {}
         ColumnType::Nullable(inner) => {
             // RowBinary's flag byte is Native's null map entry.
             out.extend(values.clone().map(|value| value[0]));

@@ -57,6 +57,10 @@ pub enum Scalar {
     /// JSON text in RowBinary (a `String`'s layout), which the server parses as it parses
     /// a `JSONEachRow` insert (`input_format_binary_read_json_as_string`).
     Json,
+    /// `Dynamic` (with or without `max_types`): any value, sent in RowBinary as its type
+    /// (ClickHouse's binary type encoding) then the value; the type is the one the server's
+    /// `JSONEachRow` reading infers for the JSON value.
+    Dynamic,
     /// `Enum8`/`Enum16`: names and their numbers.
     Enum {
         /// 8 or 16.
@@ -81,6 +85,10 @@ pub enum Shape {
     Map(Box<Shape>, Box<Shape>),
     /// `Tuple(T1, T2, ...)` or `Tuple(a T1, b T2, ...)`: element names when named.
     Tuple(Vec<(Option<String>, Shape)>),
+    /// `Variant(T1, T2, ...)`: one of the types or NULL. The types are kept sorted by name,
+    /// as the server sorts them: a type's position is its discriminator (the byte before
+    /// the value in RowBinary, 255 for NULL).
+    Variant(Vec<Shape>),
 }
 
 impl Scalar {
@@ -92,7 +100,7 @@ impl Scalar {
             Self::Float64 | Self::DateTime64 { .. } => 8,
             Self::Bool => 1,
             Self::Decimal { precision, .. } => decimal_width(*precision),
-            Self::String | Self::Json => return None,
+            Self::String | Self::Json | Self::Dynamic => return None,
             Self::FixedString(n) => *n,
             Self::Uuid | Self::Ipv6 => 16,
             Self::Date => 2,
@@ -127,6 +135,9 @@ impl Scalar {
             || wrapped(name, "Object").is_some_and(|a| a.trim().eq_ignore_ascii_case("'json'"))
         {
             return Some(Self::Json);
+        }
+        if name == "Dynamic" || wrapped(name, "Dynamic").is_some() {
+            return Some(Self::Dynamic);
         }
         if let Some(zone) = wrapped(name, "DateTime") {
             return Some(Self::DateTime {
@@ -194,7 +205,7 @@ impl Scalar {
 
 impl Shape {
     /// Parses a type name as `system.columns.type` spells it; `None` for a type this
-    /// service does not write (`JSON`, `Variant`, `AggregateFunction`, ...).
+    /// service does not write (`AggregateFunction`, `Object('json')`'s relatives, ...).
     pub fn parse(name: &str) -> Option<Self> {
         let name = name.trim();
         if let Some(inner) = wrapped(name, "Nullable") {
@@ -221,6 +232,16 @@ impl Shape {
                 .collect::<Option<Vec<_>>>()?;
             return (!elements.is_empty()).then_some(Self::Tuple(elements));
         }
+        if let Some(args) = wrapped(name, "Variant") {
+            let mut names = split_args(args);
+            names.sort();
+            names.dedup();
+            let variants = (names.iter())
+                .map(|name| Self::parse(name))
+                .collect::<Option<Vec<_>>>()?;
+            return (!variants.is_empty() && variants.len() < 255)
+                .then_some(Self::Variant(variants));
+        }
         Scalar::parse(name).map(Self::Scalar)
     }
 
@@ -229,6 +250,7 @@ impl Shape {
     pub fn layout(&self) -> Option<ColumnType> {
         Some(match self {
             Self::Scalar(Scalar::String | Scalar::Json) => ColumnType::String,
+            Self::Scalar(Scalar::Dynamic) => ColumnType::Dynamic,
             Self::Scalar(s) => ColumnType::Fixed {
                 width: s.width()?,
                 order: s.order(),
@@ -257,20 +279,46 @@ impl Shape {
                     .map(|(_, shape)| shape.layout())
                     .collect::<Option<_>>()?,
             ),
+            Self::Variant(variants) => {
+                ColumnType::Variant(variants.iter().map(Self::layout).collect::<Option<_>>()?)
+            }
         })
     }
 
     /// Whether a `JSON` value is anywhere in the type (its inserts are RowBinary, with the
     /// server reading JSON as text).
     pub fn has_json(&self) -> bool {
-        match self {
-            Self::Scalar(scalar) => *scalar == Scalar::Json,
-            Self::Nullable(inner) | Self::LowCardinality(inner) | Self::Array(inner) => {
-                inner.has_json()
+        self.any(&|shape| matches!(shape, Self::Scalar(Scalar::Json)))
+    }
+
+    /// Whether the type's values can only be sent as RowBinary: a `JSON` value (sent as
+    /// text), a `Dynamic` or a `Variant` (whose Native forms this service does not write).
+    pub fn rowbinary_only(&self) -> bool {
+        self.any(&|shape| {
+            matches!(
+                shape,
+                Self::Scalar(Scalar::Json | Scalar::Dynamic) | Self::Variant(_)
+            )
+        })
+    }
+
+    /// Whether `pick` holds for the type or a type inside it.
+    fn any(&self, pick: &dyn Fn(&Shape) -> bool) -> bool {
+        pick(self)
+            || match self {
+                Self::Scalar(_) => false,
+                Self::Nullable(inner) | Self::LowCardinality(inner) | Self::Array(inner) => {
+                    inner.any(pick)
+                }
+                Self::Map(key, value) => key.any(pick) || value.any(pick),
+                Self::Tuple(elements) => elements.iter().any(|(_, s)| s.any(pick)),
+                Self::Variant(variants) => variants.iter().any(|s| s.any(pick)),
             }
-            Self::Map(key, value) => key.has_json() || value.has_json(),
-            Self::Tuple(elements) => elements.iter().any(|(_, s)| s.has_json()),
-        }
+    }
+
+    /// Whether the type holds NULL without `Nullable` (`Variant`, `Dynamic`).
+    pub fn takes_null(&self) -> bool {
+        matches!(self, Self::Variant(_) | Self::Scalar(Scalar::Dynamic))
     }
 
     /// The type without `LowCardinality` (what values look like).
@@ -474,10 +522,21 @@ mod tests {
                 "{name}"
             );
         }
+        // Variants sorted by name: a variant's position is its discriminator.
+        assert_eq!(
+            Shape::parse("Variant(UInt8, Array(String), String)"),
+            Some(Shape::Variant(vec![
+                Shape::Array(Box::new(Shape::Scalar(Scalar::String))),
+                Shape::Scalar(Scalar::String),
+                Shape::Scalar(Scalar::UInt(8)),
+            ]))
+        );
+        for name in ["Dynamic", "Dynamic(max_types=8)"] {
+            assert_eq!(Shape::parse(name), Some(Shape::Scalar(Scalar::Dynamic)));
+        }
         for name in [
             "Object('other')",
-            "Variant(String, UInt8)",
-            "Dynamic",
+            "Variant(String, Object('other'))",
             "AggregateFunction(sum, UInt64)",
             "Decimal(77, 2)",
             "Decimal(9, 10)",

@@ -233,7 +233,12 @@ impl<'a> Values<'a> {
                     spans: take(&mut scratch.spans, rows),
                 }
             }
-            ColumnType::Array(_) | ColumnType::Map(..) | ColumnType::Tuple(_) => Self::Nested {
+            // (`Variant` and `Dynamic` are never in a Native block: `Shape::rowbinary_only`.)
+            ColumnType::Array(_)
+            | ColumnType::Map(..)
+            | ColumnType::Tuple(_)
+            | ColumnType::Variant(_)
+            | ColumnType::Dynamic => Self::Nested {
                 ty: ty.clone(),
                 spans: take(&mut scratch.spans, rows),
             },

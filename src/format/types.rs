@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use super::binary_type;
+
 /// A column type the block builder can transpose from RowBinary into Native.
 ///
 /// Parsed from the server's own spelling (`LowCardinality(String)`, `DateTime('UTC')`,
@@ -37,6 +39,14 @@ pub enum ColumnType {
     Map(Box<ColumnType>, Box<ColumnType>),
     /// `Tuple(...)`: RowBinary is the elements back to back; Native is one column per element.
     Tuple(Vec<ColumnType>),
+    /// `Variant(...)`, variants sorted by name: RowBinary is the variant's position (255 for
+    /// NULL) then its value. Sent as RowBinary only.
+    Variant(Vec<ColumnType>),
+    /// `Dynamic`: RowBinary is the value's type in ClickHouse's binary type encoding
+    /// ([`binary_type`]; `Nothing` for NULL) then the value. Sent as RowBinary only.
+    ///
+    /// [`binary_type`]: super::binary_type
+    Dynamic,
 }
 
 /// How values of a fixed-width type compare, as ClickHouse compares them in `ORDER BY`.
@@ -111,6 +121,17 @@ impl ColumnType {
             Self::Tuple(elements) => elements.iter().try_fold(0usize, |at, element| {
                 at.checked_add(element.value_len(data.get(at..)?)?)
             }),
+            Self::Variant(variants) => match *data.first()? {
+                NULL_DISCRIMINATOR => Some(1),
+                d => 1usize.checked_add(variants.get(usize::from(d))?.value_len(&data[1..])?),
+            },
+            Self::Dynamic => {
+                let (shape, at) = binary_type::read(data)?;
+                match shape {
+                    None => Some(at),
+                    Some(shape) => at.checked_add(shape.layout()?.value_len(&data[at..])?),
+                }
+            }
         }
     }
 
@@ -124,9 +145,14 @@ impl ColumnType {
             Self::LowCardinality(inner) => inner.default_value(),
             Self::Array(_) | Self::Map(..) => vec![0],
             Self::Tuple(elements) => elements.iter().flat_map(Self::default_value).collect(),
+            Self::Variant(_) => vec![NULL_DISCRIMINATOR],
+            Self::Dynamic => vec![binary_type::NOTHING],
         }
     }
 }
+
+/// A `Variant`'s discriminator for NULL.
+pub const NULL_DISCRIMINATOR: u8 = 255;
 
 impl Zone {
     /// The zone of a column typed `name`; `server_utc`: the server's own time zone (what a
@@ -156,8 +182,13 @@ impl fmt::Display for ColumnType {
             Self::LowCardinality(inner) => write!(f, "LowCardinality({inner})"),
             Self::Array(inner) => write!(f, "Array({inner})"),
             Self::Map(key, value) => write!(f, "Map({key}, {value})"),
-            Self::Tuple(elements) => {
-                write!(f, "Tuple(")?;
+            Self::Dynamic => write!(f, "Dynamic"),
+            Self::Variant(elements) | Self::Tuple(elements) => {
+                let name = match self {
+                    Self::Variant(_) => "Variant",
+                    _ => "Tuple",
+                };
+                write!(f, "{name}(")?;
                 for (i, element) in elements.iter().enumerate() {
                     if i > 0 {
                         write!(f, ", ")?;
@@ -232,7 +263,6 @@ mod tests {
             assert_eq!(ColumnType::parse(name).unwrap(), ty, "{name}");
         }
         for name in [
-            "Dynamic",
             "Nullable(LowCardinality(String))",
             "Nullable(Array(String))",
             "AggregateFunction(sum, UInt64)",

@@ -1001,9 +1001,9 @@ impl TableSink {
             (true, true) => InsertFormat::RowBinary(
                 "a column's DEFAULT is computed by the server for rows without its field".into(),
             ),
-            (true, false) if schema.columns().iter().any(|c| c.shape.has_json()) => {
+            (true, false) if schema.columns().iter().any(|c| c.shape.rowbinary_only()) => {
                 InsertFormat::RowBinary(
-                    "a JSON column is sent as text, which only RowBinary carries".into(),
+                    "a JSON, Dynamic or Variant column is sent as RowBinary only".into(),
                 )
             }
             (true, false) => InsertFormat::plan(&columns, &sorting_key, utc),

@@ -76,6 +76,18 @@ fn value(shape: &Shape, data: &mut &[u8]) -> Option<Json> {
                 false => Json::Array(values),
             }
         }
+        Shape::Variant(variants) => match take(data, 1)?[0] {
+            crate::format::NULL_DISCRIMINATOR => Json::Null,
+            d => value(variants.get(usize::from(d))?, data)?,
+        },
+        Shape::Scalar(Scalar::Dynamic) => {
+            let (shape, took) = crate::format::binary_type::read(data)?;
+            take(data, took)?;
+            match shape {
+                Some(shape) => value(&shape, data)?,
+                None => Json::Null,
+            }
+        }
         Shape::Scalar(scalar) => scalar_value(scalar, data)?,
     })
 }
@@ -160,6 +172,6 @@ fn scalar_value(scalar: &Scalar, data: &mut &[u8]) -> Option<Json> {
                 None => json!(number),
             }
         }
-        Scalar::String | Scalar::Json => return None,
+        Scalar::String | Scalar::Json | Scalar::Dynamic => return None,
     })
 }

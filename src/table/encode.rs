@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use super::json::Value;
 use super::number::{self, NumberError};
 use super::time::{self, TimeRange};
+use super::variant;
 use crate::format::{Scalar, Shape, put_leb128};
 
 /// What is wrong with a value.
@@ -42,7 +43,16 @@ pub fn encode(
             }
         },
         Shape::LowCardinality(inner) => encode(inner, value, range, out),
-        _ if matches!(value, Value::Null) => Err("null where a value is required".into()),
+        _ if matches!(value, Value::Null) && !shape.takes_null() => {
+            Err("null where a value is required".into())
+        }
+        Shape::Variant(_) | Shape::Scalar(Scalar::Dynamic) => {
+            // Read from the value's text (which `encode_raw` is given directly).
+            let text = value.to_json();
+            let raw: Box<RawValue> =
+                serde_json::from_str(&text).map_err(|e| Problem::from(e.to_string()))?;
+            encode_raw(shape, &raw, range, out)
+        }
         Shape::Scalar(scalar) => scalar_value(scalar, value, range, out),
         Shape::Array(inner) => {
             let Value::Array(elements) = value else {
@@ -101,8 +111,22 @@ fn element(
     range: TimeRange,
     out: &mut Vec<u8>,
 ) -> Result<(), Problem> {
-    let value = Value::read(raw)?;
-    encode(shape, &value, range, out)
+    encode_raw(shape, raw, range, out)
+}
+
+/// [`encode`] from the value's JSON text: a `Variant` or `Dynamic` value is read from it as
+/// the server reads it (see `variant`); any other type reads [`Value`]s.
+pub fn encode_raw(
+    shape: &Shape,
+    raw: &RawValue,
+    range: TimeRange,
+    out: &mut Vec<u8>,
+) -> Result<(), Problem> {
+    match shape {
+        Shape::Variant(variants) => variant::put_variant(variants, raw, range, out),
+        Shape::Scalar(Scalar::Dynamic) => variant::put_dynamic(raw, range, out),
+        _ => encode(shape, &Value::read(raw)?, range, out),
+    }
 }
 
 /// The type's default value (what ClickHouse stores for a missing field without a
@@ -119,6 +143,9 @@ pub fn zero(shape: &Shape) -> Vec<u8> {
         Shape::LowCardinality(inner) => zero(inner),
         // The empty object (what ClickHouse stores for a missing or null `JSON` field).
         Shape::Scalar(Scalar::Json) => b"\x02{}".to_vec(),
+        // NULL.
+        Shape::Variant(_) => vec![crate::format::NULL_DISCRIMINATOR],
+        Shape::Scalar(Scalar::Dynamic) => vec![crate::format::binary_type::NOTHING],
         Shape::Tuple(elements) => elements.iter().flat_map(|(_, s)| zero(s)).collect(),
         other => other
             .layout()
@@ -142,6 +169,7 @@ pub fn type_name(scalar: &Scalar) -> String {
         Scalar::Decimal { precision, scale } => format!("Decimal({precision}, {scale})"),
         Scalar::String => "String".into(),
         Scalar::Json => "JSON".into(),
+        Scalar::Dynamic => "Dynamic".into(),
         Scalar::FixedString(n) => format!("FixedString({n})"),
         Scalar::Uuid => "UUID".into(),
         Scalar::Date => "Date".into(),
@@ -180,6 +208,8 @@ fn scalar_value(
 ) -> Result<(), Problem> {
     let out_of_range = || -> Problem { format!("out of range for {}", type_name(scalar)).into() };
     match scalar {
+        // Taken by `encode` before it comes here.
+        Scalar::Dynamic => return Err("a Dynamic value read without its text".into()),
         Scalar::UInt(bits) | Scalar::Int(bits) => {
             let signed = matches!(scalar, Scalar::Int(_));
             let text = numeric_text(value).ok_or_else(|| expected("an integer", value))?;
@@ -242,20 +272,10 @@ fn scalar_value(
         Scalar::Json => {
             // An object, as its JSON text: the server reads it as a JSONEachRow insert would
             // (which refuses anything but an object).
-            let Value::Object(fields) = value else {
+            if !matches!(value, Value::Object(_)) {
                 return Err(expected("an object", value));
-            };
-            let mut text = String::with_capacity(64);
-            text.push('{');
-            for (i, (key, raw)) in fields.iter().enumerate() {
-                if i > 0 {
-                    text.push(',');
-                }
-                text.push_str(&serde_json::to_string(key.as_ref()).unwrap_or_default());
-                text.push(':');
-                text.push_str(raw.get());
             }
-            text.push('}');
+            let text = value.to_json();
             put_leb128(out, text.len());
             out.extend_from_slice(text.as_bytes());
         }

@@ -86,6 +86,36 @@ impl<'a> Value<'a> {
             Value::Object(_) => "an object",
         }
     }
+
+    /// The value's JSON text: a composite's elements as they were sent, joined without
+    /// spaces.
+    pub fn to_json(&self) -> String {
+        let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        match self {
+            Value::Null => "null".into(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            Value::Str(s) => quoted(s),
+            Value::Array(elements) => {
+                let texts: Vec<&str> = elements.iter().map(|raw| raw.get()).collect();
+                format!("[{}]", texts.join(","))
+            }
+            Value::Object(fields) => {
+                let mut text = String::with_capacity(64);
+                text.push('{');
+                for (i, (key, raw)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        text.push(',');
+                    }
+                    text.push_str(&quoted(key));
+                    text.push(':');
+                    text.push_str(raw.get());
+                }
+                text.push('}');
+                text
+            }
+        }
+    }
 }
 
 /// An object's fields in order (duplicates kept: the caller decides).

@@ -31,6 +31,7 @@ pub mod rules;
 pub mod settings;
 mod time;
 mod user_agent;
+mod variant;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -295,7 +296,8 @@ impl TableSchema {
             ) {
                 continue;
             }
-            let shape = Shape::parse(&info.type_name).filter(|s| s.layout().is_some());
+            let shape = Shape::parse(&info.type_name)
+                .filter(|s| s.layout().is_some() && variant::readable(s));
             let Some(shape) = shape else {
                 if info.default_kind == "DEFAULT" {
                     // Left out of inserts: the server computes it.
@@ -666,7 +668,8 @@ impl TableSchema {
 fn reads_raw(shape: &Shape) -> bool {
     match shape {
         Shape::Nullable(inner) | Shape::LowCardinality(inner) => reads_raw(inner),
-        Shape::Array(_) | Shape::Map(..) | Shape::Tuple(_) | Shape::Scalar(Scalar::Json) => true,
+        Shape::Array(_) | Shape::Map(..) | Shape::Tuple(_) | Shape::Variant(_) => true,
+        Shape::Scalar(Scalar::Json | Scalar::Dynamic) => true,
         Shape::Scalar(Scalar::Decimal { .. } | Scalar::Float32 | Scalar::Float64) => true,
         Shape::Scalar(Scalar::Int(bits) | Scalar::UInt(bits)) => *bits > 64,
         Shape::Scalar(_) => false,

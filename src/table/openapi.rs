@@ -126,6 +126,10 @@ fn shape_schema(shape: &Shape) -> Json {
             "minItems": elements.len(),
             "maxItems": elements.len(),
         }),
+        Shape::Variant(variants) => json!({
+            "oneOf": variants.iter().map(shape_schema).collect::<Vec<_>>(),
+            "nullable": true,
+        }),
         Shape::Scalar(scalar) => scalar_schema(scalar),
     }
 }
@@ -149,6 +153,9 @@ fn scalar_schema(scalar: &Scalar) -> Json {
         Scalar::Bool => json!({"type": "boolean"}),
         Scalar::String => json!({"type": "string"}),
         Scalar::Json => json!({"type": "object"}),
+        Scalar::Dynamic => json!({
+            "description": "any JSON value, stored as the type the server infers for it",
+        }),
         Scalar::FixedString(n) => json!({"type": "string", "maxLength": n}),
         Scalar::Uuid => json!({"type": "string", "format": "uuid"}),
         Scalar::Ipv4 => json!({"type": "string", "format": "ipv4"}),

@@ -8,6 +8,7 @@ use std::fmt;
 use std::io::Write;
 use std::net::Ipv6Addr;
 
+use super::encode::encode_raw;
 use super::pass::{Composite, Slot};
 use super::paths::{RestItem, put_rest};
 use super::rules::Refused;
@@ -207,6 +208,15 @@ impl TableSchema {
                             continue;
                         }
                         buf.truncate(start);
+                    }
+                    // A `Variant` or `Dynamic` value is read from its text, `null` included.
+                    if let Slot::Raw(raw) = slot
+                        && column.shape.takes_null()
+                    {
+                        if let Err(e) = encode_raw(&column.shape, raw, self.range, buf) {
+                            problems.push((column.field.clone().into(), e));
+                        }
+                        continue;
                     }
                     let mut digits = Digits::default();
                     let value = match slot_value(slot, &mut digits) {

@@ -348,7 +348,7 @@ fn missing_and_null_fields_take_defaults_and_derived_columns_are_left_out() {
         ColumnInfo {
             default_kind: "DEFAULT".into(),
             default_expression: "42".into(),
-            ..ColumnInfo::plain("blob", "Dynamic")
+            ..ColumnInfo::plain("blob", "AggregateFunction(sum, UInt64)")
         },
     ];
     let s = TableSchema::new("db.t", &infos, "server_time", "ip").unwrap();
@@ -364,7 +364,7 @@ fn missing_and_null_fields_take_defaults_and_derived_columns_are_left_out() {
 fn unsupported_types_are_refused_naming_table_column_and_type() {
     let infos = [
         ColumnInfo::plain("a", "UInt8"),
-        ColumnInfo::plain("v", "Variant(String, UInt8)"),
+        ColumnInfo::plain("v", "AggregateFunction(sum, UInt64)"),
     ];
     let err = TableSchema::new("db.t", &infos, "server_time", "ip").unwrap_err();
     assert_eq!(
@@ -372,11 +372,11 @@ fn unsupported_types_are_refused_naming_table_column_and_type() {
         SchemaError::Unsupported {
             table: "db.t".into(),
             column: "v".into(),
-            type_name: "Variant(String, UInt8)".into()
+            type_name: "AggregateFunction(sum, UInt64)".into()
         }
     );
     let text = err.to_string();
-    assert!(text.contains("db.t") && text.contains(" v ") && text.contains("Variant"));
+    assert!(text.contains("db.t") && text.contains(" v ") && text.contains("AggregateFunction"));
 }
 
 #[test]
@@ -677,4 +677,23 @@ fn the_events_tables_rows_are_the_bytes_of_the_fixture() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(hex, include_str!("fixtures/events_rows.hex").trim());
+}
+
+#[test]
+fn a_variant_with_a_member_read_by_the_servers_best_effort_parsers_is_refused() {
+    for (ty, refused) in [
+        ("Variant(String, Int64, Array(Float64), Bool)", false),
+        ("Array(Variant(String, UInt8))", false),
+        ("Dynamic", false),
+        ("Variant(String, DateTime)", true),
+        ("Variant(IPv4, String)", true),
+    ] {
+        let infos = [ColumnInfo::plain("v", ty)];
+        let result = TableSchema::new("db.t", &infos, "server_time", "ip");
+        assert_eq!(
+            matches!(result, Err(SchemaError::Unsupported { .. })),
+            refused,
+            "{ty}"
+        );
+    }
 }

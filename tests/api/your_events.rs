@@ -50,6 +50,37 @@ async fn post(app: &crate::helpers::TestApp, body: &Value) -> Value {
     response.json().await.unwrap()
 }
 
+/// Posts events given as their JSON texts to `table`; the answer.
+async fn post_texts(
+    app: &crate::helpers::TestApp,
+    table: &str,
+    texts: &[impl AsRef<str>],
+) -> Value {
+    let texts: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+    reqwest::Client::new()
+        .post(format!("{}/v1/tables/{table}", app.address))
+        .header("content-type", "application/json")
+        .body(format!("[{}]", texts.join(",")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The server's own `JSONEachRow` insert of the same texts into `table`.
+async fn insert_as_the_server_reads(database: &str, table: &str, texts: &[String]) {
+    crate::helpers::clickhouse_at(
+        &crate::helpers::clickhouse_url(),
+        &format!(
+            "INSERT INTO `{database}`.{table} FORMAT JSONEachRow\n{}",
+            texts.join("\n")
+        ),
+    )
+    .await;
+}
+
 fn purchases() -> Value {
     json!([
         {"event": "purchase",
@@ -230,15 +261,7 @@ async fn a_json_column_stores_what_the_servers_own_parse_of_the_text_stores() {
         r#"{"id": 3, "j": null}"#,
         r#"{"id": 4}"#,
     ];
-    let body = format!("[{}]", texts.join(","));
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/tables/docs", app.address))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let answer: Value = response.json().await.unwrap();
+    let answer = post_texts(&app, "docs", &texts).await;
     assert_eq!(answer["accepted"], 4, "{answer}");
     // The server's own parse of the same events, the rest as the service keeps it.
     let reference: Vec<String> = texts
@@ -253,14 +276,7 @@ async fn a_json_column_stores_what_the_servers_own_parse_of_the_text_stores() {
             v.to_string()
         })
         .collect();
-    crate::helpers::clickhouse_at(
-        &crate::helpers::clickhouse_url(),
-        &format!(
-            "INSERT INTO `{database}`.docs_ref FORMAT JSONEachRow\n{}",
-            reference.join("\n")
-        ),
-    )
-    .await;
+    insert_as_the_server_reads(&database, "docs_ref", &reference).await;
     wait_for(&database, "docs", 4).await;
     let read = |table: &str| {
         let database = database.clone();
@@ -353,5 +369,103 @@ async fn changed_settings_are_used_without_a_restart_and_bad_ones_are_refused() 
     ))
     .await;
     assert_eq!(before, "0\told\n1\told\n");
+    app.stop().await;
+}
+
+/// `Dynamic` and `Variant` columns: each value stored as the server's own `JSONEachRow`
+/// insert of the same text stores it (the type the server infers for a `Dynamic`, the
+/// member it picks for a `Variant`), compared row by row with that insert.
+#[tokio::test]
+async fn dynamic_and_variant_columns_store_what_the_servers_own_parse_stores() {
+    if !modern_engine() {
+        return; // 18.16 has neither type
+    }
+    let database = unique_database();
+    let columns = "id UInt32, d Dynamic, v Variant(String, Int64, Array(Int64), Bool, Float64), \
+                   w Variant(UInt8, Array(String), String), \
+                   n Variant(Int64, Bool)";
+    for table in ["picked", "picked_ref"] {
+        table_with(&database, table, columns).await;
+    }
+    let app = spawn_app_in(&database, &[("INGEST_TABLES", "picked")]).await;
+    let values = [
+        "null",
+        "true",
+        "false",
+        "0",
+        "1",
+        "-5",
+        "300",
+        "18446744073709551615",
+        "18446744073709551616",
+        "1.5",
+        "1e3",
+        r#""x""#,
+        r#""""#,
+        r#""12""#,
+        r#""1.5""#,
+        r#""true""#,
+        r#""x\"y\u00e9""#,
+        r#""2024-01-02""#,
+        r#""2024-01-02 03:04:05""#,
+        r#""2024-01-02T03:04:05Z""#,
+        r#""2024-01-02T03:04:05""#,
+        r#""2024-01-02 03:04:05.123""#,
+        r#""2024-01-02T03:04:05.5+05:30""#,
+        r#""2200-01-01""#,
+        "[1,2]",
+        "[1, 2.5]",
+        r#"[1,"a"]"#,
+        "[]",
+        "[null,1]",
+        "[[1],[2,3]]",
+        "[[],[1]]",
+        "[true,false]",
+        "[1,true]",
+        "[-1,18446744073709551615]",
+        r#"["2024-01-01","2024-01-01 00:00:00"]"#,
+        r#"["x",null]"#,
+        r#"{"a":1}"#,
+        r#"{"b": 1, "a": {"c": "x"}}"#,
+        "{}",
+        r#"{"a":[1,2],"b":null}"#,
+        r#"[{"b":1},{"a":2}]"#,
+        "[{}]",
+    ];
+    let texts: Vec<String> = (values.iter().enumerate())
+        .map(|(i, v)| format!(r#"{{"id": {i}, "d": {v}, "v": {v}, "w": {v}}}"#))
+        .collect();
+    let answer = post_texts(&app, "picked", &texts).await;
+    assert_eq!(answer["accepted"], values.len(), "{answer}");
+    insert_as_the_server_reads(&database, "picked_ref", &texts).await;
+    wait_for(&database, "picked", values.len() as u64).await;
+    let read = |table: &str| {
+        let query = format!(
+            "SELECT id, d, dynamicType(d) AS dt, v, variantType(v) AS vt, w, variantType(w) AS wt \
+             FROM `{database}`.{table} ORDER BY id FORMAT JSONEachRow"
+        );
+        async move { clickhouse(&query).await }
+    };
+    let stored = read("picked").await;
+    let reference = read("picked_ref").await;
+    assert_eq!(stored.lines().count(), values.len(), "{stored}");
+    let differing: Vec<String> = (stored.lines().zip(reference.lines()))
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("stored    {a}\nreference {b}"))
+        .collect();
+    assert!(differing.is_empty(), "{}", differing.join("\n"));
+    // A value none of a variant's types reads: refused by field (the server would refuse
+    // the whole insert).
+    let refused: Value = reqwest::Client::new()
+        .post(format!("{}/v1/tables/picked", app.address))
+        .json(&json!([{"id": 100, "n": "text"}, {"id": 101, "n": 7}]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refused["accepted"], 1, "{refused}");
+    assert_eq!(refused["errors"][0]["field"], "n", "{refused}");
     app.stop().await;
 }

@@ -1,0 +1,624 @@
+//! Values whose type is picked per value, as the server's own `JSONEachRow` reading picks
+//! it (the servers that have these types, 24.x and later):
+//!
+//! - a `Variant`'s member: the members are tried in the server's order (more nested types
+//!   first, then by a fixed priority of kinds, `String` last) and the first that reads the
+//!   value takes it, read by the server's JSON rules for that member (a number in quotes, a
+//!   boolean as 1 or 0, an empty string as 0, any value as its text for a `String`). The
+//!   members read here are numbers, `Bool`, `String` and arrays of them ([`readable`]):
+//!   the server reads a time, an address or an enum in a `Variant` with its best-effort
+//!   parsers, which this service does not reproduce, so a table with such a member is not
+//!   written (it answers `503` naming the column);
+//! - a `Dynamic`'s type: inferred from the JSON value as the server's schema inference
+//!   infers it (`Int64`, `UInt64`, `Float64`, `Bool`, `String`, `Date`, `DateTime`,
+//!   `DateTime64(9)`, arrays of a common element type or of `Dynamic`, objects as named
+//!   tuples), then written as that type's binary encoding and the value.
+//!
+//! Where the two readings can differ: the server reads times in more formats than this
+//! service (its best-effort parser takes `Jan 2 2024` or `2024-01-02 25:00:00`); such a
+//! string stays a `String` here, where the server's own insert would store a time.
+
+use serde_json::value::RawValue;
+
+use super::encode::{Problem, encode, zero};
+use super::json::Value;
+use super::time::{self, TimeRange};
+use crate::format::{Scalar, Shape, binary_type, put_leb128};
+
+/// Appends a `Variant` value: the member's position (255 for `null`) and its value.
+pub(super) fn put_variant(
+    variants: &[Shape],
+    raw: &RawValue,
+    range: TimeRange,
+    out: &mut Vec<u8>,
+) -> Result<(), Problem> {
+    let value = Value::read(raw)?;
+    if let Value::Null = value {
+        out.push(crate::format::NULL_DISCRIMINATOR);
+        return Ok(());
+    }
+    let start = out.len();
+    for i in order(variants) {
+        out.push(i as u8);
+        if member(&variants[i], raw, &value, range, out) {
+            return Ok(());
+        }
+        out.truncate(start);
+    }
+    Err(format!("{} is none of the variant's types", value.kind()).into())
+}
+
+/// Whether every `Variant` in `shape` has only members read here as the server reads them.
+pub(super) fn readable(shape: &Shape) -> bool {
+    fn member(shape: &Shape) -> bool {
+        match shape {
+            Shape::Nullable(inner) | Shape::LowCardinality(inner) | Shape::Array(inner) => {
+                member(inner)
+            }
+            Shape::Scalar(scalar) => matches!(
+                scalar,
+                Scalar::String
+                    | Scalar::Bool
+                    | Scalar::Int(_)
+                    | Scalar::UInt(_)
+                    | Scalar::Float32
+                    | Scalar::Float64
+            ),
+            _ => false,
+        }
+    }
+    match shape {
+        Shape::Variant(variants) => variants.iter().all(member),
+        Shape::Scalar(_) => true,
+        Shape::Nullable(inner) | Shape::LowCardinality(inner) | Shape::Array(inner) => {
+            readable(inner)
+        }
+        Shape::Map(key, value) => readable(key) && readable(value),
+        Shape::Tuple(elements) => elements.iter().all(|(_, s)| readable(s)),
+    }
+}
+
+/// The members' positions in the order the server tries them.
+fn order(variants: &[Shape]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..variants.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(priority(&variants[i], 0, 0)));
+    order
+}
+
+/// The server's text-reading priority of a type: (deepest nesting of arrays, tuples and
+/// maps; the kinds' priorities summed; deepest `Nullable`/`LowCardinality`). Higher first.
+fn priority(shape: &Shape, depth: usize, wrapped: usize) -> (usize, usize, usize) {
+    match shape {
+        Shape::Nullable(inner) | Shape::LowCardinality(inner) => {
+            priority(inner, depth, wrapped + 1)
+        }
+        Shape::Array(inner) => {
+            let (d, p, w) = priority(inner, depth + 1, wrapped);
+            (d, p + kind_priority(Kind::Array), w)
+        }
+        Shape::Map(key, value) => {
+            let (kd, kp, kw) = priority(key, depth + 1, wrapped);
+            let (vd, vp, vw) = priority(value, depth + 1, wrapped);
+            (kd.max(vd), kp + vp + kind_priority(Kind::Map), kw.max(vw))
+        }
+        Shape::Tuple(elements) => {
+            let mut sum = (0, kind_priority(Kind::Tuple), 0);
+            for (_, element) in elements {
+                let (d, p, w) = priority(element, depth + 1, wrapped);
+                sum = (sum.0.max(d), sum.1 + p, sum.2.max(w));
+            }
+            sum
+        }
+        Shape::Variant(variants) => variants
+            .iter()
+            .map(|v| priority(v, depth, wrapped))
+            .fold((0, 0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1), a.2.max(b.2))),
+        Shape::Scalar(Scalar::Bool) => (depth, kind_priority(Kind::Int(8, true)) + 1, wrapped),
+        Shape::Scalar(scalar) => (depth, Kind::of(scalar).map_or(0, kind_priority), wrapped),
+    }
+}
+
+/// The kinds the server ranks, highest first.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Array,
+    Tuple,
+    Map,
+    Enum(u8),
+    Uuid,
+    Ipv4,
+    Ipv6,
+    /// Bits and signedness.
+    Int(u16, bool),
+    /// Bits of the decimal's integer.
+    Decimal(usize),
+    Float(u8),
+    Date,
+    Date32,
+    DateTime,
+    DateTime64,
+    FixedString,
+    String,
+}
+
+impl Kind {
+    fn of(scalar: &Scalar) -> Option<Self> {
+        Some(match scalar {
+            Scalar::UInt(bits) => Self::Int(*bits, false),
+            Scalar::Int(bits) => Self::Int(*bits, true),
+            Scalar::Float32 => Self::Float(32),
+            Scalar::Float64 => Self::Float(64),
+            Scalar::Decimal { .. } => Self::Decimal(scalar.width()? * 8),
+            Scalar::String => Self::String,
+            Scalar::FixedString(_) => Self::FixedString,
+            Scalar::Uuid => Self::Uuid,
+            Scalar::Date => Self::Date,
+            Scalar::Date32 => Self::Date32,
+            Scalar::DateTime { .. } => Self::DateTime,
+            Scalar::DateTime64 { .. } => Self::DateTime64,
+            Scalar::Ipv4 => Self::Ipv4,
+            Scalar::Ipv6 => Self::Ipv6,
+            Scalar::Enum { bits, .. } => Self::Enum(*bits),
+            Scalar::Bool | Scalar::Json | Scalar::Dynamic => return None,
+        })
+    }
+}
+
+/// The server's list, highest first; a kind's priority is its distance from the end.
+const RANKED: [Kind; 33] = [
+    Kind::Array,
+    Kind::Tuple,
+    Kind::Map,
+    // (AggregateFunction, never written here, ranks here.)
+    Kind::Map,
+    Kind::Enum(8),
+    Kind::Enum(16),
+    Kind::Uuid,
+    Kind::Ipv4,
+    Kind::Ipv6,
+    Kind::Int(8, true),
+    Kind::Int(8, false),
+    Kind::Int(16, true),
+    Kind::Int(16, false),
+    Kind::Int(32, true),
+    Kind::Int(32, false),
+    Kind::Int(64, true),
+    Kind::Int(64, false),
+    Kind::Int(128, true),
+    Kind::Int(128, false),
+    Kind::Int(256, true),
+    Kind::Int(256, false),
+    Kind::Decimal(32),
+    Kind::Decimal(64),
+    Kind::Decimal(128),
+    Kind::Decimal(256),
+    Kind::Float(32),
+    Kind::Float(64),
+    Kind::Date,
+    Kind::Date32,
+    Kind::DateTime,
+    Kind::DateTime64,
+    Kind::FixedString,
+    Kind::String,
+];
+
+fn kind_priority(kind: Kind) -> usize {
+    RANKED.len()
+        - RANKED
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(RANKED.len())
+}
+
+/// Appends `value` as the member `shape` reads it by the server's JSON rules; `false` when
+/// it does not (the caller truncates).
+fn member(
+    shape: &Shape,
+    raw: &RawValue,
+    value: &Value<'_>,
+    range: TimeRange,
+    out: &mut Vec<u8>,
+) -> bool {
+    match (shape, value) {
+        (Shape::LowCardinality(inner), _) => member(inner, raw, value, range, out),
+        (Shape::Nullable(_), Value::Null) => {
+            out.push(1);
+            true
+        }
+        (Shape::Nullable(inner), _) => {
+            out.push(0);
+            member(inner, raw, value, range, out)
+        }
+        (_, Value::Null) => false,
+        // Any value, strings unquoted, others as their JSON text.
+        (Shape::Scalar(Scalar::String), _) => {
+            let text = match value {
+                Value::Str(s) => s.as_ref(),
+                _ => raw.get(),
+            };
+            put_leb128(out, text.len());
+            out.extend_from_slice(text.as_bytes());
+            true
+        }
+        // `true`/`false` only.
+        (Shape::Scalar(Scalar::Bool), Value::Bool(b)) => {
+            out.push(u8::from(*b));
+            true
+        }
+        (Shape::Scalar(Scalar::Bool), _) => false,
+        // A number, in quotes or not, or a boolean (also in quotes) as 1 or 0; an integer
+        // type takes only integers' digits.
+        (
+            Shape::Scalar(
+                scalar @ (Scalar::Int(_) | Scalar::UInt(_) | Scalar::Float32 | Scalar::Float64),
+            ),
+            _,
+        ) => {
+            let text = match value {
+                Value::Bool(b) => {
+                    if *b {
+                        "1"
+                    } else {
+                        "0"
+                    }
+                }
+                Value::Str(s) if s.is_empty() => "0",
+                Value::Str(s) if s == "true" => "1",
+                Value::Str(s) if s == "false" => "0",
+                Value::Str(s) => s.as_ref(),
+                Value::Number(n) => n,
+                _ => return false,
+            };
+            let integer = matches!(scalar, Scalar::Int(_) | Scalar::UInt(_));
+            let digits = text.strip_prefix('-').unwrap_or(text);
+            if digits.is_empty() || (integer && !digits.bytes().all(|b| b.is_ascii_digit())) {
+                return false;
+            }
+            encode(shape, &Value::Number(text), range, out).is_ok()
+        }
+        // Elements by the same rules; a `null` element is the element type's default.
+        (Shape::Array(inner), Value::Array(elements)) => {
+            put_leb128(out, elements.len());
+            elements.iter().all(|raw| match Value::read(raw) {
+                Ok(Value::Null) if !matches!(inner.plain(), Shape::Nullable(_)) => {
+                    out.extend_from_slice(&zero(inner));
+                    true
+                }
+                Ok(value) => member(inner, raw, &value, range, out),
+                Err(_) => false,
+            })
+        }
+        // No other member is read (see `readable`).
+        _ => false,
+    }
+}
+
+/// A type as inference sees it before the final one is known.
+#[derive(Debug, Clone, PartialEq)]
+enum Ty {
+    /// An empty array's element: takes any other.
+    Nothing,
+    /// `null`: makes a scalar `Nullable`.
+    Null,
+    Bool,
+    /// Whether some value was negative (an `UInt64` then cannot hold them all).
+    Int64(bool),
+    UInt64,
+    Float64,
+    String,
+    Date,
+    DateTime,
+    DateTime64,
+    Array(Box<Ty>),
+    /// Fields sorted by name.
+    Tuple(Vec<(String, Ty)>),
+    Nullable(Box<Ty>),
+    /// Elements with no common type (each one's own).
+    Dynamic,
+}
+
+/// Appends a `Dynamic` value: its inferred type's binary encoding, then the value.
+pub(super) fn put_dynamic(
+    raw: &RawValue,
+    range: TimeRange,
+    out: &mut Vec<u8>,
+) -> Result<(), Problem> {
+    let ty = infer(raw)?;
+    if ty == Ty::Null {
+        out.push(binary_type::NOTHING);
+        return Ok(());
+    }
+    let shape = finish(ty);
+    if !binary_type::write(&shape, out) {
+        return Err("a value whose type the server would not infer".into());
+    }
+    put_value(&shape, raw, range, out)
+}
+
+fn infer(raw: &RawValue) -> Result<Ty, Problem> {
+    Ok(match Value::read(raw)? {
+        Value::Null => Ty::Null,
+        Value::Bool(_) => Ty::Bool,
+        Value::Number(text) if text.contains(['.', 'e', 'E']) => Ty::Float64,
+        Value::Number(text) if text.parse::<i64>().is_ok() => Ty::Int64(text.starts_with('-')),
+        Value::Number(text) if text.parse::<u64>().is_ok() => Ty::UInt64,
+        // An integer past 64 bits: its text.
+        Value::Number(_) => Ty::String,
+        Value::Str(s) => time_type(&s),
+        Value::Array(elements) => {
+            let mut common = Some(Ty::Nothing);
+            for element in &elements {
+                let ty = infer(element)?;
+                common = common.and_then(|c| unify(c, ty));
+            }
+            Ty::Array(Box::new(common.unwrap_or(Ty::Dynamic)))
+        }
+        // The server stores an empty object as its text.
+        Value::Object(fields) if fields.is_empty() => Ty::String,
+        Value::Object(fields) => {
+            let mut tuple: Vec<(String, Ty)> = Vec::with_capacity(fields.len());
+            for (key, raw) in &fields {
+                if key.is_empty() {
+                    return Err("an object with an empty key (a tuple element needs a name)".into());
+                }
+                match tuple.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
+                    Ok(_) => {
+                        return Err(format!("duplicate key {}", super::event::excerpt(key)).into());
+                    }
+                    Err(at) => tuple.insert(at, (key.to_string(), infer(raw)?)),
+                }
+            }
+            Ty::Tuple(tuple)
+        }
+    })
+}
+
+/// What the server infers from a string: a date or time in the forms this service reads
+/// (see the module's note), else `String`.
+fn time_type(s: &str) -> Ty {
+    // A number in a string stays a string.
+    if s.trim().parse::<f64>().is_ok() {
+        return Ty::String;
+    }
+    // `YYYY-MM-DDThh:mm:ss[.f]` without an offset is the server's local (UTC) time.
+    let local;
+    let text = match s.as_bytes().get(10) {
+        Some(b'T') if !s[11..].contains(['Z', 'z', '+', '-']) => {
+            local = format!("{} {}", &s[..10], &s[11..]);
+            local.as_str()
+        }
+        _ => s,
+    };
+    let Some(nanos) = time::from_text(text) else {
+        return Ty::String;
+    };
+    let days = time::days(nanos);
+    if s.len() == 10 {
+        return match days {
+            0..=LAST_DATE => Ty::Date,
+            _ if in_datetime64(nanos) => Ty::DateTime64,
+            _ => Ty::String,
+        };
+    }
+    let fraction = s.get(19..).is_some_and(|t| t.starts_with('.'));
+    let seconds = time::seconds(nanos);
+    match fraction {
+        false if (0..=i128::from(u32::MAX)).contains(&seconds) => Ty::DateTime,
+        _ if in_datetime64(nanos) => Ty::DateTime64,
+        _ => Ty::String,
+    }
+}
+
+/// 2149-06-06, the last `Date`.
+const LAST_DATE: i128 = 65_535;
+
+/// Whether a time is within `DateTime64`'s range (1900-01-01 to 2299-12-31).
+fn in_datetime64(nanos: i128) -> bool {
+    const FIRST: i128 = -2_208_988_800;
+    const END: i128 = 10_413_792_000;
+    (FIRST..END).contains(&time::seconds(nanos))
+}
+
+/// The type both `a` and `b` are read as, `None` when they have none (the array then
+/// holds `Dynamic` elements).
+fn unify(a: Ty, b: Ty) -> Option<Ty> {
+    use Ty::*;
+    Some(match (a, b) {
+        (Int64(x), Int64(y)) => Int64(x || y),
+        (a, b) if a == b => a,
+        (Nothing, t) | (t, Nothing) => t,
+        (Null, t) | (t, Null) => nullable(t),
+        (Nullable(a), b) | (b, Nullable(a)) => nullable(unify(*a, b)?),
+        (Bool, Int64(n)) | (Int64(n), Bool) => Int64(n),
+        (Bool | Int64(false), UInt64) | (UInt64, Bool | Int64(false)) => UInt64,
+        (Bool | Int64(_) | UInt64, Float64) | (Float64, Bool | Int64(_) | UInt64) => Float64,
+        (Bool | String | Date | DateTime | DateTime64, String)
+        | (String, Bool | Date | DateTime | DateTime64) => String,
+        (Date, DateTime) | (DateTime, Date) => DateTime,
+        (Date | DateTime, DateTime64) | (DateTime64, Date | DateTime) => DateTime64,
+        (Array(a), Array(b)) => Array(Box::new(unify(*a, *b)?)),
+        (Tuple(a), Tuple(b)) => {
+            let mut merged = a;
+            for (key, ty) in b {
+                match merged.binary_search_by(|(k, _)| k.cmp(&key)) {
+                    Ok(at) => {
+                        let mine = std::mem::replace(&mut merged[at].1, Nothing);
+                        merged[at].1 = unify(mine, ty)?;
+                    }
+                    Err(at) => merged.insert(at, (key, ty)),
+                }
+            }
+            Tuple(merged)
+        }
+        _ => return None,
+    })
+}
+
+/// `t` where some values were `null`: `Nullable` for a scalar; an array, tuple or
+/// `Dynamic` takes a `null` as its default.
+fn nullable(t: Ty) -> Ty {
+    match t {
+        Ty::Array(_) | Ty::Tuple(_) | Ty::Dynamic | Ty::Nullable(_) | Ty::Null => t,
+        Ty::Nothing => Ty::Null,
+        t => Ty::Nullable(Box::new(t)),
+    }
+}
+
+/// The final type: what no value decided is a `String`.
+fn finish(ty: Ty) -> Shape {
+    let scalar = Shape::Scalar;
+    match ty {
+        Ty::Nothing | Ty::String => scalar(Scalar::String),
+        Ty::Null => Shape::Nullable(Box::new(scalar(Scalar::String))),
+        Ty::Bool => scalar(Scalar::Bool),
+        Ty::Int64(_) => scalar(Scalar::Int(64)),
+        Ty::UInt64 => scalar(Scalar::UInt(64)),
+        Ty::Float64 => scalar(Scalar::Float64),
+        Ty::Date => scalar(Scalar::Date),
+        Ty::DateTime => scalar(Scalar::DateTime { zone: None }),
+        Ty::DateTime64 => scalar(Scalar::DateTime64 {
+            precision: 9,
+            zone: None,
+        }),
+        Ty::Array(inner) => Shape::Array(Box::new(finish(*inner))),
+        Ty::Tuple(fields) => Shape::Tuple(
+            fields
+                .into_iter()
+                .map(|(k, t)| (Some(k), finish(t)))
+                .collect(),
+        ),
+        Ty::Nullable(inner) => Shape::Nullable(Box::new(finish(*inner))),
+        Ty::Dynamic => scalar(Scalar::Dynamic),
+    }
+}
+
+/// Appends `raw` as the inferred `shape`: `null` is the type's default where it is not
+/// `Nullable`, a `String` takes any value's text.
+fn put_value(
+    shape: &Shape,
+    raw: &RawValue,
+    range: TimeRange,
+    out: &mut Vec<u8>,
+) -> Result<(), Problem> {
+    let value = Value::read(raw)?;
+    match (shape, &value) {
+        (Shape::Scalar(Scalar::Dynamic), _) => put_dynamic(raw, range, out),
+        (Shape::Nullable(_), Value::Null) => {
+            out.push(1);
+            Ok(())
+        }
+        (Shape::Nullable(inner), _) => {
+            out.push(0);
+            put_value(inner, raw, range, out)
+        }
+        (_, Value::Null) => {
+            out.extend_from_slice(&zero(shape));
+            Ok(())
+        }
+        (Shape::Scalar(Scalar::String), Value::Str(s)) => {
+            put_leb128(out, s.len());
+            out.extend_from_slice(s.as_bytes());
+            Ok(())
+        }
+        (Shape::Scalar(Scalar::String), _) => {
+            put_leb128(out, raw.get().len());
+            out.extend_from_slice(raw.get().as_bytes());
+            Ok(())
+        }
+        (Shape::Scalar(_), Value::Bool(b)) if !matches!(shape, Shape::Scalar(Scalar::Bool)) => {
+            encode(
+                shape,
+                &Value::Number(if *b { "1" } else { "0" }),
+                range,
+                out,
+            )
+        }
+        (Shape::Scalar(Scalar::DateTime { .. } | Scalar::DateTime64 { .. }), Value::Str(s)) => {
+            match s.as_bytes().get(10) {
+                Some(b'T') if !s[11..].contains(['Z', 'z', '+', '-']) => {
+                    let local = format!("{} {}", &s[..10], &s[11..]);
+                    encode(shape, &Value::Str(local.into()), TimeRange::FULL, out)
+                }
+                _ => encode(shape, &value, TimeRange::FULL, out),
+            }
+        }
+        (Shape::Array(inner), Value::Array(elements)) => {
+            put_leb128(out, elements.len());
+            elements
+                .iter()
+                .try_for_each(|raw| put_value(inner, raw, range, out))
+        }
+        (Shape::Tuple(fields), Value::Object(present)) => {
+            fields.iter().try_for_each(|(name, ty)| {
+                let name = name.as_deref().unwrap_or_default();
+                match present.iter().find(|(k, _)| k == name) {
+                    Some((_, raw)) => put_value(ty, raw, range, out),
+                    None => {
+                        out.extend_from_slice(&zero(ty));
+                        Ok(())
+                    }
+                }
+            })
+        }
+        _ => encode(shape, &value, range, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inferred(json: &str) -> String {
+        let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
+        let ty = infer(&raw).unwrap();
+        match ty {
+            Ty::Null => "NULL".into(),
+            ty => format!("{:?}", finish(ty)),
+        }
+    }
+
+    #[test]
+    fn members_are_tried_in_the_servers_order() {
+        let shape = Shape::parse("Variant(String, Int64, Array(Int64), Bool, Float64)").unwrap();
+        let Shape::Variant(variants) = &shape else {
+            panic!()
+        };
+        let names: Vec<String> = order(variants)
+            .into_iter()
+            .map(|i| format!("{:?}", variants[i]))
+            .collect();
+        assert!(names[0].starts_with("Array"), "{names:?}");
+        assert!(names[1].contains("Bool"), "{names:?}");
+        assert!(names[2].contains("Int(64)"), "{names:?}");
+        assert!(names[3].contains("Float64"), "{names:?}");
+        assert!(names[4].contains("String"), "{names:?}");
+    }
+
+    #[test]
+    fn types_are_inferred_as_the_server_infers_them() {
+        assert_eq!(inferred("null"), "NULL");
+        assert_eq!(inferred("[1, 2.5]"), inferred("[2.5]"));
+        assert_eq!(inferred("[1, true]"), inferred("[1]"));
+        assert_eq!(
+            inferred("[-1, 18446744073709551615]"),
+            inferred("[[], 1, \"a\"]")
+        );
+        assert!(inferred("[1, \"a\"]").contains("Dynamic"));
+        assert_eq!(inferred("[]"), inferred("[\"a\"]"));
+        assert_eq!(inferred("{}"), inferred("\"{}\""));
+        assert_eq!(inferred("[null, 1]"), "Array(Nullable(Scalar(Int(64))))");
+        assert_eq!(inferred("[[1], null]"), inferred("[[1]]"));
+        assert_eq!(
+            inferred(r#"[{"b": 1}, {"a": 2}]"#),
+            inferred(r#"[{"a": 1, "b": 2}]"#)
+        );
+        assert_eq!(inferred("\"2024-01-02\""), "Scalar(Date)");
+        assert_eq!(
+            inferred("\"2024-01-02T03:04:05\""),
+            inferred("\"2024-01-02 03:04:05\"")
+        );
+        assert!(inferred("\"2024-01-02 03:04:05.5\"").contains("DateTime64"));
+        assert!(inferred("\"2200-01-01\"").contains("DateTime64"));
+        assert_eq!(inferred("\"12\""), "Scalar(String)");
+    }
+}
