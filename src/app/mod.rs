@@ -190,7 +190,8 @@ impl Application {
         let keys = key_ring(&config, &stats)?;
         let mut all = vec![events];
         all.extend(tables::read_tables(&config, &stats, &table_settings).await?);
-        let (tables, storages, table_sinks) = start_tables(&config, all)?;
+        let (desk, jobs) = Refresher::desk();
+        let (tables, storages, table_sinks) = start_tables(&config, all, &desk)?;
         tables::watch_table_settings(
             &config,
             table_settings,
@@ -198,7 +199,11 @@ impl Application {
         );
         let refresher = match table_sinks.is_empty() {
             true => None,
-            false => Some(Refresher::spawn(table_sinks, config.schema_refresh_secs)?),
+            false => Some(Refresher::spawn(
+                table_sinks,
+                config.schema_refresh_secs,
+                jobs,
+            )?),
         };
         // The events table's lane: what health, readiness and the status page report.
         let events_ingest = storages[0].ingest.clone();

@@ -20,7 +20,8 @@ use crate::lane::shard::{RowKeys, Sharder};
 use crate::sink::TAG_BYTES;
 use crate::sink::{HostState, ReplicaSet, TableSink, TableState};
 use crate::stats::{LaneStats, Stats, TableStats};
-use crate::table::TableSettings;
+use crate::table::{ColumnList, Columns, NewColumn, NotAdded, TableSettings};
+use futures_util::future::BoxFuture;
 
 /// One table as start-up builds its lanes.
 pub(super) struct TableToStart {
@@ -128,6 +129,20 @@ pub(super) fn table_settings(
         .collect();
     let mut out = HashMap::new();
     for entry in file.tables {
+        if entry.name == config.clickhouse_table && entry.add_columns.is_some() {
+            return Err(StartupError::TableSettings(format!(
+                "{}: add_columns applies to the tables of INGEST_TABLES (the events table's \
+                 columns are fixed)",
+                entry.name
+            )));
+        }
+        if !config.clickhouse_cluster.is_empty() && entry.add_columns.is_some() {
+            return Err(StartupError::TableSettings(format!(
+                "{}: add_columns is not done for a table in a cluster (add the columns to \
+                 every shard's table and to the Distributed table)",
+                entry.name
+            )));
+        }
         if !written.contains(&entry.name) {
             return Err(StartupError::TableSettings(format!(
                 "{} is not a table this service writes (CLICKHOUSE_TABLE, INGEST_TABLES: {})",
@@ -144,6 +159,10 @@ pub(super) fn table_settings(
             browser: entry.browser,
             os: entry.os,
             device: entry.device,
+            add_columns: entry.add_columns.map(|a| crate::table::AddColumns {
+                max: a.max,
+                pattern: a.pattern,
+            }),
         };
         out.insert(entry.name, settings);
     }
@@ -209,6 +228,7 @@ pub(super) fn table_sink(config: &Config, sink: TableSink) -> TableSink {
 pub(super) fn start_tables(
     config: &Config,
     tables: Vec<TableToStart>,
+    desk: &AddDesk,
 ) -> Result<(Tables, Vec<Storage>, Vec<TableSink>), StartupError> {
     let mut lanes = Tables {
         lanes: Default::default(),
@@ -221,7 +241,10 @@ pub(super) fn start_tables(
         let storage = start_table(config, &table)?;
         let lane = Arc::new(TableLane {
             name: table.name.clone(),
-            columns: table.sink.state(),
+            columns: Arc::new(TableColumns {
+                state: table.sink.state(),
+                desk: desk.clone(),
+            }),
             ingest: storage.ingest.clone(),
             stats: table.stats.clone(),
             events: i == 0,
@@ -406,16 +429,96 @@ fn prune_columns(sink: &TableSink, lanes: &[&lane::LaneBuffer]) {
     sink.prune_columns(Some(spooled));
 }
 
+/// Requests' columns to add that may wait for the schema-refresh thread at once: a request
+/// past them is answered `503` with `Retry-After: 1`.
+const ADD_JOBS: usize = 64;
+
+/// How long a request waits for its columns to be added.
+const ADD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One request's columns to add (`add_columns`), for the schema-refresh thread, and where
+/// its answer goes.
+pub(super) struct AddJob {
+    target: String,
+    wanted: Vec<NewColumn>,
+    answer: tokio::sync::oneshot::Sender<Result<(), NotAdded>>,
+}
+
+/// Where requests leave their columns to add: the schema-refresh thread takes them.
+pub(super) type AddDesk = std::sync::mpsc::SyncSender<AddJob>;
+
+/// A table's columns as its handlers see them: the list its sink keeps, and columns added
+/// through the schema-refresh thread (which has a runtime and the table's sink).
+struct TableColumns {
+    state: Arc<TableState>,
+    desk: AddDesk,
+}
+
+impl Columns for TableColumns {
+    fn current(&self) -> Result<Arc<dyn ColumnList>, String> {
+        Columns::current(&*self.state)
+    }
+
+    fn add_columns(&self, wanted: Vec<NewColumn>) -> BoxFuture<'static, Result<(), NotAdded>> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let fields = || {
+            wanted
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let job = AddJob {
+            target: self.state.target.clone(),
+            wanted: wanted.clone(),
+            answer,
+        };
+        let refused = match self.desk.try_send(job) {
+            Ok(()) => None,
+            Err(std::sync::mpsc::TrySendError::Full(_)) => Some(NotAdded::Later {
+                fields: fields(),
+                secs: 1,
+            }),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                Some(NotAdded::Failed("the service is stopping".into()))
+            }
+        };
+        if let Some(refused) = refused {
+            return Box::pin(std::future::ready(Err(refused)));
+        }
+        Box::pin(async move {
+            match tokio::time::timeout(ADD_WAIT, answered).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(NotAdded::Failed("the service is stopping".into())),
+                Err(_) => Err(NotAdded::Failed(format!(
+                    "not done within {} s",
+                    ADD_WAIT.as_secs()
+                ))),
+            }
+        })
+    }
+}
+
 /// The thread that reads the tables of `INGEST_TABLES` again every `SCHEMA_REFRESH_SECS`
 /// (every 2 s while one is missing or unreadable), so an added column or a created table is
-/// picked up without a restart.
+/// picked up without a restart; it also adds the columns requests ask for (`add_columns`),
+/// one job at a time.
 pub(super) struct Refresher {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Refresher {
-    pub(super) fn spawn(sinks: Vec<TableSink>, every_secs: u64) -> std::io::Result<Self> {
+    /// The desk requests leave columns to add at, and where the thread takes them.
+    pub(super) fn desk() -> (AddDesk, std::sync::mpsc::Receiver<AddJob>) {
+        std::sync::mpsc::sync_channel(ADD_JOBS)
+    }
+
+    pub(super) fn spawn(
+        sinks: Vec<TableSink>,
+        every_secs: u64,
+        jobs: std::sync::mpsc::Receiver<AddJob>,
+    ) -> std::io::Result<Self> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = Arc::new(AtomicBool::new(false));
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -436,7 +539,15 @@ impl Refresher {
                 };
                 let mut next = Instant::now() + wait(&sinks);
                 while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    if let Ok(job) = jobs.recv_timeout(std::time::Duration::from_millis(200)) {
+                        let result = match sinks.iter().find(|s| s.target() == job.target) {
+                            Some(sink) => runtime.block_on(sink.add_columns(&job.wanted, every)),
+                            None => Err(NotAdded::Failed(
+                                "this table's columns are not added on demand".into(),
+                            )),
+                        };
+                        let _ = job.answer.send(result);
+                    }
                     if Instant::now() < next {
                         continue;
                     }

@@ -21,6 +21,7 @@
 //! rest = "properties"                 # String (JSON text) or Map(String, String)
 //! user_agent = "ua"                   # and browser, os, device
 //! server_time_column = "received_at"  # SERVER_TIME_COLUMN, CLIENT_IP_COLUMN per table
+//! add_columns = { max = 200, pattern = "^[a-z][a-z0-9_]{0,62}$" }
 //! ```
 
 use std::collections::BTreeMap;
@@ -70,6 +71,19 @@ pub struct TableEntry {
     /// The column for its kind of device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// Columns added for top-level fields that have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_columns: Option<AddColumnsEntry>,
+}
+
+/// `add_columns = { max = 200, pattern = "^[a-z][a-z0-9_]{0,62}$" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddColumnsEntry {
+    /// The most columns the table may have, the added ones included.
+    pub max: usize,
+    /// What a field's name must match to get a column (a regular expression).
+    pub pattern: String,
 }
 
 /// One `[[keys]]` entry.

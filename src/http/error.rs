@@ -100,6 +100,19 @@ impl ApiError {
     }
 }
 
+impl From<crate::table::NotAdded> for ApiError {
+    fn from(e: crate::table::NotAdded) -> Self {
+        let retry_after = match &e {
+            crate::table::NotAdded::Later { secs, .. } => Duration::from_secs(*secs),
+            crate::table::NotAdded::Failed(_) => Duration::from_secs(5),
+        };
+        ApiError::Unavailable {
+            reason: e.to_string(),
+            retry_after,
+        }
+    }
+}
+
 impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         match e {

@@ -371,12 +371,27 @@ async fn take(
         },
         columns: target.columns,
     };
-    let validated = if work.inline {
+    let (mut validated, again) = if work.inline {
         work.run(&mut reservation)?
     } else {
         // The reservation ends with the work: what is left are the encoded rows.
         state.cpu.run(move || work.run(&mut reservation)).await??
     };
+    // Fields that get columns (`add_columns`): the body is read again once the table has
+    // them, so no event loses its field.
+    if let Some(Again { mut work, body }) = again {
+        let wanted = std::mem::take(&mut validated.wanted);
+        let names: Vec<String> = wanted.iter().map(|c| c.name.clone()).collect();
+        target.lane.columns.add_columns(wanted).await?;
+        work.columns = Target::of(state, Some(&target.lane.name))?.columns;
+        validated = work.read(&body)?;
+        if !validated.wanted.is_empty() {
+            return Err(ApiError::Unavailable {
+                reason: format!("columns for {} are being added; retry", names.join(", ")),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+    }
     let accepted = validated.rows.len();
     if let Some(key) = &key {
         // Every event of the request counts, rejected ones too: they cost the same to read.
@@ -453,17 +468,38 @@ struct Work {
     columns: Arc<dyn ColumnList>,
 }
 
+/// A body to read again once the table has the columns its fields asked for.
+struct Again {
+    work: Work,
+    body: Vec<u8>,
+}
+
 impl Work {
-    /// Decompresses, decodes and validates.
-    fn run(self, reservation: &mut Reservation) -> Result<TableValidated, ApiError> {
-        let body = body::decode(self.raw, self.encoding, self.body_max_bytes, reservation)?;
+    /// Decompresses, decodes and validates; with the body, when its fields asked for
+    /// columns (`add_columns`).
+    fn run(
+        mut self,
+        reservation: &mut Reservation,
+    ) -> Result<(TableValidated, Option<Again>), ApiError> {
+        let raw = std::mem::take(&mut self.raw);
+        let body = body::decode(raw, self.encoding, self.body_max_bytes, reservation)?;
+        let validated = self.read(&body)?;
+        let again = match validated.wanted.is_empty() {
+            true => None,
+            false => Some(Again { body, work: self }),
+        };
+        Ok((validated, again))
+    }
+
+    /// Validates a decompressed body.
+    fn read(&self, body: &[u8]) -> Result<TableValidated, ApiError> {
         read_events(
             self.columns.schema(),
             self.columns.tag(),
-            &body,
+            body,
             self.format,
             self.max_events,
-            self.sent_at_header,
+            self.sent_at_header.clone(),
             self.server_time,
             self.ip,
             self.user_agent.as_deref(),

@@ -50,6 +50,11 @@ impl ServerVersion {
         }
     }
 
+    /// Whether the server has the `Bool` type (21.12+).
+    pub fn has_bool(self) -> bool {
+        self.at_least(21, 12)
+    }
+
     /// Whether inserts accept `insert_deduplication_token` (22.2+).
     pub fn supports_dedup_token(self) -> bool {
         self.at_least(22, 2)

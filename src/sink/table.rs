@@ -31,7 +31,7 @@ use std::hash::Hasher;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clickhouse::Client;
@@ -46,7 +46,7 @@ use super::schema::{
 use super::table_columns::{self, Definition};
 use super::{Connection, InsertId, Settings, Sink, SinkError, query_log};
 use crate::format::{ColumnType, KeyPlan, RowsRef, ShardingKey};
-use crate::table::{ColumnInfo, SchemaError, TableSchema, TableSettings};
+use crate::table::{ColumnInfo, NewColumn, NotAdded, SchemaError, TableSchema, TableSettings};
 
 pub use super::table_columns::TAG_BYTES;
 
@@ -158,6 +158,8 @@ pub struct TableState {
     base: Mutex<Option<TableSchema>>,
     /// Why the table's settings do not fit its columns, when they did not last time read.
     setting_problem: Mutex<Option<String>>,
+    /// When this process last changed the table's columns (`add_columns`).
+    changed_at: Mutex<Option<Instant>>,
 }
 
 impl crate::table::ColumnList for Loaded {
@@ -401,6 +403,7 @@ impl TableSink {
                 settings: Mutex::new(TableSettings::default()),
                 base: Mutex::new(None),
                 setting_problem: Mutex::new(None),
+                changed_at: Mutex::new(None),
             }),
         }
     }
@@ -536,6 +539,83 @@ impl TableSink {
             Err(e) => Err(format!("{}: not created ({e})", self.state.target)),
         };
         self.adopt(result)
+    }
+
+    /// Adds columns for fields that had none (`add_columns`): one `ALTER TABLE ... ADD
+    /// COLUMN` for all of them, at most one change per `every` (`SCHEMA_REFRESH_SECS`),
+    /// then the table read again so new rows are encoded with them. A column added
+    /// meanwhile (by another request or another gateway) is taken as it is.
+    pub async fn add_columns(&self, wanted: &[NewColumn], every: Duration) -> Result<(), NotAdded> {
+        let missing = |state: &TableState| -> Vec<NewColumn> {
+            let current = state.current().ok();
+            (wanted.iter())
+                .filter(|c| {
+                    current.as_ref().is_none_or(|l| {
+                        l.schema
+                            .columns()
+                            .iter()
+                            .all(|column| column.name != c.name)
+                    })
+                })
+                .cloned()
+                .collect()
+        };
+        let todo = missing(&self.state);
+        if todo.is_empty() {
+            return Ok(());
+        }
+        if self.cluster.is_some() || self.readers.len() > 1 {
+            return Err(NotAdded::Failed(
+                "columns are not added to a table in a cluster (add them to every shard's \
+                 table and to the Distributed table)"
+                    .into(),
+            ));
+        }
+        let names: Vec<&str> = todo.iter().map(|c| c.name.as_str()).collect();
+        if let Some(at) = *self.state.changed_at.lock() {
+            let gone = at.elapsed();
+            if gone < every {
+                return Err(NotAdded::Later {
+                    fields: names.join(", "),
+                    secs: (every - gone).as_secs().max(1),
+                });
+            }
+        }
+        let version = (self.facts(&self.base).await)
+            .map_err(|e| NotAdded::Failed(e.to_string()))?
+            .version;
+        let changes: Vec<String> = (todo.iter())
+            .map(|c| {
+                let ty = c.kind.type_name(version.has_bool());
+                format!("ADD COLUMN {} {ty}", quote(&c.name))
+            })
+            .collect();
+        let sql = format!(
+            "ALTER TABLE {}.{} {}",
+            quote(&self.database),
+            quote(&self.insert_table),
+            changes.join(", ")
+        );
+        // A refused change counts too: it is not asked again before `every`.
+        *self.state.changed_at.lock() = Some(Instant::now());
+        let altered = self.execute(&sql, version).await;
+        match &altered {
+            Ok(()) => log::info!(
+                "{}: added columns {}",
+                self.state.target,
+                changes.join(", ")
+            ),
+            Err(e) => log::warn!("{}: columns not added ({e})", self.state.target),
+        }
+        self.refresh().await.map_err(NotAdded::Failed)?;
+        match (missing(&self.state).is_empty(), altered) {
+            (true, _) => Ok(()),
+            (false, Err(e)) => Err(NotAdded::Failed(e.to_string())),
+            (false, Ok(())) => Err(NotAdded::Failed(format!(
+                "{} added, but the table read again does not have them",
+                names.join(", ")
+            ))),
+        }
     }
 
     /// The events table: creates the database and the table (in a cluster `<table>_local`

@@ -190,6 +190,11 @@ pub fn type_name(scalar: &Scalar) -> String {
     }
 }
 
+/// A boolean as the number servers read it as.
+pub(super) fn digit(b: bool) -> &'static str {
+    if b { "1" } else { "0" }
+}
+
 /// The text of a number, or of a string holding one (64-bit and wider integers often come
 /// as strings from JavaScript clients).
 fn numeric_text<'v>(value: &'v Value<'_>) -> Option<&'v str> {
@@ -212,7 +217,12 @@ fn scalar_value(
         Scalar::Dynamic => return Err("a Dynamic value read without its text".into()),
         Scalar::UInt(bits) | Scalar::Int(bits) => {
             let signed = matches!(scalar, Scalar::Int(_));
-            let text = numeric_text(value).ok_or_else(|| expected("an integer", value))?;
+            let text = match value {
+                // As servers since 21.x read them (and a boolean's added column is
+                // `UInt8` on a server without `Bool`).
+                Value::Bool(b) => digit(*b),
+                value => numeric_text(value).ok_or_else(|| expected("an integer", value))?,
+            };
             let bytes = number::integer(text, *bits, signed).map_err(|e| match e {
                 NumberError::OutOfRange => out_of_range(),
                 NumberError::TooPrecise => "expected an integer".into(),

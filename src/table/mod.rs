@@ -43,7 +43,7 @@ pub use openapi::json_schema;
 use pass::{Events, Read, Slot};
 use row::{Direct, Stamp};
 use rules::{Rule, Strict};
-pub use settings::{SettingError, TableSettings};
+pub use settings::{AddColumns, SettingError, TableSettings};
 pub use time::TimeRange;
 pub use user_agent::{MAX_USER_AGENT_BYTES, bounded as bounded_user_agent};
 
@@ -66,6 +66,37 @@ pub trait ColumnList: Send + Sync {
 pub trait Columns: Send + Sync {
     /// The list in use, or why the table cannot take rows now (missing, unreadable).
     fn current(&self) -> Result<std::sync::Arc<dyn ColumnList>, String>;
+
+    /// Adds columns for fields that had none (`add_columns`): done once the list in use
+    /// has them.
+    fn add_columns(
+        &self,
+        wanted: Vec<NewColumn>,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), NotAdded>> {
+        let _ = wanted;
+        Box::pin(std::future::ready(Err(NotAdded::Failed(
+            "this table's columns are not added on demand".into(),
+        ))))
+    }
+}
+
+/// Why columns were not added for a request's fields (`503`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAdded {
+    /// The table changed less than `SCHEMA_REFRESH_SECS` ago: at most one change per
+    /// interval.
+    #[error(
+        "the table's columns changed less than SCHEMA_REFRESH_SECS ago; columns for {fields} are added in {secs} s"
+    )]
+    Later {
+        /// The fields waiting for columns.
+        fields: String,
+        /// Seconds until the next change may be made.
+        secs: u64,
+    },
+    /// The server did not add them, or cannot be asked now.
+    #[error("columns for new fields not added: {0}")]
+    Failed(String),
 }
 
 /// One column as `system.columns` describes it.
@@ -119,6 +150,77 @@ pub enum SchemaError {
     /// A setting of the table's that its columns cannot take.
     #[error(transparent)]
     Setting(#[from] SettingError),
+}
+
+/// Where a top-level field that no column and no path takes goes.
+pub(super) enum Unclaimed {
+    /// It gets a column (`add_columns`): the body is read again once it exists.
+    Column,
+    /// Into the rest column, if there is one; else counted as unknown.
+    Rest,
+    /// Refused (`add_columns`' pattern or cap, without a rest column to keep it).
+    Refused(Problem),
+}
+
+impl TableSchema {
+    /// Where top-level field `name` with `raw` goes when no column and no path takes it;
+    /// a column it gets is pushed to `wanted` (once).
+    pub(super) fn unclaimed(
+        &self,
+        name: &str,
+        raw: &serde_json::value::RawValue,
+        wanted: &mut Vec<NewColumn>,
+    ) -> Unclaimed {
+        let Some(shaping) = &self.shaping else {
+            return Unclaimed::Rest;
+        };
+        let Some(add) = &shaping.add else {
+            return Unclaimed::Rest;
+        };
+        let keep_rest = shaping.rest.is_some();
+        let refuse = |problem: String| match keep_rest {
+            true => Unclaimed::Rest,
+            false => Unclaimed::Refused(problem.into()),
+        };
+        let text = raw.get();
+        let kind = match text.as_bytes().first() {
+            Some(b'"') => NewKind::String,
+            Some(b't' | b'f') => NewKind::Bool,
+            Some(b'[') => NewKind::Strings,
+            Some(b'{') => {
+                return refuse(
+                    "no column for this field, and an object gets none (paths or the rest \
+                     column take its fields)"
+                        .into(),
+                );
+            }
+            // Nothing to store, and no type to choose.
+            Some(b'n') | None => return Unclaimed::Rest,
+            Some(_) if text.contains(['.', 'e', 'E']) => NewKind::Float64,
+            Some(_) => NewKind::Int64,
+        };
+        if wanted.iter().any(|c| c.name == name) {
+            return Unclaimed::Column;
+        }
+        if !add.pattern.is_match(name) {
+            return refuse(format!(
+                "no column for this field, and its name does not match add_columns.pattern \
+                 ({})",
+                add.pattern.as_str()
+            ));
+        }
+        if self.columns.len() + wanted.len() >= add.max {
+            return refuse(format!(
+                "no column for this field, and the table has add_columns.max ({}) columns",
+                add.max
+            ));
+        }
+        wanted.push(NewColumn {
+            name: name.to_string(),
+            kind,
+        });
+        Unclaimed::Column
+    }
 }
 
 /// Who fills a column.
@@ -225,6 +327,47 @@ pub struct TableValidated {
     pub unknown_fields: usize,
     /// Rejected events counted by the first field at fault (`""`: unreadable object).
     pub reasons: Vec<(Cow<'static, str>, usize)>,
+    /// Columns the table's `add_columns` gives fields that had none: the body is read
+    /// again once the table has them (its rows, read before, are not kept).
+    pub wanted: Vec<NewColumn>,
+}
+
+/// A column `add_columns` gives a top-level field that had none, typed by its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewColumn {
+    /// The field's name.
+    pub name: String,
+    /// What its value was.
+    pub kind: NewKind,
+}
+
+/// The type of an added column, by the first value its field had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewKind {
+    /// A string: `Nullable(String)`.
+    String,
+    /// An integer: `Nullable(Int64)`.
+    Int64,
+    /// A number with a fraction or exponent: `Nullable(Float64)`.
+    Float64,
+    /// `true`/`false`: `Nullable(Bool)` (`Nullable(UInt8)` on servers without `Bool`).
+    Bool,
+    /// An array: `Array(String)`, its elements as text.
+    Strings,
+}
+
+impl NewKind {
+    /// The column's type, on a server with `Bool` or without.
+    pub fn type_name(self, has_bool: bool) -> &'static str {
+        match self {
+            Self::String => "Nullable(String)",
+            Self::Int64 => "Nullable(Int64)",
+            Self::Float64 => "Nullable(Float64)",
+            Self::Bool if has_bool => "Nullable(Bool)",
+            Self::Bool => "Nullable(UInt8)",
+            Self::Strings => "Array(String)",
+        }
+    }
 }
 
 impl TableValidated {
@@ -567,8 +710,20 @@ impl TableSchema {
                                                 seed, &mut de,
                                             );
                                         }
-                                        None if keep_rest => taken.leftover(name.clone(), raw),
-                                        None => out.unknown_fields += 1,
+                                        None => match self.unclaimed(name, raw, &mut out.wanted) {
+                                            Unclaimed::Column => {}
+                                            Unclaimed::Rest if keep_rest => {
+                                                taken.leftover(name.clone(), raw)
+                                            }
+                                            Unclaimed::Rest => out.unknown_fields += 1,
+                                            Unclaimed::Refused(problem) => {
+                                                if taken.problems.is_empty() {
+                                                    taken
+                                                        .problems
+                                                        .push((name.to_string().into(), problem));
+                                                }
+                                            }
+                                        },
                                     }
                                 }
                             },

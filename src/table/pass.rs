@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 
 use super::json::Key;
 use super::paths::{RestItem, RestValue, Taken};
-use super::{Problem, RequestFacts, TableSchema, TableValidated};
+use super::{Problem, RequestFacts, TableSchema, TableValidated, Unclaimed};
 use crate::format::Rows;
 use crate::table::event::{DecodeError, Loose, ndjson_lines};
 
@@ -379,9 +379,20 @@ fn shaped_field<'de, A: MapAccess<'de>>(
     };
     match root.map(|r| &shaping.roots[r].1) {
         Some(node) => map.next_value_seed(taken.root(key, node))?,
-        None if keep_rest => {
+        None if keep_rest || shaping.add.is_some() => {
             let raw = map.next_value::<&'de RawValue>()?;
-            pass.rest.push(RestItem::Field(key, RestValue::Raw(raw)));
+            match schema.unclaimed(&key, raw, &mut pass.out.wanted) {
+                Unclaimed::Column => {}
+                Unclaimed::Rest if keep_rest => {
+                    pass.rest.push(RestItem::Field(key, RestValue::Raw(raw)))
+                }
+                Unclaimed::Rest => pass.out.unknown_fields += 1,
+                Unclaimed::Refused(problem) => {
+                    if pass.problems.is_empty() {
+                        pass.problems.push((key.to_string().into(), problem));
+                    }
+                }
+            }
         }
         None => {
             map.next_value::<IgnoredAny>()?;

@@ -35,7 +35,34 @@ pub struct TableSettings {
     pub os: Option<String>,
     /// The column for its kind of device (`pc`, `smartphone`, `crawler`).
     pub device: Option<String>,
+    /// Columns added for top-level fields that have none.
+    pub add_columns: Option<AddColumns>,
 }
+
+/// `add_columns`: a top-level field without a column, whose name matches `pattern`, gets
+/// one (the sink adds it), while the table has fewer than `max` columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddColumns {
+    /// The most columns the table may have, the added ones included.
+    pub max: usize,
+    /// What a field's name must match (a regular expression).
+    pub pattern: String,
+}
+
+/// [`AddColumns`] as the reading uses it: the pattern compiled.
+#[derive(Debug, Clone)]
+pub(super) struct Adding {
+    pub max: usize,
+    pub pattern: regex::Regex,
+}
+
+impl PartialEq for Adding {
+    fn eq(&self, other: &Self) -> bool {
+        self.max == other.max && self.pattern.as_str() == other.pattern.as_str()
+    }
+}
+
+impl Eq for Adding {}
 
 /// A setting the table's columns cannot take.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,6 +106,8 @@ pub(super) struct Shaping {
     pub roots: Vec<(String, Node)>,
     /// The rest column and how it holds the fields.
     pub rest: Option<(usize, RestKind)>,
+    /// Columns added for fields without one.
+    pub add: Option<Adding>,
 }
 
 impl Shaping {
@@ -103,6 +132,7 @@ impl TableSettings {
             || self.browser.is_some()
             || self.os.is_some()
             || self.device.is_some()
+            || self.add_columns.is_some()
     }
 
     /// The columns filled from the `User-Agent`, by setting name.
@@ -257,7 +287,18 @@ impl TableSettings {
             columns[i].fill = Fill::Agent(part);
             reads[i] = Read::Elsewhere;
         }
-        Ok(Some(Shaping { roots, rest }))
+        let add = match &self.add_columns {
+            None => None,
+            Some(AddColumns { max, pattern }) => {
+                let pattern = regex::Regex::new(pattern)
+                    .map_err(|e| error("add_columns.pattern", e.to_string()))?;
+                if *max == 0 {
+                    return Err(error("add_columns.max", "is at least 1".into()));
+                }
+                Some(Adding { max: *max, pattern })
+            }
+        };
+        Ok(Some(Shaping { roots, rest, add }))
     }
 }
 

@@ -20,7 +20,7 @@
 
 use serde_json::value::RawValue;
 
-use super::encode::{Problem, encode, zero};
+use super::encode::{Problem, digit, encode, zero};
 use super::json::Value;
 use super::time::{self, TimeRange};
 use crate::format::{Scalar, Shape, binary_type, put_leb128};
@@ -255,13 +255,7 @@ fn member(
             _,
         ) => {
             let text = match value {
-                Value::Bool(b) => {
-                    if *b {
-                        "1"
-                    } else {
-                        "0"
-                    }
-                }
+                Value::Bool(b) => digit(*b),
                 Value::Str(s) if s.is_empty() => "0",
                 Value::Str(s) if s == "true" => "1",
                 Value::Str(s) if s == "false" => "0",
@@ -526,12 +520,7 @@ fn put_value(
             Ok(())
         }
         (Shape::Scalar(_), Value::Bool(b)) if !matches!(shape, Shape::Scalar(Scalar::Bool)) => {
-            encode(
-                shape,
-                &Value::Number(if *b { "1" } else { "0" }),
-                range,
-                out,
-            )
+            encode(shape, &Value::Number(digit(*b)), range, out)
         }
         (Shape::Scalar(Scalar::DateTime { .. } | Scalar::DateTime64 { .. }), Value::Str(s)) => {
             match s.as_bytes().get(10) {

@@ -469,3 +469,101 @@ async fn dynamic_and_variant_columns_store_what_the_servers_own_parse_stores() {
     assert_eq!(refused["errors"][0]["field"], "n", "{refused}");
     app.stop().await;
 }
+
+/// `add_columns`: a top-level field without a column, whose name matches the pattern, gets
+/// one typed by its first value, and the request's events are stored with it; a name that
+/// does not match, an object, or a field past the cap is refused by field; a second change
+/// within `SCHEMA_REFRESH_SECS` answers `503` with `Retry-After`.
+#[tokio::test]
+async fn fields_without_columns_get_them_within_the_pattern_and_the_cap() {
+    let database = unique_database();
+    table_with(&database, "open", "event String").await;
+    table_with(&database, "roomy", "event String").await;
+    let file = ConfigFile::new(
+        "[[tables]]\nname = \"open\"\nadd_columns = { max = 6, pattern = \"^[a-z][a-z0-9_]*$\" }\n\
+         [[tables]]\nname = \"roomy\"\nadd_columns = { max = 100, pattern = \"^[a-z]+$\" }\n",
+    );
+    let app = spawn_app_in(
+        &database,
+        &[
+            ("INGEST_TABLES", "open,roomy"),
+            ("CONFIG_FILE", &file.path()),
+            ("SCHEMA_REFRESH_SECS", "3600"),
+        ],
+    )
+    .await;
+    let answer = post_texts(
+        &app,
+        "open",
+        &[
+            r#"{"event": "signup", "plan": "pro", "seats": 3, "ratio": 0.5, "trial": true, "tags": ["a", 1]}"#,
+            r#"{"event": "signup", "plan": "free", "note": null}"#,
+            r#"{"event": "bad", "Bad-Name": 1}"#,
+            r#"{"event": "bad", "ctx": {"a": 1}}"#,
+        ],
+    )
+    .await;
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    assert_eq!(
+        error_fields(&answer),
+        [(2, "Bad-Name"), (3, "ctx")],
+        "{answer}"
+    );
+    let types = |table: &str| {
+        let query = format!(
+            "SELECT name, type FROM system.columns WHERE database = '{database}' \
+             AND table = '{table}' FORMAT TSV"
+        );
+        async move { clickhouse(&query).await }
+    };
+    let bool_type = match modern_engine() {
+        true => "Nullable(Bool)",
+        false => "Nullable(UInt8)",
+    };
+    assert_eq!(
+        types("open").await,
+        format!(
+            "event\tString\nplan\tNullable(String)\nseats\tNullable(Int64)\n\
+             ratio\tNullable(Float64)\ntrial\t{bool_type}\ntags\tArray(String)\n"
+        )
+    );
+    wait_for(&database, "open", 2).await;
+    let stored = clickhouse(&format!(
+        "SELECT event, plan, seats, ratio, toUInt8(trial), tags FROM `{database}`.open \
+         ORDER BY plan FORMAT TSV"
+    ))
+    .await;
+    assert_eq!(
+        stored,
+        "signup\tfree\t\\N\t\\N\t\\N\t[]\nsignup\tpro\t3\t0.5\t1\t['a','1']\n"
+    );
+    // The table has add_columns.max columns now: a new field is refused by field.
+    let capped = post_texts(&app, "open", &[r#"{"event": "late", "extra": "x"}"#]).await;
+    assert_eq!(error_fields(&capped), [(0, "extra")], "{capped}");
+    let message = capped["errors"][0]["error"].as_str().unwrap();
+    assert!(message.contains("add_columns.max (6)"), "{message}");
+    // One change per table per SCHEMA_REFRESH_SECS: the second waits, with Retry-After.
+    let first = post_texts(&app, "roomy", &[r#"{"event": "a", "first": 1}"#]).await;
+    assert_eq!(first["accepted"], 1, "{first}");
+    let second = reqwest::Client::new()
+        .post(format!("{}/v1/tables/roomy", app.address))
+        .header("content-type", "application/json")
+        .body(r#"[{"event": "b", "second": 2}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 503);
+    let wait: u64 = second.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait > 3000, "{wait}");
+    let reason = second.text().await.unwrap();
+    assert!(reason.contains("second"), "{reason}");
+    assert_eq!(
+        types("roomy").await,
+        "event\tString\nfirst\tNullable(Int64)\n"
+    );
+    app.stop().await;
+}
