@@ -136,13 +136,6 @@ pub(super) fn table_settings(
                 entry.name
             )));
         }
-        if !config.clickhouse_cluster.is_empty() && entry.add_columns.is_some() {
-            return Err(StartupError::TableSettings(format!(
-                "{}: add_columns is not done for a table in a cluster (add the columns to \
-                 every shard's table and to the Distributed table)",
-                entry.name
-            )));
-        }
         if !written.contains(&entry.name) {
             return Err(StartupError::TableSettings(format!(
                 "{} is not a table this service writes (CLICKHOUSE_TABLE, INGEST_TABLES: {})",

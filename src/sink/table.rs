@@ -544,7 +544,9 @@ impl TableSink {
     /// Adds columns for fields that had none (`add_columns`): one `ALTER TABLE ... ADD
     /// COLUMN` for all of them, at most one change per `every` (`SCHEMA_REFRESH_SECS`),
     /// then the table read again so new rows are encoded with them. A column added
-    /// meanwhile (by another request or another gateway) is taken as it is.
+    /// meanwhile (by another request or another gateway) is taken as it is. In a cluster
+    /// the change is made on every host, to `<table>_local` first (a replica may have it
+    /// already from another's change) and then to the `Distributed` table.
     pub async fn add_columns(&self, wanted: &[NewColumn], every: Duration) -> Result<(), NotAdded> {
         let missing = |state: &TableState| -> Vec<NewColumn> {
             let current = state.current().ok();
@@ -563,13 +565,6 @@ impl TableSink {
         let todo = missing(&self.state);
         if todo.is_empty() {
             return Ok(());
-        }
-        if self.cluster.is_some() || self.readers.len() > 1 {
-            return Err(NotAdded::Failed(
-                "columns are not added to a table in a cluster (add them to every shard's \
-                 table and to the Distributed table)"
-                    .into(),
-            ));
         }
         let names: Vec<&str> = todo.iter().map(|c| c.name.as_str()).collect();
         if let Some(at) = *self.state.changed_at.lock() {
@@ -590,15 +585,39 @@ impl TableSink {
                 format!("ADD COLUMN {} {ty}", quote(&c.name))
             })
             .collect();
-        let sql = format!(
-            "ALTER TABLE {}.{} {}",
-            quote(&self.database),
-            quote(&self.insert_table),
-            changes.join(", ")
-        );
+        let (tables, hosts) = match self.cluster {
+            None => (vec![&self.insert_table], vec![&self.base]),
+            Some(_) => (
+                vec![&self.insert_table, &self.table],
+                self.readers.iter().collect(),
+            ),
+        };
         // A refused change counts too: it is not asked again before `every`.
         *self.state.changed_at.lock() = Some(Instant::now());
-        let altered = self.execute(&sql, version).await;
+        // One column at a time: one that a host has already (from another replica's
+        // change, or another gateway's) leaves the others to be added.
+        let mut altered = Ok(());
+        for table in tables {
+            for host in &hosts {
+                for change in &changes {
+                    let sql = format!(
+                        "ALTER TABLE {}.{} {change}",
+                        quote(&self.database),
+                        quote(table)
+                    );
+                    match self.execute_on(host, &sql, version).await {
+                        Err(e) if e.to_string().contains("already exists") => {}
+                        Err(e) => altered = Err(e),
+                        Ok(()) => {}
+                    }
+                }
+            }
+        }
+        // In a cluster, a replica's own change may be refused while it takes its shard's
+        // from another: what counts is that every host has the columns, soon.
+        if self.cluster.is_some() {
+            altered = self.wait_for_columns(&names, &hosts, ADDED_WITHIN).await;
+        }
         match &altered {
             Ok(()) => log::info!(
                 "{}: added columns {}",
@@ -615,6 +634,47 @@ impl TableSink {
                 "{} added, but the table read again does not have them",
                 names.join(", ")
             ))),
+        }
+    }
+
+    /// Waits until every host's `<table>_local` and `<table>` have `names`, for at most
+    /// `limit`.
+    async fn wait_for_columns(
+        &self,
+        names: &[&str],
+        hosts: &[&Client],
+        limit: Duration,
+    ) -> Result<(), SinkError> {
+        let listed: Vec<String> = names
+            .iter()
+            .map(|n| format!("'{}'", n.replace('\'', "\\'")))
+            .collect();
+        let sql = format!(
+            "SELECT count() FROM system.columns WHERE database = ? AND table IN (?, ?) \
+             AND name IN ({})",
+            listed.join(", ")
+        );
+        let wanted = (2 * names.len()) as u64;
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut short = None;
+            for host in hosts {
+                let query = (host.query(&sql))
+                    .bind(&self.database)
+                    .bind(&self.insert_table)
+                    .bind(&self.table)
+                    .fetch_one::<u64>();
+                match self.bounded(query).await {
+                    Ok(n) if n == wanted => {}
+                    Ok(n) => short = Some(SinkError::Retryable(format!("{n} of {wanted} columns"))),
+                    Err(e) => short = Some(e),
+                }
+            }
+            match short {
+                None => return Ok(()),
+                Some(e) if Instant::now() >= deadline => return Err(e),
+                Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
         }
     }
 
@@ -677,7 +737,16 @@ impl TableSink {
 
     /// Runs one DDL statement with the settings this server needs for it.
     async fn execute(&self, sql: &str, version: ServerVersion) -> Result<(), SinkError> {
-        let mut query = self.base.query(sql);
+        self.execute_on(&self.base, sql, version).await
+    }
+
+    async fn execute_on(
+        &self,
+        client: &Client,
+        sql: &str,
+        version: ServerVersion,
+    ) -> Result<(), SinkError> {
+        let mut query = client.query(sql);
         for (name, value) in version.required_settings() {
             query = query.with_setting(*name, *value);
         }
@@ -1447,6 +1516,9 @@ fn missing(target: &str) -> String {
 /// missing or of another type (368, `BAD_CAST`: 18.16's answer to a `String` column sent
 /// for a `LowCardinality` one).
 const SCHEMA_CODES: &[u32] = &[8, 10, 16, 53, 60, 81, 368];
+
+/// How long a cluster's hosts may take to show columns added on demand.
+const ADDED_WITHIN: Duration = Duration::from_secs(10);
 
 /// The tag of a column list.
 pub fn tag_of(columns: &[(String, String)]) -> [u8; TAG_BYTES] {

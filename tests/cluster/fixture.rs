@@ -177,6 +177,46 @@ impl Cluster {
     }
 
     /// The environment a gateway on this cluster needs.
+    /// Rows in active parts of `db.table` on `member` that its replica never registered in
+    /// ZooKeeper: a part 18.16 commits locally when ZooKeeper is lost during the insert's
+    /// commit (it answers `Unknown status, client must retry`, code 319). The retried insert
+    /// stores the rows in a registered part, and the server's part check drops the local
+    /// one after 5 minutes; until then it shows on that replica only.
+    pub async fn unregistered_rows(&self, member: &str, db: &str, table: &str) -> u64 {
+        let url = self.url(member);
+        let replica = query(
+            &url,
+            &format!(
+                "SELECT concat(zookeeper_path, '/replicas/', replica_name, '/parts') \
+                 FROM system.replicas WHERE database = '{db}' AND table = '{table}'"
+            ),
+        )
+        .await
+        .unwrap();
+        let registered = query(
+            &url,
+            &format!(
+                "SELECT name FROM system.zookeeper WHERE path = '{}'",
+                replica.trim()
+            ),
+        )
+        .await
+        .unwrap();
+        let registered: Vec<String> = registered.lines().map(|l| format!("'{l}'")).collect();
+        let filter = match registered.is_empty() {
+            true => String::new(),
+            false => format!("AND name NOT IN ({})", registered.join(", ")),
+        };
+        number(
+            &url,
+            &format!(
+                "SELECT sum(rows) FROM system.parts WHERE active AND database = '{db}' \
+                 AND table = '{table}' {filter}"
+            ),
+        )
+        .await
+    }
+
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("CLICKHOUSE_HOSTS", self.hosts.clone()),

@@ -423,3 +423,75 @@ async fn a_table_with_paths_and_a_rest_column_is_sharded_by_its_nested_key() {
     app.stop().await;
     cluster.drop_database(&db).await;
 }
+
+/// `add_columns` in a cluster: a new field's column is added on every host, to
+/// `<table>_local` and to the `Distributed` table, and the request's rows keep the field on
+/// both shards.
+#[tokio::test]
+async fn a_new_fields_column_is_added_on_every_host() {
+    let Some(cluster) = Cluster::take("cluster::tables_add_columns").await else {
+        return;
+    };
+    let db = unique_database();
+    let (name, columns, expression) = TABLES[0];
+    create_table(&cluster, &db, name, columns, expression).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("event-ingest.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[tables]]\nname = \"{name}\"\nadd_columns = {{ max = 20, pattern = \"^[a-z]+$\" }}\n"
+        ),
+    )
+    .unwrap();
+    let mut env = app_env(&cluster, name);
+    env.push(("CONFIG_FILE", file.to_str().unwrap().to_string()));
+    let app = spawn(&db, &env).await;
+    let requests = 10u64;
+    for n in 0..requests {
+        let batch: Vec<Value> = rows(name, "new", n, PER_REQUEST)
+            .into_iter()
+            .map(|mut r| {
+                r["channel"] = json!("mail");
+                r
+            })
+            .collect();
+        let response = app
+            .http
+            .post(format!("{}/v1/tables/{name}", app.address))
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+    for (member, _) in MEMBERS {
+        for table in [format!("{name}_local"), name.to_string()] {
+            let sql = format!(
+                "SELECT type FROM system.columns WHERE database = '{db}' AND table = '{table}' \
+                 AND name = 'channel'"
+            );
+            let ty = query(&cluster.url(member), &sql).await.unwrap();
+            assert_eq!(ty.trim(), "Nullable(String)", "{member} {table}");
+        }
+    }
+    let a = cluster.url("a");
+    let expected = requests * u64::from(PER_REQUEST);
+    let sql = format!("SELECT count() FROM `{db}`.`{name}` WHERE channel = 'mail'");
+    within(Duration::from_secs(120), async {
+        while count(&a, &sql).await != Some(expected) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    for member in ["a", "c"] {
+        let here = number(
+            &cluster.url(member),
+            &format!("SELECT count() FROM `{db}`.`{name}_local` WHERE channel = 'mail'"),
+        )
+        .await;
+        assert!(here > 0, "{member}'s shard holds rows with the new column");
+    }
+    app.stop().await;
+    cluster.drop_database(&db).await;
+}
