@@ -178,10 +178,11 @@ impl Cluster {
 
     /// The environment a gateway on this cluster needs.
     /// Rows in active parts of `db.table` on `member` that its replica never registered in
-    /// ZooKeeper: a part 18.16 commits locally when ZooKeeper is lost during the insert's
-    /// commit (it answers `Unknown status, client must retry`, code 319). The retried insert
-    /// stores the rows in a registered part, and the server's part check drops the local
-    /// one after 5 minutes; until then it shows on that replica only.
+    /// ZooKeeper: a part 18.16 keeps locally when ZooKeeper is lost during the insert's
+    /// commit and the commit did not reach it (it answers `Unknown status, client must
+    /// retry`, code 319). The retried insert stores the rows in a registered part; the
+    /// local one shows on that replica alone until the server restarts (it is then renamed
+    /// `ignored_<part>`) or its part check reaches it.
     pub async fn unregistered_rows(&self, member: &str, db: &str, table: &str) -> u64 {
         let url = self.url(member);
         let replica = query(

@@ -1,8 +1,8 @@
 //! Scenario 6: ZooKeeper stopped for 10 s under load. Every replica answers 242 (read-only)
 //! to inserts; the gateway holds the rows and delivers them once the replicas are writable
 //! again: nothing lost, nothing twice. (An insert whose commit ZooKeeper left unknown is
-//! retried; the part a replica kept from the first try is the server's to drop, and is not
-//! counted: see `Cluster::unregistered_rows`.)
+//! retried; a part the replica kept from the first try without registering it is the
+//! server's leftover, not counted: see `Cluster::unregistered_rows`.)
 
 use std::time::Duration;
 
@@ -43,9 +43,9 @@ async fn rows_are_held_while_zookeeper_is_away() {
     );
     assert!(held > 0, "rows were held while the replicas were read-only");
     assert_eq!(figures.lost, 0, "{figures:?}");
-    // A row stored twice may only be in a part a replica committed on its own when
-    // ZooKeeper went away mid-commit (`Unknown status`, code 319), which the server never
-    // registered and drops by itself; the service's retry stored the rows once.
+    // A row stored twice may only be in a part a replica kept on its own when ZooKeeper
+    // went away mid-commit (`Unknown status`, code 319), which the server never registered
+    // (and sets aside at its next restart); the service's retry stored the rows once.
     let mut unregistered = 0;
     for (member, _) in MEMBERS {
         unregistered += cluster.unregistered_rows(member, &db, "events_local").await;
