@@ -6,7 +6,8 @@
 //!
 //! A JSON field fills the column of the same name; fields the table lacks are counted and
 //! ignored, unless the table's settings ([`settings`]) read nested fields into columns or
-//! keep the rest in one column (`paths`), or fill columns from the `User-Agent`. A missing field or a `null` for a non-`Nullable` column takes the column's
+//! keep the rest in one column (`paths`), fill columns from the `User-Agent`, or give new
+//! fields columns of their own (`add_columns`: [`NewColumn`], added through [`Columns`]). A missing field or a `null` for a non-`Nullable` column takes the column's
 //! default as far as the gateway can compute it: a literal `DEFAULT` (`0`, `'web'`),
 //! `now()`, else the type's zero value (see the README: RowBinary and Native carry no
 //! per-row "use the default" flag on the servers this writes to). `MATERIALIZED`, `ALIAS`
