@@ -47,6 +47,7 @@ fn assert_same(a: &TableValidated, b: &TableValidated) {
     assert_eq!(a.errors, b.errors);
     assert_eq!(a.unknown_fields, b.unknown_fields);
     assert_eq!(a.reasons, b.reasons);
+    assert_eq!(a.wanted, b.wanted);
 }
 
 /// The single column's RowBinary for `value`, or its error.
@@ -696,4 +697,50 @@ fn a_variant_with_a_member_read_by_the_servers_best_effort_parsers_is_refused() 
             "{ty}"
         );
     }
+}
+
+#[test]
+fn fields_without_columns_ask_for_columns_typed_by_their_values() {
+    let adding = |max| {
+        schema(&[("event", "String")])
+            .with_settings(&TableSettings {
+                add_columns: Some(crate::table::AddColumns {
+                    max,
+                    pattern: "^[a-z]+$".into(),
+                }),
+                ..TableSettings::default()
+            })
+            .unwrap()
+    };
+    let out = run(
+        &adding(10),
+        r#"[{"event": "a", "s": "x", "i": -1, "f": 1.5, "b": true, "arr": [1], "n": null},
+            {"event": "b", "s": "y", "o": {"k": 1}, "Bad": 1}]"#,
+    );
+    let wanted: Vec<(&str, NewKind)> = (out.wanted.iter())
+        .map(|c| (c.name.as_str(), c.kind))
+        .collect();
+    assert_eq!(
+        wanted,
+        [
+            ("s", NewKind::String),
+            ("i", NewKind::Int64),
+            ("f", NewKind::Float64),
+            ("b", NewKind::Bool),
+            ("arr", NewKind::Strings),
+        ]
+    );
+    // `null` chose no type: an unknown field until a value comes.
+    assert_eq!(out.unknown_fields, 1);
+    let fields: Vec<&str> = out.errors.iter().map(|e| e.field.as_ref()).collect();
+    assert_eq!(
+        fields,
+        ["o"],
+        "the event's first problem: an object gets no column"
+    );
+    // The cap counts the table's columns and those already asked for.
+    let capped = run(&adding(3), r#"{"event": "a", "s": "x", "i": 1, "f": 1.5}"#);
+    assert_eq!(capped.wanted.len(), 2);
+    assert_eq!(capped.errors[0].field, "f");
+    assert!(capped.errors[0].error.contains("add_columns.max (3)"));
 }
