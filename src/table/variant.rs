@@ -339,16 +339,22 @@ fn infer(raw: &RawValue) -> Result<Ty, Problem> {
         // An integer past 64 bits: its text.
         Value::Number(_) => Ty::String,
         Value::Str(s) => time_type(&s),
+        // The elements' common type, made `Nullable` at the end if some were `null`.
         Value::Array(elements) => {
             let mut common = Some(Ty::Nothing);
+            let mut null = false;
             for element in &elements {
-                let ty = infer(element)?;
-                common = common.and_then(|c| unify(c, ty));
+                match infer(element)? {
+                    Ty::Null => null = true,
+                    ty => common = common.and_then(|c| unify(c, ty)),
+                }
             }
+            let common = common.map(|c| if null { nullable(c) } else { c });
             Ty::Array(Box::new(common.unwrap_or(Ty::Dynamic)))
         }
-        // The server stores an empty object as its text.
-        Value::Object(fields) if fields.is_empty() => Ty::String,
+        // An empty object: a tuple without elements, which merges with other objects and is
+        // stored as its text where nothing else decides.
+        Value::Object(fields) if fields.is_empty() => Ty::Tuple(Vec::new()),
         Value::Object(fields) => {
             let mut tuple: Vec<(String, Ty)> = Vec::with_capacity(fields.len());
             for (key, raw) in &fields {
@@ -428,6 +434,8 @@ fn unify(a: Ty, b: Ty) -> Option<Ty> {
         (Bool | Int64(_) | UInt64, Float64) | (Float64, Bool | Int64(_) | UInt64) => Float64,
         (Bool | String | Date | DateTime | DateTime64, String)
         | (String, Bool | Date | DateTime | DateTime64) => String,
+        (Bool, Date | DateTime | DateTime64) | (Date | DateTime | DateTime64, Bool) => String,
+        (Tuple(e), String | Bool) | (String | Bool, Tuple(e)) if e.is_empty() => String,
         (Date, DateTime) | (DateTime, Date) => DateTime,
         (Date | DateTime, DateTime64) | (DateTime64, Date | DateTime) => DateTime64,
         (Array(a), Array(b)) => Array(Box::new(unify(*a, *b)?)),
@@ -437,7 +445,14 @@ fn unify(a: Ty, b: Ty) -> Option<Ty> {
                 match merged.binary_search_by(|(k, _)| k.cmp(&key)) {
                     Ok(at) => {
                         let mine = std::mem::replace(&mut merged[at].1, Nothing);
-                        merged[at].1 = unify(mine, ty)?;
+                        merged[at].1 = match (mine, ty) {
+                            // (A field's `null` and `{}` make a `Nullable(String)`, where
+                            // an array's make a `String`.)
+                            (Null, Tuple(e)) | (Tuple(e), Null) if e.is_empty() => {
+                                Nullable(Box::new(String))
+                            }
+                            (mine, ty) => unify(mine, ty)?,
+                        };
                     }
                     Err(at) => merged.insert(at, (key, ty)),
                 }
@@ -475,6 +490,7 @@ fn finish(ty: Ty) -> Shape {
             zone: None,
         }),
         Ty::Array(inner) => Shape::Array(Box::new(finish(*inner))),
+        Ty::Tuple(fields) if fields.is_empty() => scalar(Scalar::String),
         Ty::Tuple(fields) => Shape::Tuple(
             fields
                 .into_iter()
