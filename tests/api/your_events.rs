@@ -576,3 +576,54 @@ async fn fields_without_columns_get_them_within_the_pattern_and_the_cap() {
     );
     app.stop().await;
 }
+
+/// `add_columns` in `disk` mode: events acknowledged with a field that got its column are in
+/// the spool under the list that has it; after `kill -9` before any flush, the next start
+/// replays them with the field.
+#[tokio::test]
+async fn events_that_got_a_column_survive_kill_9_before_their_flush() {
+    let database = unique_database();
+    table_with(&database, "open", "event String").await;
+    let spool = crate::helpers::SpoolDir::new();
+    let file = ConfigFile::new(
+        "[[tables]]\nname = \"open\"\nadd_columns = { max = 10, pattern = \"^[a-z]+$\" }\n",
+    );
+    let config = file.path();
+    let env = [
+        ("INGEST_TABLES", "open"),
+        ("CONFIG_FILE", config.as_str()),
+        ("DURABILITY", "disk"),
+        ("SPOOL_DIR", spool.path()),
+        // No flush before the kill.
+        ("BUFFER_FLUSH_MS", "600000"),
+        ("BUFFER_MIN_INTERVAL_MS", "600000"),
+    ];
+    let (child, address) = crate::process::start_binary(&database, &env).await;
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{address}/v1/tables/open"))
+        .json(&json!([{"event": "a", "plan": "pro"}, {"event": "b", "plan": "free"}]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    crate::process::signal(&child, "KILL");
+    let mut child = child;
+    crate::helpers::within(crate::helpers::PATIENCE, child.wait())
+        .await
+        .unwrap();
+    let stored = clickhouse(&format!("SELECT count() FROM `{database}`.open")).await;
+    assert_eq!(stored.trim(), "0", "nothing was flushed before the kill");
+    let (child, _) = crate::process::start_binary(&database, &env).await;
+    wait_for(&database, "open", 2).await;
+    let rows = clickhouse(&format!(
+        "SELECT event, plan FROM `{database}`.open ORDER BY event FORMAT TSV"
+    ))
+    .await;
+    assert_eq!(rows, "a\tpro\nb\tfree\n");
+    let (status, log) = crate::process::stop_with(child, "TERM").await;
+    assert!(status.success(), "{log}");
+    crate::helpers::drop_database(&database).await;
+}
