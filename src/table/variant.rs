@@ -427,6 +427,8 @@ fn unify(a: Ty, b: Ty) -> Option<Ty> {
         (Int64(x), Int64(y)) => Int64(x || y),
         (a, b) if a == b => a,
         (Nothing, t) | (t, Nothing) => t,
+        // An array whose elements had no common type takes anything.
+        (Dynamic, _) | (_, Dynamic) => Dynamic,
         (Null, t) | (t, Null) => nullable(t),
         (Nullable(a), b) | (b, Nullable(a)) => nullable(unify(*a, b)?),
         (Bool, Int64(n)) | (Int64(n), Bool) => Int64(n),
