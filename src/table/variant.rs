@@ -437,7 +437,12 @@ fn unify(a: Ty, b: Ty) -> Option<Ty> {
         (Bool | String | Date | DateTime | DateTime64, String)
         | (String, Bool | Date | DateTime | DateTime64) => String,
         (Bool, Date | DateTime | DateTime64) | (Date | DateTime | DateTime64, Bool) => String,
-        (Tuple(e), String | Bool) | (String | Bool, Tuple(e)) if e.is_empty() => String,
+        (Tuple(e), String | Bool | Date | DateTime | DateTime64)
+        | (String | Bool | Date | DateTime | DateTime64, Tuple(e))
+            if e.is_empty() =>
+        {
+            String
+        }
         (Date, DateTime) | (DateTime, Date) => DateTime,
         (Date | DateTime, DateTime64) | (DateTime64, Date | DateTime) => DateTime64,
         (Array(a), Array(b)) => Array(Box::new(unify(*a, *b)?)),

@@ -440,6 +440,7 @@ async fn dynamic_and_variant_columns_store_what_the_servers_own_parse_stores() {
         r#"["2024-01-02",true]"#,
         r#"[[],[true,null,"2024-01-02 03:04:05.25"],""]"#,
         r#"{"a":[false,"2200-01-01",null]}"#,
+        r#"["2024-01-02",null,{}]"#,
     ];
     let texts: Vec<String> = (values.iter().enumerate())
         .map(|(i, v)| format!(r#"{{"id": {i}, "d": {v}, "v": {v}, "w": {v}}}"#))
