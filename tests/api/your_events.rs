@@ -69,6 +69,24 @@ async fn post_texts(
         .unwrap()
 }
 
+/// Reads `columns` of `table` and of `<table>_ref` (the server's own insert of the same
+/// texts) row by row: `rows` rows, the same in both.
+async fn read_as_the_server_reads(database: &str, columns: &str, table: &str, rows: usize) {
+    let read = |table: String| {
+        let query =
+            format!("SELECT {columns} FROM `{database}`.{table} ORDER BY id FORMAT JSONEachRow");
+        async move { clickhouse(&query).await }
+    };
+    let stored = read(table.to_string()).await;
+    let reference = read(format!("{table}_ref")).await;
+    let differing: Vec<String> = (stored.lines().zip(reference.lines()))
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("stored    {a}\nreference {b}"))
+        .collect();
+    assert!(differing.is_empty(), "{}", differing.join("\n"));
+    assert_eq!(stored.lines().count(), rows, "{stored}");
+}
+
 /// The server's own `JSONEachRow` insert of the same texts into `table`.
 async fn insert_as_the_server_reads(database: &str, table: &str, texts: &[String]) {
     crate::helpers::clickhouse_at(
@@ -292,15 +310,12 @@ async fn a_json_column_stores_what_the_servers_own_parse_of_the_text_stores() {
     assert_eq!(stored, read("docs_ref").await);
     assert_eq!(stored.lines().count(), 4, "{stored}");
     // Not an object: refused by field, as the server would refuse the whole insert.
-    let refused = reqwest::Client::new()
-        .post(format!("{}/v1/tables/docs", app.address))
-        .json(&json!([{"id": 5, "j": [1, 2]}, {"id": 6, "j": "text"}]))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let refused = post_texts(
+        &app,
+        "docs",
+        &[r#"{"id": 5, "j": [1, 2]}"#, r#"{"id": 6, "j": "text"}"#],
+    )
+    .await;
     assert_eq!(refused["rejected"], 2, "{refused}");
     assert_eq!(
         refused["errors"][0]["error"], "expected an object, got an array",
@@ -449,32 +464,16 @@ async fn dynamic_and_variant_columns_store_what_the_servers_own_parse_stores() {
     assert_eq!(answer["accepted"], values.len(), "{answer}");
     insert_as_the_server_reads(&database, "picked_ref", &texts).await;
     wait_for(&database, "picked", values.len() as u64).await;
-    let read = |table: &str| {
-        let query = format!(
-            "SELECT id, d, dynamicType(d) AS dt, v, variantType(v) AS vt, w, variantType(w) AS wt \
-             FROM `{database}`.{table} ORDER BY id FORMAT JSONEachRow"
-        );
-        async move { clickhouse(&query).await }
-    };
-    let stored = read("picked").await;
-    let reference = read("picked_ref").await;
-    assert_eq!(stored.lines().count(), values.len(), "{stored}");
-    let differing: Vec<String> = (stored.lines().zip(reference.lines()))
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| format!("stored    {a}\nreference {b}"))
-        .collect();
-    assert!(differing.is_empty(), "{}", differing.join("\n"));
+    let columns = "id, d, dynamicType(d), v, variantType(v), w, variantType(w)";
+    read_as_the_server_reads(&database, columns, "picked", values.len()).await;
     // A value none of a variant's types reads: refused by field (the server would refuse
     // the whole insert).
-    let refused: Value = reqwest::Client::new()
-        .post(format!("{}/v1/tables/picked", app.address))
-        .json(&json!([{"id": 100, "n": "text"}, {"id": 101, "n": 7}]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let refused = post_texts(
+        &app,
+        "picked",
+        &[r#"{"id": 100, "n": "text"}"#, r#"{"id": 101, "n": 7}"#],
+    )
+    .await;
     assert_eq!(refused["accepted"], 1, "{refused}");
     assert_eq!(refused["errors"][0]["field"], "n", "{refused}");
     app.stop().await;
@@ -716,20 +715,7 @@ async fn drawn_values_in_dynamic_and_variant_columns_store_what_the_server_store
     assert_eq!(answer["accepted"], values.len(), "{answer}");
     insert_as_the_server_reads(&database, "drawn_ref", &texts).await;
     wait_for(&database, "drawn", values.len() as u64).await;
-    let read = |table: &str| {
-        let query = format!(
-            "SELECT id, d, dynamicType(d) AS dt, v, variantType(v) AS vt \
-             FROM `{database}`.{table} ORDER BY id FORMAT JSONEachRow"
-        );
-        async move { clickhouse(&query).await }
-    };
-    let stored = read("drawn").await;
-    let reference = read("drawn_ref").await;
-    let differing: Vec<String> = (stored.lines().zip(reference.lines()))
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| format!("stored    {a}\nreference {b}"))
-        .collect();
-    assert!(differing.is_empty(), "{}", differing.join("\n"));
-    assert_eq!(stored.lines().count(), values.len());
+    let columns = "id, d, dynamicType(d), v, variantType(v)";
+    read_as_the_server_reads(&database, columns, "drawn", values.len()).await;
     app.stop().await;
 }

@@ -81,6 +81,16 @@ fn rows(table: &str, tag: &str, n: u64, count: u32) -> Vec<Value> {
     (0..count).map(|i| row(table, tag, n, i)).collect()
 }
 
+/// The rows with a field the table has no column for until it is added: `channel`.
+fn with_channel(rows: Vec<Value>) -> Vec<Value> {
+    (rows.into_iter())
+        .map(|mut row| {
+            row["channel"] = json!("mail");
+            row
+        })
+        .collect()
+}
+
 fn views_request(tag: &str, n: u64, count: u32) -> String {
     Value::Array(rows("views", tag, n, count)).to_string()
 }
@@ -281,13 +291,7 @@ async fn a_column_added_on_every_host_is_written_on_every_shard() {
     env.push(("SCHEMA_REFRESH_SECS", "1".into()));
     let app = spawn(&db, &env).await;
     let post = |n: u64| {
-        let batch: Vec<Value> = rows(name, "added", n, PER_REQUEST)
-            .into_iter()
-            .map(|mut r| {
-                r["channel"] = json!("mail");
-                r
-            })
-            .collect();
+        let batch = with_channel(rows(name, "added", n, PER_REQUEST));
         let request = app
             .http
             .post(format!("{}/v1/tables/{name}", app.address))
@@ -449,13 +453,7 @@ async fn a_new_fields_column_is_added_on_every_host() {
     let app = spawn(&db, &env).await;
     let requests = 10u64;
     for n in 0..requests {
-        let batch: Vec<Value> = rows(name, "new", n, PER_REQUEST)
-            .into_iter()
-            .map(|mut r| {
-                r["channel"] = json!("mail");
-                r
-            })
-            .collect();
+        let batch = with_channel(rows(name, "new", n, PER_REQUEST));
         let response = app
             .http
             .post(format!("{}/v1/tables/{name}", app.address))
