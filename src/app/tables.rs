@@ -454,22 +454,18 @@ impl Columns for TableColumns {
 
     fn add_columns(&self, wanted: Vec<NewColumn>) -> BoxFuture<'static, Result<(), NotAdded>> {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let fields = || {
-            wanted
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let job = AddJob {
             target: self.state.target.clone(),
-            wanted: wanted.clone(),
+            wanted,
             answer,
         };
         let refused = match self.desk.try_send(job) {
             Ok(()) => None,
-            Err(std::sync::mpsc::TrySendError::Full(_)) => Some(NotAdded::Later {
-                fields: fields(),
+            Err(std::sync::mpsc::TrySendError::Full(job)) => Some(NotAdded::Later {
+                fields: (job.wanted.iter())
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 secs: 1,
             }),
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {

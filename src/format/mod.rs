@@ -26,6 +26,7 @@ mod nested;
 mod shape;
 mod shard_key;
 mod sort;
+mod text_order;
 mod transpose;
 mod types;
 

@@ -85,10 +85,15 @@ pub enum Shape {
     Map(Box<Shape>, Box<Shape>),
     /// `Tuple(T1, T2, ...)` or `Tuple(a T1, b T2, ...)`: element names when named.
     Tuple(Vec<(Option<String>, Shape)>),
-    /// `Variant(T1, T2, ...)`: one of the types or NULL. The types are kept sorted by name,
-    /// as the server sorts them: a type's position is its discriminator (the byte before
-    /// the value in RowBinary, 255 for NULL).
-    Variant(Vec<Shape>),
+    /// `Variant(T1, T2, ...)`: one of the types or NULL.
+    Variant {
+        /// The types sorted by name, as the server sorts them: a type's position is its
+        /// discriminator (the byte before the value in RowBinary, 255 for NULL).
+        members: Vec<Shape>,
+        /// The positions in the order the server tries the types when it reads a value
+        /// from text (see `text_order`).
+        tried: Vec<u8>,
+    },
 }
 
 impl Scalar {
@@ -236,11 +241,14 @@ impl Shape {
             let mut names = split_args(args);
             names.sort();
             names.dedup();
-            let variants = (names.iter())
+            let members = (names.iter())
                 .map(|name| Self::parse(name))
                 .collect::<Option<Vec<_>>>()?;
-            return (!variants.is_empty() && variants.len() < 255)
-                .then_some(Self::Variant(variants));
+            if members.is_empty() || members.len() >= 255 {
+                return None;
+            }
+            let tried = super::text_order::text_order(&members);
+            return Some(Self::Variant { members, tried });
         }
         Scalar::parse(name).map(Self::Scalar)
     }
@@ -279,8 +287,8 @@ impl Shape {
                     .map(|(_, shape)| shape.layout())
                     .collect::<Option<_>>()?,
             ),
-            Self::Variant(variants) => {
-                ColumnType::Variant(variants.iter().map(Self::layout).collect::<Option<_>>()?)
+            Self::Variant { members, .. } => {
+                ColumnType::Variant(members.iter().map(Self::layout).collect::<Option<_>>()?)
             }
         })
     }
@@ -297,7 +305,7 @@ impl Shape {
         self.any(&|shape| {
             matches!(
                 shape,
-                Self::Scalar(Scalar::Json | Scalar::Dynamic) | Self::Variant(_)
+                Self::Scalar(Scalar::Json | Scalar::Dynamic) | Self::Variant { .. }
             )
         })
     }
@@ -312,13 +320,13 @@ impl Shape {
                 }
                 Self::Map(key, value) => key.any(pick) || value.any(pick),
                 Self::Tuple(elements) => elements.iter().any(|(_, s)| s.any(pick)),
-                Self::Variant(variants) => variants.iter().any(|s| s.any(pick)),
+                Self::Variant { members, .. } => members.iter().any(|s| s.any(pick)),
             }
     }
 
     /// Whether the type holds NULL without `Nullable` (`Variant`, `Dynamic`).
     pub fn takes_null(&self) -> bool {
-        matches!(self, Self::Variant(_) | Self::Scalar(Scalar::Dynamic))
+        matches!(self, Self::Variant { .. } | Self::Scalar(Scalar::Dynamic))
     }
 
     /// The type without `LowCardinality` (what values look like).
@@ -522,14 +530,18 @@ mod tests {
                 "{name}"
             );
         }
-        // Variants sorted by name: a variant's position is its discriminator.
+        // Variants sorted by name: a variant's position is its discriminator; tried as the
+        // server tries them (an array first, `String` last).
         assert_eq!(
             Shape::parse("Variant(UInt8, Array(String), String)"),
-            Some(Shape::Variant(vec![
-                Shape::Array(Box::new(Shape::Scalar(Scalar::String))),
-                Shape::Scalar(Scalar::String),
-                Shape::Scalar(Scalar::UInt(8)),
-            ]))
+            Some(Shape::Variant {
+                members: vec![
+                    Shape::Array(Box::new(Shape::Scalar(Scalar::String))),
+                    Shape::Scalar(Scalar::String),
+                    Shape::Scalar(Scalar::UInt(8)),
+                ],
+                tried: vec![0, 2, 1],
+            })
         );
         for name in ["Dynamic", "Dynamic(max_types=8)"] {
             assert_eq!(Shape::parse(name), Some(Shape::Scalar(Scalar::Dynamic)));

@@ -499,7 +499,7 @@ impl Work {
             body,
             self.format,
             self.max_events,
-            self.sent_at_header.clone(),
+            self.sent_at_header.as_deref(),
             self.server_time,
             self.ip,
             self.user_agent.as_deref(),
@@ -518,7 +518,7 @@ pub(super) fn read_events(
     body: &[u8],
     format: Format,
     max_events: usize,
-    sent_at_header: Option<String>,
+    sent_at_header: Option<&str>,
     server_time: OffsetDateTime,
     ip: std::net::Ipv6Addr,
     user_agent: Option<&str>,
@@ -530,7 +530,7 @@ pub(super) fn read_events(
         sent_at: None,
     };
     schema.validate_body(body, format, max_events, facts, tag, |envelope| {
-        sent_at(sent_at_header.as_deref(), envelope)
+        sent_at(sent_at_header, envelope)
     })
 }
 

@@ -54,7 +54,7 @@ fn run(schema: &TableSchema, case: &Value) -> Value {
         &body,
         format,
         max_events,
-        header,
+        header.as_deref(),
         server_time(),
         ip(),
         None,

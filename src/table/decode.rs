@@ -76,9 +76,9 @@ fn value(shape: &Shape, data: &mut &[u8]) -> Option<Json> {
                 false => Json::Array(values),
             }
         }
-        Shape::Variant(variants) => match take(data, 1)?[0] {
+        Shape::Variant { members, .. } => match take(data, 1)?[0] {
             crate::format::NULL_DISCRIMINATOR => Json::Null,
-            d => value(variants.get(usize::from(d))?, data)?,
+            d => value(members.get(usize::from(d))?, data)?,
         },
         Shape::Scalar(Scalar::Dynamic) => {
             let (shape, took) = crate::format::binary_type::read(data)?;

@@ -46,7 +46,7 @@ pub fn encode(
         _ if matches!(value, Value::Null) && !shape.takes_null() => {
             Err("null where a value is required".into())
         }
-        Shape::Variant(_) | Shape::Scalar(Scalar::Dynamic) => {
+        Shape::Variant { .. } | Shape::Scalar(Scalar::Dynamic) => {
             // Read from the value's text (which `encode_raw` is given directly).
             let text = value.to_json();
             let raw: Box<RawValue> =
@@ -60,7 +60,7 @@ pub fn encode(
             };
             put_leb128(out, elements.len());
             for (i, raw) in elements.iter().enumerate() {
-                element(inner, raw, range, out).map_err(|e| format!("element {i}: {e}"))?;
+                encode_raw(inner, raw, range, out).map_err(|e| format!("element {i}: {e}"))?;
             }
             Ok(())
         }
@@ -72,7 +72,7 @@ pub fn encode(
             for (k, raw) in fields {
                 encode(key, &Value::Str(k.clone()), range, out)
                     .map_err(|e| format!("key {}: {e}", crate::table::event::excerpt(k)))?;
-                element(inner, raw, range, out)
+                encode_raw(inner, raw, range, out)
                     .map_err(|e| format!("value of {}: {e}", crate::table::event::excerpt(k)))?;
             }
             Ok(())
@@ -80,7 +80,7 @@ pub fn encode(
         Shape::Tuple(elements) => match value {
             Value::Array(values) if values.len() == elements.len() => {
                 for (i, ((_, shape), raw)) in elements.iter().zip(values).enumerate() {
-                    element(shape, raw, range, out).map_err(|e| format!("element {i}: {e}"))?;
+                    encode_raw(shape, raw, range, out).map_err(|e| format!("element {i}: {e}"))?;
                 }
                 Ok(())
             }
@@ -91,9 +91,8 @@ pub fn encode(
                 for (name, shape) in elements {
                     let name = name.as_deref().unwrap_or_default();
                     match fields.iter().find(|(k, _)| k == name) {
-                        Some((_, raw)) => {
-                            element(shape, raw, range, out).map_err(|e| format!("{name}: {e}"))?
-                        }
+                        Some((_, raw)) => encode_raw(shape, raw, range, out)
+                            .map_err(|e| format!("{name}: {e}"))?,
                         None => out.extend_from_slice(&zero(shape)),
                     }
                 }
@@ -104,18 +103,9 @@ pub fn encode(
     }
 }
 
-/// An element of an array, map or tuple.
-fn element(
-    shape: &Shape,
-    raw: &RawValue,
-    range: TimeRange,
-    out: &mut Vec<u8>,
-) -> Result<(), Problem> {
-    encode_raw(shape, raw, range, out)
-}
-
-/// [`encode`] from the value's JSON text: a `Variant` or `Dynamic` value is read from it as
-/// the server reads it (see `variant`); any other type reads [`Value`]s.
+/// [`encode`] from the value's JSON text (an array's, map's or tuple's elements too): a
+/// `Variant` or `Dynamic` value is read from it as the server reads it (see `variant`); any
+/// other type reads [`Value`]s.
 pub fn encode_raw(
     shape: &Shape,
     raw: &RawValue,
@@ -123,7 +113,7 @@ pub fn encode_raw(
     out: &mut Vec<u8>,
 ) -> Result<(), Problem> {
     match shape {
-        Shape::Variant(variants) => variant::put_variant(variants, raw, range, out),
+        Shape::Variant { members, tried } => variant::put_variant(members, tried, raw, range, out),
         Shape::Scalar(Scalar::Dynamic) => variant::put_dynamic(raw, range, out),
         _ => encode(shape, &Value::read(raw)?, range, out),
     }
@@ -144,7 +134,7 @@ pub fn zero(shape: &Shape) -> Vec<u8> {
         // The empty object (what ClickHouse stores for a missing or null `JSON` field).
         Shape::Scalar(Scalar::Json) => b"\x02{}".to_vec(),
         // NULL.
-        Shape::Variant(_) => vec![crate::format::NULL_DISCRIMINATOR],
+        Shape::Variant { .. } => vec![crate::format::NULL_DISCRIMINATOR],
         Shape::Scalar(Scalar::Dynamic) => vec![crate::format::binary_type::NOTHING],
         Shape::Tuple(elements) => elements.iter().flat_map(|(_, s)| zero(s)).collect(),
         other => other

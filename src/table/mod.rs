@@ -824,7 +824,7 @@ impl TableSchema {
 fn reads_raw(shape: &Shape) -> bool {
     match shape {
         Shape::Nullable(inner) | Shape::LowCardinality(inner) => reads_raw(inner),
-        Shape::Array(_) | Shape::Map(..) | Shape::Tuple(_) | Shape::Variant(_) => true,
+        Shape::Array(_) | Shape::Map(..) | Shape::Tuple(_) | Shape::Variant { .. } => true,
         Shape::Scalar(Scalar::Json | Scalar::Dynamic) => true,
         Shape::Scalar(Scalar::Decimal { .. } | Scalar::Float32 | Scalar::Float64) => true,
         Shape::Scalar(Scalar::Int(bits) | Scalar::UInt(bits)) => *bits > 64,

@@ -126,8 +126,8 @@ fn shape_schema(shape: &Shape) -> Json {
             "minItems": elements.len(),
             "maxItems": elements.len(),
         }),
-        Shape::Variant(variants) => json!({
-            "oneOf": variants.iter().map(shape_schema).collect::<Vec<_>>(),
+        Shape::Variant { members, .. } => json!({
+            "oneOf": members.iter().map(shape_schema).collect::<Vec<_>>(),
             "nullable": true,
         }),
         Shape::Scalar(scalar) => scalar_schema(scalar),

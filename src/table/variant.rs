@@ -1,8 +1,8 @@
 //! Values whose type is picked per value, as the server's own `JSONEachRow` reading picks
 //! it (the servers that have these types, 24.x and later):
 //!
-//! - a `Variant`'s member: the members are tried in the server's order (more nested types
-//!   first, then by a fixed priority of kinds, `String` last) and the first that reads the
+//! - a `Variant`'s member: the members are tried in the server's order (computed with the
+//!   type: `crate::format`'s `text_order`) and the first that reads the
 //!   value takes it, read by the server's JSON rules for that member (a number in quotes, a
 //!   boolean as 1 or 0, an empty string as 0, any value as its text for a `String`). The
 //!   members read here are numbers, `Bool`, `String` and arrays of them ([`readable`]):
@@ -18,6 +18,8 @@
 //! service (its best-effort parser takes `Jan 2 2024` or `2024-01-02 25:00:00`); such a
 //! string stays a `String` here, where the server's own insert would store a time.
 
+use std::borrow::Cow;
+
 use serde_json::value::RawValue;
 
 use super::encode::{Problem, digit, encode, zero};
@@ -26,8 +28,10 @@ use super::time::{self, TimeRange};
 use crate::format::{Scalar, Shape, binary_type, put_leb128};
 
 /// Appends a `Variant` value: the member's position (255 for `null`) and its value.
+/// `members` by position, `tried`: the positions in the order the server tries them.
 pub(super) fn put_variant(
-    variants: &[Shape],
+    members: &[Shape],
+    tried: &[u8],
     raw: &RawValue,
     range: TimeRange,
     out: &mut Vec<u8>,
@@ -38,9 +42,9 @@ pub(super) fn put_variant(
         return Ok(());
     }
     let start = out.len();
-    for i in order(variants) {
-        out.push(i as u8);
-        if member(&variants[i], raw, &value, range, out) {
+    for &i in tried {
+        out.push(i);
+        if member(&members[usize::from(i)], raw, &value, range, out) {
             return Ok(());
         }
         out.truncate(start);
@@ -68,7 +72,7 @@ pub(super) fn readable(shape: &Shape) -> bool {
         }
     }
     match shape {
-        Shape::Variant(variants) => variants.iter().all(member),
+        Shape::Variant { members, .. } => members.iter().all(member),
         Shape::Scalar(_) => true,
         Shape::Nullable(inner) | Shape::LowCardinality(inner) | Shape::Array(inner) => {
             readable(inner)
@@ -76,138 +80,6 @@ pub(super) fn readable(shape: &Shape) -> bool {
         Shape::Map(key, value) => readable(key) && readable(value),
         Shape::Tuple(elements) => elements.iter().all(|(_, s)| readable(s)),
     }
-}
-
-/// The members' positions in the order the server tries them.
-fn order(variants: &[Shape]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..variants.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(priority(&variants[i], 0, 0)));
-    order
-}
-
-/// The server's text-reading priority of a type: (deepest nesting of arrays, tuples and
-/// maps; the kinds' priorities summed; deepest `Nullable`/`LowCardinality`). Higher first.
-fn priority(shape: &Shape, depth: usize, wrapped: usize) -> (usize, usize, usize) {
-    match shape {
-        Shape::Nullable(inner) | Shape::LowCardinality(inner) => {
-            priority(inner, depth, wrapped + 1)
-        }
-        Shape::Array(inner) => {
-            let (d, p, w) = priority(inner, depth + 1, wrapped);
-            (d, p + kind_priority(Kind::Array), w)
-        }
-        Shape::Map(key, value) => {
-            let (kd, kp, kw) = priority(key, depth + 1, wrapped);
-            let (vd, vp, vw) = priority(value, depth + 1, wrapped);
-            (kd.max(vd), kp + vp + kind_priority(Kind::Map), kw.max(vw))
-        }
-        Shape::Tuple(elements) => {
-            let mut sum = (0, kind_priority(Kind::Tuple), 0);
-            for (_, element) in elements {
-                let (d, p, w) = priority(element, depth + 1, wrapped);
-                sum = (sum.0.max(d), sum.1 + p, sum.2.max(w));
-            }
-            sum
-        }
-        Shape::Variant(variants) => variants
-            .iter()
-            .map(|v| priority(v, depth, wrapped))
-            .fold((0, 0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1), a.2.max(b.2))),
-        Shape::Scalar(Scalar::Bool) => (depth, kind_priority(Kind::Int(8, true)) + 1, wrapped),
-        Shape::Scalar(scalar) => (depth, Kind::of(scalar).map_or(0, kind_priority), wrapped),
-    }
-}
-
-/// The kinds the server ranks, highest first.
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Array,
-    Tuple,
-    Map,
-    Enum(u8),
-    Uuid,
-    Ipv4,
-    Ipv6,
-    /// Bits and signedness.
-    Int(u16, bool),
-    /// Bits of the decimal's integer.
-    Decimal(usize),
-    Float(u8),
-    Date,
-    Date32,
-    DateTime,
-    DateTime64,
-    FixedString,
-    String,
-}
-
-impl Kind {
-    fn of(scalar: &Scalar) -> Option<Self> {
-        Some(match scalar {
-            Scalar::UInt(bits) => Self::Int(*bits, false),
-            Scalar::Int(bits) => Self::Int(*bits, true),
-            Scalar::Float32 => Self::Float(32),
-            Scalar::Float64 => Self::Float(64),
-            Scalar::Decimal { .. } => Self::Decimal(scalar.width()? * 8),
-            Scalar::String => Self::String,
-            Scalar::FixedString(_) => Self::FixedString,
-            Scalar::Uuid => Self::Uuid,
-            Scalar::Date => Self::Date,
-            Scalar::Date32 => Self::Date32,
-            Scalar::DateTime { .. } => Self::DateTime,
-            Scalar::DateTime64 { .. } => Self::DateTime64,
-            Scalar::Ipv4 => Self::Ipv4,
-            Scalar::Ipv6 => Self::Ipv6,
-            Scalar::Enum { bits, .. } => Self::Enum(*bits),
-            Scalar::Bool | Scalar::Json | Scalar::Dynamic => return None,
-        })
-    }
-}
-
-/// The server's list, highest first; a kind's priority is its distance from the end.
-const RANKED: [Kind; 33] = [
-    Kind::Array,
-    Kind::Tuple,
-    Kind::Map,
-    // (AggregateFunction, never written here, ranks here.)
-    Kind::Map,
-    Kind::Enum(8),
-    Kind::Enum(16),
-    Kind::Uuid,
-    Kind::Ipv4,
-    Kind::Ipv6,
-    Kind::Int(8, true),
-    Kind::Int(8, false),
-    Kind::Int(16, true),
-    Kind::Int(16, false),
-    Kind::Int(32, true),
-    Kind::Int(32, false),
-    Kind::Int(64, true),
-    Kind::Int(64, false),
-    Kind::Int(128, true),
-    Kind::Int(128, false),
-    Kind::Int(256, true),
-    Kind::Int(256, false),
-    Kind::Decimal(32),
-    Kind::Decimal(64),
-    Kind::Decimal(128),
-    Kind::Decimal(256),
-    Kind::Float(32),
-    Kind::Float(64),
-    Kind::Date,
-    Kind::Date32,
-    Kind::DateTime,
-    Kind::DateTime64,
-    Kind::FixedString,
-    Kind::String,
-];
-
-fn kind_priority(kind: Kind) -> usize {
-    RANKED.len()
-        - RANKED
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or(RANKED.len())
 }
 
 /// Appends `value` as the member `shape` reads it by the server's JSON rules; `false` when
@@ -380,16 +252,7 @@ fn time_type(s: &str) -> Ty {
     if s.trim().parse::<f64>().is_ok() {
         return Ty::String;
     }
-    // `YYYY-MM-DDThh:mm:ss[.f]` without an offset is the server's local (UTC) time.
-    let local;
-    let text = match s.as_bytes().get(10) {
-        Some(b'T') if !s[11..].contains(['Z', 'z', '+', '-']) => {
-            local = format!("{} {}", &s[..10], &s[11..]);
-            local.as_str()
-        }
-        _ => s,
-    };
-    let Some(nanos) = time::from_text(text) else {
+    let Some(nanos) = time::from_text(&local_time(s)) else {
         return Ty::String;
     };
     let days = time::days(nanos);
@@ -406,6 +269,18 @@ fn time_type(s: &str) -> Ty {
         false if (0..=i128::from(u32::MAX)).contains(&seconds) => Ty::DateTime,
         _ if in_datetime64(nanos) => Ty::DateTime64,
         _ => Ty::String,
+    }
+}
+
+/// `YYYY-MM-DDThh:mm:ss[.f]` without an offset, which the server reads as its local (UTC)
+/// time, in the form [`time::from_text`] reads as such (`T` as a space); any other text as
+/// it is.
+fn local_time(s: &str) -> Cow<'_, str> {
+    match s.as_bytes().get(10) {
+        Some(b'T') if !s[11..].contains(['Z', 'z', '+', '-']) => {
+            Cow::Owned(format!("{} {}", &s[..10], &s[11..]))
+        }
+        _ => Cow::Borrowed(s),
     }
 }
 
@@ -546,13 +421,7 @@ fn put_value(
             encode(shape, &Value::Number(digit(*b)), range, out)
         }
         (Shape::Scalar(Scalar::DateTime { .. } | Scalar::DateTime64 { .. }), Value::Str(s)) => {
-            match s.as_bytes().get(10) {
-                Some(b'T') if !s[11..].contains(['Z', 'z', '+', '-']) => {
-                    let local = format!("{} {}", &s[..10], &s[11..]);
-                    encode(shape, &Value::Str(local.into()), TimeRange::FULL, out)
-                }
-                _ => encode(shape, &value, TimeRange::FULL, out),
-            }
+            encode(shape, &Value::Str(local_time(s)), TimeRange::FULL, out)
         }
         (Shape::Array(inner), Value::Array(elements)) => {
             put_leb128(out, elements.len());
@@ -587,23 +456,6 @@ mod tests {
             Ty::Null => "NULL".into(),
             ty => format!("{:?}", finish(ty)),
         }
-    }
-
-    #[test]
-    fn members_are_tried_in_the_servers_order() {
-        let shape = Shape::parse("Variant(String, Int64, Array(Int64), Bool, Float64)").unwrap();
-        let Shape::Variant(variants) = &shape else {
-            panic!()
-        };
-        let names: Vec<String> = order(variants)
-            .into_iter()
-            .map(|i| format!("{:?}", variants[i]))
-            .collect();
-        assert!(names[0].starts_with("Array"), "{names:?}");
-        assert!(names[1].contains("Bool"), "{names:?}");
-        assert!(names[2].contains("Int(64)"), "{names:?}");
-        assert!(names[3].contains("Float64"), "{names:?}");
-        assert!(names[4].contains("String"), "{names:?}");
     }
 
     #[test]
