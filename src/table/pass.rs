@@ -28,6 +28,8 @@ use super::{Problem, RequestFacts, TableSchema, TableValidated, Unclaimed};
 use crate::format::Rows;
 use crate::table::event::{DecodeError, Loose, ndjson_lines};
 
+mod scan;
+
 /// One field's value as the pass kept it for its column.
 #[derive(Debug, Clone, Default)]
 pub(super) enum Slot<'a> {
@@ -120,7 +122,9 @@ pub(super) enum Events<'a> {
 
 impl TableSchema {
     /// Validates and encodes a body's events in one pass; `Ok(None)` when the body needs the
-    /// field-by-field reading (see the module docs), `Err` when the body is refused.
+    /// field-by-field reading (see the module docs), `Err` when the body is refused. Tables
+    /// without settings are read by the plain scan (`scan`) first; what it gives way on is
+    /// read by serde_json.
     pub(super) fn one_pass(
         &self,
         events: Events<'_>,
@@ -128,14 +132,45 @@ impl TableSchema {
         facts: &RequestFacts<'_>,
         tag: &[u8],
     ) -> Result<Option<TableValidated>, DecodeError> {
+        if let Some(out) = self.scanned(events, max_events, facts, tag) {
+            return Ok(Some(out));
+        }
+        self.serde_pass(events, max_events, facts, tag)
+    }
+
+    /// The plain scan's reading of the body, `None` when it gives way (or the table has
+    /// settings, which it does not read).
+    pub(super) fn scanned(
+        &self,
+        events: Events<'_>,
+        max_events: usize,
+        facts: &RequestFacts<'_>,
+        tag: &[u8],
+    ) -> Option<TableValidated> {
+        if self.shaping.is_some() {
+            return None;
+        }
+        let mut pass = self.pass(events, max_events, facts, tag)?;
+        scan::events(&mut pass, events)?;
+        Some(pass.out)
+    }
+
+    /// The pass's state for a body (`None` for a shape it does not read).
+    fn pass<'s, 'de>(
+        &'s self,
+        events: Events<'de>,
+        max_events: usize,
+        facts: &'s RequestFacts<'s>,
+        tag: &'s [u8],
+    ) -> Option<Pass<'s, 'de>> {
         let size = match events {
             Events::Array(text) | Events::Object(text) | Events::Lines(text) => text.len(),
-            Events::None => return Ok(None),
+            Events::None => return None,
         };
         // Real events are a few hundred bytes; 64 leaves room and bounds the guess. An
         // event's row is smaller than its JSON: the body's size holds the rows.
         let expected = (size / 64).clamp(1, max_events.max(1));
-        let mut pass = Pass {
+        Some(Pass {
             schema: self,
             facts,
             stamp: self.stamp(facts),
@@ -151,6 +186,19 @@ impl TableSchema {
             rest: Vec::new(),
             index: 0,
             refused: None,
+        })
+    }
+
+    /// The pass with serde_json reading the body.
+    pub(super) fn serde_pass(
+        &self,
+        events: Events<'_>,
+        max_events: usize,
+        facts: &RequestFacts<'_>,
+        tag: &[u8],
+    ) -> Result<Option<TableValidated>, DecodeError> {
+        let Some(mut pass) = self.pass(events, max_events, facts, tag) else {
+            return Ok(None);
         };
         let read = match events {
             Events::Array(text) => {
@@ -169,10 +217,7 @@ impl TableSchema {
                         return Err(DecodeError::TooManyEvents { max: pass.max });
                     }
                     if !line.starts_with('{') {
-                        pass.problems
-                            .push(("".into(), "line is not a JSON object".into()));
-                        pass.out.reject(pass.index, &mut pass.problems);
-                        pass.index += 1;
+                        pass.not_an_object_line();
                         continue;
                     }
                     let mut de = serde_json::Deserializer::from_str(line);
@@ -264,92 +309,156 @@ impl<'de> Visitor<'de> for Event<'_, '_, 'de> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let pass = self.0;
-        let schema = pass.schema;
-        for slot in &mut pass.slots {
-            *slot = Slot::Absent;
-        }
-        pass.problems.clear();
-        pass.rest.clear();
+        pass.begin();
         let mut position = 0;
         while let Some(Key(key)) = map.next_key()? {
-            // A path's first field (settings only), by its index in the paths' roots.
-            let mut root = None;
-            let column = match pass.order.get(position) {
-                Some(&Some(i))
-                    if schema
-                        .columns
-                        .get(i)
-                        .is_some_and(|c| same_key(&c.name, &key)) =>
-                {
-                    Some(i)
-                }
-                Some(&Some(i)) if i >= ROOT && schema.is_root(i - ROOT, &key) => {
-                    root = Some(i - ROOT);
-                    None
-                }
-                guess => {
-                    let found = schema.index_of(&key);
-                    root = match (found, &schema.shaping) {
-                        (None, Some(shaping)) => shaping.root_index(&key),
-                        _ => None,
-                    };
-                    let remembered = found.or(root.map(|r| ROOT + r));
-                    match guess {
-                        Some(_) => pass.order[position] = remembered,
-                        None => pass.order.push(remembered),
-                    }
-                    found
-                }
-            };
+            let (column, root) = pass.column_of(position, &key);
             position += 1;
-            match column {
-                // A server-filled column ignores the client's value.
-                Some(i) if schema.reads[i] == Read::Ignore => {
+            match (column, &pass.schema.shaping) {
+                (Some(i), _) => pass.take(i, &mut Mapped(&mut map))?,
+                (None, None) => {
                     map.next_value::<IgnoredAny>()?;
+                    pass.unknown(&key);
                 }
-                Some(i) if !matches!(pass.slots[i], Slot::Absent) => {
-                    map.next_value::<IgnoredAny>()?;
-                    // The first duplicate is the event's only problem.
-                    if pass.problems.is_empty() {
-                        pass.problems.push(schema.duplicate(i));
-                    }
-                }
-                Some(i) => match schema.reads[i] {
-                    // (Never found by its name: see `TableSchema::index_of`.)
-                    Read::Ignore | Read::Elsewhere => {}
-                    Read::Raw => pass.slots[i] = Slot::Raw(map.next_value()?),
-                    Read::Typed => pass.slots[i] = map.next_value_seed(TYPED)?,
-                    Read::Strict => pass.slots[i] = map.next_value_seed(STRICT)?,
-                },
-                None => match &schema.shaping {
-                    None => {
-                        map.next_value::<IgnoredAny>()?;
-                        match schema.flattened(&key) {
-                            Some(problem) if pass.problems.is_empty() => {
-                                pass.problems.push(problem)
-                            }
-                            Some(_) => {}
-                            None => pass.out.unknown_fields += 1,
-                        }
-                    }
-                    Some(_) => shaped_field(pass, &key, root, &mut map)?,
-                },
+                (None, Some(_)) => shaped_field(pass, &key, root, &mut map)?,
             }
         }
-        if pass.problems.is_empty() {
-            let (slots, facts, stamp, tag) = (&pass.slots, pass.facts, &pass.stamp, pass.tag);
-            let (problems, rest) = (&mut pass.problems, &pass.rest);
-            pass.out.rows.push_encoded_if(|buf| {
+        pass.end();
+        Ok(())
+    }
+}
+
+/// Where the pass takes a field's value from: serde_json's reading of the object
+/// ([`Mapped`]) or the plain scan's (`scan`). Each reads the value exactly as serde_json
+/// does, or fails.
+pub(super) trait Values<'de> {
+    type Error;
+    /// Skips the value (grammar checked as `IgnoredAny` checks it).
+    fn skip(&mut self) -> Result<(), Self::Error>;
+    /// The value's JSON text.
+    fn raw(&mut self) -> Result<&'de RawValue, Self::Error>;
+    /// The value as [`Scalar`] keeps it.
+    fn scalar<const S: bool>(&mut self) -> Result<Slot<'de>, Self::Error>;
+}
+
+/// A field's value in serde_json's reading of its object.
+struct Mapped<'m, A>(&'m mut A);
+
+impl<'de, A: MapAccess<'de>> Values<'de> for Mapped<'_, A> {
+    type Error = A::Error;
+    fn skip(&mut self) -> Result<(), A::Error> {
+        self.0.next_value::<IgnoredAny>().map(drop)
+    }
+    fn raw(&mut self) -> Result<&'de RawValue, A::Error> {
+        self.0.next_value()
+    }
+    fn scalar<const S: bool>(&mut self) -> Result<Slot<'de>, A::Error> {
+        self.0.next_value_seed(Scalar::<S>)
+    }
+}
+
+impl<'de> Pass<'_, 'de> {
+    /// Before an event's first field.
+    pub(super) fn begin(&mut self) {
+        self.slots.fill(Slot::Absent);
+        self.problems.clear();
+        self.rest.clear();
+    }
+
+    /// The column the event's field at `position` names, and (tables with settings) the
+    /// path whose first field it is, by its index in the paths' roots. The column the
+    /// previous event had at this position is tried first.
+    pub(super) fn column_of(
+        &mut self,
+        position: usize,
+        key: &str,
+    ) -> (Option<usize>, Option<usize>) {
+        let schema = self.schema;
+        match self.order.get(position) {
+            Some(&Some(i))
+                if schema
+                    .columns
+                    .get(i)
+                    .is_some_and(|c| same_key(&c.name, key)) =>
+            {
+                (Some(i), None)
+            }
+            Some(&Some(i)) if i >= ROOT && schema.is_root(i - ROOT, key) => (None, Some(i - ROOT)),
+            guess => {
+                let found = schema.index_of(key);
+                let root = match (found, &schema.shaping) {
+                    (None, Some(shaping)) => shaping.root_index(key),
+                    _ => None,
+                };
+                let remembered = found.or(root.map(|r| ROOT + r));
+                match guess {
+                    Some(_) => self.order[position] = remembered,
+                    None => self.order.push(remembered),
+                }
+                (found, root)
+            }
+        }
+    }
+
+    /// Column `i`'s field: its value read as the column reads it, or skipped.
+    pub(super) fn take<V: Values<'de>>(
+        &mut self,
+        i: usize,
+        values: &mut V,
+    ) -> Result<(), V::Error> {
+        let schema = self.schema;
+        match schema.reads[i] {
+            // A server-filled column ignores the client's value.
+            Read::Ignore => values.skip()?,
+            _ if !matches!(self.slots[i], Slot::Absent) => {
+                values.skip()?;
+                // The first duplicate is the event's only problem.
+                if self.problems.is_empty() {
+                    self.problems.push(schema.duplicate(i));
+                }
+            }
+            // (Never found by its name: see `TableSchema::index_of`.)
+            Read::Elsewhere => {}
+            Read::Raw => self.slots[i] = Slot::Raw(values.raw()?),
+            Read::Typed => self.slots[i] = values.scalar::<false>()?,
+            Read::Strict => self.slots[i] = values.scalar::<true>()?,
+        }
+        Ok(())
+    }
+
+    /// An NDJSON line that is not an object: that event's error.
+    pub(super) fn not_an_object_line(&mut self) {
+        self.problems
+            .push(("".into(), "line is not a JSON object".into()));
+        self.out.reject(self.index, &mut self.problems);
+        self.index += 1;
+    }
+
+    /// A field no column takes, in a table without settings (its value skipped).
+    pub(super) fn unknown(&mut self, key: &str) {
+        match self.schema.flattened(key) {
+            Some(problem) if self.problems.is_empty() => self.problems.push(problem),
+            Some(_) => {}
+            None => self.out.unknown_fields += 1,
+        }
+    }
+
+    /// After an event's last field: its row encoded, or the event rejected.
+    pub(super) fn end(&mut self) {
+        let schema = self.schema;
+        if self.problems.is_empty() {
+            let (slots, facts, stamp, tag) = (&self.slots, self.facts, &self.stamp, self.tag);
+            let (problems, rest) = (&mut self.problems, &self.rest);
+            self.out.rows.push_encoded_if(|buf| {
                 buf.extend_from_slice(tag);
                 schema.encode_row(slots, rest, facts, stamp, buf, problems);
                 problems.is_empty()
             });
         }
-        if !pass.problems.is_empty() {
-            pass.out.reject(pass.index, &mut pass.problems);
+        if !self.problems.is_empty() {
+            self.out.reject(self.index, &mut self.problems);
         }
-        pass.index += 1;
-        Ok(())
+        self.index += 1;
     }
 }
 
@@ -402,8 +511,8 @@ fn shaped_field<'de, A: MapAccess<'de>>(
     Ok(())
 }
 
-/// `a == b` for the short keys of event objects, eight bytes at a time: the guessed key is
-/// compared once per field, and a call to `memcmp` cost more than the comparison.
+/// `a == b` for the short keys of event objects, in words: the guessed key is compared
+/// once per field, and a call to `memcmp` cost more than the comparison.
 pub(super) fn same_key(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
@@ -414,8 +523,15 @@ pub(super) fn same_key(a: &str, b: &str) -> bool {
         w.copy_from_slice(&s[at..at + 8]);
         u64::from_ne_bytes(w)
     };
+    let half = |s: &[u8], at: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&s[at..at + 4]);
+        u32::from_ne_bytes(w)
+    };
     match a.len() {
-        0..8 => a == b,
+        0..4 => a == b,
+        // The first four bytes and the last four (overlapping when fewer than eight).
+        n @ 4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
         n => {
             let mut at = 0;
             while at + 8 <= n {
@@ -437,9 +553,9 @@ pub(super) enum Read {
     Ignore,
     /// Kept as raw JSON text: the column reads digits or structure itself.
     Raw,
-    /// Deserialized by [`TYPED`].
+    /// Deserialized by [`Scalar`].
     Typed,
-    /// Deserialized by [`STRICT`], for a column with a strict rule.
+    /// Deserialized by [`Scalar`] with `STRICT`, for a column with a strict rule.
     Strict,
     /// Not by a top-level field of its name: the table's settings fill it (a path, the
     /// rest, the `User-Agent`).
@@ -455,13 +571,9 @@ pub(super) enum Read {
 /// reading is not shared with it and stays inlined into the event's.
 pub(super) struct Scalar<const STRICT: bool, const PATH: bool = false>;
 
-/// How an ordinary column's value is read.
-const TYPED: Scalar<false> = Scalar;
-/// How a strictly read column's value is read.
-const STRICT: Scalar<true> = Scalar;
-/// [`TYPED`] at a path.
+/// An ordinary column's value at a path.
 pub(super) const PATH_TYPED: Scalar<false, true> = Scalar;
-/// [`STRICT`] at a path.
+/// A strictly read column's value at a path.
 pub(super) const PATH_STRICT: Scalar<true, true> = Scalar;
 
 impl<'de, const S: bool, const P: bool> DeserializeSeed<'de> for Scalar<S, P> {

@@ -601,6 +601,12 @@ proptest! {
             .one_pass(pass::Events::Array(&text), 100, &facts(), &[])
             .unwrap();
         prop_assert!(fast.is_some(), "gave way on {}", text);
+        // Without fractions, the plain scan reads these bodies itself.
+        prop_assert!(
+            schema.scanned(pass::Events::Array(&text), 100, &facts(), &[]).is_some(),
+            "the scan gave way on {}",
+            text
+        );
         let objects = json::decode(text.as_bytes(), Format::Json, 100).unwrap();
         assert_same(&fast.unwrap(), &schema.validate(objects.events, facts(), &[]));
     }
@@ -743,4 +749,285 @@ fn fields_without_columns_ask_for_columns_typed_by_their_values() {
     assert_eq!(capped.wanted.len(), 2);
     assert_eq!(capped.errors[0].field, "f");
     assert!(capped.errors[0].error.contains("add_columns.max (3)"));
+}
+
+/// JSON text of one value for the scan's differential test: ordinary values, and the
+/// forms where the scan must give way or match serde_json exactly (escapes, lone
+/// surrogates, control characters, `-0`, leading zeros, 64-bit edges, floats, malformed
+/// literals and composites, nesting at serde_json's limit).
+fn value_texts() -> impl Strategy<Value = String> {
+    let readable = prop::sample::select(READABLE.to_vec()).prop_map(String::from);
+    let strange = prop::sample::select(STRANGE.to_vec()).prop_map(String::from);
+    prop_oneof![
+        20 => "[a-z0-9 :-]{0,20}".prop_map(|s| format!("\"{s}\"")),
+        12 => prop_oneof![(0u64..300).prop_map(|n| n.to_string()), any::<i64>().prop_map(|n| n.to_string())],
+        12 => readable,
+        2 => strange,
+        1 => (120usize..130).prop_map(|d| format!("{}{}", "[".repeat(d), "]".repeat(d))),
+    ]
+}
+
+/// Values the scan reads itself or hands whole to serde_json.
+const READABLE: [&str; 24] = [
+    r#""""#,
+    r#""2020-12-01 23:59:00""#,
+    r#""0287D9AA-4ADF-4B37-A60F-3E9E645C0001""#,
+    r#""a\"b""#,
+    r#""\u00e9\n\/""#,
+    r#""\ud83d\ude00""#,
+    r#""é€😀 ~""#,
+    r#""ends with \\""#,
+    "0",
+    "-1",
+    "18446744073709551615",
+    "-9223372036854775808",
+    "255",
+    "256",
+    "true",
+    "false",
+    "null",
+    "[1,2]",
+    "[]",
+    r#"["a",["b"]]"#,
+    r#"{"a":1}"#,
+    "{}",
+    r#"["]"]"#,
+    "[[[[1]]]]",
+];
+
+/// Values the scan must give way on, or read exactly as serde_json does.
+const STRANGE: [&str; 26] = [
+    r#""\ud800""#,
+    r#""\x""#,
+    "\"ctl\u{1}\"",
+    "\"tab\tinside\"",
+    "-0",
+    "01",
+    "-01",
+    "1.5",
+    "1.0",
+    "1e5",
+    "1E+2",
+    "-2e-3",
+    "1e400",
+    "-",
+    "1.",
+    ".5",
+    "1e",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "tru",
+    "nul",
+    "truex",
+    "[1,]",
+    "[,1]",
+    r#"{"a":}"#,
+    r#"{"a":1,}"#,
+];
+
+/// Whitespace between tokens, mostly none.
+fn gaps() -> impl Strategy<Value = &'static str> {
+    prop_oneof![
+        30 => Just(""),
+        6 => prop::sample::select(vec![" ", "\n", "\t", " \r\n "]),
+        // Not JSON's whitespace.
+        1 => Just("\u{a0}"),
+    ]
+}
+
+/// One element of a body: mostly an object of fields named after the columns (and
+/// strangers, escaped names, duplicates), sometimes not an object, sometimes glitched.
+fn element_texts(names: Vec<&'static str>) -> impl Strategy<Value = String> {
+    let key = prop::sample::select(names);
+    let field = (key, value_texts(), gaps(), gaps());
+    let glitch = prop_oneof![
+        19 => Just(""),
+        1 => prop::sample::select(vec![",", ":", "}", "x", "\""]),
+    ];
+    prop_oneof![
+        19 => (prop::collection::vec(field, 0..9), glitch, gaps()).prop_map(|(fields, glitch, gap)| {
+            let fields: Vec<String> = fields
+                .into_iter()
+                .map(|(k, v, a, b)| format!("{a}{k}{b}:{a}{v}{b}"))
+                .collect();
+            format!("{{{gap}{}{glitch}}}", fields.join(","))
+        }),
+        1 => value_texts(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// The plain scan reads a body exactly as serde_json's pass does, or gives way: the
+    /// same rows, rejections, errors and unknown fields, on bodies full of the forms it
+    /// must give way on. Arrays, single objects and NDJSON lines, the events table's
+    /// strict columns and random tables.
+    #[test]
+    fn the_scan_reads_bodies_as_serde_json_does_or_gives_way(
+        events_table in any::<bool>(),
+        types in prop::collection::vec(type_names(), 1..5),
+        elements in prop::collection::vec(
+            element_texts(vec![
+                r#""c0""#, r#""c1""#, r#""c2""#, r#""c3""#, r#""c\u0030""#, r#""zz""#,
+                r#""client_time""#, r#""device_id""#, r#""sequence""#, r#""event""#,
+                r#""param_int""#, r#""param_str""#, r#""server_time""#, r#""ip""#,
+                r#""a.b""#,
+            ]),
+            0..6,
+        ),
+        (before, between, after) in (gaps(), gaps(), gaps()),
+        shape in 0..3u8,
+        trailing in prop::sample::select(vec!["", "", "", "", "", "", "", "", ",", "]", "x"]),
+        max in prop::sample::select(vec![100usize, 3]),
+    ) {
+        let schema = match events_table {
+            true => TableSchema::events().unwrap(),
+            false => {
+                let mut columns: Vec<(String, String)> = types
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (format!("c{i}"), t.clone()))
+                    .collect();
+                columns.push(("server_time".into(), "DateTime".into()));
+                let infos: Vec<ColumnInfo> =
+                    columns.iter().map(|(n, t)| ColumnInfo::plain(n, t)).collect();
+                TableSchema::new("db.t", &infos, "server_time", "ip").unwrap()
+            }
+        };
+        let text = match shape {
+            0 => format!("{before}[{}]{after}{trailing}", elements.join(&format!("{between},{between}"))),
+            1 => format!("{before}{}{after}{trailing}", elements.first().map_or("{}", String::as_str)),
+            _ => format!("{}{trailing}", elements.join("\n")),
+        };
+        let events = match shape {
+            0 => pass::Events::Array(&text),
+            1 => pass::Events::Object(&text),
+            _ => pass::Events::Lines(&text),
+        };
+        if let Some(scanned) = schema.scanned(events, max, &facts(), &[9]) {
+            match schema.serde_pass(events, max, &facts(), &[9]) {
+                Ok(Some(read)) => assert_same(&scanned, &read),
+                other => prop_assert!(false, "the scan read {:?}; serde_json's pass: {:?}", text, other.map(|o| o.map(|o| o.errors))),
+            }
+        }
+    }
+}
+
+/// Each value of both lists (and nesting at serde_json's limit) in each kind of column, as
+/// an unknown field and twice in one event, in an array, an object and a line: the scan
+/// reads it as serde_json's pass does, or gives way.
+#[test]
+fn the_scan_reads_each_value_as_serde_json_does_or_gives_way() {
+    let table = schema(&[
+        ("s", "String"),
+        ("n", "Int64"),
+        ("u", "UInt8"),
+        ("f", "Float64"),
+        ("a", "Array(String)"),
+        ("b", "Bool"),
+        ("server_time", "DateTime"),
+    ]);
+    let strict = table.clone().with_rules(&[
+        (
+            "s",
+            rules::Rule {
+                strict: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "n",
+            rules::Rule {
+                strict: true,
+                ..Default::default()
+            },
+        ),
+    ]);
+    let deep = [
+        "[".repeat(125),
+        "]".repeat(125),
+        "[".repeat(126),
+        "]".repeat(126),
+    ];
+    let (at_limit, past_limit) = (deep[0].clone() + &deep[1], deep[2].clone() + &deep[3]);
+    let values = READABLE
+        .iter()
+        .chain(&STRANGE)
+        .copied()
+        .chain([at_limit.as_str(), past_limit.as_str()]);
+    let (mut read, mut all) = (0, 0);
+    for value in values {
+        for key in ["s", "n", "u", "f", "a", "b", "server_time", "zz"] {
+            for event in [
+                format!(r#"{{"{key}": {value}}}"#),
+                format!(r#"{{"s": "x", "{key}":{value}, "{key}": 1}}"#),
+            ] {
+                for (shape, text) in [(0, format!("[{event}]")), (1, event.clone()), (2, event)] {
+                    let events = match shape {
+                        0 => pass::Events::Array(&text),
+                        1 => pass::Events::Object(&text),
+                        _ => pass::Events::Lines(&text),
+                    };
+                    for schema in [&table, &strict] {
+                        all += 1;
+                        if let Some(scanned) = schema.scanned(events, 10, &facts(), &[]) {
+                            read += 1;
+                            match schema.serde_pass(events, 10, &facts(), &[]) {
+                                Ok(Some(out)) => assert_same(&scanned, &out),
+                                other => panic!(
+                                    "the scan read {text}; serde_json's pass: {:?}",
+                                    other.map(|o| o.map(|o| o.errors))
+                                ),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Most are read by the scan itself.
+    assert!(read * 2 > all, "{read} of {all}");
+}
+
+#[test]
+fn the_scan_reads_the_events_tables_plain_bodies_whole() {
+    let schema = TableSchema::events().unwrap();
+    let body = r#" [ {"client_time": "2020-12-01 23:59:00", "device_id": "0287D9AA-4ADF-4B37-A60F-3E9E645C0001",
+        "device_os": "IOS 13.5.1", "session": "ybuRi8mAUypxjbxQ", "sequence": 1, "event": "app_start",
+        "param_int": 7, "param_str": "say \"hi\"", "unknown": [1, {"a": null}]},
+        {"device_id": "0287D9AA-4ADF-4B37-A60F-3E9E645C0001", "client_time": "2020-12-01 23:59:01",
+        "device_os": "IOS 13.5.1", "session": "ybuRi8mAUypxjbxQ", "sequence": 2, "event": "x"} ] "#;
+    let events = pass::Events::Array(body);
+    let scanned = schema
+        .scanned(events, 100, &facts(), &[])
+        .expect("read whole");
+    assert_eq!(
+        (scanned.rows.len(), scanned.rejected, scanned.unknown_fields),
+        (2, 0, 1),
+        "{:?}",
+        scanned.errors
+    );
+    assert_same(
+        &scanned,
+        &schema
+            .serde_pass(events, 100, &facts(), &[])
+            .unwrap()
+            .unwrap(),
+    );
+}
+
+#[test]
+fn keys_compare_equal_only_when_every_byte_is() {
+    for len in 0..20 {
+        let key: String = (0..len).map(|i| char::from(b'a' + i as u8)).collect();
+        assert!(pass::same_key(&key, &key.clone()), "{key}");
+        for at in 0..len {
+            let mut other = key.clone().into_bytes();
+            other[at] = b'Z';
+            let other = String::from_utf8(other).unwrap();
+            assert!(!pass::same_key(&key, &other), "{key} {other}");
+        }
+        assert!(!pass::same_key(&key, &format!("{key}a")));
+    }
 }

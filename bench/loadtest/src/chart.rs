@@ -25,7 +25,7 @@ pub struct Panel {
     pub lines: Vec<Line>,
 }
 
-const COLORS: [(u8, u8, u8); 8] = [
+const COLORS: [(u8, u8, u8); 9] = [
     (31, 119, 180),
     (214, 39, 40),
     (44, 160, 44),
@@ -34,6 +34,7 @@ const COLORS: [(u8, u8, u8); 8] = [
     (140, 86, 75),
     (23, 190, 207),
     (127, 127, 127),
+    (188, 189, 34),
 ];
 
 /// A sans-serif TrueType/OpenType font on this machine: `LOADTEST_FONT`, a few well-known

@@ -39,6 +39,9 @@ pub enum System {
     /// A parse-only actix-web server (`parse-only`): the body read into plain `serde_json`
     /// structs, `200`, nothing kept. What the whole pipeline's CPU is measured against.
     ParseOnly,
+    /// The parse-only server with `--no-parse`: the body read whole and answered `200`, not
+    /// parsed. What answering HTTP alone costs on this machine: the floor under any server.
+    HttpOnly,
     /// The same binary with `BUFFER_MODE=discard`: parse and validate only.
     BareParse,
     /// ClickHouse HTTP, `INSERT ... FORMAT JSONEachRow` into a `Buffer` table.
@@ -53,6 +56,7 @@ impl System {
             System::EventIngest => "event-ingest",
             System::EventIngestDisk => "event-ingest-disk",
             System::ParseOnly => "parse-only",
+            System::HttpOnly => "http-only",
             System::BareParse => "bare-parse",
             System::ChBuffer => "ch-buffer",
             System::ChDirect => "ch-direct",
@@ -64,7 +68,10 @@ impl System {
     }
     /// A server that only parses (stores nothing).
     pub fn parses_only(self) -> bool {
-        matches!(self, System::BareParse | System::ParseOnly)
+        matches!(
+            self,
+            System::BareParse | System::ParseOnly | System::HttpOnly
+        )
     }
     /// Its colour in the charts (the CPU chart's service/ClickHouse split uses 4 and 5).
     pub fn color(self) -> usize {
@@ -75,6 +82,7 @@ impl System {
             System::ChDirect => 3,
             System::EventIngestDisk => 6,
             System::ParseOnly => 7,
+            System::HttpOnly => 8,
         }
     }
     fn prefix(self) -> &'static str {
@@ -82,15 +90,17 @@ impl System {
             System::EventIngest => "ei",
             System::EventIngestDisk => "ed",
             System::ParseOnly => "po",
+            System::HttpOnly => "ho",
             System::BareParse => "bp",
             System::ChBuffer => "cb",
             System::ChDirect => "cd",
         }
     }
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 7] = [
         System::EventIngest,
         System::EventIngestDisk,
         System::ParseOnly,
+        System::HttpOnly,
         System::BareParse,
         System::ChBuffer,
         System::ChDirect,
@@ -273,7 +283,7 @@ impl Run {
             System::EventIngest | System::EventIngestDisk => {
                 Some(self.service_us_per_event()? + self.clickhouse_us_per_event()?)
             }
-            System::BareParse | System::ParseOnly => self.service_us_per_event(),
+            System::BareParse | System::ParseOnly | System::HttpOnly => self.service_us_per_event(),
             System::ChBuffer | System::ChDirect => self.clickhouse_us_per_event(),
         }
     }
@@ -377,7 +387,9 @@ fn real_main(args: &Args) -> Result<bool, String> {
             server_bin.display()
         ));
     }
-    if systems.contains(&System::ParseOnly) && !args.parse_only_bin.is_file() {
+    if (systems.contains(&System::ParseOnly) || systems.contains(&System::HttpOnly))
+        && !args.parse_only_bin.is_file()
+    {
         return Err(format!(
             "{} not found; build it first: cargo build --release -p loadtest",
             args.parse_only_bin.display()
@@ -554,7 +566,7 @@ fn run_one(ctx: &Ctx<'_>, system: System, c: usize, body: &Bodies) -> Run {
         System::EventIngest | System::EventIngestDisk | System::BareParse => {
             run_server(ctx, &mut run, &table, body)
         }
-        System::ParseOnly => run_parse_only(ctx, &mut run, &table, body),
+        System::ParseOnly | System::HttpOnly => run_parse_only(ctx, &mut run, &table, body),
         System::ChDirect | System::ChBuffer => run_clickhouse(ctx, &mut run, &table, body),
     };
     if let Err(e) = result {
@@ -798,11 +810,15 @@ fn wait_ready(
     }
 }
 
-/// The parse-only server: its CPU from the start of the load to its end, nothing stored.
+/// The parse-only server (or, as http-only, the same answering without parsing): its CPU
+/// from the start of the load to its end, nothing stored.
 fn run_parse_only(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Result<(), String> {
     let port = proc::free_port()?;
     let mut cmd = Command::new(&ctx.args.parse_only_bin);
     cmd.arg(port.to_string());
+    if run.system == System::HttpOnly {
+        cmd.arg("--no-parse");
+    }
     let log = ctx.logs.join(format!("{table}.server.log"));
     let mut server = proc::spawn(cmd, run.system.name(), &log)?;
     let base = format!("http://127.0.0.1:{port}");

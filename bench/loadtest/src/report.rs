@@ -158,6 +158,9 @@ pub fn markdown(meta: &Meta, runs: &[Run]) -> (String, bool) {
          reads each body into plain `serde_json` structs with owned strings and answers `200`: \
          what a straightforward service spends only parsing. The pipeline's CPU (service + \
          ClickHouse) is compared with it below.\n\
+         - **http-only**: the parse-only server with `--no-parse`: each body read whole and \
+         answered with the same `200`, not parsed. What answering these requests costs on this \
+         machine, the floor under every server here.\n\
          - **bare-parse**: same binary, `BUFFER_MODE=discard` (parse + validate, store nothing): \
          the HTTP ceiling.\n\
          - **ch-direct** / **ch-buffer**: the same events as NDJSON POSTed to ClickHouse's HTTP \
@@ -349,27 +352,38 @@ fn pipeline_section(s: &mut String, runs: &[Run]) {
         "\n## The pipeline against the parse-only server\n\n\
          pipeline = event-ingest's CPU per acknowledged event + ClickHouse's per stored event; \
          ratio = pipeline ÷ parse-only's CPU per event (at or below 1.0 is the goal); events/s \
-         ratio = event-ingest's ÷ parse-only's.\n\n\
-         | conc | events/req | parse-only µs/event | system | svc µs | CH µs | pipeline µs | CPU ratio | events/s ratio | p99 ms | p99 ms at half load (parse-only's) |\n\
-         |---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+         ratio = event-ingest's ÷ parse-only's. http-only = the same server answering the same \
+         requests without parsing them: what HTTP alone costs here; floor = http-only + \
+         ClickHouse's share, the least any server that answers these requests and stores their \
+         rows could spend, and floor ratio = floor ÷ parse-only (a ratio below it is out of \
+         reach whatever the reading costs); above floor = the service's own work per event \
+         (reading, encoding, buffering, flushing).\n\n\
+         | conc | events/req | parse-only µs/event | http-only µs | system | svc µs | CH µs | pipeline µs | CPU ratio | floor ratio | above floor µs | events/s ratio | p99 ms | p99 ms at half load (parse-only's) |\n\
+         |---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (events, c) in keys {
         let Some(po) = find(runs, System::ParseOnly, c, events) else {
             continue;
         };
+        let http = find(runs, System::HttpOnly, c, events).and_then(Run::service_us_per_event);
         for sys in [System::EventIngest, System::EventIngestDisk] {
             let Some(r) = find(runs, sys, c, events) else {
                 continue;
             };
+            let floor = http.zip(r.clickhouse_us_per_event()).map(|(h, ch)| h + ch);
+            let above = r.total_us_per_event().zip(floor).map(|(t, f)| t - f);
             let _ = writeln!(
                 s,
-                "| {c} | {events} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) |",
+                "| {c} | {events} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) |",
                 us(po.service_us_per_event()),
+                us(http),
                 sys.name(),
                 us(r.service_us_per_event()),
                 us(r.clickhouse_us_per_event()),
                 us(r.total_us_per_event()),
                 ratio(r.total_us_per_event(), po.service_us_per_event()),
+                ratio(floor, po.service_us_per_event()),
+                us(above),
                 ratio(r.events_per_sec(), po.events_per_sec()),
                 r.load.as_ref().map_or("–".into(), |l| ms(l.p99_ms)),
                 half_p99(r),
@@ -543,7 +557,7 @@ fn checks(runs: &[Run]) -> (Vec<String>, bool) {
 /// report's "sum" column), and event-ingest's split into its service and ClickHouse parts.
 pub fn cpu_panels(runs: &[Run], event_counts: &[usize]) -> Vec<Panel> {
     type Figure = fn(&Run) -> Option<f64>;
-    let series: [(System, &str, usize, Figure); 8] = [
+    let series: [(System, &str, usize, Figure); 9] = [
         (
             System::EventIngest,
             "event-ingest: sum",
@@ -572,6 +586,12 @@ pub fn cpu_panels(runs: &[Run], event_counts: &[usize]) -> Vec<Panel> {
             System::ParseOnly,
             "parse-only: service",
             System::ParseOnly.color(),
+            Run::service_us_per_event,
+        ),
+        (
+            System::HttpOnly,
+            "http-only: service",
+            System::HttpOnly.color(),
             Run::service_us_per_event,
         ),
         (
