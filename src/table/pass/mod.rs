@@ -15,6 +15,12 @@
 //! before, only slower. Well-formed bodies never take that way. An element that is not an
 //! object refuses the body where the pass meets it (as `/v1/events` always answered; the
 //! field-by-field reading checks the whole array's grammar first).
+//!
+//! Two readings feed the pass's steps: the plain scan (`scan`), for tables without
+//! settings, and serde_json's, for what the scan gives way on and for tables with settings.
+//!
+//! Part of the table's reader. May import the rest of `table`, `format` and the shared
+//! modules.
 
 use std::borrow::Cow;
 use std::fmt;
