@@ -286,6 +286,10 @@ pub struct TableSchema {
     by_name: HashMap<String, usize>,
     /// How the one-pass reading takes each column's value (see `pass`), by column.
     reads: Vec<Read>,
+    /// Whether each column's name has no quote, backslash or control character: a key in a
+    /// body whose bytes are the name then is the name, and the plain scan compares it in
+    /// place.
+    plain_names: Vec<bool>,
     /// The `client_time` column, when `client_time_corrected` is filled from it.
     client_time: Option<usize>,
     /// Rows are `RowBinaryWithDefaults`: a flag byte before each column (1: the server
@@ -513,11 +517,16 @@ impl TableSchema {
             })
             .collect();
         let nested = nested_groups(&out);
+        let plain_names = out
+            .iter()
+            .map(|c| !c.name.bytes().any(|b| matches!(b, b'"' | b'\\' | 0..0x20)))
+            .collect();
         Ok(Self {
             table: table.to_string(),
             columns: out,
             by_name,
             reads,
+            plain_names,
             client_time,
             server_defaults: false,
             nested,

@@ -363,12 +363,20 @@ impl<'de, A: MapAccess<'de>> Values<'de> for Mapped<'_, A> {
     }
 }
 
-impl<'de> Pass<'_, 'de> {
+impl<'s, 'de> Pass<'s, 'de> {
     /// Before an event's first field.
     pub(super) fn begin(&mut self) {
         self.slots.fill(Slot::Absent);
         self.problems.clear();
         self.rest.clear();
+    }
+
+    /// The name of the column the previous event had at `position`, when its bytes in a
+    /// body can only be that name (no quote, backslash or control character in it).
+    pub(super) fn guessed_name(&self, position: usize) -> Option<(usize, &'s str)> {
+        let i = (*self.order.get(position)?)?;
+        let name = &self.schema.columns.get(i)?.name;
+        self.schema.plain_names[i].then_some((i, name.as_str()))
     }
 
     /// The column the event's field at `position` names, and (tables with settings) the
@@ -520,7 +528,12 @@ fn shaped_field<'de, A: MapAccess<'de>>(
 /// `a == b` for the short keys of event objects, in words: the guessed key is compared
 /// once per field, and a call to `memcmp` cost more than the comparison.
 pub(super) fn same_key(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// [`same_key`] on bytes.
+#[inline(always)]
+pub(super) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

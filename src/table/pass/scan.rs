@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
-use super::{Composite, Events, Pass, Slot, Values};
+use super::{Composite, Events, Pass, Slot, Values, same_bytes};
 use crate::table::event::ndjson_lines;
 
 /// The scan met something it does not read exactly as serde_json does.
@@ -139,14 +139,21 @@ impl<'de> Scan<'de> {
             if self.peek() != Some(b'"') {
                 return Err(GiveWay);
             }
-            let key = self.string::<true>()?;
-            self.expect(b':')?;
-            self.whitespace();
-            match pass.column_of(position, &key) {
-                (Some(i), _) => pass.take(i, self)?,
-                _ => {
-                    self.skip()?;
-                    pass.unknown(&key);
+            // The key the previous event had here, compared in place: the usual case.
+            if let Some(i) = self.guessed_key(pass, position) {
+                self.expect(b':')?;
+                self.whitespace();
+                pass.take(i, self)?;
+            } else {
+                let key = self.string::<true>()?;
+                self.expect(b':')?;
+                self.whitespace();
+                match pass.column_of(position, &key) {
+                    (Some(i), _) => pass.take(i, self)?,
+                    _ => {
+                        self.skip()?;
+                        pass.unknown(&key);
+                    }
                 }
             }
             position += 1;
@@ -161,6 +168,21 @@ impl<'de> Scan<'de> {
                 _ => return Err(GiveWay),
             }
         }
+    }
+
+    /// The column whose name the key at the opening quote spells exactly (then taken), if
+    /// it is the one the previous event had at `position`: the same column the key's
+    /// reading and lookup would give, without reading it.
+    #[inline(always)]
+    fn guessed_key(&mut self, pass: &Pass<'_, 'de>, position: usize) -> Option<usize> {
+        let (i, name) = pass.guessed_name(position)?;
+        let after = self.at + 1 + name.len();
+        let bytes = self.text.as_bytes();
+        let spelled = same_bytes(bytes.get(self.at + 1..after)?, name.as_bytes());
+        (spelled && bytes.get(after) == Some(&b'"')).then(|| {
+            self.at = after + 1;
+            i
+        })
     }
 
     /// A string, from its opening quote: borrowed when it has no escapes; with escapes,
@@ -341,8 +363,8 @@ impl<'de> Values<'de> for Scan<'de> {
 fn plain_run(bytes: &[u8], mut at: usize) -> usize {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = ONES << 7;
-    while let Some(chunk) = bytes.get(at..at + 8) {
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+    while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        let word = u64::from_le_bytes(*chunk);
         let quote = word ^ (ONES * u64::from(b'"'));
         let slash = word ^ (ONES * u64::from(b'\\'));
         let marks = ((quote.wrapping_sub(ONES) & !quote)
