@@ -558,6 +558,22 @@ proptest! {
     }
 }
 
+/// A table of columns `c0`, `c1`, ... of `types`, and `server_time`; with its column list.
+fn numbered(types: &[String]) -> (TableSchema, Vec<(String, String)>) {
+    let mut columns: Vec<(String, String)> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("c{i}"), t.clone()))
+        .collect();
+    columns.push(("server_time".into(), "DateTime".into()));
+    let infos: Vec<ColumnInfo> = columns
+        .iter()
+        .map(|(n, t)| ColumnInfo::plain(n, t))
+        .collect();
+    let schema = TableSchema::new("db.t", &infos, "server_time", "ip").unwrap();
+    (schema, columns)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
@@ -571,14 +587,7 @@ proptest! {
         unknown in any::<bool>(),
         duplicate in any::<bool>(),
     ) {
-        let mut columns: Vec<(String, String)> = types
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (format!("c{i}"), t.clone()))
-            .collect();
-        columns.push(("server_time".into(), "DateTime".into()));
-        let infos: Vec<ColumnInfo> = columns.iter().map(|(n, t)| ColumnInfo::plain(n, t)).collect();
-        let schema = TableSchema::new("db.t", &infos, "server_time", "ip").unwrap();
+        let (schema, columns) = numbered(&types);
         let body: Vec<serde_json::Value> = events
             .iter()
             .map(|values| {
@@ -883,17 +892,7 @@ proptest! {
     ) {
         let schema = match events_table {
             true => TableSchema::events().unwrap(),
-            false => {
-                let mut columns: Vec<(String, String)> = types
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (format!("c{i}"), t.clone()))
-                    .collect();
-                columns.push(("server_time".into(), "DateTime".into()));
-                let infos: Vec<ColumnInfo> =
-                    columns.iter().map(|(n, t)| ColumnInfo::plain(n, t)).collect();
-                TableSchema::new("db.t", &infos, "server_time", "ip").unwrap()
-            }
+            false => numbered(&types).0,
         };
         let text = match shape {
             0 => format!("{before}[{}]{after}{trailing}", elements.join(&format!("{between},{between}"))),
