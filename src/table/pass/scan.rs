@@ -1,8 +1,8 @@
 //! The plain scan: the pass's reading of a body without serde, for tables without
 //! settings. It walks the bytes itself (strings eight bytes at a time, integers digit by
-//! digit, the key guessed from the previous event as the serde reading guesses it) and
-//! hands each field to the same [`Pass`] steps, so the rows and problems are those of the
-//! serde reading by construction.
+//! digit, each key first compared in place with the name the previous event had at its
+//! position) and hands each field to the same [`Pass`] steps, so the rows and problems are
+//! those of the serde reading by construction.
 //!
 //! It reads only what it can read exactly as serde_json does, and gives way on anything
 //! else, the body then read by serde_json as before: a number with a fraction or exponent
