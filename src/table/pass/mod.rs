@@ -85,7 +85,7 @@ pub(super) enum Composite {
 }
 
 /// Per-request state of the pass, shared by its events.
-struct Pass<'s, 'de> {
+pub(super) struct Pass<'s, 'de> {
     schema: &'s TableSchema,
     facts: &'s RequestFacts<'s>,
     stamp: super::Stamp,
@@ -138,31 +138,15 @@ impl TableSchema {
         facts: &RequestFacts<'_>,
         tag: &[u8],
     ) -> Result<Option<TableValidated>, DecodeError> {
-        if let Some(out) = self.scanned(events, max_events, facts, tag) {
+        let pass = || self.pass(events, max_events, facts, tag);
+        if let Some(out) = pass().and_then(|p| p.scan(events)) {
             return Ok(Some(out));
         }
-        self.serde_pass(events, max_events, facts, tag)
-    }
-
-    /// The plain scan's reading of the body, `None` when it gives way (or the table has
-    /// settings, which it does not read).
-    pub(super) fn scanned(
-        &self,
-        events: Events<'_>,
-        max_events: usize,
-        facts: &RequestFacts<'_>,
-        tag: &[u8],
-    ) -> Option<TableValidated> {
-        if self.shaping.is_some() {
-            return None;
-        }
-        let mut pass = self.pass(events, max_events, facts, tag)?;
-        scan::events(&mut pass, events)?;
-        Some(pass.out)
+        pass().map_or(Ok(None), |p| p.read(events))
     }
 
     /// The pass's state for a body (`None` for a shape it does not read).
-    fn pass<'s, 'de>(
+    pub(super) fn pass<'s, 'de>(
         &'s self,
         events: Events<'de>,
         max_events: usize,
@@ -194,18 +178,22 @@ impl TableSchema {
             refused: None,
         })
     }
+}
 
-    /// The pass with serde_json reading the body.
-    pub(super) fn serde_pass(
-        &self,
-        events: Events<'_>,
-        max_events: usize,
-        facts: &RequestFacts<'_>,
-        tag: &[u8],
-    ) -> Result<Option<TableValidated>, DecodeError> {
-        let Some(mut pass) = self.pass(events, max_events, facts, tag) else {
-            return Ok(None);
-        };
+impl<'de> Pass<'_, 'de> {
+    /// The plain scan's reading of the body, `None` when it gives way (or the table has
+    /// settings, which it does not read).
+    pub(super) fn scan(mut self, events: Events<'de>) -> Option<TableValidated> {
+        if self.schema.shaping.is_some() {
+            return None;
+        }
+        scan::events(&mut self, events)?;
+        Some(self.out)
+    }
+
+    /// serde_json's reading of the body.
+    pub(super) fn read(self, events: Events<'de>) -> Result<Option<TableValidated>, DecodeError> {
+        let mut pass = self;
         let read = match events {
             Events::Array(text) => {
                 let mut de = serde_json::Deserializer::from_str(text);
