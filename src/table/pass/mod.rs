@@ -354,7 +354,11 @@ impl<'de, A: MapAccess<'de>> Values<'de> for Mapped<'_, A> {
 impl<'s, 'de> Pass<'s, 'de> {
     /// Before an event's first field.
     pub(super) fn begin(&mut self) {
-        self.slots.fill(Slot::Absent);
+        // A plain store per slot: `fill` clones the value into each one, about 90
+        // instructions more per event of the events table.
+        for slot in &mut self.slots {
+            *slot = Slot::Absent;
+        }
         self.problems.clear();
         self.rest.clear();
     }
@@ -403,6 +407,7 @@ impl<'s, 'de> Pass<'s, 'de> {
     }
 
     /// Column `i`'s field: its value read as the column reads it, or skipped.
+    #[inline(always)]
     pub(super) fn take<V: Values<'de>>(
         &mut self,
         i: usize,

@@ -197,7 +197,11 @@ impl<'de> Scan<'de> {
         match bytes.get(end) {
             Some(b'"') => {
                 self.at = end + 1;
-                Ok(Cow::Borrowed(&self.text[start..end]))
+                // SAFETY: `start` follows a `"` and `end` is at one: both are ASCII bytes of
+                // `text`, so both offsets are on character boundaries within it.
+                Ok(Cow::Borrowed(unsafe {
+                    self.text.get_unchecked(start..end)
+                }))
             }
             _ => self.escaped::<KEEP>(end),
         }
