@@ -348,6 +348,16 @@ mod tests {
                 "{s}"
             );
         }
+        // The last days of every month of every year: which exist is the leap rule's answer.
+        for year in 0..=9999 {
+            for (month, day) in (1..=12).flat_map(|m| (28..=32).map(move |d| (m, d))) {
+                let s = format!("{year:04}-{month:02}-{day:02} 00:00:00");
+                let general = PrimitiveDateTime::parse(&s, PLAIN_TIME)
+                    .ok()
+                    .map(|t| t.assume_utc().unix_timestamp());
+                assert_eq!(parse_plain_time(s.as_bytes()), general, "{s}");
+            }
+        }
         for second in 0..86_400 {
             let s = format!(
                 "2024-02-29 {:02}:{:02}:{:02}",
