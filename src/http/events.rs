@@ -252,7 +252,7 @@ async fn ingest(
         .keys()
         .ingest_key(req.headers(), req.query_string())?;
     let target = Target::of(&state, table.as_deref())?;
-    let idempotency_key = match req.headers().get("idempotency-key") {
+    let idempotency_key = match req.headers().get(IDEMPOTENCY_KEY) {
         Some(value) => match value.to_str() {
             Ok(text) if !text.is_empty() && text.len() <= idempotency::MAX_KEY_BYTES => {
                 Some(text.to_string())
@@ -356,7 +356,7 @@ async fn take(
         max_events: state.max_events,
         sent_at_header: req
             .headers()
-            .get("x-sent-at")
+            .get(X_SENT_AT)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         server_time: OffsetDateTime::now_utc(),
         ip: client::client_ip(req, &state.trusted_proxies),
@@ -421,6 +421,12 @@ async fn take(
     })
     .map_err(|_| ApiError::Internal("the answer could not be written"))
 }
+
+/// `Idempotency-Key`, a name built once: looking a header up by a `&str` that is not one of
+/// the standard names allocates that name for each request.
+const IDEMPOTENCY_KEY: header::HeaderName = header::HeaderName::from_static("idempotency-key");
+/// `X-Sent-At` (see [`IDEMPOTENCY_KEY`]).
+const X_SENT_AT: header::HeaderName = header::HeaderName::from_static("x-sent-at");
 
 /// Bodies up to this size, uncompressed, are decoded on the worker: the hop to the CPU
 /// pool would cost more than the work (a typical request is a few kilobytes).

@@ -320,13 +320,17 @@ impl Keys {
     }
 }
 
+/// `X-Api-Key`, a name built once: looking a header up by a `&str` that is not one of the
+/// standard names allocates that name for each request.
+const X_API_KEY: header::HeaderName = header::HeaderName::from_static("x-api-key");
+
 /// The key a request carries: `Authorization: Bearer`, `X-Api-Key`, else `?key=`.
 fn presented<'a>(headers: &'a HeaderMap, query: &str) -> Option<Presented<'a>> {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(super::client::bearer_token)
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get(X_API_KEY).and_then(|v| v.to_str().ok()))
         .map(str::trim);
     if let Some(secret) = header {
         return Some(Presented::Header(secret));

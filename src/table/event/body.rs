@@ -38,12 +38,18 @@ impl Format {
     pub fn from_content_type(content_type: Option<&str>) -> Self {
         let essence = content_type
             .and_then(|ct| ct.split(';').next())
-            .map(|ct| ct.trim().to_ascii_lowercase());
-        match essence.as_deref() {
-            Some("application/x-ndjson" | "application/ndjson" | "application/jsonl") => {
-                Format::Ndjson
-            }
-            _ => Format::Json,
+            .map(str::trim)
+            .unwrap_or_default();
+        let ndjson = [
+            "application/x-ndjson",
+            "application/ndjson",
+            "application/jsonl",
+        ]
+        .iter()
+        .any(|name| essence.eq_ignore_ascii_case(name));
+        match ndjson {
+            true => Format::Ndjson,
+            false => Format::Json,
         }
     }
 }
@@ -300,6 +306,7 @@ mod tests {
             (Some("application/json; charset=utf-8"), Format::Json),
             (Some("Application/X-NDJSON"), Format::Ndjson),
             (Some("application/jsonl"), Format::Ndjson),
+            (Some(" application/ndjson ; charset=utf-8"), Format::Ndjson),
             (Some("text/plain"), Format::Json),
         ] {
             assert_eq!(Format::from_content_type(ct), format, "{ct:?}");
