@@ -139,7 +139,11 @@ impl TableSchema {
         tag: &[u8],
     ) -> Result<Option<TableValidated>, DecodeError> {
         let pass = || self.pass(events, max_events, facts, tag);
-        if let Some(out) = pass().and_then(|p| p.scan(events)) {
+        // The scan spends its pass when it gives way, so serde_json gets a fresh one; a
+        // table with settings goes to serde_json at once, building its pass once.
+        if self.shaping.is_none()
+            && let Some(out) = pass().and_then(|p| p.scan(events))
+        {
             return Ok(Some(out));
         }
         pass().map_or(Ok(None), |p| p.read(events))
@@ -181,12 +185,10 @@ impl TableSchema {
 }
 
 impl<'de> Pass<'_, 'de> {
-    /// The plain scan's reading of the body, `None` when it gives way (or the table has
-    /// settings, which it does not read).
+    /// The plain scan's reading of the body, `None` when it gives way. Only for a table
+    /// without settings: it reads top-level fields, not the settings' paths.
     pub(super) fn scan(mut self, events: Events<'de>) -> Option<TableValidated> {
-        if self.schema.shaping.is_some() {
-            return None;
-        }
+        debug_assert!(self.schema.shaping.is_none(), "the scan reads no paths");
         scan::events(&mut self, events)?;
         Some(self.out)
     }
