@@ -401,7 +401,8 @@ pub(super) struct Scratch {
     pub spans: Vec<Vec<(usize, usize)>>,
     /// Strings' ends.
     pub ends: Vec<Vec<usize>>,
-    /// The sort's part values and keys.
+    /// The sort's part values and keys (and, for a large batch, the keys' copy in bucket
+    /// order: at most a second copy of them).
     pub parts: Vec<Vec<u128>>,
     pub keys: Vec<Vec<u64>>,
     /// The sort's bucket bounds (two) and the order.
