@@ -145,6 +145,9 @@ pub(super) struct Dictionary<'a> {
     recent: Box<[(u128, u32); RECENT_SLOTS]>,
 }
 
+/// The fixed-size move a short string is copied with (see [`Values::push`]).
+const WIDE: usize = 32;
+
 /// Slots of [`Dictionary::recent`]: room for the distinct values of a typical
 /// `LowCardinality` column (names, codes, versions) with few collisions.
 const RECENT_SLOTS: usize = 64;
@@ -295,9 +298,20 @@ impl<'a> Values<'a> {
             },
             Self::Var { bytes, ends } => {
                 let value = string_value(data, at)?;
-                bytes.extend_from_slice(value);
+                let len = value.len();
+                match data.get(at..at + WIDE) {
+                    // Most strings are short: copied as one fixed-size move, the bytes past
+                    // the value's end cut off again, rather than a copy of its own length,
+                    // which is a call per value.
+                    Some(wide) if len <= WIDE => {
+                        let end = bytes.len() + len;
+                        bytes.extend_from_slice(wide);
+                        bytes.truncate(end);
+                    }
+                    _ => bytes.extend_from_slice(value),
+                }
                 ends.push(bytes.len());
-                Some(at + value.len())
+                Some(at + len)
             }
             Self::Nullable { nulls, inner } => Self::push_nullable(nulls, inner, data, at, row),
             Self::Dictionary(dictionary) => {
