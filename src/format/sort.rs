@@ -583,10 +583,9 @@ fn ranks_of_distinct<'a>(distinct: impl Iterator<Item = &'a [u8]>) -> Vec<u32> {
 }
 
 /// A fixed-width little-endian value as a `u64` that orders as the value does.
+#[inline(always)]
 fn ordered_number(bytes: &[u8], order: Order) -> u64 {
-    let mut buf = [0u8; 8];
-    buf[..bytes.len()].copy_from_slice(bytes);
-    let raw = u64::from_le_bytes(buf);
+    let raw = little_endian(bytes);
     let bits = bytes.len() as u32 * 8;
     match order {
         Order::Signed => {
@@ -610,6 +609,25 @@ fn ordered_number(bytes: &[u8], order: Order) -> u64 {
             }
         }
         _ => raw,
+    }
+}
+
+/// A little-endian value of at most 8 bytes. The common widths are read with one load of
+/// their own size: copied into a zeroed 8-byte buffer and read back whole, a narrower value
+/// cannot be forwarded from the store that wrote it, and the read waits for both stores to
+/// reach the cache (perf: a fifth of the block build's own time under load).
+#[inline(always)]
+fn little_endian(bytes: &[u8]) -> u64 {
+    match *bytes {
+        [a] => u64::from(a),
+        [a, b] => u64::from(u16::from_le_bytes([a, b])),
+        [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
+        _ => {
+            let mut buf = [0u8; 8];
+            buf[..bytes.len()].copy_from_slice(bytes);
+            u64::from_le_bytes(buf)
+        }
     }
 }
 
@@ -803,6 +821,20 @@ mod tests {
         // 1970-01-05 was a Monday.
         assert_eq!(Func::Monday.apply(3, true), Func::Monday.apply(0, true));
         assert_ne!(Func::Monday.apply(4, true), Func::Monday.apply(3, true));
+    }
+
+    #[test]
+    fn values_of_every_width_read_as_little_endian() {
+        let bytes = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08];
+        for width in 1..=8 {
+            let mut buf = [0u8; 8];
+            buf[..width].copy_from_slice(&bytes[..width]);
+            assert_eq!(
+                little_endian(&bytes[..width]),
+                u64::from_le_bytes(buf),
+                "{width} bytes"
+            );
+        }
     }
 
     #[test]
