@@ -16,7 +16,7 @@
 //!   bytes.
 
 use super::nested;
-use super::transpose::{Columns, Dictionary, Values};
+use super::transpose::{Columns, Dictionary, Values, WIDE};
 use super::types::{HAS_ADDITIONAL_KEYS, KEYS_VERSION, UPDATE_DICTIONARY, put_leb128};
 use super::{Column, Schema};
 
@@ -108,7 +108,6 @@ fn gather_fixed(bytes: &[u8], width: usize, order: &[u32], out: &mut Vec<u8>) {
 /// is copied as a fixed 32-byte move (the bytes past its end are overwritten by the next
 /// one), rather than a copy of its own length, which is a call per value.
 fn gather_var(bytes: &[u8], ends: &[usize], order: &[u32], out: &mut Vec<u8>) {
-    const WIDE: usize = 32;
     let base = out.len();
     out.resize(base + bytes.len() + WIDE, 0);
     let mut at = base;

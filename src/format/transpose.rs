@@ -145,8 +145,10 @@ pub(super) struct Dictionary<'a> {
     recent: Box<[(u128, u32); RECENT_SLOTS]>,
 }
 
-/// The fixed-size move a short string is copied with (see [`Values::push`]).
-const WIDE: usize = 32;
+/// The fixed-size move a short string is copied with, here and in the block writer's
+/// gather: one move of this many bytes (the bytes past the value's end overwritten or cut
+/// off), rather than a copy of the value's own length, which is a call per value.
+pub(super) const WIDE: usize = 32;
 
 /// Slots of [`Dictionary::recent`]: room for the distinct values of a typical
 /// `LowCardinality` column (names, codes, versions) with few collisions.
@@ -300,9 +302,7 @@ impl<'a> Values<'a> {
                 let value = string_value(data, at)?;
                 let len = value.len();
                 match data.get(at..at + WIDE) {
-                    // Most strings are short: copied as one fixed-size move, the bytes past
-                    // the value's end cut off again, rather than a copy of its own length,
-                    // which is a call per value.
+                    // Most strings are short: one fixed-size move, the tail cut off again.
                     Some(wide) if len <= WIDE => {
                         let end = bytes.len() + len;
                         bytes.extend_from_slice(wide);

@@ -47,10 +47,7 @@ impl Format {
         ]
         .iter()
         .any(|name| essence.eq_ignore_ascii_case(name));
-        match ndjson {
-            true => Format::Ndjson,
-            false => Format::Json,
-        }
+        if ndjson { Format::Ndjson } else { Format::Json }
     }
 }
 
