@@ -42,8 +42,16 @@ say "using $("$OHA" --version) ($OHA)"
 cargo build --release
 cargo build --release -p loadtest
 
+# The server scripts/clickhouse.sh started, if it did: its whole CPU (merges included) is
+# reported beside the inserts' own from system.query_log.
+CH_PID_FILE="${CLICKHOUSE_DATA_DIR:-$ROOT/data/clickhouse}/server.pid"
+CH_PID=()
+if [ -f "$CH_PID_FILE" ] && kill -0 "$(cat "$CH_PID_FILE")" 2>/dev/null; then
+  CH_PID=(--clickhouse-pid "$(cat "$CH_PID_FILE")")
+fi
+
 target/release/loadtest --oha "$OHA" --server-bin target/release/event-ingest \
-  --out-dir target/loadtest "$@"
+  --out-dir target/loadtest "${CH_PID[@]}" "$@"
 
 # The cluster run: events/s, inserts/s and ClickHouse CPU per shard on the three-server test
 # cluster (target/loadtest/cluster.md; LOADTEST_CLUSTER=0 skips it).

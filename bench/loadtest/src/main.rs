@@ -5,7 +5,8 @@
 //! ClickHouse holds, and prints a Markdown report (also `target/loadtest/report.md`) and two
 //! charts (`target/loadtest/events_per_sec.png` and `cpu_per_event.png`, or `.svg` without
 //! any font file). Per run it also reads the CPU an event costs: the server process's from
-//! `/proc`, ClickHouse's from `system.query_log`.
+//! `/proc`, ClickHouse's from `system.query_log` (its inserts) and, with `--clickhouse-pid`,
+//! from the server's `/proc` (merges included).
 //!
 //! Systems:
 //! - `event-ingest`: the release binary, `BUFFER_MODE=double`, fresh per run.
@@ -187,6 +188,11 @@ pub struct Args {
     /// the bucket's cost, not its refusals).
     #[arg(long)]
     key_rate: Option<u64>,
+    /// The ClickHouse server's process id, on this machine (`scripts/loadtest.sh` passes the
+    /// one `scripts/clickhouse.sh` started): each storing run also reads the whole server's
+    /// CPU from `/proc`, background merges and a Buffer table's flushes included.
+    #[arg(long)]
+    clickhouse_pid: Option<u32>,
 }
 
 impl Args {
@@ -228,6 +234,9 @@ pub struct Run {
     pub service_cpu_secs: Option<f64>,
     /// `(CPU µs, rows written)` of the run's INSERT queries, from `system.query_log`.
     pub clickhouse_cpu: Option<(u64, u64)>,
+    /// CPU seconds of the whole ClickHouse process (`--clickhouse-pid`) from the start of
+    /// the load until its merges had settled after the last row was stored.
+    pub clickhouse_process_cpu_secs: Option<f64>,
     /// What went wrong, if anything did.
     pub error: Option<String>,
 }
@@ -247,6 +256,7 @@ impl Run {
             drain_secs: None,
             service_cpu_secs: None,
             clickhouse_cpu: None,
+            clickhouse_process_cpu_secs: None,
             error: None,
         }
     }
@@ -274,6 +284,13 @@ impl Run {
     pub fn clickhouse_us_per_event(&self) -> Option<f64> {
         let (us, rows) = self.clickhouse_cpu.filter(|&(_, rows)| rows > 0)?;
         Some(us as f64 / rows as f64)
+    }
+    /// The whole ClickHouse server's CPU µs per row the run stored: its inserts, the merges
+    /// of the parts they made and a Buffer table's flushes (what `system.query_log` leaves
+    /// out).
+    pub fn clickhouse_process_us_per_event(&self) -> Option<f64> {
+        let stored = self.stored.filter(|&n| n > 0)?;
+        Some(self.clickhouse_process_cpu_secs? * 1e6 / stored as f64)
     }
     /// The CPU an event costs end to end: service + ClickHouse for event-ingest, the service
     /// alone for bare-parse (stores nothing), ClickHouse alone for the direct alternatives
@@ -667,6 +684,10 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
     // The query log's event_time has whole seconds: a second earlier cannot reach an older
     // run of this table (dropped above, and a run lasts longer than that).
     let since = unix_secs().saturating_sub(1);
+    let ch_window = match run.system.is_event_ingest() {
+        true => ClickHouseWindow::open(ctx)?,
+        false => None,
+    };
     let cpu_start = proc::cpu_secs(server.pid());
     let url = format!("{base}/v1/events");
     let spec = oha::Load {
@@ -719,6 +740,7 @@ fn run_server(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> Resul
         // `<table>_probe_<id>`: the `` ` (`` after the name tells them apart.
         let prefix = format!("INSERT INTO `{}`.`{table}` (", ctx.args.database);
         run.clickhouse_cpu = Some(insert_cpu(ch, &prefix, since)?);
+        run.clickhouse_process_cpu_secs = ch_window.map(|w| w.close(ctx)).transpose()?.flatten();
     }
     if !ctx.args.keep_tables {
         ch.query(&format!("DROP TABLE IF EXISTS {}", fq(ctx, table)))?;
@@ -862,6 +884,7 @@ fn run_clickhouse(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> R
     };
     // log_queries=1: 18.16 logs no query by default, and the CPU figure comes from its log.
     let since = unix_secs().saturating_sub(1);
+    let ch_window = ClickHouseWindow::open(ctx)?;
     let url = format!(
         "{}/?log_queries=1&query={}",
         ch.base_url(),
@@ -894,10 +917,55 @@ fn run_clickhouse(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> R
         &format!("INSERT INTO {target} FORMAT"),
         since,
     )?);
+    run.clickhouse_process_cpu_secs = ch_window.map(|w| w.close(ctx)).transpose()?.flatten();
     if !ctx.args.keep_tables {
         ch.query(&format!("DROP TABLE IF EXISTS {base_table}"))?;
     }
     Ok(())
+}
+
+/// The whole ClickHouse process's CPU over one storing run (with `--clickhouse-pid`). The
+/// window opens and closes with no merge running, so it holds the merges of this run's parts
+/// and none of an earlier run's.
+struct ClickHouseWindow {
+    pid: u32,
+    start: f64,
+}
+
+/// Longest wait for ClickHouse's merges to finish at either end of a window.
+const MERGES_SETTLE: Duration = Duration::from_secs(60);
+
+impl ClickHouseWindow {
+    fn open(ctx: &Ctx<'_>) -> Result<Option<Self>, String> {
+        let Some(pid) = ctx.args.clickhouse_pid else {
+            return Ok(None);
+        };
+        merges_settled(&ctx.ch)?;
+        Ok(proc::cpu_secs(pid).map(|start| ClickHouseWindow { pid, start }))
+    }
+
+    /// CPU seconds since [`ClickHouseWindow::open`], once merges have settled (`None` when
+    /// they had not within [`MERGES_SETTLE`]: the figure would leave some out).
+    fn close(self, ctx: &Ctx<'_>) -> Result<Option<f64>, String> {
+        let settled = merges_settled(&ctx.ch)?;
+        Ok(proc::cpu_secs(self.pid)
+            .filter(|_| settled)
+            .map(|end| end - self.start))
+    }
+}
+
+/// Waits until `system.merges` is empty, at most [`MERGES_SETTLE`]; whether it got there.
+fn merges_settled(ch: &ClickHouse) -> Result<bool, String> {
+    let deadline = Instant::now() + MERGES_SETTLE;
+    loop {
+        if ch.query("SELECT count() FROM system.merges")?.trim() == "0" {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn unix_secs() -> u64 {

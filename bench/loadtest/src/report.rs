@@ -188,17 +188,21 @@ pub fn markdown(meta: &Meta, runs: &[Run]) -> (String, bool) {
          INSERT queries in `system.query_log` (after `SYSTEM FLUSH LOGS`), ÷ the rows they \
          wrote; for ch-buffer (marked ≥) only the inserts into the Buffer table, its background \
          flush is no query. **sum** = svc + CH for event-ingest, svc alone for bare-parse (stores \
-         nothing), CH alone for ch-direct/ch-buffer (no gateway).\n",
+         nothing), CH alone for ch-direct/ch-buffer (no gateway). **CH server** (with \
+         `--clickhouse-pid`) = the whole ClickHouse process's CPU (`/proc/<pid>/stat`) from the \
+         start of the load until its merges have settled after the last row was stored (the \
+         window opens and closes with `system.merges` empty), ÷ the rows stored: what CH \
+         leaves out, the merges of the parts the inserts made and a Buffer table's flushes.\n",
         meta.durability
     );
 
     let _ = writeln!(
         s,
-        "| system | conc | events/req | req/s | events/s | svc CPU µs/event | CH CPU µs/stored event | sum µs/event | p50 ms | p99 ms | max ms | non-2xx | errors | RSS MB | inserts | drain s | stored = acked |"
+        "| system | conc | events/req | req/s | events/s | svc CPU µs/event | CH CPU µs/stored event | sum µs/event | CH server µs/stored event | p50 ms | p99 ms | max ms | non-2xx | errors | RSS MB | inserts | drain s | stored = acked |"
     );
     let _ = writeln!(
         s,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for r in runs {
         match &r.load {
@@ -229,7 +233,7 @@ pub fn markdown(meta: &Meta, runs: &[Run]) -> (String, bool) {
                 }
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     r.system.name(),
                     r.concurrency,
                     r.events,
@@ -238,6 +242,7 @@ pub fn markdown(meta: &Meta, runs: &[Run]) -> (String, bool) {
                     us(r.service_us_per_event()),
                     lower_bound(r, us(r.clickhouse_us_per_event())),
                     lower_bound(r, us(r.total_us_per_event())),
+                    us(r.clickhouse_process_us_per_event()),
                     ms(l.p50_ms),
                     ms(l.p99_ms),
                     ms(l.max_ms),
@@ -257,7 +262,7 @@ pub fn markdown(meta: &Meta, runs: &[Run]) -> (String, bool) {
                     .replace(['|', '\n'], " ");
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | FAILED: {e} | | | | | | | | | | | | | |",
+                    "| {} | {} | {} | FAILED: {e} | | | | | | | | | | | | | | |",
                     r.system.name(),
                     r.concurrency,
                     r.events
@@ -357,9 +362,11 @@ fn pipeline_section(s: &mut String, runs: &[Run]) {
          ClickHouse's share, the least any server that answers these requests and stores their \
          rows could spend, and floor ratio = floor ÷ parse-only (a ratio below it is out of \
          reach whatever the reading costs); above floor = the service's own work per event \
-         (reading, encoding, buffering, flushing).\n\n\
-         | conc | events/req | parse-only µs/event | http-only µs | system | svc µs | CH µs | pipeline µs | CPU ratio | floor ratio | above floor µs | events/s ratio | p99 ms | p99 ms at half load (parse-only's) |\n\
-         |---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+         (reading, encoding, buffering, flushing). CH server µs = the whole ClickHouse \
+         process's CPU per stored row, the merges of the parts included (not in the ratios: \
+         parse-only stores nothing).\n\n\
+         | conc | events/req | parse-only µs/event | http-only µs | system | svc µs | CH µs | pipeline µs | CPU ratio | floor ratio | above floor µs | events/s ratio | p99 ms | p99 ms at half load (parse-only's) | CH server µs |\n\
+         |---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (events, c) in keys {
         let Some(po) = find(runs, System::ParseOnly, c, events) else {
@@ -374,7 +381,7 @@ fn pipeline_section(s: &mut String, runs: &[Run]) {
             let above = r.total_us_per_event().zip(floor).map(|(t, f)| t - f);
             let _ = writeln!(
                 s,
-                "| {c} | {events} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) |",
+                "| {c} | {events} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} |",
                 us(po.service_us_per_event()),
                 us(http),
                 sys.name(),
@@ -388,6 +395,7 @@ fn pipeline_section(s: &mut String, runs: &[Run]) {
                 r.load.as_ref().map_or("–".into(), |l| ms(l.p99_ms)),
                 half_p99(r),
                 half_p99(po),
+                us(r.clickhouse_process_us_per_event()),
             );
         }
     }
@@ -709,6 +717,8 @@ mod tests {
         runs[0].clickhouse_cpu = Some((120_000, 300_000));
         runs[1].service_cpu_secs = Some(0.6);
         runs[2].clickhouse_cpu = Some((135_000, 90_000));
+        // The whole server, its Buffer table's flushes and merges included: 3 µs per row.
+        runs[2].clickhouse_process_cpu_secs = Some(0.27);
         let (md, all) = markdown(
             &Meta {
                 clickhouse_version: "18.16.1".into(),
@@ -738,7 +748,11 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| bare-parse | 32 | 30 | 15,000 | 450,000 | 1.33 | – | 1.33 |"));
-        assert!(md.contains("| ch-buffer | 32 | 30 | 3,000 | 90,000 | – | ≥ 1.50 | ≥ 1.50 |"));
+        assert!(
+            md.contains("| ch-buffer | 32 | 30 | 3,000 | 90,000 | – | ≥ 1.50 | ≥ 1.50 | 3.00 |"),
+            "{md}"
+        );
+        assert!(md.contains("| 1.33 | – | 1.33 | – |"), "{md}");
         assert!(md.contains("**PASS** (f) 30-event bodies, c=32: event-ingest's ClickHouse CPU per stored event ≤ 0.45 µs: 0.400 µs"), "{md}");
         assert!(md.contains("**FAIL** (g) 30-event bodies, c=32: event-ingest's service CPU per event ≤ 1.3× bare-parse's: 2.00 vs 1.3 × 1.33 = 1.73 µs (1.50×)"), "{md}");
     }

@@ -21,10 +21,14 @@ const INSERT_BACKOFF: Backoff =
 /// During an outage, one warning per this interval, not one per retry.
 const LOG_EVERY: Duration = Duration::from_secs(30);
 /// Most rows in one insert. ClickHouse cuts a larger insert into blocks of
-/// `max_insert_block_size` (about a million rows) committed separately, so a retry of a
-/// partly committed insert would duplicate; below that an insert is all or nothing. Only a
-/// backlog after an outage gets this large.
-pub const MAX_INSERT_ROWS: usize = 500_000;
+/// `max_insert_block_size` (1,048,576 rows by default; 1,048,449 on newer servers)
+/// committed separately, so a retry of a partly committed insert would duplicate; below
+/// that an insert is all or nothing. A busy second's batch fits in one insert, one part
+/// for ClickHouse to merge: at 500,000, a second of 510,000 events was an insert and a
+/// 10,000-row remainder, and the parts' merges cost ClickHouse 40 % more CPU per row
+/// (`docs/performance.md`). The flusher's block scratch holds about two copies of one
+/// insert's rows.
+pub const MAX_INSERT_ROWS: usize = 1_000_000;
 
 /// One batch to write: its rows and how the spool knows it.
 pub(super) struct Batch<'a> {
