@@ -42,13 +42,18 @@ say "using $("$OHA" --version) ($OHA)"
 cargo build --release
 cargo build --release -p loadtest
 
-# The server scripts/clickhouse.sh started, if it did: its whole CPU (merges included) is
-# reported beside the inserts' own from system.query_log.
+# The local server scripts/clickhouse.sh started, if it did and is the one loaded: its whole
+# CPU (merges included) is reported beside the inserts' own from system.query_log.
 CH_PID_FILE="${CLICKHOUSE_DATA_DIR:-$ROOT/data/clickhouse}/server.pid"
 CH_PID=()
-if [ -f "$CH_PID_FILE" ] && kill -0 "$(cat "$CH_PID_FILE")" 2>/dev/null; then
-  CH_PID=(--clickhouse-pid "$(cat "$CH_PID_FILE")")
-fi
+case "$CLICKHOUSE_HOST" in
+  127.0.0.1 | localhost)
+    pid="$(cat "$CH_PID_FILE" 2>/dev/null || true)"
+    if [ -n "$pid" ] && grep -q '^clickhouse' "/proc/$pid/comm" 2>/dev/null; then
+      CH_PID=(--clickhouse-pid "$pid")
+    fi
+    ;;
+esac
 
 target/release/loadtest --oha "$OHA" --server-bin target/release/event-ingest \
   --out-dir target/loadtest "${CH_PID[@]}" "$@"

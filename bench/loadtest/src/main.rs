@@ -925,8 +925,8 @@ fn run_clickhouse(ctx: &Ctx<'_>, run: &mut Run, table: &str, body: &Bodies) -> R
 }
 
 /// The whole ClickHouse process's CPU over one storing run (with `--clickhouse-pid`). The
-/// window opens and closes with no merge running, so it holds the merges of this run's parts
-/// and none of an earlier run's.
+/// window opens and closes with no merge running, so it holds the merges of this run's parts,
+/// not an earlier run's (a merge scheduled after it closes is left out).
 struct ClickHouseWindow {
     pid: u32,
     start: f64,
@@ -940,7 +940,9 @@ impl ClickHouseWindow {
         let Some(pid) = ctx.args.clickhouse_pid else {
             return Ok(None);
         };
-        merges_settled(&ctx.ch)?;
+        if !merges_settled(&ctx.ch)? {
+            return Ok(None); // an earlier run's merges would count
+        }
         Ok(proc::cpu_secs(pid).map(|start| ClickHouseWindow { pid, start }))
     }
 
@@ -954,17 +956,24 @@ impl ClickHouseWindow {
     }
 }
 
-/// Waits until `system.merges` is empty, at most [`MERGES_SETTLE`]; whether it got there.
+/// Waits until `system.merges` has been empty twice in a row, half a second apart (a merge
+/// is scheduled a moment after the parts it merges appear), at most [`MERGES_SETTLE`];
+/// whether it got there.
 fn merges_settled(ch: &ClickHouse) -> Result<bool, String> {
     let deadline = Instant::now() + MERGES_SETTLE;
+    let mut empty = 0;
     loop {
-        if ch.query("SELECT count() FROM system.merges")?.trim() == "0" {
+        match ch.query("SELECT count() FROM system.merges")?.trim() == "0" {
+            true => empty += 1,
+            false => empty = 0,
+        }
+        if empty == 2 {
             return Ok(true);
         }
         if Instant::now() >= deadline {
             return Ok(false);
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

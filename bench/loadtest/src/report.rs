@@ -191,8 +191,9 @@ pub fn markdown(meta: &Meta, runs: &[Run]) -> (String, bool) {
          nothing), CH alone for ch-direct/ch-buffer (no gateway). **CH server** (with \
          `--clickhouse-pid`) = the whole ClickHouse process's CPU (`/proc/<pid>/stat`) from the \
          start of the load until its merges have settled after the last row was stored (the \
-         window opens and closes with `system.merges` empty), ÷ the rows stored: what CH \
-         leaves out, the merges of the parts the inserts made and a Buffer table's flushes.\n",
+         window opens and closes with `system.merges` empty), ÷ the rows stored: CH plus what \
+         it leaves out, the merges of the parts the inserts made and a Buffer table's \
+         flushes.\n",
         meta.durability
     );
 

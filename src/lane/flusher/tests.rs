@@ -344,10 +344,10 @@ fn shutdown_flushes_what_no_trigger_would() {
     assert_eq!(sink.inserts.load(Relaxed), 1, "one insert for the rest");
 }
 
-/// A second of events at 700,000 a second is one batch, and one batch is one insert: one
-/// part for ClickHouse to merge, not a full insert and a small remainder each second.
+/// A batch of 700,000 rows (a second of events at 700,000 a second) is one insert: one
+/// part for ClickHouse to merge, not a full insert and a small remainder.
 #[test]
-fn a_batch_of_a_busy_second_is_one_insert() {
+fn a_700000_row_batch_is_one_insert() {
     let sink = Arc::new(FakeSink::default());
     let (buffer, _, guard, _tmp) = start(sink.clone(), 2_000_000);
     append(&buffer, 0..700_000);
@@ -355,6 +355,7 @@ fn a_batch_of_a_busy_second_is_one_insert() {
     assert_eq!(sink.rows_written.load(Relaxed), 700_000);
     assert_eq!(sink.inserts.load(Relaxed), 1);
 }
+
 #[test]
 fn a_sink_that_never_answers_cannot_hold_shutdown_past_its_deadline() {
     let sink = Arc::new(FakeSink {

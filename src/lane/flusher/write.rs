@@ -21,14 +21,18 @@ const INSERT_BACKOFF: Backoff =
 /// During an outage, one warning per this interval, not one per retry.
 const LOG_EVERY: Duration = Duration::from_secs(30);
 /// Most rows in one insert. ClickHouse cuts a larger insert into blocks of
-/// `max_insert_block_size` (1,048,576 rows by default; 1,048,449 on newer servers)
+/// `max_insert_block_size` (1,048,576 rows by default on 18.16; 1,048,449 on 26.9)
 /// committed separately, so a retry of a partly committed insert would duplicate; below
 /// that an insert is all or nothing. A busy second's batch fits in one insert, one part
-/// for ClickHouse to merge: at 500,000, a second of 510,000 events was an insert and a
-/// 10,000-row remainder, and the parts' merges cost ClickHouse 40 % more CPU per row
-/// (`docs/performance.md`). The flusher's block scratch holds about two copies of one
-/// insert's rows.
+/// for ClickHouse to merge: a cap below it splits the batch into a full insert and a small
+/// remainder, two parts a second, and the whole ClickHouse server then spent 40 % more CPU
+/// per stored row, its merges included (`docs/performance.md`). The flusher's block scratch
+/// holds about two copies of one insert's rows.
 pub const MAX_INSERT_ROWS: usize = 1_000_000;
+const _: () = assert!(
+    MAX_INSERT_ROWS < 1_048_449,
+    "one insert must stay one block"
+);
 
 /// One batch to write: its rows and how the spool knows it.
 pub(super) struct Batch<'a> {
