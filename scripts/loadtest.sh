@@ -4,7 +4,7 @@
 # (bare-parse), and ClickHouse Buffer-table and direct inserts. See bench/loadtest.
 #
 #   scripts/loadtest.sh                      # full matrix: 7 systems x c={1,8,32,128} x {30,1000} events, 10 s each (~11 min)
-#   scripts/loadtest.sh --half-load          # and a second load at half of each saturating rate (~18 min)
+#   scripts/loadtest.sh --half-load          # and a second load at half of each saturating rate (~20 min)
 #   scripts/loadtest.sh --quick              # smoke run: 3 s, c={1,32}, 30-event bodies
 #   scripts/loadtest.sh --systems event-ingest,ch-buffer --concurrency 32 --duration-secs 20
 #
