@@ -784,14 +784,7 @@ fn half_load(
     if run.system.is_event_ingest() {
         // The first load's parts are still being merged for a while: that CPU is the
         // first load's, not this one's (bounded wait).
-        let sql = format!(
-            "SELECT count() FROM system.merges WHERE database = '{}' FORMAT TabSeparated",
-            ctx.args.database
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while ctx.ch.query(&sql)?.trim() != "0" && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        merges_settled(&ctx.ch)?;
     }
     spec.rate = Some(rate);
     let mut stem = spec.out_stem.into_os_string();
