@@ -6,6 +6,8 @@
 #                                  # CLICKHOUSE_TLS_DIR, ~/.local/state/event-ingest/clickhouse-tls:
 #                                  # made here on first use)
 #   scripts/clickhouse.sh stop     # stop the one this script started (pid file under its data dir)
+#   scripts/clickhouse.sh pid      # print the process id of the one this script started, if it
+#                                  # runs and serves CLICKHOUSE_HOST:CLICKHOUSE_PORT (else nothing)
 #
 # Order of preference: an installed `clickhouse-server`; else Debian's package when we are root
 # on Debian/Ubuntu; else a message saying exactly what to do. No systemd is assumed: the binary
@@ -138,5 +140,9 @@ case "${1:-ensure}" in
       rm -f "$DATA_DIR/server.pid"
     fi
     ;;
-  *) echo "usage: $0 [ensure|stop]" >&2; exit 2 ;;
+  pid)
+    pid="$(cat "$DATA_DIR/server.pid" 2>/dev/null || true)"
+    if is_local && [ -n "$pid" ] && grep -qs '^clickhouse' "/proc/$pid/comm"; then echo "$pid"; fi
+    ;;
+  *) echo "usage: $0 [ensure|stop|pid]" >&2; exit 2 ;;
 esac

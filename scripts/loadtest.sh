@@ -44,16 +44,9 @@ cargo build --release -p loadtest
 
 # The local server scripts/clickhouse.sh started, if it did and is the one loaded: its whole
 # CPU (merges included) is reported beside the inserts' own from system.query_log.
-CH_PID_FILE="${CLICKHOUSE_DATA_DIR:-$ROOT/data/clickhouse}/server.pid"
 CH_PID=()
-case "$CLICKHOUSE_HOST" in
-  127.0.0.1 | localhost)
-    pid="$(cat "$CH_PID_FILE" 2>/dev/null || true)"
-    if [ -n "$pid" ] && grep -q '^clickhouse' "/proc/$pid/comm" 2>/dev/null; then
-      CH_PID=(--clickhouse-pid "$pid")
-    fi
-    ;;
-esac
+pid="$(scripts/clickhouse.sh pid)"
+[ -z "$pid" ] || CH_PID=(--clickhouse-pid "$pid")
 
 target/release/loadtest --oha "$OHA" --server-bin target/release/event-ingest \
   --out-dir target/loadtest "${CH_PID[@]}" "$@"

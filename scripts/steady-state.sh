@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Steady state at a fixed request rate (default 6,000 req/s of 30-event bodies, 180,000
-# events/s, at 32 connections): inserts per second, RSS over time, and
-# memory per buffered event, with the default settings; and, for the ClickHouse server that
-# scripts/clickhouse.sh started, its whole CPU (background merges included) per row stored
-# from 10 s in to 10 s before the end (SECONDS a multiple of 5, above 20). RATE 0: as fast
-# as the service answers. Needs
-# `make loadtest` to have run once (it installs oha and writes the body files).
+# events/s, at 32 connections; RATE 0: as fast as the service answers): inserts per second,
+# RSS over time, p99 and peak RSS, and, for the ClickHouse server scripts/clickhouse.sh
+# started, its whole CPU (background merges included) per row stored from 10 s in to 10 s
+# before the end (SECONDS a multiple of 5, above 20). The service's settings come from the
+# environment (e.g. DURABILITY=memory). Needs `make loadtest` to have run once (it installs
+# oha and writes the body files).
 #   scripts/steady-state.sh [RATE] [SECONDS]
-# The service's settings come from the environment (e.g. DURABILITY=memory).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RATE="${1:-6000}"; SECS="${2:-60}"; PORT="${STEADY_PORT:-18666}"
@@ -32,9 +31,7 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
 field() { curl -fs "http://127.0.0.1:$PORT/v1/health" | python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 # The ClickHouse server's CPU (all threads, merges included) and the rows stored, sampled at
 # 10 s and at SECONDS - 10 s.
-CH_PID_FILE="${CLICKHOUSE_DATA_DIR:-data/clickhouse}/server.pid"
-ch_pid=$(cat "$CH_PID_FILE" 2>/dev/null || true)
-grep -qs '^clickhouse' "/proc/$ch_pid/comm" || ch_pid=""
+ch_pid="$(scripts/clickhouse.sh pid)"
 # "<seconds> <CPU ticks> <rows>"
 ch_sample() {
   local ticks=0
